@@ -1,0 +1,202 @@
+"""The :class:`AsyncSessionManager`: the same operations as coroutines, for asyncio servers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar
+
+from ._config import Config, load_config
+from ._manager import DEFAULT, Clock, SessionManager, _Default
+from ._model import Session
+
+__all__ = ["AsyncSessionManager"]
+
+log = logging.getLogger("sessionkeeper")
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class AsyncSessionManager:
+    """:class:`~sessionkeeper.SessionManager`'s operations as coroutines.
+
+    Operations of a backend whose capabilities say ``blocking`` run in a worker thread so the
+    event loop never waits on I/O; the memory backend runs inline. The cleanup scheduler is an
+    asyncio task, started on ``async with`` (or :meth:`start`) and cancelled by :meth:`aclose`::
+
+        async with AsyncSessionManager(backend="memory") as sessions:
+            s = await sessions.create(metadata={"user_id": "user_456"})
+            await sessions.fetch(s.id)
+    """
+
+    def __init__(
+        self,
+        backend: str = "memory",
+        backend_opts: Mapping[str, Any] | None = None,
+        *,
+        cleanup_interval: int = 60_000,
+        touch_resolution: int = 1_000,
+        default_timeout: int | None = 1_800_000,
+        max_metadata_bytes: int = 65_536,
+        stats: bool = False,
+        plugins: Iterable[object] = (),
+        clock: Clock | None = None,
+        read_only: bool = False,
+        base_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        config = Config.from_mapping(
+            {
+                "backend": backend,
+                "backend_opts": dict(backend_opts or {}),
+                "cleanup_interval": cleanup_interval,
+                "touch_resolution": touch_resolution,
+                "default_timeout": default_timeout,
+                "max_metadata_bytes": max_metadata_bytes,
+                "stats": stats,
+            }
+        )
+        sync = SessionManager.from_settings(
+            config,
+            clock=clock,
+            plugins=plugins,
+            read_only=read_only,
+            schedule=False,
+            base_dir=base_dir,
+        )
+        self._adopt(sync)
+
+    @classmethod
+    def from_config(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        clock: Clock | None = None,
+        plugins: Iterable[object] = (),
+        read_only: bool = False,
+    ) -> AsyncSessionManager:
+        """Open the manager a config file describes (lookup order of :func:`load_config`)."""
+        sync = SessionManager.from_settings(
+            load_config(path), clock=clock, plugins=plugins, read_only=read_only, schedule=False
+        )
+        self = cls.__new__(cls)
+        self._adopt(sync)
+        return self
+
+    def _adopt(self, sync: SessionManager) -> None:
+        self.sync = sync
+        self._task: asyncio.Task[None] | None = None
+        self._sweeping = asyncio.Lock()
+        self._inline = not sync.capabilities.blocking
+
+    @property
+    def config(self) -> Config:
+        return self.sync.config
+
+    @property
+    def backend_name(self) -> str:
+        return self.sync.backend_name
+
+    async def _run(self, function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        if self._inline:
+            return function(*args, **kwargs)
+        return await asyncio.to_thread(function, *args, **kwargs)
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the cleanup task on the running loop (``async with`` does it for you)."""
+        interval = self.config.cleanup_interval
+        if self._task is None and interval and not self.sync.read_only:
+            self._task = asyncio.get_running_loop().create_task(
+                self._cleanup_loop(interval / 1000), name="sessionkeeper-cleanup"
+            )
+
+    async def _cleanup_loop(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.cleanup_expired()
+            except Exception:
+                log.exception("scheduled cleanup failed; retrying in %.3f s", interval)
+
+    async def aclose(self) -> None:
+        """Cancel the cleanup task and close the backend."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self._run(self.sync.close)
+
+    async def __aenter__(self) -> AsyncSessionManager:
+        self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # --- operations --------------------------------------------------------------------------
+
+    async def create(
+        self,
+        timeout_ms: int | _Default | None = DEFAULT,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Session:
+        """See :meth:`SessionManager.create`."""
+        return await self._run(self.sync.create, timeout_ms, metadata)
+
+    async def store(self, session: Session) -> None:
+        """See :meth:`SessionManager.store`."""
+        await self._run(self.sync.store, session)
+
+    async def fetch(self, session_id: str) -> Session:
+        """See :meth:`SessionManager.fetch`."""
+        return await self._run(self.sync.fetch, session_id)
+
+    async def peek(self, session_id: str) -> Session:
+        """See :meth:`SessionManager.peek`."""
+        return await self._run(self.sync.peek, session_id)
+
+    async def touch(self, session_id: str) -> Session:
+        """See :meth:`SessionManager.touch`."""
+        return await self._run(self.sync.touch, session_id)
+
+    async def delete(self, session_id: str) -> bool:
+        """See :meth:`SessionManager.delete`."""
+        return await self._run(self.sync.delete, session_id)
+
+    async def list(self) -> list[str]:
+        """See :meth:`SessionManager.list`."""
+        return await self._run(self.sync.list)
+
+    async def count(self) -> int:
+        """See :meth:`SessionManager.count`."""
+        return await self._run(self.sync.count)
+
+    async def cleanup_expired(self) -> int:
+        """See :meth:`SessionManager.cleanup_expired`."""
+        async with self._sweeping:
+            return await self._run(self.sync.cleanup_expired)
+
+    async def stats(self) -> dict[str, Any]:
+        """See :meth:`SessionManager.stats`."""
+        return await self._run(self.sync.stats)
+
+    async def iter_sessions(
+        self, *, include_expired: bool = False, batch_size: int = 1000
+    ) -> AsyncIterator[Session]:
+        """Every stored session (see :meth:`SessionManager.iter_sessions`), read in batches."""
+        sessions = self.sync.iter_sessions(include_expired=include_expired)
+        while batch := await self._run(list, itertools.islice(sessions, batch_size)):
+            for session in batch:
+                yield session

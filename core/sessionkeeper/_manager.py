@@ -1,0 +1,580 @@
+"""The :class:`SessionManager`: loads the configured backend and applies the shared semantics.
+
+Every operation is a pluggy hook call. When the backend is the only implementation of a hook (no
+wrapper, no tracing), the manager calls that implementation directly instead of going through
+pluggy's dispatch — the same function pluggy would call, with the same arguments — and switches
+back to pluggy the moment a wrapper is registered. That keeps a memory ``fetch`` under a
+microsecond while wrappers still see every call when there are any.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+import warnings
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final
+
+import attrs
+
+from . import hookspecs
+from ._backend import BackendContext, Capabilities
+from ._config import Config, load_config, structure_options
+from ._errors import (
+    InvalidSession,
+    ManagerClosed,
+    SessionKeeperError,
+    SessionNotFound,
+    StorageError,
+)
+from ._model import PackedMetadata, Session, check_timeout, generate_id, pack_metadata, validate_id
+from ._plugins import TRACE_ENV, PluginManager, load_backend_class
+from ._scheduler import CleanupScheduler
+from ._stats import StatsPlugin
+
+__all__ = ["Clock", "SessionManager", "system_clock"]
+
+log = logging.getLogger("sessionkeeper")
+
+#: A clock returns the current time as integer milliseconds since the Unix epoch.
+Clock = Callable[[], int]
+
+_BACKEND_PLUGIN: Final = "backend"
+_STATS_PLUGIN: Final = "sessionkeeper.stats"
+
+
+def system_clock() -> int:
+    """Milliseconds since the Unix epoch, from :func:`time.time_ns`."""
+    return time.time_ns() // 1_000_000
+
+
+class _Default:
+    """Marks "use the configured default" (``None`` already means "never expires")."""
+
+    def __repr__(self) -> str:
+        return "<default>"
+
+
+DEFAULT: Final = _Default()
+
+# hook name -> the argument names the manager passes, in order.
+_OPERATIONS: Final = {
+    "sessionkeeper_store": ("session",),
+    "sessionkeeper_fetch": ("session_id",),
+    "sessionkeeper_touch": ("session_id", "last_accessed"),
+    "sessionkeeper_delete": ("session_id",),
+    "sessionkeeper_list": ("now",),
+    "sessionkeeper_count": ("now",),
+    "sessionkeeper_iter_sessions": (),
+    "sessionkeeper_cleanup_expired": ("now",),
+    "sessionkeeper_session_created": ("session",),
+}
+
+
+def _closed(*args: object) -> Any:
+    raise ManagerClosed("this SessionManager is closed")
+
+
+class SessionManager:
+    """Sessions in the configured backend, with expiry, touch coalescing and scheduled cleanup.
+
+    Build it from a config file with :meth:`from_config`, or in code::
+
+        with SessionManager(backend="memory", cleanup_interval=0) as sessions:
+            s = sessions.create(timeout_ms=300_000, metadata={"user_id": "user_456"})
+            assert sessions.fetch(s.id).metadata == {"user_id": "user_456"}
+
+    Keyword arguments are the keys of the ``[sessionkeeper]`` table (see
+    :class:`~sessionkeeper.Config`); ``clock`` returns integer ms and replaces the system clock
+    (tests inject one so they never sleep); ``plugins`` are wrapper plugin objects to register;
+    ``read_only`` opens the store for inspection (for backends that support it).
+
+    Thread-safe: one manager may be shared by every thread of a process.
+    """
+
+    def __init__(
+        self,
+        backend: str = "memory",
+        backend_opts: Mapping[str, Any] | None = None,
+        *,
+        cleanup_interval: int = 60_000,
+        touch_resolution: int = 1_000,
+        default_timeout: int | None = 1_800_000,
+        max_metadata_bytes: int = 65_536,
+        stats: bool = False,
+        plugins: Iterable[object] = (),
+        clock: Clock | None = None,
+        read_only: bool = False,
+        base_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        config = Config.from_mapping(
+            {
+                "backend": backend,
+                "backend_opts": dict(backend_opts or {}),
+                "cleanup_interval": cleanup_interval,
+                "touch_resolution": touch_resolution,
+                "default_timeout": default_timeout,
+                "max_metadata_bytes": max_metadata_bytes,
+                "stats": stats,
+            }
+        )
+        self._setup(
+            config,
+            clock=clock,
+            plugins=plugins,
+            read_only=read_only,
+            base_dir=Path(base_dir) if base_dir is not None else None,
+            schedule=True,
+        )
+
+    @classmethod
+    def from_config(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        clock: Clock | None = None,
+        plugins: Iterable[object] = (),
+        read_only: bool = False,
+    ) -> SessionManager:
+        """Open the manager a config file describes (lookup order of :func:`load_config`)."""
+        return cls.from_settings(
+            load_config(path), clock=clock, plugins=plugins, read_only=read_only
+        )
+
+    @classmethod
+    def from_settings(
+        cls,
+        config: Config,
+        *,
+        clock: Clock | None = None,
+        plugins: Iterable[object] = (),
+        read_only: bool = False,
+        schedule: bool = True,
+        base_dir: str | os.PathLike[str] | None = None,
+    ) -> SessionManager:
+        """Open the manager for an already validated :class:`~sessionkeeper.Config`.
+
+        ``schedule=False`` leaves the cleanup scheduler off whatever ``cleanup_interval`` says
+        (the async manager runs its own).
+        """
+        self = cls.__new__(cls)
+        self._setup(
+            config,
+            clock=clock,
+            plugins=plugins,
+            read_only=read_only,
+            base_dir=Path(base_dir) if base_dir is not None else None,
+            schedule=schedule,
+        )
+        return self
+
+    # --- set-up and tear-down ---------------------------------------------------------------
+
+    def _setup(
+        self,
+        config: Config,
+        *,
+        clock: Clock | None,
+        plugins: Iterable[object],
+        read_only: bool,
+        base_dir: Path | None,
+        schedule: bool,
+    ) -> None:
+        self.config = config
+        self.clock: Clock = clock or system_clock
+        self.read_only = read_only
+        self._closed = True  # until the backend is open
+        self._sweep_lock = threading.Lock()
+        self._touch_resolution = config.touch_resolution
+        self._max_metadata = config.max_metadata_bytes
+        self._default_timeout = config.default_timeout
+        self._scheduler: CleanupScheduler | None = None
+        self._stats: StatsPlugin | None = None
+
+        backend_cls = load_backend_class(config.backend, source=config.source)
+        options = structure_options(
+            backend_cls.options_class, config.backend_opts, source=config.source
+        )
+        context = BackendContext(
+            name=config.backend, base_dir=base_dir or config.base_dir, read_only=read_only
+        )
+        try:
+            backend = backend_cls(options, context)
+        except SessionKeeperError:
+            raise
+        except Exception as exc:
+            raise StorageError(
+                config.backend, f"cannot start: {type(exc).__name__}: {exc}"
+            ) from exc
+        self.backend_name = config.backend
+        self.capabilities: Capabilities = backend_cls.capabilities
+        self.backend = backend
+
+        pm = self.plugin_manager = PluginManager()
+        pm.add_listener(self._rebind)
+        pm.register(backend, name=_BACKEND_PLUGIN)
+        self._check_backend_hooks()
+        if config.stats:
+            self._stats = StatsPlugin(self.clock)
+            pm.register(self._stats, name=_STATS_PLUGIN)
+        for plugin in plugins:
+            pm.register(plugin)
+        pm.load_wrapper_plugins()
+        if os.environ.get(TRACE_ENV):
+            pm.enable_tracing()
+
+        try:
+            pm.hook.sessionkeeper_open()
+        except BaseException as exc:
+            _close_plugins(pm, self.backend_name)
+            if isinstance(exc, SessionKeeperError) or not isinstance(exc, Exception):
+                raise
+            raise StorageError(config.backend, f"cannot open: {type(exc).__name__}: {exc}") from exc
+        self._closed = False
+        self._rebind()
+        self._finalizer = weakref.finalize(self, _finalize, pm, self.backend_name)
+        self._finalizer.atexit = False
+        _open_managers.add(self)
+        if schedule and config.cleanup_interval and not read_only:
+            self._scheduler = CleanupScheduler(
+                self.cleanup_expired,
+                config.cleanup_interval,
+                name=f"sessionkeeper-cleanup-{config.backend}",
+            )
+            self._scheduler.start()
+
+    def _check_backend_hooks(self) -> None:
+        pm = self.plugin_manager
+        missing = [
+            name
+            for name in hookspecs.REQUIRED_HOOKS
+            if not any(
+                impl.plugin is self.backend for impl in getattr(pm.hook, name).get_hookimpls()
+            )
+        ]
+        if missing:
+            from ._errors import PluginValidationError
+
+            raise PluginValidationError(
+                self.config.backend,
+                f"{type(self.backend).__qualname__} does not mark {', '.join(missing)} "
+                "with @sessionkeeper.hookimpl",
+            )
+
+    def _rebind(self) -> None:
+        """Choose, per operation, a direct call to the lone implementation or pluggy's dispatch."""
+        if self._closed:
+            for hook in _OPERATIONS:
+                setattr(self, "_" + hook.removeprefix("sessionkeeper_"), _closed)
+            return
+        pm = self.plugin_manager
+        for hook, argnames in _OPERATIONS.items():
+            caller = getattr(pm.hook, hook)
+            impls = caller.get_hookimpls()
+            function: Callable[..., Any] | None
+            if not impls:
+                function = None
+            elif (
+                len(impls) == 1
+                and not pm.tracing
+                and not impls[0].hookwrapper
+                and not impls[0].wrapper
+                and tuple(impls[0].argnames) == argnames
+            ):
+                function = impls[0].function
+            else:
+                function = _via_pluggy(caller, argnames)
+            setattr(self, "_" + hook.removeprefix("sessionkeeper_"), function)
+
+    def close(self) -> None:
+        """Stop the scheduler and close every plugin (LIFO), logging their errors. Idempotent."""
+        if self._closed:
+            return
+        if self._scheduler is not None:
+            self._scheduler.stop()
+        with self._sweep_lock:
+            self._closed = True
+            self._rebind()
+            self._finalizer.detach()
+            _open_managers.discard(self)
+            _close_plugins(self.plugin_manager, self.backend_name)
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has run."""
+        return self._closed
+
+    def __enter__(self) -> SessionManager:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<SessionManager backend={self.backend_name!r} {state}>"
+
+    # --- wrapper plugins --------------------------------------------------------------------
+
+    def register(self, plugin: object, name: str | None = None) -> str | None:
+        """Register a wrapper plugin; from the next call on it sees every operation."""
+        return self.plugin_manager.register(plugin, name)
+
+    def unregister(self, plugin: object) -> None:
+        """Unregister a plugin registered with :meth:`register`."""
+        self.plugin_manager.unregister(plugin)
+
+    # --- operations -------------------------------------------------------------------------
+    # The attributes _store, _fetch, ... are bound by _rebind().
+    _store: Callable[[Session], None]
+    _fetch: Callable[[str], Session | None]
+    _touch: Callable[[str, int], Session | None]
+    _delete: Callable[[str], bool | None]
+    _list: Callable[[int], list[str] | None]
+    _count: Callable[[int], int | None]
+    _iter_sessions: Callable[[], Iterable[Session] | None]
+    _cleanup_expired: Callable[[int], int | None]
+    _session_created: Callable[[Session], None] | None
+
+    def create(
+        self,
+        timeout_ms: int | _Default | None = DEFAULT,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Session:
+        """Create, store and return a new session with a fresh 256-bit id.
+
+        :param timeout_ms: idle ms before it expires; ``None`` never; default: ``default_timeout``.
+        :param metadata: JSON-compatible dict, at most ``max_metadata_bytes`` encoded.
+        """
+        timeout = self._default_timeout if isinstance(timeout_ms, _Default) else timeout_ms
+        check_timeout(timeout)
+        packed = pack_metadata(metadata)
+        self._check_size(packed)
+        now = self.clock()
+        session = Session._trusted(generate_id(), now, now, timeout, packed)
+        try:
+            self._store(session)
+            if self._session_created is not None:
+                self._session_created(session)
+        except SessionKeeperError:
+            raise
+        except Exception as exc:
+            raise self._failure("create", exc) from exc
+        return session
+
+    def store(self, session: Session) -> None:
+        """Insert ``session`` or replace the one with its id."""
+        if type(session) is not Session:
+            raise InvalidSession(
+                "session", f"store() takes a sessionkeeper.Session, got {type(session).__name__}"
+            )
+        self._check_size(session._metadata)
+        try:
+            self._store(session)
+        except SessionKeeperError:
+            raise
+        except Exception as exc:
+            raise self._failure("store", exc) from exc
+
+    def _check_size(self, packed: PackedMetadata) -> None:
+        if len(packed) > self._max_metadata:
+            raise InvalidSession(
+                "metadata",
+                f"encodes to {len(packed)} bytes, over max_metadata_bytes={self._max_metadata}",
+            )
+
+    def fetch(self, session_id: str) -> Session:
+        """The live session ``session_id``, touched: an access slides ``last_accessed`` forward.
+
+        The write-back is coalesced: it happens only when ``last_accessed`` would move by more
+        than ``touch_resolution`` ms, or by more than a tenth of the session's timeout.
+        Raises :class:`~sessionkeeper.SessionNotFound` (also a ``KeyError``) when there is no
+        live session with this id, :class:`~sessionkeeper.InvalidSession` for a malformed id.
+        """
+        try:
+            session = self._fetch(session_id)
+        except SessionKeeperError:
+            raise
+        except Exception as exc:
+            raise self._failure("fetch", exc, session_id) from exc
+        if session is None:
+            raise self._not_found(session_id)
+        now = self.clock()
+        idle = now - session.last_accessed
+        timeout = session.timeout_ms
+        if timeout is not None:
+            if idle > timeout:
+                raise SessionNotFound(session_id)
+            if idle > timeout // 10:
+                return self._write_touch(session_id, now)
+        if idle > self._touch_resolution:
+            return self._write_touch(session_id, now)
+        return session
+
+    def _write_touch(self, session_id: str, now: int) -> Session:
+        try:
+            touched = self._touch(session_id, now)
+        except SessionKeeperError:
+            raise
+        except Exception as exc:
+            raise self._failure("touch", exc, session_id) from exc
+        if touched is None:  # deleted since we read it
+            raise SessionNotFound(session_id)
+        return touched
+
+    def _not_found(self, session_id: object) -> SessionNotFound:
+        validate_id(session_id)
+        return SessionNotFound(session_id)
+
+    def _failure(self, operation: str, exc: Exception, session_id: object = None) -> Exception:
+        """The error to raise for an exception a backend let escape: a bad id, else StorageError."""
+        if session_id is not None:
+            validate_id(session_id)  # an unhashable or malformed id is the caller's mistake
+        return StorageError(self.backend_name, f"{operation} failed: {type(exc).__name__}: {exc}")
+
+    def _call(self, operation: str, function: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return function(*args)
+        except SessionKeeperError:
+            raise
+        except Exception as exc:
+            raise self._failure(operation, exc) from exc
+
+    def peek(self, session_id: str) -> Session:
+        """The live session ``session_id`` without touching it (for inspection and export)."""
+        try:
+            session = self._fetch(session_id)
+        except SessionKeeperError:
+            raise
+        except Exception as exc:
+            raise self._failure("peek", exc, session_id) from exc
+        if session is None:
+            raise self._not_found(session_id)
+        if session.is_expired(self.clock()):
+            raise SessionNotFound(session_id)
+        return session
+
+    def touch(self, session_id: str) -> Session:
+        """Slide ``last_accessed`` of a live session to now (always writes); return it."""
+        self.peek(session_id)
+        return self._write_touch(session_id, self.clock())
+
+    def delete(self, session_id: str) -> bool:
+        """Remove the session; ``True`` if it was stored, ``False`` if there was none."""
+        validate_id(session_id)
+        return bool(self._call("delete", self._delete, session_id))
+
+    def list(self) -> list[str]:
+        """The ids of every live session."""
+        return list(self._call("list", self._list, self.clock()) or ())
+
+    def count(self) -> int:
+        """How many sessions are live."""
+        return int(self._call("count", self._count, self.clock()) or 0)
+
+    def iter_sessions(self, *, include_expired: bool = False) -> Iterator[Session]:
+        """Every stored session, lazily, without touching (export, backup, migrate)."""
+        now = self.clock()
+        sessions = iter(self._call("iter_sessions", self._iter_sessions) or ())
+        while True:
+            try:
+                session = next(sessions)
+            except StopIteration:
+                return
+            except SessionKeeperError:
+                raise
+            except Exception as exc:
+                raise self._failure("iter_sessions", exc) from exc
+            if include_expired or not session.is_expired(now):
+                yield session
+
+    def cleanup_expired(self) -> int:
+        """Remove every expired session now; return how many. Never runs two sweeps at once."""
+        with self._sweep_lock:
+            return int(self._call("cleanup_expired", self._cleanup_expired, self.clock()) or 0)
+
+    def stats(self) -> dict[str, Any]:
+        """What the manager knows: backend, capabilities, live count, plugin figures, counters."""
+        result: dict[str, Any] = {
+            "backend": self.backend_name,
+            "capabilities": self.capabilities.as_dict(),
+            "live_sessions": self.count(),
+            "config": _config_summary(self.config),
+        }
+        pm = self.plugin_manager
+        plugins: dict[str, Any] = {}
+        for impl in _plain_impls(pm.hook.sessionkeeper_stats):
+            figures = impl.function()
+            if figures is not None:
+                plugins[impl.plugin_name] = figures
+        result["backend_stats"] = plugins.pop(_BACKEND_PLUGIN, {})
+        if plugins:
+            result["plugins"] = plugins
+        if self._stats is not None:
+            result["counters"] = self._stats.snapshot()
+        if self._scheduler is not None:
+            result["scheduler"] = {
+                "interval_ms": self.config.cleanup_interval,
+                "runs": self._scheduler.runs,
+                "failures": self._scheduler.failures,
+            }
+        return result
+
+
+def _config_summary(config: Config) -> dict[str, Any]:
+    summary = attrs.asdict(config, filter=lambda a, _: a.name not in ("backend_opts", "source"))
+    summary["source"] = str(config.source) if config.source is not None else None
+    return summary
+
+
+def _via_pluggy(caller: Any, argnames: tuple[str, ...]) -> Callable[..., Any]:
+    """A positional-call adapter over a pluggy hook caller (which takes keywords)."""
+    if not argnames:
+        return lambda: caller()
+    if len(argnames) == 1:
+        (name,) = argnames
+        return lambda value: caller(**{name: value})
+    return lambda *values: caller(**dict(zip(argnames, values, strict=True)))
+
+
+def _plain_impls(caller: Any) -> list[Any]:
+    return [i for i in caller.get_hookimpls() if not (i.wrapper or i.hookwrapper)]
+
+
+def _close_plugins(pm: PluginManager, backend: str) -> None:
+    # LIFO: the plugin registered last closes first, the backend (registered first) last.
+    for impl in reversed(_plain_impls(pm.hook.sessionkeeper_close)):
+        try:
+            impl.function()
+        except Exception:
+            log.exception("closing plugin %r of the %s backend failed", impl.plugin_name, backend)
+
+
+_open_managers: weakref.WeakSet[SessionManager] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    """Close managers still open at interpreter exit, so buffered writes are committed."""
+    for manager in list(_open_managers):
+        manager.close()
+
+
+def _finalize(pm: PluginManager, backend: str) -> None:
+    warnings.warn(
+        f"a SessionManager ({backend} backend) was not closed; closing it now",
+        ResourceWarning,
+        stacklevel=1,
+    )
+    _close_plugins(pm, backend)

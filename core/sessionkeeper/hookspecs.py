@@ -1,0 +1,233 @@
+"""The backend behaviour, as a pluggy hook specification.
+
+A backend is a plugin object (one instance per manager) that implements every hook below marked
+*required*. Wrapper plugins (metrics, tracing, audit) implement the same hooks with
+``@hookimpl(wrapper=True)`` and see every call. The project name ``"sessionkeeper"`` appears here
+and nowhere else: plugins import the markers from the package root::
+
+    from sessionkeeper import hookimpl
+
+Times are integers, milliseconds since the Unix epoch; ``now`` always comes from the manager's
+clock, so backends never read the time themselves and tests never sleep.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Final
+
+import pluggy
+
+if TYPE_CHECKING:
+    from ._model import Session
+
+__all__ = ["PROJECT_NAME", "REQUIRED_HOOKS", "hookimpl", "hookspec"]
+
+#: The pluggy project name: hook names start with ``sessionkeeper_``.
+PROJECT_NAME: Final = "sessionkeeper"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+#: Marks a plugin method as an implementation of a hook (re-exported as ``sessionkeeper.hookimpl``).
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@hookspec
+def sessionkeeper_open() -> None:
+    """Open the backend's resources (files, sockets, connections).
+
+    Called once, after the backend and the wrapper plugins are registered and before any other
+    hook. Raise :class:`~sessionkeeper.StorageError` when the store cannot be opened (a locked
+    file, an unreachable server); the manager then fails to start with that error.
+
+    .. note::
+        Every plugin's implementation is called (this hook is not ``firstresult``).
+
+    Where it is called: :meth:`SessionManager.__init__ <sessionkeeper.SessionManager>`.
+    """
+
+
+@hookspec
+def sessionkeeper_close() -> None:
+    """Flush and release everything :func:`sessionkeeper_open` acquired.
+
+    Must be idempotent and must not hang: a backend with buffered writes commits them here.
+    Errors are logged by the manager and do not stop other plugins from closing.
+
+    .. note::
+        Every plugin's implementation is called (this hook is not ``firstresult``).
+
+    Where it is called: :meth:`SessionManager.close <sessionkeeper.SessionManager.close>`, on
+    leaving a ``with`` block, and at interpreter exit for a manager still open.
+    """
+
+
+@hookspec(firstresult=True)
+def sessionkeeper_store(session: Session) -> None:
+    """Insert ``session``, or replace the stored session with the same id. *Required.*
+
+    The session is already validated. When this hook returns the write is acknowledged at the
+    backend's documented durability.
+
+    Stops at first non-None result, see :ref:`firstresult`.
+
+    :param session: the session to store.
+
+    Where it is called: :meth:`SessionManager.store <sessionkeeper.SessionManager.store>` and
+    :meth:`SessionManager.create <sessionkeeper.SessionManager.create>`.
+    """
+
+
+@hookspec(firstresult=True)
+def sessionkeeper_fetch(session_id: str) -> Session | None:
+    """Return the stored session with this id, or ``None`` if there is none. *Required.*
+
+    Return the session even when it has expired: the manager applies expiry, so the clock stays
+    in one place. Never touch the session here. A record that cannot be decoded raises
+    :class:`~sessionkeeper.StorageError` — it is never reported as ``None``.
+
+    Stops at first non-None result, see :ref:`firstresult`.
+
+    :param session_id: a syntactically valid session id.
+
+    Where it is called: :meth:`SessionManager.fetch <sessionkeeper.SessionManager.fetch>`,
+    :meth:`~sessionkeeper.SessionManager.peek` and :meth:`~sessionkeeper.SessionManager.touch`.
+    This is the hottest path: keep it to one lookup.
+    """
+
+
+@hookspec(firstresult=True)
+def sessionkeeper_touch(session_id: str, last_accessed: int) -> Session | None:
+    """Move a stored session's ``last_accessed`` forward to ``last_accessed``. *Required.*
+
+    Atomically with respect to :func:`sessionkeeper_delete` and :func:`sessionkeeper_store`: a
+    touch never resurrects a deleted session and never moves ``last_accessed`` backwards. Return
+    the session as now stored, or ``None`` when no session has this id.
+
+    Stops at first non-None result, see :ref:`firstresult`.
+
+    :param session_id: the session to touch.
+    :param last_accessed: the new access time (ms); a smaller value than the stored one is ignored.
+
+    Where it is called: :meth:`SessionManager.fetch <sessionkeeper.SessionManager.fetch>` when the
+    access moves ``last_accessed`` by more than the touch resolution, and
+    :meth:`SessionManager.touch <sessionkeeper.SessionManager.touch>`.
+    """
+
+
+@hookspec(firstresult=True)
+def sessionkeeper_delete(session_id: str) -> bool | None:
+    """Remove the session with this id; ``True`` if one was stored, else ``False``. *Required.*
+
+    Deleting a missing id is not an error.
+
+    Stops at first non-None result, see :ref:`firstresult`.
+
+    :param session_id: the session to remove.
+
+    Where it is called: :meth:`SessionManager.delete <sessionkeeper.SessionManager.delete>`.
+    """
+
+
+@hookspec(firstresult=True)
+def sessionkeeper_list(now: int) -> list[str] | None:
+    """Return the ids of every session that is live at ``now``, in no particular order. *Required.*
+
+    Expired sessions are left out whether or not cleanup has removed them yet.
+
+    Stops at first non-None result, see :ref:`firstresult`.
+
+    :param now: the manager's clock, in ms.
+
+    Where it is called: :meth:`SessionManager.list <sessionkeeper.SessionManager.list>` and the
+    ``sessionkeeper list`` command.
+    """
+
+
+@hookspec(firstresult=True)
+def sessionkeeper_count(now: int) -> int | None:
+    """Return how many sessions are live at ``now``. *Required.*
+
+    Stops at first non-None result, see :ref:`firstresult`.
+
+    :param now: the manager's clock, in ms.
+
+    Where it is called: :meth:`SessionManager.count <sessionkeeper.SessionManager.count>` and
+    :meth:`~sessionkeeper.SessionManager.stats`.
+    """
+
+
+@hookspec(firstresult=True)
+def sessionkeeper_iter_sessions() -> Iterable[Session] | None:
+    """Return an iterable over every stored session, expired ones included. *Required.*
+
+    The iterable is consumed lazily and must work in bounded memory for any store size (read in
+    batches); it need not be a consistent snapshot, but a session stored before the iteration
+    began and not deleted during it must appear exactly once. It must not touch sessions.
+
+    Stops at first non-None result, see :ref:`firstresult`.
+
+    Where it is called: :meth:`SessionManager.iter_sessions
+    <sessionkeeper.SessionManager.iter_sessions>` (export, backup, migrate).
+    """
+
+
+@hookspec(firstresult=True)
+def sessionkeeper_cleanup_expired(now: int) -> int | None:
+    """Remove every session expired at ``now``; return how many were removed. *Required.*
+
+    The cost must grow with the number of expired sessions, not with the number stored (keep an
+    expiry index), and a large sweep should work in bounded batches so that it does not block
+    other operations for long.
+
+    Stops at first non-None result, see :ref:`firstresult`.
+
+    :param now: the manager's clock, in ms.
+
+    Where it is called: :meth:`SessionManager.cleanup_expired
+    <sessionkeeper.SessionManager.cleanup_expired>`, by the cleanup scheduler every
+    ``cleanup_interval`` ms, and by ``sessionkeeper cleanup``.
+    """
+
+
+@hookspec
+def sessionkeeper_session_created(session: Session) -> None:
+    """Notification that the manager created ``session`` (after it was stored).
+
+    For audit and metrics plugins; backends need not implement it. The manager skips the call
+    entirely when no plugin implements this hook.
+
+    .. note::
+        Every plugin's implementation is called (this hook is not ``firstresult``).
+
+    :param session: the new session.
+
+    Where it is called: :meth:`SessionManager.create <sessionkeeper.SessionManager.create>`.
+    """
+
+
+@hookspec
+def sessionkeeper_stats() -> dict[str, Any] | None:
+    """Return backend- or plugin-specific figures to show in ``stats``, or ``None``.
+
+    Keys should be short snake_case names; values JSON-compatible. The manager merges the
+    dictionaries of every plugin that answers under its plugin name.
+
+    .. note::
+        Every plugin's implementation is called (this hook is not ``firstresult``).
+
+    Where it is called: :meth:`SessionManager.stats <sessionkeeper.SessionManager.stats>` and
+    ``sessionkeeper stats``.
+    """
+
+
+#: The hooks a backend must implement; the manager refuses a backend that lacks one.
+REQUIRED_HOOKS: Final = (
+    "sessionkeeper_store",
+    "sessionkeeper_fetch",
+    "sessionkeeper_touch",
+    "sessionkeeper_delete",
+    "sessionkeeper_list",
+    "sessionkeeper_count",
+    "sessionkeeper_iter_sessions",
+    "sessionkeeper_cleanup_expired",
+)

@@ -1,0 +1,386 @@
+"""SessionManager behaviour beyond the conformance kit: dispatch, wrappers, scheduler, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import threading
+from collections.abc import Generator
+from typing import Any
+
+import pytest
+from sessionkeeper import (
+    AsyncSessionManager,
+    InvalidSession,
+    ManagerClosed,
+    Session,
+    SessionManager,
+    SessionNotFound,
+    hookimpl,
+)
+from sessionkeeper.testing._clock import ManualClock
+
+
+class Recorder:
+    """A wrapper plugin that records every operation it sees."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    @hookimpl(wrapper=True)
+    def sessionkeeper_fetch(self, session_id: str) -> Generator[None, Any, Any]:
+        self.calls.append(f"fetch:{session_id}")
+        return (yield)
+
+    @hookimpl(wrapper=True)
+    def sessionkeeper_store(self, session: Session) -> Generator[None, Any, Any]:
+        self.calls.append(f"store:{session.id}")
+        return (yield)
+
+    @hookimpl(wrapper=True)
+    def sessionkeeper_touch(self, session_id: str, last_accessed: int) -> Generator[None, Any, Any]:
+        self.calls.append(f"touch:{session_id}")
+        return (yield)
+
+
+class FailingCleanup:
+    """A wrapper plugin whose first ``failures`` cleanups raise."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.attempts = 0
+        self.done = threading.Event()
+
+    @hookimpl(wrapper=True)
+    def sessionkeeper_cleanup_expired(self, now: int) -> Generator[None, Any, Any]:
+        self.attempts += 1
+        if self.attempts <= self.failures:
+            raise RuntimeError(f"cleanup failure #{self.attempts}")
+        result = yield
+        self.done.set()
+        return result
+
+
+class TestOperations:
+    def test_create_uses_the_configured_default_timeout(self, clock: ManualClock) -> None:
+        """create() without timeout_ms uses default_timeout; None means never expires."""
+        with SessionManager(cleanup_interval=0, default_timeout=5_000, clock=clock) as sessions:
+            assert sessions.create().timeout_ms == 5_000
+            assert sessions.create(timeout_ms=None).timeout_ms is None
+            session = sessions.create(timeout_ms=10, metadata={"user_id": "user_456"})
+            assert session.created_at == session.last_accessed == clock.now
+            assert sessions.fetch(session.id).metadata == {"user_id": "user_456"}
+
+    def test_fetch_coalesces_touches(self, manager: SessionManager, clock: ManualClock) -> None:
+        """fetch writes last_accessed back only when it would move by more than the resolution."""
+        session = manager.create(timeout_ms=600_000)
+        clock.advance(1_000)
+        assert manager.fetch(session.id).last_accessed == session.last_accessed
+        clock.advance(1)
+        assert manager.fetch(session.id).last_accessed == clock.now
+        assert manager.peek(session.id).last_accessed == clock.now
+
+    def test_resolution_never_exceeds_a_tenth_of_the_timeout(
+        self, manager: SessionManager, clock: ManualClock
+    ) -> None:
+        """A short timeout lowers the effective resolution to a tenth of it."""
+        session = manager.create(timeout_ms=500)
+        clock.advance(51)
+        assert manager.fetch(session.id).last_accessed == clock.now
+
+    def test_touch_always_writes(self, manager: SessionManager, clock: ManualClock) -> None:
+        """touch() slides last_accessed even inside the resolution; unknown ids raise."""
+        session = manager.create(timeout_ms=600_000)
+        clock.advance(5)
+        assert manager.touch(session.id).last_accessed == clock.now
+        with pytest.raises(SessionNotFound):
+            manager.touch("missing")
+
+    def test_oversized_metadata_is_rejected_and_nothing_changes(
+        self, clock: ManualClock, table_name: str
+    ) -> None:
+        """Metadata over max_metadata_bytes is refused at create and store; the stored one stays."""
+        with SessionManager(
+            backend_opts={"table_name": table_name},
+            max_metadata_bytes=100,
+            cleanup_interval=0,
+            clock=clock,
+        ) as sessions:
+            kept = sessions.create(metadata={"small": 1})
+            with pytest.raises(InvalidSession, match="over max_metadata_bytes=100"):
+                sessions.create(metadata={"big": "x" * 200})
+            with pytest.raises(InvalidSession, match="over max_metadata_bytes=100"):
+                sessions.store(kept.replace(metadata={"big": "x" * 200}))
+            assert sessions.peek(kept.id) == kept
+            assert sessions.count() == 1
+
+    @pytest.mark.parametrize("bad", ["", "a b", "x" * 300, 17, None, ["list"], b"bytes"])
+    def test_invalid_ids_raise_invalid_session(self, manager: SessionManager, bad: Any) -> None:
+        """Malformed ids raise InvalidSession (not SessionNotFound, not a TypeError) everywhere."""
+        kept = manager.create()
+        for operation in (manager.fetch, manager.peek, manager.touch, manager.delete):
+            with pytest.raises(InvalidSession, match="invalid session id"):
+                operation(bad)
+        assert manager.list() == [kept.id]
+
+    def test_store_rejects_non_sessions(self, manager: SessionManager) -> None:
+        """store() of anything but a Session raises InvalidSession naming the type."""
+        with pytest.raises(InvalidSession, match="got dict"):
+            manager.store({"id": "a"})  # type: ignore[arg-type]
+        assert manager.count() == 0
+
+    def test_not_found_is_a_key_error(self, manager: SessionManager) -> None:
+        """SessionNotFound is a KeyError whose message names the id."""
+        with pytest.raises(KeyError) as info:
+            manager.fetch("nobody")
+        assert str(info.value) == "no live session with id 'nobody'"
+
+    def test_iter_sessions_skips_expired_unless_asked(
+        self, manager: SessionManager, clock: ManualClock
+    ) -> None:
+        """iter_sessions leaves expired sessions out unless include_expired=True; never touches."""
+        live = manager.create(timeout_ms=None)
+        dead = manager.create(timeout_ms=10)
+        clock.advance(11)
+        assert [s.id for s in manager.iter_sessions()] == [live.id]
+        assert {s.id for s in manager.iter_sessions(include_expired=True)} == {live.id, dead.id}
+        assert manager.peek(live.id).last_accessed == live.last_accessed
+
+
+class TestDispatch:
+    def test_wrapper_sees_every_call_and_unregister_restores(
+        self, manager: SessionManager, clock: ManualClock
+    ) -> None:
+        """A registered wrapper sees each store, fetch and touch; after unregister it sees none."""
+        recorder = Recorder()
+        session = manager.create(timeout_ms=600_000)
+        manager.register(recorder)
+        manager.fetch(session.id)
+        clock.advance(2_000)
+        manager.fetch(session.id)
+        manager.store(session)
+        assert recorder.calls == [
+            f"fetch:{session.id}",
+            f"fetch:{session.id}",
+            f"touch:{session.id}",
+            f"store:{session.id}",
+        ]
+        manager.unregister(recorder)
+        manager.fetch(session.id)
+        assert len(recorder.calls) == 4
+
+    def test_constructor_plugins_are_registered(self, clock: ManualClock, table_name: str) -> None:
+        """plugins=[...] passed at construction wrap the very first operation."""
+        recorder = Recorder()
+        with SessionManager(
+            backend_opts={"table_name": table_name}, plugins=[recorder], cleanup_interval=0
+        ) as sessions:
+            session = sessions.create()
+        assert recorder.calls == [f"store:{session.id}"]
+
+    def test_tracing_routes_through_pluggy(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], table_name: str
+    ) -> None:
+        """SESSIONKEEPER_TRACE=1 writes every hook call to stderr."""
+        monkeypatch.setenv("SESSIONKEEPER_TRACE", "1")
+        with SessionManager(backend_opts={"table_name": table_name}, cleanup_interval=0) as s:
+            s.create()
+        assert "sessionkeeper_store" in capsys.readouterr().err
+
+    def test_closed_manager_refuses_operations(self, table_name: str) -> None:
+        """After close(), every operation raises ManagerClosed; close() is idempotent."""
+        sessions = SessionManager(backend_opts={"table_name": table_name}, cleanup_interval=0)
+        session = sessions.create()
+        sessions.close()
+        sessions.close()
+        assert sessions.closed
+        for call in (lambda: sessions.fetch(session.id), sessions.list, sessions.create):
+            with pytest.raises(ManagerClosed):
+                call()
+
+    def test_unclosed_manager_warns_when_collected(self, table_name: str) -> None:
+        """A manager dropped without close() emits a ResourceWarning and is closed."""
+        sessions = SessionManager(backend_opts={"table_name": table_name}, cleanup_interval=0)
+        with pytest.warns(ResourceWarning, match="was not closed"):  # noqa: PT031
+            del sessions
+            gc.collect()
+
+
+class TestStats:
+    def test_stats_plugin_counts(self, clock: ManualClock, table_name: str) -> None:
+        """With stats on, hits, misses, created, deleted and expired are counted, with latencies."""
+        with SessionManager(
+            backend_opts={"table_name": table_name}, stats=True, cleanup_interval=0, clock=clock
+        ) as sessions:
+            a = sessions.create(timeout_ms=100)
+            b = sessions.create(timeout_ms=None)
+            sessions.fetch(b.id)
+            with pytest.raises(SessionNotFound):
+                sessions.fetch("missing")
+            clock.advance(101)
+            with pytest.raises(SessionNotFound):
+                sessions.fetch(a.id)
+            assert sessions.cleanup_expired() == 1
+            assert sessions.delete(b.id)
+            counters = sessions.stats()["counters"]
+        assert counters["created"] == 2
+        assert counters["hits"] == 1
+        assert counters["misses"] == 2
+        assert counters["expired"] == 1
+        assert counters["deleted"] == 1
+        assert counters["operations"]["fetch"]["calls"] == 3
+        assert counters["operations"]["fetch"]["p99_us"] > 0
+
+    def test_stats_without_plugin(self, manager: SessionManager) -> None:
+        """stats() always reports backend, capabilities, live count and the backend's figures."""
+        manager.create()
+        figures = manager.stats()
+        assert figures["backend"] == "memory"
+        assert figures["live_sessions"] == 1
+        assert figures["capabilities"]["persistent"] is False
+        assert "counters" not in figures
+        assert figures["backend_stats"]["stored"] == 1
+
+
+class TestScheduler:
+    def test_scheduled_cleanup_sweeps(self, clock: ManualClock, table_name: str) -> None:
+        """The scheduler runs cleanup every cleanup_interval ms and removes expired sessions."""
+        done = FailingCleanup(failures=0)
+        with SessionManager(
+            backend_opts={"table_name": table_name},
+            cleanup_interval=5,
+            clock=clock,
+            plugins=[done],
+        ) as sessions:
+            expired = sessions.create(timeout_ms=10)
+            kept = sessions.create(timeout_ms=None)
+            clock.advance(11)
+            done.done.clear()
+            assert done.done.wait(10), "the scheduler never ran a cleanup"
+            assert sessions.list() == [kept.id]
+            assert sessions.stats()["backend_stats"]["stored"] == 1
+            assert expired.id not in sessions.list()
+
+    def test_failing_cleanup_is_logged_and_retried(
+        self, clock: ManualClock, table_name: str, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A cleanup that raises is logged with its traceback and tried again next interval."""
+        flaky = FailingCleanup(failures=2)
+        with (
+            caplog.at_level(logging.ERROR, logger="sessionkeeper"),
+            SessionManager(
+                backend_opts={"table_name": table_name},
+                cleanup_interval=5,
+                clock=clock,
+                plugins=[flaky],
+            ) as sessions,
+        ):
+            sessions.create(timeout_ms=1)
+            clock.advance(2)
+            assert flaky.done.wait(10), "cleanup was not retried after failing"
+            assert sessions.count() == 0
+            scheduler = sessions.stats()["scheduler"]
+        assert scheduler["failures"] == 2
+        messages = [r for r in caplog.records if "scheduled cleanup failed" in r.getMessage()]
+        assert len(messages) == 2
+        assert messages[0].exc_info is not None
+
+    def test_never_two_sweeps_at_once(self, clock: ManualClock, table_name: str) -> None:
+        """Manual and scheduled cleanups are serialised: at most one sweep runs at any time."""
+        running = 0
+        overlap = []
+        lock = threading.Lock()
+
+        class Slow:
+            @hookimpl(wrapper=True)
+            def sessionkeeper_cleanup_expired(self, now: int) -> Generator[None, Any, Any]:
+                nonlocal running
+                with lock:
+                    running += 1
+                    overlap.append(running)
+                threading.Event().wait(0.002)
+                try:
+                    return (yield)
+                finally:
+                    with lock:
+                        running -= 1
+
+        with SessionManager(
+            backend_opts={"table_name": table_name},
+            cleanup_interval=1,
+            clock=clock,
+            plugins=[Slow()],
+        ) as sessions:
+            threads = [
+                threading.Thread(target=lambda: [sessions.cleanup_expired() for _ in range(20)])
+                for _ in range(3)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        assert len(overlap) >= 60
+        assert max(overlap) == 1
+
+    def test_read_only_managers_do_not_schedule(self, table_name: str) -> None:
+        """A read-only manager never starts the cleanup scheduler (it must not write)."""
+        with SessionManager(
+            backend_opts={"table_name": table_name}, cleanup_interval=5, read_only=True
+        ) as sessions:
+            assert "scheduler" not in sessions.stats()
+
+
+class TestAsync:
+    def test_async_manager_offers_every_operation(self, table_name: str) -> None:
+        """AsyncSessionManager's coroutines behave as the sync manager's methods."""
+        clock = ManualClock()
+
+        async def scenario() -> None:
+            async with AsyncSessionManager(
+                backend_opts={"table_name": table_name}, clock=clock, cleanup_interval=0
+            ) as sessions:
+                s = await sessions.create(timeout_ms=100, metadata={"user_id": "user_456"})
+                assert (await sessions.fetch(s.id)).metadata == {"user_id": "user_456"}
+                assert (await sessions.peek(s.id)) == s
+                await sessions.store(s.replace(metadata={"v": 2}))
+                assert await sessions.list() == [s.id]
+                assert await sessions.count() == 1
+                assert [x.id async for x in sessions.iter_sessions()] == [s.id]
+                clock.advance(101)
+                with pytest.raises(SessionNotFound):
+                    await sessions.fetch(s.id)
+                assert await sessions.cleanup_expired() == 1
+                assert not await sessions.delete(s.id)
+                assert (await sessions.stats())["live_sessions"] == 0
+
+        asyncio.run(scenario())
+
+    def test_async_scheduler_is_a_task(self, table_name: str) -> None:
+        """Inside async with, cleanup runs as an asyncio task every cleanup_interval ms."""
+        clock = ManualClock()
+
+        async def scenario() -> int:
+            async with AsyncSessionManager(
+                backend_opts={"table_name": table_name}, clock=clock, cleanup_interval=5
+            ) as sessions:
+                await sessions.create(timeout_ms=1)
+                clock.advance(2)
+                for _ in range(1000):
+                    if (
+                        await sessions.count() == 0
+                        and not (await sessions.stats())["backend_stats"]["stored"]
+                    ):
+                        return 0
+                    await asyncio.sleep(0.005)
+                return 1
+
+        assert asyncio.run(scenario()) == 0
+
+
+def test_unclosed_manager_with_scheduler_is_collected(table_name: str) -> None:
+    """The scheduler thread does not keep a dropped manager alive: it is collected and closed."""
+    sessions = SessionManager(backend_opts={"table_name": table_name}, cleanup_interval=1)
+    with pytest.warns(ResourceWarning, match="was not closed"):  # noqa: PT031
+        del sessions
+        gc.collect()
