@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
 from sessionkeeper import SessionManager
 from sessionkeeper.testing._clock import ManualClock  # TODO: public import once the kit lands
 

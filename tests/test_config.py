@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from sessionkeeper import CONFIG_ENV, Config, ConfigError, SessionManager, load_config
 
 

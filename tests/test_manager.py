@@ -10,6 +10,7 @@ from collections.abc import Generator
 from typing import Any
 
 import pytest
+
 from sessionkeeper import (
     AsyncSessionManager,
     InvalidSession,
