@@ -20,7 +20,7 @@ from ._errors import (
     SessionNotFound,
     StorageError,
 )
-from ._manager import Clock, SessionManager, system_clock
+from ._manager import Clock, SessionManager, check_store, system_clock
 from ._model import Session, generate_id, validate_id
 from ._plugins import installed_backends, installed_plugins
 from .hookspecs import hookimpl
@@ -53,6 +53,7 @@ __all__ = [
     "SessionNotFound",
     "StorageError",
     "__version__",
+    "check_store",
     "decode_session",
     "encode_session",
     "find_config",

@@ -38,7 +38,7 @@ from ._plugins import TRACE_ENV, PluginManager, load_backend_class
 from ._scheduler import CleanupScheduler
 from ._stats import StatsPlugin
 
-__all__ = ["Clock", "SessionManager", "system_clock"]
+__all__ = ["Clock", "SessionManager", "check_store", "system_clock"]
 
 log = logging.getLogger("sessionkeeper")
 
@@ -578,3 +578,37 @@ def _finalize(pm: PluginManager, backend: str) -> None:
         stacklevel=1,
     )
     _close_plugins(pm, backend)
+
+
+def check_store(
+    config: Config, *, repair: bool = False, base_dir: str | os.PathLike[str] | None = None
+) -> dict[str, Any] | None:
+    """Run the configured backend's integrity check (``sessionkeeper check``) without opening it.
+
+    Returns the backend's report (see :func:`~sessionkeeper.hookspecs.sessionkeeper_check`), or
+    ``None`` when the backend has no check. Configuration errors raise as for a manager.
+    """
+    backend_cls = load_backend_class(config.backend, source=config.source)
+    options = structure_options(
+        backend_cls.options_class, config.backend_opts, source=config.source
+    )
+    context = BackendContext(
+        name=config.backend,
+        base_dir=Path(base_dir) if base_dir is not None else config.base_dir,
+        read_only=not repair,
+    )
+    try:
+        backend = backend_cls(options, context)
+    except SessionKeeperError:
+        raise
+    except Exception as exc:
+        raise StorageError(config.backend, f"cannot start: {type(exc).__name__}: {exc}") from exc
+    pm = PluginManager()
+    pm.register(backend, name=_BACKEND_PLUGIN)
+    try:
+        report: dict[str, Any] | None = pm.hook.sessionkeeper_check(repair=repair)
+    except SessionKeeperError:
+        raise
+    except Exception as exc:
+        raise StorageError(config.backend, f"check failed: {type(exc).__name__}: {exc}") from exc
+    return report

@@ -189,6 +189,26 @@ def sessionkeeper_cleanup_expired(now: int) -> int | None:
     """
 
 
+@hookspec(firstresult=True)
+def sessionkeeper_check(repair: bool) -> dict[str, Any] | None:
+    """Verify the store's integrity and, with ``repair``, salvage what is intact. *Optional.*
+
+    Called on a backend that was built but **not opened** (:func:`sessionkeeper_open` is not
+    called first), so it works on a store too damaged to open. Return a JSON-compatible report
+    with at least ``ok`` (bool: nothing wrong was found), ``checked`` (records examined),
+    ``intact`` (records that decode and validate) and ``problems`` (a list of strings, one per
+    problem, naming the record or page); with ``repair`` also ``repaired`` (bool) and what was
+    kept aside (e.g. ``backup``, ``quarantined``). A backend with nothing to check returns
+    ``None`` and ``sessionkeeper check`` says so.
+
+    Stops at first non-None result, see :ref:`firstresult`.
+
+    :param repair: write a repaired store holding every intact session, keeping the original.
+
+    Where it is called: :func:`sessionkeeper.check_store` and ``sessionkeeper check``.
+    """
+
+
 @hookspec
 def sessionkeeper_session_created(session: Session) -> None:
     """Notification that the manager created ``session`` (after it was stored).
