@@ -385,3 +385,29 @@ def test_unclosed_manager_with_scheduler_is_collected(table_name: str) -> None:
     with pytest.warns(ResourceWarning, match="was not closed"):  # noqa: PT031
         del sessions
         gc.collect()
+
+
+class TestNotificationHooks:
+    def test_created_and_stats_hooks_reach_plugins(self, manager: SessionManager) -> None:
+        """sessionkeeper_session_created sees each create (not plain stores); a plugin's
+        sessionkeeper_stats figures appear in stats() under its name."""
+
+        class Audit:
+            def __init__(self) -> None:
+                self.created: list[str] = []
+
+            @hookimpl
+            def sessionkeeper_session_created(self, session: Session) -> None:
+                self.created.append(session.id)
+
+            @hookimpl
+            def sessionkeeper_stats(self) -> dict[str, Any]:
+                return {"audited": len(self.created)}
+
+        audit = Audit()
+        manager.register(audit, name="audit")
+        first = manager.create()
+        manager.store(first.replace(metadata={"v": 1}))
+        second = manager.create()
+        assert audit.created == [first.id, second.id]
+        assert manager.stats()["plugins"] == {"audit": {"audited": 2}}

@@ -15,10 +15,12 @@ import pytest
 
 from sessionkeeper import (
     BackendNotFound,
+    Config,
     ConfigError,
     PluginValidationError,
     SessionManager,
     StorageError,
+    check_store,
     installed_backends,
 )
 
@@ -335,3 +337,34 @@ class TestBackendFailures:
                     call()
             sk_flaky.Backend.fail = False
             assert sessions.fetch(session.id) == session
+
+
+class TestCheckStore:
+    def test_check_runs_on_an_unopened_backend(self, make_dist: MakeDist) -> None:
+        """check_store() builds the backend without opening it and returns its check report;
+        a backend without sessionkeeper_check gives None."""
+        source = backend_module() + textwrap.dedent(
+            """
+            opened = []
+
+            def _open(self):
+                opened.append(self)
+
+            def _check(self, repair):
+                return {"ok": True, "checked": 0, "intact": 0, "problems": [], "repair": repair}
+
+            Backend.sessionkeeper_open = hookimpl(_open)
+            Backend.sessionkeeper_check = hookimpl(_check)
+            """
+        )
+        make_dist(
+            "sessionkeeper-checked",
+            {"sk_checked": source},
+            {"sessionkeeper.backends": {"checked": "sk_checked:Backend"}},
+        )
+        import sk_checked  # type: ignore[import-not-found]
+
+        report = check_store(Config(backend="checked"), repair=True)
+        assert report == {"ok": True, "checked": 0, "intact": 0, "problems": [], "repair": True}
+        assert sk_checked.opened == []
+        assert check_store(Config(backend="memory")) is None
