@@ -1,0 +1,537 @@
+"""The operators' command line: ``sessionkeeper`` (also ``python -m sessionkeeper``).
+
+Commands: ``backends``, ``list``, ``show ID``, ``delete ID``, ``cleanup``, ``stats``. Every command
+takes ``--config PATH`` (else ``$SESSIONKEEPER_CONFIG``, else ``./sessionkeeper.toml``, else the
+in-memory backend) and ``--json`` (machine-readable output on stdout, nothing else on stdout).
+``list``, ``show`` and ``stats`` open the store read-only, so they can run beside the process that
+owns it; ``delete`` and ``cleanup`` open it for writing. Errors are one clear message on stderr,
+never a traceback (set ``SESSIONKEEPER_DEBUG=1`` to get one).
+
+Exit codes:
+
+===  ===================================================================================
+ 0   success
+ 1   session not found (``show`` or ``delete`` of an unknown or expired id)
+ 2   usage error: a bad option or argument, including an invalid session id (click's)
+ 3   configuration error: bad config file, unknown backend, invalid plugin
+     (:class:`~sessionkeeper.ConfigError`, :class:`~sessionkeeper.BackendNotFound`,
+     :class:`~sessionkeeper.PluginValidationError`)
+ 4   storage error (:class:`~sessionkeeper.StorageError`) or any other sessionkeeper error
+===  ===================================================================================
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from enum import IntEnum
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import click
+from rich.console import Console
+from rich.json import JSON
+from rich.text import Text
+
+from ._cli_plugins import BACKEND_GROUP, PLUGIN_GROUP, EntryPointInfo, describe_group
+from ._cli_render import (
+    error_console,
+    flatten,
+    format_duration,
+    format_time,
+    format_value,
+    output_console,
+    plain,
+)
+from ._cli_render import table as make_table
+from ._config import load_config
+from ._errors import (
+    ConfigError,
+    InvalidSession,
+    PluginValidationError,
+    SessionKeeperError,
+    SessionNotFound,
+)
+from ._manager import SessionManager
+from ._model import Session, validate_id
+
+__all__ = ["DEBUG_ENV", "ExitCode", "cli", "exit_code_for", "main"]
+
+#: Set to a non-empty value to print the traceback of an unexpected error.
+DEBUG_ENV: Final = "SESSIONKEEPER_DEBUG"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class ExitCode(IntEnum):
+    """The exit status of every ``sessionkeeper`` command."""
+
+    OK = 0
+    NOT_FOUND = 1
+    USAGE = 2
+    CONFIG = 3
+    STORAGE = 4
+
+
+def exit_code_for(exc: BaseException) -> ExitCode:
+    """The exit code that reports ``exc`` (see the module docstring)."""
+    if isinstance(exc, SessionNotFound):
+        return ExitCode.NOT_FOUND
+    if isinstance(exc, InvalidSession):
+        return ExitCode.USAGE
+    if isinstance(exc, ConfigError | PluginValidationError):
+        return ExitCode.CONFIG
+    return ExitCode.STORAGE
+
+
+_EXIT_CODES_HELP: Final = """\b
+Exit codes:
+  0  success
+  1  session not found (show/delete of an unknown or expired id)
+  2  usage error (bad option or argument, invalid session id)
+  3  configuration error (bad config file, unknown backend, invalid plugin)
+  4  storage error, or any other sessionkeeper error
+"""
+
+_CONFIG_HELP: Final = (
+    "Config file (TOML). Default: $SESSIONKEEPER_CONFIG, else ./sessionkeeper.toml, "
+    "else the in-memory backend with default settings."
+)
+_JSON_HELP: Final = "Print machine-readable JSON on stdout (and nothing else on stdout)."
+
+
+def _fail(exc: BaseException, code: ExitCode) -> click.exceptions.Exit:
+    err = error_console()
+    err.print(Text.assemble(("error: ", "bold red"), str(exc)))
+    return click.exceptions.Exit(int(code))
+
+
+class _Group(click.Group):
+    """A group that turns sessionkeeper errors into one line on stderr and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except BrokenPipeError:
+            raise  # the reader went away (``list | head``); click exits quietly
+        except SessionKeeperError as exc:
+            if os.environ.get(DEBUG_ENV):
+                traceback.print_exception(exc)
+            raise _fail(exc, exit_code_for(exc)) from None
+        except KeyboardInterrupt:
+            error_console().print(Text("interrupted", style="bold red"))
+            raise click.exceptions.Exit(130) from None
+        except Exception as exc:
+            if os.environ.get(DEBUG_ENV):
+                traceback.print_exc()
+            message = (
+                f"unexpected {type(exc).__name__}: {exc} (set {DEBUG_ENV}=1 to see the traceback)"
+            )
+            raise _fail(Exception(message), ExitCode.STORAGE) from None
+
+
+def _common_options(func: F) -> F:
+    """Add ``--config`` and ``--json`` to a command."""
+    func = click.option("--json", "as_json", is_flag=True, help=_JSON_HELP)(func)
+    return click.option(
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        metavar="PATH",
+        help=_CONFIG_HELP,
+    )(func)
+
+
+def _session_id(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """Reject an invalid id as a usage error that names the problem."""
+    try:
+        return validate_id(value)
+    except InvalidSession as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+
+
+_ID_ARGUMENT: Final = click.argument("session_id", metavar="ID", callback=_session_id)
+
+
+def _emit_json(data: object) -> None:
+    click.echo(json.dumps(data, indent=2))
+
+
+def _is_per_process(manager: SessionManager) -> bool:
+    caps = manager.capabilities
+    return manager.backend_name == "memory" or not (caps.persistent or caps.shared)
+
+
+@contextmanager
+def _open(config_path: Path | None, *, read_only: bool) -> Iterator[SessionManager]:
+    """Open the configured manager; note on stderr when its backend lives in one process.
+
+    The cleanup scheduler stays off: a command is short, and ``cleanup`` sweeps explicitly.
+    """
+    config = load_config(config_path)
+    with SessionManager.from_settings(config, read_only=read_only, schedule=False) as manager:
+        if _is_per_process(manager):
+            error_console().print(
+                Text(
+                    f"note: the {manager.backend_name} backend is per process: this command "
+                    "sees its own store, not the sessions of a running server."
+                ),
+                style="yellow",
+            )
+        yield manager
+
+
+@click.group(
+    cls=_Group,
+    epilog=_EXIT_CODES_HELP
+    + """
+\b
+Examples:
+  sessionkeeper backends
+  sessionkeeper list --config /etc/myapp/sessionkeeper.toml --limit 20
+  sessionkeeper show 4Zq0r9xw... --json
+  SESSIONKEEPER_CONFIG=prod.toml sessionkeeper stats
+""",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+@click.version_option(package_name="sessionkeeper", prog_name="sessionkeeper")
+def cli() -> None:
+    """Inspect and maintain sessionkeeper session stores.
+
+    Every command reads the configuration from --config PATH, else $SESSIONKEEPER_CONFIG,
+    else ./sessionkeeper.toml, else uses the in-memory backend. Add --json for
+    machine-readable output. list, show and stats open the store read-only, so they can
+    run beside the server that owns it; delete and cleanup open it for writing.
+    """
+
+
+# --- backends ----------------------------------------------------------------------------------
+
+
+def _configured_backend(config_path: Path | None) -> tuple[str | None, str | None]:
+    """The configured backend name, or the config error as text (the listing still runs)."""
+    try:
+        return load_config(config_path).backend, None
+    except ConfigError as exc:
+        return None, str(exc)
+
+
+def _capability_text(info: EntryPointInfo) -> Text:
+    if info.capabilities is None:
+        return Text("-")
+    names = [name.replace("_", "-") for name, on in info.capabilities.items() if on]
+    return Text(", ".join(names) or "none")
+
+
+def _status_text(info: EntryPointInfo) -> Text:
+    if info.error is None:
+        return Text("ok", style="green")
+    return Text(info.error, style="red")
+
+
+def _render_backends(
+    console: Console, backends: Sequence[EntryPointInfo], configured: str | None
+) -> None:
+    table = make_table(title="Backends (sessionkeeper.backends)")
+    table.add_column("name", no_wrap=True)
+    table.add_column("distribution", no_wrap=True)
+    table.add_column("version", no_wrap=True)
+    table.add_column("capabilities")
+    table.add_column("status")
+    for info in backends:
+        name = Text(info.name)
+        if info.name == configured:
+            name.append(" (configured)", style="bold")
+        table.add_row(
+            name,
+            plain(info.distribution or "?"),
+            plain(info.version or "?"),
+            _capability_text(info),
+            _status_text(info),
+        )
+    if backends:
+        console.print(table)
+    else:
+        console.print(
+            Text("No backends installed; pip install sessionkeeper-memory (or another backend).")
+        )
+
+
+def _render_plugins(console: Console, plugins: Sequence[EntryPointInfo]) -> None:
+    if not plugins:
+        console.print(Text("No wrapper plugins installed (sessionkeeper.plugins)."))
+        return
+    table = make_table(title="Wrapper plugins (sessionkeeper.plugins)")
+    table.add_column("name", no_wrap=True)
+    table.add_column("distribution", no_wrap=True)
+    table.add_column("version", no_wrap=True)
+    table.add_column("hooks")
+    table.add_column("status")
+    for info in plugins:
+        table.add_row(
+            plain(info.name),
+            plain(info.distribution or "?"),
+            plain(info.version or "?"),
+            plain(", ".join(info.hooks) or "-"),
+            _status_text(info),
+        )
+    console.print(table)
+
+
+@cli.command(
+    epilog="""\b
+Examples:
+  sessionkeeper backends
+  sessionkeeper backends --json | jq '.backends[].name'
+"""
+)
+@_common_options
+def backends(config_path: Path | None, as_json: bool) -> None:
+    """List installed backends and wrapper plugins.
+
+    Shows every entry point in the groups sessionkeeper.backends and sessionkeeper.plugins:
+    its name, the distribution and version that provide it, a backend's capabilities and
+    the hooks a plugin implements. Each one is imported for this listing only; one that
+    fails to import is listed with its error. The backend named by the configuration is
+    marked; a configuration that cannot be read is reported on stderr but does not stop
+    the listing. No store is opened.
+    """
+    configured, config_problem = _configured_backend(config_path)
+    backend_infos = describe_group(BACKEND_GROUP)
+    plugin_infos = describe_group(PLUGIN_GROUP)
+    if config_problem is not None:
+        error_console().print(Text.assemble(("warning: ", "bold yellow"), config_problem))
+    elif configured is not None and configured not in {info.name for info in backend_infos}:
+        error_console().print(
+            Text.assemble(
+                ("warning: ", "bold yellow"),
+                f"the configured backend {configured!r} is not installed; "
+                f"pip install sessionkeeper-{configured}",
+            )
+        )
+    if as_json:
+        _emit_json(
+            {
+                "configured": configured,
+                "backends": [
+                    {**info.to_dict(), "configured": info.name == configured}
+                    for info in backend_infos
+                ],
+                "plugins": [info.to_dict() for info in plugin_infos],
+            }
+        )
+        return
+    console = output_console()
+    _render_backends(console, backend_infos, configured)
+    _render_plugins(console, plugin_infos)
+
+
+# --- list --------------------------------------------------------------------------------------
+
+
+@cli.command(
+    "list",
+    epilog="""\b
+Examples:
+  sessionkeeper list
+  sessionkeeper list --limit 20 --config /etc/myapp/sessionkeeper.toml
+  sessionkeeper list --json | jq -r '.ids[]'
+""",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Show at most N sessions (the first N ids in sorted order).",
+)
+@_common_options
+def list_command(config_path: Path | None, as_json: bool, limit: int | None) -> None:
+    """List the ids of live sessions, sorted.
+
+    Opens the store read-only and never touches a session. Expired sessions are left out
+    whether or not cleanup has removed them yet. The table also shows when each session
+    was last accessed and when it expires (one peek per row: use --limit on a large
+    store); --json prints only the ids and the total count.
+    """
+    with _open(config_path, read_only=True) as manager:
+        ids = sorted(manager.list())
+        shown = ids if limit is None else ids[:limit]
+        if as_json:
+            _emit_json({"backend": manager.backend_name, "count": len(ids), "ids": shown})
+            return
+        now = manager.clock()
+        sessions: list[Session] = []
+        for session_id in shown:
+            try:
+                sessions.append(manager.peek(session_id))
+            except SessionNotFound:  # expired or deleted since list(): not live any more
+                continue
+        console = output_console()
+        if not ids:
+            console.print(Text("No live sessions."))
+            return
+        table = make_table()
+        table.add_column("id", no_wrap=True)
+        table.add_column("last accessed (UTC)", no_wrap=True)
+        table.add_column("expires", no_wrap=True)
+        for session in sessions:
+            table.add_row(
+                plain(session.id),
+                plain(format_time(session.last_accessed)),
+                plain(_expiry(session, now)),
+            )
+        console.print(table)
+        console.print(Text(f"{len(sessions)} of {len(ids)} live sessions shown."))
+
+
+def _expiry(session: Session, now: int) -> str:
+    expires_at = session.expires_at
+    if expires_at is None:
+        return "never"
+    remaining = expires_at - now
+    when = format_time(expires_at)
+    return f"{when} (in {format_duration(remaining)})" if remaining > 0 else f"{when} (now)"
+
+
+# --- show --------------------------------------------------------------------------------------
+
+
+@cli.command(
+    epilog="""\b
+Examples:
+  sessionkeeper show 4Zq0r9xwT...
+  sessionkeeper show 4Zq0r9xwT... --json | jq .metadata
+  sessionkeeper show -- -starts-with-a-dash
+"""
+)
+@_ID_ARGUMENT
+@_common_options
+def show(session_id: str, config_path: Path | None, as_json: bool) -> None:
+    """Show one live session: its times, timeout and metadata.
+
+    Opens the store read-only and only peeks: showing a session never touches it, so it
+    does not keep the session alive. Exits with 1 when no live session has this id, and
+    with 2 when ID is not a valid session id. Put -- before an id that starts with '-'.
+    """
+    with _open(config_path, read_only=True) as manager:
+        session = manager.peek(session_id)
+        if as_json:
+            _emit_json({**session.to_dict(), "expires_at": session.expires_at})
+            return
+        now = manager.clock()
+        table = make_table(show_header=False)
+        table.add_column("field", style="bold", no_wrap=True)
+        table.add_column("value")
+        table.add_row("id", plain(session.id))
+        table.add_row("created", plain(f"{format_time(session.created_at)} ({session.created_at})"))
+        table.add_row(
+            "last accessed",
+            plain(f"{format_time(session.last_accessed)} ({session.last_accessed})"),
+        )
+        timeout = session.timeout_ms
+        table.add_row(
+            "timeout",
+            plain(
+                "never expires" if timeout is None else f"{format_duration(timeout)} ({timeout} ms)"
+            ),
+        )
+        table.add_row("expires", plain(_expiry(session, now)))
+        table.add_row("metadata", JSON(json.dumps(session.metadata), highlight=False))
+        output_console().print(table)
+
+
+# --- delete ------------------------------------------------------------------------------------
+
+
+@cli.command(
+    epilog="""\b
+Examples:
+  sessionkeeper delete 4Zq0r9xwT... --config /etc/myapp/sessionkeeper.toml
+  sessionkeeper list --json | jq -r '.ids[]' | xargs -n1 sessionkeeper delete --
+"""
+)
+@_ID_ARGUMENT
+@_common_options
+def delete(session_id: str, config_path: Path | None, as_json: bool) -> None:
+    """Delete one session.
+
+    Opens the store for writing (a backend that allows one writer needs its server
+    stopped first). Exits with 1 when no session has this id, and with 2 when ID is not a
+    valid session id. Put -- before an id that starts with '-'.
+    """
+    with _open(config_path, read_only=False) as manager:
+        if not manager.delete(session_id):
+            raise SessionNotFound(session_id)
+        if as_json:
+            _emit_json({"id": session_id, "deleted": True})
+            return
+        output_console().print(Text(f"Deleted session {session_id}."))
+
+
+# --- cleanup -----------------------------------------------------------------------------------
+
+
+@cli.command(
+    epilog="""\b
+Examples:
+  sessionkeeper cleanup --config /etc/myapp/sessionkeeper.toml
+  sessionkeeper cleanup --json
+"""
+)
+@_common_options
+def cleanup(config_path: Path | None, as_json: bool) -> None:
+    """Remove every expired session now and print how many were removed.
+
+    Opens the store for writing. A running manager does the same every cleanup_interval
+    ms; this command is for stores whose owner is stopped or has the scheduler off
+    (cleanup_interval = 0).
+    """
+    with _open(config_path, read_only=False) as manager:
+        removed = manager.cleanup_expired()
+        if as_json:
+            _emit_json({"removed": removed})
+            return
+        noun = "session" if removed == 1 else "sessions"
+        output_console().print(Text(f"Removed {removed} expired {noun}."))
+
+
+# --- stats -------------------------------------------------------------------------------------
+
+
+@cli.command(
+    epilog="""\b
+Examples:
+  sessionkeeper stats
+  sessionkeeper stats --json | jq .live_sessions
+"""
+)
+@_common_options
+def stats(config_path: Path | None, as_json: bool) -> None:
+    """Show the store's statistics: backend, capabilities, live count, plugin figures.
+
+    Opens the store read-only. Operation counters appear only when the configuration
+    turns them on (stats = true); they count this command's own manager, not the server's.
+    """
+    with _open(config_path, read_only=True) as manager:
+        figures = manager.stats()
+        if as_json:
+            _emit_json(figures)
+            return
+        table = make_table()
+        table.add_column("statistic", no_wrap=True)
+        table.add_column("value")
+        for key, value in flatten(figures):
+            table.add_row(plain(key), plain(format_value(value)))
+        output_console().print(table)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the CLI (the ``sessionkeeper`` console script) and exit with its status."""
+    cli.main(args=list(argv) if argv is not None else None)

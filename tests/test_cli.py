@@ -1,0 +1,812 @@
+"""Tests of the operators' CLI (``sessionkeeper``, ``python -m sessionkeeper``).
+
+The memory backend is per process, so data-bearing commands are exercised in-process: the test
+keeps a :class:`SessionManager` open on a memory table and points the CLI (through click's
+``CliRunner``) at a config file naming the same ``table_name``; memory tables with the same name
+are shared within a process while a manager holds them open.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+from sessionkeeper import (
+    BackendNotFound,
+    CodecError,
+    ConfigError,
+    InvalidSession,
+    PluginValidationError,
+    Session,
+    SessionKeeperError,
+    SessionManager,
+    SessionNotFound,
+    StorageError,
+)
+from sessionkeeper.cli import ExitCode, cli, exit_code_for
+
+HOUR = 3_600_000
+COMMANDS = ("backends", "list", "show", "delete", "cleanup", "stats")
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def write_config(path: Path, body: str) -> Path:
+    path.write_text(textwrap.dedent(body), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def runner(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> CliRunner:
+    """A runner in an empty working directory with no config named by the environment."""
+    monkeypatch.delenv("SESSIONKEEPER_CONFIG", raising=False)
+    monkeypatch.delenv("SESSIONKEEPER_DEBUG", raising=False)
+    monkeypatch.delenv("COLUMNS", raising=False)
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
+    return CliRunner()
+
+
+class Store:
+    """A memory table held open by the test, and a config file that names the same table."""
+
+    def __init__(self, manager: SessionManager, config: Path) -> None:
+        self.manager = manager
+        self.config = config
+
+    def seed(
+        self,
+        session_id: str,
+        *,
+        idle_ms: int = 0,
+        timeout_ms: int | None = HOUR,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Session:
+        """Store a session last accessed ``idle_ms`` ago (expired when idle_ms > timeout_ms)."""
+        at = now_ms() - idle_ms
+        session = Session(session_id, at, at, timeout_ms, dict(metadata or {}))
+        self.manager.store(session)
+        return session
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    """A shared memory table, open in the test for as long as the test runs."""
+    table = f"cli-{uuid.uuid4().hex}"
+    config = write_config(
+        tmp_path / "memory.toml",
+        f"""\
+        [sessionkeeper]
+        backend = "memory"
+        cleanup_interval = 0
+
+        [sessionkeeper.backend_opts]
+        table_name = "{table}"
+        """,
+    )
+    with SessionManager(
+        backend="memory", backend_opts={"table_name": table}, cleanup_interval=0
+    ) as manager:
+        yield Store(manager, config)
+
+
+def invoke(runner: CliRunner, *args: str | os.PathLike[str]) -> Result:
+    return runner.invoke(cli, [os.fspath(arg) for arg in args], catch_exceptions=False)
+
+
+def install_dist(
+    site: Path,
+    name: str,
+    entry_points: Mapping[str, Mapping[str, str]],
+    modules: Mapping[str, str] | None = None,
+) -> None:
+    """Write a real (minimal) installed distribution into ``site``: METADATA and entry points."""
+    dist_info = site / f"{name.replace('-', '_')}-1.2.3.dist-info"
+    dist_info.mkdir(parents=True)
+    (dist_info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.2.3\n", encoding="utf-8"
+    )
+    lines = []
+    for group, eps in entry_points.items():
+        lines.append(f"[{group}]")
+        lines.extend(f"{ep_name} = {value}" for ep_name, value in eps.items())
+    (dist_info / "entry_points.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    for filename, source in (modules or {}).items():
+        (site / filename).write_text(textwrap.dedent(source), encoding="utf-8")
+
+
+@pytest.fixture
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A directory on sys.path where tests install extra distributions for one test."""
+    path = tmp_path / "site"
+    path.mkdir()
+    monkeypatch.syspath_prepend(os.fspath(path))
+    return path
+
+
+class TestHelp:
+    def test_group_help_lists_commands_and_exit_codes(self, runner: CliRunner) -> None:
+        """``--help`` names every command and documents the exit codes 0-4."""
+        result = invoke(runner, "--help")
+        assert result.exit_code == 0
+        for command in COMMANDS:
+            assert command in result.stdout
+        assert "Exit codes" in result.stdout
+        for line in ("0  success", "1  session not found", "2  usage error", "3  configuration"):
+            assert line in result.stdout
+        assert "4  storage error" in result.stdout
+
+    @pytest.mark.parametrize("command", COMMANDS)
+    def test_every_command_help_documents_options_and_examples(
+        self, runner: CliRunner, command: str
+    ) -> None:
+        """Each command's help describes --config (with its lookup order), --json and examples."""
+        result = invoke(runner, command, "--help")
+        assert result.exit_code == 0
+        assert "--config PATH" in result.stdout
+        assert "SESSIONKEEPER_CONFIG" in result.stdout
+        assert "--json" in result.stdout
+        assert "Examples:" in result.stdout
+        assert f"sessionkeeper {command}" in result.stdout
+
+    @pytest.mark.parametrize("command", ["list", "show", "stats"])
+    def test_inspection_help_says_read_only(self, runner: CliRunner, command: str) -> None:
+        """The inspection commands say that they open the store read-only."""
+        result = invoke(runner, command, "--help")
+        assert "read-only" in result.stdout
+
+    @pytest.mark.parametrize("command", ["delete", "cleanup"])
+    def test_writing_help_says_for_writing(self, runner: CliRunner, command: str) -> None:
+        """delete and cleanup say that they open the store for writing."""
+        result = invoke(runner, command, "--help")
+        assert "for writing" in result.stdout
+
+    def test_version(self, runner: CliRunner) -> None:
+        """``--version`` prints the installed distribution's version."""
+        result = invoke(runner, "--version")
+        assert result.exit_code == 0
+        assert importlib.metadata.version("sessionkeeper") in result.stdout
+
+    def test_unknown_command_is_usage_error(self, runner: CliRunner) -> None:
+        """An unknown command exits with 2 (click's usage error)."""
+        result = invoke(runner, "frobnicate")
+        assert result.exit_code == ExitCode.USAGE
+        assert "frobnicate" in result.stderr
+
+
+class TestExitCodes:
+    @pytest.mark.parametrize(
+        ("exc", "code"),
+        [
+            (SessionNotFound("abc"), ExitCode.NOT_FOUND),
+            (InvalidSession("id", "bad"), ExitCode.USAGE),
+            (ConfigError("bad key", key="x"), ExitCode.CONFIG),
+            (BackendNotFound("nosuch", ["memory"]), ExitCode.CONFIG),
+            (PluginValidationError("p", "broken"), ExitCode.CONFIG),
+            (StorageError("sqlitedict", "disk full"), ExitCode.STORAGE),
+            (CodecError("truncated record"), ExitCode.STORAGE),
+            (SessionKeeperError("other"), ExitCode.STORAGE),
+        ],
+    )
+    def test_exception_maps_to_documented_code(self, exc: BaseException, code: ExitCode) -> None:
+        """Every sessionkeeper exception maps to the exit code the help documents."""
+        assert exit_code_for(exc) == code
+
+
+class TestBackends:
+    def test_lists_memory_backend(self, runner: CliRunner) -> None:
+        """The table names the memory backend, its distribution, version and capabilities."""
+        result = invoke(runner, "backends")
+        assert result.exit_code == 0
+        assert "memory" in result.stdout
+        assert "sessionkeeper-memory" in result.stdout
+        assert importlib.metadata.version("sessionkeeper-memory") in result.stdout
+        assert "(configured)" in result.stdout  # memory is the default
+
+    def test_json_describes_each_backend(self, runner: CliRunner) -> None:
+        """``--json`` gives distribution, version, capabilities and hooks, and only JSON."""
+        result = invoke(runner, "backends", "--json")
+        assert result.exit_code == 0
+        data = json.loads(result.stdout)
+        assert data["configured"] == "memory"
+        memory = next(b for b in data["backends"] if b["name"] == "memory")
+        assert memory["distribution"] == "sessionkeeper-memory"
+        assert memory["version"] == importlib.metadata.version("sessionkeeper-memory")
+        assert memory["error"] is None
+        assert memory["configured"] is True
+        assert memory["capabilities"]["persistent"] is False
+        assert "sessionkeeper_fetch" in memory["hooks"]
+        assert isinstance(data["plugins"], list)
+
+    def test_broken_backend_is_listed_with_its_error(self, runner: CliRunner, site: Path) -> None:
+        """A backend whose module fails to import is listed with the error; the command succeeds."""
+        install_dist(
+            site,
+            "sessionkeeper-broken",
+            {"sessionkeeper.backends": {"broken": "sessionkeeper_broken_missing:Backend"}},
+        )
+        result = invoke(runner, "backends", "--json")
+        assert result.exit_code == 0
+        data = json.loads(result.stdout)
+        broken = next(b for b in data["backends"] if b["name"] == "broken")
+        assert broken["distribution"] == "sessionkeeper-broken"
+        assert broken["version"] == "1.2.3"
+        assert "ModuleNotFoundError" in broken["error"]
+        assert "sessionkeeper_broken_missing" in broken["error"]
+        memory = next(b for b in data["backends"] if b["name"] == "memory")
+        assert memory["error"] is None
+        human = invoke(runner, "backends")
+        assert human.exit_code == 0
+        assert "failed to import" in human.stdout
+
+    def test_not_a_backend_class_is_listed_with_the_contract_problem(
+        self, runner: CliRunner, site: Path
+    ) -> None:
+        """An entry point naming something that is not a backend class is listed as broken."""
+        install_dist(
+            site,
+            "sessionkeeper-notaclass",
+            {"sessionkeeper.backends": {"notaclass": "sk_cli_notaclass:VALUE"}},
+            {"sk_cli_notaclass.py": "VALUE = 42\n"},
+        )
+        data = json.loads(invoke(runner, "backends", "--json").stdout)
+        entry = next(b for b in data["backends"] if b["name"] == "notaclass")
+        assert "must name a backend class" in entry["error"]
+        assert entry["capabilities"] is None
+
+    def test_wrapper_plugins_are_listed_with_their_hooks(
+        self, runner: CliRunner, site: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """``sessionkeeper.plugins`` entry points are listed with the hooks they implement."""
+        install_dist(
+            site,
+            "sessionkeeper-audit",
+            {"sessionkeeper.plugins": {"audit": "sk_cli_audit"}},
+            {
+                "sk_cli_audit.py": """\
+                from sessionkeeper import hookimpl
+
+                @hookimpl(wrapper=True)
+                def sessionkeeper_delete(session_id):
+                    return (yield)
+
+                def sessionkeeper_not_marked():
+                    pass
+                """
+            },
+        )
+        result = invoke(runner, "backends", "--json")
+        assert result.exit_code == 0
+        plugins = json.loads(result.stdout)["plugins"]
+        audit = next(p for p in plugins if p["name"] == "audit")
+        assert audit["distribution"] == "sessionkeeper-audit"
+        assert audit["hooks"] == ["sessionkeeper_delete"]
+        assert audit["error"] is None
+        human = invoke(runner, "backends")
+        assert "sessionkeeper_delete" in human.stdout
+
+    def test_import_side_effects_do_not_corrupt_json(self, runner: CliRunner, site: Path) -> None:
+        """A plugin that prints while being imported does not break ``backends --json``."""
+        install_dist(
+            site,
+            "sessionkeeper-noisy",
+            {"sessionkeeper.plugins": {"noisy": "sk_cli_noisy"}},
+            {"sk_cli_noisy.py": "print('hello from an import side effect')\n"},
+        )
+        result = invoke(runner, "backends", "--json")
+        assert result.exit_code == 0
+        names = [p["name"] for p in json.loads(result.stdout)["plugins"]]
+        assert names == ["noisy"]
+        assert "hello from an import side effect" in result.stderr
+
+    def test_configured_unknown_backend_is_a_warning(
+        self, runner: CliRunner, tmp_path: Path
+    ) -> None:
+        """backends still lists when the config names a missing backend, and says how to add it."""
+        config = write_config(tmp_path / "c.toml", '[sessionkeeper]\nbackend = "nosuch"\n')
+        result = invoke(runner, "backends", "--config", config, "--json")
+        assert result.exit_code == 0
+        assert json.loads(result.stdout)["configured"] == "nosuch"
+        assert "pip install sessionkeeper-nosuch" in result.stderr
+
+    def test_unreadable_config_is_a_warning(self, runner: CliRunner, tmp_path: Path) -> None:
+        """A config that cannot be read is reported on stderr; the listing still succeeds."""
+        config = write_config(tmp_path / "bad.toml", "[sessionkeeper\n")
+        result = invoke(runner, "backends", "--config", config)
+        assert result.exit_code == 0
+        assert "memory" in result.stdout
+        assert "bad.toml" in result.stderr
+
+
+class TestList:
+    def test_lists_live_ids_sorted(self, runner: CliRunner, store: Store) -> None:
+        """The table shows every live id, in sorted order, and how many there are."""
+        for sid in ("b-session", "a-session", "c-session"):
+            store.seed(sid)
+        result = invoke(runner, "list", "--config", store.config)
+        assert result.exit_code == 0
+        out = result.stdout
+        assert out.index("a-session") < out.index("b-session") < out.index("c-session")
+        assert "3 of 3 live sessions shown" in out
+
+    def test_expired_sessions_are_left_out(self, runner: CliRunner, store: Store) -> None:
+        """A session past its timeout is not listed even though cleanup has not run."""
+        store.seed("live-one")
+        store.seed("expired-one", idle_ms=2 * HOUR, timeout_ms=HOUR)
+        data = json.loads(invoke(runner, "list", "--config", store.config, "--json").stdout)
+        assert data["ids"] == ["live-one"]
+        assert data["count"] == 1
+
+    def test_limit(self, runner: CliRunner, store: Store) -> None:
+        """``--limit N`` keeps the first N sorted ids; the JSON count is still the total."""
+        for sid in ("s3", "s1", "s4", "s2"):
+            store.seed(sid)
+        result = invoke(runner, "list", "--config", store.config, "--limit", "2", "--json")
+        assert result.exit_code == 0
+        data = json.loads(result.stdout)
+        assert data == {"backend": "memory", "count": 4, "ids": ["s1", "s2"]}
+        human = invoke(runner, "list", "--config", store.config, "--limit", "2")
+        assert "s2" in human.stdout
+        assert "s3" not in human.stdout
+        assert "2 of 4 live sessions shown" in human.stdout
+
+    def test_limit_must_be_positive(self, runner: CliRunner, store: Store) -> None:
+        """``--limit 0`` is a usage error (exit 2)."""
+        result = invoke(runner, "list", "--config", store.config, "--limit", "0")
+        assert result.exit_code == ExitCode.USAGE
+
+    def test_empty_store(self, runner: CliRunner) -> None:
+        """Without any config the CLI uses the memory defaults and reports no sessions."""
+        result = invoke(runner, "list")
+        assert result.exit_code == 0
+        assert "No live sessions." in result.stdout
+
+    def test_memory_note_goes_to_stderr_only(self, runner: CliRunner, store: Store) -> None:
+        """On the memory backend a one-line note on stderr says the store is per process;
+        stdout holds only the JSON."""
+        store.seed("x1")
+        result = invoke(runner, "list", "--config", store.config, "--json")
+        assert result.exit_code == 0
+        assert "memory backend is per process" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert json.loads(result.stdout)["ids"] == ["x1"]
+
+    def test_list_does_not_touch(self, runner: CliRunner, store: Store) -> None:
+        """Listing leaves last_accessed alone."""
+        before = store.seed("idle", idle_ms=60_000)
+        invoke(runner, "list", "--config", store.config)
+        assert store.manager.peek("idle").last_accessed == before.last_accessed
+
+
+class TestShow:
+    def test_human_output(self, runner: CliRunner, store: Store) -> None:
+        """show prints the id, the timeout and the metadata of a live session."""
+        store.seed("sess-1", metadata={"user_id": "user_456", "roles": ["admin"]})
+        result = invoke(runner, "show", "sess-1", "--config", store.config)
+        assert result.exit_code == 0
+        assert "sess-1" in result.stdout
+        assert "user_456" in result.stdout
+        assert "admin" in result.stdout
+        assert "1h" in result.stdout
+
+    def test_json_is_the_session(self, runner: CliRunner, store: Store) -> None:
+        """``--json`` prints the session's fields (the export shape) plus expires_at."""
+        seeded = store.seed("sess-2", metadata={"n": 1, "nested": {"ok": True}})
+        result = invoke(runner, "show", "sess-2", "--config", store.config, "--json")
+        assert result.exit_code == 0
+        data = json.loads(result.stdout)
+        assert data == {**seeded.to_dict(), "expires_at": seeded.expires_at}
+
+    def test_session_without_timeout(self, runner: CliRunner, store: Store) -> None:
+        """A session that never expires shows as such."""
+        store.seed("forever", timeout_ms=None)
+        result = invoke(runner, "show", "forever", "--config", store.config)
+        assert "never expires" in result.stdout
+        data = json.loads(
+            invoke(runner, "show", "forever", "--config", store.config, "--json").stdout
+        )
+        assert data["timeout_ms"] is None
+        assert data["expires_at"] is None
+
+    def test_show_never_touches(self, runner: CliRunner, store: Store) -> None:
+        """show peeks: last_accessed is unchanged afterwards."""
+        before = store.seed("idle", idle_ms=120_000)
+        assert invoke(runner, "show", "idle", "--config", store.config).exit_code == 0
+        assert store.manager.peek("idle").last_accessed == before.last_accessed
+
+    def test_unknown_id_exits_1(self, runner: CliRunner, store: Store) -> None:
+        """An unknown id exits with 1, names the id on stderr and prints nothing on stdout."""
+        result = invoke(runner, "show", "no-such-id", "--config", store.config, "--json")
+        assert result.exit_code == ExitCode.NOT_FOUND
+        assert "no-such-id" in result.stderr
+        assert result.stdout == ""
+        assert "Traceback" not in result.output
+
+    def test_expired_id_exits_1(self, runner: CliRunner, store: Store) -> None:
+        """An expired session is not found, even before cleanup."""
+        store.seed("old", idle_ms=2 * HOUR, timeout_ms=HOUR)
+        result = invoke(runner, "show", "old", "--config", store.config)
+        assert result.exit_code == ExitCode.NOT_FOUND
+
+    def test_invalid_id_is_usage_error(self, runner: CliRunner, store: Store) -> None:
+        """An id with a space is a usage error (exit 2) that names the problem."""
+        result = invoke(runner, "show", "has space", "--config", store.config)
+        assert result.exit_code == ExitCode.USAGE
+        assert "' '" in result.stderr
+        assert "visible ASCII" in result.stderr
+
+    def test_overlong_id_is_usage_error(self, runner: CliRunner) -> None:
+        """An id over 256 characters is a usage error naming the limit."""
+        result = invoke(runner, "show", "x" * 257)
+        assert result.exit_code == ExitCode.USAGE
+        assert "256" in result.stderr
+
+    def test_id_starting_with_dash_after_double_dash(self, runner: CliRunner, store: Store) -> None:
+        """An id that starts with '-' (generated ids can) is reachable after ``--``."""
+        store.seed("-dash-id")
+        result = invoke(runner, "show", "--config", store.config, "--json", "--", "-dash-id")
+        assert result.exit_code == 0
+        assert json.loads(result.stdout)["id"] == "-dash-id"
+
+    def test_markup_in_ids_and_metadata_is_printed_verbatim(
+        self, runner: CliRunner, store: Store
+    ) -> None:
+        """Ids and metadata that look like rich markup or emoji codes print exactly as stored."""
+        store.seed("[bold]x[/bold]:smile:", metadata={"note": "[red]hi[/red]"})
+        result = invoke(runner, "show", "[bold]x[/bold]:smile:", "--config", store.config)
+        assert result.exit_code == 0
+        assert "[bold]x[/bold]:smile:" in result.stdout
+        assert "[red]hi[/red]" in result.stdout
+        listing = invoke(runner, "list", "--config", store.config)
+        assert "[bold]x[/bold]:smile:" in listing.stdout
+
+
+class TestDelete:
+    def test_deletes(self, runner: CliRunner, store: Store) -> None:
+        """delete removes the session from the shared store and says so."""
+        store.seed("doomed")
+        store.seed("kept")
+        result = invoke(runner, "delete", "doomed", "--config", store.config)
+        assert result.exit_code == 0
+        assert "doomed" in result.stdout
+        with pytest.raises(SessionNotFound):
+            store.manager.peek("doomed")
+        assert store.manager.peek("kept").id == "kept"
+
+    def test_json(self, runner: CliRunner, store: Store) -> None:
+        """``--json`` reports the deleted id."""
+        store.seed("doomed")
+        result = invoke(runner, "delete", "doomed", "--config", store.config, "--json")
+        assert json.loads(result.stdout) == {"id": "doomed", "deleted": True}
+
+    def test_unknown_id_exits_1(self, runner: CliRunner, store: Store) -> None:
+        """Deleting an id that is not stored exits with 1 and names the id."""
+        result = invoke(runner, "delete", "ghost", "--config", store.config)
+        assert result.exit_code == ExitCode.NOT_FOUND
+        assert "ghost" in result.stderr
+        assert result.stdout == ""
+
+    def test_invalid_id_is_usage_error(self, runner: CliRunner, store: Store) -> None:
+        """An id with a non-ASCII character is a usage error (exit 2), nothing is deleted."""
+        store.seed("kept")
+        result = invoke(runner, "delete", "caf\u00e9", "--config", store.config)
+        assert result.exit_code == ExitCode.USAGE
+        assert "visible ASCII" in result.stderr
+        assert store.manager.list() == ["kept"]
+
+
+class TestCleanup:
+    def test_removes_expired_and_reports_count(self, runner: CliRunner, store: Store) -> None:
+        """cleanup removes exactly the expired sessions and prints how many."""
+        store.seed("live")
+        store.seed("old-1", idle_ms=2 * HOUR, timeout_ms=HOUR)
+        store.seed("old-2", idle_ms=3 * HOUR, timeout_ms=HOUR)
+        result = invoke(runner, "cleanup", "--config", store.config)
+        assert result.exit_code == 0
+        assert "Removed 2 expired sessions." in result.stdout
+        remaining = [s.id for s in store.manager.iter_sessions(include_expired=True)]
+        assert remaining == ["live"]
+
+    def test_json_and_nothing_to_remove(self, runner: CliRunner, store: Store) -> None:
+        """``--json`` prints the count; a second run removes nothing."""
+        store.seed("old", idle_ms=2 * HOUR, timeout_ms=HOUR)
+        first = invoke(runner, "cleanup", "--config", store.config, "--json")
+        assert json.loads(first.stdout) == {"removed": 1}
+        second = invoke(runner, "cleanup", "--config", store.config, "--json")
+        assert json.loads(second.stdout) == {"removed": 0}
+
+
+class TestStats:
+    def test_json(self, runner: CliRunner, store: Store) -> None:
+        """``--json`` prints the manager's stats: backend, capabilities, live count."""
+        store.seed("a")
+        store.seed("b")
+        store.seed("gone", idle_ms=2 * HOUR, timeout_ms=HOUR)
+        result = invoke(runner, "stats", "--config", store.config, "--json")
+        assert result.exit_code == 0
+        data = json.loads(result.stdout)
+        assert data["backend"] == "memory"
+        assert data["live_sessions"] == 2
+        assert data["capabilities"]["replicated"] is False
+
+    def test_human_table(self, runner: CliRunner, store: Store) -> None:
+        """The table flattens nested figures into dotted keys."""
+        store.seed("a")
+        result = invoke(runner, "stats", "--config", store.config)
+        assert result.exit_code == 0
+        assert "live_sessions" in result.stdout
+        assert "capabilities.persistent" in result.stdout
+
+    def test_counters_when_stats_are_on(self, runner: CliRunner, tmp_path: Path) -> None:
+        """With ``stats = true`` the output includes the stats plugin's counters."""
+        config = write_config(tmp_path / "s.toml", "[sessionkeeper]\nstats = true\n")
+        data = json.loads(invoke(runner, "stats", "--config", config, "--json").stdout)
+        assert "counters" in data
+
+
+class TestConfigErrors:
+    def test_malformed_toml_names_the_file(self, runner: CliRunner, tmp_path: Path) -> None:
+        """A file that is not TOML exits with 3 and names the file, without a traceback."""
+        config = write_config(tmp_path / "broken.toml", "[sessionkeeper\nbackend = \n")
+        result = invoke(runner, "list", "--config", config)
+        assert result.exit_code == ExitCode.CONFIG
+        assert "broken.toml" in result.stderr
+        assert "TOML" in result.stderr
+        assert "Traceback" not in result.output
+        assert result.stdout == ""
+
+    def test_unknown_key_is_named(self, runner: CliRunner, tmp_path: Path) -> None:
+        """An unknown key exits with 3 and names the key and the file."""
+        config = write_config(
+            tmp_path / "typo.toml", '[sessionkeeper]\nbackend = "memory"\ncleanup_intervall = 5\n'
+        )
+        result = invoke(runner, "stats", "--config", config, "--json")
+        assert result.exit_code == ExitCode.CONFIG
+        assert "cleanup_intervall" in result.stderr
+        assert "typo.toml" in result.stderr
+        assert result.stdout == ""
+
+    def test_unknown_backend_option_is_named(self, runner: CliRunner, tmp_path: Path) -> None:
+        """An unknown key in backend_opts exits with 3 and names it."""
+        config = write_config(
+            tmp_path / "opts.toml",
+            '[sessionkeeper]\nbackend = "memory"\n[sessionkeeper.backend_opts]\nno_such_opt = 1\n',
+        )
+        result = invoke(runner, "list", "--config", config)
+        assert result.exit_code == ExitCode.CONFIG
+        assert "no_such_opt" in result.stderr
+
+    def test_unknown_backend_lists_installed_and_pip_install(
+        self, runner: CliRunner, tmp_path: Path
+    ) -> None:
+        """An unknown backend exits with 3, lists installed backends and the pip install."""
+        config = write_config(tmp_path / "nb.toml", '[sessionkeeper]\nbackend = "nosuch"\n')
+        result = invoke(runner, "show", "abc", "--config", config)
+        assert result.exit_code == ExitCode.CONFIG
+        assert "nosuch" in result.stderr
+        assert "memory" in result.stderr
+        assert "pip install sessionkeeper-nosuch" in result.stderr
+
+    def test_missing_config_file(self, runner: CliRunner, tmp_path: Path) -> None:
+        """A --config file that does not exist exits with 3 and names it."""
+        result = invoke(runner, "cleanup", "--config", tmp_path / "absent.toml")
+        assert result.exit_code == ExitCode.CONFIG
+        assert "absent.toml" in result.stderr
+
+    def test_config_from_environment(
+        self, runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Without --config the file named by $SESSIONKEEPER_CONFIG is used."""
+        config = write_config(tmp_path / "env.toml", '[sessionkeeper]\nbackend = "fromenv"\n')
+        monkeypatch.setenv("SESSIONKEEPER_CONFIG", os.fspath(config))
+        result = invoke(runner, "stats")
+        assert result.exit_code == ExitCode.CONFIG
+        assert "fromenv" in result.stderr
+        assert "env.toml" in result.stderr
+
+    def test_config_from_working_directory(self, runner: CliRunner) -> None:
+        """Without --config or the env var, ./sessionkeeper.toml is used."""
+        write_config(Path("sessionkeeper.toml"), '[sessionkeeper]\nbackend = "fromcwd"\n')
+        result = invoke(runner, "list")
+        assert result.exit_code == ExitCode.CONFIG
+        assert "fromcwd" in result.stderr
+
+    def test_config_is_a_directory_is_usage_error(self, runner: CliRunner, tmp_path: Path) -> None:
+        """--config naming a directory is rejected by click as a usage error."""
+        result = invoke(runner, "list", "--config", tmp_path)
+        assert result.exit_code == ExitCode.USAGE
+
+
+FAULTY_BACKENDS = """\
+from sessionkeeper import Capabilities, NoOptions, StorageError, hookimpl
+
+
+class QuietBackend:
+    \"\"\"A complete, empty backend that the two below break in one place each.\"\"\"
+
+    options_class = NoOptions
+    capabilities = Capabilities(persistent=True, read_only_open=True)
+
+    def __init__(self, options, context):
+        self.context = context
+
+    @hookimpl
+    def sessionkeeper_open(self):
+        pass
+
+    @hookimpl
+    def sessionkeeper_close(self):
+        pass
+
+    @hookimpl
+    def sessionkeeper_store(self, session):
+        pass
+
+    @hookimpl
+    def sessionkeeper_fetch(self, session_id):
+        return None
+
+    @hookimpl
+    def sessionkeeper_touch(self, session_id, last_accessed):
+        return None
+
+    @hookimpl
+    def sessionkeeper_delete(self, session_id):
+        return False
+
+    @hookimpl
+    def sessionkeeper_list(self, now):
+        return []
+
+    @hookimpl
+    def sessionkeeper_count(self, now):
+        return 0
+
+    @hookimpl
+    def sessionkeeper_iter_sessions(self):
+        return []
+
+    @hookimpl
+    def sessionkeeper_cleanup_expired(self, now):
+        return 0
+
+
+class FailingBackend(QuietBackend):
+    @hookimpl
+    def sessionkeeper_open(self):
+        raise StorageError("failing", "the disk is on fire")
+
+
+class CrashingBackend(QuietBackend):
+    @hookimpl
+    def sessionkeeper_list(self, now):
+        raise RuntimeError("bug in the backend")
+"""
+
+
+@pytest.fixture
+def faulty(site: Path) -> None:
+    """Install backends ``failing`` (open raises StorageError) and ``crashing`` (list raises)."""
+    install_dist(
+        site,
+        "sessionkeeper-faulty",
+        {
+            "sessionkeeper.backends": {
+                "failing": "sk_cli_faulty:FailingBackend",
+                "crashing": "sk_cli_faulty:CrashingBackend",
+            }
+        },
+        {"sk_cli_faulty.py": FAULTY_BACKENDS},
+    )
+
+
+@pytest.mark.usefixtures("faulty")
+class TestStorageErrors:
+    def test_backend_failing_to_open_exits_4(self, runner: CliRunner, tmp_path: Path) -> None:
+        """A backend that cannot open its store exits with 4, names the backend, no traceback."""
+        config = write_config(tmp_path / "f.toml", '[sessionkeeper]\nbackend = "failing"\n')
+        result = invoke(runner, "list", "--config", config, "--json")
+        assert result.exit_code == ExitCode.STORAGE
+        assert "failing backend" in result.stderr
+        assert "the disk is on fire" in result.stderr
+        assert "Traceback" not in result.output
+        assert result.stdout == ""
+
+    def test_faulty_backends_still_list_as_valid(self, runner: CliRunner) -> None:
+        """Backends that fail only at run time satisfy the contract, so backends shows them ok."""
+        listing = json.loads(invoke(runner, "backends", "--json").stdout)
+        failing = next(b for b in listing["backends"] if b["name"] == "failing")
+        assert failing["error"] is None
+        assert failing["distribution"] == "sessionkeeper-faulty"
+        assert failing["capabilities"]["persistent"] is True
+
+    def test_unexpected_exception_exits_4_without_traceback(
+        self, runner: CliRunner, tmp_path: Path
+    ) -> None:
+        """An exception escaping a backend is one StorageError line naming backend and type, exit 4."""
+        config = write_config(tmp_path / "c.toml", '[sessionkeeper]\nbackend = "crashing"\n')
+        result = invoke(runner, "list", "--config", config)
+        assert result.exit_code == ExitCode.STORAGE
+        assert "crashing backend: list failed: RuntimeError: bug in the backend" in result.stderr
+        assert "Traceback" not in result.output
+        assert result.stdout == ""
+
+    def test_debug_env_prints_the_traceback(
+        self, runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """With SESSIONKEEPER_DEBUG set, an unexpected error also prints its traceback."""
+        monkeypatch.setenv("SESSIONKEEPER_DEBUG", "1")
+        config = write_config(tmp_path / "c.toml", '[sessionkeeper]\nbackend = "crashing"\n')
+        result = invoke(runner, "list", "--config", config)
+        assert result.exit_code == ExitCode.STORAGE
+        assert "Traceback" in result.stderr
+        assert "sessionkeeper_list" in result.stderr
+
+
+class TestConsoleScript:
+    def _env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SESSIONKEEPER_")}
+        env.pop("COLUMNS", None)
+        return env
+
+    def test_python_m_help(self, tmp_path: Path) -> None:
+        """``python -m sessionkeeper --help`` runs the CLI in a fresh interpreter."""
+        proc = subprocess.run(
+            [sys.executable, "-m", "sessionkeeper", "--help"],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env=self._env(),
+            check=False,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert "Exit codes" in proc.stdout
+        assert "backends" in proc.stdout
+
+    def test_console_script_backends_json(self, tmp_path: Path) -> None:
+        """The installed ``sessionkeeper`` script prints the backends as JSON."""
+        script = Path(sys.executable).with_name("sessionkeeper")
+        assert script.exists(), f"console script missing next to {sys.executable}"
+        proc = subprocess.run(
+            [os.fspath(script), "backends", "--json"],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env=self._env(),
+            check=False,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr
+        names = [b["name"] for b in json.loads(proc.stdout)["backends"]]
+        assert "memory" in names
+
+    def test_memory_store_is_empty_in_a_new_process(self, tmp_path: Path) -> None:
+        """In its own process the memory backend shows an empty store and notes why on stderr."""
+        proc = subprocess.run(
+            [sys.executable, "-m", "sessionkeeper", "list"],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env=self._env(),
+            check=False,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert "No live sessions." in proc.stdout
+        assert "memory" in proc.stderr
+        assert "Traceback" not in proc.stderr
