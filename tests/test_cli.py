@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+
 from sessionkeeper import (
     BackendNotFound,
     CodecError,
@@ -737,7 +738,7 @@ class TestStorageErrors:
     def test_unexpected_exception_exits_4_without_traceback(
         self, runner: CliRunner, tmp_path: Path
     ) -> None:
-        """An exception escaping a backend is one StorageError line naming backend and type, exit 4."""
+        """An exception escaping a backend is one StorageError line (backend, type), exit 4."""
         config = write_config(tmp_path / "c.toml", '[sessionkeeper]\nbackend = "crashing"\n')
         result = invoke(runner, "list", "--config", config)
         assert result.exit_code == ExitCode.STORAGE
