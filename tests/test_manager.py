@@ -411,3 +411,20 @@ class TestNotificationHooks:
         second = manager.create()
         assert audit.created == [first.id, second.id]
         assert manager.stats()["plugins"] == {"audit": {"audited": 2}}
+
+
+def test_read_only_fetch_does_not_write(clock: ManualClock, table_name: str) -> None:
+    """A read-only manager's fetch returns the session without writing a touch back."""
+    with SessionManager(
+        backend_opts={"table_name": table_name}, clock=clock, cleanup_interval=0
+    ) as owner:
+        session = owner.create(timeout_ms=600_000)
+        with SessionManager(
+            backend_opts={"table_name": table_name},
+            clock=clock,
+            cleanup_interval=0,
+            read_only=True,
+        ) as inspector:
+            clock.advance(5_000)
+            assert inspector.fetch(session.id) == session
+        assert owner.peek(session.id).last_accessed == session.last_accessed

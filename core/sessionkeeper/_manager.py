@@ -417,12 +417,14 @@ class SessionManager:
             if idle > timeout:
                 raise SessionNotFound(session_id)
             if idle > timeout // 10:
-                return self._write_touch(session_id, now)
+                return self._write_touch(session_id, now, session)
         if idle > self._touch_resolution:
-            return self._write_touch(session_id, now)
+            return self._write_touch(session_id, now, session)
         return session
 
-    def _write_touch(self, session_id: str, now: int) -> Session:
+    def _write_touch(self, session_id: str, now: int, read: Session | None = None) -> Session:
+        if read is not None and self.read_only:
+            return read  # an inspecting manager never writes; the access is not recorded
         try:
             touched = self._touch(session_id, now)
         except SessionKeeperError:

@@ -1,0 +1,447 @@
+"""Benchmarks of the ``memory`` backend through :class:`~sessionkeeper.SessionManager`.
+
+Run ``python tests/benchmarks/bench_memory.py [--quick] [--json PATH]`` (``nox -s bench`` runs it;
+pytest never does). Each figure is the median of several repeats, measured beside a *floor* — the
+least plain Python can do for the same work — and checked against the targets of DESIGN §5:
+
+- fetch (in order and in random order over 200,000 sessions) against a function doing the
+  ``dict`` lookup plus the expiry check (with the same clock call);
+- store against a function doing the ``dict`` set; create, touch (a fetch that writes back) and
+  peek for reference;
+- bytes per session at 1,000,000 sessions (tracemalloc) against a "dict of dicts";
+- cleanup of 10,000 expired among 1,000,000 against a full scan.
+
+Every manager runs with ``cleanup_interval=0`` and an injected clock, so nothing runs behind the
+measurements and "now" is the same for the manager and its floor. ``--quick`` shrinks every size
+tenfold and takes fewer repeats (under 30 s) and checks only the absolute targets (the ratio
+targets are set for 200,000 sessions); the full run takes about a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import platform
+import random
+import statistics
+import sys
+import time
+import timeit
+import tracemalloc
+from collections import deque
+from collections.abc import Callable, Sequence
+from itertools import repeat
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from sessionkeeper import Session, SessionManager, __version__, generate_id
+
+START = 1_700_000_000_000
+TIMEOUT = 1_800_000  # the default timeout: 30 minutes
+TOUCH_RESOLUTION = 1_000
+
+
+class Clock:
+    """An injected clock: integer ms that only the benchmark moves."""
+
+    __slots__ = ("now",)
+
+    def __init__(self, start: int = START) -> None:
+        self.now = start
+
+    def __call__(self) -> int:
+        return self.now
+
+
+@attrs.frozen
+class Sizes:
+    """How big each benchmark is."""
+
+    ops: int  # sessions for the per-operation timings
+    creates: int  # sessions created per repeat of the create timing
+    memory: int  # sessions for the memory and cleanup figures
+    expired: int  # expired sessions per cleanup
+    repeats: int  # repeats of each timing (the median is reported)
+    cleanup_repeats: int
+
+
+FULL = Sizes(
+    ops=200_000, creates=100_000, memory=1_000_000, expired=10_000, repeats=7, cleanup_repeats=5
+)
+QUICK = Sizes(
+    ops=20_000, creates=10_000, memory=100_000, expired=1_000, repeats=5, cleanup_repeats=3
+)
+
+
+@attrs.frozen
+class Figure:
+    """One row of the report."""
+
+    operation: str
+    value: float
+    unit: str  # "us" per operation, "B" per session or "ms" per sweep
+    floor: float | None
+    floor_name: str
+    target: str  # human-readable
+    passed: bool | None  # None: no target
+
+    @property
+    def ratio(self) -> float | None:
+        return self.value / self.floor if self.floor else None
+
+
+def manager(clock: Clock, table: str) -> SessionManager:
+    return SessionManager(
+        backend="memory",
+        backend_opts={"table_name": table},
+        cleanup_interval=0,
+        touch_resolution=TOUCH_RESOLUTION,
+        default_timeout=TIMEOUT,
+        clock=clock,
+    )
+
+
+def paired(
+    function: Callable[..., object],
+    floor: Callable[..., object],
+    *arguments: Sequence[Any],
+    repeats: int,
+    setup: Callable[[], object] | None = None,
+) -> tuple[float, float]:
+    """Median µs per call of ``function`` and of ``floor``, each mapped over ``arguments``.
+
+    The two are timed alternately, repeat by repeat, so that a burst of load on the machine
+    weighs on both alike. ``setup`` runs before each timing of ``function``. GC is off while
+    timing (``timeit``'s default).
+    """
+    count = len(arguments[0])
+    timings: tuple[list[float], list[float]] = ([], [])
+    for _ in range(repeats):
+        if setup is not None:
+            setup()
+        for results, callable_ in zip(timings, (function, floor), strict=True):
+
+            def run(callable_: Callable[..., object] = callable_) -> None:
+                deque(map(callable_, *arguments), 0)
+
+            results.append(timeit.Timer(run).timeit(number=1) / count * 1e6)
+    return statistics.median(timings[0]), statistics.median(timings[1])
+
+
+def fetch_floor(table: dict[str, Session], clock: Clock) -> Callable[[str], Session]:
+    """The least a fetch can be in Python: the clock, one lookup and the expiry check."""
+    get = table.get
+
+    def fetch(session_id: str) -> Session:
+        session = get(session_id)
+        if session is None:
+            raise KeyError(session_id)
+        timeout = session.timeout_ms
+        if timeout is not None and clock() - session.last_accessed > timeout:
+            raise KeyError(session_id)
+        return session
+
+    return fetch
+
+
+def store_floor(table: dict[str, Session]) -> Callable[[Session], None]:
+    """The least a store can be in Python: one ``dict`` set."""
+
+    def store(session: Session) -> None:
+        table[session.id] = session
+
+    return store
+
+
+def bench_operations(sizes: Sizes) -> list[Figure]:
+    """fetch, store, create, touch and peek over ``sizes.ops`` sessions."""
+    n, repeats = sizes.ops, sizes.repeats
+    clock = Clock()
+    figures: list[Figure] = []
+    with manager(clock, "bench-operations") as sessions:
+        # All created at one instant, so that a fetch never has a touch to write back.
+        ids = [sessions.create(metadata={"user_id": f"user_{i}"}).id for i in range(n)]
+        shuffled = ids[:]
+        random.Random(42).shuffle(shuffled)
+        stored = [sessions.peek(sid) for sid in ids]
+        table = {s.id: s for s in stored}
+        floor_fetch, floor_store = fetch_floor(table, clock), store_floor(table)
+        by_id = {s.id: s for s in stored}
+        random_sessions = [by_id[sid] for sid in shuffled]
+
+        for order, keys, objects in (
+            ("in order", ids, stored),
+            ("random", shuffled, random_sessions),
+        ):
+            fetch, floor = paired(sessions.fetch, floor_fetch, keys, repeats=repeats)
+            # The ratio targets are set for random order over 200,000 sessions (DESIGN §5): a
+            # smaller table fits in the CPU caches, which flatters the floor.
+            ratios = order == "random" and sizes.ops >= FULL.ops
+            figures.append(
+                _timed(
+                    f"fetch, {order}",
+                    fetch,
+                    floor,
+                    "lookup + expiry check",
+                    absolute=1.0,
+                    ratio=3.0 if ratios else None,
+                    stretch=1.5 if ratios else None,
+                )
+            )
+            store, floor = paired(sessions.store, floor_store, objects, repeats=repeats)
+            figures.append(
+                _timed(
+                    f"store, {order}",
+                    store,
+                    floor,
+                    "dict set",
+                    absolute=1.5,
+                    ratio=5.0 if ratios else None,
+                )
+            )
+
+        peek, floor = paired(sessions.peek, floor_fetch, shuffled, repeats=repeats)
+        figures.append(_timed("peek, random", peek, floor, "lookup + expiry check"))
+
+        def later() -> None:  # every fetch now moves last_accessed by more than the resolution
+            clock.now += TOUCH_RESOLUTION + 1
+
+        touch, floor = paired(sessions.fetch, floor_fetch, shuffled, repeats=repeats, setup=later)
+        assert sessions.peek(shuffled[0]).last_accessed == clock.now, "fetch did not write back"
+        figures.append(
+            _timed("touch (fetch writing back), random", touch, floor, "lookup + expiry check")
+        )
+        explicit, floor = paired(
+            sessions.touch, floor_fetch, shuffled, repeats=repeats, setup=later
+        )
+        figures.append(_timed("touch(), random", explicit, floor, "lookup + expiry check"))
+
+    figures.append(bench_create(sizes))
+    return figures
+
+
+def bench_create(sizes: Sizes) -> Figure:
+    """create() with metadata, each repeat into a fresh table, against building + dict set."""
+    n = sizes.creates
+    clock = Clock()
+    metadata = [{"user_id": f"user_{i}"} for i in range(n)]
+    timings, floors = [], []
+    for attempt in range(sizes.repeats):
+        with manager(clock, f"bench-create-{attempt}") as sessions:
+
+            def create_all(sessions: SessionManager = sessions) -> None:
+                deque(map(sessions.create, repeat(TIMEOUT, n), metadata), 0)
+
+            timings.append(timeit.Timer(create_all).timeit(number=1) / n * 1e6)
+        table: dict[str, Session] = {}
+
+        def floor_create(md: dict[str, Any], table: dict[str, Session] = table) -> None:
+            now = clock()
+            session = Session(generate_id(), now, now, TIMEOUT, md)
+            table[session.id] = session
+
+        floor_timer = timeit.Timer(lambda: deque(map(floor_create, metadata), 0))
+        floors.append(floor_timer.timeit(number=1) / n * 1e6)
+        del table
+    return _timed(
+        "create (with metadata)",
+        statistics.median(timings),
+        statistics.median(floors),
+        "Session(...) + dict set",
+    )
+
+
+def _timed(
+    operation: str,
+    value: float,
+    floor: float,
+    floor_name: str,
+    *,
+    absolute: float | None = None,
+    ratio: float | None = None,
+    stretch: float | None = None,
+) -> Figure:
+    parts, passed = [], None
+    if absolute is not None:
+        parts.append(f"<= {absolute:g} us")
+        passed = value <= absolute
+    if ratio is not None:
+        parts.append(f"<= {ratio:g}x floor" + (f" (stretch {stretch:g}x)" if stretch else ""))
+        passed = bool(passed is not False and value <= ratio * floor)
+    return Figure(operation, value, "us", floor, floor_name, ", ".join(parts) or "-", passed)
+
+
+def traced(build: Callable[[], object]) -> tuple[object, int]:
+    """Run ``build`` under tracemalloc; return what it built and the bytes still held."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        built = build()
+        gc.collect()
+        return built, tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+
+def bench_memory_and_cleanup(sizes: Sizes) -> list[Figure]:
+    """Bytes per session at ``sizes.memory`` sessions, then cleanup among them."""
+    n = sizes.memory
+    clock = Clock()
+
+    def fill() -> SessionManager:
+        sessions = manager(clock, "bench-memory")
+        create = sessions.create
+        for i in range(n):
+            clock.now += 1  # created over time: distinct timestamps, spread deadlines
+            create(metadata={"user_id": f"user_{i}"})
+        return sessions
+
+    built, used = traced(fill)
+    assert isinstance(built, SessionManager)
+    sessions = built
+
+    def fill_floor() -> dict[str, dict[str, Any]]:
+        now = START
+        table: dict[str, dict[str, Any]] = {}
+        for i in range(n):
+            now += 1
+            sid = generate_id()
+            table[sid] = {
+                "id": sid,
+                "created_at": now,
+                "last_accessed": now,
+                "timeout_ms": TIMEOUT,
+                "metadata": {"user_id": f"user_{i}"},
+            }
+        return table
+
+    floor_table, floor_used = traced(fill_floor)
+    del floor_table
+    figures = [
+        Figure(
+            f"memory per session at {n:,}",
+            used / n,
+            "B",
+            floor_used / n,
+            "dict of dicts",
+            "<= 400 B",
+            used / n <= 400,
+        )
+    ]
+    try:
+        figures.append(bench_cleanup(sizes, sessions, clock))
+    finally:
+        sessions.close()
+    return figures
+
+
+def bench_cleanup(sizes: Sizes, sessions: SessionManager, clock: Clock) -> Figure:
+    """cleanup_expired() of ``sizes.expired`` among ``sizes.memory``, against a full scan."""
+    n, expired = sizes.memory, sizes.expired
+    # Session j (1..n) was last accessed at START + j; at START + TIMEOUT + e + 1 the first e
+    # sessions are expired. Each repeat moves on by ``expired`` and sweeps exactly that many.
+    timings = []
+    for attempt in range(sizes.cleanup_repeats):
+        clock.now = START + TIMEOUT + expired * (attempt + 1) + 1
+        gc.collect()
+        began = time.perf_counter()
+        removed = sessions.cleanup_expired()
+        timings.append((time.perf_counter() - began) * 1e3)
+        assert removed == expired, f"cleanup removed {removed}, expected {expired}"
+    remaining = n - expired * sizes.cleanup_repeats
+    table = {s.id: s for s in sessions.iter_sessions(include_expired=True)}
+    assert len(table) == remaining
+
+    def full_scan(table: dict[str, Session], now: int) -> int:
+        gone = [
+            sid
+            for sid, s in table.items()
+            if s.timeout_ms is not None and now - s.last_accessed > s.timeout_ms
+        ]
+        for sid in gone:
+            del table[sid]
+        return len(gone)
+
+    floors = []
+    now = clock.now + expired
+    for _ in range(sizes.cleanup_repeats):
+        copy = dict(table)
+        gc.collect()
+        began = time.perf_counter()
+        removed = full_scan(copy, now)
+        floors.append((time.perf_counter() - began) * 1e3)
+        assert removed == expired
+        del copy
+    value = statistics.median(timings)
+    return Figure(
+        f"cleanup of {expired:,} expired among {n:,}",
+        value,
+        "ms",
+        statistics.median(floors),
+        "full scan",
+        "<= 20 ms",
+        value <= 20,
+    )
+
+
+def report(figures: Sequence[Figure], sizes: Sizes, seconds: float) -> str:
+    header = ("operation", "value", "floor", "ratio", "target", "result")
+    rows = []
+    for f in figures:
+        digits = 3 if f.unit == "us" else 1
+        value = f"{f.value:.{digits}f} {f.unit}"
+        floor = f"{f.floor:.{digits}f} {f.unit} ({f.floor_name})" if f.floor else "-"
+        ratio = f"{f.ratio:.2f}x" if f.ratio is not None else "-"
+        result = {True: "pass", False: "MISS", None: "-"}[f.passed]
+        rows.append((f.operation, value, floor, ratio, f.target, result))
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = [
+        f"sessionkeeper {__version__}, memory backend; Python {platform.python_version()} "
+        f"on {platform.machine()}, {sizes.ops:,} sessions for timings, medians of "
+        f"{sizes.repeats}; {seconds:.0f} s",
+        "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)),
+        "  ".join("-" * w for w in widths),
+    ]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, under 30 s")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        metavar="PATH",
+        help="also write the figures as JSON (a directory gets memory.json)",
+    )
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    began = time.perf_counter()
+    figures = bench_operations(sizes) + bench_memory_and_cleanup(sizes)
+    seconds = time.perf_counter() - began
+    print(report(figures, sizes, seconds))
+    if args.json is not None:
+        path = args.json / "memory.json" if args.json.is_dir() else args.json
+        payload = {
+            "benchmark": "memory",
+            "sessionkeeper": __version__,
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "sizes": attrs.asdict(sizes),
+            "seconds": round(seconds, 1),
+            "figures": [{**attrs.asdict(f), "ratio": f.ratio} for f in figures],
+        }
+        path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+        print(f"figures written to {path}")
+    missed = [f.operation for f in figures if f.passed is False]
+    return 1 if args.strict and missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
