@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The CLI examples of cli.md, run by tests/test_docs.py in a directory holding the
+# sessionkeeper.toml of docs/examples. A line ending in "# exit N" must exit with status N; every
+# other line must exit with 0.
+
+# start-backends
+sessionkeeper backends
+sessionkeeper backends --json
+# end-backends
+
+# start-list
+sessionkeeper list
+sessionkeeper list --limit 20 --config sessionkeeper.toml
+sessionkeeper list --json
+# end-list
+
+# start-show
+sessionkeeper show 4Zq0r9xwT-not-stored --json  # exit 1: no live session has this id
+sessionkeeper show "not a valid id"  # exit 2: ids are visible ASCII, no spaces
+# end-show
+
+# start-delete
+sessionkeeper delete 4Zq0r9xwT-not-stored  # exit 1: nothing to delete
+# end-delete
+
+# start-cleanup
+sessionkeeper cleanup
+sessionkeeper cleanup --json
+# end-cleanup
+
+# start-stats
+sessionkeeper stats
+SESSIONKEEPER_CONFIG=sessionkeeper.toml sessionkeeper stats --json
+# end-stats
+
+# start-errors
+sessionkeeper list --config missing.toml  # exit 3: an explicitly named file must exist
+# end-errors

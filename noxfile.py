@@ -1,0 +1,107 @@
+"""Development sessions for sessionkeeper.
+
+``nox`` (no arguments) runs everything CI gates on: ``tests``, ``plugin``, ``lint``, ``typing``
+and ``docs``. ``nox -s demo`` shows the product; ``nox -s bench`` runs the benchmarks.
+
+Sessions stay thin: what they install comes from the helpers below and the
+``[dependency-groups]`` of the root ``pyproject.toml``. Packages are installed from their folders
+as wheels (not editable), because entry points, which is how backends are found, exist only in
+installed metadata.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nox
+
+nox.needs_version = ">=2025.2.9"  # nox.project.dependency_groups
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.error_on_missing_interpreters = True
+
+ROOT = Path(__file__).resolve().parent
+PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
+PYTHON = ["3.11"]
+#: Where plugin distributions live; each folder holding a ``pyproject.toml`` is one.
+PLUGIN_PARENTS = ("plugins", "contrib")
+#: Installed beside the ``test`` group: tests pip-install throwaway plugin distributions into
+#: folders of their own, and a venv made by uv has no pip.
+TEST_TOOLS = ("pip",)
+#: What ``nox -s demo`` installs besides the core (a backend's demo section needs it here).
+DEMO_PLUGINS = ("plugins/memory",)
+
+
+def plugin_folders() -> list[str]:
+    """Every plugin distribution's folder, relative to the root (``plugins/memory`` …)."""
+    found = (
+        path.parent.relative_to(ROOT).as_posix()
+        for parent in PLUGIN_PARENTS
+        for path in (ROOT / parent).glob("*/pyproject.toml")
+    )
+    return sorted(found)
+
+
+def install(
+    session: nox.Session, *local: str, groups: tuple[str, ...] = (), extra: tuple[str, ...] = ()
+) -> None:
+    """Install the core, the given local distributions and dependency groups in one resolve."""
+    requirements = nox.project.dependency_groups(PYPROJECT, *groups) if groups else ()
+    session.install(".", *local, *requirements, *extra)
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Run the whole test suite against the core and every plugin, all installed together."""
+    install(session, *plugin_folders(), groups=("test",), extra=TEST_TOOLS)
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+@nox.parametrize("folder", plugin_folders(), ids=[Path(f).name for f in plugin_folders()])
+def plugin(session: nox.Session, folder: str) -> None:
+    """Run one plugin's own tests with only the core and that plugin installed."""
+    install(session, folder, groups=("test",), extra=TEST_TOOLS)
+    session.run("pytest", f"{folder}/tests", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """Check style and formatting with ruff (configured in pyproject.toml)."""
+    session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
+    session.run("ruff", "check", *session.posargs)
+    session.run("ruff", "format", "--check", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def typing(session: nox.Session) -> None:
+    """Type-check the packages and this noxfile with strict mypy (configured in pyproject.toml)."""
+    install(session, *plugin_folders(), groups=("typing",))
+    session.run("mypy", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """Build the Sphinx site, failing on any warning (autodoc imports the installed packages)."""
+    install(session, *plugin_folders(), groups=("docs",))
+    session.run(
+        "sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html",
+        *session.posargs,
+    )  # fmt: skip
+
+
+@nox.session(python=PYTHON, default=False)
+def bench(session: nox.Session) -> None:
+    """Run every benchmark script in tests/benchmarks (posargs go to each script)."""
+    install(session, *plugin_folders())
+    scripts = sorted((ROOT / "tests" / "benchmarks").glob("bench_*.py"))
+    if not scripts:
+        session.error("no tests/benchmarks/bench_*.py script found")
+    for script in scripts:
+        session.run("python", str(script.relative_to(ROOT)), *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
+def demo(session: nox.Session) -> None:
+    """Show sessionkeeper at work: the demo program on the memory backend."""
+    install(session, *DEMO_PLUGINS)
+    session.run("python", "-m", "sessionkeeper.demo", *session.posargs)

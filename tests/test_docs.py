@@ -1,0 +1,538 @@
+"""The documentation is executable: every example runs, every hook and command is documented.
+
+Examples live as files in ``docs/examples/`` and reach the pages through MyST ``literalinclude``
+(with ``start-…``/``end-…`` markers) and the README by verbatim copy. The tests here run those
+files, load the TOML ones with :func:`sessionkeeper.load_config`, build and install the example
+backend and run the conformance kit on it, and run the demo.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import textwrap
+import tomllib
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+from click.testing import CliRunner
+
+import sessionkeeper
+from sessionkeeper import (
+    CONFIG_ENV,
+    Config,
+    ConfigError,
+    SessionManager,
+    hookspecs,
+    load_config,
+)
+from sessionkeeper.cli import ExitCode, cli
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+EXAMPLES = DOCS / "examples"
+README = ROOT / "README.md"
+PAGES = sorted(DOCS.glob("*.md"))
+DICT_BACKEND = EXAMPLES / "dict_backend"
+
+# --- helpers -----------------------------------------------------------------------------------
+
+FENCE = re.compile(
+    r"^(?P<fence>```+)\{?(?P<lang>[\w-]*)\}?[ \t]*(?P<arg>.*?)\n(?P<body>.*?)^(?P=fence)[ \t]*$",
+    re.M | re.S,
+)
+MARKER = re.compile(r"#\s*start-(?P<name>[\w-]+)\s*$", re.M)
+
+
+def fenced_blocks(text: str) -> list[tuple[str, str, str]]:
+    """``(language, argument, body)`` of every fenced block; MyST directives give ``{name}``."""
+    return [(m["lang"], m["arg"].strip(), m["body"]) for m in FENCE.finditer(text)]
+
+
+def directive_options(body: str) -> dict[str, str]:
+    """The ``:key: value`` lines at the top of a MyST directive's body."""
+    options: dict[str, str] = {}
+    for line in body.splitlines():
+        match = re.match(r":([\w-]+):\s*(.*)$", line)
+        if match is None:
+            break
+        options[match[1]] = match[2].strip()
+    return options
+
+
+def literalincludes() -> list[tuple[Path, Path, dict[str, str]]]:
+    """``(page, target, options)`` of every ``literalinclude`` in the docs."""
+    found = []
+    for page in PAGES:
+        for lang, arg, body in fenced_blocks(page.read_text(encoding="utf-8")):
+            if lang == "literalinclude":
+                found.append((page, (page.parent / arg).resolve(), directive_options(body)))
+    return found
+
+
+def region(path: Path, name: str) -> str:
+    """The lines between ``# start-NAME`` and ``# end-NAME`` in ``path``, dedented."""
+    text = path.read_text(encoding="utf-8")
+    match = re.search(
+        rf"^[ \t]*#\s*start-{re.escape(name)}[ \t]*\n(.*?)^[ \t]*#\s*end-{re.escape(name)}[ \t]*$",
+        text,
+        re.M | re.S,
+    )
+    assert match is not None, f"{path.name} has no start-{name}/end-{name} markers"
+    return textwrap.dedent(match[1])
+
+
+def example_texts() -> set[str]:
+    """Every marked region and every whole file under docs/examples, stripped."""
+    texts: set[str] = set()
+    for path in EXAMPLES.rglob("*"):
+        if not path.is_file() or "__pycache__" in path.parts:
+            continue
+        text = path.read_text(encoding="utf-8")
+        texts.add(text.strip())
+        for match in MARKER.finditer(text):
+            texts.add(region(path, match["name"]).strip())
+    return texts
+
+
+def hook_functions() -> dict[str, Any]:
+    """Every hook specification in :mod:`sessionkeeper.hookspecs`, by name."""
+    return {
+        name: func
+        for name, func in vars(hookspecs).items()
+        if name.startswith("sessionkeeper_") and callable(func)
+    }
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment for a subprocess: no config from the caller, wide output."""
+    env = {k: v for k, v in os.environ.items() if k != CONFIG_ENV}
+    env.update({"COLUMNS": "120", "PYTHONDONTWRITEBYTECODE": "1"}, **extra)
+    return env
+
+
+def run_python(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=cwd,
+        env=clean_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.fixture
+def examples_copy(tmp_path: Path) -> Path:
+    """A scratch copy of docs/examples, so running an example writes nothing into the repo."""
+    target = tmp_path / "examples"
+    shutil.copytree(EXAMPLES, target, ignore=shutil.ignore_patterns("__pycache__"))
+    return target
+
+
+@pytest.fixture(scope="module")
+def dict_backend_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example backend built into a wheel by hatchling and installed into a site folder.
+
+    Unpacking a pure-Python wheel into a folder on ``sys.path`` is an installation:
+    ``importlib.metadata`` finds its entry points exactly as for a pip install.
+    """
+    from hatchling.builders.wheel import WheelBuilder
+
+    work = tmp_path_factory.mktemp("dict-backend")
+    source = work / "src"
+    shutil.copytree(DICT_BACKEND, source, ignore=shutil.ignore_patterns("__pycache__"))
+    (wheel,) = WheelBuilder(str(source)).build(directory=str(work / "dist"), versions=["standard"])
+    site = work / "site"
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(site)
+    return site
+
+
+# --- the hook reference ------------------------------------------------------------------------
+
+
+class TestHookReference:
+    def test_every_hook_is_documented(self) -> None:
+        """hooks.md has an ``autofunction`` entry for every hook in sessionkeeper.hookspecs."""
+        page = (DOCS / "hooks.md").read_text(encoding="utf-8")
+        documented = set(re.findall(r"autofunction:: sessionkeeper\.hookspecs\.(\w+)", page))
+        hooks = set(hook_functions())
+        assert hooks, "no sessionkeeper_* hook found in sessionkeeper.hookspecs"
+        assert hooks - documented == set(), "hooks missing from docs/hooks.md"
+        assert documented - hooks == set(), "docs/hooks.md documents hooks that do not exist"
+
+    @pytest.mark.parametrize("name", sorted(hook_functions()))
+    def test_hookspec_docstring_documents_every_argument(self, name: str) -> None:
+        """Each hookspec has a docstring with a ``:param`` for every argument (STYLE 2)."""
+        func = hook_functions()[name]
+        doc = inspect.getdoc(func)
+        assert doc, f"{name} has no docstring"
+        for param in inspect.signature(func).parameters:
+            assert f":param {param}:" in doc, f"{name}: no ':param {param}:'"
+        assert "Where it is called" in doc, f"{name}: no 'Where it is called' paragraph"
+
+    @pytest.mark.parametrize("name", sorted(hook_functions()))
+    def test_hookspec_docstring_states_firstresult(self, name: str) -> None:
+        """A firstresult hook says so with the fixed sentence; the others say all are called."""
+        func = hook_functions()[name]
+        doc = inspect.getdoc(func) or ""
+        options = getattr(func, f"{hookspecs.PROJECT_NAME}_spec")
+        if options.get("firstresult"):
+            assert "Stops at first non-None result, see :ref:`firstresult`." in doc
+        else:
+            assert "this hook is not ``firstresult``" in doc
+
+    def test_firstresult_label_is_defined(self) -> None:
+        """The ``firstresult`` label the hookspec docstrings refer to is defined in hooks.md."""
+        page = (DOCS / "hooks.md").read_text(encoding="utf-8")
+        assert re.search(r"^\(firstresult\)=$", page, re.M)
+
+    def test_required_hooks_are_hooks(self) -> None:
+        """REQUIRED_HOOKS, which the reference shows, names hooks that exist."""
+        assert set(hookspecs.REQUIRED_HOOKS) <= set(hook_functions())
+
+
+class TestApiReference:
+    def test_every_public_name_is_documented(self) -> None:
+        """Every name in ``sessionkeeper.__all__`` has an entry on api.md (or hooks.md)."""
+        pages = (DOCS / "api.md").read_text(encoding="utf-8") + (DOCS / "hooks.md").read_text(
+            encoding="utf-8"
+        )
+        documented = set(
+            re.findall(r"^\.\. \w+:: sessionkeeper\.(?:hookspecs\.)?(\w+)", pages, re.M)
+        )
+        public = set(sessionkeeper.__all__) - {"__version__"}
+        assert public - documented == set()
+
+
+# --- literalinclude and examples ---------------------------------------------------------------
+
+
+class TestIncludes:
+    @pytest.mark.parametrize(
+        ("page", "target", "options"),
+        literalincludes(),
+        ids=[f"{p.name}:{t.relative_to(DOCS)}" for p, t, _ in literalincludes()],
+    )
+    def test_literalinclude_target_and_markers_exist(
+        self, page: Path, target: Path, options: dict[str, str]
+    ) -> None:
+        """Every literalinclude names an existing file, and its start/end markers are in it."""
+        assert target.is_file(), f"{page.name} includes missing {target}"
+        text = target.read_text(encoding="utf-8")
+        start, end = options.get("start-after"), options.get("end-before")
+        assert (start is None) == (end is None), f"{page.name}: start-after without end-before"
+        if start is not None and end is not None:
+            assert start.startswith("start-")
+            assert end == "end-" + start.removeprefix("start-")
+            assert text.count(f"# {start}") == 1, f"{target.name}: '# {start}' not exactly once"
+            assert text.index(f"# {start}") < text.index(f"# {end}")
+
+    def test_every_example_is_shown(self) -> None:
+        """Every file in docs/examples is included by a page (no example drifts unseen)."""
+        included = {target for _, target, _ in literalincludes()}
+        unused = [
+            path.relative_to(EXAMPLES).as_posix()
+            for path in sorted(EXAMPLES.rglob("*"))
+            if path.is_file() and "__pycache__" not in path.parts and path.resolve() not in included
+        ]
+        assert unused == []
+
+    def test_pages_are_in_the_toctree(self) -> None:
+        """Every page is reachable from index.md."""
+        index = (DOCS / "index.md").read_text(encoding="utf-8")
+        listed = {
+            line.strip()
+            for lang, _, body in fenced_blocks(index)
+            if lang == "toctree"
+            for line in body.splitlines()
+            if line.strip() and not line.startswith(":")
+        }
+        assert {p.stem for p in PAGES} - {"index"} == listed
+
+
+class TestPythonExamples:
+    @pytest.mark.parametrize(
+        "name", sorted(p.name for p in EXAMPLES.glob("*.py")), ids=lambda n: n.removesuffix(".py")
+    )
+    def test_example_runs(self, name: str, examples_copy: Path) -> None:
+        """Each example script runs to completion (its asserts hold) from the examples folder."""
+        result = run_python(name, cwd=examples_copy)
+        assert result.returncode == 0, result.stderr
+        assert "Traceback" not in result.stderr
+
+    def test_usage_example_prints_what_its_comments_say(self, examples_copy: Path) -> None:
+        """The README's example lists one id, then reports it gone, then 0 sessions swept."""
+        result = run_python("usage.py", cwd=examples_copy)
+        lines = result.stdout.splitlines()
+        assert len(lines) == 3, result.stdout
+        ids = ast.literal_eval(lines[0])  # a printed list of str
+        assert isinstance(ids, list)
+        assert len(ids) == 1
+        assert lines[1] == f"no live session with id {ids[0]!r}"
+        assert lines[2] == "0"
+
+    def test_install_example_names_installable_folders(self) -> None:
+        """The quickstart's ``pip install`` names distribution folders of this repository."""
+        command = region(EXAMPLES / "install.sh", "install").splitlines()
+        pip = next(shlex.split(line) for line in command if "pip install" in line)
+        folders = [ROOT / arg for arg in pip[pip.index("install") + 1 :]]
+        names = []
+        for folder in folders:
+            project = tomllib.loads((folder / "pyproject.toml").read_text(encoding="utf-8"))
+            names.append(project["project"]["name"])
+        assert names == ["sessionkeeper", "sessionkeeper-memory"]
+
+
+# --- TOML examples -----------------------------------------------------------------------------
+
+
+class TestConfigExamples:
+    def test_full_example_shows_the_defaults(self) -> None:
+        """docs/examples/sessionkeeper.toml sets every key to its documented default."""
+        config = load_config(EXAMPLES / "sessionkeeper.toml")
+        assert config == Config(backend_opts={"table_name": "sessions"})
+        keys = set(tomllib.loads((EXAMPLES / "sessionkeeper.toml").read_text())["sessionkeeper"])
+        assert keys == {a.name for a in attrs.fields(Config)} - {"source"}
+
+    def test_full_example_opens_a_manager(self) -> None:
+        """The full example is a working configuration, not just a parsable one."""
+        with SessionManager.from_config(EXAMPLES / "sessionkeeper.toml") as sessions:
+            session = sessions.create()
+            assert sessions.peek(session.id) == session
+            assert sessions.backend_name == "memory"
+
+    def test_every_key_is_documented(self) -> None:
+        """configuration.md explains every key of the [sessionkeeper] table."""
+        page = (DOCS / "configuration.md").read_text(encoding="utf-8")
+        for name in {a.name for a in attrs.fields(Config)} - {"source", "backend_opts"}:
+            assert re.search(rf"^`{name}` \(", page, re.M), f"{name} is not documented"
+        assert "`[sessionkeeper.backend_opts]`" in page
+
+    def test_invalid_example_gives_the_documented_message(self) -> None:
+        """invalid.toml fails with exactly the message configuration.md shows."""
+        expected = (EXAMPLES / "invalid.txt").read_text(encoding="utf-8").strip()
+        with pytest.raises(ConfigError) as info:
+            load_config(EXAMPLES / "invalid.toml")
+        assert str(info.value) == f"{info.value.path}: {expected}"
+        assert info.value.key == "sessionkeeper.cleanup_interval"
+
+    def test_dict_backend_config_loads(self) -> None:
+        """The example backend's config file is valid and selects it with its option."""
+        config = load_config(DICT_BACKEND / "sessionkeeper.toml")
+        assert config.backend == "dict"
+        assert config.backend_opts == {"max_sessions": 10_000}
+
+
+# --- the example backend -----------------------------------------------------------------------
+
+
+class TestExampleBackend:
+    def test_pyproject_declares_the_entry_point(self) -> None:
+        """The documented pyproject.toml names the class under sessionkeeper.backends."""
+        project = tomllib.loads((DICT_BACKEND / "pyproject.toml").read_text(encoding="utf-8"))
+        eps = project["project"]["entry-points"]["sessionkeeper.backends"]
+        assert eps == {"dict": "sessionkeeper_dict:DictBackend"}
+
+    def test_installed_backend_serves_a_manager(
+        self, dict_backend_site: Path, tmp_path: Path
+    ) -> None:
+        """Once installed, ``backend = "dict"`` opens it; its options are validated."""
+        script = textwrap.dedent(
+            f"""
+            import sessionkeeper
+            from sessionkeeper import ConfigError, SessionManager, StorageError
+
+            assert "dict" in sessionkeeper.installed_backends()
+            with SessionManager.from_config({str(DICT_BACKEND / "sessionkeeper.toml")!r}) as sm:
+                s = sm.create(timeout_ms=1000, metadata={{"user": "a"}})
+                assert sm.fetch(s.id).metadata == {{"user": "a"}}
+                assert sm.backend_name == "dict" and not sm.capabilities.persistent
+                assert sm.stats()["backend_stats"]["stored"] == 1
+            with SessionManager(backend="dict", backend_opts={{"max_sessions": 1}}) as sm:
+                sm.create()
+                try:
+                    sm.create()
+                except StorageError as exc:
+                    print("refused:", exc)
+            try:
+                SessionManager(backend="dict", backend_opts={{"max_sessions": "many"}})
+            except ConfigError as exc:
+                print("config:", exc.key)
+            """
+        )
+        result = run_python("-c", script, cwd=tmp_path, PYTHONPATH=str(dict_backend_site))
+        assert result.returncode == 0, result.stderr
+        assert "refused: dict backend: full: max_sessions is 1" in result.stdout
+        assert "config: sessionkeeper.backend_opts.max_sessions" in result.stdout
+
+    def test_conformance_kit_passes(self, dict_backend_site: Path, tmp_path: Path) -> None:
+        """The documented conformance test module passes against the installed example backend.
+
+        It runs as a third party would: its own folder, no project configuration, the kit
+        arriving through the ``pytest11`` entry point of the installed core.
+        """
+        shutil.copy(DICT_BACKEND / "test_dict_backend.py", tmp_path)
+        result = run_python(
+            "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error",
+            "--rootdir", str(tmp_path), "test_dict_backend.py",
+            cwd=tmp_path, PYTHONPATH=str(dict_backend_site),
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
+        assert re.search(r"\b\d+ passed\b", result.stdout)
+        assert not re.search(r"\b\d+ (failed|error)", result.stdout)
+
+
+# --- CLI ---------------------------------------------------------------------------------------
+
+
+def cli_examples() -> list[tuple[str, int]]:
+    """``(command line, expected exit status)`` for every command in docs/examples/cli.sh."""
+    found = []
+    for line in (EXAMPLES / "cli.sh").read_text(encoding="utf-8").splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        command, _, comment = line.partition("  #")
+        match = re.match(r"\s*exit (\d+)", comment)
+        found.append((command.strip(), int(match[1]) if match else 0))
+    return found
+
+
+@pytest.fixture
+def cli_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A working directory holding the example sessionkeeper.toml, as cli.md assumes."""
+    shutil.copy(EXAMPLES / "sessionkeeper.toml", tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(CONFIG_ENV, raising=False)
+    return tmp_path
+
+
+class TestCliReference:
+    @pytest.mark.parametrize(("line", "status"), cli_examples(), ids=[c for c, _ in cli_examples()])
+    def test_example_exits_as_documented(self, line: str, status: int, cli_dir: Path) -> None:
+        """Each command of cli.md runs and exits with the status its comment gives (0 if none)."""
+        words = shlex.split(line)
+        env = {}
+        while "=" in words[0]:
+            key, _, value = words.pop(0).partition("=")
+            env[key] = value
+        assert words[0] == "sessionkeeper"
+        result = CliRunner().invoke(cli, words[1:], env=env, prog_name="sessionkeeper")
+        assert result.exit_code == status, result.output
+        if "--json" in words and status == 0:
+            json.loads(result.stdout)
+
+    def test_every_command_is_documented(self) -> None:
+        """cli.md has a section for every command the CLI has, and none for missing ones."""
+        page = (DOCS / "cli.md").read_text(encoding="utf-8")
+        documented = set(re.findall(r"^## `sessionkeeper (\S+)`", page, re.M))
+        assert documented == set(cli.commands)
+
+    def test_every_command_has_an_example(self) -> None:
+        """Every command appears in at least one example of cli.sh."""
+        used = {shlex.split(line.split("sessionkeeper ", 1)[1])[0] for line, _ in cli_examples()}
+        assert set(cli.commands) <= used
+
+    def test_exit_status_table_matches_the_cli(self) -> None:
+        """The exit-status table lists exactly the codes of sessionkeeper.cli.ExitCode."""
+        page = (DOCS / "cli.md").read_text(encoding="utf-8")
+        documented = {int(code) for code in re.findall(r"^\| (\d+) \|", page, re.M)}
+        assert documented == {int(code) for code in ExitCode}
+
+
+# --- README ------------------------------------------------------------------------------------
+
+
+class TestReadme:
+    def readme(self) -> str:
+        return README.read_text(encoding="utf-8")
+
+    def first_commands(self) -> list[str]:
+        lang, _, body = fenced_blocks(self.readme())[0]
+        assert lang in {"bash", "sh", "shell"}, "the README must open with the shell commands"
+        return [line for line in body.splitlines() if line.strip()]
+
+    def test_opens_with_two_commands(self) -> None:
+        """The first block holds exactly two one-line commands: the demo, then the tests."""
+        demo, tests = self.first_commands()
+        assert demo.endswith("nox -s demo")
+        assert tests.split("&&")[:2] == demo.split("&&")[:2], "both install the same way"
+        before = self.readme().split("```", 1)[0]
+        assert before.split() == ["#", "sessionkeeper"], "only the title comes before the commands"
+
+    def test_test_command_is_what_ci_runs(self) -> None:
+        """.ci/run runs exactly the README's test command."""
+        _, tests = self.first_commands()
+        ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+        commands = [
+            line.strip()
+            for line in ci.splitlines()
+            if line.strip() and not line.lstrip().startswith(("#", "set ", "cd "))
+        ]
+        assert commands == [tests]
+
+    def test_test_command_runs_every_gate(self) -> None:
+        """The README's ``nox`` (no -s) selects the sessions CI gates on, by default."""
+        _, tests = self.first_commands()
+        assert tests.rstrip().endswith("nox"), "run the default sessions, no selection"
+        noxfile = (ROOT / "noxfile.py").read_text(encoding="utf-8")
+        for session in ("tests", "plugin", "lint", "typing", "docs"):
+            decorated = re.search(
+                rf"^@nox\.session\((?P<args>[^)]*)\)\n(?:@.*\n)*def {session}\(", noxfile, re.M
+            )
+            assert decorated is not None, f"no nox session {session}"
+            assert "default=False" not in decorated["args"], f"{session} is not a default session"
+
+    def test_code_blocks_are_examples(self) -> None:
+        """Every Python and TOML block of the README is a file or marked region in docs/examples."""
+        texts = example_texts()
+        blocks = [(lang, body) for lang, _, body in fenced_blocks(self.readme())]
+        checked = [body for lang, body in blocks if lang in {"python", "toml"}]
+        assert checked, "the README shows no Python or TOML example"
+        for body in checked:
+            assert body.strip() in texts, f"README block not taken from docs/examples:\n{body}"
+
+    def test_links_to_the_docs(self) -> None:
+        """The README points readers to the documentation pages."""
+        readme = self.readme()
+        for page in ("quickstart", "configuration", "cli", "writing-a-backend", "hooks"):
+            assert f"docs/{page}.md" in readme
+
+
+# --- the demo ----------------------------------------------------------------------------------
+
+
+class TestDemo:
+    def test_demo_shows_the_sweep(self, tmp_path: Path) -> None:
+        """``python -m sessionkeeper.demo`` runs and reports the sessions the scheduler swept."""
+        result = run_python("-m", "sessionkeeper.demo", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        swept: set[str] = set()
+        for line in result.stdout.splitlines():
+            _, found, rest = line.partition("swept by the scheduled cleanup: ")
+            if found:
+                swept.update(name.strip() for name in rest.split("(")[0].split(","))
+        assert {"alice", "dave"} <= swept, result.stdout
+        assert "did not sweep" not in result.stdout
+        assert "Traceback" not in result.stderr
+
+    def test_demo_sections_name_installed_backends_or_skip(self) -> None:
+        """Each demo section needs no backend or names one; the memory tour is the first."""
+        from sessionkeeper import demo
+
+        assert demo.SECTIONS[0].backend == "memory"
+        for section in demo.SECTIONS:
+            assert section.title
+            assert callable(section.run)
