@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from sessionkeeper import SessionManager
-from sessionkeeper.testing._clock import ManualClock  # TODO: public import once the kit lands
+from sessionkeeper.testing import ManualClock
 
 _tables = itertools.count()
 

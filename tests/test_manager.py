@@ -20,7 +20,7 @@ from sessionkeeper import (
     SessionNotFound,
     hookimpl,
 )
-from sessionkeeper.testing._clock import ManualClock
+from sessionkeeper.testing import ManualClock
 
 
 class Recorder:

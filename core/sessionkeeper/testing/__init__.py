@@ -1,0 +1,65 @@
+"""The conformance kit: what every sessionkeeper backend's test suite runs.
+
+A backend author subclasses :class:`BackendConformance` in the backend's own tests::
+
+    from sessionkeeper.testing import BackendConformance
+
+    class TestMyBackendConformance(BackendConformance):
+        backend = "mybackend"          # the entry-point name in group sessionkeeper.backends
+
+and gets one test per shared semantic (DESIGN §3) plus a Hypothesis comparison with a dict model
+(:class:`BackendStateMachine`). :class:`ManualClock` is the clock those tests move by hand.
+
+The kit is also a pytest plugin (entry point ``pytest11`` named ``sessionkeeper``, module
+:mod:`sessionkeeper.testing.plugin`), loaded automatically wherever sessionkeeper is installed: it
+registers the kit's markers, rewrites the kit's asserts, and provides the ``manual_clock`` fixture.
+
+Names are imported on first use, so that the plugin can turn on assert rewriting before the kit's
+modules are imported, and so that importing this package does not need Hypothesis.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from ._clock import ManualClock
+    from ._kit import BackendConformance, ManagerFactory
+    from ._rules import touch_window
+    from ._stateful import BackendStateMachine
+
+__all__ = [
+    "BackendConformance",
+    "BackendStateMachine",
+    "ManagerFactory",
+    "ManualClock",
+    "touch_window",
+]
+
+#: Public name -> the private module that defines it.
+_WHERE: Final = {
+    "BackendConformance": "._kit",
+    "BackendStateMachine": "._stateful",
+    "ManagerFactory": "._kit",
+    "ManualClock": "._clock",
+    "touch_window": "._rules",
+}
+
+#: The kit's modules, for :func:`pytest.register_assert_rewrite`.
+KIT_MODULES: Final = tuple(
+    f"{__name__}.{module}" for module in ("_clock", "_kit", "_rules", "_stateful")
+)
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
