@@ -20,6 +20,7 @@ from ._errors import (
     SessionNotFound,
     StorageError,
 )
+from ._expiry import ExpiryIndex
 from ._manager import Clock, SessionManager, check_store, system_clock
 from ._model import Session, generate_id, validate_id
 from ._plugins import installed_backends, installed_plugins
@@ -42,6 +43,7 @@ __all__ = [
     "CodecError",
     "Config",
     "ConfigError",
+    "ExpiryIndex",
     "FieldError",
     "InvalidSession",
     "ManagerClosed",

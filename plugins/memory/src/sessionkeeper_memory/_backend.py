@@ -16,7 +16,7 @@ from sessionkeeper import (
     hookimpl,
 )
 
-from ._table import BUCKET_MS, Table, acquire, release
+from ._table import Table, acquire, release
 
 __all__ = ["MemoryBackend", "MemoryOptions"]
 
@@ -73,7 +73,7 @@ class MemoryBackend:
         self._sessions = table.sessions
         self._acquire = table.lock.acquire
         self._release = table.lock.release
-        self._file = table.file
+        self._stored = table.index.stored
         self._writable = writable
 
     def _refuse(self, operation: str) -> NoReturn:
@@ -118,24 +118,11 @@ class MemoryBackend:
         """Insert or replace ``session``; index it when its deadline moved to an earlier bucket."""
         if not self._writable:
             self._refuse("store")
-        session_id = session.id
-        timeout = session.timeout_ms
-        bucket = -1 if timeout is None else (session.last_accessed + timeout) // BUCKET_MS
         sessions = self._sessions
         self._acquire()
         try:
-            previous = sessions.get(session_id)
-            sessions[session_id] = session
-            if bucket < 0:
-                return  # never expires: not indexed
-            if previous is not None:
-                old_timeout = previous.timeout_ms
-                if (
-                    old_timeout is not None
-                    and (previous.last_accessed + old_timeout) // BUCKET_MS <= bucket
-                ):
-                    return  # already filed at or before its new deadline (see _table)
-            self._file(session_id, bucket)
+            self._stored(sessions.get(session.id), session)
+            sessions[session.id] = session
         finally:
             self._release()
 
@@ -213,7 +200,7 @@ class MemoryBackend:
         return {
             "table_name": self.options.table_name,
             "stored": len(table.sessions),
-            "index_buckets": len(table.buckets),
+            "index_buckets": len(table.index.buckets),
             "index_entries": table.index_entries(),
             "table_users": table.refs,
         }
