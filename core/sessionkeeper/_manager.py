@@ -29,6 +29,7 @@ from ._config import Config, load_config, structure_options
 from ._errors import (
     InvalidSession,
     ManagerClosed,
+    PluginValidationError,
     SessionKeeperError,
     SessionNotFound,
     StorageError,
@@ -197,23 +198,9 @@ class SessionManager:
         self._scheduler: CleanupScheduler | None = None
         self._stats: StatsPlugin | None = None
 
-        backend_cls = load_backend_class(config.backend, source=config.source)
-        options = structure_options(
-            backend_cls.options_class, config.backend_opts, source=config.source
-        )
-        context = BackendContext(
-            name=config.backend, base_dir=base_dir or config.base_dir, read_only=read_only
-        )
-        try:
-            backend = backend_cls(options, context)
-        except SessionKeeperError:
-            raise
-        except Exception as exc:
-            raise StorageError(
-                config.backend, f"cannot start: {type(exc).__name__}: {exc}"
-            ) from exc
+        backend = _build_backend(config, base_dir=base_dir, read_only=read_only)
         self.backend_name = config.backend
-        self.capabilities: Capabilities = backend_cls.capabilities
+        self.capabilities: Capabilities = type(backend).capabilities
         self.backend = backend
 
         pm = self.plugin_manager = PluginManager()
@@ -259,8 +246,6 @@ class SessionManager:
             )
         ]
         if missing:
-            from ._errors import PluginValidationError
-
             raise PluginValidationError(
                 self.config.backend,
                 f"{type(self.backend).__qualname__} does not mark {', '.join(missing)} "
@@ -534,6 +519,23 @@ class SessionManager:
         return result
 
 
+def _build_backend(config: Config, *, base_dir: Path | None, read_only: bool) -> Any:
+    """Import the configured backend class, validate its options and construct it (not open)."""
+    backend_cls = load_backend_class(config.backend, source=config.source)
+    options = structure_options(
+        backend_cls.options_class, config.backend_opts, source=config.source
+    )
+    context = BackendContext(
+        name=config.backend, base_dir=base_dir or config.base_dir, read_only=read_only
+    )
+    try:
+        return backend_cls(options, context)
+    except SessionKeeperError:
+        raise
+    except Exception as exc:
+        raise StorageError(config.backend, f"cannot start: {type(exc).__name__}: {exc}") from exc
+
+
 def _config_summary(config: Config) -> dict[str, Any]:
     summary = attrs.asdict(config, filter=lambda a, _: a.name not in ("backend_opts", "source"))
     summary["source"] = str(config.source) if config.source is not None else None
@@ -590,21 +592,9 @@ def check_store(
     Returns the backend's report (see :func:`~sessionkeeper.hookspecs.sessionkeeper_check`), or
     ``None`` when the backend has no check. Configuration errors raise as for a manager.
     """
-    backend_cls = load_backend_class(config.backend, source=config.source)
-    options = structure_options(
-        backend_cls.options_class, config.backend_opts, source=config.source
+    backend = _build_backend(
+        config, base_dir=Path(base_dir) if base_dir is not None else None, read_only=not repair
     )
-    context = BackendContext(
-        name=config.backend,
-        base_dir=Path(base_dir) if base_dir is not None else config.base_dir,
-        read_only=not repair,
-    )
-    try:
-        backend = backend_cls(options, context)
-    except SessionKeeperError:
-        raise
-    except Exception as exc:
-        raise StorageError(config.backend, f"cannot start: {type(exc).__name__}: {exc}") from exc
     pm = PluginManager()
     pm.register(backend, name=_BACKEND_PLUGIN)
     try:
