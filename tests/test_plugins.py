@@ -108,14 +108,14 @@ class TestBackendDiscovery:
     def test_missing_backend_lists_installed_and_pip_install(self, tmp_path: Path) -> None:
         """An unknown backend names itself, the installed backends and the pip install."""
         config = tmp_path / "sk.toml"
-        config.write_text('[sessionkeeper]\nbackend = "redis"\n')
+        config.write_text('[sessionkeeper]\nbackend = "nosuchstore"\n')
         with pytest.raises(BackendNotFound) as info:
             SessionManager.from_config(config)
         message = str(info.value)
-        assert "backend 'redis' is not installed" in message
+        assert "backend 'nosuchstore' is not installed" in message
         assert "installed backends:" in message
         assert "memory" in message
-        assert "pip install sessionkeeper-redis" in message
+        assert "pip install sessionkeeper-nosuchstore" in message
         assert str(config.resolve()) in message
         assert info.value.key == "sessionkeeper.backend"
         assert isinstance(info.value, ConfigError)

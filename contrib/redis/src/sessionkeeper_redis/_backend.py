@@ -1,0 +1,510 @@
+"""The ``redis`` backend plugin: sessions in Redis (standalone, Sentinel or Cluster)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar, Final, NoReturn
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
+from redis.retry import Retry
+from redis.sentinel import Sentinel
+
+from sessionkeeper import (
+    FORMAT_VERSION,
+    BackendContext,
+    Capabilities,
+    CodecError,
+    Session,
+    StorageError,
+    decode_session,
+    encode_session,
+    hookimpl,
+)
+
+from . import _scripts
+from ._check import check_table
+from ._options import MAX_TTL_MS, RedisOptions
+from ._scripts import Script
+
+__all__ = ["RedisBackend"]
+
+#: The record format the touch script understands (see :mod:`sessionkeeper_redis._scripts`).
+RECORD_FORMAT: Final = 1
+
+#: Ids read per round trip by ``list``, ``iter_sessions`` and ``cleanup_expired``.
+PAGE_SIZE: Final = 500
+_UINT_FORMATS: Final = ((0xFF, b"\xcc", 1), (0xFFFF, b"\xcd", 2), (0xFFFFFFFF, b"\xce", 4))
+
+
+def _pack_uint(value: int) -> bytes:
+    """``value`` (0 <= value < 2**64) as msgpack writes it: in its shortest form."""
+    if value < 0x80:
+        return bytes((value,))
+    for limit, tag, size in _UINT_FORMATS:
+        if value <= limit:
+            return tag + value.to_bytes(size, "big")
+    return b"\xcf" + value.to_bytes(8, "big")
+
+
+#: What redis-py raises: its own errors, cluster errors (not RedisErrors) and socket errors.
+_REDIS_ERRORS: Final = (RedisError, RedisClusterException, OSError)
+
+
+class RedisBackend:
+    """Sessions in Redis, shared by every process and host that names the same table.
+
+    One string key per session holds the core codec's record, and Lua scripts make every write
+    atomic: ``touch`` never recreates a deleted session and never moves ``last_accessed`` back,
+    whatever other workers do at the same moment. Each key has a TTL derived from the session's
+    timeout, so Redis drops sessions nobody cleans up; two sorted sets index the table by id and
+    by deadline, so ``count`` and ``cleanup_expired`` cost what expired, not what is stored.
+    See :mod:`sessionkeeper_redis._scripts` for the key layout.
+
+    Nothing is read or connected in the constructor: the connection is made (and checked with
+    a ``PING``) by :meth:`sessionkeeper_open`.
+    """
+
+    options_class: ClassVar[type[RedisOptions]] = RedisOptions
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        persistent=True, shared=True, replicated=False, blocking=True, read_only_open=True
+    )
+
+    def __init__(self, options: RedisOptions, context: BackendContext) -> None:
+        self.options = options
+        self.context = context
+        self.server = options.server_name()
+        table = options.table_name
+        self._prefix = f"{{{table}}}:s:"
+        self._ids_key = f"{{{table}}}:ids"
+        self._exp_key = f"{{{table}}}:exp"
+        self._margin = str(options.ttl_margin_ms)
+        self._max_ttl = str(MAX_TTL_MS)
+        self._client: Any = None
+        self._sentinel: Sentinel | None = None
+        self._counter_lock = threading.Lock()
+        self._removed = 0
+        self._dropped_by_redis = 0
+
+    def __repr__(self) -> str:
+        state = "open" if self._client is not None else "closed"
+        return f"<RedisBackend table={self.options.table_name!r} on {self.server} {state}>"
+
+    # -- keys -------------------------------------------------------------------------------------
+
+    def session_key(self, session_id: str) -> str:
+        """The Redis key holding the record of ``session_id``: ``{table_name}:s:<id>``."""
+        return self._prefix + session_id
+
+    @property
+    def index_keys(self) -> tuple[str, str]:
+        """The keys of the id index and of the deadline index of this table."""
+        return self._ids_key, self._exp_key
+
+    # -- errors -----------------------------------------------------------------------------------
+
+    def _failed(self, operation: str, exc: BaseException) -> StorageError:
+        detail = str(exc) or type(exc).__name__
+        return StorageError(
+            self.context.name,
+            f"{operation} failed on {self.server} (table {self.options.table_name!r}): "
+            f"{type(exc).__name__}: {detail}",
+        )
+
+    def _damaged(self, key: str, problem: str) -> StorageError:
+        return StorageError(
+            self.context.name,
+            f"the session record at key {key!r} of table {self.options.table_name!r} on "
+            f"{self.server} is damaged: {problem}",
+        )
+
+    def _read_failed(self, operation: str, key: str, exc: BaseException) -> StorageError:
+        """A failed read of ``key``: a key of another type is damage, the rest a failure."""
+        if str(exc).startswith("WRONGTYPE"):
+            return self._damaged(
+                key, "it is not a string: something other than sessionkeeper wrote it"
+            )
+        return self._failed(operation, exc)
+
+    def _refuse(self, operation: str) -> NoReturn:
+        reason = "it was opened read-only" if self._client is not None else "it is not open"
+        raise StorageError(
+            self.context.name,
+            f"cannot {operation} in table {self.options.table_name!r} on {self.server}: {reason}",
+        )
+
+    def _writer(self, operation: str) -> Any:
+        client = self._client
+        if client is None or self.context.read_only:
+            self._refuse(operation)
+        return client
+
+    def _reader(self, operation: str) -> Any:
+        client = self._client
+        if client is None:
+            self._refuse(operation)
+        return client
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def _connect(self) -> Any:
+        options = self.options
+        common: dict[str, Any] = {
+            "socket_timeout": options.socket_timeout_ms / 1000,
+            "socket_connect_timeout": options.connect_timeout_ms / 1000,
+            "retry": Retry(ExponentialBackoff(cap=1.0, base=0.01), options.retries),
+        }
+        if options.username is not None:
+            common["username"] = options.username
+        if options.password is not None:
+            common["password"] = options.password
+        if options.cluster is not None:
+            node: Any = ClusterNode  # redis-py leaves it unannotated
+            nodes = [node(host, port) for host, port in options.cluster.addresses()]
+            return RedisCluster(startup_nodes=nodes, **common)
+        # redis-py 5 retries only the errors listed here; later versions add them anyway.
+        common["retry_on_error"] = [redis.ConnectionError, redis.TimeoutError]
+        if options.sentinel is not None:
+            sentinel_options = options.sentinel
+            sentinel_kwargs: dict[str, Any] = {
+                key: common[key]
+                for key in ("socket_timeout", "socket_connect_timeout", "retry", "retry_on_error")
+            }
+            if sentinel_options.username is not None:
+                sentinel_kwargs["username"] = sentinel_options.username
+            if sentinel_options.password is not None:
+                sentinel_kwargs["password"] = sentinel_options.password
+            sentinel_class: Any = Sentinel  # redis-py leaves it unannotated
+            sentinel = sentinel_class(
+                sentinel_options.addresses(), sentinel_kwargs=sentinel_kwargs, **common
+            )
+            self._sentinel = sentinel
+            return sentinel.master_for(sentinel_options.service_name, db=options.db or 0, **common)
+        return redis.Redis.from_url(options.url or "", **common)
+
+    @hookimpl
+    def sessionkeeper_open(self) -> None:
+        """Connect, check the server answers (``PING``) and load the scripts."""
+        if self._client is not None:
+            return
+        if FORMAT_VERSION != RECORD_FORMAT:
+            raise StorageError(
+                self.context.name,
+                f"this sessionkeeper-redis touches records of format {RECORD_FORMAT}, but the "
+                f"installed sessionkeeper writes format {FORMAT_VERSION}: upgrade "
+                "sessionkeeper-redis",
+            )
+        try:
+            client = self._connect()
+        except _REDIS_ERRORS as exc:
+            self._close_sentinels()
+            raise StorageError(
+                self.context.name, f"cannot connect to {self.server}: {type(exc).__name__}: {exc}"
+            ) from exc
+        try:
+            client.ping()
+            if not self.context.read_only:
+                self._load_scripts(client)
+        except _REDIS_ERRORS as exc:
+            self._close_client(client)
+            raise StorageError(
+                self.context.name, f"cannot open {self.server}: {type(exc).__name__}: {exc}"
+            ) from exc
+        self._client = client
+
+    @hookimpl
+    def sessionkeeper_close(self) -> None:
+        """Close every connection. Idempotent."""
+        client, self._client = self._client, None
+        if client is not None:
+            self._close_client(client)
+
+    def _close_client(self, client: Any) -> None:
+        try:
+            client.close()
+            pool = getattr(client, "connection_pool", None)
+            if pool is not None:
+                pool.disconnect()
+        finally:
+            self._close_sentinels()
+
+    def _close_sentinels(self) -> None:
+        sentinel, self._sentinel = self._sentinel, None
+        if sentinel is not None:
+            for node in sentinel.sentinels:
+                node.close()
+
+    # -- script calls -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _load_scripts(client: Any) -> None:
+        for script in _scripts.SCRIPTS:
+            client.script_load(script.source)
+
+    def _eval(self, client: Any, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run ``script`` by its SHA; reload the scripts once if the server lost them."""
+        try:
+            return client.evalsha(script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            self._load_scripts(client)
+            return client.evalsha(script.sha, len(keys), *keys, *args)
+
+    def _write(self, client: Any, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run a writing script; with ``wait_replicas``, ``WAIT`` follows it in one round trip on
+        the same connection, and too few acknowledgements raise ``StorageError``."""
+        wait = self.options.wait_replicas
+        if not wait:
+            return self._eval(client, script, keys, args)
+        for attempt in (0, 1):
+            pipe = client.pipeline(transaction=False)
+            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            if self.options.cluster is not None:  # WAIT must reach the node that wrote
+                node = client.get_node_from_key(keys[0])
+                pipe.execute_command("WAIT", wait, self.options.wait_timeout_ms, target_nodes=node)
+            else:
+                pipe.execute_command("WAIT", wait, self.options.wait_timeout_ms)
+            try:
+                result, acknowledged = pipe.execute()
+            except NoScriptError:
+                if attempt:
+                    raise
+                self._load_scripts(client)
+                continue
+            finally:
+                pipe.reset()
+            if int(acknowledged) < wait:
+                raise StorageError(
+                    self.context.name,
+                    f"the write is on the primary of {self.server} but only {acknowledged} of "
+                    f"the {wait} replicas required (wait_replicas) acknowledged it within "
+                    f"{self.options.wait_timeout_ms} ms; it may be lost if the primary fails now",
+                )
+            return result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- decoding ---------------------------------------------------------------------------------
+
+    def _decode(self, key: str, record: object) -> Session:
+        if not isinstance(record, bytes):
+            raise self._damaged(key, f"it holds {type(record).__name__}, not bytes")
+        try:
+            session = decode_session(record)
+        except CodecError as exc:
+            raise self._damaged(key, str(exc)) from None
+        if key != self._prefix + session.id:
+            raise self._damaged(key, f"it holds session {session.id!r}")
+        return session
+
+    # -- the hooks --------------------------------------------------------------------------------
+
+    @hookimpl
+    def sessionkeeper_fetch(self, session_id: str) -> Session | None:
+        """The stored session (expired or not), or ``None``: one ``GET``."""
+        try:
+            key = self._prefix + session_id
+        except TypeError:  # not a str: no such session (the manager says why the id is bad)
+            return None
+        try:
+            record = self._reader("fetch").execute_command("GET", key)
+        except _REDIS_ERRORS as exc:
+            raise self._read_failed("fetch", key, exc) from exc
+        if record is None:
+            return None
+        return self._decode(key, record)
+
+    @hookimpl
+    def sessionkeeper_store(self, session: Session) -> None:
+        """Insert or replace ``session`` (record, TTL and index entries in one script)."""
+        key = self._prefix + session.id
+        timeout = session.timeout_ms
+        if timeout is None:
+            deadline = ttl = ""
+        else:
+            deadline = str(session.last_accessed + timeout)
+            ttl_ms = timeout + self.options.ttl_margin_ms
+            ttl = str(ttl_ms) if ttl_ms <= MAX_TTL_MS else ""
+        args = (session.id, encode_session(session), deadline, ttl)
+        client = self._writer("store")
+        try:
+            self._write(client, _scripts.STORE, (key, self._ids_key, self._exp_key), args)
+        except _REDIS_ERRORS as exc:
+            raise self._failed("store", exc) from exc
+
+    @hookimpl
+    def sessionkeeper_touch(self, session_id: str, last_accessed: int) -> Session | None:
+        """Move ``last_accessed`` forward (never back) and refresh the TTL, atomically; ``None``
+        when the session is gone (it is never recreated)."""
+        key = self._prefix + session_id
+        client = self._writer("touch a session")
+        encoded = _pack_uint(last_accessed)
+        args = (session_id, encoded, str(last_accessed), self._margin, self._max_ttl)
+        try:
+            record = self._write(client, _scripts.TOUCH, (key, self._exp_key), args)
+        except _REDIS_ERRORS as exc:
+            text = str(exc)
+            if "DAMAGED session record: " in text:
+                raise self._damaged(key, text.partition("DAMAGED session record: ")[2]) from exc
+            raise self._read_failed("touch", key, exc) from exc
+        if record is None:
+            return None
+        return self._decode(key, record)
+
+    @hookimpl
+    def sessionkeeper_delete(self, session_id: str) -> bool:
+        """Remove the session and its index entries; ``False`` when there was none."""
+        key = self._prefix + session_id
+        client = self._writer("delete a session")
+        try:
+            removed = self._write(
+                client, _scripts.DELETE, (key, self._ids_key, self._exp_key), (session_id,)
+            )
+        except _REDIS_ERRORS as exc:
+            raise self._failed("delete", exc) from exc
+        return bool(removed)
+
+    @hookimpl
+    def sessionkeeper_list(self, now: int) -> list[str]:
+        """The ids live at ``now``, read from the id index a page per round trip."""
+        client = self._reader("list sessions")
+        live: list[str] = []
+        start = "-"
+        try:
+            while True:
+                last, page = self._eval(
+                    client,
+                    _scripts.LIST_PAGE,
+                    (self._ids_key, self._exp_key),
+                    (start, PAGE_SIZE, now),
+                )
+                live.extend(member.decode("ascii") for member in page)
+                if last is None:
+                    return live
+                start = b"(" + last
+        except _REDIS_ERRORS as exc:
+            raise self._failed("list", exc) from exc
+
+    @hookimpl
+    def sessionkeeper_count(self, now: int) -> int:
+        """Sessions stored less those past their deadline at ``now``: two index lookups."""
+        client = self._reader("count sessions")
+        try:
+            return int(self._eval(client, _scripts.COUNT, (self._ids_key, self._exp_key), (now,)))
+        except _REDIS_ERRORS as exc:
+            raise self._failed("count", exc) from exc
+
+    @hookimpl
+    def sessionkeeper_iter_sessions(self) -> Iterator[Session]:
+        """Every stored session, expired ones included, in id order, a page per round trip."""
+        client = self._reader("read sessions")
+
+        def generate() -> Iterator[Session]:
+            start: bytes | str = "-"
+            while True:
+                try:
+                    page = client.execute_command(
+                        "ZRANGEBYLEX", self._ids_key, start, "+", "LIMIT", 0, PAGE_SIZE
+                    )
+                    if not page:
+                        return
+                    keys = [self._prefix + member.decode("ascii") for member in page]
+                    records = client.execute_command("MGET", *keys)
+                except _REDIS_ERRORS as exc:
+                    raise self._failed("iter_sessions", exc) from exc
+                for key, record in zip(keys, records, strict=True):
+                    if record is not None:  # deleted or dropped by Redis since it was listed
+                        yield self._decode(key, record)
+                if len(page) < PAGE_SIZE:
+                    return
+                start = b"(" + page[-1]
+
+        return generate()
+
+    @hookimpl
+    def sessionkeeper_cleanup_expired(self, now: int) -> int:
+        """Remove the sessions whose deadline is before ``now``; return how many.
+
+        Reads only the expired entries of the deadline index, a page at a time. Sessions Redis
+        already dropped through their TTL are counted too (their index entries are removed).
+        """
+        client = self._writer("clean up expired sessions")
+        removed = dropped = 0
+        bound = f"({now}"
+        try:
+            while True:
+                page = client.execute_command(
+                    "ZRANGEBYSCORE", self._exp_key, "-inf", bound, "LIMIT", 0, PAGE_SIZE
+                )
+                if not page:
+                    break
+                ids = [member.decode("ascii") for member in page]
+                keys = [self._ids_key, self._exp_key, *(self._prefix + sid for sid in ids)]
+                done = self._write(client, _scripts.EXPIRE_PAGE, keys, (now, *ids))
+                removed += int(done[0])
+                dropped += int(done[1])
+                if len(page) < PAGE_SIZE or not (done[0] or done[1]):
+                    break
+        except _REDIS_ERRORS as exc:
+            raise self._failed("cleanup_expired", exc) from exc
+        finally:
+            with self._counter_lock:
+                self._removed += removed
+                self._dropped_by_redis += dropped
+        return removed + dropped
+
+    @hookimpl
+    def sessionkeeper_stats(self) -> dict[str, Any]:
+        """``server``, ``mode``, ``table_name``, ``stored`` (expired included), ``expiring``
+        (sessions with a timeout), ``wait_replicas``, and what cleanups removed:
+        ``cleanup_removed`` (deleted by this backend) and ``cleanup_dropped_by_redis`` (already
+        dropped by Redis's TTL; only their index entries were left)."""
+        client = self._reader("read statistics")
+        try:
+            pipe = client.pipeline(transaction=False)
+            pipe.execute_command("ZCARD", self._ids_key)
+            pipe.execute_command("ZCARD", self._exp_key)
+            stored, expiring = pipe.execute()
+            pipe.reset()
+        except _REDIS_ERRORS as exc:
+            raise self._failed("stats", exc) from exc
+        return {
+            "server": self.server,
+            "mode": self.options.mode,
+            "table_name": self.options.table_name,
+            "stored": int(stored),
+            "expiring": int(expiring),
+            "wait_replicas": self.options.wait_replicas,
+            "cleanup_removed": self._removed,
+            "cleanup_dropped_by_redis": self._dropped_by_redis,
+        }
+
+    @hookimpl
+    def sessionkeeper_check(self, repair: bool) -> dict[str, Any]:
+        """``sessionkeeper check``: every record decodes under its own id and both indexes
+        agree with the keys; with ``repair``, damaged records are renamed to
+        ``{table_name}:quarantine:<id>`` and the indexes are fixed (see
+        :mod:`sessionkeeper_redis._check`). Connects for the check alone."""
+        try:
+            client = self._connect()
+        except _REDIS_ERRORS as exc:
+            self._close_sentinels()
+            raise StorageError(
+                self.context.name, f"cannot connect to {self.server}: {type(exc).__name__}: {exc}"
+            ) from exc
+        try:
+            client.ping()
+            scan_options: dict[str, Any] = {}
+            if self.options.cluster is not None:
+                scan_options["target_nodes"] = client.get_node_from_key(self._ids_key)
+            report = check_table(
+                client, self.options.table_name, repair=repair, scan_options=scan_options
+            )
+        except _REDIS_ERRORS as exc:
+            raise self._failed("check", exc) from exc
+        finally:
+            self._close_client(client)
+        report["server"] = self.server
+        report["table_name"] = self.options.table_name
+        return report

@@ -1,0 +1,66 @@
+"""The ``redis`` backend on Redis Cluster, acknowledging each write only once a replica has it."""
+
+from __future__ import annotations
+
+import signal
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from sessionkeeper import SessionManager, StorageError
+from sessionkeeper.testing import BackendConformance
+
+
+class TestRedisClusterConformance(BackendConformance):
+    """Every shared semantic (DESIGN §3) on a Redis Cluster (one primary holding every slot and
+    its replica), with ``wait_replicas = 1``: the scripts work because a table's keys share
+    one hash tag, and ``WAIT`` runs on the connection that wrote."""
+
+    backend = "redis"
+    many = 300
+
+    @pytest.fixture(autouse=True)
+    def _cluster(self, redis_cluster: Any) -> None:
+        self.cluster = redis_cluster
+
+    def backend_opts(self, tmp_path: Path) -> dict[str, Any]:
+        return {
+            "cluster": {"startup_nodes": self.cluster.startup_nodes},
+            "table_name": f"conformance-{uuid.uuid4().hex}",
+            "ttl_margin_ms": 3_600_000,
+            "wait_replicas": 1,
+        }
+
+    def corrupt_stored_session(self, manager: SessionManager, session_id: str) -> None:
+        key = manager.backend.session_key(session_id)
+        with redis.Redis.from_url(self.cluster.primary.url) as client:
+            assert client.set(key, b"\xc1 not a msgpack record", keepttl=True, xx=True)
+
+
+class TestClusterWait:
+    def test_a_write_the_replica_did_not_acknowledge_is_refused(
+        self, redis_cluster: Any, table_name: str
+    ) -> None:
+        """``WAIT`` runs on the connection that wrote: while the replica is stopped (SIGSTOP)
+        a write is refused with a ``StorageError`` naming the missing acknowledgement, and
+        once it runs again writes are acknowledged."""
+        opts = {
+            "cluster": {"startup_nodes": redis_cluster.startup_nodes},
+            "table_name": table_name,
+            "wait_replicas": 1,
+            "wait_timeout_ms": 100,
+        }
+        with SessionManager(backend="redis", backend_opts=opts, cleanup_interval=0) as manager:
+            kept = manager.create(metadata={"n": 1})
+            process = redis_cluster.replica.process
+            process.send_signal(signal.SIGSTOP)
+            try:
+                with pytest.raises(StorageError, match="only 0 of the 1 replicas"):
+                    manager.create(metadata={"n": 2})
+            finally:
+                process.send_signal(signal.SIGCONT)
+            assert manager.peek(kept.id).metadata == {"n": 1}
+            assert manager.delete(kept.id) is True

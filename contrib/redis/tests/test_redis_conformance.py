@@ -1,0 +1,38 @@
+"""The ``redis`` backend runs the whole conformance kit against a real ``redis-server``."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from sessionkeeper import SessionManager
+from sessionkeeper.testing import BackendConformance
+
+
+class TestRedisConformance(BackendConformance):
+    """Every shared semantic (DESIGN §3), checked on the ``redis`` backend over one server."""
+
+    backend = "redis"
+
+    @pytest.fixture(autouse=True)
+    def _server(self, redis_server: Any) -> None:
+        self.url: str = redis_server.url
+
+    def backend_opts(self, tmp_path: Path) -> dict[str, Any]:
+        # One server for the whole run: a fresh table name gives each test (and each example of
+        # the stateful test) an empty store. The tests move a manual clock far faster than
+        # Redis's own, so keys keep a long TTL margin and only the manager's clock decides.
+        return {
+            "url": self.url,
+            "table_name": f"conformance-{uuid.uuid4().hex}",
+            "ttl_margin_ms": 3_600_000,
+        }
+
+    def corrupt_stored_session(self, manager: SessionManager, session_id: str) -> None:
+        key = manager.backend.session_key(session_id)
+        with redis.Redis.from_url(self.url) as client:
+            assert client.set(key, b"\xc1 not a msgpack record", keepttl=True, xx=True)

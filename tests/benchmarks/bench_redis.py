@@ -1,0 +1,456 @@
+"""Benchmarks of the ``redis`` backend through :class:`~sessionkeeper.SessionManager`.
+
+Run ``python tests/benchmarks/bench_redis.py [--quick] [--json PATH] [--strict]`` (``nox -s
+bench`` runs it; pytest never does). The script starts its own ``redis-server`` (and, for the
+``WAIT`` rows, a replica) on free loopback ports in a temporary directory, with persistence off,
+and stops them at the end. Each figure is the median of several repeats, measured beside a
+*floor*: the same work done with raw redis-py on the same server, over the same connection
+kind, with values of the same size:
+
+- fetch and peek against ``GET`` of the session's encoded record;
+- store against ``SET ... PX`` of that record, create against the same of a new key, and a
+  fetch that writes a touch back (a read, then the touch script) against ``GET`` then ``SET``;
+- store with ``wait_replicas = 1`` against a pipelined ``SET`` + ``WAIT 1`` to the same replica;
+- delete against ``DEL``; count against ``ZCARD``; list against a ``SCAN`` of the raw keys;
+- cleanup of expired sessions against pipelined ``DEL`` of as many keys;
+- server memory per session against the raw ``SET`` keys.
+
+Every manager runs with ``cleanup_interval=0`` and an injected clock, so nothing runs behind the
+measurements and the benchmark decides when a fetch writes a touch back. ``--quick`` uses ten
+times fewer sessions and fewer repeats (a few seconds); the full run takes about a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import timeit
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+import redis
+
+from sessionkeeper import Session, SessionManager, __version__, encode_session, generate_id
+
+START = 1_700_000_000_000
+TIMEOUT = 1_800_000  # the default timeout: 30 minutes
+TOUCH_RESOLUTION = 1_000
+MARGIN = 60_000  # the backend's default ttl_margin_ms
+TABLE = "bench"
+METADATA = {"user_id": "user_456", "roles": ["reader"], "n": 1}
+
+
+class Clock:
+    """An injected clock: integer ms that only the benchmark moves."""
+
+    __slots__ = ("now",)
+
+    def __init__(self, start: int = START) -> None:
+        self.now = start
+
+    def __call__(self) -> int:
+        return self.now
+
+
+@attrs.frozen
+class Sizes:
+    """How big each benchmark is."""
+
+    ops: int  # sessions for the per-operation timings
+    listed: int  # sessions stored for list, count, cleanup and memory
+    expired: int  # expired sessions per cleanup
+    repeats: int  # repeats of each timing (the median is reported)
+
+
+FULL = Sizes(ops=10_000, listed=100_000, expired=10_000, repeats=5)
+QUICK = Sizes(ops=1_000, listed=10_000, expired=1_000, repeats=3)
+
+
+@attrs.frozen
+class Figure:
+    """One row of the report."""
+
+    operation: str
+    value: float
+    unit: str  # "us" per operation, "ms" per call, or "B" per session
+    floor: float | None
+    floor_name: str
+    target: str  # human-readable
+    passed: bool | None  # None: no target
+
+    @property
+    def ratio(self) -> float | None:
+        return self.value / self.floor if self.floor else None
+
+
+# --- the servers -------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextmanager
+def redis_server(directory: Path, *extra: str) -> Iterator[int]:
+    """Run a ``redis-server`` on a free loopback port in ``directory``; yield the port."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server not found: apt-get install -y redis-server")
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    command = [
+        binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
+        "--save", "", "--appendonly", "no", "--logfile", str(directory / "redis.log"),
+        "--repl-diskless-sync-delay", "0", *extra,
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=5)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(
+                        f"redis-server did not start: see {directory}/redis.log"
+                    ) from None
+                time.sleep(0.05)
+        client.close()
+        yield port
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def wait_for_replica(client: redis.Redis) -> None:
+    """Wait until a write to ``client``'s server is acknowledged by a replica."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        pipe = client.pipeline(transaction=False)
+        pipe.set("probe", b"1")
+        pipe.execute_command("WAIT", 1, 100)
+        if pipe.execute()[1] >= 1:
+            return
+        time.sleep(0.05)
+    raise SystemExit("the replica never acknowledged a write")
+
+
+# --- timing ----------------------------------------------------------------------------------
+
+
+def paired(
+    function: Callable[..., object],
+    floor: Callable[..., object],
+    *arguments: Sequence[Any],
+    repeats: int,
+    setup: Callable[[], object] | None = None,
+) -> tuple[float, float]:
+    """Median µs per call of ``function`` and of ``floor``, each mapped over ``arguments``,
+    timed alternately repeat by repeat (``setup`` runs before each timing of ``function``)."""
+    count = len(arguments[0])
+    timings: tuple[list[float], list[float]] = ([], [])
+    for _ in range(repeats):
+        if setup is not None:
+            setup()
+        for results, callable_ in zip(timings, (function, floor), strict=True):
+
+            def run(callable_: Callable[..., object] = callable_) -> None:
+                deque(map(callable_, *arguments), 0)
+
+            results.append(timeit.Timer(run).timeit(number=1) / count * 1e6)
+    return statistics.median(timings[0]), statistics.median(timings[1])
+
+
+def once(function: Callable[[], object]) -> float:
+    """Milliseconds one call of ``function`` takes."""
+    began = time.perf_counter()
+    function()
+    return (time.perf_counter() - began) * 1e3
+
+
+def ratio_target(limit: float) -> Callable[[float, float], tuple[str, bool]]:
+    def check(value: float, floor: float) -> tuple[str, bool]:
+        return f"<= {limit:g}x floor", value <= limit * floor
+
+    return check
+
+
+def figure(
+    operation: str,
+    value: float,
+    floor: float,
+    floor_name: str,
+    target: Callable[[float, float], tuple[str, bool]] | None = None,
+    unit: str = "us",
+) -> Figure:
+    text, passed = target(value, floor) if target is not None else ("-", None)
+    return Figure(operation, value, unit, floor, floor_name, text, passed)
+
+
+# --- the benchmarks ----------------------------------------------------------------------------
+
+
+def manager(url: str, clock: Clock, **opts: Any) -> SessionManager:
+    return SessionManager(
+        backend="redis",
+        backend_opts={"url": url, "table_name": TABLE, **opts},
+        cleanup_interval=0,
+        touch_resolution=TOUCH_RESOLUTION,
+        default_timeout=TIMEOUT,
+        clock=clock,
+    )
+
+
+def sessions(count: int, now: int, timeout: int | None = TIMEOUT) -> list[Session]:
+    return [Session(generate_id(), now, now, timeout, METADATA) for _ in range(count)]
+
+
+def bench_operations(url: str, raw: redis.Redis, sizes: Sizes) -> list[Figure]:
+    """Each operation and its floor are mapped over the same ``(id, raw key, record)`` rows."""
+    clock = Clock()
+    figures: list[Figure] = []
+    stored = sessions(sizes.ops, clock.now)
+    ids = [s.id for s in stored]
+    rows = (stored, [f"raw:{sid}" for sid in ids], [encode_session(s) for s in stored])
+    ttl = TIMEOUT + MARGIN
+    raw_set, raw_get, raw_delete = raw.set, raw.get, raw.delete
+
+    def set_floor(_session: Session, key: str, value: bytes) -> object:
+        return raw_set(key, value, px=ttl)
+
+    def get_floor(_session: Session, key: str, _value: bytes) -> object:
+        return raw_get(key)
+
+    def get_set_floor(_session: Session, key: str, value: bytes) -> object:
+        raw_get(key)
+        return raw_set(key, value, px=ttl)
+
+    def delete_floor(_session: Session, key: str, _value: bytes) -> object:
+        return raw_delete(key)
+
+    repeats = sizes.repeats
+    with manager(url, clock) as sessions_:
+        store, fetch, peek = sessions_.store, sessions_.fetch, sessions_.peek
+        value, floor = paired(lambda s, _k, _v: store(s), set_floor, *rows, repeats=repeats)
+        figures.append(figure("store", value, floor, "SET ... PX", ratio_target(1.5)))
+        value, floor = paired(lambda s, _k, _v: fetch(s.id), get_floor, *rows, repeats=repeats)
+        figures.append(figure("fetch (no write-back)", value, floor, "GET", ratio_target(1.5)))
+        value, floor = paired(lambda s, _k, _v: peek(s.id), get_floor, *rows, repeats=repeats)
+        figures.append(figure("peek", value, floor, "GET"))
+
+        def later() -> None:
+            clock.now += TOUCH_RESOLUTION + 1
+
+        value, floor = paired(
+            lambda s, _k, _v: fetch(s.id), get_set_floor, *rows, repeats=repeats, setup=later
+        )
+        figures.append(figure("fetch writing a touch back", value, floor, "GET, then SET ... PX"))
+        create = sessions_.create
+
+        def set_new_floor(_session: Session, _key: str, value: bytes) -> object:
+            return raw_set(f"raw:{generate_id()}", value, px=ttl)
+
+        value, floor = paired(
+            lambda _s, _k, _v: create(metadata=METADATA), set_new_floor, *rows, repeats=repeats
+        )
+        figures.append(figure("create", value, floor, "SET ... PX of a new key"))
+        delete = sessions_.delete
+        value, floor = paired(lambda s, _k, _v: delete(s.id), delete_floor, *rows, repeats=1)
+        figures.append(figure("delete", value, floor, "DEL"))
+    return figures
+
+
+def bench_wait(url: str, raw: redis.Redis, sizes: Sizes) -> list[Figure]:
+    clock = Clock()
+    stored = sessions(sizes.ops, clock.now)
+    raw_keys = [f"rawwait:{s.id}" for s in stored]
+    records = [encode_session(s) for s in stored]
+    ttl = TIMEOUT + MARGIN
+
+    def set_wait(_session: Session, key: str, value: bytes) -> object:
+        pipe = raw.pipeline(transaction=False)
+        pipe.set(key, value, px=ttl)
+        pipe.execute_command("WAIT", 1, 1000)
+        return pipe.execute()
+
+    with manager(url, clock, wait_replicas=1) as sessions_:
+        store = sessions_.store
+        value, floor = paired(
+            lambda s, _k, _v: store(s), set_wait, stored, raw_keys, records, repeats=sizes.repeats
+        )
+    return [figure("store, wait_replicas = 1", value, floor, "SET + WAIT 1", ratio_target(1.5))]
+
+
+def bench_table(url: str, raw: redis.Redis, sizes: Sizes) -> list[Figure]:
+    """list, count, cleanup and memory over ``sizes.listed`` sessions."""
+    clock = Clock()
+    figures: list[Figure] = []
+    raw.flushall()
+    before = int(raw.info("memory")["used_memory"])
+    stored = sessions(sizes.listed, clock.now)
+    with manager(url, clock) as sessions_:
+        for session in stored:
+            sessions_.store(session)
+        with_table = int(raw.info("memory")["used_memory"])
+        raw.flushall()
+        raw_pipe = raw.pipeline(transaction=False)
+        for session in stored:
+            raw_pipe.set(f"raw:{session.id}", encode_session(session), px=TIMEOUT + MARGIN)
+        raw_pipe.execute()
+        plain = int(raw.info("memory")["used_memory"])
+        per_session = (with_table - before) / sizes.listed
+        per_raw = (plain - before) / sizes.listed
+        figures.append(
+            figure(f"server memory per session at {sizes.listed:,}", per_session, per_raw,
+                   "SET of the record", unit="B")
+        )  # fmt: skip
+        raw.flushall()
+        for session in stored:
+            sessions_.store(session)
+        for session in stored:
+            raw.set(f"raw:{session.id}", encode_session(session), px=TIMEOUT + MARGIN)
+
+        def scan() -> None:
+            list(raw.scan_iter(match="raw:*", count=1_000))
+
+        value = statistics.median(once(sessions_.list) for _ in range(sizes.repeats))
+        floor = statistics.median(once(scan) for _ in range(sizes.repeats))
+        figures.append(
+            figure(f"list of {sizes.listed:,}", value, floor, "SCAN of the raw keys", unit="ms")
+        )
+        value = statistics.median(once(sessions_.count) for _ in range(sizes.repeats))
+        floor = statistics.median(
+            once(lambda: raw.zcard(f"{{{TABLE}}}:ids")) for _ in range(sizes.repeats)
+        )
+        figures.append(figure(f"count of {sizes.listed:,}", value, floor, "ZCARD", unit="ms"))
+
+        # cleanup: ``expired`` of the stored sessions get a short timeout, then expire.
+        doomed = stored[: sizes.expired]
+        for session in doomed:
+            sessions_.store(session.replace(timeout_ms=1_000))
+        clock.now += 1_001
+        removed = 0
+
+        def cleanup() -> None:
+            nonlocal removed
+            removed = sessions_.cleanup_expired()
+
+        value = once(cleanup)
+        if removed != sizes.expired:
+            raise SystemExit(f"cleanup removed {removed}, expected {sizes.expired}")
+
+        def delete_raw() -> None:
+            pipe = raw.pipeline(transaction=False)
+            for index, session in enumerate(doomed):
+                pipe.delete(f"raw:{session.id}")
+                if index % 500 == 499:
+                    pipe.execute()
+            pipe.execute()
+
+        floor = once(delete_raw)
+        figures.append(
+            figure(f"cleanup of {sizes.expired:,} expired among {sizes.listed:,}", value, floor,
+                   "pipelined DEL of as many keys", unit="ms")
+        )  # fmt: skip
+    raw.flushall()
+    return figures
+
+
+# --- reporting -------------------------------------------------------------------------------
+
+
+def report(figures: Sequence[Figure], sizes: Sizes, seconds: float, server: str) -> str:
+    header = ("operation", "value", "floor", "ratio", "target", "result")
+    rows = []
+    for f in figures:
+        digits = 3 if f.unit == "ms" else 1
+        value = f"{f.value:.{digits}f} {f.unit}"
+        floor = f"{f.floor:.{digits}f} {f.unit} ({f.floor_name})" if f.floor else "-"
+        ratio = f"{f.ratio:.2f}x" if f.ratio is not None else "-"
+        result = {True: "pass", False: "MISS", None: "-"}[f.passed]
+        rows.append((f.operation, value, floor, ratio, f.target, result))
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = [
+        f"sessionkeeper {__version__}, redis backend ({server}, redis-py {redis.__version__}); "
+        f"Python {platform.python_version()} on {platform.machine()}, {sizes.ops:,} sessions "
+        f"for timings, medians of {sizes.repeats}; {seconds:.0f} s",
+        "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)),
+        "  ".join("-" * w for w in widths),
+    ]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, a few seconds")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        metavar="PATH",
+        help="also write the figures as JSON (a directory gets redis.json)",
+    )
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    began = time.perf_counter()
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-redis-") as tmp,
+        redis_server(Path(tmp) / "primary") as port,
+    ):
+        url = f"redis://127.0.0.1:{port}/0"
+        raw = redis.Redis(host="127.0.0.1", port=port, socket_timeout=30)
+        server = raw.info("server")["redis_version"]
+        try:
+            figures = bench_operations(url, raw, sizes)
+            with redis_server(Path(tmp) / "replica", "--replicaof", "127.0.0.1", str(port)):
+                wait_for_replica(raw)
+                figures += bench_wait(url, raw, sizes)
+            figures += bench_table(url, raw, sizes)
+        finally:
+            raw.close()
+    seconds = time.perf_counter() - began
+    print(report(figures, sizes, seconds, f"Redis {server}"))
+    if args.json is not None:
+        path = args.json / "redis.json" if args.json.is_dir() else args.json
+        payload = {
+            "benchmark": "redis",
+            "sessionkeeper": __version__,
+            "redis_server": server,
+            "redis_py": redis.__version__,
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "sizes": attrs.asdict(sizes),
+            "seconds": round(seconds, 1),
+            "figures": [{**attrs.asdict(f), "ratio": f.ratio} for f in figures],
+        }
+        path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+        print(f"figures written to {path}")
+    missed = [f.operation for f in figures if f.passed is False]
+    return 1 if args.strict and missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
