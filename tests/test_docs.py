@@ -92,12 +92,23 @@ def region(path: Path, name: str) -> str:
     return textwrap.dedent(match[1])
 
 
+def example_files() -> list[Path]:
+    """Every file under docs/examples, leaving out caches (``__pycache__``, ``.ruff_cache`` …)."""
+    return [
+        path
+        for path in sorted(EXAMPLES.rglob("*"))
+        if path.is_file()
+        and not any(
+            part == "__pycache__" or part.startswith(".")
+            for part in path.relative_to(EXAMPLES).parts
+        )
+    ]
+
+
 def example_texts() -> set[str]:
     """Every marked region and every whole file under docs/examples, stripped."""
     texts: set[str] = set()
-    for path in EXAMPLES.rglob("*"):
-        if not path.is_file() or "__pycache__" in path.parts:
-            continue
+    for path in example_files():
         text = path.read_text(encoding="utf-8")
         texts.add(text.strip())
         for match in MARKER.finditer(text):
@@ -245,8 +256,8 @@ class TestIncludes:
         included = {target for _, target, _ in literalincludes()}
         unused = [
             path.relative_to(EXAMPLES).as_posix()
-            for path in sorted(EXAMPLES.rglob("*"))
-            if path.is_file() and "__pycache__" not in path.parts and path.resolve() not in included
+            for path in example_files()
+            if path.resolve() not in included
         ]
         assert unused == []
 

@@ -17,6 +17,7 @@ from sessionkeeper import (
     BackendNotFound,
     Config,
     ConfigError,
+    InvalidSession,
     PluginValidationError,
     SessionManager,
     StorageError,
@@ -368,3 +369,23 @@ class TestCheckStore:
         assert report == {"ok": True, "checked": 0, "intact": 0, "problems": [], "repair": True}
         assert sk_checked.opened == []
         assert check_store(Config(backend="memory")) is None
+
+
+def test_backend_exception_on_none_id_is_invalid_session(make_dist: MakeDist) -> None:
+    """fetch(None) on a backend that raises for it is InvalidSession, not StorageError."""
+    source = backend_module().replace(
+        "        return self.data.get(session_id)",
+        "        if not isinstance(session_id, str):\n"
+        "            raise TypeError('ids are strings')\n"
+        "        return self.data.get(session_id)",
+    )
+    make_dist(
+        "sessionkeeper-strict",
+        {"sk_strict": source},
+        {"sessionkeeper.backends": {"strict": "sk_strict:Backend"}},
+    )
+    with (
+        SessionManager(backend="strict", cleanup_interval=0) as sessions,
+        pytest.raises(InvalidSession, match="must be a str, got NoneType"),
+    ):
+        sessions.fetch(None)  # type: ignore[arg-type]

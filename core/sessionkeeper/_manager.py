@@ -63,6 +63,7 @@ class _Default:
 
 
 DEFAULT: Final = _Default()
+_NO_ID: Final = object()
 
 # hook name -> the argument names the manager passes, in order.
 _OPERATIONS: Final = {
@@ -424,9 +425,9 @@ class SessionManager:
         validate_id(session_id)
         return SessionNotFound(session_id)
 
-    def _failure(self, operation: str, exc: Exception, session_id: object = None) -> Exception:
+    def _failure(self, operation: str, exc: Exception, session_id: object = _NO_ID) -> Exception:
         """The error to raise for an exception a backend let escape: a bad id, else StorageError."""
-        if session_id is not None:
+        if session_id is not _NO_ID:
             validate_id(session_id)  # an unhashable or malformed id is the caller's mistake
         return StorageError(self.backend_name, f"{operation} failed: {type(exc).__name__}: {exc}")
 

@@ -36,6 +36,7 @@ from rich.console import Console
 from rich.json import JSON
 from rich.text import Text
 
+from ._cli_new_backend import new_backend
 from ._cli_plugins import BACKEND_GROUP, PLUGIN_GROUP, EntryPointInfo, describe_group
 from ._cli_render import (
     error_console,
@@ -530,6 +531,9 @@ def stats(config_path: Path | None, as_json: bool) -> None:
         for key, value in flatten(figures):
             table.add_row(plain(key), plain(format_value(value)))
         output_console().print(table)
+
+
+cli.add_command(new_backend)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -33,6 +33,11 @@ sessionkeeper stats
 SESSIONKEEPER_CONFIG=sessionkeeper.toml sessionkeeper stats --json
 # end-stats
 
+# start-new-backend
+sessionkeeper new-backend mystore
+sessionkeeper new-backend "My Store"  # exit 2: lowercase letters and digits, no spaces
+# end-new-backend
+
 # start-errors
 sessionkeeper list --config missing.toml  # exit 3: an explicitly named file must exist
 # end-errors

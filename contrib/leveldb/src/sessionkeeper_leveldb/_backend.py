@@ -1,0 +1,446 @@
+"""The ``leveldb`` backend plugin: sessions in a LevelDB database, through plyvel."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from typing import Any, ClassVar, NoReturn
+
+from sessionkeeper import (
+    BackendContext,
+    Capabilities,
+    CodecError,
+    Session,
+    SessionKeeperError,
+    StorageError,
+    decode_session,
+    encode_session,
+    hookimpl,
+    validate_id,
+)
+
+from ._handles import DB, Handle, Reader, acquire, release
+from ._layout import LAYOUT_VERSION, TableKeys
+from ._options import LevelDBOptions
+
+__all__ = ["BATCH", "LevelDBBackend"]
+
+log = logging.getLogger("sessionkeeper_leveldb")
+
+#: Index entries a cleanup handles per batch (one lock hold, one write), and records
+#: ``iter_sessions`` reads per iterator.
+BATCH = 1_000
+
+
+class _Closed:
+    """Stands in for the database while the backend is not open: every use is an error."""
+
+    def __getattr__(self, name: str) -> NoReturn:
+        raise RuntimeError("the database is not open")
+
+
+class LevelDBBackend:
+    """Sessions in a LevelDB database (see the package README for the key layout).
+
+    One process at a time may open a database; within it, backends naming the same ``db_path``
+    share one handle. Reads take no lock. Every write is one atomic ``WriteBatch`` holding the
+    session and its expiry-index entry; writes that read first (a touch, a store that replaces,
+    a delete, a cleanup batch) hold the database's lock, so they are atomic with each other.
+
+    :param options: the validated ``backend_opts``.
+    :param context: where relative paths are resolved, and whether the store is read-only.
+    """
+
+    options_class: ClassVar[type[LevelDBOptions]] = LevelDBOptions
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        persistent=True, shared=False, replicated=False, blocking=True, read_only_open=False
+    )
+
+    def __init__(self, options: LevelDBOptions, context: BackendContext) -> None:
+        self.options = options
+        self.context = context
+        self.path = context.resolve(options.db_path).resolve()
+        self.keys = TableKeys(options.table_name)
+        self._name = context.name
+        self._sync = options.sync
+        self._writable = not context.read_only
+        self._handle: Handle | None = None
+        self._lock = threading.Lock()  # replaced by the database's own lock on open
+        self._db: DB = _Closed()  # raises until opened
+        self._damaged_skipped = 0
+        self._entries_read = 0
+
+    def __repr__(self) -> str:
+        state = "open" if self._handle is not None else "closed"
+        return f"<LevelDBBackend {str(self.path)!r} table={self.options.table_name!r} {state}>"
+
+    @property
+    def db(self) -> DB:
+        """The open ``plyvel.DB`` (shared with the other tables of the database in this process).
+
+        For tests and tools that need to reach the raw records; writing through it bypasses the
+        expiry index.
+        """
+        if self._handle is None:
+            raise StorageError(self._name, f"{self._where()}: the backend is not open")
+        return self._handle.db
+
+    # -- errors -----------------------------------------------------------------------------------
+
+    def _where(self, key: bytes | None = None) -> str:
+        where = f"LevelDB database {self.path}, table {self.options.table_name!r}"
+        return where if key is None else f"{where}, key {key!r}"
+
+    def _failure(self, operation: str, exc: Exception, key: bytes | None = None) -> StorageError:
+        """A storage failure, naming the database, the table, the key and the cause."""
+        if isinstance(exc, RuntimeError) and ("not open" in str(exc) or "closed" in str(exc)):
+            cause = "the database is closed"
+        else:
+            args = [
+                a.decode("utf-8", "replace") if isinstance(a, bytes) else str(a) for a in exc.args
+            ]
+            cause = f"{type(exc).__name__}: {'; '.join(args)}"
+        return StorageError(self._name, f"{operation} failed in {self._where(key)}: {cause}")
+
+    def _decode(self, key: bytes, record: bytes, session_id: str | None = None) -> Session:
+        """The session in ``record``; a record that does not decode is a ``StorageError``."""
+        try:
+            session = decode_session(record)
+        except CodecError as exc:
+            raise StorageError(self._name, f"damaged record in {self._where(key)}: {exc}") from exc
+        if session_id is not None and session.id != session_id:
+            raise StorageError(
+                self._name,
+                f"damaged record in {self._where(key)}: it holds session {session.id!r}",
+            )
+        return session
+
+    def _refuse(self, operation: str) -> NoReturn:
+        raise StorageError(
+            self._name, f"cannot {operation} in {self._where()}: it was opened read-only"
+        )
+
+    def _deadline_of(self, key: bytes, record: bytes) -> int | None:
+        """The deadline a stored record was indexed under, or ``None`` when it has none or does
+        not decode (a damaged record has no known index entry: a cleanup drops it if stale)."""
+        try:
+            return decode_session(record).expires_at
+        except CodecError:
+            log.warning("replacing or deleting a damaged record in %s", self._where(key))
+            return None
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    @hookimpl
+    def sessionkeeper_open(self) -> None:
+        """Open the database (shared within the process), check the table's layout version."""
+        if self._handle is not None:
+            return
+        handle = acquire(self.path, create=self._writable, backend=self._name)
+        try:
+            version = handle.db.get(self.keys.version)
+            if version is None and self._writable:
+                handle.db.put(self.keys.version, LAYOUT_VERSION, sync=self._sync)
+            elif version is not None and version != LAYOUT_VERSION:
+                raise StorageError(
+                    self._name,
+                    f"{self._where()} has key layout version {version!r}; this "
+                    f"sessionkeeper-leveldb reads version {LAYOUT_VERSION!r}",
+                )
+        except BaseException as exc:
+            release(handle)
+            if isinstance(exc, Exception) and not isinstance(exc, SessionKeeperError):
+                raise self._failure("open", exc) from exc
+            raise
+        self._handle = handle
+        self._db = handle.db
+        self._lock = handle.lock
+
+    @hookimpl
+    def sessionkeeper_close(self) -> None:
+        """Release the database; the last backend using it in this process closes it."""
+        handle = self._handle
+        if handle is None:
+            return
+        self._handle = None
+        self._db = _Closed()
+        release(handle)
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    @hookimpl
+    def sessionkeeper_fetch(self, session_id: str) -> Session | None:
+        """One ``get`` and a decode; no lock (LevelDB reads are thread-safe)."""
+        try:
+            key = self.keys.sessions + session_id.encode("ascii")
+        except (AttributeError, UnicodeEncodeError):  # not an id: raise InvalidSession
+            validate_id(session_id)
+            raise
+        try:
+            record = self._db.get(key)
+        except Exception as exc:
+            raise self._failure("fetch", exc, key) from exc
+        if record is None:
+            return None
+        return self._decode(key, record, session_id)
+
+    @hookimpl
+    def sessionkeeper_list(self, now: int) -> list[str]:
+        """The ids in the session range, less the expired ones the index finds, read from one
+        snapshot (no record is decoded but those of expired sessions)."""
+        keys = self.keys
+        skip = len(keys.sessions)
+        try:
+            snapshot = self._db.snapshot()
+            try:
+                expired = self._expired(snapshot, now)
+                with snapshot.iterator(
+                    start=keys.sessions, stop=keys.sessions_end, include_value=False
+                ) as stored:
+                    return [
+                        session_id
+                        for session_id in (key[skip:].decode("ascii") for key in stored)
+                        if session_id not in expired
+                    ]
+            finally:
+                snapshot.close()
+        except SessionKeeperError:
+            raise
+        except Exception as exc:
+            raise self._failure("list", exc) from exc
+
+    @hookimpl
+    def sessionkeeper_count(self, now: int) -> int:
+        """Keys in the session range (no decoding) less the expired sessions, from one snapshot."""
+        keys = self.keys
+        try:
+            snapshot = self._db.snapshot()
+            try:
+                expired = self._expired(snapshot, now)
+                with snapshot.iterator(
+                    start=keys.sessions, stop=keys.sessions_end, include_value=False
+                ) as stored:
+                    total = sum(1 for _ in stored)
+                return total - len(expired)
+            finally:
+                snapshot.close()
+        except SessionKeeperError:
+            raise
+        except Exception as exc:
+            raise self._failure("count", exc) from exc
+
+    def _expired(self, reader: Reader, now: int) -> set[str]:
+        """Ids of the sessions expired at ``now``: the index entries below ``now`` whose session
+        is stored with that deadline (cost: the number expired). A damaged record is not
+        known to be expired, so it is left in (and reading it reports the damage)."""
+        keys = self.keys
+        expired: set[str] = set()
+        with reader.iterator(
+            start=keys.index, stop=keys.expired_below(now), include_value=False
+        ) as entries:
+            for entry in entries:
+                deadline, raw_id = keys.parse_entry(entry)
+                record = reader.get(keys.sessions + raw_id)
+                if record is None:
+                    continue
+                try:
+                    if decode_session(record).expires_at == deadline:
+                        expired.add(raw_id.decode("ascii"))
+                except CodecError:
+                    continue
+        return expired
+
+    @hookimpl
+    def sessionkeeper_iter_sessions(self) -> Iterator[Session]:
+        """Every stored session, expired ones included, read ``BATCH`` records per iterator."""
+
+        def generate() -> Iterator[Session]:
+            start, include_start = self.keys.sessions, True
+            while True:
+                try:
+                    with self._db.iterator(
+                        start=start, stop=self.keys.sessions_end, include_start=include_start
+                    ) as records:
+                        batch: list[tuple[bytes, bytes]] = []
+                        for item in records:
+                            batch.append(item)
+                            if len(batch) == BATCH:
+                                break
+                except Exception as exc:
+                    raise self._failure("iter_sessions", exc) from exc
+                for key, record in batch:
+                    yield self._decode(key, record, self.keys.session_id(key))
+                if len(batch) < BATCH:
+                    return
+                start, include_start = batch[-1][0], False
+
+        return generate()
+
+    # -- writes -----------------------------------------------------------------------------------
+
+    @hookimpl
+    def sessionkeeper_store(self, session: Session) -> None:
+        """Write the session and its index entry in one batch, removing the entry of the
+        session it replaces."""
+        if not self._writable:
+            self._refuse("store")
+        keys = self.keys
+        raw_id = session.id.encode("ascii")
+        key = keys.sessions + raw_id
+        record = encode_session(session)
+        deadline = session.expires_at
+        db = self._db
+        with self._lock:
+            try:
+                previous = db.get(key)
+                old = None if previous is None else self._deadline_of(key, previous)
+                batch = db.write_batch(sync=self._sync)
+                batch.put(key, record)
+                if old != deadline:  # else the entry is in place already
+                    if old is not None:
+                        batch.delete(keys.entry(old, raw_id))
+                    if deadline is not None:
+                        batch.put(keys.entry(deadline, raw_id), b"")
+                batch.write()
+            except Exception as exc:
+                raise self._failure("store", exc, key) from exc
+
+    @hookimpl
+    def sessionkeeper_touch(self, session_id: str, last_accessed: int) -> Session | None:
+        """Move ``last_accessed`` forward (never back) and the index entry with it, atomically."""
+        if not self._writable:
+            self._refuse("touch a session")
+        keys = self.keys
+        raw_id = session_id.encode("ascii")
+        key = keys.sessions + raw_id
+        db = self._db
+        with self._lock:
+            try:
+                record = db.get(key)
+            except Exception as exc:
+                raise self._failure("touch", exc, key) from exc
+            if record is None:
+                return None
+            session = self._decode(key, record, session_id)
+            if last_accessed <= session.last_accessed:
+                return session
+            touched = session.touched(last_accessed)
+            try:
+                batch = db.write_batch(sync=self._sync)
+                batch.put(key, encode_session(touched))
+                old, new = session.expires_at, touched.expires_at
+                if old is not None and new is not None:
+                    batch.delete(keys.entry(old, raw_id))
+                    batch.put(keys.entry(new, raw_id), b"")
+                batch.write()
+            except Exception as exc:
+                raise self._failure("touch", exc, key) from exc
+            return touched
+
+    @hookimpl
+    def sessionkeeper_delete(self, session_id: str) -> bool:
+        """Remove the session and its index entry in one batch."""
+        if not self._writable:
+            self._refuse("delete a session")
+        keys = self.keys
+        raw_id = session_id.encode("ascii")
+        key = keys.sessions + raw_id
+        db = self._db
+        with self._lock:
+            try:
+                record = db.get(key)
+                if record is None:
+                    return False
+                batch = db.write_batch(sync=self._sync)
+                batch.delete(key)
+                deadline = self._deadline_of(key, record)
+                if deadline is not None:
+                    batch.delete(keys.entry(deadline, raw_id))
+                batch.write()
+            except Exception as exc:
+                raise self._failure("delete", exc, key) from exc
+            return True
+
+    @hookimpl
+    def sessionkeeper_cleanup_expired(self, now: int) -> int:
+        """Delete the sessions expired at ``now``, reading only the index entries below ``now``,
+        ``BATCH`` entries per lock hold and write."""
+        if not self._writable:
+            self._refuse("clean up expired sessions")
+        removed = 0
+        start, include_start = self.keys.index, True
+        while True:
+            with self._lock:
+                try:
+                    done, removed_now, last = self._cleanup_batch(now, start, include_start)
+                except SessionKeeperError:
+                    raise
+                except Exception as exc:
+                    raise self._failure("cleanup", exc) from exc
+            removed += removed_now
+            if done or last is None:
+                return removed
+            start, include_start = last, False
+
+    def _cleanup_batch(
+        self, now: int, start: bytes, include_start: bool
+    ) -> tuple[bool, int, bytes | None]:
+        """One batch of a cleanup: ``(range exhausted, sessions removed, last entry read)``."""
+        keys, db = self.keys, self._db
+        batch = db.write_batch(sync=self._sync)
+        removed = seen = 0
+        last: bytes | None = None
+        with db.iterator(
+            start=start,
+            stop=keys.expired_below(now),
+            include_start=include_start,
+            include_value=False,
+        ) as entries:
+            for entry in entries:
+                seen += 1
+                last = entry
+                deadline, raw_id = keys.parse_entry(entry)
+                key = keys.sessions + raw_id
+                record = db.get(key)
+                if record is None:  # a stale entry: nothing stored under this id
+                    batch.delete(entry)
+                else:
+                    try:
+                        expires_at = decode_session(record).expires_at
+                    except CodecError as exc:  # leave it for fetch to report
+                        self._damaged_skipped += 1
+                        log.warning(
+                            "cleanup skipped a damaged record in %s: %s", self._where(key), exc
+                        )
+                    else:
+                        batch.delete(entry)
+                        if expires_at == deadline:  # else a stale entry: its real one is elsewhere
+                            batch.delete(key)
+                            removed += 1
+                if seen == BATCH:
+                    break
+        batch.write()
+        self._entries_read += seen
+        return seen < BATCH, removed, last
+
+    # -- figures ----------------------------------------------------------------------------------
+
+    @hookimpl
+    def sessionkeeper_stats(self) -> dict[str, Any]:
+        """``db_path``, ``table_name``, ``sync``, ``approximate_bytes`` (LevelDB's estimate of
+        the table's size on disk), and what this backend's cleanups did:
+        ``cleanup_entries_read`` (index entries, the measure of their cost) and
+        ``damaged_records_skipped``."""
+        try:
+            size = int(self._db.approximate_size(self.keys.prefix, self.keys.table_end))
+        except Exception:
+            size = None
+        return {
+            "db_path": str(self.path),
+            "table_name": self.options.table_name,
+            "sync": self._sync,
+            "approximate_bytes": size,
+            "cleanup_entries_read": self._entries_read,
+            "damaged_records_skipped": self._damaged_skipped,
+        }
