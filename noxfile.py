@@ -28,7 +28,7 @@ PLUGIN_PARENTS = ("plugins", "contrib")
 #: folders of their own, and a venv made by uv has no pip.
 TEST_TOOLS = ("pip",)
 #: What ``nox -s demo`` installs besides the core (a backend's demo section needs it here).
-DEMO_PLUGINS = ("plugins/memory",)
+DEMO_PLUGINS = ("plugins/memory", "plugins/sqlitedict")
 
 
 def plugin_folders() -> list[str]:

@@ -38,7 +38,7 @@ from sessionkeeper import (
 from sessionkeeper.cli import ExitCode, cli, exit_code_for
 
 HOUR = 3_600_000
-COMMANDS = ("backends", "list", "show", "delete", "cleanup", "stats")
+COMMANDS = ("backends", "list", "show", "delete", "cleanup", "stats", "check")
 
 
 def now_ms() -> int:

@@ -1,11 +1,12 @@
 """The operators' command line: ``sessionkeeper`` (also ``python -m sessionkeeper``).
 
-Commands: ``backends``, ``list``, ``show ID``, ``delete ID``, ``cleanup``, ``stats``. Every command
-takes ``--config PATH`` (else ``$SESSIONKEEPER_CONFIG``, else ``./sessionkeeper.toml``, else the
-in-memory backend) and ``--json`` (machine-readable output on stdout, nothing else on stdout).
-``list``, ``show`` and ``stats`` open the store read-only, so they can run beside the process that
-owns it; ``delete`` and ``cleanup`` open it for writing. Errors are one clear message on stderr,
-never a traceback (set ``SESSIONKEEPER_DEBUG=1`` to get one).
+Commands: ``backends``, ``list``, ``show ID``, ``delete ID``, ``cleanup``, ``stats``,
+``check [--repair]``. Every command takes ``--config PATH`` (else ``$SESSIONKEEPER_CONFIG``, else
+``./sessionkeeper.toml``, else the in-memory backend) and ``--json`` (machine-readable output on
+stdout, nothing else on stdout). ``list``, ``show`` and ``stats`` open the store read-only, so they
+can run beside the process that owns it; ``delete`` and ``cleanup`` open it for writing; ``check``
+reads the store without opening a manager, and ``check --repair`` needs the owner stopped. Errors
+are one clear message on stderr, never a traceback (set ``SESSIONKEEPER_DEBUG=1`` to get one).
 
 Exit codes:
 
@@ -16,7 +17,8 @@ Exit codes:
  3   configuration error: bad config file, unknown backend, invalid plugin
      (:class:`~sessionkeeper.ConfigError`, :class:`~sessionkeeper.BackendNotFound`,
      :class:`~sessionkeeper.PluginValidationError`)
- 4   storage error (:class:`~sessionkeeper.StorageError`) or any other sessionkeeper error
+ 4   storage error (:class:`~sessionkeeper.StorageError`) or any other sessionkeeper error,
+     and ``check`` finding problems it did not repair
 ===  ===================================================================================
 """
 
@@ -56,7 +58,7 @@ from ._errors import (
     SessionKeeperError,
     SessionNotFound,
 )
-from ._manager import SessionManager
+from ._manager import SessionManager, check_store
 from ._model import Session, validate_id
 
 __all__ = ["DEBUG_ENV", "ExitCode", "cli", "exit_code_for", "main"]
@@ -94,7 +96,7 @@ Exit codes:
   1  session not found (show/delete of an unknown or expired id)
   2  usage error (bad option or argument, invalid session id)
   3  configuration error (bad config file, unknown backend, invalid plugin)
-  4  storage error, or any other sessionkeeper error
+  4  storage error, or any other sessionkeeper error; check found problems
 """
 
 _CONFIG_HELP: Final = (
@@ -531,6 +533,93 @@ def stats(config_path: Path | None, as_json: bool) -> None:
         for key, value in flatten(figures):
             table.add_row(plain(key), plain(format_value(value)))
         output_console().print(table)
+
+
+# --- check -------------------------------------------------------------------------------------
+
+#: Problems printed by the human output of ``check`` (``--json`` has every one the report has).
+_CHECK_SHOWN: Final = 20
+
+
+def _check_failed(report: dict[str, Any], repair: bool) -> bool:
+    """Whether ``check`` found problems that are still there (a repair that ran fixed them)."""
+    return not report.get("ok", False) and not (repair and report.get("repaired", False))
+
+
+def _render_check(console: Console, backend: str, report: dict[str, Any], repair: bool) -> None:
+    problems = [str(p) for p in report.get("problems", [])]
+    if report.get("ok", False):
+        console.print(Text(f"ok: the {backend} store passed every check.", style="green"))
+    elif repair and report.get("repaired", False):
+        console.print(Text(f"repaired: the {backend} store was rewritten.", style="yellow"))
+    else:
+        noun = "problem" if len(problems) == 1 else "problems"
+        console.print(Text(f"{len(problems)} {noun} found in the {backend} store.", style="red"))
+    table = make_table(show_header=False)
+    table.add_column("field", style="bold", no_wrap=True)
+    table.add_column("value")
+    shown = ("problems", "ok")
+    for key, value in report.items():
+        if key in shown or value in (None, [], {}):
+            continue
+        if key == "notes":
+            value = "; ".join(str(v) for v in value)
+        table.add_row(plain(key.replace("_", " ")), plain(format_value(value)))
+    console.print(table)
+    if problems:
+        console.print(Text("problems:", style="bold"))
+        for problem in problems[:_CHECK_SHOWN]:
+            console.print(Text.assemble("  - ", (problem, "")))
+        if len(problems) > _CHECK_SHOWN:
+            console.print(Text(f"  ... {len(problems) - _CHECK_SHOWN} more (see --json)"))
+    if _check_failed(report, repair):
+        console.print(Text("Run `sessionkeeper check --repair` with the store's owner stopped."))
+
+
+@cli.command(
+    epilog="""\b
+Examples:
+  sessionkeeper check --config /etc/myapp/sessionkeeper.toml
+  sessionkeeper check --repair --config /etc/myapp/sessionkeeper.toml
+  sessionkeeper check --json | jq .problems
+"""
+)
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Write a repaired store holding every intact session, keeping the original as a "
+    "backup. Opens the store for writing: stop its owner first.",
+)
+@_common_options
+def check(config_path: Path | None, as_json: bool, repair: bool) -> None:
+    """Verify the store's integrity; with --repair, salvage every intact session.
+
+    Without --repair the store is read only, so the check can run beside the server
+    that owns it: every record must decode and validate and the storage itself (for
+    sqlitedict, SQLite's integrity check) must pass. With --repair the store is opened
+    for writing: the backend writes a new store holding every intact session, keeps the
+    original as a timestamped backup and sets aside what it could not use; the report
+    says what was salvaged and quarantined. The store is never opened as a manager, so
+    a store too damaged to open can still be checked. Exits with 0 when nothing is
+    wrong (or the repair succeeded), with 4 when problems were found and not repaired.
+    A backend with nothing to check (memory) says so and exits with 0.
+    """
+    config = load_config(config_path)
+    report = check_store(config, repair=repair)
+    if report is None:
+        if as_json:
+            _emit_json({"backend": config.backend, "supported": False})
+        else:
+            output_console().print(
+                Text(f"The {config.backend} backend has nothing to check (no check hook).")
+            )
+        return
+    if as_json:
+        _emit_json({"backend": config.backend, "supported": True, **report})
+    else:
+        _render_check(output_console(), config.backend, report, repair)
+    if _check_failed(report, repair):
+        raise click.exceptions.Exit(int(ExitCode.STORAGE))
 
 
 cli.add_command(new_backend)

@@ -12,6 +12,8 @@ needs; sections whose backend is not installed are skipped with the ``pip instal
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +40,28 @@ cleanup_interval = 200        # ms between scheduled cleanups
 default_timeout = 1000        # ms of idleness before a session expires
 touch_resolution = 10         # ms a fetch must move last_accessed to write it
 stats = true                  # count operations (shown at the end)
+"""
+
+#: The config file of the disk tour: every write committed and fsynced before it returns.
+SQLITEDICT_CONFIG: Final = """\
+[sessionkeeper]
+backend = "sqlitedict"
+default_timeout = 1800000     # 30 minutes
+
+[sessionkeeper.backend_opts]
+file_path = "data/sessions.sqlite"
+auto_save = 0                 # durable: store() returns once the change is on disk
+"""
+
+#: What the restarted process runs: it opens the same config and reads the sessions back.
+_RESTARTED = """\
+import sys
+from sessionkeeper import SessionManager
+with SessionManager.from_config(sys.argv[1]) as sessions:
+    for session_id in sys.argv[2:]:
+        s = sessions.fetch(session_id)
+        print(f"  fetch({s.metadata['user']}) -> created_at={s.created_at}, metadata={s.metadata}")
+    print(f"  live sessions: {sessions.count()}")
 """
 
 #: How long the tour waits at most for the scheduler to sweep (ms).
@@ -225,8 +249,38 @@ def _print_stats(console: Console, stats: dict[str, object]) -> None:
 
 
 #: The tour, in order. Backends add their own section here.
+def _restart_tour(ctx: DemoContext) -> None:
+    console = ctx.console
+    config_path = ctx.workdir / "sessionkeeper.toml"
+    config_path.write_text(SQLITEDICT_CONFIG, encoding="utf-8")
+    console.print(f"Config file [bold]{config_path.name}[/]:")
+    console.print(
+        Syntax(
+            SQLITEDICT_CONFIG, "toml", theme="ansi_dark", background_color="default", word_wrap=True
+        )
+    )
+    with SessionManager.from_config(config_path) as sessions:
+        created = [sessions.create(metadata={"user": user}) for user in ("erin", "frank")]
+        console.print(
+            f"this process (pid {os.getpid()}) created {len(created)} sessions in "
+            f"data/sessions.sqlite, then closes the store (as when it stops)"
+        )
+    console.print("a new process opens the same file:")
+    result = subprocess.run(
+        [sys.executable, "-c", _RESTARTED, str(config_path), *(s.id for s in created)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    console.print(result.stdout.rstrip() or result.stderr.rstrip(), markup=False)
+    console.print("the restart logged nobody out.")
+
+
 SECTIONS: list[Section] = [
     Section("The memory backend: create, fetch, expire, sweep", _memory_tour, backend="memory"),
+    Section(
+        "The sqlitedict backend: a restart keeps sessions", _restart_tour, backend="sqlitedict"
+    ),
 ]
 
 

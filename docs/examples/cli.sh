@@ -33,6 +33,11 @@ sessionkeeper stats
 SESSIONKEEPER_CONFIG=sessionkeeper.toml sessionkeeper stats --json
 # end-stats
 
+# start-check
+sessionkeeper check
+sessionkeeper check --json
+# end-check
+
 # start-new-backend
 sessionkeeper new-backend mystore
 sessionkeeper new-backend "My Store"  # exit 2: lowercase letters and digits, no spaces

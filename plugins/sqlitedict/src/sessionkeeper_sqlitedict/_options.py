@@ -1,0 +1,100 @@
+"""The ``backend_opts`` of the ``sqlitedict`` backend, validated when the config is loaded."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any, Final, TypeVar
+
+import attrs
+
+from sessionkeeper import FieldError
+
+__all__ = ["JOURNAL_MODES", "MAX_AUTO_SAVE", "SYNCHRONOUS_LEVELS", "SqliteDictOptions"]
+
+#: Journal modes that keep the file consistent through a crash (``MEMORY`` and ``OFF`` do not).
+JOURNAL_MODES: Final = ("WAL", "DELETE", "TRUNCATE", "PERSIST")
+#: ``PRAGMA synchronous`` levels offered (``OFF``, which sqlitedict itself uses, is not).
+SYNCHRONOUS_LEVELS: Final = ("FULL", "EXTRA", "NORMAL")
+#: The longest ``auto_save`` interval accepted: one day.
+MAX_AUTO_SAVE: Final = 86_400_000
+#: The longest ``busy_timeout`` accepted: ten minutes.
+MAX_BUSY_TIMEOUT: Final = 600_000
+_TABLE_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+T = TypeVar("T")
+Validator = Callable[[Any, "attrs.Attribute[T]", T], None]
+
+
+def _file_path(_: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not value.strip():
+        raise FieldError(attribute.name, "must name the SQLite file, got an empty string")
+    if "\x00" in value:
+        raise FieldError(attribute.name, "must not contain a NUL character")
+
+
+def _table_name(_: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not _TABLE_NAME.fullmatch(value):
+        raise FieldError(
+            attribute.name,
+            f"{value!r} is not a plain SQL name: use 1-64 letters, digits and underscores, "
+            "not starting with a digit",
+        )
+    if value.lower().startswith("sqlite_"):
+        raise FieldError(attribute.name, f"{value!r}: names starting with sqlite_ are SQLite's own")
+
+
+def _one_of(choices: tuple[str, ...]) -> Validator[str]:
+    def check(_: object, attribute: attrs.Attribute[str], value: str) -> None:
+        if value.upper() not in choices:
+            raise FieldError(
+                attribute.name, f"must be one of {', '.join(choices)} (any case), got {value!r}"
+            )
+
+    return check
+
+
+def _between(low: int, high: int, unit: str) -> Validator[int]:
+    def check(_: object, attribute: attrs.Attribute[int], value: int) -> None:
+        if not low <= value <= high:
+            raise FieldError(
+                attribute.name, f"must be between {low} and {high} {unit}, got {value}"
+            )
+
+    return check
+
+
+@attrs.frozen(kw_only=True)
+class SqliteDictOptions:
+    """``backend_opts`` of the ``sqlitedict`` backend (names from the Erlang original).
+
+    :param file_path: the SQLite file; a relative path is resolved against the config file's
+        directory. Missing parent directories are created (mode 0700) and a new file is created
+        with mode 0600.
+    :param table_name: the table holding the sessions; one file can hold several tables (each
+        one its own store). A plain SQL name: letters, digits and underscores.
+    :param auto_save: milliseconds between commits of buffered writes (*interval mode*); ``0``
+        selects *durable mode*, where ``store``, ``touch`` and ``delete`` return only once the
+        change is committed (and, with ``synchronous = "FULL"``, fsynced).
+    :param journal_mode: SQLite's journal mode: ``WAL`` (the default, lets the CLI read beside
+        the running owner), ``DELETE``, ``TRUNCATE`` or ``PERSIST``.
+    :param synchronous: SQLite's ``synchronous`` level: ``FULL`` (the default: every commit is
+        fsynced), ``EXTRA``, or ``NORMAL`` (in WAL mode a commit survives a crash of the process
+        but not a power loss; roughly ten times cheaper).
+    :param busy_timeout: milliseconds a commit waits for SQLite's own lock (held briefly by a
+        reader's checkpoint or by another table of the same file) before failing.
+    """
+
+    file_path: str = attrs.field(validator=[attrs.validators.instance_of(str), _file_path])
+    table_name: str = attrs.field(
+        default="sessions", validator=[attrs.validators.instance_of(str), _table_name]
+    )
+    auto_save: int = attrs.field(default=60_000, validator=_between(0, MAX_AUTO_SAVE, "ms"))
+    journal_mode: str = attrs.field(default="WAL", validator=_one_of(JOURNAL_MODES))
+    synchronous: str = attrs.field(default="FULL", validator=_one_of(SYNCHRONOUS_LEVELS))
+    busy_timeout: int = attrs.field(default=5_000, validator=_between(0, MAX_BUSY_TIMEOUT, "ms"))
+
+    @property
+    def durable(self) -> bool:
+        """True in durable mode (``auto_save = 0``)."""
+        return self.auto_save == 0

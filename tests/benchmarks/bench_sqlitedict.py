@@ -1,0 +1,584 @@
+"""Benchmarks of the ``sqlitedict`` backend through :class:`~sessionkeeper.SessionManager`.
+
+Run ``python tests/benchmarks/bench_sqlitedict.py [--quick] [--json PATH] [--dir DIR]`` (``nox -s
+bench`` runs it; pytest never does). Every figure is a median, measured in the same run beside a
+*floor* — what the storage underneath costs for the same work — and checked against DESIGN §5:
+
+- fetch (random order) against a raw ``sqlite3`` point select on the same table (target
+  ≤ 10 µs, stretch ≤ 2 µs); plain ``sqlitedict`` get and ``diskcache`` get for comparison;
+- store in interval mode, amortised over the stores *and* the flush that commits them, against a
+  raw ``sqlite3`` batched upsert of the same records (target ≤ 20 µs);
+- store in durable mode against a raw ``sqlite3`` commit with ``journal_mode=WAL`` and
+  ``synchronous=FULL`` (target ≤ 1.5×). Disk flushes on a shared virtual disk vary by 10×
+  from one second to the next, so the two are measured in alternating blocks, and the ratio is
+  the median of the per-block ratios;
+- plain ``sqlitedict`` set (``autocommit=False``, committed once at the end; and
+  ``autocommit=True``) and ``diskcache`` set for comparison;
+- reopening a file of 1,000,000 sessions (the load into the in-memory copy) against a raw full
+  scan, and the memory the copy takes per session.
+
+Every manager runs with ``cleanup_interval=0`` and an injected clock. ``--quick`` shrinks every
+size tenfold (under a minute); the full run takes two to four minutes. Files go to a temporary
+directory on the same disk as ``--dir`` (default: the system's temporary directory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import random
+import shutil
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from sessionkeeper import Session, SessionManager, __version__, decode_session, encode_session
+from sessionkeeper_sqlitedict import SessionDict, open_sqlitedict
+
+try:
+    import diskcache  # type: ignore[import-untyped]
+except ImportError:
+    diskcache = None
+
+START = 1_700_000_000_000
+TIMEOUT = 1_800_000
+TABLE = "sessions"
+CREATE = f'CREATE TABLE IF NOT EXISTS "{TABLE}" (key TEXT PRIMARY KEY, value BLOB)'
+UPSERT = (
+    f'INSERT INTO "{TABLE}" (key, value) VALUES (?, ?) '
+    "ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+)
+SELECT = f'SELECT value FROM "{TABLE}" WHERE key = ?'
+
+
+class Clock:
+    """An injected clock: integer ms that only the benchmark moves."""
+
+    __slots__ = ("now",)
+
+    def __init__(self, start: int = START) -> None:
+        self.now = start
+
+    def __call__(self) -> int:
+        return self.now
+
+
+@attrs.frozen
+class Sizes:
+    """How big each benchmark is."""
+
+    ops: int  # sessions for fetch and interval-store timings
+    durable: int  # durable commits per side (backend, raw) in total
+    block: int  # durable commits per alternating block
+    others: int  # operations for sqlitedict and diskcache
+    reopen: int  # sessions in the file that is reopened
+    repeats: int
+
+
+FULL = Sizes(ops=100_000, durable=400, block=25, others=5_000, reopen=1_000_000, repeats=5)
+QUICK = Sizes(ops=10_000, durable=100, block=20, others=1_000, reopen=100_000, repeats=3)
+
+
+@attrs.frozen
+class Figure:
+    """One row of the report."""
+
+    operation: str
+    value: float | None  # None: not measured (e.g. diskcache not installed)
+    unit: str
+    floor: float | None
+    floor_name: str
+    target: str
+    passed: bool | None
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        if self.value is None or not self.floor:
+            return None
+        return self.value / self.floor
+
+
+def make_sessions(count: int, prefix: str = "") -> list[Session]:
+    """Sessions with a 43-character id and a small metadata map, as ``create`` makes them."""
+    rng = random.Random(7)
+    return [
+        Session(
+            f"{prefix}{i:08d}-{rng.getrandbits(160):040x}"[:43],
+            START,
+            START,
+            TIMEOUT,
+            {"user_id": f"user_{i}"},
+        )
+        for i in range(count)
+    ]
+
+
+def manager(path: Path, clock: Clock, auto_save: int) -> SessionManager:
+    return SessionManager(
+        backend="sqlitedict",
+        backend_opts={"file_path": str(path), "auto_save": auto_save},
+        cleanup_interval=0,
+        clock=clock,
+    )
+
+
+def raw_connection(path: Path, synchronous: str = "FULL") -> sqlite3.Connection:
+    connection = sqlite3.connect(path, isolation_level=None)
+    connection.execute("PRAGMA journal_mode = WAL")
+    connection.execute(f"PRAGMA synchronous = {synchronous}")
+    connection.execute(CREATE)
+    return connection
+
+
+def per_op(function: Callable[[Any], object], items: Sequence[Any], repeats: int) -> float:
+    """Median µs per call of ``function`` over ``items``."""
+    results = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        deque(map(function, items), 0)
+        results.append((time.perf_counter() - began) / len(items) * 1e6)
+    return statistics.median(results)
+
+
+def _check(value: float, *, absolute: float | None = None) -> bool | None:
+    return None if absolute is None else value <= absolute
+
+
+# --- fetch ---------------------------------------------------------------------------------------
+
+
+def bench_fetch(sizes: Sizes, directory: Path) -> list[Figure]:
+    """fetch through the manager vs a raw point select; sqlitedict and diskcache gets."""
+    n, repeats = sizes.ops, sizes.repeats
+    clock = Clock()
+    path = directory / "fetch.sqlite"
+    sessions = make_sessions(n)
+    ids = [s.id for s in sessions]
+    shuffled = ids[:]
+    random.Random(42).shuffle(shuffled)
+    with manager(path, clock, 600_000) as store:
+        for session in sessions:
+            store.store(session)
+        store.backend.flush()
+        fetch = per_op(store.fetch, shuffled, repeats)
+        peek = per_op(store.peek, shuffled, repeats)
+    reader = sqlite3.connect(path)
+    try:
+        execute = reader.execute
+
+        def raw_select(key: str) -> object:
+            return execute(SELECT, (key,)).fetchone()
+
+        floor = per_op(raw_select, shuffled, repeats)
+
+        def raw_select_decode(key: str) -> object:
+            return decode_session(execute(SELECT, (key,)).fetchone()[0])
+
+        floor_decoded = per_op(raw_select_decode, shuffled, repeats)
+    finally:
+        reader.close()
+    figures = [
+        Figure(
+            f"fetch, random over {n:,}",
+            fetch,
+            "us",
+            floor,
+            "sqlite3 point select",
+            "<= 10 us (stretch 2 us)",
+            fetch <= 10,
+            "served from the in-memory copy",
+        ),
+        Figure(f"peek, random over {n:,}", peek, "us", floor, "sqlite3 point select", "-", None),
+        Figure(
+            "sqlite3 point select + decode_session",
+            floor_decoded,
+            "us",
+            floor,
+            "sqlite3 point select",
+            "-",
+            None,
+            "what a fetch without the copy would cost",
+        ),
+    ]
+    others = shuffled[: sizes.others]
+    figures.append(_sqlitedict_get(path, others, repeats, floor))
+    figures.append(_diskcache_get(directory, sessions[: sizes.others], repeats, floor))
+    return figures
+
+
+def _sqlitedict_get(path: Path, keys: Sequence[str], repeats: int, floor: float) -> Figure:
+    name = "plain sqlitedict get (+ decode_session)"
+    # open_sqlitedict: a SqliteDict(flag="r", decode=decode_session) that cannot hang on close.
+    with open_sqlitedict(path, TABLE) as plain:
+        value = per_op(plain.__getitem__, keys, repeats)
+    return Figure(name, value, "us", floor, "sqlite3 point select", "-", None, "worker thread")
+
+
+@contextmanager
+def _cache(directory: Path) -> Iterator[Any]:
+    folder = directory / "diskcache"
+    cache = diskcache.Cache(str(folder))
+    try:
+        yield cache
+    finally:
+        cache.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _diskcache_get(
+    directory: Path, sessions: Sequence[Session], repeats: int, floor: float
+) -> Figure:
+    name = "diskcache get (+ decode_session)"
+    if diskcache is None:
+        return Figure(name, None, "us", floor, "sqlite3 point select", "-", None, "not installed")
+    with _cache(directory) as cache:
+        for session in sessions:
+            cache.set(session.id, encode_session(session))
+        get = cache.get
+
+        def fetch(key: str) -> object:
+            return decode_session(get(key))
+
+        value = per_op(fetch, [s.id for s in sessions], repeats)
+    return Figure(name, value, "us", floor, "sqlite3 point select", "-", None)
+
+
+# --- store, interval mode ----------------------------------------------------------------------
+
+
+def bench_interval_store(sizes: Sizes, directory: Path) -> list[Figure]:
+    """Stores plus the flush that commits them, per session, vs a raw batched upsert."""
+    n, repeats = sizes.ops, sizes.repeats
+    clock = Clock()
+    totals, calls, floors = [], [], []
+    for attempt in range(repeats):
+        sessions = make_sessions(n, prefix=f"{attempt}-")
+        path = directory / f"interval-{attempt}.sqlite"
+        with manager(path, clock, 600_000) as store:
+            gc.collect()
+            began = time.perf_counter()
+            deque(map(store.store, sessions), 0)
+            stored = time.perf_counter()
+            committed = store.backend.flush()
+            flushed = time.perf_counter()
+            assert committed == n, f"flushed {committed}, expected {n}"
+        calls.append((stored - began) / n * 1e6)
+        totals.append((flushed - began) / n * 1e6)
+        raw_path = directory / f"raw-batch-{attempt}.sqlite"
+        connection = raw_connection(raw_path)
+        try:
+            gc.collect()
+            began = time.perf_counter()
+            records = [(s.id, encode_session(s)) for s in sessions]
+            connection.execute("BEGIN IMMEDIATE")
+            connection.executemany(UPSERT, records)
+            connection.execute("COMMIT")
+            floors.append((time.perf_counter() - began) / n * 1e6)
+        finally:
+            connection.close()
+    total, call, floor = (statistics.median(x) for x in (totals, calls, floors))
+    figures = [
+        Figure(
+            "store, interval mode, amortised (store + flush)",
+            total,
+            "us",
+            floor,
+            "sqlite3 batched upsert (+ encode)",
+            "<= 20 us",
+            total <= 20,
+        ),
+        Figure(
+            "store, interval mode, the call alone",
+            call,
+            "us",
+            floor,
+            "sqlite3 batched upsert (+ encode)",
+            "-",
+            None,
+            "what the caller waits for",
+        ),
+    ]
+    figures += _sqlitedict_set(directory, sizes, floor)
+    figures.append(_diskcache_set(directory, sizes, floor))
+    return figures
+
+
+def _sqlitedict_set(directory: Path, sizes: Sizes, floor: float) -> list[Figure]:
+    names = ("plain sqlitedict set, one commit at the end", "plain sqlitedict set, autocommit")
+    sessions = make_sessions(sizes.others, prefix="sd-")
+    figures = []
+    for name, autocommit in zip(names, (False, True), strict=True):
+        results = []
+        for attempt in range(sizes.repeats):
+            path = directory / f"sqlitedict-{autocommit}-{attempt}.sqlite"
+            with SessionDict(  # a SqliteDict whose close cannot hang
+                str(path),
+                tablename=TABLE,
+                autocommit=autocommit,
+                journal_mode="WAL",
+                encode=encode_session,
+                outer_stack=False,
+            ) as plain:
+                began = time.perf_counter()
+                for session in sessions:
+                    plain[session.id] = session
+                plain.commit()
+                results.append((time.perf_counter() - began) / len(sessions) * 1e6)
+        note = "synchronous=OFF: no fsync" + ("" if autocommit else "; amortised")
+        figures.append(
+            Figure(
+                name,
+                statistics.median(results),
+                "us",
+                floor,
+                "sqlite3 batched upsert (+ encode)",
+                "-",
+                None,
+                note,
+            )
+        )
+    return figures
+
+
+def _diskcache_set(directory: Path, sizes: Sizes, floor: float) -> Figure:
+    name = "diskcache set (+ encode_session)"
+    if diskcache is None:
+        return Figure(name, None, "us", floor, "-", "-", None, "not installed")
+    sessions = make_sessions(sizes.others, prefix="dc-")
+    with _cache(directory) as cache:
+        put = cache.set
+
+        def store(session: Session) -> object:
+            return put(session.id, encode_session(session))
+
+        value = per_op(store, sessions, sizes.repeats)
+    return Figure(
+        name,
+        value,
+        "us",
+        floor,
+        "sqlite3 batched upsert (+ encode)",
+        "-",
+        None,
+        "a commit per set, synchronous=NORMAL",
+    )
+
+
+# --- store, durable mode -----------------------------------------------------------------------
+
+
+def bench_durable_store(sizes: Sizes, directory: Path) -> list[Figure]:
+    """Durable stores vs raw fsynced commits, in alternating blocks (see the module docstring)."""
+    clock = Clock()
+    sessions = make_sessions(sizes.durable, prefix="d-")
+    raw_records = [(s.id, encode_session(s)) for s in make_sessions(sizes.durable, prefix="r-")]
+    store = manager(directory / "durable.sqlite", clock, 0)
+    connection = raw_connection(directory / "raw-durable.sqlite")
+    ours: list[float] = []
+    raws: list[float] = []
+    ratios: list[float] = []
+    try:
+        # Warm both files up to their working size (a growing WAL costs a journal commit).
+        for session in make_sessions(sizes.block * 4, prefix="warm-"):
+            store.store(session)
+            connection.execute(UPSERT, (session.id, encode_session(session)))
+        execute = connection.execute
+        for start in range(0, sizes.durable, sizes.block):
+            block_ours, block_raw = [], []
+            for i in range(start, min(start + sizes.block, sizes.durable)):
+                began = time.perf_counter()
+                store.store(sessions[i])
+                middle = time.perf_counter()
+                execute(UPSERT, raw_records[i])
+                ended = time.perf_counter()
+                block_ours.append((middle - began) * 1e6)
+                block_raw.append((ended - middle) * 1e6)
+            ours += block_ours
+            raws += block_raw
+            ratios.append(statistics.median(block_ours) / statistics.median(block_raw))
+    finally:
+        store.close()
+        connection.close()
+    value, floor, ratio = (
+        statistics.median(ours),
+        statistics.median(raws),
+        statistics.median(ratios),
+    )
+    figures = [
+        Figure(
+            "store, durable mode (WAL, synchronous=FULL)",
+            value,
+            "us",
+            floor,
+            "sqlite3 WAL+FULL commit",
+            "<= 1.5x floor",
+            ratio <= 1.5,
+            f"median of per-block ratios {ratio:.2f}x; "
+            f"p90 {_p90(ours):.0f} us vs {_p90(raws):.0f} us",
+        )
+    ]
+    return figures
+
+
+def _p90(values: Sequence[float]) -> float:
+    return sorted(values)[int(len(values) * 0.9)]
+
+
+# --- reopen ------------------------------------------------------------------------------------
+
+
+def bench_reopen(sizes: Sizes, directory: Path) -> list[Figure]:
+    """Open (load into the copy) a file of ``sizes.reopen`` sessions; memory of the copy."""
+    n = sizes.reopen
+    path = directory / "reopen.sqlite"
+    connection = raw_connection(path, synchronous="OFF")
+    try:
+        connection.execute("BEGIN")
+        batch = 50_000
+        for start in range(0, n, batch):
+            chunk = make_sessions(min(batch, n - start), prefix=f"{start:08d}-")
+            connection.executemany(UPSERT, [(s.id, encode_session(s)) for s in chunk])
+        connection.execute("COMMIT")
+    finally:
+        connection.close()
+    size_mb = path.stat().st_size / 1e6
+    clock = Clock()
+    opens = []
+    for _ in range(max(1, sizes.repeats - 2)):
+        gc.collect()
+        began = time.perf_counter()
+        store = manager(path, clock, 600_000)
+        opens.append(time.perf_counter() - began)
+        assert store.count() == n
+        store.close()
+    scans = []
+    for _ in range(max(1, sizes.repeats - 2)):
+        reader = sqlite3.connect(path)
+        began = time.perf_counter()
+        count = sum(1 for _ in reader.execute(f'SELECT key, value FROM "{TABLE}"'))
+        scans.append(time.perf_counter() - began)
+        reader.close()
+        assert count == n
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        store = manager(path, clock, 600_000)
+        gc.collect()
+        used = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    store.close()
+    value = statistics.median(opens)
+    return [
+        Figure(
+            f"reopen a file of {n:,} sessions ({size_mb:.0f} MB)",
+            value,
+            "s",
+            statistics.median(scans),
+            "sqlite3 full scan (no decode)",
+            "seconds, not minutes (<= 30 s)",
+            value <= 30,
+            "decode + validate every row, build the copy and the expiry index",
+        ),
+        Figure(
+            f"memory of the in-memory copy at {n:,}",
+            used / n,
+            "B",
+            None,
+            "-",
+            "-",
+            None,
+            "per session: Session object, dict entry, index entry, id string",
+        ),
+    ]
+
+
+# --- report ------------------------------------------------------------------------------------
+
+
+def report(figures: Sequence[Figure], sizes: Sizes, seconds: float) -> str:
+    header = ("operation", "value", "floor", "ratio", "target", "result", "note")
+    rows = []
+    for f in figures:
+        digits = {"us": 2, "s": 2, "B": 0}[f.unit]
+        value = "n/a" if f.value is None else f"{f.value:.{digits}f} {f.unit}"
+        floor = f"{f.floor:.{digits}f} {f.unit} ({f.floor_name})" if f.floor else "-"
+        ratio = f"{f.ratio:.2f}x" if f.ratio is not None else "-"
+        result = {True: "pass", False: "MISS", None: "-"}[f.passed]
+        rows.append((f.operation, value, floor, ratio, f.target, result, f.note))
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = [
+        f"sessionkeeper {__version__}, sqlitedict backend; Python {platform.python_version()}, "
+        f"SQLite {sqlite3.sqlite_version} on {platform.machine()}; medians of {sizes.repeats}; "
+        f"{seconds:.0f} s",
+        "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)),
+        "  ".join("-" * w for w in widths),
+    ]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="sizes divided by ten")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        metavar="PATH",
+        help="also write the figures as JSON (a directory gets sqlitedict.json)",
+    )
+    parser.add_argument(
+        "--dir", type=Path, default=None, help="where to put the temporary files (a disk)"
+    )
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    began = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench-sqlitedict-", dir=args.dir) as name:
+        directory = Path(name)
+        figures = (
+            bench_fetch(sizes, directory)
+            + bench_interval_store(sizes, directory)
+            + bench_durable_store(sizes, directory)
+            + bench_reopen(sizes, directory)
+        )
+    seconds = time.perf_counter() - began
+    print(report(figures, sizes, seconds))
+    if diskcache is None:
+        print("diskcache: not installed (pip install diskcache to compare)")
+    if args.json is not None:
+        path = args.json / "sqlitedict.json" if args.json.is_dir() else args.json
+        payload = {
+            "benchmark": "sqlitedict",
+            "sessionkeeper": __version__,
+            "python": platform.python_version(),
+            "sqlite": sqlite3.sqlite_version,
+            "machine": platform.machine(),
+            "cpus": os.cpu_count(),
+            "sizes": attrs.asdict(sizes),
+            "seconds": round(seconds, 1),
+            "figures": [{**attrs.asdict(f), "ratio": f.ratio} for f in figures],
+        }
+        path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+        print(f"figures written to {path}")
+    missed = [f.operation for f in figures if f.passed is False]
+    return 1 if args.strict and missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
