@@ -389,3 +389,37 @@ def test_backend_exception_on_none_id_is_invalid_session(make_dist: MakeDist) ->
         pytest.raises(InvalidSession, match="must be a str, got NoneType"),
     ):
         sessions.fetch(None)  # type: ignore[arg-type]
+
+
+class TestPluginCommands:
+    def test_entry_point_commands_join_the_cli(self, make_dist: MakeDist) -> None:
+        """A click command in sessionkeeper.commands is listed and runs as a subcommand;
+        one that fails to import is listed and explains itself with exit 3."""
+        from click.testing import CliRunner
+
+        from sessionkeeper.cli import cli
+
+        make_dist(
+            "sessionkeeper-hello",
+            {
+                "sk_hello": (
+                    "import click\n\n"
+                    "@click.command()\n"
+                    "@click.argument('name')\n"
+                    "def hello(name):\n"
+                    "    click.echo(f'hello {name}')\n"
+                ),
+                "sk_badcmd": "raise ImportError('no extension module')\n",
+            },
+            {"sessionkeeper.commands": {"hello": "sk_hello:hello", "broken": "sk_badcmd:cmd"}},
+        )
+        runner = CliRunner()
+        listing = runner.invoke(cli, ["--help"])
+        assert "hello" in listing.output
+        assert "broken" in listing.output
+        result = runner.invoke(cli, ["hello", "world"])
+        assert result.exit_code == 0
+        assert result.output == "hello world\n"
+        broken = runner.invoke(cli, ["broken"])
+        assert broken.exit_code == 3
+        assert "'broken' command (sk_badcmd:cmd) failed to import: ImportError" in broken.output

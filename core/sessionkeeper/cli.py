@@ -30,6 +30,7 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from enum import IntEnum
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -112,8 +113,66 @@ def _fail(exc: BaseException, code: ExitCode) -> click.exceptions.Exit:
     return click.exceptions.Exit(int(code))
 
 
+#: Entry-point group of commands that plugins add to ``sessionkeeper`` (name -> click command).
+COMMAND_GROUP: Final = "sessionkeeper.commands"
+#: Commands of the design that a plugin provides, and the distribution that provides each.
+_PLUGIN_COMMANDS: Final = {"node": "sessionkeeper-zmq"}
+
+
+def _unavailable(name: str, why: str) -> click.Command:
+    """A stand-in for a plugin command that cannot be loaded: it explains, and exits with 3."""
+
+    def run() -> None:
+        raise _fail(Exception(why), ExitCode.CONFIG)
+
+    return click.Command(
+        name,
+        callback=run,
+        help=f"(unavailable) {why}",
+        short_help="(unavailable: see --help)",
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    )
+
+
 class _Group(click.Group):
-    """A group that turns sessionkeeper errors into one line on stderr and an exit code."""
+    """A group that turns sessionkeeper errors into one line on stderr and an exit code.
+
+    Besides its own commands it offers those of entry points in ``sessionkeeper.commands``
+    (``node`` comes from ``sessionkeeper-zmq``), imported only when one is run or listed.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = set(super().list_commands(ctx))
+        names.update(_PLUGIN_COMMANDS)
+        names.update(ep.name for ep in entry_points(group=COMMAND_GROUP))
+        return sorted(names)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            return command
+        found = entry_points(group=COMMAND_GROUP, name=cmd_name)
+        if not found:
+            dist = _PLUGIN_COMMANDS.get(cmd_name)
+            if dist is None:
+                return None
+            return _unavailable(
+                cmd_name, f"the {cmd_name!r} command comes with {dist}: pip install {dist}"
+            )
+        ep = next(iter(found))
+        try:
+            loaded = ep.load()
+        except Exception as exc:
+            return _unavailable(
+                cmd_name,
+                f"the {cmd_name!r} command ({ep.value}) failed to import: "
+                f"{type(exc).__name__}: {exc}",
+            )
+        if not isinstance(loaded, click.Command):
+            return _unavailable(
+                cmd_name, f"{ep.value} is not a click command (got {type(loaded).__name__})"
+            )
+        return loaded
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

@@ -38,6 +38,11 @@ sessionkeeper check
 sessionkeeper check --json
 # end-check
 
+# start-node
+sessionkeeper node keygen --dir keys --name a  # writes keys/a.key and keys/a.key_secret
+sessionkeeper node --help
+# end-node
+
 # start-new-backend
 sessionkeeper new-backend mystore
 sessionkeeper new-backend "My Store"  # exit 2: lowercase letters and digits, no spaces

@@ -1,0 +1,316 @@
+"""The ``zmq`` backend plugin: this process is one node of a replicated cluster."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import zmq
+
+from sessionkeeper import (
+    BackendContext,
+    Capabilities,
+    ConfigError,
+    Session,
+    StorageError,
+    hookimpl,
+)
+
+from ._node import Agent
+from ._options import AckLevel, ZmqOptions
+from ._replica import HLC, Replica
+from ._wal import Wal
+
+__all__ = ["CLOCK_OFFSET_ENV", "ZmqBackend"]
+
+log = logging.getLogger("sessionkeeper.zmq")
+
+#: Fault injection for tests: milliseconds added to this node's hybrid-clock wall time.
+CLOCK_OFFSET_ENV = "SESSIONKEEPER_ZMQ_CLOCK_OFFSET_MS"
+
+
+def load_keys(path: Path) -> tuple[bytes, bytes]:
+    """``(public, secret)`` Z85 keys from a key file written by ``keygen``."""
+    import zmq.auth
+
+    try:
+        public, secret = zmq.auth.load_certificate(path)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read the CURVE secret key file: {exc}", path=path) from None
+    if not secret:
+        raise ConfigError(
+            "no secret-key in this file (it is a public key file; use the .key_secret file)",
+            path=path,
+        )
+    return public, secret
+
+
+class ZmqBackend:
+    """One node of a cluster that holds every session on every node (Mnesia's role).
+
+    Reads (``fetch``, ``list``, ``count``) are served from this node's replica on the caller's
+    thread; writes are stamped with a hybrid logical clock, applied here and replicated to the
+    peers by a background I/O thread, and return once ``ack`` nodes hold them.
+    """
+
+    options_class: ClassVar[type[ZmqOptions]] = ZmqOptions
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        persistent=False, shared=True, replicated=True, blocking=True, read_only_open=False
+    )
+
+    def __init__(self, options: ZmqOptions, context: BackendContext) -> None:
+        self.options = options
+        self.context = context
+        self._ack_level: AckLevel = options.ack
+        self._ack = options.acks_needed(options.ack)
+        self._touch_ack = options.acks_needed(options.touch_ack)
+        self._timeout_s = options.write_timeout_ms / 1000
+        self.replica = Replica(
+            options.node_id,
+            HLC(int(os.environ.get(CLOCK_OFFSET_ENV, "0") or 0)),
+            tombstone_ttl_ms=options.tombstone_ttl_ms,
+            backlog=options.backlog,
+        )
+        self._sessions = self.replica.sessions
+        self.agent: Agent | None = None
+        self.wal: Wal | None = None
+        self._open = False
+
+    def __repr__(self) -> str:
+        state = "open" if self._open else "closed"
+        return f"<ZmqBackend node={self.options.node_id!r} {state}>"
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    @hookimpl
+    def sessionkeeper_open(self) -> None:
+        """Load the keys (and the disc copy), bind, connect, and catch up with the peers."""
+        if self._open:
+            return
+        options = self.options
+        if self.context.read_only:
+            raise StorageError(
+                self.context.name, "a cluster node cannot be opened read-only (ask a running node)"
+            )
+        public = secret = None
+        if options.curve:
+            assert options.secret_key_file is not None
+            public, secret = load_keys(self.context.resolve(options.secret_key_file))
+            if public.decode() != options.me.public_key:
+                raise ConfigError(
+                    f"secret_key_file holds the key pair of public key {public.decode()}, not the "
+                    f"public_key configured for node {options.node_id!r}",
+                    key="sessionkeeper.backend_opts.secret_key_file",
+                )
+        else:
+            log.warning(
+                "zmq node %s runs WITHOUT CURVE (curve = false): links are neither "
+                "authenticated nor encrypted, and anyone who reaches %s can write sessions",
+                options.node_id,
+                options.me.endpoint,
+            )
+        if options.disc_copies:
+            assert options.data_dir is not None
+            self.wal = Wal(self.context.resolve(options.data_dir), options)
+            self.wal.load(self.replica)
+        agent = Agent(options, self.replica, public_key=public, secret_key=secret)
+        try:
+            agent.start()
+        except zmq.ZMQError as exc:
+            agent.stop()
+            if self.wal is not None:
+                self.wal.close()
+            raise StorageError(
+                self.context.name,
+                f"node {options.node_id} cannot listen on {options.bind or options.me.endpoint}: "
+                f"{exc}",
+            ) from None
+        self.agent = agent
+        self._open = True
+        waits = bool(options.ready_timeout_ms and agent.peers)
+        if waits and not agent.ready.wait(options.ready_timeout_ms / 1000):
+            log.warning(
+                "zmq node %s is not caught up after %d ms; serving meanwhile (a local miss "
+                "asks the peers)",
+                options.node_id,
+                options.ready_timeout_ms,
+            )
+
+    @hookimpl
+    def sessionkeeper_close(self) -> None:
+        """Leave the cluster (peers are told), stop the I/O thread, flush the log. Idempotent."""
+        if not self._open:
+            return
+        self._open = False
+        if self.agent is not None:
+            self.agent.stop()
+        if self.wal is not None:
+            self.wal.close(self.replica)
+
+    def set_ack(self, level: AckLevel) -> None:
+        """Change the acknowledgement level of stores and deletes from now on."""
+        from sessionkeeper import FieldError
+
+        from ._options import _ack
+
+        try:
+            _ack("ack", level)
+        except FieldError as exc:
+            raise ValueError(str(exc)) from None
+        needed = self.options.acks_needed(level)
+        if needed > len(self.options.nodes):
+            raise ValueError(f"ack={level!r} is impossible in a cluster of this size")
+        self._ack_level, self._ack = level, needed
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        """Block until this node has caught up with its peers (or ``timeout_s`` passes)."""
+        return self.agent is not None and self.agent.ready.wait(timeout_s)
+
+    @property
+    def ready(self) -> bool:
+        """True once this node has caught up with its peers."""
+        return self.agent is not None and self.agent.ready.is_set()
+
+    # -- writes -----------------------------------------------------------------------------------
+
+    def _agent(self, operation: str) -> Agent:
+        agent = self.agent
+        if agent is None or not self._open:
+            raise StorageError(self.context.name, f"cannot {operation}: the node is not open")
+        if agent.failure is not None:
+            raise StorageError(
+                self.context.name,
+                f"cannot {operation}: the node's I/O thread failed: {agent.failure}",
+            )
+        return agent
+
+    def _fence(self, agent: Agent, needed: int, level: AckLevel, operation: str) -> None:
+        if needed > 1:
+            alive = agent.alive_peers() + 1
+            if alive < needed:
+                raise StorageError(
+                    self.context.name,
+                    f"{operation} refused: not enough replicas (ack={level!r} needs {needed} of "
+                    f"{len(self.options.nodes)} nodes, {alive} reachable); nothing was written",
+                )
+
+    def _await(self, agent: Agent, seq: int, needed: int, level: AckLevel, operation: str) -> None:
+        agent.wake()
+        if needed <= 1:
+            return
+        got = agent.wait_acks(seq, needed, self._timeout_s)
+        if got < needed:
+            raise StorageError(
+                self.context.name,
+                f"{operation} timed out: held by {got} of the {needed} nodes ack={level!r} needs "
+                f"after {self.options.write_timeout_ms} ms; it is applied on node "
+                f"{self.options.node_id} and may or may not become visible on the others",
+            )
+
+    @hookimpl
+    def sessionkeeper_store(self, session: Session) -> None:
+        """Store with a fresh version; return once ``ack`` nodes hold it."""
+        agent = self._agent("store")
+        self._fence(agent, self._ack, self._ack_level, "store")
+        seq, _entry = self.replica.local_store(session)
+        self._await(agent, seq, self._ack, self._ack_level, "store")
+
+    @hookimpl
+    def sessionkeeper_touch(self, session_id: str, last_accessed: int) -> Session | None:
+        """Move ``last_accessed`` forward here; replicate it (``touch_ack``)."""
+        agent = self._agent("touch a session")
+        session, op = self.replica.local_touch(session_id, last_accessed)
+        if op is not None:
+            self._await(agent, op[0], self._touch_ack, self.options.touch_ack, "touch")
+        return session
+
+    @hookimpl
+    def sessionkeeper_delete(self, session_id: str) -> bool:
+        """Replace the session by a tombstone; return once ``ack`` nodes hold it."""
+        agent = self._agent("delete a session")
+        if session_id not in self._sessions:
+            self._miss(session_id)
+            if session_id not in self._sessions:
+                return False
+        self._fence(agent, self._ack, self._ack_level, "delete")
+        op = self.replica.local_delete(session_id)
+        if op is None:
+            return False
+        self._await(agent, op[0], self._ack, self._ack_level, "delete")
+        return True
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    @hookimpl
+    def sessionkeeper_fetch(self, session_id: str) -> Session | None:
+        """The session from this node's replica (one ``dict.get``); a miss while catching up
+        asks the peers."""
+        session = self._sessions.get(session_id)
+        if session is None and self.agent is not None and not self.agent.ready.is_set():
+            return self._miss(session_id)
+        return session
+
+    def _miss(self, session_id: str) -> Session | None:
+        agent = self.agent
+        if agent is None or agent.ready.is_set() or self.replica.versions.get(session_id):
+            return self._sessions.get(session_id)
+        for entry, session in agent.remote_read(session_id):
+            self.replica.merge(entry, session, late=True)  # read repair
+        return self._sessions.get(session_id)
+
+    @hookimpl
+    def sessionkeeper_list(self, now: int) -> list[str]:
+        """Ids of the sessions live at ``now`` on this node."""
+        self.replica.note_now(now)
+        return [
+            s.id
+            for s in self.replica.snapshot()
+            if s.timeout_ms is None or now - s.last_accessed <= s.timeout_ms
+        ]
+
+    @hookimpl
+    def sessionkeeper_count(self, now: int) -> int:
+        """Sessions live at ``now`` on this node."""
+        self.replica.note_now(now)
+        return self.replica.count_live(now)
+
+    @hookimpl
+    def sessionkeeper_iter_sessions(self) -> Iterator[Session]:
+        """Every session this node holds (expired included), from a snapshot."""
+        replica = self.replica
+
+        def generate() -> Iterator[Session]:
+            yield from replica.snapshot()
+
+        return generate()
+
+    @hookimpl
+    def sessionkeeper_cleanup_expired(self, now: int) -> int:
+        """Purge, on this node only, the sessions expired at ``now`` and due tombstones."""
+        self._agent("clean up expired sessions")
+        return self.replica.cleanup(now)
+
+    @hookimpl
+    def sessionkeeper_stats(self) -> dict[str, Any]:
+        """This node's view: ready, peers (alive, lag, digest), counters."""
+        replica = self.replica
+        figures: dict[str, Any] = {
+            "node_id": self.options.node_id,
+            "ready": self.ready,
+            "stored": len(replica.sessions),
+            "tombstones": len(replica.tombs),
+            "seq": replica.seq,
+            "digest": replica.root().hex(),
+            "ack": self._ack_level,
+            "curve": self.options.curve,
+            "disc_copies": self.options.disc_copies,
+            "merged": replica.merged,
+        }
+        if self.agent is not None:
+            figures.update(self.agent.describe())
+        if self.wal is not None:
+            figures["wal"] = self.wal.describe()
+        return figures

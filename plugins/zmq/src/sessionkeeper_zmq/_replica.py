@@ -1,0 +1,472 @@
+"""A node's full copy of the sessions: a last-writer-wins map with a lazy expiry index.
+
+The replicated state of one session id is an :data:`Entry`::
+
+    (key, hlc, node, last_accessed, blob, timeout_ms)
+
+``blob`` is the session encoded with :func:`sessionkeeper.encode_session`, or ``None`` for a
+tombstone (a delete). ``(hlc, node)`` is the version of the data: a store or a delete takes a
+fresh hybrid-logical-clock stamp from the node that made it. A touch keeps the version and moves
+``last_accessed`` forward. Merging two entries for one key keeps the larger
+``(hlc, node, last_accessed)``: a maximum over a total order, so the merge is commutative,
+associative and idempotent, and replicas that have seen the same entries in any order, with any
+duplicates, hold the same state. A delete beats a concurrent touch (the touch has the older
+version); a store stamped after the delete beats the delete.
+
+Expiry is derived, never replicated: each node hides expired sessions and purges them locally in
+``cleanup``. Tombstones are purged ``tombstone_ttl_ms`` (or the session's timeout, if longer)
+after the delete.
+
+Reads (:attr:`Replica.sessions`) take no lock; every write takes :attr:`Replica.lock`, which
+keeps the sessions, versions, tombstones, expiry index, digest, sequence numbers and backlog
+consistent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import threading
+import time
+import zlib
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Final
+
+from sessionkeeper import Session, decode_session, encode_session
+
+__all__ = ["BUCKETS", "HLC", "Entry", "Replica", "entry_bucket", "entry_hash", "merge_entries"]
+
+#: ``(key, hlc, node, last_accessed, blob | None, timeout_ms | None)``.
+Entry = tuple[str, int, str, int, bytes | None, int | None]
+
+#: Digest buckets (a two-level Merkle tree: 256 bucket hashes, then the keys of a bucket).
+BUCKETS: Final = 256
+#: Width of one expiry bucket, in ms (as in the memory backend).
+BUCKET_MS: Final = 1024
+#: Index entries examined per lock hold during a cleanup.
+BATCH: Final = 1000
+_LOGICAL_BITS: Final = 16
+
+
+class HLC:
+    """A hybrid logical clock: ``wall_ms << 16 | counter``, never going backwards.
+
+    ``now()`` is larger than every stamp it returned or was told about (``update``), and close to
+    the wall clock: causally related writes are ordered, concurrent ones approximately by time.
+
+    :param offset_ms: added to the wall clock (fault injection of clock skew in tests).
+    """
+
+    __slots__ = ("_last", "_offset_ms")
+
+    def __init__(self, offset_ms: int = 0) -> None:
+        self._offset_ms = offset_ms
+        self._last = 0
+
+    def wall(self) -> int:
+        """The physical clock, in ms."""
+        return time.time_ns() // 1_000_000 + self._offset_ms
+
+    def now(self) -> int:
+        """A new stamp. Call with the replica's lock held."""
+        stamp = max(self._last + 1, self.wall() << _LOGICAL_BITS)
+        self._last = stamp
+        return stamp
+
+    def update(self, remote: int) -> None:
+        """Take a stamp seen from a peer into account. Call with the replica's lock held."""
+        if remote > self._last:
+            self._last = remote
+
+    @property
+    def last(self) -> int:
+        """The largest stamp issued or seen."""
+        return self._last
+
+    @staticmethod
+    def physical(stamp: int) -> int:
+        """The wall-clock part of ``stamp``, in ms."""
+        return stamp >> _LOGICAL_BITS
+
+
+def entry_bucket(key: str) -> int:
+    """The digest bucket of ``key`` (the same on every node)."""
+    return zlib.crc32(key.encode()) & (BUCKETS - 1)
+
+
+def entry_hash(key: str, hlc: int, node: str, la: int, tomb: bool) -> int:
+    """A 64-bit hash of what identifies an entry's state, for the digest."""
+    text = f"{key}\0{hlc}\0{node}\0{la}\0{int(tomb)}".encode()
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big")
+
+
+def merge_entries(a: Entry, b: Entry) -> Entry:
+    """The merge of two entries for one key: the larger ``(hlc, node, last_accessed)``."""
+    return a if (a[1], a[2], a[3]) >= (b[1], b[2], b[3]) else b
+
+
+class Replica:
+    """The sessions held by one node, with versions, tombstones, expiry index and digest.
+
+    :param node_id: this node (the ``node`` of versions it stamps).
+    :param hlc: its clock.
+    :param tombstone_ttl_ms: how long a tombstone is kept.
+    :param backlog: how many of its own operations are kept for resending.
+    """
+
+    def __init__(self, node_id: str, hlc: HLC, *, tombstone_ttl_ms: int, backlog: int) -> None:
+        self.node_id = node_id
+        self.hlc = hlc
+        self.tombstone_ttl_ms = tombstone_ttl_ms
+        self.lock = threading.Lock()
+        self.sweep_lock = threading.Lock()
+        #: Live data (expired but not yet purged included): the read path, one ``dict.get``.
+        self.sessions: dict[str, Session] = {}
+        #: ``(hlc, node)`` of every key, tombstones included.
+        self.versions: dict[str, tuple[int, str]] = {}
+        #: Tombstones: key -> ``(base, timeout_ms)``; ``base`` is when it was deleted (ms).
+        self.tombs: dict[str, tuple[int, int | None]] = {}
+        self._buckets: dict[int, list[str]] = {}
+        self._heap: list[int] = []
+        self.digest = [0] * BUCKETS
+        #: This node's own operations: their count (the sequence) and the recent ones.
+        self.seq = 0
+        self.backlog: deque[tuple[int, Entry]] = deque(maxlen=backlog)
+        #: The largest ``now`` the manager has shown us (manager clock, ms).
+        self.now_hint = 0
+        #: Called with each entry applied (under the lock): the write-ahead log.
+        self.on_apply: Callable[[Entry], None] | None = None
+        self.merged = 0
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def entry(self, key: str) -> Entry | None:
+        """The replicated state of ``key``, or ``None``."""
+        version = self.versions.get(key)
+        if version is None:
+            return None
+        session = self.sessions.get(key)
+        if session is not None:
+            blob = encode_session(session)
+            return (key, version[0], version[1], session.last_accessed, blob, session.timeout_ms)
+        tomb = self.tombs.get(key)
+        if tomb is None:  # changed under us (no lock); the caller retries or skips
+            return None
+        return (key, version[0], version[1], tomb[0], None, tomb[1])
+
+    def keys(self) -> list[str]:
+        """Every key held (tombstones included), as a list taken under the lock."""
+        with self.lock:
+            return list(self.versions)
+
+    def root(self) -> bytes:
+        """The digest of the whole state: equal on two nodes iff (almost surely) equal states."""
+        return hashlib.blake2b(
+            b"".join(h.to_bytes(8, "big") for h in self.digest), digest_size=16
+        ).digest()
+
+    def summaries(self, buckets: Iterable[int]) -> list[tuple[str, int, str, int]]:
+        """``(key, hlc, node, last_accessed)`` of every entry in the given digest buckets."""
+        wanted = set(buckets)
+        result: list[tuple[str, int, str, int]] = []
+        with self.lock:
+            items = list(self.versions.items())
+        sessions, tombs = self.sessions, self.tombs
+        for key, (hlc, node) in items:
+            if entry_bucket(key) in wanted:
+                session = sessions.get(key)
+                if session is not None:
+                    result.append((key, hlc, node, session.last_accessed))
+                else:
+                    tomb = tombs.get(key)
+                    if tomb is not None:
+                        result.append((key, hlc, node, tomb[0]))
+        return result
+
+    def count_live(self, now: int) -> int:
+        """How many stored sessions are live at ``now``."""
+        boundary = now // BUCKET_MS
+        expired: set[str] = set()
+        sessions = self.sessions
+        with self.lock:
+            seen: set[int] = set()
+            stack = [0]
+            heap = self._heap
+            size = len(heap)
+            while stack:
+                index = stack.pop()
+                if index >= size or heap[index] > boundary:
+                    continue
+                stack.append(2 * index + 1)
+                stack.append(2 * index + 2)
+                key = heap[index]
+                entries = self._buckets.get(key)
+                if entries is None or key in seen:
+                    continue
+                seen.add(key)
+                for session_id in entries:
+                    session = sessions.get(session_id)
+                    if session is not None and session.is_expired(now):
+                        expired.add(session_id)
+            return len(sessions) - len(expired)
+
+    def snapshot(self) -> list[Session]:
+        """Every stored session (expired included), taken under the lock."""
+        with self.lock:
+            return list(self.sessions.values())
+
+    # -- writing (all under the lock) -----------------------------------------------------------
+
+    def _file(self, key: str, deadline: int) -> None:
+        bucket = deadline // BUCKET_MS
+        entries = self._buckets.get(bucket)
+        if entries is None:
+            self._buckets[bucket] = [key]
+            heapq.heappush(self._heap, bucket)
+        else:
+            entries.append(key)
+
+    def _tomb_deadline(self, base: int, timeout: int | None) -> int:
+        return base + max(self.tombstone_ttl_ms, timeout or 0)
+
+    def _install(self, entry: Entry, session: Session | None) -> None:
+        """Make ``entry`` the state of its key (its decoded session given). Lock held."""
+        key, hlc, node, la, _blob, timeout = entry
+        old = self.versions.get(key)
+        bucket = entry_bucket(key)
+        digest = self.digest
+        if old is not None:
+            previous = self.sessions.get(key)
+            if previous is not None:
+                digest[bucket] ^= entry_hash(key, old[0], old[1], previous.last_accessed, False)
+            else:
+                base = self.tombs[key][0]
+                digest[bucket] ^= entry_hash(key, old[0], old[1], base, True)
+        self.versions[key] = (hlc, node)
+        if session is not None:
+            self.tombs.pop(key, None)
+            previous = self.sessions.get(key)
+            self.sessions[key] = session
+            if timeout is not None:
+                deadline = la + timeout
+                if not (
+                    previous is not None
+                    and previous.timeout_ms is not None
+                    and (previous.last_accessed + previous.timeout_ms) // BUCKET_MS
+                    <= deadline // BUCKET_MS
+                ):
+                    self._file(key, deadline)
+        else:
+            self.sessions.pop(key, None)
+            self.tombs[key] = (la, timeout)
+            self._file(key, self._tomb_deadline(la, timeout))
+        digest[bucket] ^= entry_hash(key, hlc, node, la, session is None)
+        if self.on_apply is not None:
+            self.on_apply(entry)
+
+    def _record(self, entry: Entry) -> int:
+        self.seq += 1
+        self.backlog.append((self.seq, entry))
+        return self.seq
+
+    def local_store(self, session: Session) -> tuple[int, Entry]:
+        """Store ``session`` with a fresh version; return ``(seq, entry)`` to replicate."""
+        with self.lock:
+            entry: Entry = (
+                session.id,
+                self.hlc.now(),
+                self.node_id,
+                session.last_accessed,
+                encode_session(session),
+                session.timeout_ms,
+            )
+            self._install(entry, session)
+            return self._record(entry), entry
+
+    def local_touch(
+        self, key: str, last_accessed: int
+    ) -> tuple[Session | None, tuple[int, Entry] | None]:
+        """Move ``last_accessed`` forward (same version); never resurrects a tombstone."""
+        with self.lock:
+            if last_accessed > self.now_hint:
+                self.now_hint = last_accessed
+            session = self.sessions.get(key)
+            if session is None or last_accessed <= session.last_accessed:
+                return session, None
+            touched = session.touched(last_accessed)
+            hlc, node = self.versions[key]
+            entry: Entry = (
+                key,
+                hlc,
+                node,
+                last_accessed,
+                encode_session(touched),
+                touched.timeout_ms,
+            )
+            self._install(entry, touched)
+            return touched, (self._record(entry), entry)
+
+    def local_delete(self, key: str) -> tuple[int, Entry] | None:
+        """Replace a stored session by a tombstone; ``None`` when there is none."""
+        with self.lock:
+            session = self.sessions.get(key)
+            if session is None:
+                return None
+            base = max(session.last_accessed, self.now_hint)
+            entry: Entry = (key, self.hlc.now(), self.node_id, base, None, session.timeout_ms)
+            self._install(entry, None)
+            return self._record(entry), entry
+
+    def merge(self, entry: Entry, session: Session | None, *, late: bool = False) -> bool:
+        """Merge an entry from a peer (validated, ``session`` decoded from its blob).
+
+        Returns True when it changed the state. A tombstone for a key this node does not hold
+        is dropped when it is already due for collection. With ``late`` (anti-entropy, snapshot,
+        read repair: not a write being acknowledged), a session this node does not hold is also
+        dropped when it is already expired by the latest time the manager has shown this node,
+        so that a session purged here is not brought back by a peer that has not purged it yet.
+        """
+        key, hlc, node, la, _blob, timeout = entry
+        with self.lock:
+            self.hlc.update(hlc)
+            old = self.versions.get(key)
+            if old is None:
+                hint = self.now_hint
+                if session is not None:
+                    if late and timeout is not None and hint - la > timeout:
+                        return False
+                elif hint > self._tomb_deadline(la, timeout):
+                    return False
+            else:
+                current = self.sessions.get(key)
+                current_la = current.last_accessed if current is not None else self.tombs[key][0]
+                if (hlc, node, la) <= (old[0], old[1], current_la):
+                    return False
+            self._install(entry, session)
+            self.merged += 1
+            return True
+
+    def note_now(self, now: int) -> None:
+        """Remember the manager's clock (for dropping expired entries that arrive late)."""
+        if now > self.now_hint:
+            self.now_hint = now
+
+    def clear(self) -> None:
+        """Forget every entry (a node too far behind wipes before a full resync)."""
+        with self.lock:
+            self.sessions.clear()
+            self.versions.clear()
+            self.tombs.clear()
+            self._buckets.clear()
+            self._heap.clear()
+            self.digest = [0] * BUCKETS
+
+    # -- expiry ---------------------------------------------------------------------------------
+
+    def _purge(self, key: str) -> None:
+        version = self.versions.pop(key)
+        session = self.sessions.pop(key, None)
+        if session is not None:
+            la, tomb = session.last_accessed, False
+        else:
+            la, tomb = self.tombs.pop(key)[0], True
+        self.digest[entry_bucket(key)] ^= entry_hash(key, version[0], version[1], la, tomb)
+
+    def _deadline(self, key: str) -> tuple[int, bool] | None:
+        """``(deadline, is_tombstone)`` of ``key``, or ``None`` (gone, or never expires)."""
+        session = self.sessions.get(key)
+        if session is not None:
+            if session.timeout_ms is None:
+                return None
+            return session.last_accessed + session.timeout_ms, False
+        tomb = self.tombs.get(key)
+        if tomb is None:
+            return None
+        return self._tomb_deadline(*tomb), True
+
+    def cleanup(self, now: int) -> int:
+        """Purge the sessions expired at ``now`` (returned: how many) and due tombstones."""
+        with self.sweep_lock:
+            self.note_now(now)
+            boundary = now // BUCKET_MS
+            return self._sweep_past(now, boundary) + self._sweep_boundary(now, boundary)
+
+    def _sweep_past(self, now: int, boundary: int) -> int:
+        buckets, heap, lock = self._buckets, self._heap, self.lock
+        removed = 0
+        refiled: set[str] = set()
+        key = -1
+        entries: list[str] | None = None
+        position = 0
+        while True:
+            with lock:
+                budget = BATCH
+                while budget > 0:
+                    if entries is None:
+                        if not heap or heap[0] >= boundary:
+                            return removed
+                        key = heap[0]
+                        entries = buckets.get(key)
+                        if entries is None:
+                            heapq.heappop(heap)
+                            continue
+                        position = 0
+                    end = min(len(entries), position + budget)
+                    budget -= end - position
+                    for session_id in entries[position:end]:
+                        found = self._deadline(session_id)
+                        if found is None:
+                            continue
+                        deadline, tomb = found
+                        if now > deadline:
+                            self._purge(session_id)
+                            removed += not tomb
+                        elif session_id not in refiled:
+                            refiled.add(session_id)
+                            self._file(session_id, deadline)
+                    position = end
+                    if position == len(entries):
+                        buckets.pop(key, None)
+                        if heap and heap[0] == key:
+                            heapq.heappop(heap)
+                        entries = None
+
+    def _sweep_boundary(self, now: int, boundary: int) -> int:
+        lock = self.lock
+        with lock:
+            entries = self._buckets.get(boundary)
+            if entries is None:
+                return 0
+            size = len(entries)
+        removed = 0
+        keep: list[str] = []
+        kept: set[str] = set()
+        for start in range(0, size, BATCH):
+            with lock:
+                for session_id in entries[start : start + BATCH]:
+                    if session_id in kept:
+                        continue
+                    found = self._deadline(session_id)
+                    if found is None:
+                        continue
+                    deadline, tomb = found
+                    if now > deadline:
+                        self._purge(session_id)
+                        removed += not tomb
+                    elif deadline // BUCKET_MS == boundary:
+                        kept.add(session_id)
+                        keep.append(session_id)
+                    else:
+                        self._file(session_id, deadline)
+        with lock:
+            entries[:size] = keep
+            if not entries:
+                self._buckets.pop(boundary, None)
+        return removed
+
+
+def decode_entry_session(entry: Entry) -> Session | None:
+    """The session an entry carries (``None`` for a tombstone); raises ``CodecError``."""
+    blob = entry[4]
+    return None if blob is None else decode_session(blob)

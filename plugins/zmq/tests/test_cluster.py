@@ -1,0 +1,283 @@
+"""Replication, acknowledgement levels, rejoin and security on in-process clusters.
+
+Each node is a real SessionManager with its own ZeroMQ context, sockets and I/O thread, on
+127.0.0.1 ports. Tests wait for conditions with generous deadlines; nothing asserts a timing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+import zmq
+import zmq.auth
+
+from sessionkeeper import SessionManager, SessionNotFound, StorageError
+from sessionkeeper.testing import ManualClock
+from sessionkeeper_zmq.testing import wait_for
+
+
+def backend(manager: SessionManager) -> Any:
+    """The ZmqBackend under a manager."""
+    return manager.backend
+
+
+def reopen(manager: SessionManager, **kwargs: Any) -> SessionManager:
+    """A new manager (a restarted node) with the options of a closed one."""
+    return SessionManager(
+        backend="zmq",
+        backend_opts=manager.config.backend_opts,
+        cleanup_interval=0,
+        **kwargs,
+    )
+
+
+def digests(managers: list[SessionManager]) -> set[str]:
+    """The distinct digests of the nodes' replicas."""
+    return {backend(m).replica.root().hex() for m in managers}
+
+
+class TestReplication:
+    """A write acknowledged at ``all`` is on every node when it returns."""
+
+    def test_store_on_one_node_is_read_on_the_others(self, make_cluster: Any) -> None:
+        """A session created on node a is returned by b and c, with its metadata."""
+        a, b, c = make_cluster()
+        session = a.create(metadata={"user": "u1", "n": [1, 2]})
+        for other in (b, c):
+            assert other.peek(session.id) == session
+
+    def test_delete_on_one_node_removes_it_everywhere(self, make_cluster: Any) -> None:
+        """A delete on b is a tombstone on every node: no node returns the session."""
+        a, b, c = make_cluster()
+        session = a.create()
+        assert b.delete(session.id) is True
+        for node in (a, b, c):
+            with pytest.raises(SessionNotFound):
+                node.peek(session.id)
+            assert session.id not in node.list()
+        assert a.delete(session.id) is False
+
+    def test_touch_replicates_asynchronously(self, make_cluster: Any) -> None:
+        """A fetch that writes ``last_accessed`` back on a reaches b and c (touch_ack=local)."""
+        clock = ManualClock()
+        a, b, c = make_cluster(clock=clock)
+        session = a.create(timeout_ms=60_000)
+        now = clock.advance(10_000)
+        assert a.fetch(session.id).last_accessed == now
+        for other in (b, c):
+            wait_for(lambda o=other: o.peek(session.id).last_accessed == now, "the touch")
+
+    def test_concurrent_writes_of_one_id_converge_to_one_winner(self, make_cluster: Any) -> None:
+        """Two nodes storing the same id with ack=local end with the same version everywhere."""
+        clock = ManualClock()
+        managers = make_cluster(clock=clock, ack="local")
+        a, b, _ = managers
+        from sessionkeeper import Session
+
+        for i in range(50):
+            a.store(Session("same", clock.now, clock.now, None, {"from": "a", "i": i}))
+            b.store(Session("same", clock.now, clock.now, None, {"from": "b", "i": i}))
+        wait_for(lambda: len(digests(managers)) == 1, "the digests to agree")
+        assert len({m.peek("same").metadata["from"] for m in managers}) == 1
+
+    def test_stats_show_each_nodes_view(self, make_cluster: Any) -> None:
+        """``stats`` reports node id, readiness, digest and every peer's state."""
+        a, _, _ = make_cluster()
+        a.create()
+        figures = a.stats()["backend_stats"]
+        assert figures["node_id"] == "a"
+        assert figures["ready"] is True
+        assert set(figures["peers"]) == {"b", "c"}
+        assert all(peer["connected"] for peer in figures["peers"].values())
+        assert len(figures["digest"]) == 32
+
+
+class TestAckLevels:
+    """What each acknowledgement level refuses or waits for."""
+
+    def test_quorum_writes_go_on_with_one_node_down(self, make_cluster: Any) -> None:
+        """With c gone, a quorum write (2 of 3) on a succeeds and is on b."""
+        a, b, c = make_cluster(ack="quorum")
+        c.close()
+        session = a.create()
+        assert b.peek(session.id) == session
+
+    def test_minority_refuses_quorum_writes_without_applying(self, make_cluster: Any) -> None:
+        """With b and c gone, a refuses quorum writes (not enough replicas) once it has noticed,
+        and the refused write is not applied; ``local`` writes still go in."""
+        a, b, c = make_cluster(ack="quorum")
+        b.close()
+        c.close()
+        wait_for(lambda: backend(a).agent.alive_peers() == 0, "a to notice b and c are gone")
+        with pytest.raises(StorageError, match="not enough replicas"):
+            a.create()
+        assert a.count() == 0
+        assert backend(a).replica.seq == 0
+
+    def test_all_waits_for_every_node(self, make_cluster: Any) -> None:
+        """At ``all``, a store returns only once every node has applied it."""
+        managers = make_cluster(ack="all")
+        for i in range(20):
+            session = managers[i % 3].create(metadata={"i": i})
+            for other in managers:
+                assert other.peek(session.id).metadata == {"i": i}
+
+
+class TestRejoin:
+    """A restarted node catches up (snapshot, then anti-entropy) before it is ready."""
+
+    def test_restarted_node_gets_writes_and_deletes_made_while_it_was_down(
+        self, make_cluster: Any
+    ) -> None:
+        """c goes down; a and b store 600 sessions and delete 100 of them; c comes back empty
+        (ram), syncs, and then holds exactly what a and b hold: nothing deleted comes back."""
+        a, b, c = make_cluster(ack="quorum")
+        kept_before = a.create()
+        deleted_before = b.create()
+        c.close()
+        created = [(a if i % 2 else b).create(metadata={"i": i}) for i in range(600)]
+        for session in created[:100]:
+            assert a.delete(session.id) is True
+        assert b.delete(deleted_before.id) is True
+        restarted = reopen(c)
+        try:
+            assert backend(restarted).wait_ready(30)
+            live = restarted.list()
+            assert len(live) == 501
+            assert kept_before.id in live
+            assert deleted_before.id not in live
+            assert not any(s.id in live for s in created[:100])
+            wait_for(lambda: len(digests([a, b, restarted])) == 1, "the digests to agree")
+            assert backend(restarted).agent.counters["syncs_taken"] >= 1
+        finally:
+            restarted.close()
+
+    def test_peer_behind_the_backlog_resyncs(self, make_cluster: Any) -> None:
+        """When a node writes faster than its peers take the ops and they fall behind its
+        backlog, the peers are told to resync and end up acknowledging everything."""
+        from sessionkeeper import Session
+
+        managers = make_cluster(backlog=100, ack="local")
+        a = backend(managers[0])
+        for i in range(3000):
+            a.replica.local_store(Session(f"fast-{i}", 1, 1, None))
+            if i % 500 == 0:
+                a.agent.wake()
+        a.agent.wake()
+        wait_for(
+            lambda: all(p.acked >= a.replica.seq for p in a.agent.peers.values()),
+            "every peer to acknowledge every op",
+        )
+        wait_for(lambda: len(digests(managers)) == 1, "the digests to agree")
+        assert all(m.count() == 3000 for m in managers)
+        assert all(backend(m).agent.counters["handler_errors"] == 0 for m in managers)
+
+    def test_local_miss_while_catching_up_asks_the_peers(self, make_cluster: Any) -> None:
+        """A fetch of a session the node does not have yet, before it is ready, is answered
+        by a peer (read repair)."""
+        a, _, c = make_cluster()
+        session = a.create()
+        c.close()
+        restarted = reopen(c)
+        try:
+            agent = backend(restarted).agent
+            wait_for(lambda: any(p.connected for p in agent.peers.values()), "a connection")
+            assert restarted.peek(session.id) == session
+        finally:
+            restarted.close()
+
+
+class TestSecurity:
+    """CURVE: only configured keys get in, and a key cannot claim another node's id."""
+
+    def _dealer(self, key_dir: Path, key: str, ident: str, server: SessionManager) -> Any:
+        context = zmq.Context()
+        dealer = context.socket(zmq.DEALER)
+        public, secret = zmq.auth.load_certificate(key_dir / f"{key}.key_secret")
+        dealer.curve_publickey = public
+        dealer.curve_secretkey = secret
+        dealer.curve_serverkey = backend(server).options.me.public_key.encode()
+        dealer.routing_id = ident.encode()
+        dealer.linger = 0
+        dealer.connect(backend(server).options.me.endpoint)
+        return context, dealer
+
+    def test_unknown_key_is_refused_and_the_node_survives(
+        self, make_cluster: Any, key_dir: Path
+    ) -> None:
+        """A peer with a key no node is configured with is refused at the handshake (counted)
+        and what it sends never arrives; the cluster keeps working."""
+        a, b, _ = make_cluster()
+        context, _dealer = self._dealer(key_dir, "x", "b", a)
+        try:
+            wait_for(lambda: backend(a).agent.auth.rejected > 0, "the refusal")
+            assert backend(a).agent.counters["dropped_frames"] == 0
+            session = a.create()
+            assert b.peek(session.id) == session
+        finally:
+            context.destroy(linger=0)
+
+    def test_a_key_claiming_another_nodes_id_is_dropped(
+        self, make_cluster: Any, key_dir: Path
+    ) -> None:
+        """A connection authenticated with b's key but routing id ``c`` has its messages
+        dropped (identity mismatch), and c's state is untouched."""
+        a, _, _ = make_cluster()
+        context, dealer = self._dealer(key_dir, "b", "c", a)
+        try:
+            body = msgpack.packb(["c", 1, [[1, ["evil", 1, "c", 1, None, None]]]])
+
+            def dropped() -> bool:
+                dealer.send_multipart([b"REPL", body])
+                return backend(a).agent.counters["identity_mismatch"] > 0
+
+            wait_for(dropped, "the mismatch to be noticed")
+            assert "evil" not in backend(a).replica.versions
+        finally:
+            context.destroy(linger=0)
+
+    def test_garbage_frames_are_dropped_and_counted(self, make_cluster: Any, key_dir: Path) -> None:
+        """Frames that are not valid messages (bad msgpack, wrong shapes, unknown kinds, ext
+        types, wrong frame counts) are dropped and counted; the node keeps serving."""
+        a, b, _ = make_cluster()
+        context, dealer = self._dealer(key_dir, "b", "b", a)
+        garbage = [
+            [b"REPL", b"\xc1\xff\x00"],
+            [b"REPL", msgpack.packb({"not": "a list"})],
+            [b"PING", msgpack.packb(["b", "inc", 1, 2, b"x", True])],
+            [b"NOPE", msgpack.packb([])],
+            [b"REPL", msgpack.packb(msgpack.ExtType(1, b"x"))],
+            [b"REPL"],
+            [b"REPL", msgpack.packb(["b", 1, [[1, ["bad id", 1, "b", 1, None, None]]]])],
+            [b"REPL", msgpack.packb(["b", 1, [[1, ["k", 1, "b", 1, b"\x93\x01", None]]]])],
+        ]
+        try:
+            for frames in garbage:
+                dealer.send_multipart(frames)
+            wait_for(
+                lambda: backend(a).agent.counters["dropped_frames"] >= len(garbage),
+                "the garbage to be dropped",
+            )
+            session = a.create()
+            assert b.peek(session.id) == session
+            assert backend(a).agent.failure is None
+        finally:
+            context.destroy(linger=0)
+
+
+class TestWithoutCurve:
+    """``curve = false`` works, with a warning."""
+
+    def test_cluster_without_curve_replicates_and_warns(
+        self, make_cluster: Any, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Nodes configured with curve = false replicate, and each logs that it runs without
+        authentication."""
+        with caplog.at_level("WARNING", logger="sessionkeeper.zmq"):
+            a, b, _ = make_cluster(curve=False)
+        session = a.create()
+        assert b.peek(session.id) == session
+        assert "WITHOUT CURVE" in caplog.text

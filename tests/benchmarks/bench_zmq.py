@@ -1,0 +1,460 @@
+"""Benchmarks of the ``zmq`` cluster backend: 3 nodes on loopback (DESIGN §5).
+
+Run ``python tests/benchmarks/bench_zmq.py [--quick] [--json PATH] [--strict]`` (pytest never
+does). Node ``a`` runs in this process (it is the node the application uses); ``b`` and ``c`` run
+as subprocesses (``python -m sessionkeeper_zmq.node``), all with CURVE on, on 127.0.0.1. Figures,
+each beside its floor measured in the same run:
+
+- local read: ``fetch`` through the SessionManager on node a, random order, against the same on
+  the ``memory`` backend (target ≤ 2 µs);
+- write, ``ack = local`` and ``ack = quorum``: p50 / p99 from one writer, writes/s from one writer
+  and from 8 writer threads (pipelined), against a raw ZeroMQ DEALER→ROUTER round trip to an echo
+  subprocess over CURVE (target quorum p50 ≤ 300 µs, ≥ 20k writes/s pipelined);
+- node kill: SIGKILL of b under a quorum write loop; the longest write stall and the time until
+  writes succeed again (target: continue within 2 s);
+- rejoin: SIGKILL of c holding 100,000 sessions (10,000 with ``--quick``) and a restart; the time
+  from the restarted process's first status line to ready, and from spawn to ready (target ≤ 5 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import zmq
+import zmq.auth
+
+from sessionkeeper import Session, SessionManager, __version__
+from sessionkeeper_zmq import write_key_pair
+from sessionkeeper_zmq.testing import free_ports, public_key, wait_for
+
+START = 1_700_000_000_000
+
+
+class Clock:
+    """An injected clock for the local-read figures."""
+
+    __slots__ = ("now",)
+
+    def __init__(self) -> None:
+        self.now = START
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    raise TypeError(value)
+
+
+class Cluster:
+    """Node a in this process, b and c as subprocesses."""
+
+    def __init__(self, directory: Path, ack: str) -> None:
+        self.directory = directory
+        for name in "abc":
+            if not (directory / f"{name}.key").exists():
+                write_key_pair(directory, name)
+        ports = free_ports(3)
+        self.nodes = [
+            {
+                "id": name,
+                "endpoint": f"tcp://127.0.0.1:{port}",
+                "public_key": public_key(directory, name),
+            }
+            for name, port in zip("abc", ports, strict=True)
+        ]
+        self.ack = ack
+        self.procs: dict[str, subprocess.Popen[str]] = {}
+        self.a: SessionManager | None = None
+
+    def opts(self, name: str, **changes: Any) -> dict[str, Any]:
+        return {
+            "node_id": name,
+            "nodes": self.nodes,
+            "ack": self.ack,
+            "secret_key_file": str(self.directory / f"{name}.key_secret"),
+            "ready_timeout_ms": 0,
+            "write_timeout_ms": 5_000,
+            **changes,
+        }
+
+    def spawn(self, name: str) -> subprocess.Popen[str]:
+        config = self.directory / f"{name}.toml"
+        lines = ["[sessionkeeper]", 'backend = "zmq"', "cleanup_interval = 0", ""]
+        lines.append("[sessionkeeper.backend_opts]")
+        lines += [f"{k} = {toml_value(v)}" for k, v in self.opts(name).items()]
+        config.write_text("\n".join(lines) + "\n")
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                *("-m", "sessionkeeper_zmq.node", "--config", str(config)),
+                *("--status-interval", "0.02"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        self.procs[name] = proc
+        return proc
+
+    def start(self) -> SessionManager:
+        for name in "bc":
+            self.spawn(name)
+        self.a = SessionManager(
+            backend="zmq", backend_opts=self.opts("a"), cleanup_interval=0, default_timeout=None
+        )
+        agent: Any = self.a.backend.agent
+        wait_for(
+            lambda: (
+                self.a is not None
+                and self.a.backend.ready
+                and all(p.connected and p.ready for p in agent.peers.values())
+            ),
+            "the cluster",
+            120,
+        )
+        return self.a
+
+    def kill(self, name: str) -> None:
+        proc = self.procs.pop(name)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+    def close(self) -> None:
+        if self.a is not None:
+            self.a.close()
+        for proc in self.procs.values():
+            proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def bench_local_read(a: SessionManager, n: int) -> dict[str, Any]:
+    """fetch on node a vs the memory backend, random order, median of 5 passes."""
+    ids = [f"read-{i}" for i in range(n)]
+    clock = Clock()
+    memory = SessionManager(backend="memory", cleanup_interval=0, clock=clock)
+    a_backend: Any = a.backend
+    # last_accessed ahead of the clock: no fetch below writes a touch back (a touch is a
+    # write, measured separately), however long the passes take.
+    now = int(time.time() * 1000) + 10 * 86_400_000
+    for sid in ids:  # fill node a's replica directly at ack=local speed
+        session = Session(sid, now, now, None)
+        a_backend.replica.local_store(session)
+        memory.store(session)
+    a_backend.agent.wake()
+    agent = a_backend.agent
+    wait_for(lambda: all(p.acked >= a_backend.replica.seq for p in agent.peers.values()), "sync")
+    order = ids[:]
+    random.shuffle(order)
+
+    def timed(fetch: Callable[[str], Session]) -> float:
+        passes = []
+        for _ in range(5):
+            start = time.perf_counter()
+            for sid in order:
+                fetch(sid)
+            passes.append((time.perf_counter() - start) / len(order) * 1e6)
+        return statistics.median(passes)
+
+    # a.fetch reads the system clock: give memory the same kind of clock for fairness.
+    memory_sys = SessionManager(backend="memory", cleanup_interval=0)
+    for sid in ids:
+        memory_sys.store(Session(sid, now, now, None))
+    zmq_us = timed(a.fetch)
+    memory_us = timed(memory_sys.fetch)
+    memory.close()
+    memory_sys.close()
+    return {
+        "sessions": n,
+        "zmq_fetch_us": round(zmq_us, 3),
+        "memory_fetch_us": round(memory_us, 3),
+        "ratio": round(zmq_us / memory_us, 2),
+        "target_us": 2.0,
+        "met": zmq_us <= 2.0,
+    }
+
+
+def echo_round_trip(directory: Path, count: int) -> dict[str, Any]:
+    """Raw DEALER -> ROUTER round trips to an echo subprocess over CURVE (the floor)."""
+    (port,) = free_ports(1)
+    server_public, server_secret = zmq.auth.load_certificate(directory / "b.key_secret")
+    script = (
+        "import sys, zmq\n"
+        "c = zmq.Context(); s = c.socket(zmq.ROUTER)\n"
+        f"s.curve_secretkey = {server_secret!r}; s.curve_publickey = {server_public!r}\n"
+        "s.curve_server = True\n"
+        f"s.bind('tcp://127.0.0.1:{port}')\n"
+        "print('up', flush=True)\n"
+        "while True:\n"
+        "    f = s.recv_multipart()\n"
+        "    if f[1] == b'stop': break\n"
+        "    s.send_multipart(f)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    proc.stdout.readline()
+    context = zmq.Context()
+    dealer = context.socket(zmq.DEALER)
+    public, secret = zmq.auth.load_certificate(directory / "a.key_secret")
+    dealer.curve_publickey, dealer.curve_secretkey = public, secret
+    dealer.curve_serverkey = server_public
+    dealer.connect(f"tcp://127.0.0.1:{port}")
+    payload = b"x" * 200
+    for _ in range(200):
+        dealer.send(payload)
+        dealer.recv()
+    samples = []
+    for _ in range(count):
+        start = time.perf_counter()
+        dealer.send(payload)
+        dealer.recv()
+        samples.append((time.perf_counter() - start) * 1e6)
+    # pipelined: keep 64 in flight
+    start = time.perf_counter()
+    total = count * 4
+    in_flight = 0
+    sent = received = 0
+    while received < total:
+        while in_flight < 64 and sent < total:
+            dealer.send(payload)
+            sent += 1
+            in_flight += 1
+        dealer.recv()
+        received += 1
+        in_flight -= 1
+    pipelined = total / (time.perf_counter() - start)
+    dealer.send(b"stop")
+    proc.wait(10)
+    context.destroy(linger=0)
+    return {
+        "p50_us": round(percentile(samples, 0.5), 1),
+        "p99_us": round(percentile(samples, 0.99), 1),
+        "round_trips_per_s_pipelined": round(pipelined),
+    }
+
+
+def bench_writes(a: SessionManager, ack: str, count: int, threads: int) -> dict[str, Any]:
+    """p50/p99 and writes/s from one writer and from ``threads`` writers at ``ack``."""
+    a_backend: Any = a.backend
+    level = a_backend.options.ack
+    needed = a_backend.options.acks_needed(ack)
+    a_backend.set_ack(ack)
+    try:
+        now = int(time.time() * 1000)
+        for i in range(200):
+            a.store(Session(f"warm-{ack}-{i}", now, now, None))
+        samples = []
+        start_all = time.perf_counter()
+        for i in range(count):
+            session = Session(f"w-{ack}-{i}", now, now, None, {"i": i})
+            start = time.perf_counter()
+            a.store(session)
+            samples.append((time.perf_counter() - start) * 1e6)
+        single = count / (time.perf_counter() - start_all)
+
+        per_thread = count // threads
+        barrier = threading.Barrier(threads + 1)
+
+        def writer(t: int) -> None:
+            barrier.wait()
+            for i in range(per_thread):
+                a.store(Session(f"p-{ack}-{t}-{i}", now, now, None, {"i": i}))
+
+        workers = [threading.Thread(target=writer, args=(t,)) for t in range(threads)]
+        for worker in workers:
+            worker.start()
+        barrier.wait()
+        start = time.perf_counter()
+        for worker in workers:
+            worker.join()
+        if needed == 1:  # local: count until the peers hold it too
+            agent = a_backend.agent
+            wait_for(
+                lambda: all(p.acked >= a_backend.replica.seq for p in agent.peers.values()),
+                "replication",
+                120,
+            )
+        pipelined = per_thread * threads / (time.perf_counter() - start)
+    finally:
+        a_backend.set_ack(level)
+    return {
+        "ack": ack,
+        "p50_us": round(percentile(samples, 0.5), 1),
+        "p99_us": round(percentile(samples, 0.99), 1),
+        "writes_per_s_single": round(single),
+        "writes_per_s_pipelined": round(pipelined),
+        "writer_threads": threads,
+    }
+
+
+def bench_kill(cluster: Cluster, a: SessionManager) -> dict[str, Any]:
+    """SIGKILL b under a quorum write loop; longest stall and time to the next success."""
+    a_backend: Any = a.backend
+    a_backend.set_ack("quorum")
+    stop = threading.Event()
+    latencies: list[tuple[float, float, bool]] = []
+
+    def loop() -> None:
+        i = 0
+        now = int(time.time() * 1000)
+        while not stop.is_set():
+            start = time.perf_counter()
+            ok = True
+            try:
+                a.store(Session(f"k-{i}", now, now, None))
+            except Exception:
+                ok = False
+            latencies.append((start, time.perf_counter(), ok))
+            i += 1
+
+    worker = threading.Thread(target=loop)
+    worker.start()
+    time.sleep(0.5)
+    killed_at = time.perf_counter()
+    cluster.kill("b")
+    time.sleep(2.5)
+    stop.set()
+    worker.join()
+    after = [(s, e, ok) for s, e, ok in latencies if e >= killed_at]
+    first_ok = next((e for s, e, ok in after if ok and s >= killed_at), None)
+    stall = max((e - s for s, e, _ in after), default=0.0)
+    failures = sum(1 for *_, ok in after if not ok)
+    resumed = (first_ok - killed_at) if first_ok is not None else None
+    return {
+        "longest_write_ms_after_kill": round(stall * 1000, 1),
+        "first_write_ok_after_kill_ms": round(resumed * 1000, 1) if resumed is not None else None,
+        "failed_writes": failures,
+        "reads_ok": a.count() > 0,
+        "target_s": 2.0,
+        "met": resumed is not None and resumed <= 2.0 and stall <= 2.0,
+    }
+
+
+def bench_rejoin(cluster: Cluster, a: SessionManager, n: int) -> dict[str, Any]:
+    """Fill to ``n`` sessions, SIGKILL c, restart it, time until it reports ready."""
+    a_backend: Any = a.backend
+    now = int(time.time() * 1000)
+    have = len(a_backend.replica.sessions)
+    for i in range(max(0, n - have)):
+        a_backend.replica.local_store(Session(f"r-{i}", now, now, None, {"user": i}))
+        if i % 1000 == 0:
+            a_backend.agent.wake()
+    a_backend.agent.wake()
+    agent = a_backend.agent
+    wait_for(lambda: agent.peers["c"].acked >= a_backend.replica.seq, "c to hold everything", 300)
+    cluster.kill("c")
+    spawned = time.perf_counter()
+    proc = cluster.spawn("c")
+    assert proc.stdout is not None
+    first_line = None
+    ready_at = None
+    for line in proc.stdout:
+        stamp = time.perf_counter()
+        if first_line is None:
+            first_line = stamp
+        figures = json.loads(line)
+        if figures.get("ready"):
+            ready_at = stamp
+            stored = figures["stored"]
+            break
+    assert ready_at is not None
+    assert first_line is not None
+    stdout = proc.stdout
+    threading.Thread(target=lambda: stdout.read(), daemon=True).start()  # keep the pipe drained
+    catch_up = ready_at - first_line
+    return {
+        "sessions": n,
+        "stored_when_ready": stored,
+        "catch_up_s": round(catch_up, 2),
+        "spawn_to_ready_s": round(ready_at - spawned, 2),
+        "target_s": 5.0,
+        "met": catch_up <= 5.0 and stored >= n,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    args = parser.parse_args(argv)
+    reads = 20_000 if args.quick else 200_000
+    writes = 1_000 if args.quick else 5_000
+    rejoin = 10_000 if args.quick else 100_000
+    began = time.perf_counter()
+    results: dict[str, Any] = {
+        "python": platform.python_version(),
+        "sessionkeeper": __version__,
+        "pyzmq": zmq.__version__,
+        "cpus": os.cpu_count(),
+        "quick": args.quick,
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        cluster = Cluster(directory, "quorum")
+        try:
+            a = cluster.start()
+            results["raw_zmq_round_trip"] = echo_round_trip(directory, writes)
+            results["write_local"] = bench_writes(a, "local", writes, 8)
+            results["write_quorum"] = bench_writes(a, "quorum", writes, 8)
+            results["local_read"] = bench_local_read(a, reads)
+            results["rejoin"] = bench_rejoin(cluster, a, rejoin)
+            results["node_kill"] = bench_kill(cluster, a)
+        finally:
+            cluster.close()
+    floor = results["raw_zmq_round_trip"]
+    quorum = results["write_quorum"]
+    results["write_quorum"]["p50_vs_raw_round_trip"] = round(quorum["p50_us"] / floor["p50_us"], 2)
+    results["write_quorum"]["targets"] = {"p50_us": 300, "writes_per_s_pipelined": 20_000}
+    results["write_quorum"]["met"] = (
+        quorum["p50_us"] <= 300 and quorum["writes_per_s_pipelined"] >= 20_000
+    )
+    results["seconds"] = round(time.perf_counter() - began, 1)
+    print(json.dumps(results, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    missed = [
+        name
+        for name in ("local_read", "write_quorum", "node_kill", "rejoin")
+        if not results[name]["met"]
+    ]
+    if missed:
+        print(f"targets missed: {', '.join(missed)}", file=sys.stderr)
+    return 1 if args.strict and missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
