@@ -31,14 +31,24 @@ TEST_TOOLS = ("pip",)
 DEMO_PLUGINS = ("plugins/memory", "plugins/sqlitedict")
 
 
-def plugin_folders() -> list[str]:
-    """Every plugin distribution's folder, relative to the root (``plugins/memory`` …)."""
+#: Folders tested by sessions of their own rather than by ``tests`` and ``plugin``: the MCP
+#: integration runs against each pinned SDK release (``nox -s mcp``).
+OWN_SESSIONS = ("contrib/mcp",)
+#: The mcp SDK releases contrib/mcp supports; CI runs its tests against each.
+MCP_SDKS = ("1.30.0", "2.3.0")
+
+
+def plugin_folders(*, all_folders: bool = False) -> list[str]:
+    """Every plugin distribution's folder, relative to the root (``plugins/memory`` …).
+
+    Folders in :data:`OWN_SESSIONS` are left out unless ``all_folders``.
+    """
     found = (
         path.parent.relative_to(ROOT).as_posix()
         for parent in PLUGIN_PARENTS
         for path in (ROOT / parent).glob("*/pyproject.toml")
     )
-    return sorted(found)
+    return sorted(f for f in found if all_folders or f not in OWN_SESSIONS)
 
 
 def install(
@@ -53,7 +63,8 @@ def install(
 def tests(session: nox.Session) -> None:
     """Run the whole test suite against the core and every plugin, all installed together."""
     install(session, *plugin_folders(), groups=("test",), extra=TEST_TOOLS)
-    session.run("pytest", *session.posargs)
+    ignored = [f"--ignore={folder}" for folder in OWN_SESSIONS]
+    session.run("pytest", *ignored, *session.posargs)
 
 
 @nox.session(python=PYTHON)
@@ -62,6 +73,23 @@ def plugin(session: nox.Session, folder: str) -> None:
     """Run one plugin's own tests with only the core and that plugin installed."""
     install(session, folder, groups=("test",), extra=TEST_TOOLS)
     session.run("pytest", f"{folder}/tests", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+@nox.parametrize("sdk", MCP_SDKS, ids=[f"mcp{v}" for v in MCP_SDKS])
+def mcp(session: nox.Session, sdk: str) -> None:
+    """Run contrib/mcp's tests against one pinned mcp SDK release (needs redis-server)."""
+    folder = "contrib/mcp[fastmcp]" if sdk.startswith("2.") else "contrib/mcp"
+    install(
+        session,
+        "plugins/memory",
+        "plugins/sqlitedict",
+        "contrib/redis",
+        folder,
+        groups=("test",),
+        extra=(*TEST_TOOLS, f"mcp=={sdk}", "uvicorn>=0.30", "httpx>=0.27"),
+    )
+    session.run("pytest", "contrib/mcp/tests", *session.posargs)
 
 
 @nox.session(python=PYTHON)
@@ -75,7 +103,13 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def typing(session: nox.Session) -> None:
     """Type-check the packages and this noxfile with strict mypy (configured in pyproject.toml)."""
-    install(session, *plugin_folders(), groups=("typing",))
+    # Every folder, contrib/mcp with FastMCP too: mypy checks all of their sources.
+    install(
+        session,
+        *plugin_folders(all_folders=True),
+        groups=("typing",),
+        extra=("fastmcp>=4.2,<4.3",),
+    )
     session.run("mypy", *session.posargs)
 
 

@@ -1,0 +1,50 @@
+"""MCP Streamable HTTP sessions that survive restarts and roam across workers, on sessionkeeper.
+
+The ``mcp`` SDK (and FastMCP) keep Streamable HTTP sessions in a dict of the process that
+created them. This package keeps them in the configured sessionkeeper store instead:
+
+- :class:`PersistentSessionManager`: a drop-in ``StreamableHTTPSessionManager`` that records
+  each session and brings it back on any worker, after any restart (owner and expiry checked).
+- :class:`SessionKeeperEventStore`: resumability (``Last-Event-ID``) across workers.
+- :class:`SessionStateStore`: FastMCP's ``session_state_store`` (``ctx.set_state``) in the store.
+- :func:`persistent_http_app`: one call for an ``mcp`` 1.x ``FastMCP`` or 2.x ``MCPServer``;
+  :func:`sessionkeeper_mcp.fastmcp.persistent_http_app` for ``fastmcp``.
+
+Importing this package checks the installed ``mcp`` release (:data:`SUPPORTED_SDK`).
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from ._app import lowlevel_server, persistent_http_app, persistent_session_manager
+from ._compat import SDK_VERSION, SKIP_VERSION_CHECK_ENV, SUPPORTED_SDK, UnsupportedSDK, check_sdk
+from ._events import SessionEventStore, SessionKeeperEventStore, purge_session_events
+from ._manager import REHYDRATE_REQUEST_ID, PersistentSessionManager
+from ._record import SessionRecord
+from ._state import SessionStateStore, purge_session_state
+from ._stores import McpStores
+
+try:
+    __version__ = version("sessionkeeper-mcp")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree without metadata
+    __version__ = "0.0.0"
+
+__all__ = [
+    "REHYDRATE_REQUEST_ID",
+    "SDK_VERSION",
+    "SKIP_VERSION_CHECK_ENV",
+    "SUPPORTED_SDK",
+    "McpStores",
+    "PersistentSessionManager",
+    "SessionEventStore",
+    "SessionKeeperEventStore",
+    "SessionRecord",
+    "SessionStateStore",
+    "UnsupportedSDK",
+    "__version__",
+    "check_sdk",
+    "lowlevel_server",
+    "persistent_http_app",
+    "persistent_session_manager",
+    "purge_session_events",
+    "purge_session_state",
+]
