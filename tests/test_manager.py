@@ -428,3 +428,14 @@ def test_read_only_fetch_does_not_write(clock: ManualClock, table_name: str) -> 
             clock.advance(5_000)
             assert inspector.fetch(session.id) == session
         assert owner.peek(session.id).last_accessed == session.last_accessed
+
+
+def test_peek_include_expired(manager: SessionManager, clock: ManualClock) -> None:
+    """peek(include_expired=True) returns a stored expired session; plain peek does not."""
+    session = manager.create(timeout_ms=10)
+    clock.advance(11)
+    with pytest.raises(SessionNotFound):
+        manager.peek(session.id)
+    assert manager.peek(session.id, include_expired=True) == session
+    with pytest.raises(SessionNotFound):
+        manager.peek("never-stored", include_expired=True)

@@ -22,8 +22,35 @@ from ._errors import (
 )
 from ._expiry import ExpiryIndex
 from ._manager import Clock, SessionManager, check_store, system_clock
+from ._metrics import (
+    METRIC_NAMES,
+    MetricsCollector,
+    MetricsServer,
+    metrics_registry,
+    metrics_text,
+    start_metrics_server,
+)
 from ._model import Session, generate_id, validate_id
 from ._plugins import installed_backends, installed_plugins
+from ._transfer import (
+    EXPORT_FORMAT,
+    EXPORT_VERSION,
+    ExportError,
+    ExportFormatError,
+    ExportHeader,
+    ExportReader,
+    ExportReport,
+    ExportWriter,
+    ImportReport,
+    LineError,
+    MigrationReport,
+    SessionDigest,
+    TransferAborted,
+    VerificationFailed,
+    export_sessions,
+    import_sessions,
+    migrate_sessions,
+)
 from .hookspecs import hookimpl
 
 try:
@@ -33,7 +60,10 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
 
 __all__ = [
     "CONFIG_ENV",
+    "EXPORT_FORMAT",
+    "EXPORT_VERSION",
     "FORMAT_VERSION",
+    "METRIC_NAMES",
     "AsyncSessionManager",
     "BackendContext",
     "BackendNotFound",
@@ -44,26 +74,46 @@ __all__ = [
     "Config",
     "ConfigError",
     "ExpiryIndex",
+    "ExportError",
+    "ExportFormatError",
+    "ExportHeader",
+    "ExportReader",
+    "ExportReport",
+    "ExportWriter",
     "FieldError",
+    "ImportReport",
     "InvalidSession",
+    "LineError",
     "ManagerClosed",
+    "MetricsCollector",
+    "MetricsServer",
+    "MigrationReport",
     "NoOptions",
     "PluginValidationError",
     "Session",
+    "SessionDigest",
     "SessionKeeperError",
     "SessionManager",
     "SessionNotFound",
     "StorageError",
+    "TransferAborted",
+    "VerificationFailed",
     "__version__",
     "check_store",
     "decode_session",
     "encode_session",
+    "export_sessions",
     "find_config",
     "generate_id",
     "hookimpl",
+    "import_sessions",
     "installed_backends",
     "installed_plugins",
     "load_config",
+    "metrics_registry",
+    "metrics_text",
+    "migrate_sessions",
+    "start_metrics_server",
     "system_clock",
     "validate_id",
 ]

@@ -439,8 +439,12 @@ class SessionManager:
         except Exception as exc:
             raise self._failure(operation, exc) from exc
 
-    def peek(self, session_id: str) -> Session:
-        """The live session ``session_id`` without touching it (for inspection and export)."""
+    def peek(self, session_id: str, *, include_expired: bool = False) -> Session:
+        """The live session ``session_id`` without touching it (for inspection and export).
+
+        ``include_expired=True`` also returns a session that has expired but is still stored
+        (cleanup has not removed it yet): what migrations compare.
+        """
         try:
             session = self._fetch(session_id)
         except SessionKeeperError:
@@ -449,7 +453,7 @@ class SessionManager:
             raise self._failure("peek", exc, session_id) from exc
         if session is None:
             raise self._not_found(session_id)
-        if session.is_expired(self.clock()):
+        if not include_expired and session.is_expired(self.clock()):
             raise SessionNotFound(session_id)
         return session
 

@@ -1,7 +1,10 @@
 """The operators' command line: ``sessionkeeper`` (also ``python -m sessionkeeper``).
 
 Commands: ``backends``, ``list``, ``show ID``, ``delete ID``, ``cleanup``, ``stats``,
-``check [--repair]``. Every command takes ``--config PATH`` (else ``$SESSIONKEEPER_CONFIG``, else
+``check [--repair]``, and the transfers of :mod:`sessionkeeper._cli_ops`: ``export FILE``,
+``import FILE``, ``migrate --to OTHER.toml`` and ``backup DIR``.
+
+Every command takes ``--config PATH`` (else ``$SESSIONKEEPER_CONFIG``, else
 ``./sessionkeeper.toml``, else the in-memory backend) and ``--json`` (machine-readable output on
 stdout, nothing else on stdout). ``list``, ``show`` and ``stats`` open the store read-only, so they
 can run beside the process that owns it; ``delete`` and ``cleanup`` open it for writing; ``check``
@@ -19,6 +22,10 @@ Exit codes:
      :class:`~sessionkeeper.PluginValidationError`)
  4   storage error (:class:`~sessionkeeper.StorageError`) or any other sessionkeeper error,
      and ``check`` finding problems it did not repair
+ 5   bad input data: a file ``import`` cannot use, or lines of it that were rejected
+     (:class:`~sessionkeeper.ExportFormatError`)
+ 6   ``migrate``'s verification found the target different from the source
+     (:class:`~sessionkeeper.VerificationFailed`)
 ===  ===================================================================================
 """
 
@@ -60,7 +67,9 @@ from ._errors import (
     SessionNotFound,
 )
 from ._manager import SessionManager, check_store
+from ._metrics import metrics_text
 from ._model import Session, validate_id
+from ._transfer import ExportFormatError, VerificationFailed
 
 __all__ = ["DEBUG_ENV", "ExitCode", "cli", "exit_code_for", "main"]
 
@@ -78,6 +87,8 @@ class ExitCode(IntEnum):
     USAGE = 2
     CONFIG = 3
     STORAGE = 4
+    DATA = 5
+    VERIFY = 6
 
 
 def exit_code_for(exc: BaseException) -> ExitCode:
@@ -88,6 +99,10 @@ def exit_code_for(exc: BaseException) -> ExitCode:
         return ExitCode.USAGE
     if isinstance(exc, ConfigError | PluginValidationError):
         return ExitCode.CONFIG
+    if isinstance(exc, ExportFormatError):
+        return ExitCode.DATA
+    if isinstance(exc, VerificationFailed):
+        return ExitCode.VERIFY
     return ExitCode.STORAGE
 
 
@@ -98,6 +113,8 @@ Exit codes:
   2  usage error (bad option or argument, invalid session id)
   3  configuration error (bad config file, unknown backend, invalid plugin)
   4  storage error, or any other sessionkeeper error; check found problems
+  5  bad input data: an import file that cannot be used, or rejected lines
+  6  migrate: the verification found the target different from the source
 """
 
 _CONFIG_HELP: Final = (
@@ -572,18 +589,34 @@ def cleanup(config_path: Path | None, as_json: bool) -> None:
 Examples:
   sessionkeeper stats
   sessionkeeper stats --json | jq .live_sessions
+  sessionkeeper stats --format prometheus > /var/lib/node_exporter/sessionkeeper.prom
 """
 )
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["table", "json", "prometheus"]),
+    default=None,
+    help="table (the default), json (as --json) or prometheus (the text exposition format "
+    "of the metrics an application serves with sessionkeeper.start_metrics_server).",
+)
 @_common_options
-def stats(config_path: Path | None, as_json: bool) -> None:
+def stats(config_path: Path | None, as_json: bool, output_format: str | None) -> None:
     """Show the store's statistics: backend, capabilities, live count, plugin figures.
 
     Opens the store read-only. Operation counters appear only when the configuration
-    turns them on (stats = true); they count this command's own manager, not the server's.
+    turns them on (stats = true); they count this command's own manager, not the server's
+    (an application exports its own with sessionkeeper.start_metrics_server).
     """
+    if as_json and output_format not in (None, "json"):
+        raise click.UsageError(f"--json and --format {output_format} contradict each other")
+    chosen = "json" if as_json else (output_format or "table")
     with _open(config_path, read_only=True) as manager:
+        if chosen == "prometheus":
+            click.echo(metrics_text(manager), nl=False)
+            return
         figures = manager.stats()
-        if as_json:
+        if chosen == "json":
             _emit_json(figures)
             return
         table = make_table()
@@ -682,6 +715,15 @@ def check(config_path: Path | None, as_json: bool, repair: bool) -> None:
 
 
 cli.add_command(new_backend)
+
+
+def _add_transfer_commands() -> None:
+    """Register export, import, migrate and backup: importing the module decorates them onto
+    ``cli``, using the helpers defined above (so it is imported last, whichever is first)."""
+    from . import _cli_ops  # noqa: F401
+
+
+_add_transfer_commands()
 
 
 def main(argv: Sequence[str] | None = None) -> None:

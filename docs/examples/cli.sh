@@ -31,12 +31,32 @@ sessionkeeper cleanup --json
 # start-stats
 sessionkeeper stats
 SESSIONKEEPER_CONFIG=sessionkeeper.toml sessionkeeper stats --json
+sessionkeeper stats --format prometheus
 # end-stats
 
 # start-check
 sessionkeeper check
 sessionkeeper check --json
 # end-check
+
+# start-export
+sessionkeeper export sessions.jsonl  # exit 3: the memory backend is per process: nothing to see
+sessionkeeper export --help
+# end-export
+
+# start-import
+sessionkeeper import sessionkeeper.toml  # exit 5: a config file is not an export file
+sessionkeeper import missing.jsonl.gz  # exit 2: FILE must exist
+# end-import
+
+# start-migrate
+sessionkeeper migrate --to sessionkeeper.toml  # exit 2: --to names the same store
+sessionkeeper migrate --help
+# end-migrate
+
+# start-backup
+sessionkeeper backup backups --keep 7  # exit 3: memory is per process; use a persistent backend
+# end-backup
 
 # start-node
 sessionkeeper node keygen --dir keys --name a  # writes keys/a.key and keys/a.key_secret
