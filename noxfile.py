@@ -90,6 +90,8 @@ def mcp(session: nox.Session, sdk: str) -> None:
         extra=(*TEST_TOOLS, f"mcp=={sdk}", "uvicorn>=0.30", "httpx>=0.27"),
     )
     session.run("pytest", "contrib/mcp/tests", *session.posargs)
+    # The inline examples of docs/mcp.md need sessionkeeper_mcp, installed only here.
+    session.run("pytest", "tests/test_docs_blocks.py", "-k", "mcp.md")
 
 
 @nox.session(python=PYTHON)
