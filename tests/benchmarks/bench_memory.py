@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import platform
 import random
 import statistics
@@ -32,28 +31,16 @@ import tracemalloc
 from collections import deque
 from collections.abc import Callable, Sequence
 from itertools import repeat
-from pathlib import Path
 from typing import Any
 
+import _bench
 import attrs
+from _bench import START, Clock, Figure, figure, paired
 
 from sessionkeeper import Session, SessionManager, __version__, generate_id
 
-START = 1_700_000_000_000
 TIMEOUT = 1_800_000  # the default timeout: 30 minutes
 TOUCH_RESOLUTION = 1_000
-
-
-class Clock:
-    """An injected clock: integer ms that only the benchmark moves."""
-
-    __slots__ = ("now",)
-
-    def __init__(self, start: int = START) -> None:
-        self.now = start
-
-    def __call__(self) -> int:
-        return self.now
 
 
 @attrs.frozen
@@ -76,23 +63,6 @@ QUICK = Sizes(
 )
 
 
-@attrs.frozen
-class Figure:
-    """One row of the report."""
-
-    operation: str
-    value: float
-    unit: str  # "us" per operation, "B" per session or "ms" per sweep
-    floor: float | None
-    floor_name: str
-    target: str  # human-readable
-    passed: bool | None  # None: no target
-
-    @property
-    def ratio(self) -> float | None:
-        return self.value / self.floor if self.floor else None
-
-
 def manager(clock: Clock, table: str) -> SessionManager:
     return SessionManager(
         backend="memory",
@@ -102,33 +72,6 @@ def manager(clock: Clock, table: str) -> SessionManager:
         default_timeout=TIMEOUT,
         clock=clock,
     )
-
-
-def paired(
-    function: Callable[..., object],
-    floor: Callable[..., object],
-    *arguments: Sequence[Any],
-    repeats: int,
-    setup: Callable[[], object] | None = None,
-) -> tuple[float, float]:
-    """Median µs per call of ``function`` and of ``floor``, each mapped over ``arguments``.
-
-    The two are timed alternately, repeat by repeat, so that a burst of load on the machine
-    weighs on both alike. ``setup`` runs before each timing of ``function``. GC is off while
-    timing (``timeit``'s default).
-    """
-    count = len(arguments[0])
-    timings: tuple[list[float], list[float]] = ([], [])
-    for _ in range(repeats):
-        if setup is not None:
-            setup()
-        for results, callable_ in zip(timings, (function, floor), strict=True):
-
-            def run(callable_: Callable[..., object] = callable_) -> None:
-                deque(map(callable_, *arguments), 0)
-
-            results.append(timeit.Timer(run).timeit(number=1) / count * 1e6)
-    return statistics.median(timings[0]), statistics.median(timings[1])
 
 
 def fetch_floor(table: dict[str, Session], clock: Clock) -> Callable[[str], Session]:
@@ -181,7 +124,7 @@ def bench_operations(sizes: Sizes) -> list[Figure]:
             # smaller table fits in the CPU caches, which flatters the floor.
             ratios = order == "random" and sizes.ops >= FULL.ops
             figures.append(
-                _timed(
+                figure(
                     f"fetch, {order}",
                     fetch,
                     floor,
@@ -193,7 +136,7 @@ def bench_operations(sizes: Sizes) -> list[Figure]:
             )
             store, floor = paired(sessions.store, floor_store, objects, repeats=repeats)
             figures.append(
-                _timed(
+                figure(
                     f"store, {order}",
                     store,
                     floor,
@@ -204,7 +147,7 @@ def bench_operations(sizes: Sizes) -> list[Figure]:
             )
 
         peek, floor = paired(sessions.peek, floor_fetch, shuffled, repeats=repeats)
-        figures.append(_timed("peek, random", peek, floor, "lookup + expiry check"))
+        figures.append(figure("peek, random", peek, floor, "lookup + expiry check"))
 
         def later() -> None:  # every fetch now moves last_accessed by more than the resolution
             clock.now += TOUCH_RESOLUTION + 1
@@ -212,12 +155,12 @@ def bench_operations(sizes: Sizes) -> list[Figure]:
         touch, floor = paired(sessions.fetch, floor_fetch, shuffled, repeats=repeats, setup=later)
         assert sessions.peek(shuffled[0]).last_accessed == clock.now, "fetch did not write back"
         figures.append(
-            _timed("touch (fetch writing back), random", touch, floor, "lookup + expiry check")
+            figure("touch (fetch writing back), random", touch, floor, "lookup + expiry check")
         )
         explicit, floor = paired(
             sessions.touch, floor_fetch, shuffled, repeats=repeats, setup=later
         )
-        figures.append(_timed("touch(), random", explicit, floor, "lookup + expiry check"))
+        figures.append(figure("touch(), random", explicit, floor, "lookup + expiry check"))
 
     figures.append(bench_create(sizes))
     return figures
@@ -246,32 +189,12 @@ def bench_create(sizes: Sizes) -> Figure:
         floor_timer = timeit.Timer(lambda: deque(map(floor_create, metadata), 0))
         floors.append(floor_timer.timeit(number=1) / n * 1e6)
         del table
-    return _timed(
+    return figure(
         "create (with metadata)",
         statistics.median(timings),
         statistics.median(floors),
         "Session(...) + dict set",
     )
-
-
-def _timed(
-    operation: str,
-    value: float,
-    floor: float,
-    floor_name: str,
-    *,
-    absolute: float | None = None,
-    ratio: float | None = None,
-    stretch: float | None = None,
-) -> Figure:
-    parts, passed = [], None
-    if absolute is not None:
-        parts.append(f"<= {absolute:g} us")
-        passed = value <= absolute
-    if ratio is not None:
-        parts.append(f"<= {ratio:g}x floor" + (f" (stretch {stretch:g}x)" if stretch else ""))
-        passed = bool(passed is not False and value <= ratio * floor)
-    return Figure(operation, value, "us", floor, floor_name, ", ".join(parts) or "-", passed)
 
 
 def traced(build: Callable[[], object]) -> tuple[object, int]:
@@ -388,59 +311,26 @@ def bench_cleanup(sizes: Sizes, sessions: SessionManager, clock: Clock) -> Figur
     )
 
 
-def report(figures: Sequence[Figure], sizes: Sizes, seconds: float) -> str:
-    header = ("operation", "value", "floor", "ratio", "target", "result")
-    rows = []
-    for f in figures:
-        digits = 3 if f.unit == "us" else 1
-        value = f"{f.value:.{digits}f} {f.unit}"
-        floor = f"{f.floor:.{digits}f} {f.unit} ({f.floor_name})" if f.floor else "-"
-        ratio = f"{f.ratio:.2f}x" if f.ratio is not None else "-"
-        result = {True: "pass", False: "MISS", None: "-"}[f.passed]
-        rows.append((f.operation, value, floor, ratio, f.target, result))
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = [
-        f"sessionkeeper {__version__}, memory backend; Python {platform.python_version()} "
-        f"on {platform.machine()}, {sizes.ops:,} sessions for timings, medians of "
-        f"{sizes.repeats}; {seconds:.0f} s",
-        "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)),
-        "  ".join("-" * w for w in widths),
-    ]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="smaller sizes, under 30 s")
-    parser.add_argument(
-        "--json",
-        type=Path,
-        metavar="PATH",
-        help="also write the figures as JSON (a directory gets memory.json)",
-    )
-    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
-    args = parser.parse_args(argv)
+def measure(args: argparse.Namespace) -> _bench.Run:
     sizes = QUICK if args.quick else FULL
-    began = time.perf_counter()
     figures = bench_operations(sizes) + bench_memory_and_cleanup(sizes)
-    seconds = time.perf_counter() - began
-    print(report(figures, sizes, seconds))
-    if args.json is not None:
-        path = args.json / "memory.json" if args.json.is_dir() else args.json
-        payload = {
-            "benchmark": "memory",
+    return _bench.Run(
+        figures,
+        sizes,
+        title=f"sessionkeeper {__version__}, memory backend; Python {platform.python_version()} "
+        f"on {platform.machine()}, {sizes.ops:,} sessions for timings, medians of "
+        f"{sizes.repeats}",
+        about={
             "sessionkeeper": __version__,
             "python": platform.python_version(),
             "machine": platform.machine(),
-            "sizes": attrs.asdict(sizes),
-            "seconds": round(seconds, 1),
-            "figures": [{**attrs.asdict(f), "ratio": f.ratio} for f in figures],
-        }
-        path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-        print(f"figures written to {path}")
-    missed = [f.operation for f in figures if f.passed is False]
-    return 1 if args.strict and missed else 0
+        },
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _bench.arguments(__doc__, "memory", quick_help="smaller sizes, under 30 s")
+    return _bench.run(parser.parse_args(argv), "memory", measure, digits={"us": 3, "B": 1, "ms": 1})
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import _bench
+
 from sessionkeeper import Session, SessionManager, __version__, encode_session, migrate_sessions
 
 DAY = 86_400_000
@@ -159,10 +161,12 @@ def checks(result: dict[str, Any], target: str) -> list[tuple[str, bool | None]]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help=f"{QUICK:,} sessions instead")
-    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
-    parser.add_argument("--strict", action="store_true", help="exit 1 when a check fails")
+    parser = _bench.arguments(
+        __doc__,
+        "migrate",
+        quick_help=f"{QUICK:,} sessions instead",
+        strict_help="exit 1 when a check fails",
+    )
     parser.add_argument("--sessions", type=int, default=None, help="override the count")
     parser.add_argument("--target", choices=["leveldb", "memory"], default="leveldb")
     parser.add_argument(
@@ -220,11 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         verdict = "-" if passed is None else ("ok" if passed else "MISSED")
         print(f"  {verdict:6} {name}")
     if args.json is not None:
-        path = args.json / "migrate.json" if args.json.is_dir() else args.json
-        path.write_text(json.dumps(result, indent=2) + "\n")
-    if args.strict and any(passed is False for _, passed in outcome):
-        return 1
-    return 0
+        _bench.write_json(args.json, "migrate", result)
+    return _bench.exit_code(args.strict, (passed for _, passed in outcome))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ times fewer sessions and fewer repeats (a few seconds); the full run takes about
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import shutil
 import signal
@@ -33,36 +32,23 @@ import subprocess
 import sys
 import tempfile
 import time
-import timeit
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import _bench
 import attrs
 import redis
+from _bench import Clock, Figure, figure, paired
 
 from sessionkeeper import Session, SessionManager, __version__, encode_session, generate_id
 
-START = 1_700_000_000_000
 TIMEOUT = 1_800_000  # the default timeout: 30 minutes
 TOUCH_RESOLUTION = 1_000
 MARGIN = 60_000  # the backend's default ttl_margin_ms
 TABLE = "bench"
 METADATA = {"user_id": "user_456", "roles": ["reader"], "n": 1}
-
-
-class Clock:
-    """An injected clock: integer ms that only the benchmark moves."""
-
-    __slots__ = ("now",)
-
-    def __init__(self, start: int = START) -> None:
-        self.now = start
-
-    def __call__(self) -> int:
-        return self.now
 
 
 @attrs.frozen
@@ -77,23 +63,6 @@ class Sizes:
 
 FULL = Sizes(ops=10_000, listed=100_000, expired=10_000, repeats=5)
 QUICK = Sizes(ops=1_000, listed=10_000, expired=1_000, repeats=3)
-
-
-@attrs.frozen
-class Figure:
-    """One row of the report."""
-
-    operation: str
-    value: float
-    unit: str  # "us" per operation, "ms" per call, or "B" per session
-    floor: float | None
-    floor_name: str
-    target: str  # human-readable
-    passed: bool | None  # None: no target
-
-    @property
-    def ratio(self) -> float | None:
-        return self.value / self.floor if self.floor else None
 
 
 # --- the servers -------------------------------------------------------------------------------
@@ -160,53 +129,11 @@ def wait_for_replica(client: redis.Redis) -> None:
 # --- timing ----------------------------------------------------------------------------------
 
 
-def paired(
-    function: Callable[..., object],
-    floor: Callable[..., object],
-    *arguments: Sequence[Any],
-    repeats: int,
-    setup: Callable[[], object] | None = None,
-) -> tuple[float, float]:
-    """Median µs per call of ``function`` and of ``floor``, each mapped over ``arguments``,
-    timed alternately repeat by repeat (``setup`` runs before each timing of ``function``)."""
-    count = len(arguments[0])
-    timings: tuple[list[float], list[float]] = ([], [])
-    for _ in range(repeats):
-        if setup is not None:
-            setup()
-        for results, callable_ in zip(timings, (function, floor), strict=True):
-
-            def run(callable_: Callable[..., object] = callable_) -> None:
-                deque(map(callable_, *arguments), 0)
-
-            results.append(timeit.Timer(run).timeit(number=1) / count * 1e6)
-    return statistics.median(timings[0]), statistics.median(timings[1])
-
-
 def once(function: Callable[[], object]) -> float:
     """Milliseconds one call of ``function`` takes."""
     began = time.perf_counter()
     function()
     return (time.perf_counter() - began) * 1e3
-
-
-def ratio_target(limit: float) -> Callable[[float, float], tuple[str, bool]]:
-    def check(value: float, floor: float) -> tuple[str, bool]:
-        return f"<= {limit:g}x floor", value <= limit * floor
-
-    return check
-
-
-def figure(
-    operation: str,
-    value: float,
-    floor: float,
-    floor_name: str,
-    target: Callable[[float, float], tuple[str, bool]] | None = None,
-    unit: str = "us",
-) -> Figure:
-    text, passed = target(value, floor) if target is not None else ("-", None)
-    return Figure(operation, value, unit, floor, floor_name, text, passed)
 
 
 # --- the benchmarks ----------------------------------------------------------------------------
@@ -254,9 +181,9 @@ def bench_operations(url: str, raw: redis.Redis, sizes: Sizes) -> list[Figure]:
     with manager(url, clock) as sessions_:
         store, fetch, peek = sessions_.store, sessions_.fetch, sessions_.peek
         value, floor = paired(lambda s, _k, _v: store(s), set_floor, *rows, repeats=repeats)
-        figures.append(figure("store", value, floor, "SET ... PX", ratio_target(1.5)))
+        figures.append(figure("store", value, floor, "SET ... PX", ratio=1.5))
         value, floor = paired(lambda s, _k, _v: fetch(s.id), get_floor, *rows, repeats=repeats)
-        figures.append(figure("fetch (no write-back)", value, floor, "GET", ratio_target(1.5)))
+        figures.append(figure("fetch (no write-back)", value, floor, "GET", ratio=1.5))
         value, floor = paired(lambda s, _k, _v: peek(s.id), get_floor, *rows, repeats=repeats)
         figures.append(figure("peek", value, floor, "GET"))
 
@@ -300,7 +227,7 @@ def bench_wait(url: str, raw: redis.Redis, sizes: Sizes) -> list[Figure]:
         value, floor = paired(
             lambda s, _k, _v: store(s), set_wait, stored, raw_keys, records, repeats=sizes.repeats
         )
-    return [figure("store, wait_replicas = 1", value, floor, "SET + WAIT 1", ratio_target(1.5))]
+    return [figure("store, wait_replicas = 1", value, floor, "SET + WAIT 1", ratio=1.5)]
 
 
 def bench_table(url: str, raw: redis.Redis, sizes: Sizes) -> list[Figure]:
@@ -378,44 +305,11 @@ def bench_table(url: str, raw: redis.Redis, sizes: Sizes) -> list[Figure]:
     return figures
 
 
-# --- reporting -------------------------------------------------------------------------------
+# --- the run ----------------------------------------------------------------------------------
 
 
-def report(figures: Sequence[Figure], sizes: Sizes, seconds: float, server: str) -> str:
-    header = ("operation", "value", "floor", "ratio", "target", "result")
-    rows = []
-    for f in figures:
-        digits = 3 if f.unit == "ms" else 1
-        value = f"{f.value:.{digits}f} {f.unit}"
-        floor = f"{f.floor:.{digits}f} {f.unit} ({f.floor_name})" if f.floor else "-"
-        ratio = f"{f.ratio:.2f}x" if f.ratio is not None else "-"
-        result = {True: "pass", False: "MISS", None: "-"}[f.passed]
-        rows.append((f.operation, value, floor, ratio, f.target, result))
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = [
-        f"sessionkeeper {__version__}, redis backend ({server}, redis-py {redis.__version__}); "
-        f"Python {platform.python_version()} on {platform.machine()}, {sizes.ops:,} sessions "
-        f"for timings, medians of {sizes.repeats}; {seconds:.0f} s",
-        "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)),
-        "  ".join("-" * w for w in widths),
-    ]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="smaller sizes, a few seconds")
-    parser.add_argument(
-        "--json",
-        type=Path,
-        metavar="PATH",
-        help="also write the figures as JSON (a directory gets redis.json)",
-    )
-    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
-    args = parser.parse_args(argv)
+def measure(args: argparse.Namespace) -> _bench.Run:
     sizes = QUICK if args.quick else FULL
-    began = time.perf_counter()
     with (
         tempfile.TemporaryDirectory(prefix="bench-redis-") as tmp,
         redis_server(Path(tmp) / "primary") as port,
@@ -431,25 +325,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             figures += bench_table(url, raw, sizes)
         finally:
             raw.close()
-    seconds = time.perf_counter() - began
-    print(report(figures, sizes, seconds, f"Redis {server}"))
-    if args.json is not None:
-        path = args.json / "redis.json" if args.json.is_dir() else args.json
-        payload = {
-            "benchmark": "redis",
+    return _bench.Run(
+        figures,
+        sizes,
+        title=f"sessionkeeper {__version__}, redis backend (Redis {server}, redis-py "
+        f"{redis.__version__}); Python {platform.python_version()} on {platform.machine()}, "
+        f"{sizes.ops:,} sessions for timings, medians of {sizes.repeats}",
+        about={
             "sessionkeeper": __version__,
             "redis_server": server,
             "redis_py": redis.__version__,
             "python": platform.python_version(),
             "machine": platform.machine(),
-            "sizes": attrs.asdict(sizes),
-            "seconds": round(seconds, 1),
-            "figures": [{**attrs.asdict(f), "ratio": f.ratio} for f in figures],
-        }
-        path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-        print(f"figures written to {path}")
-    missed = [f.operation for f in figures if f.passed is False]
-    return 1 if args.strict and missed else 0
+        },
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _bench.arguments(__doc__, "redis", quick_help="smaller sizes, a few seconds")
+    return _bench.run(parser.parse_args(argv), "redis", measure, digits={"ms": 3, "us": 1, "B": 1})
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import platform
 import random
@@ -43,7 +42,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import _bench
 import attrs
+from _bench import START, Clock, NotedFigure
 
 from sessionkeeper import Session, SessionManager, __version__, decode_session, encode_session
 from sessionkeeper_sqlitedict import SessionDict, open_sqlitedict
@@ -53,7 +54,6 @@ try:
 except ImportError:
     diskcache = None
 
-START = 1_700_000_000_000
 TIMEOUT = 1_800_000
 TABLE = "sessions"
 CREATE = f'CREATE TABLE IF NOT EXISTS "{TABLE}" (key TEXT PRIMARY KEY, value BLOB)'
@@ -62,18 +62,6 @@ UPSERT = (
     "ON CONFLICT(key) DO UPDATE SET value = excluded.value"
 )
 SELECT = f'SELECT value FROM "{TABLE}" WHERE key = ?'
-
-
-class Clock:
-    """An injected clock: integer ms that only the benchmark moves."""
-
-    __slots__ = ("now",)
-
-    def __init__(self, start: int = START) -> None:
-        self.now = start
-
-    def __call__(self) -> int:
-        return self.now
 
 
 @attrs.frozen
@@ -90,26 +78,6 @@ class Sizes:
 
 FULL = Sizes(ops=100_000, durable=400, block=25, others=5_000, reopen=1_000_000, repeats=5)
 QUICK = Sizes(ops=10_000, durable=100, block=20, others=1_000, reopen=100_000, repeats=3)
-
-
-@attrs.frozen
-class Figure:
-    """One row of the report."""
-
-    operation: str
-    value: float | None  # None: not measured (e.g. diskcache not installed)
-    unit: str
-    floor: float | None
-    floor_name: str
-    target: str
-    passed: bool | None
-    note: str = ""
-
-    @property
-    def ratio(self) -> float | None:
-        if self.value is None or not self.floor:
-            return None
-        return self.value / self.floor
 
 
 def make_sessions(count: int, prefix: str = "") -> list[Session]:
@@ -161,7 +129,7 @@ def _check(value: float, *, absolute: float | None = None) -> bool | None:
 # --- fetch ---------------------------------------------------------------------------------------
 
 
-def bench_fetch(sizes: Sizes, directory: Path) -> list[Figure]:
+def bench_fetch(sizes: Sizes, directory: Path) -> list[NotedFigure]:
     """fetch through the manager vs a raw point select; sqlitedict and diskcache gets."""
     n, repeats = sizes.ops, sizes.repeats
     clock = Clock()
@@ -192,7 +160,7 @@ def bench_fetch(sizes: Sizes, directory: Path) -> list[Figure]:
     finally:
         reader.close()
     figures = [
-        Figure(
+        NotedFigure(
             f"fetch, random over {n:,}",
             fetch,
             "us",
@@ -202,8 +170,10 @@ def bench_fetch(sizes: Sizes, directory: Path) -> list[Figure]:
             fetch <= 10,
             "served from the in-memory copy",
         ),
-        Figure(f"peek, random over {n:,}", peek, "us", floor, "sqlite3 point select", "-", None),
-        Figure(
+        NotedFigure(
+            f"peek, random over {n:,}", peek, "us", floor, "sqlite3 point select", "-", None
+        ),
+        NotedFigure(
             "sqlite3 point select + decode_session",
             floor_decoded,
             "us",
@@ -220,12 +190,12 @@ def bench_fetch(sizes: Sizes, directory: Path) -> list[Figure]:
     return figures
 
 
-def _sqlitedict_get(path: Path, keys: Sequence[str], repeats: int, floor: float) -> Figure:
+def _sqlitedict_get(path: Path, keys: Sequence[str], repeats: int, floor: float) -> NotedFigure:
     name = "plain sqlitedict get (+ decode_session)"
     # open_sqlitedict: a SqliteDict(flag="r", decode=decode_session) that cannot hang on close.
     with open_sqlitedict(path, TABLE) as plain:
         value = per_op(plain.__getitem__, keys, repeats)
-    return Figure(name, value, "us", floor, "sqlite3 point select", "-", None, "worker thread")
+    return NotedFigure(name, value, "us", floor, "sqlite3 point select", "-", None, "worker thread")
 
 
 @contextmanager
@@ -241,10 +211,12 @@ def _cache(directory: Path) -> Iterator[Any]:
 
 def _diskcache_get(
     directory: Path, sessions: Sequence[Session], repeats: int, floor: float
-) -> Figure:
+) -> NotedFigure:
     name = "diskcache get (+ decode_session)"
     if diskcache is None:
-        return Figure(name, None, "us", floor, "sqlite3 point select", "-", None, "not installed")
+        return NotedFigure(
+            name, None, "us", floor, "sqlite3 point select", "-", None, "not installed"
+        )
     with _cache(directory) as cache:
         for session in sessions:
             cache.set(session.id, encode_session(session))
@@ -254,13 +226,13 @@ def _diskcache_get(
             return decode_session(get(key))
 
         value = per_op(fetch, [s.id for s in sessions], repeats)
-    return Figure(name, value, "us", floor, "sqlite3 point select", "-", None)
+    return NotedFigure(name, value, "us", floor, "sqlite3 point select", "-", None)
 
 
 # --- store, interval mode ----------------------------------------------------------------------
 
 
-def bench_interval_store(sizes: Sizes, directory: Path) -> list[Figure]:
+def bench_interval_store(sizes: Sizes, directory: Path) -> list[NotedFigure]:
     """Stores plus the flush that commits them, per session, vs a raw batched upsert."""
     n, repeats = sizes.ops, sizes.repeats
     clock = Clock()
@@ -292,7 +264,7 @@ def bench_interval_store(sizes: Sizes, directory: Path) -> list[Figure]:
             connection.close()
     total, call, floor = (statistics.median(x) for x in (totals, calls, floors))
     figures = [
-        Figure(
+        NotedFigure(
             "store, interval mode, amortised (store + flush)",
             total,
             "us",
@@ -301,7 +273,7 @@ def bench_interval_store(sizes: Sizes, directory: Path) -> list[Figure]:
             "<= 20 us",
             total <= 20,
         ),
-        Figure(
+        NotedFigure(
             "store, interval mode, the call alone",
             call,
             "us",
@@ -317,7 +289,7 @@ def bench_interval_store(sizes: Sizes, directory: Path) -> list[Figure]:
     return figures
 
 
-def _sqlitedict_set(directory: Path, sizes: Sizes, floor: float) -> list[Figure]:
+def _sqlitedict_set(directory: Path, sizes: Sizes, floor: float) -> list[NotedFigure]:
     names = ("plain sqlitedict set, one commit at the end", "plain sqlitedict set, autocommit")
     sessions = make_sessions(sizes.others, prefix="sd-")
     figures = []
@@ -340,7 +312,7 @@ def _sqlitedict_set(directory: Path, sizes: Sizes, floor: float) -> list[Figure]
                 results.append((time.perf_counter() - began) / len(sessions) * 1e6)
         note = "synchronous=OFF: no fsync" + ("" if autocommit else "; amortised")
         figures.append(
-            Figure(
+            NotedFigure(
                 name,
                 statistics.median(results),
                 "us",
@@ -354,10 +326,10 @@ def _sqlitedict_set(directory: Path, sizes: Sizes, floor: float) -> list[Figure]
     return figures
 
 
-def _diskcache_set(directory: Path, sizes: Sizes, floor: float) -> Figure:
+def _diskcache_set(directory: Path, sizes: Sizes, floor: float) -> NotedFigure:
     name = "diskcache set (+ encode_session)"
     if diskcache is None:
-        return Figure(name, None, "us", floor, "-", "-", None, "not installed")
+        return NotedFigure(name, None, "us", floor, "-", "-", None, "not installed")
     sessions = make_sessions(sizes.others, prefix="dc-")
     with _cache(directory) as cache:
         put = cache.set
@@ -366,7 +338,7 @@ def _diskcache_set(directory: Path, sizes: Sizes, floor: float) -> Figure:
             return put(session.id, encode_session(session))
 
         value = per_op(store, sessions, sizes.repeats)
-    return Figure(
+    return NotedFigure(
         name,
         value,
         "us",
@@ -381,7 +353,7 @@ def _diskcache_set(directory: Path, sizes: Sizes, floor: float) -> Figure:
 # --- store, durable mode -----------------------------------------------------------------------
 
 
-def bench_durable_store(sizes: Sizes, directory: Path) -> list[Figure]:
+def bench_durable_store(sizes: Sizes, directory: Path) -> list[NotedFigure]:
     """Durable stores vs raw fsynced commits, in alternating blocks (see the module docstring)."""
     clock = Clock()
     sessions = make_sessions(sizes.durable, prefix="d-")
@@ -419,7 +391,7 @@ def bench_durable_store(sizes: Sizes, directory: Path) -> list[Figure]:
         statistics.median(ratios),
     )
     figures = [
-        Figure(
+        NotedFigure(
             "store, durable mode (WAL, synchronous=FULL)",
             value,
             "us",
@@ -441,7 +413,7 @@ def _p90(values: Sequence[float]) -> float:
 # --- reopen ------------------------------------------------------------------------------------
 
 
-def bench_reopen(sizes: Sizes, directory: Path) -> list[Figure]:
+def bench_reopen(sizes: Sizes, directory: Path) -> list[NotedFigure]:
     """Open (load into the copy) a file of ``sizes.reopen`` sessions; memory of the copy."""
     n = sizes.reopen
     path = directory / "reopen.sqlite"
@@ -485,7 +457,7 @@ def bench_reopen(sizes: Sizes, directory: Path) -> list[Figure]:
     store.close()
     value = statistics.median(opens)
     return [
-        Figure(
+        NotedFigure(
             f"reopen a file of {n:,} sessions ({size_mb:.0f} MB)",
             value,
             "s",
@@ -495,7 +467,7 @@ def bench_reopen(sizes: Sizes, directory: Path) -> list[Figure]:
             value <= 30,
             "decode + validate every row, build the copy and the expiry index",
         ),
-        Figure(
+        NotedFigure(
             f"memory of the in-memory copy at {n:,}",
             used / n,
             "B",
@@ -508,47 +480,11 @@ def bench_reopen(sizes: Sizes, directory: Path) -> list[Figure]:
     ]
 
 
-# --- report ------------------------------------------------------------------------------------
+# --- the run ----------------------------------------------------------------------------------
 
 
-def report(figures: Sequence[Figure], sizes: Sizes, seconds: float) -> str:
-    header = ("operation", "value", "floor", "ratio", "target", "result", "note")
-    rows = []
-    for f in figures:
-        digits = {"us": 2, "s": 2, "B": 0}[f.unit]
-        value = "n/a" if f.value is None else f"{f.value:.{digits}f} {f.unit}"
-        floor = f"{f.floor:.{digits}f} {f.unit} ({f.floor_name})" if f.floor else "-"
-        ratio = f"{f.ratio:.2f}x" if f.ratio is not None else "-"
-        result = {True: "pass", False: "MISS", None: "-"}[f.passed]
-        rows.append((f.operation, value, floor, ratio, f.target, result, f.note))
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = [
-        f"sessionkeeper {__version__}, sqlitedict backend; Python {platform.python_version()}, "
-        f"SQLite {sqlite3.sqlite_version} on {platform.machine()}; medians of {sizes.repeats}; "
-        f"{seconds:.0f} s",
-        "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)),
-        "  ".join("-" * w for w in widths),
-    ]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="sizes divided by ten")
-    parser.add_argument(
-        "--json",
-        type=Path,
-        metavar="PATH",
-        help="also write the figures as JSON (a directory gets sqlitedict.json)",
-    )
-    parser.add_argument(
-        "--dir", type=Path, default=None, help="where to put the temporary files (a disk)"
-    )
-    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
-    args = parser.parse_args(argv)
+def measure(args: argparse.Namespace) -> _bench.Run:
     sizes = QUICK if args.quick else FULL
-    began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-sqlitedict-", dir=args.dir) as name:
         directory = Path(name)
         figures = (
@@ -557,27 +493,33 @@ def main(argv: Sequence[str] | None = None) -> int:
             + bench_durable_store(sizes, directory)
             + bench_reopen(sizes, directory)
         )
-    seconds = time.perf_counter() - began
-    print(report(figures, sizes, seconds))
+    notes = []
     if diskcache is None:
-        print("diskcache: not installed (pip install diskcache to compare)")
-    if args.json is not None:
-        path = args.json / "sqlitedict.json" if args.json.is_dir() else args.json
-        payload = {
-            "benchmark": "sqlitedict",
+        notes.append("diskcache: not installed (pip install diskcache to compare)")
+    return _bench.Run(
+        figures,
+        sizes,
+        title=f"sessionkeeper {__version__}, sqlitedict backend; Python "
+        f"{platform.python_version()}, SQLite {sqlite3.sqlite_version} on {platform.machine()}; "
+        f"medians of {sizes.repeats}",
+        about={
             "sessionkeeper": __version__,
             "python": platform.python_version(),
             "sqlite": sqlite3.sqlite_version,
             "machine": platform.machine(),
             "cpus": os.cpu_count(),
-            "sizes": attrs.asdict(sizes),
-            "seconds": round(seconds, 1),
-            "figures": [{**attrs.asdict(f), "ratio": f.ratio} for f in figures],
-        }
-        path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-        print(f"figures written to {path}")
-    missed = [f.operation for f in figures if f.passed is False]
-    return 1 if args.strict and missed else 0
+        },
+        notes=notes,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _bench.arguments(__doc__, "sqlitedict", quick_help="sizes divided by ten")
+    parser.add_argument(
+        "--dir", type=Path, default=None, help="where to put the temporary files (a disk)"
+    )
+    args = parser.parse_args(argv)
+    return _bench.run(args, "sqlitedict", measure, digits={"us": 2, "s": 2, "B": 0})
 
 
 if __name__ == "__main__":

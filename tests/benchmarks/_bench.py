@@ -1,0 +1,244 @@
+"""What the benchmark scripts share: the injected clock, the figures, the report and the flags.
+
+Not a benchmark itself (``nox -s bench`` runs only ``bench_*.py``). The scripts run as ``python
+tests/benchmarks/bench_<backend>.py``, which puts this folder on ``sys.path``, so they
+``import _bench``. A script keeps what is its own — its sizes, its measurements and their
+targets, the backend and version details of its header line — and hands the rest to this module:
+
+- :class:`Clock`, the integer-ms clock the managers are given, which only the benchmark moves;
+- :func:`paired`, the alternating median timing of an operation beside its floor;
+- :class:`Figure` (and :class:`NotedFigure`, with a note column), one row of the report, and
+  :func:`figure`, which builds a row from its absolute and ratio targets;
+- :func:`arguments`, the flags every script takes (``--quick``, ``--json PATH``, ``--strict``);
+- :func:`run`, the ``main`` of a script that reports a table: it times the script's ``measure``,
+  prints :func:`report`, writes the JSON (:func:`write_json`) and returns :func:`exit_code`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+import timeit
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+#: The clock's starting point, in ms since the epoch (November 2023).
+START = 1_700_000_000_000
+
+
+class Clock:
+    """An injected clock: integer ms that only the benchmark moves."""
+
+    __slots__ = ("now",)
+
+    def __init__(self, start: int = START) -> None:
+        self.now = start
+
+    def __call__(self) -> int:
+        return self.now
+
+
+# --- timing ------------------------------------------------------------------------------------
+
+
+def paired(
+    function: Callable[..., object],
+    floor: Callable[..., object],
+    *arguments: Sequence[Any],
+    floor_arguments: tuple[Sequence[Any], ...] | None = None,
+    repeats: int,
+    setup: Callable[[], object] | None = None,
+) -> tuple[float, float]:
+    """Median µs per call of ``function`` and of ``floor``, each mapped over ``arguments``.
+
+    ``floor`` is mapped over ``floor_arguments`` instead when given (as many calls). The two are
+    timed alternately, repeat by repeat, so that a burst of load on the machine weighs on both
+    alike. ``setup`` runs before each timing of ``function``. GC is off while timing
+    (``timeit``'s default).
+    """
+    count = len(arguments[0])
+    floor_args = arguments if floor_arguments is None else floor_arguments
+    assert len(floor_args[0]) == count
+    timings: tuple[list[float], list[float]] = ([], [])
+    for _ in range(repeats):
+        if setup is not None:
+            setup()
+        for results, callable_, args in (
+            (timings[0], function, arguments),
+            (timings[1], floor, floor_args),
+        ):
+
+            def run(callable_: Callable[..., object] = callable_, args: Any = args) -> None:
+                deque(map(callable_, *args), 0)
+
+            results.append(timeit.Timer(run).timeit(number=1) / count * 1e6)
+    return statistics.median(timings[0]), statistics.median(timings[1])
+
+
+# --- figures -----------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Figure:
+    """One row of the report."""
+
+    operation: str
+    value: float | None  # None: not measured (e.g. an optional library not installed)
+    unit: str  # "us" per operation, "ms" or "s" per call or sweep, "B" per session
+    floor: float | None
+    floor_name: str
+    target: str  # human-readable
+    passed: bool | None  # None: no target
+
+    @property
+    def ratio(self) -> float | None:
+        if self.value is None or not self.floor:
+            return None
+        return self.value / self.floor
+
+
+@attrs.frozen
+class NotedFigure(Figure):
+    """A row with a note; a report of such rows has a ``note`` column (and so has the JSON)."""
+
+    note: str = ""
+
+
+def figure(
+    operation: str,
+    value: float,
+    floor: float,
+    floor_name: str,
+    *,
+    unit: str = "us",
+    absolute: float | None = None,
+    ratio: float | None = None,
+    stretch: float | None = None,
+) -> Figure:
+    """A row checked against ``value <= absolute`` and ``value <= ratio × floor`` (both when
+    both are given; no target when neither is); ``stretch`` is only shown beside ``ratio``."""
+    parts, passed = [], None
+    if absolute is not None:
+        parts.append(f"<= {absolute:g} {unit}")
+        passed = value <= absolute
+    if ratio is not None:
+        parts.append(f"<= {ratio:g}x floor" + (f" (stretch {stretch:g}x)" if stretch else ""))
+        passed = bool(passed is not False and value <= ratio * floor)
+    return Figure(operation, value, unit, floor, floor_name, ", ".join(parts) or "-", passed)
+
+
+def report(title: str, figures: Sequence[Figure], digits: Mapping[str, int]) -> str:
+    """The aligned table under ``title``; ``digits`` gives the decimals of each unit."""
+    notes = any(isinstance(f, NotedFigure) for f in figures)
+    header: tuple[str, ...] = ("operation", "value", "floor", "ratio", "target", "result")
+    if notes:
+        header += ("note",)
+    rows = []
+    for f in figures:
+        places = digits[f.unit]
+        value = "n/a" if f.value is None else f"{f.value:.{places}f} {f.unit}"
+        floor = f"{f.floor:.{places}f} {f.unit} ({f.floor_name})" if f.floor else "-"
+        ratio = f"{f.ratio:.2f}x" if f.ratio is not None else "-"
+        result = {True: "pass", False: "MISS", None: "-"}[f.passed]
+        row: tuple[str, ...] = (f.operation, value, floor, ratio, f.target, result)
+        if notes:
+            row += (f.note if isinstance(f, NotedFigure) else "",)
+        rows.append(row)
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = [
+        title,
+        "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)),
+        "  ".join("-" * w for w in widths),
+    ]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(lines)
+
+
+# --- the command line --------------------------------------------------------------------------
+
+
+def arguments(
+    doc: str | None,
+    benchmark: str,
+    *,
+    quick_help: str,
+    strict_help: str = "exit 1 when a target is missed",
+) -> argparse.ArgumentParser:
+    """A parser of the flags every script takes (a script may add its own):
+
+    ``--quick``, ``--json PATH`` (a directory gets ``<benchmark>.json``) and ``--strict``.
+    """
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0] if doc else None)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument(
+        "--json",
+        type=Path,
+        metavar="PATH",
+        help=f"also write the figures as JSON (a directory gets {benchmark}.json)",
+    )
+    parser.add_argument("--strict", action="store_true", help=strict_help)
+    return parser
+
+
+def write_json(path: Path, benchmark: str, payload: Mapping[str, Any]) -> Path:
+    """Write ``payload`` to ``path`` (to ``<benchmark>.json`` in it if a directory)."""
+    if path.is_dir():
+        path = path / f"{benchmark}.json"
+    path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def exit_code(strict: bool, passed: Iterable[bool | None]) -> int:
+    """1 under ``--strict`` when a target was missed (``False``; ``None`` has no target)."""
+    return 1 if strict and any(p is False for p in passed) else 0
+
+
+@attrs.frozen
+class Run:
+    """What a script's ``measure`` hands back to :func:`run`."""
+
+    figures: Sequence[Figure]
+    sizes: attrs.AttrsInstance
+    #: The report's first line: versions, platform and sizes (``run`` appends the duration).
+    title: str
+    #: The JSON's fields between ``benchmark`` and ``sizes``: versions and platform.
+    about: Mapping[str, Any]
+    #: Lines printed after the table.
+    notes: Sequence[str] = ()
+
+
+def run(
+    args: argparse.Namespace,
+    benchmark: str,
+    measure: Callable[[argparse.Namespace], Run],
+    *,
+    digits: Mapping[str, int],
+) -> int:
+    """A script's ``main`` after parsing: measure, print the report, write the JSON.
+
+    The duration in the title and the JSON covers all of ``measure``. The exit code is
+    :func:`exit_code`'s.
+    """
+    began = time.perf_counter()
+    result = measure(args)
+    seconds = time.perf_counter() - began
+    print(report(f"{result.title}; {seconds:.0f} s", result.figures, digits))
+    for line in result.notes:
+        print(line)
+    if args.json is not None:
+        payload = {
+            "benchmark": benchmark,
+            **result.about,
+            "sizes": attrs.asdict(result.sizes),
+            "seconds": round(seconds, 1),
+            "figures": [{**attrs.asdict(f), "ratio": f.ratio} for f in result.figures],
+        }
+        path = write_json(args.json, benchmark, payload)
+        print(f"figures written to {path}")
+    return exit_code(args.strict, (f.passed for f in result.figures))
