@@ -11,6 +11,7 @@ installed metadata.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import nox
@@ -92,6 +93,21 @@ def mcp(session: nox.Session, sdk: str) -> None:
     session.run("pytest", "contrib/mcp/tests", *session.posargs)
     # The inline examples of docs/mcp.md need sessionkeeper_mcp, installed only here.
     session.run("pytest", "tests/test_docs_blocks.py", "-k", "mcp.md")
+
+
+@nox.session(python=PYTHON, default=False)
+def chaos(session: nox.Session) -> None:
+    """Run the zmq cluster's fault-injection scenarios with their long variants: minutes of
+    random faults in RAM and disc modes, and 5 s pauses (SESSIONKEEPER_CHAOS_SECONDS, default
+    180, is the length of each random-fault run; posargs go to pytest)."""
+    install(session, "plugins/memory", "plugins/zmq", groups=("test",), extra=TEST_TOOLS)
+    seconds = os.environ.get("SESSIONKEEPER_CHAOS_SECONDS", "180")
+    session.run(
+        "pytest",
+        "plugins/zmq/tests/test_chaos.py",
+        *session.posargs,
+        env={"SESSIONKEEPER_CHAOS_SECONDS": seconds},
+    )
 
 
 @nox.session(python=PYTHON)

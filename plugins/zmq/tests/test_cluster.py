@@ -281,3 +281,43 @@ class TestWithoutCurve:
         session = a.create()
         assert b.peek(session.id) == session
         assert "WITHOUT CURVE" in caplog.text
+
+
+class TestAcknowledgements:
+    """The bookkeeping of acknowledged writes on the writer's node."""
+
+    def test_a_cumulative_ack_completes_waiters_handed_over_out_of_order(
+        self, make_cluster: Any
+    ) -> None:
+        """Writer threads hand their waiters to the agent in any order (seq 7 before seq 5):
+        a cumulative ACK of 6 completes the write of seq 5 (even if the peer never sends
+        another), not the one of seq 7."""
+        from sessionkeeper_zmq._node import Waiter
+
+        a, _ = make_cluster(size=2, ack="all")
+        agent = backend(a).agent
+        agent.stop()  # the bookkeeping is driven by hand below, without the I/O thread
+        peer = next(iter(agent.peers.values()))
+        base = peer.acked
+        late, early = Waiter(base + 7, 2), Waiter(base + 5, 2)
+        agent._pending[late.seq] = late
+        agent._pending[early.seq] = early
+        agent._acked(peer, agent.inc, base + 6)
+        assert early.event.is_set()
+        assert early.acks == {peer.id}
+        assert not late.event.is_set()
+
+    def test_many_writes_in_flight_from_one_thread(self, make_cluster: Any) -> None:
+        """``store_nowait`` applies each write at once and lets one thread keep hundreds in
+        flight; once every handle has waited, every node holds every session (ack=all)."""
+        from sessionkeeper import Session
+
+        managers = make_cluster(ack="all")
+        a = backend(managers[0])
+        pending = [a.store_nowait(Session(f"nw-{i}", 1, 1, None, {"i": i})) for i in range(500)]
+        versions = [write.wait() for write in pending]
+        assert versions == sorted(versions)
+        assert all(write.done() for write in pending)
+        for manager in managers:
+            assert manager.peek("nw-499").metadata == {"i": 499}
+            assert manager.count() == 500

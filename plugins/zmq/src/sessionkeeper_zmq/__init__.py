@@ -24,7 +24,14 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from ._backend import CLOCK_OFFSET_ENV, ZmqBackend
+from ._backend import (
+    CLOCK_OFFSET_ENV,
+    NotEnoughReplicas,
+    PendingWrite,
+    Version,
+    WriteTimeout,
+    ZmqBackend,
+)
 from ._keys import write_key_pair
 from ._options import NodeSpec, ZmqOptions, required_acks
 from ._replica import Entry, merge_entries
@@ -33,6 +40,10 @@ __all__ = [
     "CLOCK_OFFSET_ENV",
     "Entry",
     "NodeSpec",
+    "NotEnoughReplicas",
+    "PendingWrite",
+    "Version",
+    "WriteTimeout",
     "ZmqBackend",
     "ZmqOptions",
     "__version__",

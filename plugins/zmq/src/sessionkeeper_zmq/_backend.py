@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -19,17 +20,46 @@ from sessionkeeper import (
     hookimpl,
 )
 
-from ._node import Agent
+from ._node import Agent, Waiter
 from ._options import AckLevel, ZmqOptions
-from ._replica import HLC, Replica
+from ._replica import HLC, Entry, Replica
 from ._wal import Wal
 
-__all__ = ["CLOCK_OFFSET_ENV", "ZmqBackend"]
+__all__ = [
+    "CLOCK_OFFSET_ENV",
+    "NotEnoughReplicas",
+    "PendingWrite",
+    "Version",
+    "WriteTimeout",
+    "ZmqBackend",
+]
 
 log = logging.getLogger("sessionkeeper.zmq")
 
 #: Fault injection for tests: milliseconds added to this node's hybrid-clock wall time.
 CLOCK_OFFSET_ENV = "SESSIONKEEPER_ZMQ_CLOCK_OFFSET_MS"
+
+#: The version of a store or delete: ``(hybrid-clock stamp, node id)``; larger wins.
+Version = tuple[int, str]
+
+
+class NotEnoughReplicas(StorageError):
+    """A write refused before it was applied: too few nodes are reachable for its ``ack``.
+
+    Nothing was written anywhere; retrying later is safe.
+    """
+
+
+class WriteTimeout(StorageError):
+    """A write applied on this node whose acknowledgements did not all arrive in time.
+
+    Its outcome is undetermined: it may or may not become visible on the other nodes.
+    :attr:`version` is the version it was applied with here.
+    """
+
+    def __init__(self, backend: str, message: str, version: Version) -> None:
+        super().__init__(backend, message)
+        self.version = version
 
 
 def load_keys(path: Path) -> tuple[bytes, bytes]:
@@ -46,6 +76,50 @@ def load_keys(path: Path) -> tuple[bytes, bytes]:
             path=path,
         )
     return public, secret
+
+
+class PendingWrite:
+    """A store applied on this node whose acknowledgements may still be on their way
+    (:meth:`ZmqBackend.store_nowait`): many can be in flight from one thread."""
+
+    __slots__ = ("_backend", "_deadline", "_level", "_waiter", "version")
+
+    def __init__(
+        self, backend: ZmqBackend, version: Version, waiter: Waiter | None, level: AckLevel
+    ) -> None:
+        self._backend = backend
+        self._waiter = waiter
+        self._level = level
+        self._deadline = time.monotonic() + backend._timeout_s
+        #: The version the store was applied with.
+        self.version = version
+
+    def done(self) -> bool:
+        """True once enough nodes hold the write (or it cannot wait any more)."""
+        return self._waiter is None or self._waiter.event.is_set()
+
+    def wait(self) -> Version:
+        """Block until enough nodes hold the write; return its version.
+
+        Raises :class:`WriteTimeout` when they did not within ``write_timeout_ms`` of the
+        store.
+        """
+        waiter = self._waiter
+        if waiter is None:
+            return self.version
+        waiter.event.wait(max(0.0, self._deadline - time.monotonic()))
+        got = len(waiter.acks) + 1
+        if got < waiter.needed:
+            backend = self._backend
+            raise WriteTimeout(
+                backend.context.name,
+                f"store timed out: held by {got} of the {waiter.needed} nodes "
+                f"ack={self._level!r} needs after {backend.options.write_timeout_ms} ms; it is "
+                f"applied on node {backend.options.node_id} and may or may not become visible "
+                "on the others",
+                self.version,
+            )
+        return self.version
 
 
 class ZmqBackend:
@@ -130,6 +204,8 @@ class ZmqBackend:
             ) from None
         self.agent = agent
         self._open = True
+        if self.wal is not None:
+            self.wal.in_contact = agent.in_contact
         waits = bool(options.ready_timeout_ms and agent.peers)
         if waits and not agent.ready.wait(options.ready_timeout_ms / 1000):
             log.warning(
@@ -152,18 +228,7 @@ class ZmqBackend:
 
     def set_ack(self, level: AckLevel) -> None:
         """Change the acknowledgement level of stores and deletes from now on."""
-        from sessionkeeper import FieldError
-
-        from ._options import _ack
-
-        try:
-            _ack("ack", level)
-        except FieldError as exc:
-            raise ValueError(str(exc)) from None
-        needed = self.options.acks_needed(level)
-        if needed > len(self.options.nodes):
-            raise ValueError(f"ack={level!r} is impossible in a cluster of this size")
-        self._ack_level, self._ack = level, needed
+        self._ack_level, self._ack = self._level(level)
 
     def wait_ready(self, timeout_s: float) -> bool:
         """Block until this node has caught up with its peers (or ``timeout_s`` passes)."""
@@ -191,32 +256,94 @@ class ZmqBackend:
         if needed > 1:
             alive = agent.alive_peers() + 1
             if alive < needed:
-                raise StorageError(
+                raise NotEnoughReplicas(
                     self.context.name,
                     f"{operation} refused: not enough replicas (ack={level!r} needs {needed} of "
                     f"{len(self.options.nodes)} nodes, {alive} reachable); nothing was written",
                 )
 
-    def _await(self, agent: Agent, seq: int, needed: int, level: AckLevel, operation: str) -> None:
+    def _await(
+        self, agent: Agent, seq: int, needed: int, level: AckLevel, operation: str, entry: Entry
+    ) -> None:
         agent.wake()
         if needed <= 1:
             return
         got = agent.wait_acks(seq, needed, self._timeout_s)
         if got < needed:
-            raise StorageError(
+            raise WriteTimeout(
                 self.context.name,
                 f"{operation} timed out: held by {got} of the {needed} nodes ack={level!r} needs "
                 f"after {self.options.write_timeout_ms} ms; it is applied on node "
                 f"{self.options.node_id} and may or may not become visible on the others",
+                (entry[1], entry[2]),
             )
+
+    def _level(self, ack: AckLevel | None) -> tuple[AckLevel, int]:
+        if ack is None:
+            return self._ack_level, self._ack
+        from sessionkeeper import FieldError
+
+        from ._options import _ack
+
+        try:
+            _ack("ack", ack)
+        except FieldError as exc:
+            raise ValueError(str(exc)) from None
+        needed = self.options.acks_needed(ack)
+        if needed > len(self.options.nodes):
+            raise ValueError(f"ack={ack!r} is impossible in a cluster of this size")
+        return ack, needed
+
+    def store_with_ack(self, session: Session, ack: AckLevel | None = None) -> Version:
+        """Store ``session`` with a fresh version, acknowledged at ``ack`` (default: the
+        configured level); return the version.
+
+        Raises :class:`NotEnoughReplicas` (nothing written) or :class:`WriteTimeout`
+        (undetermined; carries the version).
+        """
+        level, needed = self._level(ack)
+        agent = self._agent("store")
+        self._fence(agent, needed, level, "store")
+        seq, entry = self.replica.local_store(session)
+        self._await(agent, seq, needed, level, "store", entry)
+        return entry[1], entry[2]
+
+    def delete_with_ack(self, session_id: str, ack: AckLevel | None = None) -> Version | None:
+        """Replace the session by a tombstone acknowledged at ``ack``; return the tombstone's
+        version, ``None`` when there was no session (errors as :meth:`store_with_ack`)."""
+        level, needed = self._level(ack)
+        agent = self._agent("delete a session")
+        if session_id not in self._sessions:
+            self._miss(session_id)
+            if session_id not in self._sessions:
+                return None
+        self._fence(agent, needed, level, "delete")
+        op = self.replica.local_delete(session_id)
+        if op is None:
+            return None
+        seq, entry = op
+        self._await(agent, seq, needed, level, "delete", entry)
+        return entry[1], entry[2]
+
+    def store_nowait(self, session: Session, ack: AckLevel | None = None) -> PendingWrite:
+        """Apply ``session`` here and start replicating it without waiting: the returned
+        :class:`PendingWrite` waits for the acknowledgements (``ack``, default the configured
+        level). Raises :class:`NotEnoughReplicas` at once (nothing written) like
+        :meth:`store_with_ack`."""
+        level, needed = self._level(ack)
+        agent = self._agent("store")
+        self._fence(agent, needed, level, "store")
+        seq, entry = self.replica.local_store(session)
+        version = (entry[1], entry[2])
+        if needed <= 1:
+            agent.wake()
+            return PendingWrite(self, version, None, level)
+        return PendingWrite(self, version, agent.watch(seq, needed), level)
 
     @hookimpl
     def sessionkeeper_store(self, session: Session) -> None:
         """Store with a fresh version; return once ``ack`` nodes hold it."""
-        agent = self._agent("store")
-        self._fence(agent, self._ack, self._ack_level, "store")
-        seq, _entry = self.replica.local_store(session)
-        self._await(agent, seq, self._ack, self._ack_level, "store")
+        self.store_with_ack(session)
 
     @hookimpl
     def sessionkeeper_touch(self, session_id: str, last_accessed: int) -> Session | None:
@@ -224,23 +351,13 @@ class ZmqBackend:
         agent = self._agent("touch a session")
         session, op = self.replica.local_touch(session_id, last_accessed)
         if op is not None:
-            self._await(agent, op[0], self._touch_ack, self.options.touch_ack, "touch")
+            self._await(agent, op[0], self._touch_ack, self.options.touch_ack, "touch", op[1])
         return session
 
     @hookimpl
     def sessionkeeper_delete(self, session_id: str) -> bool:
         """Replace the session by a tombstone; return once ``ack`` nodes hold it."""
-        agent = self._agent("delete a session")
-        if session_id not in self._sessions:
-            self._miss(session_id)
-            if session_id not in self._sessions:
-                return False
-        self._fence(agent, self._ack, self._ack_level, "delete")
-        op = self.replica.local_delete(session_id)
-        if op is None:
-            return False
-        self._await(agent, op[0], self._ack, self._ack_level, "delete")
-        return True
+        return self.delete_with_ack(session_id) is not None
 
     # -- reads ------------------------------------------------------------------------------------
 

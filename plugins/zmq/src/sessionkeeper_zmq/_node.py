@@ -42,7 +42,7 @@ from ._options import NodeSpec, ZmqOptions
 from ._replica import BUCKETS, HLC, Entry, Replica
 from ._wire import MAX_MESSAGE, WireError, decode, encode
 
-__all__ = ["Agent", "Waiter"]
+__all__ = ["Agent", "MessageFaults", "Waiter"]
 
 log = logging.getLogger("sessionkeeper.zmq")
 
@@ -56,6 +56,39 @@ _READ_TIMEOUT_S: Final = 0.2
 
 def _mono() -> float:
     return time.monotonic()
+
+
+class MessageFaults:
+    """Test-only fault injection: drop or duplicate this node's outgoing messages.
+
+    Set :attr:`Agent.faults` to an instance (the chaos harness does, through its control
+    channel); every message the agent sends to a peer (requests and replies alike) is then
+    dropped with probability ``drop``, or else sent twice with probability ``duplicate``.
+    ZeroMQ over TCP never loses or repeats a message on a live connection, so this is how the
+    tests exercise gap repair and idempotence. ``None`` (the default) costs one attribute test.
+    """
+
+    __slots__ = ("drop", "dropped", "duplicate", "duplicated", "rng")
+
+    def __init__(self, drop: float = 0.0, duplicate: float = 0.0, seed: int | None = None) -> None:
+        if not (0.0 <= drop < 1.0 and 0.0 <= duplicate <= 1.0):
+            raise ValueError("drop must be in [0, 1) and duplicate in [0, 1]")
+        self.drop = drop
+        self.duplicate = duplicate
+        self.rng = random.Random(seed)  # noqa: S311 - fault injection, not security
+        self.dropped = 0
+        self.duplicated = 0
+
+    def copies(self) -> int:
+        """How many times to send the next message: 0, 1 or 2."""
+        roll = self.rng.random()
+        if roll < self.drop:
+            self.dropped += 1
+            return 0
+        if roll < self.drop + self.duplicate * (1.0 - self.drop):
+            self.duplicated += 1
+            return 2
+        return 1
 
 
 class Waiter:
@@ -200,6 +233,8 @@ class Agent:
         # Jitter only (not security); a private generator keeps the global one untouched.
         self._rng = random.Random()  # noqa: S311
         self.failure: str | None = None
+        #: Test-only: drop or duplicate outgoing messages (see :class:`MessageFaults`).
+        self.faults: MessageFaults | None = None
         self.counters: dict[str, int] = {
             "dropped_frames": 0,
             "identity_mismatch": 0,
@@ -301,16 +336,28 @@ class Agent:
 
     # -- what application threads ask -------------------------------------------------------------
 
+    def in_contact(self) -> bool:
+        """True while some peer is heard from (or the cluster is this node alone)."""
+        if not self.peers:
+            return True
+        limit = _mono() - self.options.suspect_after_ms / 1000
+        return any(p.heard_ever and p.last_heard >= limit for p in self.peers.values())
+
     def alive_peers(self) -> int:
         """Peers heard from within ``suspect_after_ms``."""
         limit = _mono() - self.options.suspect_after_ms / 1000
         return sum(1 for peer in self.peers.values() if peer.last_heard >= limit)
 
-    def wait_acks(self, seq: int, needed: int, timeout_s: float) -> int:
-        """Block until ``needed`` nodes hold op ``seq``; return how many did (timeout)."""
+    def watch(self, seq: int, needed: int) -> Waiter:
+        """Start counting the nodes that hold op ``seq`` (its event is set at ``needed``)."""
         waiter = Waiter(seq, needed)
         self._new_waiters.append(waiter)
         self.wake()
+        return waiter
+
+    def wait_acks(self, seq: int, needed: int, timeout_s: float) -> int:
+        """Block until ``needed`` nodes hold op ``seq``; return how many did (timeout)."""
+        waiter = self.watch(seq, needed)
         waiter.event.wait(timeout_s)
         return len(waiter.acks) + 1
 
@@ -369,9 +416,20 @@ class Agent:
 
     # -- sending ----------------------------------------------------------------------------------
 
+    def _emit(self, sock: zmq.Socket[bytes], frames: list[bytes]) -> None:
+        """Send one message without blocking (raises ``zmq.ZMQError``)."""
+        faults = self.faults
+        if faults is not None:
+            copies = faults.copies()
+            if copies == 0:
+                return
+            if copies == 2:
+                sock.send_multipart(frames, flags=zmq.NOBLOCK)
+        sock.send_multipart(frames, flags=zmq.NOBLOCK)
+
     def _send_peer(self, peer: Peer, kind: bytes, body: Any) -> bool:
         try:
-            peer.dealer.send_multipart([kind, encode(body)], flags=zmq.NOBLOCK, copy=True)
+            self._emit(peer.dealer, [kind, encode(body)])
             return True
         except zmq.Again:
             self.counters["send_would_block"] += 1
@@ -383,7 +441,7 @@ class Agent:
 
     def _reply(self, ident: bytes, kind: bytes, body: Any) -> bool:
         try:
-            self.router.send_multipart([ident, kind, encode(body)], flags=zmq.NOBLOCK)
+            self._emit(self.router, [ident, kind, encode(body)])
             return True
         except zmq.ZMQError:  # gone (ROUTER_MANDATORY) or full
             self.counters["send_would_block"] += 1
@@ -632,9 +690,11 @@ class Agent:
         if not pending:
             return
         done = []
+        # Waiters are in the order writers handed them over, not in sequence order: look at
+        # every one (a cumulative ACK may be the last this peer ever sends).
         for wseq, waiter in pending.items():
             if wseq > seq:
-                break
+                continue
             waiter.acks.add(peer.id)
             if len(waiter.acks) + 1 >= waiter.needed:
                 done.append(wseq)
@@ -686,7 +746,7 @@ class Agent:
             last = ops[-1][0]
             for peer in peers:
                 try:
-                    peer.dealer.send_multipart([b"REPL", body], flags=zmq.NOBLOCK)
+                    self._emit(peer.dealer, [b"REPL", body])
                 except zmq.ZMQError:
                     self.counters["send_would_block"] += 1
                     peer.connected = False
@@ -937,5 +997,8 @@ class Agent:
             "incarnation": self.inc,
             "auth_rejected": self.auth.rejected if self.auth is not None else 0,
             "failure": self.failure,
+            "faults": None
+            if self.faults is None
+            else {"dropped": self.faults.dropped, "duplicated": self.faults.duplicated},
             **self.counters,
         }

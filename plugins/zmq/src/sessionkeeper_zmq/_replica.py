@@ -80,6 +80,16 @@ class HLC:
             self._last = remote
 
     @property
+    def offset_ms(self) -> int:
+        """Milliseconds added to the wall clock (test-only clock skew)."""
+        return self._offset_ms
+
+    @offset_ms.setter
+    def offset_ms(self, value: int) -> None:
+        # Stamps stay monotonic: now() never returns less than a stamp already issued.
+        self._offset_ms = value
+
+    @property
     def last(self) -> int:
         """The largest stamp issued or seen."""
         return self._last

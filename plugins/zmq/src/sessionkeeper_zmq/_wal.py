@@ -4,7 +4,16 @@ Files in ``data_dir``:
 
 - ``snapshot.bin``: every entry at the last compaction, written to a temporary file, fsynced and
   renamed into place (so it is always whole);
-- ``wal.bin``: every entry applied since, appended.
+- ``wal.bin``: every entry applied since, appended;
+- ``contact``: the wall-clock time (ms) this node last knew it was in touch with its cluster
+  (a peer alive, or no peers at all), rewritten every second or so while it is.
+
+A node that comes back after more than ``tombstone_ttl_ms`` out of contact does not load its
+disc copy (it syncs from its peers like a RAM node): its peers have collected the tombstones of
+deletes it never saw, so its stale copies of those sessions would otherwise come back to life on
+every node. The old files are moved to ``stale-<ms>/`` in ``data_dir``, not deleted: after an
+outage of the *whole* cluster longer than the horizon (nobody collected anything meanwhile),
+restart the nodes with a larger ``tombstone_ttl_ms`` to keep their data.
 
 Both are sequences of records ``[length: u32][crc32: u32][msgpack entry]``. Loading reads the
 snapshot then the log, merging each entry (the merge is idempotent and order-independent, so a
@@ -22,8 +31,9 @@ import logging
 import os
 import struct
 import threading
+import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
@@ -40,6 +50,7 @@ log = logging.getLogger("sessionkeeper.zmq")
 _HEADER: Final = struct.Struct(">II")
 _MAX_RECORD: Final = 32 * 1024 * 1024
 _GROUP_S: Final = 0.005
+_CONTACT_S: Final = 1.0
 
 
 def _frame(entry: Entry) -> bytes:
@@ -86,6 +97,13 @@ class Wal:
         self._flusher: threading.Thread | None = None
         self.loaded = 0
         self.truncated = 0
+        self.contact_path = directory / "contact"
+        #: Set by the backend: True while this node is in touch with its cluster.
+        self.in_contact: Callable[[], bool] = lambda: False
+        #: Wall clock, ms (the replica's hybrid clock's physical source).
+        self.wall: Callable[[], int] = lambda: time.time_ns() // 1_000_000
+        self.last_contact: int | None = None
+        self.wiped_stale = False
         self.appended = 0
         self._lock = threading.Lock()
 
@@ -109,8 +127,51 @@ class Wal:
             self.loaded += 1
         return None
 
+    def _read_contact(self) -> int | None:
+        try:
+            return int(self.contact_path.read_text().strip())
+        except (OSError, ValueError):
+            pass
+        paths = (self.snapshot_path, self.log_path)
+        stamps = [p.stat().st_mtime_ns // 1_000_000 for p in paths if p.exists()]
+        return max(stamps) if stamps else None
+
+    def write_contact(self) -> None:
+        """Record that this node is in touch with its cluster now."""
+        now = self.wall()
+        temporary = self.contact_path.with_suffix(".tmp")
+        temporary.write_text(f"{now}\n")
+        os.replace(temporary, self.contact_path)
+        self.last_contact = now
+
+    def _discard_if_stale(self) -> None:
+        last = self._read_contact()
+        if last is None:
+            return
+        away = self.wall() - last
+        if away <= self.options.tombstone_ttl_ms:
+            return
+        log.warning(
+            "%s: this node was out of contact with its cluster for %d s, longer than "
+            "tombstone_ttl_ms (%d s): its disc copy is moved to stale-%d/ and it resyncs from "
+            "the peers",
+            self.directory,
+            away // 1000,
+            self.options.tombstone_ttl_ms // 1000,
+            last,
+        )
+        aside = self.directory / f"stale-{last}"
+        aside.mkdir(exist_ok=True, mode=0o700)
+        for path in (self.snapshot_path, self.log_path, self.contact_path):
+            if path.exists():
+                os.replace(path, aside / path.name)
+        self.wiped_stale = True
+
     def load(self, replica: Replica) -> None:
-        """Read the snapshot and the log into ``replica``, then compact and start logging."""
+        """Read the snapshot and the log into ``replica`` (unless they are older than the
+        tombstone horizon: then discard them), compact and start logging."""
+        self.wall = replica.hlc.wall
+        self._discard_if_stale()
         damage = self._load_file(self.snapshot_path, replica)
         if damage is not None:
             log.error("%s is damaged at byte %d; kept what came before", self.snapshot_path, damage)
@@ -126,11 +187,10 @@ class Wal:
         self._compact(replica)
         self._handle = self.log_path.open("ab", buffering=0)
         replica.on_apply = self.append
-        if self.options.fsync == "group":
-            self._flusher = threading.Thread(
-                target=self._group_sync, name="sessionkeeper-zmq-wal", daemon=True
-            )
-            self._flusher.start()
+        self._flusher = threading.Thread(
+            target=self._group_sync, name="sessionkeeper-zmq-wal", daemon=True
+        )
+        self._flusher.start()
 
     def _compact(self, replica: Replica) -> None:
         temporary = self.snapshot_path.with_suffix(".tmp")
@@ -165,7 +225,20 @@ class Wal:
             self._dirty = True
 
     def _group_sync(self) -> None:
+        # Also keeps the contact time fresh while the node is in touch with its cluster.
+        contact_every = min(_CONTACT_S, self.options.tombstone_ttl_ms / 4000)
+        next_contact = 0.0
         while not self._stop.wait(_GROUP_S):
+            now = time.monotonic()
+            if now >= next_contact:
+                next_contact = now + contact_every
+                try:
+                    if self.in_contact():
+                        self.write_contact()
+                except OSError as exc:
+                    log.warning("%s: cannot record the contact time: %s", self.directory, exc)
+            if self.options.fsync != "group":
+                continue
             if self._dirty:
                 self._dirty = False
                 handle = self._handle
@@ -194,5 +267,7 @@ class Wal:
             "loaded_records": self.loaded,
             "appended_records": self.appended,
             "truncated_bytes": self.truncated,
+            "wiped_stale": self.wiped_stale,
+            "last_contact_ms": self.last_contact,
             "fsync": self.options.fsync,
         }

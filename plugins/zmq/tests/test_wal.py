@@ -1,0 +1,70 @@
+"""The disc copy's tombstone-horizon rule: a copy last in contact with its cluster longer ago
+than ``tombstone_ttl_ms`` is moved aside instead of loaded."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from sessionkeeper import Session
+from sessionkeeper_zmq import NodeSpec, ZmqOptions
+from sessionkeeper_zmq._replica import HLC, Replica
+from sessionkeeper_zmq._wal import Wal
+
+
+def options(ttl_ms: int) -> ZmqOptions:
+    """One node, disc copies, the given tombstone horizon."""
+    return ZmqOptions(
+        node_id="a",
+        nodes=[NodeSpec(id="a", endpoint="tcp://127.0.0.1:1")],
+        curve=False,
+        disc_copies=True,
+        data_dir="data",
+        tombstone_ttl_ms=ttl_ms,
+    )
+
+
+def write_copy(directory: Path, ttl_ms: int, contact_ms: int) -> None:
+    """A disc copy holding one session, last in contact at ``contact_ms``."""
+    replica = Replica("a", HLC(), tombstone_ttl_ms=ttl_ms, backlog=10)
+    wal = Wal(directory, options(ttl_ms))
+    wal.load(replica)
+    replica.local_store(Session("s1", 1, 1, None))
+    wal.close(replica)
+    (directory / "contact").write_text(f"{contact_ms}\n")
+
+
+def reload(directory: Path, ttl_ms: int) -> tuple[Replica, Wal]:
+    """Open the copy again, as a restarted node does."""
+    replica = Replica("a", HLC(), tombstone_ttl_ms=ttl_ms, backlog=10)
+    wal = Wal(directory, options(ttl_ms))
+    wal.load(replica)
+    wal.close()
+    return replica, wal
+
+
+class TestTombstoneHorizon:
+    """A node away longer than the horizon must not bring back sessions deleted meanwhile."""
+
+    def test_recent_copy_is_loaded(self, tmp_path: Path) -> None:
+        """A copy in contact a moment ago loads its sessions."""
+        write_copy(tmp_path, 60_000, time.time_ns() // 1_000_000 - 1_000)
+        replica, wal = reload(tmp_path, 60_000)
+        assert "s1" in replica.sessions
+        assert wal.wiped_stale is False
+
+    def test_stale_copy_is_moved_aside_not_loaded(self, tmp_path: Path) -> None:
+        """A copy out of contact for longer than the horizon starts empty; its files are kept
+        in ``stale-<ms>/`` for the operator."""
+        old = time.time_ns() // 1_000_000 - 120_000
+        write_copy(tmp_path, 60_000, old)
+        replica, wal = reload(tmp_path, 60_000)
+        assert replica.sessions == {}
+        assert wal.wiped_stale is True
+        assert (tmp_path / f"stale-{old}" / "snapshot.bin").exists()
+
+    def test_a_larger_horizon_keeps_the_copy(self, tmp_path: Path) -> None:
+        """After an outage of the whole cluster, a larger tombstone_ttl_ms keeps the data."""
+        write_copy(tmp_path, 60_000, time.time_ns() // 1_000_000 - 120_000)
+        replica, _ = reload(tmp_path, 600_000)
+        assert "s1" in replica.sessions
