@@ -1,8 +1,7 @@
 """The operators' transfer commands: ``export``, ``import``, ``migrate`` and ``backup``.
 
-They are registered on the ``sessionkeeper`` group by :mod:`sessionkeeper.cli` (which imports
-this module at its end, once its shared helpers exist: import :mod:`sessionkeeper.cli`, not this
-module). Each command streams (constant memory), reads without touching, shows a rich progress bar
+:mod:`sessionkeeper.cli` adds them to the ``sessionkeeper`` group; what they share with the other
+commands comes from :mod:`sessionkeeper._cli_common`. Each command streams (constant memory), reads without touching, shows a rich progress bar
 on a terminal (``--quiet`` turns it and the summary off), prints a summary (``--json``: as JSON
 on stdout), and reports failures through the exit codes of :class:`~sessionkeeper.cli.ExitCode`:
 5 for an export file that cannot be used or lines that were rejected, 6 for a migration whose
@@ -31,6 +30,7 @@ from rich.progress import (
 from rich.progress import Progress as RichProgress
 from rich.text import Text
 
+from ._cli_common import ExitCode, common_options, emit_json, fail, is_per_process
 from ._cli_render import error_console, output_console, plain
 from ._cli_render import table as make_table
 from ._config import Config, load_config
@@ -45,7 +45,6 @@ from ._transfer import (
     import_sessions,
     migrate_sessions,
 )
-from .cli import ExitCode, _common_options, _emit_json, _is_per_process, cli
 
 __all__ = ["backup", "export_command", "import_command", "migrate"]
 
@@ -138,9 +137,8 @@ class _Bars:
 
 def _explain_per_process(config: Config, what: str, inside: str) -> click.exceptions.Exit:
     """The error for a per-process backend that the command cannot see into (exit 3)."""
-    from .cli import _fail
 
-    return _fail(
+    return fail(
         Exception(
             f"the {config.backend} backend is per process: this command opened its own store, "
             f"which is empty, not the sessions of a running application, so there is nothing "
@@ -162,7 +160,7 @@ def _source(
     """Open the configured store to read from; a per-process one that is empty is explained."""
     config = load_config(config_path)
     with SessionManager.from_settings(config, read_only=read_only, schedule=False) as manager:
-        if _is_per_process(manager) and _empty(manager):
+        if is_per_process(manager) and _empty(manager):
             raise _explain_per_process(config, what, inside)
         yield manager
 
@@ -171,7 +169,7 @@ def _source(
 def _target(config: Config) -> Iterator[SessionManager]:
     """Open a store to write into; a per-process one gets a note (its sessions die with us)."""
     with SessionManager.from_settings(config, schedule=False) as manager:
-        if _is_per_process(manager):
+        if is_per_process(manager):
             error_console().print(
                 Text(
                     f"note: the {manager.backend_name} backend is per process: what this "
@@ -194,7 +192,7 @@ def _summary(rows: list[tuple[str, object]], title: str | None = None) -> None:
 # --- export ------------------------------------------------------------------------------------
 
 
-@cli.command(
+@click.command(
     "export",
     epilog="""\b
 Examples:
@@ -206,7 +204,7 @@ Examples:
 @click.argument("file", metavar="FILE", type=click.Path(dir_okay=False, allow_dash=True))
 @_expired_option
 @_quiet_option
-@_common_options
+@common_options
 def export_command(
     file: str, config_path: Path | None, as_json: bool, quiet: bool, include_expired: bool
 ) -> None:
@@ -227,7 +225,7 @@ def export_command(
     ):
         report = export_sessions(manager, file, include_expired=include_expired, progress=progress)
     if as_json:
-        _emit_json(report.to_dict())
+        emit_json(report.to_dict())
     elif not quiet:
         where = "stdout" if file == "-" else file
         message = f"Exported {report.count:,} sessions from the {report.backend} backend to {where}"
@@ -266,7 +264,7 @@ def _import_failure(report: ImportReport) -> ExportFormatError | None:
     return ExportFormatError(f"{'; '.join(parts)}; {written}", source=report.path)
 
 
-@cli.command(
+@click.command(
     "import",
     epilog="""\b
 Examples:
@@ -293,7 +291,7 @@ Examples:
 )
 @_expired_option
 @_quiet_option
-@_common_options
+@common_options
 def import_command(
     file: str,
     config_path: Path | None,
@@ -329,7 +327,7 @@ def import_command(
                 _summary(_import_rows(partial), title="Import stopped")
             raise
     if as_json:
-        _emit_json(report.to_dict())
+        emit_json(report.to_dict())
     elif not quiet:
         _summary(_import_rows(report))
         if report.errors:
@@ -381,7 +379,7 @@ def _same_store(source: Config, target: Config) -> bool:
     )
 
 
-@cli.command(
+@click.command(
     epilog="""\b
 Examples:
   sessionkeeper migrate --config sqlitedict.toml --to zmq.toml
@@ -405,7 +403,7 @@ Examples:
 )
 @_expired_option
 @_quiet_option
-@_common_options
+@common_options
 def migrate(
     config_path: Path | None,
     as_json: bool,
@@ -445,7 +443,7 @@ def migrate(
             progress=progress,
         )
     if as_json:
-        _emit_json(report.to_dict())
+        emit_json(report.to_dict())
     elif not quiet:
         _summary(_migration_rows(report))
     if not report.verified:
@@ -485,7 +483,7 @@ def _check_prefix(ctx: click.Context, param: click.Parameter, value: str) -> str
     return value
 
 
-@cli.command(
+@click.command(
     epilog="""\b
 Examples:
   sessionkeeper backup /var/backups/sessionkeeper --keep 14
@@ -510,7 +508,7 @@ Examples:
 )
 @_expired_option
 @_quiet_option
-@_common_options
+@common_options
 def backup(
     directory: Path,
     config_path: Path | None,
@@ -555,7 +553,7 @@ def backup(
                 old.unlink()
             pruned.append(os.fspath(old))
     if as_json:
-        _emit_json({**report.to_dict(), "deleted": pruned})
+        emit_json({**report.to_dict(), "deleted": pruned})
     elif not quiet:
         rows: list[tuple[str, object]] = [
             ("backup", report.path),

@@ -34,19 +34,28 @@ from __future__ import annotations
 import json
 import os
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from enum import IntEnum
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 import click
 from rich.console import Console
 from rich.json import JSON
 from rich.text import Text
 
+from ._cli_common import (
+    DEBUG_ENV,
+    ExitCode,
+    exit_code_for,
+)
+from ._cli_common import common_options as _common_options
+from ._cli_common import emit_json as _emit_json
+from ._cli_common import fail as _fail
+from ._cli_common import is_per_process as _is_per_process
 from ._cli_new_backend import new_backend
+from ._cli_ops import backup, export_command, import_command, migrate
 from ._cli_plugins import BACKEND_GROUP, PLUGIN_GROUP, EntryPointInfo, describe_group
 from ._cli_render import (
     error_console,
@@ -62,48 +71,14 @@ from ._config import load_config
 from ._errors import (
     ConfigError,
     InvalidSession,
-    PluginValidationError,
     SessionKeeperError,
     SessionNotFound,
 )
 from ._manager import SessionManager, check_store
 from ._metrics import metrics_text
 from ._model import Session, validate_id
-from ._transfer import ExportFormatError, VerificationFailed
 
 __all__ = ["DEBUG_ENV", "ExitCode", "cli", "exit_code_for", "main"]
-
-#: Set to a non-empty value to print the traceback of an unexpected error.
-DEBUG_ENV: Final = "SESSIONKEEPER_DEBUG"
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-class ExitCode(IntEnum):
-    """The exit status of every ``sessionkeeper`` command."""
-
-    OK = 0
-    NOT_FOUND = 1
-    USAGE = 2
-    CONFIG = 3
-    STORAGE = 4
-    DATA = 5
-    VERIFY = 6
-
-
-def exit_code_for(exc: BaseException) -> ExitCode:
-    """The exit code that reports ``exc`` (see the module docstring)."""
-    if isinstance(exc, SessionNotFound):
-        return ExitCode.NOT_FOUND
-    if isinstance(exc, InvalidSession):
-        return ExitCode.USAGE
-    if isinstance(exc, ConfigError | PluginValidationError):
-        return ExitCode.CONFIG
-    if isinstance(exc, ExportFormatError):
-        return ExitCode.DATA
-    if isinstance(exc, VerificationFailed):
-        return ExitCode.VERIFY
-    return ExitCode.STORAGE
 
 
 _EXIT_CODES_HELP: Final = """\b
@@ -116,19 +91,6 @@ Exit codes:
   5  bad input data: an import file that cannot be used, or rejected lines
   6  migrate: the verification found the target different from the source
 """
-
-_CONFIG_HELP: Final = (
-    "Config file (TOML). Default: $SESSIONKEEPER_CONFIG, else ./sessionkeeper.toml, "
-    "else the in-memory backend with default settings."
-)
-_JSON_HELP: Final = "Print machine-readable JSON on stdout (and nothing else on stdout)."
-
-
-def _fail(exc: BaseException, code: ExitCode) -> click.exceptions.Exit:
-    err = error_console()
-    err.print(Text.assemble(("error: ", "bold red"), str(exc)))
-    return click.exceptions.Exit(int(code))
-
 
 #: Entry-point group of commands that plugins add to ``sessionkeeper`` (name -> click command).
 COMMAND_GROUP: Final = "sessionkeeper.commands"
@@ -214,19 +176,6 @@ class _Group(click.Group):
             raise _fail(Exception(message), ExitCode.STORAGE) from None
 
 
-def _common_options(func: F) -> F:
-    """Add ``--config`` and ``--json`` to a command."""
-    func = click.option("--json", "as_json", is_flag=True, help=_JSON_HELP)(func)
-    return click.option(
-        "--config",
-        "config_path",
-        type=click.Path(dir_okay=False, path_type=Path),
-        default=None,
-        metavar="PATH",
-        help=_CONFIG_HELP,
-    )(func)
-
-
 def _session_id(ctx: click.Context, param: click.Parameter, value: str) -> str:
     """Reject an invalid id as a usage error that names the problem."""
     try:
@@ -236,15 +185,6 @@ def _session_id(ctx: click.Context, param: click.Parameter, value: str) -> str:
 
 
 _ID_ARGUMENT: Final = click.argument("session_id", metavar="ID", callback=_session_id)
-
-
-def _emit_json(data: object) -> None:
-    click.echo(json.dumps(data, indent=2))
-
-
-def _is_per_process(manager: SessionManager) -> bool:
-    caps = manager.capabilities
-    return manager.backend_name == "memory" or not (caps.persistent or caps.shared)
 
 
 @contextmanager
@@ -717,13 +657,8 @@ def check(config_path: Path | None, as_json: bool, repair: bool) -> None:
 cli.add_command(new_backend)
 
 
-def _add_transfer_commands() -> None:
-    """Register export, import, migrate and backup: importing the module decorates them onto
-    ``cli``, using the helpers defined above (so it is imported last, whichever is first)."""
-    from . import _cli_ops  # noqa: F401
-
-
-_add_transfer_commands()
+for _command in (export_command, import_command, migrate, backup):
+    cli.add_command(_command)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -1,0 +1,98 @@
+"""What every ``sessionkeeper`` command shares: exit codes, error reporting, common options.
+
+:mod:`sessionkeeper.cli` assembles the group; the command modules (``_cli_ops`` …) import from
+here, never from :mod:`sessionkeeper.cli`, so there is no import cycle.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from enum import IntEnum
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import click
+from rich.text import Text
+
+from ._cli_render import error_console
+from ._errors import ConfigError, InvalidSession, PluginValidationError, SessionNotFound
+from ._manager import SessionManager
+from ._transfer import ExportFormatError, VerificationFailed
+
+__all__ = [
+    "DEBUG_ENV",
+    "ExitCode",
+    "common_options",
+    "emit_json",
+    "exit_code_for",
+    "fail",
+    "is_per_process",
+]
+
+#: Set to a non-empty value to print the traceback of an unexpected error.
+DEBUG_ENV: Final = "SESSIONKEEPER_DEBUG"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class ExitCode(IntEnum):
+    """The exit status of every ``sessionkeeper`` command."""
+
+    OK = 0
+    NOT_FOUND = 1
+    USAGE = 2
+    CONFIG = 3
+    STORAGE = 4
+    DATA = 5
+    VERIFY = 6
+
+
+def exit_code_for(exc: BaseException) -> ExitCode:
+    """The exit code that reports ``exc`` (see the module docstring)."""
+    if isinstance(exc, SessionNotFound):
+        return ExitCode.NOT_FOUND
+    if isinstance(exc, InvalidSession):
+        return ExitCode.USAGE
+    if isinstance(exc, ConfigError | PluginValidationError):
+        return ExitCode.CONFIG
+    if isinstance(exc, ExportFormatError):
+        return ExitCode.DATA
+    if isinstance(exc, VerificationFailed):
+        return ExitCode.VERIFY
+    return ExitCode.STORAGE
+
+
+_CONFIG_HELP: Final = (
+    "Config file (TOML). Default: $SESSIONKEEPER_CONFIG, else ./sessionkeeper.toml, "
+    "else the in-memory backend with default settings."
+)
+_JSON_HELP: Final = "Print machine-readable JSON on stdout (and nothing else on stdout)."
+
+
+def fail(exc: BaseException, code: ExitCode) -> click.exceptions.Exit:
+    err = error_console()
+    err.print(Text.assemble(("error: ", "bold red"), str(exc)))
+    return click.exceptions.Exit(int(code))
+
+
+def common_options(func: F) -> F:
+    """Add ``--config`` and ``--json`` to a command."""
+    func = click.option("--json", "as_json", is_flag=True, help=_JSON_HELP)(func)
+    return click.option(
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        metavar="PATH",
+        help=_CONFIG_HELP,
+    )(func)
+
+
+def emit_json(data: object) -> None:
+    click.echo(json.dumps(data, indent=2))
+
+
+def is_per_process(manager: SessionManager) -> bool:
+    caps = manager.capabilities
+    return manager.backend_name == "memory" or not (caps.persistent or caps.shared)
