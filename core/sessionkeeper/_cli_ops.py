@@ -1,11 +1,11 @@
 """The operators' transfer commands: ``export``, ``import``, ``migrate`` and ``backup``.
 
 :mod:`sessionkeeper.cli` adds them to the ``sessionkeeper`` group; what they share with the other
-commands comes from :mod:`sessionkeeper._cli_common`. Each command streams (constant memory), reads without touching, shows a rich progress bar
-on a terminal (``--quiet`` turns it and the summary off), prints a summary (``--json``: as JSON
-on stdout), and reports failures through the exit codes of :class:`~sessionkeeper.cli.ExitCode`:
-5 for an export file that cannot be used or lines that were rejected, 6 for a migration whose
-verification failed.
+commands comes from :mod:`sessionkeeper._cli_common`. Each command streams (constant memory),
+reads without touching, shows a rich progress bar on a terminal (``--quiet`` turns it and the
+summary off), prints a summary (``--json``: as JSON on stdout), and reports failures through the
+exit codes of :class:`~sessionkeeper.cli.ExitCode`: 5 for an export file that cannot be used or
+lines that were rejected, 6 for a migration whose verification failed.
 """
 
 from __future__ import annotations
