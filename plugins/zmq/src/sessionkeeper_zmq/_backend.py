@@ -279,8 +279,11 @@ class ZmqBackend:
             )
 
     def _level(self, ack: AckLevel | None) -> tuple[AckLevel, int]:
-        if ack is None:
-            return self._ack_level, self._ack
+        current = self._ack_level
+        # The configured level (passed explicitly on every write by pipelining callers) is
+        # already validated: skip the checks. Same type too, so ``True`` never passes for ``1``.
+        if ack is None or (ack == current and type(ack) is type(current)):
+            return current, self._ack
         from sessionkeeper import FieldError
 
         from ._options import _ack

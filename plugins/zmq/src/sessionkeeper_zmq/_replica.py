@@ -1,4 +1,4 @@
-"""A node's full copy of the sessions: a last-writer-wins map with a lazy expiry index.
+"""A node's full copy of the sessions: a last-writer-wins map with lazy expiry indexes.
 
 The replicated state of one session id is an :data:`Entry`::
 
@@ -14,8 +14,9 @@ duplicates, hold the same state. A delete beats a concurrent touch (the touch ha
 version); a store stamped after the delete beats the delete.
 
 Expiry is derived, never replicated: each node hides expired sessions and purges them locally in
-``cleanup``. Tombstones are purged ``tombstone_ttl_ms`` (or the session's timeout, if longer)
-after the delete.
+``cleanup``. Sessions are filed in a :class:`sessionkeeper.ExpiryIndex`; tombstones (which are not
+sessions) in a heap of ``(deadline, key)``. Tombstones are purged ``tombstone_ttl_ms`` (or the
+session's timeout, if longer) after the delete.
 
 Reads (:attr:`Replica.sessions`) take no lock; every write takes :attr:`Replica.lock`, which
 keeps the sessions, versions, tombstones, expiry index, digest, sequence numbers and backlog
@@ -33,7 +34,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Final
 
-from sessionkeeper import Session, decode_session, encode_session
+from sessionkeeper import ExpiryIndex, Session, decode_session, encode_session
 
 __all__ = ["BUCKETS", "HLC", "Entry", "Replica", "entry_bucket", "entry_hash", "merge_entries"]
 
@@ -42,10 +43,8 @@ Entry = tuple[str, int, str, int, bytes | None, int | None]
 
 #: Digest buckets (a two-level Merkle tree: 256 bucket hashes, then the keys of a bucket).
 BUCKETS: Final = 256
-#: Width of one expiry bucket, in ms (as in the memory backend).
-BUCKET_MS: Final = 1024
 #: Index entries examined per lock hold during a cleanup.
-BATCH: Final = 1000
+BATCH: Final = ExpiryIndex.BATCH
 _LOGICAL_BITS: Final = 16
 
 
@@ -137,8 +136,10 @@ class Replica:
         self.versions: dict[str, tuple[int, str]] = {}
         #: Tombstones: key -> ``(base, timeout_ms)``; ``base`` is when it was deleted (ms).
         self.tombs: dict[str, tuple[int, int | None]] = {}
-        self._buckets: dict[int, list[str]] = {}
-        self._heap: list[int] = []
+        #: Expiry index of :attr:`sessions` (lazy: see :class:`sessionkeeper.ExpiryIndex`).
+        self.index = ExpiryIndex()
+        #: ``(deadline, key)`` of tombstones, smallest first; stale once the key changed.
+        self._tomb_heap: list[tuple[int, str]] = []
         self.digest = [0] * BUCKETS
         #: This node's own operations: their count (the sequence) and the recent ones.
         self.seq = 0
@@ -196,30 +197,8 @@ class Replica:
 
     def count_live(self, now: int) -> int:
         """How many stored sessions are live at ``now``."""
-        boundary = now // BUCKET_MS
-        expired: set[str] = set()
-        sessions = self.sessions
         with self.lock:
-            seen: set[int] = set()
-            stack = [0]
-            heap = self._heap
-            size = len(heap)
-            while stack:
-                index = stack.pop()
-                if index >= size or heap[index] > boundary:
-                    continue
-                stack.append(2 * index + 1)
-                stack.append(2 * index + 2)
-                key = heap[index]
-                entries = self._buckets.get(key)
-                if entries is None or key in seen:
-                    continue
-                seen.add(key)
-                for session_id in entries:
-                    session = sessions.get(session_id)
-                    if session is not None and session.is_expired(now):
-                        expired.add(session_id)
-            return len(sessions) - len(expired)
+            return len(self.sessions) - self.index.count_expired(now, self.sessions)
 
     def snapshot(self) -> list[Session]:
         """Every stored session (expired included), taken under the lock."""
@@ -227,15 +206,6 @@ class Replica:
             return list(self.sessions.values())
 
     # -- writing (all under the lock) -----------------------------------------------------------
-
-    def _file(self, key: str, deadline: int) -> None:
-        bucket = deadline // BUCKET_MS
-        entries = self._buckets.get(bucket)
-        if entries is None:
-            self._buckets[bucket] = [key]
-            heapq.heappush(self._heap, bucket)
-        else:
-            entries.append(key)
 
     def _tomb_deadline(self, base: int, timeout: int | None) -> int:
         return base + max(self.tombstone_ttl_ms, timeout or 0)
@@ -256,21 +226,12 @@ class Replica:
         self.versions[key] = (hlc, node)
         if session is not None:
             self.tombs.pop(key, None)
-            previous = self.sessions.get(key)
+            self.index.stored(self.sessions.get(key), session)
             self.sessions[key] = session
-            if timeout is not None:
-                deadline = la + timeout
-                if not (
-                    previous is not None
-                    and previous.timeout_ms is not None
-                    and (previous.last_accessed + previous.timeout_ms) // BUCKET_MS
-                    <= deadline // BUCKET_MS
-                ):
-                    self._file(key, deadline)
         else:
             self.sessions.pop(key, None)
             self.tombs[key] = (la, timeout)
-            self._file(key, self._tomb_deadline(la, timeout))
+            heapq.heappush(self._tomb_heap, (self._tomb_deadline(la, timeout), key))
         digest[bucket] ^= entry_hash(key, hlc, node, la, session is None)
         if self.on_apply is not None:
             self.on_apply(entry)
@@ -368,112 +329,50 @@ class Replica:
             self.sessions.clear()
             self.versions.clear()
             self.tombs.clear()
-            self._buckets.clear()
-            self._heap.clear()
+            self.index.clear()
+            self._tomb_heap.clear()
             self.digest = [0] * BUCKETS
 
     # -- expiry ---------------------------------------------------------------------------------
-
-    def _purge(self, key: str) -> None:
-        version = self.versions.pop(key)
-        session = self.sessions.pop(key, None)
-        if session is not None:
-            la, tomb = session.last_accessed, False
-        else:
-            la, tomb = self.tombs.pop(key)[0], True
-        self.digest[entry_bucket(key)] ^= entry_hash(key, version[0], version[1], la, tomb)
-
-    def _deadline(self, key: str) -> tuple[int, bool] | None:
-        """``(deadline, is_tombstone)`` of ``key``, or ``None`` (gone, or never expires)."""
-        session = self.sessions.get(key)
-        if session is not None:
-            if session.timeout_ms is None:
-                return None
-            return session.last_accessed + session.timeout_ms, False
-        tomb = self.tombs.get(key)
-        if tomb is None:
-            return None
-        return self._tomb_deadline(*tomb), True
 
     def cleanup(self, now: int) -> int:
         """Purge the sessions expired at ``now`` (returned: how many) and due tombstones."""
         with self.sweep_lock:
             self.note_now(now)
-            boundary = now // BUCKET_MS
-            return self._sweep_past(now, boundary) + self._sweep_boundary(now, boundary)
+            return self._sweep_sessions(now) + self._sweep_tombs(now)
 
-    def _sweep_past(self, now: int, boundary: int) -> int:
-        buckets, heap, lock = self._buckets, self._heap, self.lock
+    def _sweep_sessions(self, now: int) -> int:
+        lock, versions = self.lock, self.versions
         removed = 0
-        refiled: set[str] = set()
-        key = -1
-        entries: list[str] | None = None
-        position = 0
+        steps = self.index.sweep(now, self.sessions)
         while True:
             with lock:
-                budget = BATCH
-                while budget > 0:
-                    if entries is None:
-                        if not heap or heap[0] >= boundary:
-                            return removed
-                        key = heap[0]
-                        entries = buckets.get(key)
-                        if entries is None:
-                            heapq.heappop(heap)
-                            continue
-                        position = 0
-                    end = min(len(entries), position + budget)
-                    budget -= end - position
-                    for session_id in entries[position:end]:
-                        found = self._deadline(session_id)
-                        if found is None:
-                            continue
-                        deadline, tomb = found
-                        if now > deadline:
-                            self._purge(session_id)
-                            removed += not tomb
-                        elif session_id not in refiled:
-                            refiled.add(session_id)
-                            self._file(session_id, deadline)
-                    position = end
-                    if position == len(entries):
-                        buckets.pop(key, None)
-                        if heap and heap[0] == key:
-                            heapq.heappop(heap)
-                        entries = None
+                deleted = next(steps, None)
+                if deleted is None:
+                    return removed
+                for session in deleted:
+                    # The index removed it from ``sessions``; drop its version and digest share.
+                    key = session.id
+                    hlc, node = versions.pop(key)
+                    self.digest[entry_bucket(key)] ^= entry_hash(
+                        key, hlc, node, session.last_accessed, False
+                    )
+                removed += len(deleted)
 
-    def _sweep_boundary(self, now: int, boundary: int) -> int:
-        lock = self.lock
-        with lock:
-            entries = self._buckets.get(boundary)
-            if entries is None:
-                return 0
-            size = len(entries)
-        removed = 0
-        keep: list[str] = []
-        kept: set[str] = set()
-        for start in range(0, size, BATCH):
+    def _sweep_tombs(self, now: int) -> int:
+        lock, heap, tombs = self.lock, self._tomb_heap, self.tombs
+        while True:
             with lock:
-                for session_id in entries[start : start + BATCH]:
-                    if session_id in kept:
-                        continue
-                    found = self._deadline(session_id)
-                    if found is None:
-                        continue
-                    deadline, tomb = found
-                    if now > deadline:
-                        self._purge(session_id)
-                        removed += not tomb
-                    elif deadline // BUCKET_MS == boundary:
-                        kept.add(session_id)
-                        keep.append(session_id)
-                    else:
-                        self._file(session_id, deadline)
-        with lock:
-            entries[:size] = keep
-            if not entries:
-                self._buckets.pop(boundary, None)
-        return removed
+                for _ in range(BATCH):
+                    if not heap or heap[0][0] >= now:
+                        return 0
+                    key = heapq.heappop(heap)[1]
+                    tomb = tombs.get(key)
+                    if tomb is None or self._tomb_deadline(*tomb) >= now:
+                        continue  # stale: gone, a session again, or deleted anew (filed later)
+                    del tombs[key]
+                    hlc, node = self.versions.pop(key)
+                    self.digest[entry_bucket(key)] ^= entry_hash(key, hlc, node, tomb[0], True)
 
 
 def decode_entry_session(entry: Entry) -> Session | None:
