@@ -396,12 +396,36 @@ class ChaosCluster:
             self.nodes[name] = NodeProcess(name, config, self.directory / f"{name}.log", env)
 
     def start(self) -> ChaosCluster:
-        """Spawn every node and wait until the cluster is settled."""
-        self._configure()
-        for node in self.nodes.values():
-            node.start()
+        """Spawn every node and wait until the cluster is settled.
+
+        Free ports are found by binding port 0 and releasing it, so another socket (a proxy's
+        outgoing connection, say) can take one before its node binds it: a node that fails to
+        start with "Address already in use" is retried on fresh ports, twice at most.
+        """
+        for attempt in range(3):
+            self._configure()
+            try:
+                for node in self.nodes.values():
+                    node.start()
+            except AssertionError:
+                if attempt == 2 or not self._lost_a_port():
+                    raise
+                self.close()
+                self.hub = ProxyHub()
+                self.links.clear()
+                self.nodes.clear()
+                continue
+            break
         self.wait_settled()
         return self
+
+    def _lost_a_port(self) -> bool:
+        """Whether a node's log shows it could not bind its port."""
+        return any(
+            "Address already in use" in node.log.read_text(errors="replace")
+            for node in self.nodes.values()
+            if node.log.exists()
+        )
 
     def close(self) -> None:
         """Stop every node and proxy. Idempotent."""
@@ -409,6 +433,8 @@ class ChaosCluster:
             with contextlib.suppress(Exception):
                 if node.alive:
                     node.stop()
+                else:
+                    node._reap()  # an exited node still holds its pipes and its log file
         self.hub.close()
 
     # -- observing --------------------------------------------------------------------------------
