@@ -383,6 +383,59 @@ class TestLongOffline:
         assert held & set(keys) == set(keys[5:])
         assert cluster.state("c")["wal"]["wiped_stale"] is True
 
+    def test_running_node_cut_off_past_the_horizon_resyncs(self, chaos: ClusterFactory) -> None:
+        """c keeps running but is cut off from a and b for longer than the tombstone horizon
+        (3 s) while five sessions are deleted on a and their tombstones collected; meanwhile c
+        touches one of them and stores a session of its own (``ack = local``). When the
+        partition heals, c forgets what it held from before, keeps its own store and resyncs:
+        the deleted sessions stay deleted everywhere (the touch does not bring one back) and
+        c's store reaches every node."""
+        cluster = chaos(tombstone_ttl_ms=3_000)
+        keys = [f"old{i}" for i in range(10)]
+        for key in keys:
+            assert cluster.create("a", key, ack="all").outcome == "ok"
+        cluster.partition(["c"], ["a", "b"])
+        wait_for(lambda: cluster.state("c")["alone_for_ms"] is not None, "c to notice")
+        assert cluster.create("c", "mine", ack="local").outcome == "ok"
+        for key in keys[:5]:
+            assert cluster.delete("a", key).outcome == "ok"
+        assert cluster.read("c", "old0", kind="touch").found
+
+        def collected() -> bool:
+            held = {e[0] for n in "ab" for e in cluster.nodes[n].call("dump")["entries"]}
+            return not held & set(keys[:5])
+
+        wait_for(collected, "a and b to collect the tombstones")
+        wait_for(lambda: cluster.state("c")["stale"], "c to count itself stale")
+        dumps = settle_and_check(cluster, strict_local=True, tombstone_ttl_ms=3_000)
+        held = {entry[0] for entry in dumps["c"]["entries"]}
+        assert held & set(keys) == set(keys[5:])
+        assert "mine" in held
+        assert cluster.state("c")["isolation_restarts"] == 1
+        assert cluster.state("a")["isolation_restarts"] == 0
+
+    def test_node_alone_past_the_horizon_keeps_its_copy_for_restarted_peers(
+        self, chaos: ClusterFactory
+    ) -> None:
+        """b and c (RAM) are killed and stay down past the horizon while a serves alone. When
+        they come back empty, a is the freshest view there is: it keeps its copy (it does not
+        forget what it holds because of peers that are still catching up) and they sync from
+        it."""
+        cluster = chaos(tombstone_ttl_ms=3_000)
+        keys = [f"kept{i}" for i in range(10)]
+        for key in keys:
+            assert cluster.create("a", key, ack="all").outcome == "ok"
+        cluster.kill("b")
+        cluster.kill("c")
+        wait_for(lambda: cluster.state("a")["stale"], "a to count itself stale")
+        cluster.restart("b")
+        cluster.restart("c")
+        dumps = settle_and_check(cluster, strict_local=True, tombstone_ttl_ms=3_000)
+        for name in "abc":
+            assert {entry[0] for entry in dumps[name]["entries"]} >= set(keys)
+        assert cluster.state("a")["isolation_restarts"] == 0
+        assert cluster.state("a")["stale"] is False
+
 
 class TestSecurity:
     """F19: strangers and garbage are refused; the node survives."""
@@ -419,7 +472,7 @@ class TestSecurity:
             insider = dealer("b", "b")
             garbage = [
                 [b"REPL", b"\xc1\xff"],
-                [b"PING", msgpack.packb(["b", "x", 1, 2, b"r", True])],
+                [b"PING", msgpack.packb(["b", "x", 1, 2, b"r", True, False])],
                 [b"WHAT", b""],
                 [b"REPL", msgpack.packb(["b", 1, [[1, ["bad id", 1, "b", 1, None, None]]]])],
                 [b"CHUNK", msgpack.packb([1, [["k", 1, "zz", 1, None, None]]])],

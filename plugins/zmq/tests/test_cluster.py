@@ -247,7 +247,7 @@ class TestSecurity:
         garbage = [
             [b"REPL", b"\xc1\xff\x00"],
             [b"REPL", msgpack.packb({"not": "a list"})],
-            [b"PING", msgpack.packb(["b", "inc", 1, 2, b"x", True])],
+            [b"PING", msgpack.packb(["b", "inc", 1, 2, b"x", True, False])],
             [b"NOPE", msgpack.packb([])],
             [b"REPL", msgpack.packb(msgpack.ExtType(1, b"x"))],
             [b"REPL"],
@@ -321,3 +321,24 @@ class TestAcknowledgements:
         for manager in managers:
             assert manager.peek("nw-499").metadata == {"i": 499}
             assert manager.count() == 500
+
+    def test_no_wake_up_is_lost_under_concurrent_writers(self, make_cluster: Any) -> None:
+        """Many threads waking the I/O thread at once never leave it deaf: after every burst
+        the wake-up flag is cleared again (a wake-up landing while the agent drained its pipe
+        once left the flag set with the pipe empty, and every later wake-up was ignored)."""
+        import threading
+
+        (a,) = make_cluster(size=1)
+        agent = backend(a).agent
+
+        def hammer() -> None:
+            for _ in range(2_000):
+                agent.wake()
+
+        for _ in range(60):
+            threads = [threading.Thread(target=hammer) for _ in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            wait_for(lambda: not agent._signalled, "the agent to take the wake-ups", 10)

@@ -191,6 +191,8 @@ class ZmqBackend:
             self.wal = Wal(self.context.resolve(options.data_dir), options)
             self.wal.load(self.replica)
         agent = Agent(options, self.replica, public_key=public, secret_key=secret)
+        if self.wal is not None:
+            agent.on_restart = self.wal.restart
         try:
             agent.start()
         except zmq.ZMQError as exc:

@@ -30,6 +30,7 @@ import random
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Final
 
 import zmq
@@ -52,6 +53,8 @@ _SYNC_CREDIT: Final = 4
 _DRAIN: Final = 2_000
 _HWM: Final = 100_000
 _READ_TIMEOUT_S: Final = 0.2
+#: Requests a node answers from what it holds (refused while it may be stale).
+_SERVES: Final = frozenset((b"SYNC", b"CREDIT", b"AE", b"PULL", b"READ"))
 
 
 def _mono() -> float:
@@ -232,6 +235,14 @@ class Agent:
         self._ae_turn = 0
         # Jitter only (not security); a private generator keeps the global one untouched.
         self._rng = random.Random()  # noqa: S311
+        # Isolation: since when (monotonic, and wall ms) no peer was heard; past the tombstone
+        # horizon the node is "stale" until a peer's PING or PONG decides (see _judge_isolation).
+        self._alone_since: float | None = None
+        self._alone_wall = 0
+        self._stale = False
+        #: Called with the wall ms the node went alone, under the replica's lock, when the node
+        #: forgets what it held from before an isolation past the horizon (the log restarts).
+        self.on_restart: Callable[[int], None] | None = None
         self.failure: str | None = None
         #: Test-only: drop or duplicate outgoing messages (see :class:`MessageFaults`).
         self.faults: MessageFaults | None = None
@@ -250,6 +261,7 @@ class Agent:
             "send_would_block": 0,
             "remote_reads": 0,
             "handler_errors": 0,
+            "isolation_restarts": 0,
         }
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -343,6 +355,13 @@ class Agent:
         limit = _mono() - self.options.suspect_after_ms / 1000
         return any(p.heard_ever and p.last_heard >= limit for p in self.peers.values())
 
+    def _accompanied(self, asking: Peer) -> bool:
+        """True while a peer other than ``asking`` is heard from (told in PING and PONG)."""
+        limit = _mono() - self.options.suspect_after_ms / 1000
+        return any(
+            p is not asking and p.heard_ever and p.last_heard >= limit for p in self.peers.values()
+        )
+
     def alive_peers(self) -> int:
         """Peers heard from within ``suspect_after_ms``."""
         limit = _mono() - self.options.suspect_after_ms / 1000
@@ -388,9 +407,13 @@ class Agent:
                 )
                 events = dict(poller.poll(0 if busy else 50))
                 if self._rfd in events:
-                    self._signalled = False
                     with contextlib.suppress(BlockingIOError, OSError):
                         os.read(self._rfd, 4096)
+                    # Only now, after draining: a wake() seen as already signalled before this
+                    # line is one whose work is processed below. Cleared first, a wake()
+                    # landing between the clear and the read lost its byte and left the flag
+                    # set, and every later wake() was lost with it.
+                    self._signalled = False
                 if self.router in events:
                     self._drain_router()
                 for sock in events:
@@ -510,6 +533,8 @@ class Agent:
     def _heard(self, peer: Peer, inc: int) -> None:
         peer.last_heard = _mono()
         peer.heard_ever = True
+        if self._alone_since is not None and not self._stale:
+            self._alone_since = None  # back in touch within the horizon: nothing was collected
         if inc != peer.inc:
             if peer.inc:
                 log.info("node %s: peer %s restarted", self.node_id, peer.id)
@@ -544,13 +569,15 @@ class Agent:
             self._heard(peer, inc)
             self._apply_stream(peer.id, inc, ops)
         elif kind == b"PING":
-            node, inc, seq, hlc, root, ready = f
+            node, inc, seq, hlc, root, ready, accompanied = f
             if node != peer.id:
                 self.counters["identity_mismatch"] += 1
                 raise WireError(f"PING from {peer.id} claims to be {node}")
             self._heard(peer, inc)
             self._check_skew(peer, hlc)
             peer.seq, peer.root, peer.ready = seq, root, ready
+            if self._stale:
+                self._judge_isolation(peer, ready and accompanied)
             seen = self.seen.get(peer.id)
             acked_inc, acked = (seen[0], seen[1]) if seen is not None else (0, 0)
             self._reply(
@@ -565,8 +592,11 @@ class Agent:
                     acked,
                     self.replica.root(),
                     self._phase == "ready",
+                    self._accompanied(peer),
                 ],
             )
+        elif self._stale and kind in _SERVES:
+            return  # what this node holds may be stale: serve nothing until a peer decides
         elif kind == b"SYNC":
             req, credit = f
             self._start_job(peer, req, credit)
@@ -608,13 +638,15 @@ class Agent:
             peer.last_heard = _mono()
             self._acked(peer, inc, seq)
         elif kind == b"PONG":
-            node, inc, seq, hlc, acked_inc, acked, root, ready = f
+            node, inc, seq, hlc, acked_inc, acked, root, ready, accompanied = f
             if node != peer.id:
                 raise WireError(f"PONG from {peer.id} claims to be {node}")
             self._heard(peer, inc)
             self._check_skew(peer, hlc)
             peer.connected = True
             peer.seq, peer.root, peer.ready = seq, root, ready
+            if self._stale:
+                self._judge_isolation(peer, ready and accompanied)
             self._acked(peer, acked_inc, acked)
         elif kind == b"CHUNK":
             req, entries = f
@@ -714,6 +746,8 @@ class Agent:
                 self._pending[waiter.seq] = waiter
 
     def _replicate(self) -> None:
+        if self._stale:
+            return  # its backlog may touch sessions deleted elsewhere: see _judge_isolation
         replica = self.replica
         top = replica.seq
         groups: dict[int, list[Peer]] = {}
@@ -908,6 +942,7 @@ class Agent:
                         self.replica.hlc.last,
                         self.replica.root(),
                         self._phase == "ready",
+                        self._accompanied(peer),
                     ],
                 )
             if now - peer.last_heard > suspect:
@@ -921,6 +956,7 @@ class Agent:
                 peer.sent_upto = peer.acked
                 peer.acked_at = now
                 self.counters["resends"] += 1
+        self._watch_isolation(now)
         if self._pending:
             self._expire_waiters(now)
         if self._read_pending:
@@ -949,7 +985,12 @@ class Agent:
                 if now - started > max(suspect, 2.0):
                     self._ae_done(req)  # gave up on that peer; the periodic round will retry
         # Periodic anti-entropy with one peer at a time.
-        if options.anti_entropy_ms and self._phase == "ready" and now >= self._next_ae:
+        if (
+            options.anti_entropy_ms
+            and self._phase == "ready"
+            and not self._stale
+            and now >= self._next_ae
+        ):
             period = options.anti_entropy_ms / 1000
             self._next_ae = now + period * self._rng.uniform(0.8, 1.2)
             live = [p for p in self.peers.values() if p.connected]
@@ -961,6 +1002,70 @@ class Agent:
             for req, started in list(self._ae_started.items()):
                 if now - started > 10 * max(suspect, 2.0):
                     self._ae_done(req)
+
+    # -- isolation past the tombstone horizon -----------------------------------------------------
+
+    def _watch_isolation(self, now: float) -> None:
+        if self._alone_since is None:
+            if self._phase == "ready" and self.peers and not self.in_contact():
+                suspect = self.options.suspect_after_ms
+                self._alone_since = now - suspect / 1000
+                self._alone_wall = self.replica.hlc.wall() - suspect
+        elif not self._stale and now - self._alone_since > self.options.tombstone_ttl_ms / 1000:
+            self._stale = True
+            log.warning(
+                "node %s has heard no peer for longer than tombstone_ttl_ms (%d s): it serves "
+                "its peers nothing until one tells whether the rest of the cluster went on",
+                self.node_id,
+                self.options.tombstone_ttl_ms // 1000,
+            )
+
+    def _judge_isolation(self, peer: Peer, went_on: bool) -> None:
+        """The first peer heard after an isolation past the horizon decides what to keep.
+
+        ``went_on``: that peer is ready and hears another node, so the cluster went on without
+        this node and may have collected tombstones of deletes it never saw: this node then
+        forgets what it held from before (keeping what it stored or deleted itself while
+        alone), restarts its stream as a new incarnation and resyncs from that peer. Otherwise
+        (a peer alone too, or one that restarted and is catching up) there is no fresher view,
+        and the node keeps its copy.
+        """
+        self._stale = False
+        self._alone_since = None
+        if not went_on:
+            log.warning(
+                "node %s: back in touch with %s, which has no fresher view; keeping its copy",
+                self.node_id,
+                peer.id,
+            )
+            return
+        replica = self.replica
+        since = self._alone_wall
+        with replica.lock:
+            if self.on_restart is not None:
+                self.on_restart(since)
+            forgotten = replica.restart_keeping_own(since)
+        self.inc = max(self.inc + 1, HLC().now())
+        self.seen.clear()
+        self._ack_due.clear()
+        now = _mono()
+        for other in self.peers.values():
+            other.acked = 0
+            other.acked_at = now
+            other.sent_upto = 0
+        for waiter in self._pending.values():
+            waiter.event.set()  # their outcome is undetermined: the writers time out
+        self._pending.clear()
+        self.counters["isolation_restarts"] += 1
+        log.warning(
+            "node %s was cut off from its cluster past the tombstone horizon: forgot %d "
+            "entries held from before, kept %d of its own, resyncing from %s",
+            self.node_id,
+            forgotten,
+            replica.seq,
+            peer.id,
+        )
+        self._begin_sync(prefer=peer)
 
     def _expire_waiters(self, now: float) -> None:
         # A writer that timed out stopped waiting by itself; forget its waiter.
@@ -993,6 +1098,10 @@ class Agent:
             }
         return {
             "phase": self._phase,
+            "alone_for_ms": None
+            if self._alone_since is None
+            else round((now - self._alone_since) * 1000),
+            "stale": self._stale,
             "peers": peers,
             "incarnation": self.inc,
             "auth_rejected": self.auth.rejected if self.auth is not None else 0,

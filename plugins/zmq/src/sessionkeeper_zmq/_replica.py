@@ -284,8 +284,12 @@ class Replica:
             session = self.sessions.get(key)
             if session is None:
                 return None
-            base = max(session.last_accessed, self.now_hint)
-            entry: Entry = (key, self.hlc.now(), self.node_id, base, None, session.timeout_ms)
+            # When it was deleted: the manager's latest clock reading may be old (a delete
+            # does not carry one), and the stamp's wall clock keeps the tombstone at least
+            # tombstone_ttl_ms from now whichever clock the manager uses.
+            stamp = self.hlc.now()
+            base = max(session.last_accessed, self.now_hint, HLC.physical(stamp))
+            entry: Entry = (key, stamp, self.node_id, base, None, session.timeout_ms)
             self._install(entry, None)
             return self._record(entry), entry
 
@@ -332,6 +336,48 @@ class Replica:
             self.index.clear()
             self._tomb_heap.clear()
             self.digest = [0] * BUCKETS
+
+    def restart_keeping_own(self, since_ms: int) -> int:
+        """Forget every entry except this node's own stores and deletes stamped at or after
+        ``since_ms`` (wall ms), restart the sequence and backlog, and record what is kept as
+        new operations (so they replicate). Returns how many entries were forgotten.
+
+        For a node that was cut off from its cluster past the tombstone horizon: what it holds
+        from before may be deleted elsewhere with the tombstones gone, but a session it stored
+        or deleted itself while alone carries a version no peer has superseded yet.
+        Lock held by the caller (with :attr:`on_apply` already pointing at a fresh log).
+        """
+        kept: list[tuple[Entry, Session | None]] = []
+        node = self.node_id
+        for key, (hlc, origin) in self.versions.items():
+            if origin != node or HLC.physical(hlc) < since_ms:
+                continue
+            session = self.sessions.get(key)
+            if session is not None:
+                kept.append(
+                    (
+                        (key, hlc, origin, session.last_accessed, None, session.timeout_ms),
+                        session,
+                    )
+                )
+            else:
+                base, timeout = self.tombs[key]
+                kept.append(((key, hlc, origin, base, None, timeout), None))
+        forgotten = len(self.versions) - len(kept)
+        self.sessions.clear()
+        self.versions.clear()
+        self.tombs.clear()
+        self.index.clear()
+        self._tomb_heap.clear()
+        self.digest = [0] * BUCKETS
+        self.seq = 0
+        self.backlog.clear()
+        for (key, hlc, origin, la, _none, timeout), session in kept:
+            blob = None if session is None else encode_session(session)
+            entry: Entry = (key, hlc, origin, la, blob, timeout)
+            self._install(entry, session)
+            self._record(entry)
+        return forgotten
 
     # -- expiry ---------------------------------------------------------------------------------
 

@@ -160,12 +160,29 @@ class Wal:
             self.options.tombstone_ttl_ms // 1000,
             last,
         )
-        aside = self.directory / f"stale-{last}"
+        self._set_aside(last)
+
+    def _set_aside(self, stamp: int) -> Path:
+        aside = self.directory / f"stale-{stamp}"
         aside.mkdir(exist_ok=True, mode=0o700)
         for path in (self.snapshot_path, self.log_path, self.contact_path):
             if path.exists():
                 os.replace(path, aside / path.name)
         self.wiped_stale = True
+        return aside
+
+    def restart(self, since_ms: int) -> None:
+        """Move the files aside (``stale-<since_ms>/``) and start an empty log.
+
+        For a running node cut off past the tombstone horizon, with the replica's lock held:
+        the caller then restarts the replica, whose kept entries go to the new log.
+        """
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            handle.close()
+        self._set_aside(since_ms)
+        self._compact(None)
+        self._handle = self.log_path.open("ab", buffering=0)
 
     def load(self, replica: Replica) -> None:
         """Read the snapshot and the log into ``replica`` (unless they are older than the
@@ -192,12 +209,14 @@ class Wal:
         )
         self._flusher.start()
 
-    def _compact(self, replica: Replica) -> None:
+    def _compact(self, replica: Replica | None) -> None:
+        """Write ``replica`` (``None``: nothing) as the snapshot and empty the log."""
+        keys = list(replica.versions) if replica is not None else []
+        entries = map(replica.entry, keys) if replica is not None else iter(())
         temporary = self.snapshot_path.with_suffix(".tmp")
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as handle:
-            for key in list(replica.versions):
-                entry = replica.entry(key)
+            for entry in entries:
                 if entry is not None:
                     handle.write(_frame(entry))
             handle.flush()

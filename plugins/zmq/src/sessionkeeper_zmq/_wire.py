@@ -166,7 +166,7 @@ def _keys(value: object) -> list[str]:
 
 
 def _ping(b: Any, nodes: Collection[str]) -> Any:
-    node, inc, seq, hlc, root, ready = _list(b, "PING", 6)
+    node, inc, seq, hlc, root, ready, accompanied = _list(b, "PING", 7)
     if node not in nodes:
         raise WireError("PING from an unknown node")
     return (
@@ -175,12 +175,13 @@ def _ping(b: Any, nodes: Collection[str]) -> Any:
         _int(seq, "seq"),
         _int(hlc, "hlc"),
         _bytes(root, "root", 16),
-        (_bool(ready, "ready")),
+        _bool(ready, "ready"),
+        _bool(accompanied, "accompanied"),
     )
 
 
 def _pong(b: Any, nodes: Collection[str]) -> Any:
-    node, inc, seq, hlc, acked_inc, acked, root, ready = _list(b, "PONG", 8)
+    node, inc, seq, hlc, acked_inc, acked, root, ready, accompanied = _list(b, "PONG", 9)
     if node not in nodes:
         raise WireError("PONG from an unknown node")
     return (
@@ -192,6 +193,7 @@ def _pong(b: Any, nodes: Collection[str]) -> Any:
         _int(acked, "acked"),
         _bytes(root, "root", 16),
         _bool(ready, "ready"),
+        _bool(accompanied, "accompanied"),
     )
 
 
