@@ -330,12 +330,15 @@ class Replica:
     def clear(self) -> None:
         """Forget every entry (a node too far behind wipes before a full resync)."""
         with self.lock:
-            self.sessions.clear()
-            self.versions.clear()
-            self.tombs.clear()
-            self.index.clear()
-            self._tomb_heap.clear()
-            self.digest = [0] * BUCKETS
+            self._forget()
+
+    def _forget(self) -> None:
+        self.sessions.clear()
+        self.versions.clear()
+        self.tombs.clear()
+        self.index.clear()
+        self._tomb_heap.clear()
+        self.digest = [0] * BUCKETS
 
     def restart_keeping_own(self, since_ms: int) -> int:
         """Forget every entry except this node's own stores and deletes stamped at or after
@@ -364,12 +367,7 @@ class Replica:
                 base, timeout = self.tombs[key]
                 kept.append(((key, hlc, origin, base, None, timeout), None))
         forgotten = len(self.versions) - len(kept)
-        self.sessions.clear()
-        self.versions.clear()
-        self.tombs.clear()
-        self.index.clear()
-        self._tomb_heap.clear()
-        self.digest = [0] * BUCKETS
+        self._forget()
         self.seq = 0
         self.backlog.clear()
         for (key, hlc, origin, la, _none, timeout), session in kept:
