@@ -18,13 +18,13 @@ import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Final
 
 import attrs
 
 from . import hookspecs
 from ._backend import BackendContext, Capabilities
+from ._closing import Closing
 from ._config import Config, load_config, structure_options
 from ._errors import (
     InvalidSession,
@@ -83,7 +83,7 @@ def _closed(*args: object) -> Any:
     raise ManagerClosed("this SessionManager is closed")
 
 
-class SessionManager:
+class SessionManager(Closing):
     """Sessions in the configured backend, with expiry, touch coalescing and scheduled cleanup.
 
     Build it from a config file with :meth:`from_config`, or in code::
@@ -126,14 +126,7 @@ class SessionManager:
                 "stats": stats,
             }
         )
-        self._setup(
-            config,
-            clock=clock,
-            plugins=plugins,
-            read_only=read_only,
-            base_dir=Path(base_dir) if base_dir is not None else None,
-            schedule=True,
-        )
+        self._setup(config, clock=clock, plugins=plugins, read_only=read_only, base_dir=base_dir)
 
     @classmethod
     def from_config(
@@ -171,7 +164,7 @@ class SessionManager:
             clock=clock,
             plugins=plugins,
             read_only=read_only,
-            base_dir=Path(base_dir) if base_dir is not None else None,
+            base_dir=base_dir,
             schedule=schedule,
         )
         return self
@@ -185,8 +178,8 @@ class SessionManager:
         clock: Clock | None,
         plugins: Iterable[object],
         read_only: bool,
-        base_dir: Path | None,
-        schedule: bool,
+        base_dir: str | os.PathLike[str] | None,
+        schedule: bool = True,
     ) -> None:
         self.config = config
         self.clock: Clock = clock or system_clock
@@ -296,17 +289,6 @@ class SessionManager:
         """True once :meth:`close` has run."""
         return self._closed
 
-    def __enter__(self) -> SessionManager:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"<SessionManager backend={self.backend_name!r} {state}>"
@@ -388,14 +370,7 @@ class SessionManager:
         Raises :class:`~sessionkeeper.SessionNotFound` (also a ``KeyError``) when there is no
         live session with this id, :class:`~sessionkeeper.InvalidSession` for a malformed id.
         """
-        try:
-            session = self._fetch(session_id)
-        except SessionKeeperError:
-            raise
-        except Exception as exc:
-            raise self._failure("fetch", exc, session_id) from exc
-        if session is None:
-            raise self._not_found(session_id)
+        session = self._stored(session_id, "fetch")
         now = self.clock()
         idle = now - session.last_accessed
         timeout = session.timeout_ms
@@ -406,6 +381,19 @@ class SessionManager:
                 return self._write_touch(session_id, now, session)
         if idle > self._touch_resolution:
             return self._write_touch(session_id, now, session)
+        return session
+
+    def _stored(self, session_id: str, operation: str) -> Session:
+        """The stored session ``session_id``, expired or not; raises ``SessionNotFound`` when
+        there is none (``InvalidSession`` for a malformed id)."""
+        try:
+            session = self._fetch(session_id)
+        except SessionKeeperError:
+            raise
+        except Exception as exc:
+            raise self._failure(operation, exc, session_id) from exc
+        if session is None:
+            raise self._not_found(session_id)
         return session
 
     def _write_touch(self, session_id: str, now: int, read: Session | None = None) -> Session:
@@ -445,14 +433,7 @@ class SessionManager:
         ``include_expired=True`` also returns a session that has expired but is still stored
         (cleanup has not removed it yet): what migrations compare.
         """
-        try:
-            session = self._fetch(session_id)
-        except SessionKeeperError:
-            raise
-        except Exception as exc:
-            raise self._failure("peek", exc, session_id) from exc
-        if session is None:
-            raise self._not_found(session_id)
+        session = self._stored(session_id, "peek")
         if not include_expired and session.is_expired(self.clock()):
             raise SessionNotFound(session_id)
         return session
@@ -524,14 +505,19 @@ class SessionManager:
         return result
 
 
-def _build_backend(config: Config, *, base_dir: Path | None, read_only: bool) -> Any:
-    """Import the configured backend class, validate its options and construct it (not open)."""
+def _build_backend(
+    config: Config, *, base_dir: str | os.PathLike[str] | None, read_only: bool
+) -> Any:
+    """Import the configured backend class, validate its options and construct it (not open);
+    ``base_dir``, when given, replaces the config's."""
     backend_cls = load_backend_class(config.backend, source=config.source)
     options = structure_options(
         backend_cls.options_class, config.backend_opts, source=config.source
     )
     context = BackendContext(
-        name=config.backend, base_dir=base_dir or config.base_dir, read_only=read_only
+        name=config.backend,
+        base_dir=Path(base_dir) if base_dir is not None else config.base_dir,
+        read_only=read_only,
     )
     try:
         return backend_cls(options, context)
@@ -597,9 +583,7 @@ def check_store(
     Returns the backend's report (see :func:`~sessionkeeper.hookspecs.sessionkeeper_check`), or
     ``None`` when the backend has no check. Configuration errors raise as for a manager.
     """
-    backend = _build_backend(
-        config, base_dir=Path(base_dir) if base_dir is not None else None, read_only=not repair
-    )
+    backend = _build_backend(config, base_dir=base_dir, read_only=not repair)
     pm = PluginManager()
     pm.register(backend, name=_BACKEND_PLUGIN)
     try:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
+from ._closing import Closing
 from ._errors import SessionKeeperError
 from ._manager import SessionManager
 
@@ -199,7 +200,7 @@ def metrics_text(manager: SessionManager, labels: Mapping[str, str] | None = Non
     return generate_latest(metrics_registry(manager, labels)).decode("utf-8")
 
 
-class MetricsServer:
+class MetricsServer(Closing):
     """A running metrics endpoint (from :func:`start_metrics_server`); :meth:`close` stops it."""
 
     def __init__(self, server: WSGIServer, thread: threading.Thread) -> None:
@@ -228,12 +229,6 @@ class MetricsServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
-
-    def __enter__(self) -> MetricsServer:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
 
 def start_metrics_server(

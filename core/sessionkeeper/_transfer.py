@@ -40,13 +40,13 @@ import tempfile
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any, Final, Literal, cast
 
 import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn, override
 
+from ._closing import Closing
 from ._codec import encode_session
 from ._config import _problems, _strict_bool, _strict_int, _strict_str
 from ._errors import InvalidSession, SessionKeeperError, SessionNotFound
@@ -346,7 +346,7 @@ def _gzipped(path: Path) -> bool:
     return path.suffix.lower() == ".gz"
 
 
-class ExportWriter:
+class ExportWriter(Closing):
     """Writes an export file line by line, in constant memory.
 
     ``target`` is a path (gzip-compressed when it ends in ``.gz``) or ``"-"`` for standard output.
@@ -443,16 +443,8 @@ class ExportWriter:
             with contextlib.suppress(Exception):
                 self._out.flush()
 
-    def __enter__(self) -> ExportWriter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
+    def __exit__(self, *exc_info: object) -> None:
+        if exc_info[0] is None:  # the block ended without an exception
             self.close()
         else:
             self.abort()
@@ -481,7 +473,7 @@ def _open_input(source: str | os.PathLike[str]) -> tuple[IO[bytes], IO[bytes] | 
     return raw, raw, str(path)
 
 
-class ExportReader:
+class ExportReader(Closing):
     """Reads an export file line by line, validating each line, in constant memory.
 
     ``source`` is a path (gzip-compressed or not: recognised by its content) or ``"-"`` for
@@ -639,17 +631,6 @@ class ExportReader:
             if self._raw is not None and self._raw is not self._stream:
                 with contextlib.suppress(Exception):
                     self._raw.close()
-
-    def __enter__(self) -> ExportReader:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class _LineTooLong(Exception):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Iterator
@@ -121,6 +122,24 @@ class LevelDBBackend:
             self._name, f"cannot {operation} in {self._where()}: it was opened read-only"
         )
 
+    def _get(self, key: bytes, operation: str) -> bytes | None:
+        """The record under ``key`` or ``None``; a failed read is a ``StorageError``."""
+        try:
+            return self._db.get(key)
+        except Exception as exc:
+            raise self._failure(operation, exc, key) from exc
+
+    def _write_key(self, session_id: str, refusal: str) -> tuple[bytes, bytes]:
+        """``(raw id, key)`` of ``session_id`` for a write; refused (``refusal``) when read-only.
+
+        The caller takes the lock and reads (:meth:`_get`): a context manager doing all three
+        would add about 1 us to every touch and delete.
+        """
+        if not self._writable:
+            self._refuse(refusal)
+        raw_id = session_id.encode("ascii")
+        return raw_id, self.keys.sessions + raw_id
+
     def _deadline_of(self, key: bytes, record: bytes) -> int | None:
         """The deadline a stored record was indexed under, or ``None`` when it has none or does
         not decode (a damaged record has no known index entry: a cleanup drops it if stale)."""
@@ -177,10 +196,7 @@ class LevelDBBackend:
         except (AttributeError, UnicodeEncodeError):  # not an id: raise InvalidSession
             validate_id(session_id)
             raise
-        try:
-            record = self._db.get(key)
-        except Exception as exc:
-            raise self._failure("fetch", exc, key) from exc
+        record = self._get(key, "fetch")
         if record is None:
             return None
         return self._decode(key, record, session_id)
@@ -189,30 +205,24 @@ class LevelDBBackend:
     def sessionkeeper_list(self, now: int) -> list[str]:
         """The ids in the session range, less the expired ones the index finds, read from one
         snapshot (no record is decoded but those of expired sessions)."""
-        keys = self.keys
-        skip = len(keys.sessions)
-        try:
-            snapshot = self._db.snapshot()
-            try:
-                expired = self._expired(snapshot, now)
-                with snapshot.iterator(
-                    start=keys.sessions, stop=keys.sessions_end, include_value=False
-                ) as stored:
-                    return [
-                        session_id
-                        for session_id in (key[skip:].decode("ascii") for key in stored)
-                        if session_id not in expired
-                    ]
-            finally:
-                snapshot.close()
-        except SessionKeeperError:
-            raise
-        except Exception as exc:
-            raise self._failure("list", exc) from exc
+        skip = len(self.keys.sessions)
+        with self._stored_keys(now, "list") as (stored, expired):
+            return [
+                session_id
+                for session_id in (key[skip:].decode("ascii") for key in stored)
+                if session_id not in expired
+            ]
 
     @hookimpl
     def sessionkeeper_count(self, now: int) -> int:
         """Keys in the session range (no decoding) less the expired sessions, from one snapshot."""
+        with self._stored_keys(now, "count") as (stored, expired):
+            return sum(1 for _ in stored) - len(expired)
+
+    @contextlib.contextmanager
+    def _stored_keys(self, now: int, operation: str) -> Iterator[tuple[Iterator[bytes], set[str]]]:
+        """The keys of the session range and the ids expired at ``now``, both read from one
+        snapshot (closed on leaving); a failure is a ``StorageError`` naming ``operation``."""
         keys = self.keys
         try:
             snapshot = self._db.snapshot()
@@ -221,14 +231,13 @@ class LevelDBBackend:
                 with snapshot.iterator(
                     start=keys.sessions, stop=keys.sessions_end, include_value=False
                 ) as stored:
-                    total = sum(1 for _ in stored)
-                return total - len(expired)
+                    yield stored, expired
             finally:
                 snapshot.close()
         except SessionKeeperError:
             raise
         except Exception as exc:
-            raise self._failure("count", exc) from exc
+            raise self._failure(operation, exc) from exc
 
     def _expired(self, reader: Reader, now: int) -> set[str]:
         """Ids of the sessions expired at ``now``: the index entries below ``now`` whose session
@@ -309,17 +318,10 @@ class LevelDBBackend:
     @hookimpl
     def sessionkeeper_touch(self, session_id: str, last_accessed: int) -> Session | None:
         """Move ``last_accessed`` forward (never back) and the index entry with it, atomically."""
-        if not self._writable:
-            self._refuse("touch a session")
-        keys = self.keys
-        raw_id = session_id.encode("ascii")
-        key = keys.sessions + raw_id
-        db = self._db
+        raw_id, key = self._write_key(session_id, "touch a session")
+        keys, db = self.keys, self._db
         with self._lock:
-            try:
-                record = db.get(key)
-            except Exception as exc:
-                raise self._failure("touch", exc, key) from exc
+            record = self._get(key, "touch")
             if record is None:
                 return None
             session = self._decode(key, record, session_id)
@@ -341,17 +343,13 @@ class LevelDBBackend:
     @hookimpl
     def sessionkeeper_delete(self, session_id: str) -> bool:
         """Remove the session and its index entry in one batch."""
-        if not self._writable:
-            self._refuse("delete a session")
-        keys = self.keys
-        raw_id = session_id.encode("ascii")
-        key = keys.sessions + raw_id
-        db = self._db
+        raw_id, key = self._write_key(session_id, "delete a session")
+        keys, db = self.keys, self._db
         with self._lock:
+            record = self._get(key, "delete")
+            if record is None:
+                return False
             try:
-                record = db.get(key)
-                if record is None:
-                    return False
                 batch = db.write_batch(sync=self._sync)
                 batch.delete(key)
                 deadline = self._deadline_of(key, record)

@@ -151,6 +151,17 @@ class RedisBackend:
     # -- lifecycle --------------------------------------------------------------------------------
 
     def _connect(self) -> Any:
+        """A new client of the configured server; ``StorageError`` naming the server when it
+        cannot be made (nothing is left open then)."""
+        try:
+            return self._new_client()
+        except _REDIS_ERRORS as exc:
+            self._close_sentinels()
+            raise StorageError(
+                self.context.name, f"cannot connect to {self.server}: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def _new_client(self) -> Any:
         options = self.options
         common: dict[str, Any] = {
             "socket_timeout": options.socket_timeout_ms / 1000,
@@ -197,13 +208,7 @@ class RedisBackend:
                 f"installed sessionkeeper writes format {FORMAT_VERSION}: upgrade "
                 "sessionkeeper-redis",
             )
-        try:
-            client = self._connect()
-        except _REDIS_ERRORS as exc:
-            self._close_sentinels()
-            raise StorageError(
-                self.context.name, f"cannot connect to {self.server}: {type(exc).__name__}: {exc}"
-            ) from exc
+        client = self._connect()
         try:
             client.ping()
             if not self.context.read_only:
@@ -486,13 +491,7 @@ class RedisBackend:
         agree with the keys; with ``repair``, damaged records are renamed to
         ``{table_name}:quarantine:<id>`` and the indexes are fixed (see
         :mod:`sessionkeeper_redis._check`). Connects for the check alone."""
-        try:
-            client = self._connect()
-        except _REDIS_ERRORS as exc:
-            self._close_sentinels()
-            raise StorageError(
-                self.context.name, f"cannot connect to {self.server}: {type(exc).__name__}: {exc}"
-            ) from exc
+        client = self._connect()
         try:
             client.ping()
             scan_options: dict[str, Any] = {}
