@@ -11,16 +11,12 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import re
 import shutil
-import subprocess
 import sys
 import textwrap
 import tomllib
-import xml.etree.ElementTree as ET
 import zipfile
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -46,45 +42,8 @@ EXAMPLES = DOCS / "examples"
 AUTHORING = EXAMPLES / "authoring"
 DOCS_SKELETON = EXAMPLES / "mystore"
 TEMPLATE_DIR = ROOT / "core" / "sessionkeeper" / "_template"
-#: Generous limit on a subprocess, so that a hang fails the test instead of blocking the run.
-SUBPROCESS_TIMEOUT_S = 600
-#: The kit tests a backend that is neither persistent nor openable read-only skips.
-NOT_PERSISTENT_SKIPS = [
-    "test_deletes_and_cleanups_survive_reopen",
-    "test_expired_sessions_stay_expired_after_reopen",
-    "test_read_only_open_reads_and_refuses_writes",
-    "test_sessions_survive_close_and_reopen",
-]
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """The environment for a child process, without the settings of the outer test run."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key
-        not in {
-            "PYTEST_ADDOPTS",
-            "PYTEST_PLUGINS",
-            "PYTEST_DISABLE_PLUGIN_AUTOLOAD",
-            "SESSIONKEEPER_CONFIG",
-            "PYTHONPATH",
-        }
-    }
-    env.update({"PIP_DISABLE_PIP_VERSION_CHECK": "1", "COLUMNS": "200"}, **extra)
-    return env
-
-
-def run(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        list(args),
-        cwd=cwd,
-        env=clean_env(**env),
-        capture_output=True,
-        text=True,
-        timeout=SUBPROCESS_TIMEOUT_S,
-        check=False,
-    )
+#: The ``outside`` fixture of conftest.py (commands, pip and pytest in child processes).
+Outside = Any
 
 
 def generate(*args: str) -> Any:
@@ -102,15 +61,9 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def installed(generated: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def installed(generated: Path, tmp_path_factory: pytest.TempPathFactory, outside: Outside) -> Path:
     """The skeleton built and installed with pip into a site folder of its own; returns it."""
-    site = tmp_path_factory.mktemp("authoring-site")
-    result = run(
-        sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
-        "--no-index", "--target", str(site), str(generated),
-        cwd=generated.parent,
-    )  # fmt: skip
-    assert result.returncode == 0, f"pip install failed:\n{result.stdout}\n{result.stderr}"
+    site = outside.pip_install(generated, tmp_path_factory.mktemp("authoring-site"))
     assert (site / "sessionkeeper_mystore" / "_backend.py").is_file()
     return site
 
@@ -324,54 +277,29 @@ class TestNewBackendCommand:
 # --- the generated plugin, installed ---------------------------------------------------------
 
 
-def junit_outcomes(path: Path) -> dict[str, str]:
-    """``classname::name`` -> ``passed``, ``failed``, ``error`` or ``skipped``."""
-    outcomes: dict[str, str] = {}
-    for case in ET.parse(path).getroot().iter("testcase"):
-        outcome = "passed"
-        for child in case:
-            if child.tag in {"failure", "error", "skipped"}:
-                outcome = "failed" if child.tag == "failure" else child.tag
-        outcomes[f"{case.get('classname')}::{case.get('name')}"] = outcome
-    return outcomes
-
-
 @pytest.mark.sessionkeeper_slow
 class TestGeneratedPlugin:
     def test_the_conformance_kit_passes_on_the_first_run(
-        self, generated: Path, installed: Path, tmp_path: Path
+        self, generated: Path, installed: Path, tmp_path: Path, outside: Outside
     ) -> None:
         """In the generated project, installed and untouched, ``pytest`` loads the kit through
         the ``pytest11`` plugin and passes every kit test and the skeleton's own; only the
         tests of capabilities a dict does not have are skipped."""
-        report = tmp_path / "report.xml"
-        result = run(
-            sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--junitxml={report}",
-            cwd=generated, PYTHONPATH=str(installed),
-        )  # fmt: skip
-        output = f"{result.stdout}\n{result.stderr}"
-        assert result.returncode == 0, output[-6000:]
-        assert re.search(r"^plugins: .*\bsessionkeeper-\d", result.stdout, re.M), output
-        outcomes = junit_outcomes(report)
-        counts = Counter(outcomes.values())
-        assert counts["failed"] == counts["error"] == 0, output
-        kit = {
-            key.partition("::")[2].partition("[")[0]: outcome
-            for key, outcome in outcomes.items()
-            if key.startswith("tests.test_conformance.TestMystoreConformance::")
-        }
-        kit_tests = {name for name in dir(BackendConformance) if name.startswith("test_")}
-        assert kit_tests <= set(kit), f"kit tests that did not run: {kit_tests - set(kit)}"
-        assert sorted(n for n, o in kit.items() if o == "skipped") == NOT_PERSISTENT_SKIPS
+        suite = outside.run_pytest(cwd=generated, site=installed, report=tmp_path / "r.xml")
+        kit = suite.assert_kit_passed("tests.test_conformance.TestMystoreConformance")
+        skipped = sorted(name for name, outcome in kit.items() if outcome == "skipped")
+        assert skipped == list(outside.NOT_PERSISTENT_SKIPS)
         assert kit["test_damaged_record_raises_storage_error_not_not_found"] == "passed"
-        own = [key for key in outcomes if key.startswith("tests.test_backend.")]
+        own = [key for key in suite.outcomes if key.startswith("tests.test_backend.")]
         assert len(own) == 4
-        assert all(outcomes[key] == "passed" for key in own)
+        assert all(suite.outcomes[key] == "passed" for key in own)
 
-    def test_sessionkeeper_backends_lists_it(self, installed: Path, tmp_path: Path) -> None:
+    def test_sessionkeeper_backends_lists_it(
+        self, installed: Path, tmp_path: Path, outside: Outside
+    ) -> None:
         """Once installed, ``sessionkeeper backends`` lists ``mystore`` from
         sessionkeeper-mystore 0.1.0, imported without error, with its capabilities."""
-        result = run(
+        result = outside.run(
             sys.executable, "-m", "sessionkeeper", "backends", "--json",
             cwd=tmp_path, PYTHONPATH=str(installed),
         )  # fmt: skip
@@ -383,7 +311,7 @@ class TestGeneratedPlugin:
         assert listed["capabilities"] == Capabilities(blocking=False).as_dict()
 
     def test_the_documented_invalid_option_gives_the_documented_error(
-        self, installed: Path, tmp_path: Path
+        self, installed: Path, tmp_path: Path, outside: Outside
     ) -> None:
         """The guide's config (``max_sessions = 0``) fails to open with exactly the message the
         guide shows, naming the file and the key."""
@@ -398,7 +326,7 @@ class TestGeneratedPlugin:
                 print(exc)
             """
         )
-        result = run(sys.executable, "-c", script, cwd=tmp_path, PYTHONPATH=str(installed))
+        result = outside.run(sys.executable, "-c", script, cwd=tmp_path, PYTHONPATH=str(installed))
         assert result.returncode == 0, result.stderr
         key, message = result.stdout.splitlines()
         expected = (AUTHORING / "mystore-error.txt").read_text(encoding="utf-8").strip()
@@ -435,7 +363,9 @@ class TestGeneratedPlugin:
         assert any(r.replace(" ", "") in {"sessionkeeper<0.2,>=0.1", "sessionkeeper>=0.1,<0.2"}
                    for r in requires), requires  # fmt: skip
 
-    def test_the_generated_code_is_lint_clean(self, generated: Path, tmp_path: Path) -> None:
+    def test_the_generated_code_is_lint_clean(
+        self, generated: Path, tmp_path: Path, outside: Outside
+    ) -> None:
         """ruff, with the generated project's own settings, finds nothing to fix or reformat
         (skipped where ruff is not installed)."""
         ruff = shutil.which("ruff") or shutil.which("ruff", path=str(Path(sys.executable).parent))
@@ -444,7 +374,7 @@ class TestGeneratedPlugin:
         copy = tmp_path / "project"
         shutil.copytree(generated, copy, ignore=shutil.ignore_patterns("__pycache__", ".*_cache"))
         for command in (["check", "--no-cache", "."], ["format", "--no-cache", "--check", "."]):
-            result = run(ruff, *command, cwd=copy)
+            result = outside.run(ruff, *command, cwd=copy)
             assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -488,10 +418,10 @@ class TestGuide:
             "python -m twine upload dist/*",
         ]
 
-    def test_the_file_options_example_runs(self, tmp_path: Path) -> None:
+    def test_the_file_options_example_runs(self, tmp_path: Path, outside: Outside) -> None:
         """file_options.py resolves relative paths against the config directory and names the
         field in its FieldError (its own asserts), and says so."""
-        result = run(sys.executable, str(AUTHORING / "file_options.py"), cwd=tmp_path)
+        result = outside.run(sys.executable, str(AUTHORING / "file_options.py"), cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         assert result.stdout == "ok\n"
 
@@ -503,7 +433,7 @@ class TestGuide:
         ],
     )
     def test_the_benchmark_example_compares_with_memory(
-        self, backend: str, opts: dict[str, Any], tmp_path: Path
+        self, backend: str, opts: dict[str, Any], tmp_path: Path, outside: Outside
     ) -> None:
         """bench_against_memory.py times store, fetch and delete of a backend and of memory in
         one run and reports each ratio, as a table or as JSON; relative paths in the options
@@ -512,7 +442,7 @@ class TestGuide:
             pytest.skip(f"the {backend} backend is not installed")
         script = str(AUTHORING / "bench_against_memory.py")
         args = [backend, "--opts", json.dumps(opts), "--sessions", "200", "--repeats", "1"]
-        result = run(sys.executable, script, *args, "--json", cwd=tmp_path)
+        result = outside.run(sys.executable, script, *args, "--json", cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         figures = json.loads(result.stdout)
         assert figures["backend"] == backend
@@ -521,7 +451,7 @@ class TestGuide:
             assert row["us"] > 0
             assert row["memory_us"] > 0
             assert row["ratio"] == pytest.approx(row["us"] / row["memory_us"])
-        table = run(sys.executable, script, *args, cwd=tmp_path)
+        table = outside.run(sys.executable, script, *args, cwd=tmp_path)
         assert table.returncode == 0, table.stderr
         assert re.search(r"^fetch\s+[\d.]+\s+[\d.]+\s+[\d.]+x$", table.stdout, re.M), table.stdout
         assert list(tmp_path.iterdir()) == []

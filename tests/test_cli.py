@@ -11,12 +11,11 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
-import subprocess
 import sys
 import textwrap
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,10 @@ from sessionkeeper.cli import ExitCode, cli, exit_code_for
 
 HOUR = 3_600_000
 COMMANDS = ("backends", "list", "show", "delete", "cleanup", "stats", "check")
+#: The ``make_dist`` fixture of conftest.py.
+MakeDist = Callable[..., Path]
+#: The ``outside`` fixture of conftest.py (commands in child processes).
+Outside = Any
 
 
 def now_ms() -> int:
@@ -48,18 +51,6 @@ def now_ms() -> int:
 def write_config(path: Path, body: str) -> Path:
     path.write_text(textwrap.dedent(body), encoding="utf-8")
     return path
-
-
-@pytest.fixture
-def runner(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> CliRunner:
-    """A runner in an empty working directory with no config named by the environment."""
-    monkeypatch.delenv("SESSIONKEEPER_CONFIG", raising=False)
-    monkeypatch.delenv("SESSIONKEEPER_DEBUG", raising=False)
-    monkeypatch.delenv("COLUMNS", raising=False)
-    workdir = tmp_path / "cwd"
-    workdir.mkdir()
-    monkeypatch.chdir(workdir)
-    return CliRunner()
 
 
 class Store:
@@ -107,36 +98,6 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 def invoke(runner: CliRunner, *args: str | os.PathLike[str]) -> Result:
     return runner.invoke(cli, [os.fspath(arg) for arg in args], catch_exceptions=False)
-
-
-def install_dist(
-    site: Path,
-    name: str,
-    entry_points: Mapping[str, Mapping[str, str]],
-    modules: Mapping[str, str] | None = None,
-) -> None:
-    """Write a real (minimal) installed distribution into ``site``: METADATA and entry points."""
-    dist_info = site / f"{name.replace('-', '_')}-1.2.3.dist-info"
-    dist_info.mkdir(parents=True)
-    (dist_info / "METADATA").write_text(
-        f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.2.3\n", encoding="utf-8"
-    )
-    lines = []
-    for group, eps in entry_points.items():
-        lines.append(f"[{group}]")
-        lines.extend(f"{ep_name} = {value}" for ep_name, value in eps.items())
-    (dist_info / "entry_points.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    for filename, source in (modules or {}).items():
-        (site / filename).write_text(textwrap.dedent(source), encoding="utf-8")
-
-
-@pytest.fixture
-def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A directory on sys.path where tests install extra distributions for one test."""
-    path = tmp_path / "site"
-    path.mkdir()
-    monkeypatch.syspath_prepend(os.fspath(path))
-    return path
 
 
 class TestHelp:
@@ -233,12 +194,15 @@ class TestBackends:
         assert "sessionkeeper_fetch" in memory["hooks"]
         assert isinstance(data["plugins"], list)
 
-    def test_broken_backend_is_listed_with_its_error(self, runner: CliRunner, site: Path) -> None:
+    def test_broken_backend_is_listed_with_its_error(
+        self, runner: CliRunner, make_dist: MakeDist
+    ) -> None:
         """A backend whose module fails to import is listed with the error; the command succeeds."""
-        install_dist(
-            site,
+        make_dist(
             "sessionkeeper-broken",
+            {},
             {"sessionkeeper.backends": {"broken": "sessionkeeper_broken_missing:Backend"}},
+            version="1.2.3",
         )
         result = invoke(runner, "backends", "--json")
         assert result.exit_code == 0
@@ -255,14 +219,13 @@ class TestBackends:
         assert "failed to import" in human.stdout
 
     def test_not_a_backend_class_is_listed_with_the_contract_problem(
-        self, runner: CliRunner, site: Path
+        self, runner: CliRunner, make_dist: MakeDist
     ) -> None:
         """An entry point naming something that is not a backend class is listed as broken."""
-        install_dist(
-            site,
+        make_dist(
             "sessionkeeper-notaclass",
+            {"sk_cli_notaclass": "VALUE = 42\n"},
             {"sessionkeeper.backends": {"notaclass": "sk_cli_notaclass:VALUE"}},
-            {"sk_cli_notaclass.py": "VALUE = 42\n"},
         )
         data = json.loads(invoke(runner, "backends", "--json").stdout)
         entry = next(b for b in data["backends"] if b["name"] == "notaclass")
@@ -270,15 +233,13 @@ class TestBackends:
         assert entry["capabilities"] is None
 
     def test_wrapper_plugins_are_listed_with_their_hooks(
-        self, runner: CliRunner, site: Path, monkeypatch: pytest.MonkeyPatch
+        self, runner: CliRunner, make_dist: MakeDist, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """``sessionkeeper.plugins`` entry points are listed with the hooks they implement."""
-        install_dist(
-            site,
+        make_dist(
             "sessionkeeper-audit",
-            {"sessionkeeper.plugins": {"audit": "sk_cli_audit"}},
             {
-                "sk_cli_audit.py": """\
+                "sk_cli_audit": """\
                 from sessionkeeper import hookimpl
 
                 @hookimpl(wrapper=True)
@@ -289,6 +250,7 @@ class TestBackends:
                     pass
                 """
             },
+            {"sessionkeeper.plugins": {"audit": "sk_cli_audit"}},
         )
         result = invoke(runner, "backends", "--json")
         assert result.exit_code == 0
@@ -300,13 +262,14 @@ class TestBackends:
         human = invoke(runner, "backends")
         assert "sessionkeeper_delete" in human.stdout
 
-    def test_import_side_effects_do_not_corrupt_json(self, runner: CliRunner, site: Path) -> None:
+    def test_import_side_effects_do_not_corrupt_json(
+        self, runner: CliRunner, make_dist: MakeDist
+    ) -> None:
         """A plugin that prints while being imported does not break ``backends --json``."""
-        install_dist(
-            site,
+        make_dist(
             "sessionkeeper-noisy",
+            {"sk_cli_noisy": "print('hello from an import side effect')\n"},
             {"sessionkeeper.plugins": {"noisy": "sk_cli_noisy"}},
-            {"sk_cli_noisy.py": "print('hello from an import side effect')\n"},
         )
         result = invoke(runner, "backends", "--json")
         assert result.exit_code == 0
@@ -633,66 +596,17 @@ class TestConfigErrors:
 
 
 FAULTY_BACKENDS = """\
-from sessionkeeper import Capabilities, NoOptions, StorageError, hookimpl
+from sessionkeeper import StorageError, hookimpl
+from sk_stub_backend import StubBackend
 
 
-class QuietBackend:
-    \"\"\"A complete, empty backend that the two below break in one place each.\"\"\"
-
-    options_class = NoOptions
-    capabilities = Capabilities(persistent=True, read_only_open=True)
-
-    def __init__(self, options, context):
-        self.context = context
-
-    @hookimpl
-    def sessionkeeper_open(self):
-        pass
-
-    @hookimpl
-    def sessionkeeper_close(self):
-        pass
-
-    @hookimpl
-    def sessionkeeper_store(self, session):
-        pass
-
-    @hookimpl
-    def sessionkeeper_fetch(self, session_id):
-        return None
-
-    @hookimpl
-    def sessionkeeper_touch(self, session_id, last_accessed):
-        return None
-
-    @hookimpl
-    def sessionkeeper_delete(self, session_id):
-        return False
-
-    @hookimpl
-    def sessionkeeper_list(self, now):
-        return []
-
-    @hookimpl
-    def sessionkeeper_count(self, now):
-        return 0
-
-    @hookimpl
-    def sessionkeeper_iter_sessions(self):
-        return []
-
-    @hookimpl
-    def sessionkeeper_cleanup_expired(self, now):
-        return 0
-
-
-class FailingBackend(QuietBackend):
+class FailingBackend(StubBackend):
     @hookimpl
     def sessionkeeper_open(self):
         raise StorageError("failing", "the disk is on fire")
 
 
-class CrashingBackend(QuietBackend):
+class CrashingBackend(StubBackend):
     @hookimpl
     def sessionkeeper_list(self, now):
         raise RuntimeError("bug in the backend")
@@ -700,18 +614,18 @@ class CrashingBackend(QuietBackend):
 
 
 @pytest.fixture
-def faulty(site: Path) -> None:
-    """Install backends ``failing`` (open raises StorageError) and ``crashing`` (list raises)."""
-    install_dist(
-        site,
+def faulty(make_dist: MakeDist, stub_backend: str) -> None:
+    """Install backends ``failing`` (open raises StorageError) and ``crashing`` (list raises),
+    each a stub backend broken in that one hook."""
+    make_dist(
         "sessionkeeper-faulty",
+        {"sk_cli_faulty": FAULTY_BACKENDS},
         {
             "sessionkeeper.backends": {
                 "failing": "sk_cli_faulty:FailingBackend",
                 "crashing": "sk_cli_faulty:CrashingBackend",
             }
         },
-        {"sk_cli_faulty.py": FAULTY_BACKENDS},
     )
 
 
@@ -759,54 +673,25 @@ class TestStorageErrors:
 
 
 class TestConsoleScript:
-    def _env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SESSIONKEEPER_")}
-        env.pop("COLUMNS", None)
-        return env
-
-    def test_python_m_help(self, tmp_path: Path) -> None:
+    def test_python_m_help(self, tmp_path: Path, outside: Outside) -> None:
         """``python -m sessionkeeper --help`` runs the CLI in a fresh interpreter."""
-        proc = subprocess.run(
-            [sys.executable, "-m", "sessionkeeper", "--help"],
-            capture_output=True,
-            text=True,
-            cwd=tmp_path,
-            env=self._env(),
-            check=False,
-            timeout=120,
-        )
+        proc = outside.run(sys.executable, "-m", "sessionkeeper", "--help", cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr
         assert "Exit codes" in proc.stdout
         assert "backends" in proc.stdout
 
-    def test_console_script_backends_json(self, tmp_path: Path) -> None:
+    def test_console_script_backends_json(self, tmp_path: Path, outside: Outside) -> None:
         """The installed ``sessionkeeper`` script prints the backends as JSON."""
         script = Path(sys.executable).with_name("sessionkeeper")
         assert script.exists(), f"console script missing next to {sys.executable}"
-        proc = subprocess.run(
-            [os.fspath(script), "backends", "--json"],
-            capture_output=True,
-            text=True,
-            cwd=tmp_path,
-            env=self._env(),
-            check=False,
-            timeout=120,
-        )
+        proc = outside.run(os.fspath(script), "backends", "--json", cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr
         names = [b["name"] for b in json.loads(proc.stdout)["backends"]]
         assert "memory" in names
 
-    def test_memory_store_is_empty_in_a_new_process(self, tmp_path: Path) -> None:
+    def test_memory_store_is_empty_in_a_new_process(self, tmp_path: Path, outside: Outside) -> None:
         """In its own process the memory backend shows an empty store and notes why on stderr."""
-        proc = subprocess.run(
-            [sys.executable, "-m", "sessionkeeper", "list"],
-            capture_output=True,
-            text=True,
-            cwd=tmp_path,
-            env=self._env(),
-            check=False,
-            timeout=120,
-        )
+        proc = outside.run(sys.executable, "-m", "sessionkeeper", "list", cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr
         assert "No live sessions." in proc.stdout
         assert "memory" in proc.stderr

@@ -29,7 +29,8 @@ import json
 
 import attrs
 
-from sessionkeeper import Capabilities, StorageError, hookimpl
+from sessionkeeper import StorageError, hookimpl
+from sk_stub_backend import StubBackend
 
 
 @attrs.frozen(kw_only=True)
@@ -39,13 +40,8 @@ class Options:
     fail: str = ""              # raise StorageError with this message instead
 
 
-class CheckingBackend:
+class CheckingBackend(StubBackend):
     options_class = Options
-    capabilities = Capabilities(persistent=True, read_only_open=True)
-
-    def __init__(self, options, context):
-        self.options = options
-        self.context = context
 
     @hookimpl
     def sessionkeeper_check(self, repair):
@@ -58,38 +54,6 @@ class CheckingBackend:
         report["seen_repair"] = repair
         report["seen_read_only"] = self.context.read_only
         return report
-
-    @hookimpl
-    def sessionkeeper_store(self, session):
-        pass
-
-    @hookimpl
-    def sessionkeeper_fetch(self, session_id):
-        return None
-
-    @hookimpl
-    def sessionkeeper_touch(self, session_id, last_accessed):
-        return None
-
-    @hookimpl
-    def sessionkeeper_delete(self, session_id):
-        return False
-
-    @hookimpl
-    def sessionkeeper_list(self, now):
-        return []
-
-    @hookimpl
-    def sessionkeeper_count(self, now):
-        return 0
-
-    @hookimpl
-    def sessionkeeper_iter_sessions(self):
-        return []
-
-    @hookimpl
-    def sessionkeeper_cleanup_expired(self, now):
-        return 0
 """
 
 OK = {"ok": True, "checked": 3, "intact": 3, "problems": []}
@@ -103,19 +67,8 @@ REPAIRED = {**BAD, "repaired": True, "backup": "/var/lib/store.bak", "quarantine
 
 
 @pytest.fixture
-def runner(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> CliRunner:
-    """A runner in an empty working directory with no config named by the environment."""
-    monkeypatch.delenv("SESSIONKEEPER_CONFIG", raising=False)
-    monkeypatch.delenv("SESSIONKEEPER_DEBUG", raising=False)
-    workdir = tmp_path / "cwd"
-    workdir.mkdir()
-    monkeypatch.chdir(workdir)
-    return CliRunner()
-
-
-@pytest.fixture
-def checking(make_dist: MakeDist) -> None:
-    """Install the ``checking`` backend for this test."""
+def checking(make_dist: MakeDist, stub_backend: str) -> None:
+    """Install the ``checking`` backend for this test: a stub backend with a check hook."""
     make_dist(
         "sessionkeeper-checking",
         {"sk_cli_checking": CHECKING_BACKEND},

@@ -11,8 +11,6 @@ import gzip
 import json
 import os
 import re
-import shlex
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -48,17 +46,6 @@ def needs(*backends: str) -> None:
     missing = [b for b in backends if b not in installed_backends()]
     if missing:
         pytest.skip(f"needs the {', '.join(missing)} backend")
-
-
-@pytest.fixture
-def runner(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> CliRunner:
-    """A runner in an empty working directory with no config named by the environment."""
-    monkeypatch.delenv("SESSIONKEEPER_CONFIG", raising=False)
-    monkeypatch.delenv("SESSIONKEEPER_DEBUG", raising=False)
-    workdir = tmp_path / "cwd"
-    workdir.mkdir()
-    monkeypatch.chdir(workdir)
-    return CliRunner()
 
 
 def invoke(runner: CliRunner, *args: str | os.PathLike[str], input: bytes | None = None) -> Result:
@@ -549,44 +536,3 @@ class TestStatsFormat:
         assert result.exit_code == ExitCode.USAGE
         result = runner.invoke(cli, ["stats", "--format", "json"])
         assert json.loads(result.stdout)["backend"] == "memory"
-
-
-# --- the documented walk-through ---------------------------------------------------------------
-
-
-def walkthrough() -> list[tuple[str, int]]:
-    """``(command, expected status)`` of docs/examples/operations.sh."""
-    found = []
-    for line in (EXAMPLES / "operations.sh").read_text(encoding="utf-8").splitlines():
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        command, _, comment = line.partition("  #")
-        match = re.match(r"\s*exit (\d+)", comment)
-        found.append((command.strip(), int(match[1]) if match else 0))
-    return found
-
-
-@pytest.fixture
-def operations_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The examples' old and new configs in a scratch directory, the old store seeded."""
-    needs("sqlitedict", "leveldb")
-    for name in ("sqlitedict.toml", "leveldb.toml"):
-        shutil.copy(EXAMPLES / name, tmp_path)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("SESSIONKEEPER_CONFIG", raising=False)
-    seed(tmp_path / "sqlitedict.toml", sessions(25))
-    return tmp_path
-
-
-class TestOperationsWalkthrough:
-    def test_every_line_runs_in_order(self, operations_dir: Path) -> None:
-        """docs/examples/operations.sh runs top to bottom, each line with the status its
-        comment gives, and leaves the sessions in the new store."""
-        commands = walkthrough()
-        assert commands
-        for line, status in commands:
-            words = shlex.split(line)
-            assert words[0] == "sessionkeeper"
-            result = CliRunner().invoke(cli, words[1:], prog_name="sessionkeeper")
-            assert result.exit_code == status, f"{line}\n{result.output}"
-        assert len(contents(operations_dir / "leveldb.toml")) == 25

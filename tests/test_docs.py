@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 import tomllib
 import zipfile
 from pathlib import Path
@@ -26,13 +27,14 @@ from typing import Any
 import attrs
 import click
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 import sessionkeeper
 from sessionkeeper import (
     CONFIG_ENV,
     Config,
     ConfigError,
+    Session,
     SessionManager,
     hookspecs,
     load_config,
@@ -410,16 +412,33 @@ class TestExampleBackend:
 # --- CLI ---------------------------------------------------------------------------------------
 
 
-def cli_examples() -> list[tuple[str, int]]:
-    """``(command line, expected exit status)`` for every command in docs/examples/cli.sh."""
+def shell_examples(script: str) -> list[tuple[str, int]]:
+    """``(command line, expected exit status)`` for every command in ``docs/examples/<script>``:
+    the status a line's ``# exit N`` comment gives, else 0."""
     found = []
-    for line in (EXAMPLES / "cli.sh").read_text(encoding="utf-8").splitlines():
+    for line in (EXAMPLES / script).read_text(encoding="utf-8").splitlines():
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         command, _, comment = line.partition("  #")
         match = re.match(r"\s*exit (\d+)", comment)
         found.append((command.strip(), int(match[1]) if match else 0))
     return found
+
+
+def cli_examples() -> list[tuple[str, int]]:
+    """The commands of docs/examples/cli.sh (the examples of cli.md)."""
+    return shell_examples("cli.sh")
+
+
+def run_example(line: str) -> Result:
+    """Run one documented command line, ``[NAME=value ...] sessionkeeper ...``, in-process."""
+    words = shlex.split(line)
+    env = {}
+    while "=" in words[0]:
+        key, _, value = words.pop(0).partition("=")
+        env[key] = value
+    assert words[0] == "sessionkeeper", line
+    return CliRunner().invoke(cli, words[1:], env=env, prog_name="sessionkeeper")
 
 
 @pytest.fixture
@@ -435,15 +454,9 @@ class TestCliReference:
     @pytest.mark.parametrize(("line", "status"), cli_examples(), ids=[c for c, _ in cli_examples()])
     def test_example_exits_as_documented(self, line: str, status: int, cli_dir: Path) -> None:
         """Each command of cli.md runs and exits with the status its comment gives (0 if none)."""
-        words = shlex.split(line)
-        env = {}
-        while "=" in words[0]:
-            key, _, value = words.pop(0).partition("=")
-            env[key] = value
-        assert words[0] == "sessionkeeper"
-        result = CliRunner().invoke(cli, words[1:], env=env, prog_name="sessionkeeper")
+        result = run_example(line)
         assert result.exit_code == status, result.output
-        if "--json" in words and status == 0:
+        if "--json" in shlex.split(line) and status == 0:
             json.loads(result.stdout)
 
     def test_every_command_is_documented(self) -> None:
@@ -462,6 +475,47 @@ class TestCliReference:
         page = (DOCS / "cli.md").read_text(encoding="utf-8")
         documented = {int(code) for code in re.findall(r"^\| (\d+) \|", page, re.M)}
         assert documented == {int(code) for code in ExitCode}
+
+
+# --- the operations walk-through -----------------------------------------------------------------
+
+HOUR = 3_600_000
+#: Live sessions in the walk-through's old store (which also holds one expired session).
+WALKTHROUGH_LIVE = 25
+
+
+@pytest.fixture
+def operations_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The examples' old and new configs in a scratch directory, the old (sqlitedict) store
+    holding ``WALKTHROUGH_LIVE`` live sessions and one expired session."""
+    missing = {"sqlitedict", "leveldb"} - set(sessionkeeper.installed_backends())
+    if missing:
+        pytest.skip(f"needs the {', '.join(sorted(missing))} backend")
+    for name in ("sqlitedict.toml", "leveldb.toml"):
+        shutil.copy(EXAMPLES / name, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(CONFIG_ENV, raising=False)
+    now = time.time_ns() // 1_000_000
+    with SessionManager.from_config(tmp_path / "sqlitedict.toml") as manager:
+        for i in range(WALKTHROUGH_LIVE):
+            metadata = {"user": f"user_{i}", "n": [i, i / 2]}
+            manager.store(Session(f"s{i:05d}", now - HOUR, now - i, 24 * HOUR, metadata))
+        manager.store(Session("expired", now - 3 * HOUR, now - 2 * HOUR, HOUR, {}))
+    return tmp_path
+
+
+class TestOperationsWalkthrough:
+    def test_every_line_runs_in_order(self, operations_dir: Path) -> None:
+        """docs/examples/operations.sh runs top to bottom, each line with the status its
+        comment gives, and leaves the sessions in the new store."""
+        commands = shell_examples("operations.sh")
+        assert commands
+        for line, status in commands:
+            result = run_example(line)
+            assert result.exit_code == status, f"{line}\n{result.output}"
+        with SessionManager.from_config(operations_dir / "leveldb.toml", read_only=True) as new:
+            stored = list(new.iter_sessions(include_expired=True))
+        assert len(stored) == WALKTHROUGH_LIVE
 
 
 # --- README ------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The operations walk-through of operations.md, run top to bottom by tests/test_cli_ops.py in a
+# The operations walk-through of operations.md, run top to bottom by tests/test_docs.py in a
 # directory holding sqlitedict.toml (with sessions in it) and leveldb.toml. A line ending in
 # "# exit N" must exit with status N; every other line must exit with 0.
 

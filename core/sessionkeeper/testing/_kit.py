@@ -124,6 +124,15 @@ def _ids(manager: SessionManager, *, include_expired: bool = False) -> list[str]
     return sorted(s.id for s in manager.iter_sessions(include_expired=include_expired))
 
 
+def _assert_not_found(manager: SessionManager, session_id: str, *operations: str) -> None:
+    """Call each of ``operations`` (``fetch``, ``peek`` or ``touch``) on ``session_id`` in turn,
+    and check that each raises ``SessionNotFound`` naming that id."""
+    for operation in operations:
+        with pytest.raises(SessionNotFound) as info:
+            getattr(manager, operation)(session_id)
+        assert info.value.session_id == session_id, f"{operation}({session_id!r})"
+
+
 def _run_threads(count: int, work: Callable[[int], None]) -> None:
     """Run ``work(index)`` in ``count`` threads started together; re-raise the first failure."""
     barrier = threading.Barrier(count)
@@ -172,7 +181,9 @@ class BackendConformance:
 
     Fixtures a subclass may use or override: ``clock`` (a :class:`ManualClock`),
     ``backend_options`` (what :meth:`backend_opts` returned, computed once per test),
-    ``make_manager`` (a :class:`ManagerFactory`) and ``manager`` (the first manager).
+    ``make_manager`` (a :class:`ManagerFactory`), ``manager`` (the first manager) and
+    ``open_store_again`` (a :class:`ManagerFactory` over the same store, with the options of
+    :meth:`reopen_opts`).
     """
 
     #: The backend's entry-point name in group ``sessionkeeper.backends``.
@@ -260,6 +271,18 @@ class BackendConformance:
         """A manager over a fresh, empty store."""
         return make_manager()
 
+    @pytest.fixture
+    def open_store_again(
+        self, make_manager: ManagerFactory, backend_options: dict[str, Any]
+    ) -> ManagerFactory:
+        """Open another manager over the test's store, with the options :meth:`reopen_opts`
+        gives (keywords as for ``make_manager``); the persistence tests close ``manager`` first."""
+
+        def open_again(**overrides: Any) -> SessionManager:
+            return make_manager(backend_opts=self.reopen_opts(backend_options), **overrides)
+
+        return open_again
+
     def _backend_name(self) -> str:
         name = getattr(self, "backend", None)
         if not isinstance(name, str) or not name:
@@ -343,10 +366,7 @@ class BackendConformance:
         self, manager: SessionManager
     ) -> None:
         """``peek`` and ``touch`` of an unknown id raise ``SessionNotFound`` and store nothing."""
-        with pytest.raises(SessionNotFound):
-            manager.peek("never-stored")
-        with pytest.raises(SessionNotFound):
-            manager.touch("never-stored")
+        _assert_not_found(manager, "never-stored", "peek", "touch")
         assert manager.count() == 0
         assert _ids(manager, include_expired=True) == []
 
@@ -456,10 +476,7 @@ class BackendConformance:
         """``fetch`` raises ``SessionNotFound`` for an expired session that cleanup has not
         removed yet."""
         self._store_one_expired(manager, clock)
-        with pytest.raises(SessionNotFound):
-            manager.fetch("gone")
-        with pytest.raises(SessionNotFound):
-            manager.fetch("gone")
+        _assert_not_found(manager, "gone", "fetch", "fetch")
 
     def test_expired_session_is_not_peeked_or_touched_before_cleanup(
         self, manager: SessionManager, clock: ManualClock
@@ -467,12 +484,7 @@ class BackendConformance:
         """``peek`` and ``touch`` raise ``SessionNotFound`` for an expired session, and the
         touch does not bring it back."""
         self._store_one_expired(manager, clock)
-        with pytest.raises(SessionNotFound):
-            manager.peek("gone")
-        with pytest.raises(SessionNotFound):
-            manager.touch("gone")
-        with pytest.raises(SessionNotFound):
-            manager.peek("gone")
+        _assert_not_found(manager, "gone", "peek", "touch", "peek")
 
     def test_expired_session_is_not_listed_or_counted_before_cleanup(
         self, manager: SessionManager, clock: ManualClock
@@ -513,12 +525,10 @@ class BackendConformance:
         """A session idle for ``timeout_ms + 1`` is expired everywhere."""
         manager.store(_session("boundary", clock.now, timeout_ms=5_000))
         clock.advance(5_001)
-        with pytest.raises(SessionNotFound):
-            manager.peek("boundary")
+        _assert_not_found(manager, "boundary", "peek")
         assert manager.list() == []
         assert manager.count() == 0
-        with pytest.raises(SessionNotFound):
-            manager.fetch("boundary")
+        _assert_not_found(manager, "boundary", "fetch")
         assert manager.cleanup_expired() == 1
 
     def test_session_without_timeout_never_expires(
@@ -543,8 +553,7 @@ class BackendConformance:
         manager.store(_session("doomed", clock.now))
         assert manager.delete("doomed") is True
         assert manager.delete("doomed") is False
-        with pytest.raises(SessionNotFound):
-            manager.peek("doomed")
+        _assert_not_found(manager, "doomed", "peek")
 
     def test_delete_of_a_never_stored_id_returns_false(self, manager: SessionManager) -> None:
         """Deleting an id that was never stored is not an error: it returns ``False``."""
@@ -579,10 +588,7 @@ class BackendConformance:
         manager.store(_session("deleted", clock.now, timeout_ms=None))
         assert manager.delete("deleted") is True
         clock.advance(manager.config.touch_resolution + 1)
-        with pytest.raises(SessionNotFound):
-            manager.touch("deleted")
-        with pytest.raises(SessionNotFound):
-            manager.fetch("deleted")
+        _assert_not_found(manager, "deleted", "touch", "fetch")
         assert manager.count() == 0
         assert _ids(manager, include_expired=True) == []
 
@@ -713,8 +719,7 @@ class BackendConformance:
         """A session stored with a ``last_accessed`` long past its timeout is never returned
         and is removed by the next cleanup."""
         manager.store(_session("stale", clock.now, timeout_ms=1_000, idle=50_000))
-        with pytest.raises(SessionNotFound):
-            manager.peek("stale")
+        _assert_not_found(manager, "stale", "peek")
         assert manager.count() == 0
         assert manager.cleanup_expired() == 1
         assert _ids(manager, include_expired=True) == []
@@ -882,8 +887,7 @@ class BackendConformance:
                 fetched.release()
 
         _run_threads(threads, work)
-        with pytest.raises(SessionNotFound):
-            manager.peek("contested")
+        _assert_not_found(manager, "contested", "peek")
         assert _ids(manager, include_expired=True) == []
         assert manager.count() == 0
 
@@ -996,22 +1000,8 @@ class BackendConformance:
         if not getattr(manager.capabilities, capability):
             pytest.skip(f"the {manager.backend_name} backend does not declare {capability}")
 
-    def _reopen(
-        self,
-        manager: SessionManager,
-        make_manager: ManagerFactory,
-        backend_options: Mapping[str, Any],
-        **overrides: Any,
-    ) -> SessionManager:
-        manager.close()
-        return make_manager(backend_opts=self.reopen_opts(backend_options), **overrides)
-
     def test_sessions_survive_close_and_reopen(
-        self,
-        manager: SessionManager,
-        make_manager: ManagerFactory,
-        backend_options: dict[str, Any],
-        clock: ManualClock,
+        self, manager: SessionManager, clock: ManualClock, open_store_again: ManagerFactory
     ) -> None:
         """A persistent backend gives back, after close and reopen, every session as last
         stored or touched."""
@@ -1027,17 +1017,14 @@ class BackendConformance:
         now = clock.advance(5_000)
         manager.fetch("touched")
         expected = {s.id: s for s in stored} | {"touched": stored[2].touched(now)}
-        reopened = self._reopen(manager, make_manager, backend_options)
+        manager.close()
+        reopened = open_store_again()
         assert reopened.count() == len(expected)
         for session in expected.values():
             assert_same_session(reopened.peek(session.id), session)
 
     def test_deletes_and_cleanups_survive_reopen(
-        self,
-        manager: SessionManager,
-        make_manager: ManagerFactory,
-        backend_options: dict[str, Any],
-        clock: ManualClock,
+        self, manager: SessionManager, clock: ManualClock, open_store_again: ManagerFactory
     ) -> None:
         """A persistent backend does not bring back, after reopen, sessions that were deleted,
         replaced or removed by cleanup."""
@@ -1051,34 +1038,27 @@ class BackendConformance:
         manager.delete("deleted")
         clock.advance(1_001)
         assert manager.cleanup_expired() == 1
-        reopened = self._reopen(manager, make_manager, backend_options)
+        manager.close()
+        reopened = open_store_again()
         assert _ids(reopened, include_expired=True) == ["kept", "replaced"]
         assert_same_session(reopened.peek("replaced"), replacement)
 
     def test_expired_sessions_stay_expired_after_reopen(
-        self,
-        manager: SessionManager,
-        make_manager: ManagerFactory,
-        backend_options: dict[str, Any],
-        clock: ManualClock,
+        self, manager: SessionManager, clock: ManualClock, open_store_again: ManagerFactory
     ) -> None:
         """A session that expired before a persistent store was closed is not returned after
         reopen, and a cleanup then removes it."""
         self._require(manager, "persistent")
         manager.store(_session("expiring", clock.now, timeout_ms=1_000))
         clock.advance(1_001)
-        reopened = self._reopen(manager, make_manager, backend_options)
-        with pytest.raises(SessionNotFound):
-            reopened.fetch("expiring")
+        manager.close()
+        reopened = open_store_again()
+        _assert_not_found(reopened, "expiring", "fetch")
         assert reopened.count() == 0
         assert reopened.cleanup_expired() == 1
 
     def test_read_only_open_reads_and_refuses_writes(
-        self,
-        manager: SessionManager,
-        make_manager: ManagerFactory,
-        backend_options: dict[str, Any],
-        clock: ManualClock,
+        self, manager: SessionManager, clock: ManualClock, open_store_again: ManagerFactory
     ) -> None:
         """A backend that declares ``read_only_open`` can be opened read-only beside its owner:
         it reads what was stored and refuses writes with a ``StorageError`` naming the backend."""
@@ -1087,8 +1067,9 @@ class BackendConformance:
         manager.store(stored)
         owner = manager
         if manager.capabilities.persistent:  # make sure the store is on disk
-            owner = self._reopen(manager, make_manager, backend_options)
-        reader = make_manager(backend_opts=self.reopen_opts(backend_options), read_only=True)
+            manager.close()
+            owner = open_store_again()
+        reader = open_store_again(read_only=True)
         assert_same_session(reader.peek("inspected"), stored)
         assert reader.list() == ["inspected"]
         assert reader.count() == 1
