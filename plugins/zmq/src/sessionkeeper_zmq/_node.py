@@ -53,6 +53,8 @@ _SYNC_CREDIT: Final = 4
 _DRAIN: Final = 2_000
 _HWM: Final = 100_000
 _READ_TIMEOUT_S: Final = 0.2
+#: The granularity of the timers (pings, suspicion, resends, catch-up, anti-entropy).
+_TICK_S: Final = 0.005
 #: Requests a node answers from what it holds (refused while it may be stale).
 _SERVES: Final = frozenset((b"SYNC", b"CREDIT", b"AE", b"PULL", b"READ"))
 
@@ -232,6 +234,7 @@ class Agent:
         self._ae_waiting: dict[int, Peer] = {}
         self._ae_started: dict[int, float] = {}
         self._next_ae = 0.0
+        self._timers_due = 0.0
         self._ae_turn = 0
         # Jitter only (not security); a private generator keeps the global one untouched.
         self._rng = random.Random()  # noqa: S311
@@ -925,6 +928,9 @@ class Agent:
 
     def _timers(self) -> None:
         now = _mono()
+        if now < self._timers_due:
+            return  # every loop runs it: keep its work to one round per _TICK_S
+        self._timers_due = now + _TICK_S
         options = self.options
         interval = options.heartbeat_ms / 1000
         suspect = options.suspect_after_ms / 1000
