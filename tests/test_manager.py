@@ -7,6 +7,7 @@ import gc
 import logging
 import threading
 from collections.abc import Generator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -208,6 +209,52 @@ class TestDispatch:
             gc.collect()
 
 
+class TestStoreMany:
+    def test_without_a_batch_hook_sessions_are_stored_one_by_one(
+        self, manager: SessionManager, clock: ManualClock
+    ) -> None:
+        """On a backend without ``sessionkeeper_store_many`` (memory), ``store_many`` calls
+        ``sessionkeeper_store`` once per session, in order, so store wrappers see every one."""
+        recorder = Recorder()
+        manager.register(recorder)
+        batch = [Session(f"one-{i}", clock.now, clock.now, None) for i in range(3)]
+        assert manager.store_many(iter(batch)) == 3
+        assert recorder.calls == ["store:one-0", "store:one-1", "store:one-2"]
+        assert sorted(manager.list()) == ["one-0", "one-1", "one-2"]
+
+    def test_a_batch_hook_gets_the_whole_batch_and_stats_count_it(
+        self, tmp_path: Path, clock: ManualClock
+    ) -> None:
+        """On a backend with ``sessionkeeper_store_many`` (sqlitedict), the batch reaches it in
+        one call (no per-session store), wrappers of that hook see it, and the stats plugin
+        counts every session of it as stored."""
+        batches: list[int] = []
+
+        class BatchRecorder:
+            @hookimpl(wrapper=True)
+            def sessionkeeper_store_many(self, sessions: Any) -> Generator[None, Any, Any]:
+                batches.append(len(sessions))
+                return (yield)
+
+        recorder = Recorder()
+        with SessionManager(
+            backend="sqlitedict",
+            backend_opts={"file_path": str(tmp_path / "s.sqlite")},
+            stats=True,
+            cleanup_interval=0,
+            clock=clock,
+            plugins=[recorder, BatchRecorder()],
+        ) as sessions:
+            batch = [Session(f"many-{i}", clock.now, clock.now, None) for i in range(250)]
+            assert sessions.store_many(batch) == 250
+            assert sessions.count() == 250
+            counters = sessions.stats()["counters"]
+        assert batches == [250]
+        assert recorder.calls == []
+        assert counters["stored"] == 250
+        assert counters["operations"]["store_many"]["calls"] == 1
+
+
 class TestStats:
     def test_stats_plugin_counts(self, clock: ManualClock, table_name: str) -> None:
         """With stats on, hits, misses, created, deleted and expired are counted, with latencies."""
@@ -345,6 +392,8 @@ class TestAsync:
                 assert (await sessions.fetch(s.id)).metadata == {"user_id": "user_456"}
                 assert (await sessions.peek(s.id)) == s
                 await sessions.store(s.replace(metadata={"v": 2}))
+                assert await sessions.store_many([s.replace(metadata={"v": 3})]) == 1
+                assert (await sessions.peek(s.id)).metadata == {"v": 3}
                 assert await sessions.list() == [s.id]
                 assert await sessions.count() == 1
                 assert [x.id async for x in sessions.iter_sessions()] == [s.id]

@@ -159,6 +159,10 @@ class AsyncSessionManager:
         """See :meth:`SessionManager.store`."""
         await self._run(self.sync.store, session)
 
+    async def store_many(self, sessions: Iterable[Session]) -> int:
+        """See :meth:`SessionManager.store_many`."""
+        return await self._run(self.sync.store_many, list(sessions))
+
     async def fetch(self, session_id: str) -> Session:
         """See :meth:`SessionManager.fetch`."""
         return await self._run(self.sync.fetch, session_id)

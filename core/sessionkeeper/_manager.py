@@ -68,6 +68,7 @@ _NO_ID: Final = object()
 # hook name -> the argument names the manager passes, in order.
 _OPERATIONS: Final = {
     "sessionkeeper_store": ("session",),
+    "sessionkeeper_store_many": ("sessions",),
     "sessionkeeper_fetch": ("session_id",),
     "sessionkeeper_touch": ("session_id", "last_accessed"),
     "sessionkeeper_delete": ("session_id",),
@@ -257,8 +258,8 @@ class SessionManager(Closing):
             caller = getattr(pm.hook, hook)
             impls = caller.get_hookimpls()
             function: Callable[..., Any] | None
-            if not impls:
-                function = None
+            if all(impl.hookwrapper or impl.wrapper for impl in impls):
+                function = None  # nothing implements it, only wraps it (an optional hook)
             elif (
                 len(impls) == 1
                 and not pm.tracing
@@ -306,6 +307,7 @@ class SessionManager(Closing):
     # --- operations -------------------------------------------------------------------------
     # The attributes _store, _fetch, ... are bound by _rebind().
     _store: Callable[[Session], None]
+    _store_many: Callable[[list[Session]], int | None] | None
     _fetch: Callable[[str], Session | None]
     _touch: Callable[[str, int], Session | None]
     _delete: Callable[[str], bool | None]
@@ -354,6 +356,40 @@ class SessionManager(Closing):
             raise
         except Exception as exc:
             raise self._failure("store", exc) from exc
+
+    def store_many(self, sessions: Iterable[Session]) -> int:
+        """Store every session in ``sessions`` (insert or replace each), in as few round trips
+        as the backend allows; return how many were stored.
+
+        Every session is checked first: when one is invalid, nothing is stored. An id given
+        twice keeps its last session. A backend without batches stores them one by one. When
+        the store fails part-way, any part of the batch may be stored (each session whole):
+        store the batch again.
+        """
+        batch: dict[str, Session] = {}
+        for session in sessions:
+            if type(session) is not Session:
+                raise InvalidSession(
+                    "session",
+                    f"store_many() takes sessionkeeper.Session objects, got "
+                    f"{type(session).__name__}",
+                )
+            self._check_size(session._metadata)
+            batch[session.id] = session
+        if not batch:
+            return 0
+        try:
+            if self._store_many is not None:
+                self._store_many(list(batch.values()))
+            else:
+                store = self._store
+                for session in batch.values():
+                    store(session)
+        except SessionKeeperError:
+            raise
+        except Exception as exc:
+            raise self._failure("store_many", exc) from exc
+        return len(batch)
 
     def _check_size(self, packed: PackedMetadata) -> None:
         if len(packed) > self._max_metadata:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from typing import Any, Final
 
 from ._model import Session
@@ -116,6 +116,12 @@ class StatsPlugin:
     def sessionkeeper_store(self, session: Session) -> Generator[None, Any, Any]:
         result: Any = yield from self._timed("store")
         self._count("stored")
+        return result
+
+    @hookimpl(wrapper=True)
+    def sessionkeeper_store_many(self, sessions: Sequence[Session]) -> Generator[None, Any, Any]:
+        result: Any = yield from self._timed("store_many")
+        self._count("stored", len(sessions))
         return result
 
     @hookimpl(wrapper=True)

@@ -83,6 +83,8 @@ EXPORT_VERSION: Final = 1
 MAX_LINE_BYTES: Final = 64 * 1024 * 1024
 #: Progress callbacks are called every this many sessions (and at the end of each phase).
 PROGRESS_EVERY: Final = 1000
+#: Sessions written per ``store_many`` by import and migrate.
+STORE_BATCH: Final = 500
 #: How many rejected lines or sessions a report keeps (the count is always exact).
 KEEP_PROBLEMS: Final = 100
 
@@ -762,6 +764,69 @@ def _raw_fetch(manager: SessionManager, session_id: str) -> Session | None:
         return None
 
 
+class _StoreFailed(SessionKeeperError):
+    """The store failed writing the session labelled ``label`` (a line number, an id)."""
+
+    def __init__(self, label: Any, error: SessionKeeperError) -> None:
+        super().__init__(str(error))
+        self.label = label
+        self.error = error
+
+
+class _Writer:
+    """Stores sessions into ``target`` in batches of :data:`STORE_BATCH` (``store_many``),
+    counting each as new or replacing.
+
+    A batch that fails is stored again one by one (storing a session twice is harmless), so
+    that the counts stay exact: a session the target refuses (``InvalidSession``, e.g. over its
+    ``max_metadata_bytes``) is passed to ``reject`` with its label, and any other failure
+    raises :class:`_StoreFailed` naming the session it happened on.
+    """
+
+    def __init__(self, target: SessionManager, reject: Callable[[Any, InvalidSession], None]):
+        self.target = target
+        self.reject = reject
+        self.new = 0
+        self.replacing = 0
+        self._batch: dict[str, tuple[Session, bool, Any]] = {}
+
+    def add(self, session: Session, replaces: bool, label: Any) -> None:
+        """Queue ``session`` (``replaces``: the target holds another with its id)."""
+        if session.id in self._batch:
+            self.flush()  # its first copy must be stored (and counted) before it is compared
+        self._batch[session.id] = (session, replaces, label)
+        if len(self._batch) >= STORE_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        """Store what is queued."""
+        batch = list(self._batch.values())
+        if not batch:
+            return
+        self._batch.clear()
+        try:
+            self.target.store_many([session for session, _, _ in batch])
+        except SessionKeeperError:
+            pass
+        else:
+            self._count(batch)
+            return
+        for item in batch:
+            try:
+                self.target.store(item[0])
+            except InvalidSession as exc:
+                self.reject(item[2], exc)
+            except SessionKeeperError as exc:
+                raise _StoreFailed(item[2], exc) from exc
+            else:
+                self._count([item])
+
+    def _count(self, stored: list[tuple[Session, bool, Any]]) -> None:
+        replacing = sum(1 for _, replaces, _ in stored if replaces)
+        self.replacing += replacing
+        self.new += len(stored) - replacing
+
+
 def _selected(manager: SessionManager, now: int, include_expired: bool) -> Iterator[Session]:
     """The sessions a transfer takes: every stored one, or those live at ``now``."""
     for session in manager.iter_sessions(include_expired=True):
@@ -898,40 +963,47 @@ def _import_lines(
 ) -> None:
     now = manager.clock()
     size = reader.size
-    for number, item in reader:
-        if isinstance(item, LineError):
-            report.rejected += 1
-            _capped(report.errors, item)
-            continue
-        report.read += 1
-        if progress is not None and report.read % PROGRESS_EVERY == 0:
-            progress("import", reader.position, size)
-        if not include_expired and item.is_expired(now):
-            report.skipped_expired += 1
-            continue
-        try:
+
+    def reject(number: int, exc: InvalidSession) -> None:  # e.g. over max_metadata_bytes
+        report.rejected += 1
+        _capped(report.errors, LineError(number, str(exc)))
+
+    writer = _Writer(manager, reject)
+    number = 0
+    try:
+        for number, item in reader:
+            if isinstance(item, LineError):
+                report.rejected += 1
+                _capped(report.errors, item)
+                continue
+            report.read += 1
+            if progress is not None and report.read % PROGRESS_EVERY == 0:
+                progress("import", reader.position, size)
+            if not include_expired and item.is_expired(now):
+                report.skipped_expired += 1
+                continue
             stored = _raw_fetch(manager, item.id)
             if stored is not None and stored == item:
                 report.unchanged += 1
-                continue
-            if stored is not None and existing == "skip":
+            elif stored is not None and existing == "skip":
                 report.skipped_existing += 1
-                continue
-            manager.store(item)
-        except InvalidSession as exc:  # e.g. over this store's max_metadata_bytes
-            report.rejected += 1
-            _capped(report.errors, LineError(number, str(exc)))
-            continue
-        except SessionKeeperError as exc:
-            raise TransferAborted(
-                f"line {number}: the {manager.backend_name} store failed after "
-                f"{report.written} sessions were written: {exc}",
-                report=report,
-            ) from exc
-        if stored is None:
-            report.imported += 1
-        else:
-            report.replaced += 1
+            else:
+                writer.add(item, stored is not None, number)
+        writer.flush()
+    except _StoreFailed as failure:
+        raise TransferAborted(
+            f"line {failure.label}: the {manager.backend_name} store failed after "
+            f"{writer.new + writer.replacing} sessions were written: {failure.error}",
+            report=report,
+        ) from failure.error
+    except SessionKeeperError as exc:
+        raise TransferAborted(
+            f"line {number}: the {manager.backend_name} store failed after "
+            f"{writer.new + writer.replacing} sessions were written: {exc}",
+            report=report,
+        ) from exc
+    finally:
+        report.imported, report.replaced = writer.new, writer.replacing
     report.digest = reader.digest.hexdigest()
     report.end_problem = reader.end_problem()
     if progress is not None:
@@ -997,24 +1069,25 @@ def _copy(
 ) -> None:
     total = _estimate(source, progress)
     done = 0
-    for session in _selected(source, report.now, report.include_expired):
-        stored = _raw_fetch(target, session.id)
-        if stored is not None and stored == session:
-            report.unchanged += 1
-        else:
-            try:
-                target.store(session)
-            except InvalidSession as exc:
-                report.rejected += 1
-                _capped(report.errors, f"session {session.id!r}: {exc}")
+
+    def reject(session_id: str, exc: InvalidSession) -> None:
+        report.rejected += 1
+        _capped(report.errors, f"session {session_id!r}: {exc}")
+
+    writer = _Writer(target, reject)
+    try:
+        for session in _selected(source, report.now, report.include_expired):
+            stored = _raw_fetch(target, session.id)
+            if stored is not None and stored == session:
+                report.unchanged += 1
             else:
-                if stored is None:
-                    report.copied += 1
-                else:
-                    report.replaced += 1
-        done += 1
-        if progress is not None and done % PROGRESS_EVERY == 0:
-            progress("copy", done, max(total or 0, done))
+                writer.add(session, stored is not None, session.id)
+            done += 1
+            if progress is not None and done % PROGRESS_EVERY == 0:
+                progress("copy", done, max(total or 0, done))
+        writer.flush()
+    finally:
+        report.copied, report.replaced = writer.new, writer.replacing
     if progress is not None:
         progress("copy", done, done)
 

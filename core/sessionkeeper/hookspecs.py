@@ -13,7 +13,7 @@ clock, so backends never read the time themselves and tests never sleep.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import pluggy
@@ -74,6 +74,28 @@ def sessionkeeper_store(session: Session) -> None:
 
     Where it is called: :meth:`SessionManager.store <sessionkeeper.SessionManager.store>` and
     :meth:`SessionManager.create <sessionkeeper.SessionManager.create>`.
+    """
+
+
+@hookspec(firstresult=True)
+def sessionkeeper_store_many(sessions: Sequence[Session]) -> int | None:
+    """Store a batch of sessions, each as :func:`sessionkeeper_store` would. *Optional.*
+
+    Insert each session, or replace the one with the same id, in as few round trips,
+    transactions or acknowledgements as the store allows. Without this hook the manager calls
+    :func:`sessionkeeper_store` for each session.
+
+    The sessions are already validated and their ids are distinct. Return how many were stored
+    (``len(sessions)``). When this hook raises, any part of the batch may be stored, each
+    session whole or not at all; callers store the batch again.
+
+    Stops at first non-None result, see :ref:`firstresult`.
+
+    :param sessions: the sessions to store, at most a few thousand per call.
+
+    Where it is called: :meth:`SessionManager.store_many
+    <sessionkeeper.SessionManager.store_many>`, used by ``sessionkeeper import`` and
+    ``sessionkeeper migrate``.
     """
 
 

@@ -8,6 +8,8 @@ manager):
 
 - fetch (random order) against a raw ``get`` of the same key;
 - store replacing each session, with ``sync = false``, against a raw ``put`` of the same record;
+- ``store_many`` of the same sessions in batches of 500 (one write batch each), per session,
+  against ``store`` of each session of the same batches one by one;
 - store with ``sync = true`` (every write fsynced) against a raw ``put(sync=True)``;
 - touch (a fetch that writes back) against a raw ``get`` plus ``put``;
 - cleanup of the expired sessions among all, against a full scan that decodes every record
@@ -30,6 +32,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -49,6 +52,7 @@ except ImportError:  # pragma: no cover - the plugin is optional
 
 TIMEOUT = 1_800_000  # the default timeout: 30 minutes
 TOUCH_RESOLUTION = 1_000
+BATCH_SIZE = 500  # sessions per store_many call
 
 
 @attrs.frozen
@@ -128,6 +132,7 @@ def bench_operations(sizes: Sizes, directory: Path) -> list[Figure]:
         figures.append(
             figure("store (sync off), random", store, floor, "plyvel put", absolute=20.0)
         )
+        figures.append(bench_store_many(sessions, shuffled, repeats))
 
         def later() -> None:  # every fetch now moves last_accessed by more than the resolution
             clock.now += TOUCH_RESOLUTION + 1
@@ -151,6 +156,25 @@ def bench_operations(sizes: Sizes, directory: Path) -> list[Figure]:
         assert sessions.peek(ids[0]).last_accessed == clock.now, "fetch did not write back"
         figures.append(figure("touch (fetch writing back)", touch, floor, "plyvel get + put"))
     return figures
+
+
+def bench_store_many(sessions: SessionManager, stored: list[Session], repeats: int) -> Figure:
+    """``store_many`` of ``stored`` in batches of ``BATCH_SIZE``, per session, against ``store``
+    of each session of the same batches (the two replace the same records alternately)."""
+    batches = [stored[i : i + BATCH_SIZE] for i in range(0, len(stored), BATCH_SIZE)]
+    store = sessions.store
+
+    def one_by_one(batch: list[Session]) -> None:
+        deque(map(store, batch), 0)
+
+    many, floor = paired(sessions.store_many, one_by_one, batches, repeats=repeats)
+    per_session = len(batches) / len(stored)  # paired() gives us per batch
+    return figure(
+        f"store_many (sync off), batches of {BATCH_SIZE}",
+        many * per_session,
+        floor * per_session,
+        "store, one by one",
+    )
 
 
 def bench_sync_store(sizes: Sizes, directory: Path) -> Figure:

@@ -10,6 +10,8 @@ kind, with values of the same size:
 - fetch and peek against ``GET`` of the session's encoded record;
 - store against ``SET ... PX`` of that record, create against the same of a new key, and a
   fetch that writes a touch back (a read, then the touch script) against ``GET`` then ``SET``;
+- ``store_many`` in batches of 500 (pipelined), per session, against ``store`` of each session
+  of the same batches one by one;
 - store with ``wait_replicas = 1`` against a pipelined ``SET`` + ``WAIT 1`` to the same replica;
 - delete against ``DEL``; count against ``ZCARD``; list against a ``SCAN`` of the raw keys;
 - cleanup of expired sessions against pipelined ``DEL`` of as many keys;
@@ -32,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -49,6 +52,7 @@ TOUCH_RESOLUTION = 1_000
 MARGIN = 60_000  # the backend's default ttl_margin_ms
 TABLE = "bench"
 METADATA = {"user_id": "user_456", "roles": ["reader"], "n": 1}
+BATCH_SIZE = 500  # sessions per store_many call
 
 
 @attrs.frozen
@@ -182,6 +186,17 @@ def bench_operations(url: str, raw: redis.Redis, sizes: Sizes) -> list[Figure]:
         store, fetch, peek = sessions_.store, sessions_.fetch, sessions_.peek
         value, floor = paired(lambda s, _k, _v: store(s), set_floor, *rows, repeats=repeats)
         figures.append(figure("store", value, floor, "SET ... PX", ratio=1.5))
+        batches = [stored[i : i + BATCH_SIZE] for i in range(0, len(stored), BATCH_SIZE)]
+
+        def one_by_one(batch: list[Session]) -> None:
+            deque(map(store, batch), 0)
+
+        value, floor = paired(sessions_.store_many, one_by_one, batches, repeats=repeats)
+        per_session = len(batches) / len(stored)  # paired() gives us per batch
+        figures.append(
+            figure(f"store_many, batches of {BATCH_SIZE}", value * per_session,
+                   floor * per_session, "store, one by one")
+        )  # fmt: skip
         value, floor = paired(lambda s, _k, _v: fetch(s.id), get_floor, *rows, repeats=repeats)
         figures.append(figure("fetch (no write-back)", value, floor, "GET", ratio=1.5))
         value, floor = paired(lambda s, _k, _v: peek(s.id), get_floor, *rows, repeats=repeats)

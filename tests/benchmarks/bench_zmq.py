@@ -13,6 +13,9 @@ each beside its floor measured in the same run:
   CURVE (target quorum p50 ≤ 300 µs, ≥ 20k writes/s pipelined);
 - node kill: SIGKILL of b under a quorum write loop; the longest write stall and the time until
   writes succeed again (target: continue within 2 s);
+- migrate in: ``migrate_sessions`` of 20,000 sessions (4,000 with ``--quick``) from a
+  sqlitedict file into node a at ``ack = quorum`` (copy and verification), beside the blocking
+  one-writer quorum rate above;
 - rejoin: SIGKILL of c holding 100,000 sessions (10,000 with ``--quick``) and a restart; the time
   from the restarted process's first status line to ready, and from spawn to ready (target ≤ 5 s).
 """
@@ -427,6 +430,31 @@ def bench_nowait(a: SessionManager, ack: str, count: int, window: int = 256) -> 
     }
 
 
+def bench_migrate_in(a: SessionManager, directory: Path, n: int) -> dict[str, Any]:
+    """``migrate_sessions`` from a sqlitedict file of ``n`` sessions into node a at quorum:
+    batches of ``store_many`` wait once each for their acknowledgements."""
+    from sessionkeeper import migrate_sessions
+
+    a_backend: Any = a.backend
+    a_backend.set_ack("quorum")
+    now = int(time.time() * 1000)
+    opts = {"file_path": str(directory / "source.sqlite"), "auto_save": 0}
+    with SessionManager(backend="sqlitedict", backend_opts=opts, cleanup_interval=0) as source:
+        source.store_many(
+            Session(f"m-{i}", now, now, 3_600_000, {"user": i, "role": "member"}) for i in range(n)
+        )
+        start = time.perf_counter()
+        report = migrate_sessions(source, a)
+        seconds = time.perf_counter() - start
+    return {
+        "sessions": n,
+        "copied": report.copied,
+        "verified": report.verified,
+        "seconds": round(seconds, 2),
+        "sessions_per_s": round(n / seconds),
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="smaller sizes")
@@ -453,6 +481,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             results["write_local"] = bench_writes(a, "local", writes, 8)
             results["write_quorum"] = bench_writes(a, "quorum", writes, 8)
             results["write_quorum"]["nowait"] = bench_nowait(a, "quorum", writes * 4)
+            results["migrate_in"] = bench_migrate_in(a, directory, writes * 4)
             results["local_read"] = bench_local_read(a, reads)
             results["rejoin"] = bench_rejoin(cluster, a, rejoin)
             results["node_kill"] = bench_kill(cluster, a)

@@ -282,6 +282,63 @@ class TestKeyLayout:
         assert index_entries(manager) == []
         assert backend_of(manager).db.get(backend_of(manager).keys.session("s")) is None
 
+    def test_store_many_writes_what_store_writes_one_by_one(
+        self, open_manager: Any, clock: ManualClock
+    ) -> None:
+        """``store_many`` leaves a table exactly as ``store`` of each session would: records and
+        index entries of new sessions, entries moved, dropped or added for replaced ones (with
+        another timeout, none, or the same deadline), and a damaged record repaired."""
+        now = clock.now
+        before = [
+            session("moved", now, 5_000),
+            session("dropped", now, 5_000),
+            session("added", now, None),
+            session("same", now, 5_000),
+            session("damaged", now, 5_000),
+            session("kept", now, 5_000),
+        ]
+        batch = [
+            session("moved", now, 9_000, v=2),
+            session("dropped", now, None, v=2),
+            session("added", now, 7_000, v=2),
+            session("same", now, 5_000, v=2),
+            session("damaged", now, 3_000, v=2),
+            *(session(f"new-{i}", now + i, 1_000 + i % 3) for i in range(50)),
+        ]
+        tables = {}
+        for table in ("one", "many"):
+            manager = open_manager(table_name=table)
+            for stored in before:
+                manager.store(stored)
+            corrupt(manager, "damaged")
+            if table == "one":
+                for stored in batch:
+                    manager.store(stored)
+            else:
+                assert manager.plugin_manager.hook.sessionkeeper_store_many(sessions=batch) == 55
+            db, prefix = backend_of(manager).db, len(table) + 1
+            tables[table] = [(key[prefix:], db.get(key)) for key in raw_keys(manager)]
+        assert tables["many"] == tables["one"]
+        many = open_manager(table_name="many")
+        assert [many.peek(s.id) for s in batch] == batch
+        live = [(s.expires_at, s.id) for s in [*batch, before[-1]] if s.expires_at is not None]
+        orphan = (now + 5_000, "damaged")  # its record did not decode: a cleanup drops it
+        assert sorted(index_entries(many)) == sorted([*live, orphan])
+
+    def test_store_many_on_a_closed_backend_names_the_database(
+        self, open_manager: Any, clock: ManualClock, tmp_path: Path
+    ) -> None:
+        """A batch that cannot be written is a ``StorageError`` naming ``store_many``, the
+        database and the table."""
+        manager = open_manager(table_name="app")
+        backend = backend_of(manager)
+        manager.close()
+        with pytest.raises(StorageError, match="store_many failed") as info:
+            backend.sessionkeeper_store_many([session("a", clock.now)])
+        assert str(tmp_path / "db") in str(info.value)
+        assert "table 'app'" in str(info.value)
+        assert "the database is closed" in str(info.value)
+
     def test_a_newer_layout_version_is_refused(self, open_manager: Any, tmp_path: Path) -> None:
         """A table written by a newer layout is not read: opening it is a ``StorageError`` that
         names the database, the table and both versions."""
@@ -436,6 +493,7 @@ class TestReadOnly:
         assert reader.list() == [stored.id]
         for write in (
             lambda: reader.store(stored),
+            lambda: reader.store_many([stored]),
             lambda: reader.delete(stored.id),
             lambda: reader.touch(stored.id),
             reader.cleanup_expired,

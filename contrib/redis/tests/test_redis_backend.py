@@ -31,6 +31,7 @@ from sessionkeeper import (
 from sessionkeeper.testing import ManualClock
 from sessionkeeper_redis import (
     MAX_TTL_MS,
+    STORE_CHUNK,
     ClusterOptions,
     RedisBackend,
     RedisOptions,
@@ -322,6 +323,50 @@ class TestKeyLayout:
                 assert raw.pttl(key) == -1
             else:
                 assert timeout_ms < raw.pttl(key) <= timeout_ms + 5_000
+
+    def test_store_many_writes_what_store_writes_one_by_one(
+        self, open_manager: Any, redis_server: Any, table_name: str
+    ) -> None:
+        """``store_many`` of more sessions than one round trip sends leaves a table as ``store``
+        of each session would: the same records, TTLs (none without a timeout or beyond the
+        largest TTL) and index entries, replaced sessions' deadlines moved or dropped."""
+        clock = ManualClock()
+        now = clock.now
+        before = [Session(f"old-{i}", now, now, 5_000) for i in range(3)]
+        batch = [
+            Session("old-0", now, now, 9_000, {"v": 2}),
+            Session("old-1", now, now, None, {"v": 2}),
+            Session("huge-timeout", now, now, MAX_TTL_MS + 1),
+            *(Session(f"new-{i}", now, now + i, 1_000 + i, {"i": i}) for i in range(STORE_CHUNK)),
+        ]
+        raw = _raw(redis_server)
+        tables: dict[str, Any] = {}
+        for table in (table_name, f"{table_name}-one"):
+            opts = {"table_name": table, "ttl_margin_ms": 5_000}
+            manager = open_manager(clock=clock, backend_opts=opts)
+            for stored in before:
+                manager.store(stored)
+            if table == table_name:
+                assert manager.store_many(batch) == len(batch)
+            else:
+                for stored in batch:
+                    manager.store(stored)
+            key_of = manager.backend.session_key
+            ids, exp = manager.backend.index_keys
+            every = [*batch, before[2]]
+            tables[table] = (
+                raw.mget([key_of(s.id) for s in every]),
+                [raw.pttl(key_of(s.id)) > (s.timeout_ms or 0) for s in every],
+                [raw.pttl(key_of(s.id)) == -1 for s in every],
+                raw.zrange(ids, 0, -1, withscores=True),
+                raw.zrange(exp, 0, -1, withscores=True),
+            )
+        assert tables[table_name] == tables[f"{table_name}-one"]
+        records, _, no_ttl, ids_index, exp_index = tables[table_name]
+        assert records == [encode_session(s) for s in [*batch, before[2]]]
+        assert no_ttl[:3] == [False, True, True]
+        assert len(ids_index) == len(batch) + 1
+        assert (b"old-1", float(now + 5_000)) not in exp_index
 
     def test_keys_of_one_table_share_a_cluster_hash_tag(self, table_name: str) -> None:
         """Every key of a table carries the hash tag ``{table_name}``, so Redis Cluster keeps
@@ -650,11 +695,18 @@ class TestWaitReplicas:
             assert manager.touch(manager.list()[0]).id
             primary.client().script_flush()  # the pipelined path reloads scripts too
             assert manager.create(timeout_ms=None).timeout_ms is None
+            batch = [Session(f"many-{i}", START, START, None) for i in range(STORE_CHUNK + 1)]
+            primary.client().script_flush()
+            assert manager.store_many(batch) == len(batch)
+            keys = [_keys(table_name, s.id)[0] for s in batch]
+            assert raw_replica.mget(keys) == [encode_session(s) for s in batch]
             assert replica.process is not None
             replica.process.send_signal(signal.SIGSTOP)  # no acknowledgements while stopped
             try:
                 with pytest.raises(StorageError, match="only 0 of the 1 replicas"):
                     manager.create()
+                with pytest.raises(StorageError, match="only 0 of the 1 replicas"):
+                    manager.store_many(batch[:2])
             finally:
                 replica.process.send_signal(signal.SIGCONT)
 
@@ -672,6 +724,23 @@ class TestWaitReplicas:
             manager.store(session)
         assert "wait_replicas" in str(info.value)
         assert manager.peek("unreplicated").id == "unreplicated"
+
+    def test_store_many_stops_at_the_first_chunk_too_few_replicas_acknowledged(
+        self, open_manager: Any
+    ) -> None:
+        """Without replicas, ``store_many`` with ``wait_replicas = 1`` raises after its first
+        round trip, saying how many writes no replica acknowledged; those are on the primary
+        and the rest of the batch was not sent."""
+        clock = ManualClock()
+        manager = open_manager(
+            clock=clock, backend_opts={"wait_replicas": 1, "wait_timeout_ms": 20}
+        )
+        batch = [Session(f"s{i}", clock.now, clock.now, None) for i in range(STORE_CHUNK + 1)]
+        with pytest.raises(StorageError, match="only 0 of the 1 replicas") as info:
+            manager.store_many(batch)
+        assert f"{STORE_CHUNK} writes are on the primary" in str(info.value)
+        assert "they may be lost" in str(info.value)
+        assert sorted(manager.list()) == sorted(s.id for s in batch[:STORE_CHUNK])
 
 
 class TestScriptCache:
@@ -692,6 +761,10 @@ class TestScriptCache:
         assert manager.cleanup_expired() == 1
         raw.script_flush()
         assert manager.delete("a") is False
+        raw.script_flush()
+        batch = [Session(f"b{i}", clock.now, clock.now, None) for i in range(STORE_CHUNK + 1)]
+        assert manager.store_many(batch) == len(batch)
+        assert manager.count() == len(batch)
 
 
 class TestCheck:

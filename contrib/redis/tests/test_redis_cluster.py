@@ -45,8 +45,8 @@ class TestClusterWait:
         self, redis_cluster: Any, table_name: str
     ) -> None:
         """``WAIT`` runs on the connection that wrote: while the replica is stopped (SIGSTOP)
-        a write is refused with a ``StorageError`` naming the missing acknowledgement, and
-        once it runs again writes are acknowledged."""
+        a write (or a batch of ``store_many``) is refused with a ``StorageError`` naming the
+        missing acknowledgement, and once it runs again writes are acknowledged."""
         opts = {
             "cluster": {"startup_nodes": redis_cluster.startup_nodes},
             "table_name": table_name,
@@ -60,6 +60,8 @@ class TestClusterWait:
             try:
                 with pytest.raises(StorageError, match="only 0 of the 1 replicas"):
                     manager.create(metadata={"n": 2})
+                with pytest.raises(StorageError, match="2 writes are on the primary"):
+                    manager.store_many([kept.replace(id="x1"), kept.replace(id="x2")])
             finally:
                 process.send_signal(signal.SIGCONT)
             assert manager.peek(kept.id).metadata == {"n": 1}

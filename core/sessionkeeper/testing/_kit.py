@@ -580,6 +580,41 @@ class BackendConformance:
         assert manager.count() == 1
         assert _ids(manager, include_expired=True) == ["same"]
 
+    def test_store_many_stores_every_session_and_replaces(
+        self, manager: SessionManager, clock: ManualClock
+    ) -> None:
+        """``store_many`` stores a batch as ``store`` would one by one: new ids are inserted,
+        stored ones replaced entirely, an id given twice keeps its last session, and it returns
+        how many distinct sessions it stored."""
+        manager.store(_session("kept", clock.now, metadata={"old": True}))
+        manager.store(_session("replaced", clock.now, metadata={"version": 1}))
+        batch = [_session(f"batch-{i}", clock.now, metadata={"i": i}) for i in range(300)]
+        newer = _session("replaced", clock.now, timeout_ms=None, metadata={"version": 2}, age=5)
+        twice = [_session("twice", clock.now, metadata={"n": 1})]
+        twice.append(_session("twice", clock.now, metadata={"n": 2}))
+        assert manager.store_many([*batch, newer, *twice]) == 302
+        for session in [*batch, newer, twice[1]]:
+            assert_same_session(manager.peek(session.id), session)
+        assert manager.peek("kept").metadata == {"old": True}
+        assert manager.count() == 303
+        assert manager.store_many([]) == 0
+        assert manager.count() == 303
+
+    def test_store_many_with_one_invalid_session_stores_nothing(
+        self, manager: SessionManager, clock: ManualClock
+    ) -> None:
+        """A batch holding anything but a ``Session``, or a session whose metadata is over
+        ``max_metadata_bytes``, raises ``InvalidSession`` before any session of it is stored."""
+        sentinel = self._store_sentinel(manager, clock)
+        good = [_session(f"good-{i}", clock.now) for i in range(3)]
+        limit = manager.config.max_metadata_bytes
+        huge = _session("huge", clock.now, metadata={"blob": "x" * (limit + 1)})
+        with pytest.raises(InvalidSession, match="max_metadata_bytes"):
+            manager.store_many([*good, huge])
+        with pytest.raises(InvalidSession, match="Session"):
+            manager.store_many([*good, "not a session"])  # type: ignore[list-item]
+        self._assert_only_sentinel(manager, sentinel)
+
     def test_touch_after_delete_does_not_resurrect(
         self, manager: SessionManager, clock: ManualClock
     ) -> None:

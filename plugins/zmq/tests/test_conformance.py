@@ -59,6 +59,7 @@ class RoundRobin:
         if name in {
             "create",
             "store",
+            "store_many",
             "fetch",
             "peek",
             "touch",

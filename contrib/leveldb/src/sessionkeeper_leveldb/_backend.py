@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar, NoReturn
 
 from sessionkeeper import (
@@ -21,7 +21,7 @@ from sessionkeeper import (
     validate_id,
 )
 
-from ._handles import DB, Handle, Reader, acquire, release
+from ._handles import DB, Handle, Reader, WriteBatch, acquire, release
 from ._layout import LAYOUT_VERSION, TableKeys
 from ._options import LevelDBOptions
 
@@ -46,8 +46,9 @@ class LevelDBBackend:
 
     One process at a time may open a database; within it, backends naming the same ``db_path``
     share one handle. Reads take no lock. Every write is one atomic ``WriteBatch`` holding the
-    session and its expiry-index entry; writes that read first (a touch, a store that replaces,
-    a delete, a cleanup batch) hold the database's lock, so they are atomic with each other.
+    session and its expiry-index entry (``store_many``: every session of the batch and their
+    entries); writes that read first (a touch, a store that replaces, a delete, a cleanup batch)
+    hold the database's lock, so they are atomic with each other.
 
     :param options: the validated ``backend_opts``.
     :param context: where relative paths are resolved, and whether the store is read-only.
@@ -294,26 +295,57 @@ class LevelDBBackend:
         session it replaces."""
         if not self._writable:
             self._refuse("store")
-        keys = self.keys
-        raw_id = session.id.encode("ascii")
-        key = keys.sessions + raw_id
         record = encode_session(session)
-        deadline = session.expires_at
         db = self._db
         with self._lock:
             try:
-                previous = db.get(key)
-                old = None if previous is None else self._deadline_of(key, previous)
                 batch = db.write_batch(sync=self._sync)
-                batch.put(key, record)
-                if old != deadline:  # else the entry is in place already
-                    if old is not None:
-                        batch.delete(keys.entry(old, raw_id))
-                    if deadline is not None:
-                        batch.put(keys.entry(deadline, raw_id), b"")
+                self._stage(batch, session, record, "store")
                 batch.write()
+            except SessionKeeperError:
+                raise
             except Exception as exc:
-                raise self._failure("store", exc, key) from exc
+                raise self._failure("store", exc, self.keys.session(session.id)) from exc
+
+    @hookimpl
+    def sessionkeeper_store_many(self, sessions: Sequence[Session]) -> int:
+        """Write every session and its index entry in one batch (one lock hold, one write:
+        all or none), removing the entries of the sessions they replace."""
+        if not self._writable:
+            self._refuse("store")
+        records = [encode_session(session) for session in sessions]
+        db, stage = self._db, self._stage
+        with self._lock:
+            try:
+                batch = db.write_batch(sync=self._sync)
+                for session, record in zip(sessions, records, strict=True):
+                    stage(batch, session, record, "store_many")
+                batch.write()
+            except SessionKeeperError:
+                raise
+            except Exception as exc:
+                raise self._failure("store_many", exc) from exc
+        return len(sessions)
+
+    def _stage(self, batch: WriteBatch, session: Session, record: bytes, operation: str) -> None:
+        """Add to ``batch`` what storing ``session`` (encoded: ``record``) writes: the record,
+        its index entry, and the removal of the entry of the stored session it replaces.
+
+        Called with the lock held. A failed read is a ``StorageError`` naming the key
+        (``operation`` failed); the caller wraps what the batch itself raises.
+        """
+        keys = self.keys
+        raw_id = session.id.encode("ascii")
+        key = keys.sessions + raw_id
+        previous = self._get(key, operation)
+        old = None if previous is None else self._deadline_of(key, previous)
+        deadline = session.expires_at
+        batch.put(key, record)
+        if old != deadline:  # else the entry is in place already
+            if old is not None:
+                batch.delete(keys.entry(old, raw_id))
+            if deadline is not None:
+                batch.put(keys.entry(deadline, raw_id), b"")
 
     @hookimpl
     def sessionkeeper_touch(self, session_id: str, last_accessed: int) -> Session | None:

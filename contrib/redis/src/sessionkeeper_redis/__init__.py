@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from ._backend import PAGE_SIZE, RedisBackend
+from ._backend import PAGE_SIZE, STORE_CHUNK, RedisBackend
 from ._options import MAX_TTL_MS, ClusterOptions, RedisOptions, SentinelOptions
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "PAGE_SIZE",
     "ClusterOptions",
     "RedisBackend",
+    "STORE_CHUNK",
     "RedisOptions",
     "SentinelOptions",
     "__version__",

@@ -37,6 +37,10 @@ RECORD_FORMAT: Final = 1
 
 #: Ids read per round trip by ``list``, ``iter_sessions`` and ``cleanup_expired``.
 PAGE_SIZE: Final = 500
+#: Sessions ``store_many`` sends per round trip (followed by one ``WAIT`` with
+#: ``wait_replicas``): bounds the request buffered on the client, up to ``max_metadata_bytes``
+#: per session.
+STORE_CHUNK: Final = 500
 _UINT_FORMATS: Final = ((0xFF, b"\xcc", 1), (0xFFFF, b"\xcd", 2), (0xFFFFFFFF, b"\xce", 4))
 
 
@@ -260,19 +264,32 @@ class RedisBackend:
     def _write(self, client: Any, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run a writing script; with ``wait_replicas``, ``WAIT`` follows it in one round trip on
         the same connection, and too few acknowledgements raise ``StorageError``."""
-        wait = self.options.wait_replicas
-        if not wait:
+        if not self.options.wait_replicas:
             return self._eval(client, script, keys, args)
+        return self._write_pipelined(client, script, ((keys, args),))[0]
+
+    def _write_pipelined(
+        self, client: Any, script: Script, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]
+    ) -> list[Any]:
+        """Run ``script`` once per ``(keys, args)`` of ``calls``, in order, in one pipeline (one
+        round trip); return their results. With ``wait_replicas``, ``WAIT`` ends the pipeline on
+        the connection that wrote (the node of the table's slot on a cluster), and too few
+        acknowledgements raise ``StorageError``. When the server lost the scripts they are
+        reloaded and ``calls`` sent again, once (each script call stores the same whole value
+        again)."""
+        wait = self.options.wait_replicas
+        sha = script.sha
         for attempt in (0, 1):
             pipe = client.pipeline(transaction=False)
-            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-            if self.options.cluster is not None:  # WAIT must reach the node that wrote
-                node = client.get_node_from_key(keys[0])
-                pipe.execute_command("WAIT", wait, self.options.wait_timeout_ms, target_nodes=node)
-            else:
-                pipe.execute_command("WAIT", wait, self.options.wait_timeout_ms)
+            for keys, args in calls:
+                pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+            if wait:
+                target: dict[str, Any] = {}
+                if self.options.cluster is not None:  # WAIT must reach the node that wrote
+                    target["target_nodes"] = client.get_node_from_key(calls[0][0][0])
+                pipe.execute_command("WAIT", wait, self.options.wait_timeout_ms, **target)
             try:
-                result, acknowledged = pipe.execute()
+                results: list[Any] = pipe.execute()
             except NoScriptError:
                 if attempt:
                     raise
@@ -280,15 +297,27 @@ class RedisBackend:
                 continue
             finally:
                 pipe.reset()
-            if int(acknowledged) < wait:
-                raise StorageError(
-                    self.context.name,
-                    f"the write is on the primary of {self.server} but only {acknowledged} of "
-                    f"the {wait} replicas required (wait_replicas) acknowledged it within "
-                    f"{self.options.wait_timeout_ms} ms; it may be lost if the primary fails now",
-                )
-            return result
+            if wait:
+                acknowledged = results.pop()
+                if int(acknowledged) < wait:
+                    raise self._unacknowledged(len(calls), acknowledged)
+            return results
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _unacknowledged(self, writes: int, acknowledged: object) -> StorageError:
+        """``WAIT`` saw too few replicas acknowledge the last ``writes`` writes."""
+        what, they, them = (
+            ("the write is", "it", "it")
+            if writes == 1
+            else (f"{writes} writes are", "they", "them")
+        )
+        return StorageError(
+            self.context.name,
+            f"{what} on the primary of {self.server} but only {acknowledged} of the "
+            f"{self.options.wait_replicas} replicas required (wait_replicas) acknowledged {them} "
+            f"within {self.options.wait_timeout_ms} ms; {they} may be lost if the primary fails "
+            "now",
+        )
 
     # -- decoding ---------------------------------------------------------------------------------
 
@@ -323,7 +352,29 @@ class RedisBackend:
     @hookimpl
     def sessionkeeper_store(self, session: Session) -> None:
         """Insert or replace ``session`` (record, TTL and index entries in one script)."""
-        key = self._prefix + session.id
+        keys, args = self._store_call(session)
+        client = self._writer("store")
+        try:
+            self._write(client, _scripts.STORE, keys, args)
+        except _REDIS_ERRORS as exc:
+            raise self._failed("store", exc) from exc
+
+    @hookimpl
+    def sessionkeeper_store_many(self, sessions: Sequence[Session]) -> int:
+        """Insert or replace each session with the store script, as :meth:`sessionkeeper_store`
+        does, pipelined: one round trip (and one ``WAIT``) per ``STORE_CHUNK`` sessions."""
+        client = self._writer("store")
+        call = self._store_call
+        try:
+            for start in range(0, len(sessions), STORE_CHUNK):
+                chunk = [call(session) for session in sessions[start : start + STORE_CHUNK]]
+                self._write_pipelined(client, _scripts.STORE, chunk)
+        except _REDIS_ERRORS as exc:
+            raise self._failed("store_many", exc) from exc
+        return len(sessions)
+
+    def _store_call(self, session: Session) -> tuple[tuple[str, str, str], tuple[Any, ...]]:
+        """The keys and arguments of the store script that stores ``session``."""
         timeout = session.timeout_ms
         if timeout is None:
             deadline = ttl = ""
@@ -331,12 +382,8 @@ class RedisBackend:
             deadline = str(session.last_accessed + timeout)
             ttl_ms = timeout + self.options.ttl_margin_ms
             ttl = str(ttl_ms) if ttl_ms <= MAX_TTL_MS else ""
-        args = (session.id, encode_session(session), deadline, ttl)
-        client = self._writer("store")
-        try:
-            self._write(client, _scripts.STORE, (key, self._ids_key, self._exp_key), args)
-        except _REDIS_ERRORS as exc:
-            raise self._failed("store", exc) from exc
+        keys = (self._prefix + session.id, self._ids_key, self._exp_key)
+        return keys, (session.id, encode_session(session), deadline, ttl)
 
     @hookimpl
     def sessionkeeper_touch(self, session_id: str, last_accessed: int) -> Session | None:

@@ -42,7 +42,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Final, NoReturn
 
@@ -435,6 +435,37 @@ class SqliteDictBackend:
             self._writes += 1
 
     @hookimpl
+    def sessionkeeper_store_many(self, sessions: Sequence[Session]) -> int:
+        """Insert or replace every session in the copy; commit them in one transaction
+        (durable: all or none) or buffer them."""
+        stored = self._sessions
+        with self._lock:
+            if not self._writable:
+                self._refuse("store")
+            previous = {s.id: stored.get(s.id) for s in sessions}
+            for session in sessions:
+                self._index.stored(stored.get(session.id), session)
+                stored[session.id] = session
+            undecodable = self._undecodable
+            bad = {s.id: undecodable.pop(s.id) for s in sessions if s.id in undecodable}
+            if self.durable:
+                try:
+                    self._commit_batch(sessions)
+                except BaseException:
+                    for session_id, old in previous.items():
+                        if old is None:
+                            del stored[session_id]
+                        else:
+                            stored[session_id] = old
+                    self._undecodable.update(bad)
+                    raise
+            else:
+                for session in sessions:
+                    self._pending[session.id] = session
+            self._writes += len(sessions)
+        return len(sessions)
+
+    @hookimpl
     def sessionkeeper_touch(self, session_id: str, last_accessed: int) -> Session | None:
         """Move ``last_accessed`` forward (never back); ``None`` for an unknown id."""
         sessions = self._sessions
@@ -501,6 +532,16 @@ class SqliteDictBackend:
             self._last_error = f"{type(exc).__name__}: {exc}"
             raise self._error("commit", exc) from exc
         self._committed += 1
+
+    def _commit_batch(self, sessions: Sequence[Session]) -> None:
+        """Durable mode: commit ``sessions`` in one transaction (called with ``_lock`` held)."""
+        try:
+            with self._db_lock:
+                self._write([(s.id, encode_session(s)) for s in sessions], [])
+        except sqlite3.Error as exc:
+            self._last_error = f"{type(exc).__name__}: {exc}"
+            raise self._error("commit", exc) from exc
+        self._committed += len(sessions)
 
     def _write(self, upserts: list[tuple[str, bytes]], deletes: list[tuple[str]]) -> None:
         """Commit ``upserts`` and ``deletes`` in one transaction (called with ``_db_lock`` held)."""

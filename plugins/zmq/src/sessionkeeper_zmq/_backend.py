@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -41,6 +41,9 @@ CLOCK_OFFSET_ENV = "SESSIONKEEPER_ZMQ_CLOCK_OFFSET_MS"
 
 #: The version of a store or delete: ``(hybrid-clock stamp, node id)``; larger wins.
 Version = tuple[int, str]
+
+#: Writes of one ``store_many`` applied before waiting for their acknowledgement.
+_MANY_CHUNK = 1_000
 
 
 class NotEnoughReplicas(StorageError):
@@ -349,6 +352,23 @@ class ZmqBackend:
     def sessionkeeper_store(self, session: Session) -> None:
         """Store with a fresh version; return once ``ack`` nodes hold it."""
         self.store_with_ack(session)
+
+    @hookimpl
+    def sessionkeeper_store_many(self, sessions: Sequence[Session]) -> int:
+        """Store each with a fresh version; return once ``ack`` nodes hold them all.
+
+        Acknowledgements are cumulative, so a chunk of writes waits once, for its last one:
+        replication batches fill, as with :meth:`store_nowait`.
+        """
+        level, needed = self._level(None)
+        agent = self._agent("store")
+        self._fence(agent, needed, level, "store")
+        local_store = self.replica.local_store
+        for start in range(0, len(sessions), _MANY_CHUNK):
+            for session in sessions[start : start + _MANY_CHUNK]:
+                seq, entry = local_store(session)
+            self._await(agent, seq, needed, level, "store", entry)
+        return len(sessions)
 
     @hookimpl
     def sessionkeeper_touch(self, session_id: str, last_accessed: int) -> Session | None:
