@@ -16,7 +16,7 @@ import zmq.auth
 
 from sessionkeeper import SessionManager, SessionNotFound, StorageError
 from sessionkeeper.testing import ManualClock
-from sessionkeeper_zmq.testing import wait_for
+from sessionkeeper_zmq.testing import cluster_opts, wait_for, wait_ready
 
 
 def backend(manager: SessionManager) -> Any:
@@ -154,6 +154,52 @@ class TestRejoin:
             assert backend(restarted).agent.counters["syncs_taken"] >= 1
         finally:
             restarted.close()
+
+    def _disc_cluster(
+        self, key_dir: Path, tmp_path: Path, **overrides: Any
+    ) -> list[SessionManager]:
+        options = cluster_opts(key_dir, 3, ack="quorum", disc_copies=True, **overrides)
+        for opts in options:
+            opts["data_dir"] = str(tmp_path / opts["node_id"])
+        managers = [
+            SessionManager(backend="zmq", backend_opts=opts, cleanup_interval=0) for opts in options
+        ]
+        wait_ready(managers)
+        return managers
+
+    @pytest.mark.parametrize("backlog", [100_000, 50], ids=["delta", "backlog-too-short"])
+    def test_restarted_disc_node_catches_up_from_the_peers_backlogs(
+        self, key_dir: Path, tmp_path: Path, backlog: int
+    ) -> None:
+        """c (disc copies) goes down; a and b store 200 sessions and delete 20 of those c
+        holds. c restarts from its disc copy and asks each peer to resend what it missed from
+        its backlog (delta, no snapshot); when a backlog no longer reaches back that far, it
+        takes a snapshot instead. Either way it then holds exactly what a and b hold."""
+        a, b, c = self._disc_cluster(key_dir, tmp_path, backlog=backlog)
+        restarted: SessionManager | None = None
+        try:
+            before = [a.create(metadata={"i": i}) for i in range(40)]
+            wait_for(lambda: len(digests([a, b, c])) == 1, "c to hold everything")
+            c.close()
+            created = [(a if i % 2 else b).create(metadata={"i": i}) for i in range(200)]
+            for session in before[:20]:
+                assert b.delete(session.id) is True
+            restarted = reopen(c)
+            assert backend(restarted).wait_ready(30)
+            wait_for(lambda: len(digests([a, b, restarted])) == 1, "the digests to agree")
+            live = set(restarted.list())
+            assert live == {s.id for s in before[20:] + created}
+            counters = backend(restarted).agent.counters
+            if backlog > 200:
+                assert (counters["deltas_taken"], counters["syncs_taken"]) == (1, 0)
+                served = [backend(m).agent.counters["deltas_served"] for m in (a, b)]
+                assert served == [1, 1]
+            else:
+                assert (counters["deltas_taken"], counters["syncs_taken"]) == (0, 1)
+        finally:
+            for manager in (a, b, c, restarted):
+                if manager is not None:
+                    manager.close()
 
     def test_peer_behind_the_backlog_resyncs(self, make_cluster: Any) -> None:
         """When a node writes faster than its peers take the ops and they fall behind its

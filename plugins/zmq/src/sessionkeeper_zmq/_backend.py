@@ -196,6 +196,8 @@ class ZmqBackend:
         agent = Agent(options, self.replica, public_key=public, secret_key=secret)
         if self.wal is not None:
             agent.on_restart = self.wal.restart
+            agent.restore_seen(self.wal.read_seen())
+            self.wal.seen = agent.positions
         try:
             agent.start()
         except zmq.ZMQError as exc:

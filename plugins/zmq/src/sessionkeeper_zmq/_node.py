@@ -3,8 +3,9 @@
 Sockets (ZeroMQ sockets are not thread-safe, so only the agent thread touches them):
 
 - one ROUTER, bound to this node's endpoint, CURVE server: receives every request from peers
-  (``PING``, ``REPL``, ``SYNC``/``CREDIT``, ``AE``, ``PULL``, ``READ``, ``BYE``) and answers
-  on the same connection (``PONG``, ``ACK``, ``CHUNK``/``END``, ``AEKEYS``, ``PUSH``, ``RREP``);
+  (``PING``, ``REPL``, ``DELTA``, ``SYNC``/``CREDIT``, ``AE``, ``PULL``, ``READ``, ``BYE``) and
+  answers on the same connection (``PONG``, ``ACK``, ``DELTAOK``/``DELTANO``, ``CHUNK``/``END``,
+  ``AEKEYS``, ``PUSH``, ``RREP``);
 - one DEALER per peer, connected to the peer's ROUTER with the peer's public key pinned:
   sends this node's requests and receives the answers.
 
@@ -17,7 +18,10 @@ the ops after it, batched. Peers acknowledge cumulatively (highest contiguous se
 A peer whose acknowledgement stalls is rewound to resend from it; a peer behind the backlog is
 told ``NEEDSYNC`` and takes a snapshot. Catch-up: a node that starts takes a chunked snapshot
 from one peer under credit flow control, then runs one anti-entropy round with every other peer,
-then it is ready. Anti-entropy compares 256 bucket hashes, then the entries of differing buckets.
+then it is ready. A ``disc_copies`` node that restarts with the positions it held in each peer's
+stream asks every peer to resend from there out of its backlog (``DELTA``) instead, and takes
+the snapshot only when a peer's backlog no longer reaches back that far. Anti-entropy compares
+256 bucket hashes, then the entries of differing buckets.
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ _READ_TIMEOUT_S: Final = 0.2
 #: The granularity of the timers (pings, suspicion, resends, catch-up, anti-entropy).
 _TICK_S: Final = 0.005
 #: Requests a node answers from what it holds (refused while it may be stale).
-_SERVES: Final = frozenset((b"SYNC", b"CREDIT", b"AE", b"PULL", b"READ"))
+_SERVES: Final = frozenset((b"SYNC", b"CREDIT", b"DELTA", b"AE", b"PULL", b"READ"))
 
 
 def _mono() -> float:
@@ -227,7 +231,12 @@ class Agent:
         self._jobs: dict[tuple[bytes, int], _SyncJob] = {}
         self._req = itertools.count(1)
         # Catch-up state.
-        self._phase = "sync"  # sync -> ae -> ready
+        self._phase = "sync"  # (delta or sync) -> ae -> ready
+        # Delta catch-up (a restarted disc node): peer id -> the peer's seq when it agreed to
+        # resend from its backlog (None: asked, no answer yet).
+        self._delta: dict[str, int | None] = {}
+        self._delta_at = 0.0
+        self._delta_req = 0
         self._sync_from: Peer | None = None
         self._sync_req = 0
         self._sync_at = 0.0
@@ -265,6 +274,8 @@ class Agent:
             "remote_reads": 0,
             "handler_errors": 0,
             "isolation_restarts": 0,
+            "deltas_taken": 0,
+            "deltas_served": 0,
         }
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -278,6 +289,20 @@ class Agent:
         sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE)
         sock.setsockopt(zmq.SNDHWM, _HWM)
         sock.setsockopt(zmq.RCVHWM, _HWM)
+
+    def restore_seen(self, seen: dict[str, tuple[int, int]]) -> None:
+        """Before :meth:`start`: the positions in the peers' streams that this node's disc copy
+        holds (``origin -> (incarnation, seq)``). The node then catches up by asking each peer to
+        resend from there out of its backlog (delta) instead of taking a snapshot."""
+        restored = {o: [inc, seq] for o, (inc, seq) in seen.items() if o in self.node_ids}
+        restored.pop(self.node_id, None)
+        if restored:
+            self.seen.update(restored)
+            self._phase = "delta"
+
+    def positions(self) -> dict[str, list[int]]:
+        """How far this node holds each peer's stream (any thread): ``origin -> [inc, seq]``."""
+        return {origin: list(position) for origin, position in dict(self.seen).items()}
 
     def start(self) -> None:
         """Bind, connect and start the agent thread (raises ``zmq.ZMQError`` on bind)."""
@@ -600,6 +625,9 @@ class Agent:
             )
         elif self._stale and kind in _SERVES:
             return  # what this node holds may be stale: serve nothing until a peer decides
+        elif kind == b"DELTA":
+            req, inc, seq = f
+            self._serve_delta(peer, req, inc, seq)
         elif kind == b"SYNC":
             req, credit = f
             self._start_job(peer, req, credit)
@@ -651,6 +679,17 @@ class Agent:
             if self._stale:
                 self._judge_isolation(peer, ready and accompanied)
             self._acked(peer, acked_inc, acked)
+        elif kind == b"DELTAOK":
+            req, top = f
+            if self._phase == "delta" and req == self._delta_req and peer.id in self._delta:
+                self._delta[peer.id] = top
+        elif kind == b"DELTANO":
+            req = f
+            if self._phase == "delta" and req == self._delta_req:
+                log.info(
+                    "node %s: %s cannot resend from its backlog; snapshot", self.node_id, peer.id
+                )
+                self._begin_sync(prefer=peer)
         elif kind == b"CHUNK":
             req, entries = f
             if req == self._sync_req and self._sync_from is peer:
@@ -823,6 +862,61 @@ class Agent:
                 self._reply(job.peer, b"END", [job.req, job.sent, job.seen])
                 del self._jobs[key]
 
+    # -- delta catch-up (a restarted disc node) ----------------------------------------------------
+
+    def _serve_delta(self, peer: Peer, req: int, inc: int, seq: int) -> None:
+        """A restarted peer holds this node's stream up to ``(inc, seq)``: resend from there if
+        the backlog still has it."""
+        replica = self.replica
+        with replica.lock:
+            top = replica.seq
+            first = top - len(replica.backlog) + 1
+        if inc != self.inc or not first - 1 <= seq <= top:
+            self._reply(peer.ident, b"DELTANO", [req])
+            return
+        peer.sent_upto = seq
+        peer.acked = seq
+        peer.acked_at = _mono()
+        self.counters["deltas_served"] += 1
+        self._reply(peer.ident, b"DELTAOK", [req, top])
+
+    def _drive_delta(self, now: float) -> None:
+        live = [p for p in self.peers.values() if p.connected]
+        if not self._delta:
+            if not live:
+                self._maybe_alone(now)
+                return
+            missing = [p for p in live if p.id not in self.seen]
+            if missing:
+                self._begin_sync(prefer=missing[0])  # its stream is not on disc here
+                return
+            self._delta_req = next(self._req)
+            self._delta_at = now
+            for peer in live:
+                inc, seq = self.seen[peer.id]
+                if self._send_peer(peer, b"DELTA", [self._delta_req, inc, seq]):
+                    self._delta[peer.id] = None
+            return
+        if now - self._delta_at > max(self.options.suspect_after_ms / 1000, 2.0):
+            log.info("node %s: delta catch-up did not complete; snapshot", self.node_id)
+            self._begin_sync()
+            return
+        for origin, top in self._delta.items():
+            if top is None or self.seen[origin][1] < top:
+                return
+        self.counters["deltas_taken"] += 1
+        self._start_ae_round(exclude=None)
+
+    def _start_ae_round(self, exclude: Peer | None) -> None:
+        """After a snapshot or a delta: one anti-entropy round with every other live peer,
+        then ready."""
+        self._phase = "ae"
+        self._ae_waiting.clear()
+        for peer in self.peers.values():
+            if peer is not exclude and peer.connected:
+                self._start_ae(peer)
+        self._maybe_ready()
+
     def _begin_sync(self, prefer: Peer | None = None) -> None:
         candidates = [p for p in self.peers.values() if p.connected]
         if prefer is not None and prefer.connected:
@@ -831,6 +925,7 @@ class Agent:
         pool = ready_ones or candidates
         choice: Peer | None = pool[0] if pool else None
         self._phase = "sync"
+        self._delta.clear()
         self.ready.clear()
         if choice is None:
             self._sync_from = None
@@ -850,12 +945,7 @@ class Agent:
             self._ack_due.add(origin)
         self.counters["syncs_taken"] += 1
         self._sync_from = None
-        self._phase = "ae"
-        self._ae_waiting.clear()
-        for peer in self.peers.values():
-            if peer is not source and peer.connected:
-                self._start_ae(peer)
-        self._maybe_ready()
+        self._start_ae_round(exclude=source)
 
     def _maybe_ready(self) -> None:
         if self._phase == "ae" and not self._ae_waiting:
@@ -970,20 +1060,14 @@ class Agent:
                 if request.event.is_set():
                     del self._read_pending[req]
         # Catch-up.
-        if self._phase == "sync":
+        if self._phase == "delta":
+            self._drive_delta(now)
+        elif self._phase == "sync":
             if self._sync_from is None:
                 if any(p.connected for p in self.peers.values()):
                     self._begin_sync()
-                elif now - self.started > self._alone_after and not any(
-                    p.heard_ever for p in self.peers.values()
-                ):
-                    log.warning(
-                        "node %s: no peer answered within %.1f s; serving what it has",
-                        self.node_id,
-                        self._alone_after,
-                    )
-                    self._phase = "ready"
-                    self.ready.set()
+                else:
+                    self._maybe_alone(now)
             elif now - self._sync_at > max(suspect, 2.0):
                 self._begin_sync()  # the source went quiet: start over with another
         elif self._phase == "ae":
@@ -1072,6 +1156,20 @@ class Agent:
             peer.id,
         )
         self._begin_sync(prefer=peer)
+
+    def _maybe_alone(self, now: float) -> None:
+        """Catching up with no peer connected: once none has answered for long enough, this
+        is the first node of its cluster to start, and it serves what it has."""
+        if now - self.started > self._alone_after and not any(
+            p.heard_ever for p in self.peers.values()
+        ):
+            log.warning(
+                "node %s: no peer answered within %.1f s; serving what it has",
+                self.node_id,
+                self._alone_after,
+            )
+            self._phase = "ready"
+            self.ready.set()
 
     def _expire_waiters(self, now: float) -> None:
         # A writer that timed out stopped waiting by itself; forget its waiter.

@@ -6,7 +6,11 @@ Files in ``data_dir``:
   renamed into place (so it is always whole);
 - ``wal.bin``: every entry applied since, appended;
 - ``contact``: the wall-clock time (ms) this node last knew it was in touch with its cluster
-  (a peer alive, or no peers at all), rewritten every second or so while it is.
+  (a peer alive, or no peers at all), rewritten every second or so while it is;
+- ``seen``: how far this node holds each peer's stream of writes (``origin -> [incarnation,
+  seq]``, msgpack), rewritten every second or so after the log is synced, and on close: a
+  restarted node asks its peers to resend from there (delta catch-up) instead of taking a
+  snapshot. Older than the log is harmless (what is resent merges idempotently).
 
 A node that comes back after more than ``tombstone_ttl_ms`` out of contact does not load its
 disc copy (it syncs from its peers like a RAM node): its peers have collected the tombstones of
@@ -41,7 +45,7 @@ import msgpack
 
 from ._options import ZmqOptions
 from ._replica import Entry, Replica
-from ._wire import WireError, check_entry
+from ._wire import WireError, _seen, check_entry
 
 __all__ = ["Wal"]
 
@@ -98,6 +102,9 @@ class Wal:
         self.loaded = 0
         self.truncated = 0
         self.contact_path = directory / "contact"
+        self.seen_path = directory / "seen"
+        #: Set by the backend: the node's positions in its peers' streams (see ``seen``).
+        self.seen: Callable[[], dict[str, list[int]]] | None = None
         #: Set by the backend: True while this node is in touch with its cluster.
         self.in_contact: Callable[[], bool] = lambda: False
         #: Wall clock, ms (the replica's hybrid clock's physical source).
@@ -144,6 +151,33 @@ class Wal:
         os.replace(temporary, self.contact_path)
         self.last_contact = now
 
+    def read_seen(self) -> dict[str, tuple[int, int]]:
+        """The positions recorded in ``seen`` (empty when there is none or it is unreadable)."""
+        try:
+            raw = msgpack.unpackb(self.seen_path.read_bytes(), raw=False, strict_map_key=True)
+            return _seen(raw, self.nodes)
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, msgpack.ExtraData) as exc:
+            log.warning(
+                "%s is unreadable (%s); the node catches up by snapshot", self.seen_path, exc
+            )
+            return {}
+
+    def _record_seen(self) -> None:
+        """Write ``seen``: the positions taken first, then the log synced, so that the file
+        never claims an op the log may not hold after a crash."""
+        provider = self.seen
+        if provider is None:
+            return
+        positions = provider()
+        handle = self._handle
+        if handle is not None:
+            os.fsync(handle.fileno())
+        temporary = self.seen_path.with_suffix(".tmp")
+        temporary.write_bytes(msgpack.packb(positions))
+        os.replace(temporary, self.seen_path)
+
     def _discard_if_stale(self) -> None:
         last = self._read_contact()
         if last is None:
@@ -165,7 +199,7 @@ class Wal:
     def _set_aside(self, stamp: int) -> Path:
         aside = self.directory / f"stale-{stamp}"
         aside.mkdir(exist_ok=True, mode=0o700)
-        for path in (self.snapshot_path, self.log_path, self.contact_path):
+        for path in (self.snapshot_path, self.log_path, self.contact_path, self.seen_path):
             if path.exists():
                 os.replace(path, aside / path.name)
         self.wiped_stale = True
@@ -254,7 +288,8 @@ class Wal:
                 try:
                     if self.in_contact():
                         self.write_contact()
-                except OSError as exc:
+                    self._record_seen()
+                except (OSError, ValueError) as exc:
                     log.warning("%s: cannot record the contact time: %s", self.directory, exc)
             if self.options.fsync != "group":
                 continue
@@ -272,6 +307,11 @@ class Wal:
         self._stop.set()
         if self._flusher is not None:
             self._flusher.join(timeout=2)
+        if self._handle is not None:
+            try:
+                self._record_seen()
+            except OSError as exc:
+                log.warning("%s: cannot record the stream positions: %s", self.directory, exc)
         handle, self._handle = self._handle, None
         if handle is not None:
             os.fsync(handle.fileno())

@@ -255,6 +255,21 @@ def _push(b: Any, nodes: Collection[str]) -> Any:
     return _int(req, "req"), _entries(entries, nodes)
 
 
+def _delta(b: Any, nodes: Collection[str]) -> Any:
+    req, inc, seq = _list(b, "DELTA", 3)
+    return _int(req, "req"), _int(inc, "inc"), _int(seq, "seq")
+
+
+def _deltaok(b: Any, nodes: Collection[str]) -> Any:
+    req, top = _list(b, "DELTAOK", 2)
+    return _int(req, "req"), _int(top, "top")
+
+
+def _deltano(b: Any, nodes: Collection[str]) -> Any:
+    (req,) = _list(b, "DELTANO", 1)
+    return _int(req, "req")
+
+
 def _needsync(b: Any, nodes: Collection[str]) -> Any:
     (inc,) = _list(b, "NEEDSYNC", 1)
     return _int(inc, "inc")
@@ -284,6 +299,9 @@ KINDS: Final[dict[bytes, Callable[[Any, Collection[str]], Any]]] = {
     b"READ": _pull,
     b"RREP": _push,
     b"NEEDSYNC": _needsync,
+    b"DELTA": _delta,
+    b"DELTAOK": _deltaok,
+    b"DELTANO": _deltano,
     b"BYE": _bye,
 }
 
