@@ -91,9 +91,10 @@ class TestCollector:
         p50 = value(text, name, operation="store", quantile="0.5")
         p99 = value(text, name, operation="store", quantile="0.99")
         assert 0 < p50 <= p99
-        assert value(text, "sessionkeeper_operation_duration_max_seconds", operation="store") >= (
-            p99 * 0.5
-        )
+        # The summary agrees with itself (whatever the machine's speed): the largest call is at
+        # least half the upper bound of the p99 bucket.
+        largest = value(text, "sessionkeeper_operation_duration_max_seconds", operation="store")
+        assert largest >= p99 * 0.5
         assert value(text, "sessionkeeper_operation_errors_total", operation="store") == 0
 
     def test_every_exported_name_is_listed(self, stats_manager: SessionManager) -> None:
