@@ -16,6 +16,9 @@ each beside its floor measured in the same run:
 - migrate in: ``migrate_sessions`` of 20,000 sessions (4,000 with ``--quick``) from a
   sqlitedict file into node a at ``ack = quorum`` (copy and verification), beside the blocking
   one-writer quorum rate above;
+- disc rejoin: c restarted with disc copies, SIGKILLed, 10,000 sessions (2,000 with
+  ``--quick``) written while it is down, restarted: the time to reload its log (spawn to first
+  status line) and to catch up by delta from the peers' backlogs (first status line to ready);
 - rejoin: SIGKILL of c holding 100,000 sessions (10,000 with ``--quick``) and a restart; the time
   from the restarted process's first status line to ready, and from spawn to ready (target ≤ 5 s).
 """
@@ -93,6 +96,8 @@ class Cluster:
             for name, port in zip("abc", ports, strict=True)
         ]
         self.ack = ack
+        #: Per-node option changes (e.g. disc copies for c).
+        self.changes: dict[str, dict[str, Any]] = {}
         self.procs: dict[str, subprocess.Popen[str]] = {}
         self.a: SessionManager | None = None
 
@@ -104,6 +109,7 @@ class Cluster:
             "secret_key_file": str(self.directory / f"{name}.key_secret"),
             "ready_timeout_ms": 0,
             "write_timeout_ms": 5_000,
+            **self.changes.get(name, {}),
             **changes,
         }
 
@@ -144,10 +150,28 @@ class Cluster:
         )
         return self.a
 
-    def kill(self, name: str) -> None:
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         proc = self.procs.pop(name)
-        proc.send_signal(signal.SIGKILL)
+        proc.send_signal(sig)
         proc.wait()
+
+    def spawn_until_ready(self, name: str) -> tuple[float, float, dict[str, Any]]:
+        """Spawn ``name``; return (spawned, first status line, ready) times and the figures
+        of its first ready status line (its output is drained from then on)."""
+        spawned = time.perf_counter()
+        proc = self.spawn(name)
+        assert proc.stdout is not None
+        first_line = None
+        for line in proc.stdout:
+            stamp = time.perf_counter()
+            if first_line is None:
+                first_line = stamp
+            figures = json.loads(line)
+            if figures.get("ready"):
+                threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep draining
+                assert first_line is not None
+                return first_line - spawned, stamp - first_line, figures
+        raise RuntimeError(f"node {name} exited before it was ready")
 
     def close(self) -> None:
         if self.a is not None:
@@ -381,32 +405,49 @@ def bench_rejoin(cluster: Cluster, a: SessionManager, n: int) -> dict[str, Any]:
     agent = a_backend.agent
     wait_for(lambda: agent.peers["c"].acked >= a_backend.replica.seq, "c to hold everything", 300)
     cluster.kill("c")
-    spawned = time.perf_counter()
-    proc = cluster.spawn("c")
-    assert proc.stdout is not None
-    first_line = None
-    ready_at = None
-    for line in proc.stdout:
-        stamp = time.perf_counter()
-        if first_line is None:
-            first_line = stamp
-        figures = json.loads(line)
-        if figures.get("ready"):
-            ready_at = stamp
-            stored = figures["stored"]
-            break
-    assert ready_at is not None
-    assert first_line is not None
-    stdout = proc.stdout
-    threading.Thread(target=lambda: stdout.read(), daemon=True).start()  # keep the pipe drained
-    catch_up = ready_at - first_line
+    start_up, catch_up, figures = cluster.spawn_until_ready("c")
+    stored = figures["stored"]
     return {
         "sessions": n,
         "stored_when_ready": stored,
         "catch_up_s": round(catch_up, 2),
-        "spawn_to_ready_s": round(ready_at - spawned, 2),
+        "spawn_to_ready_s": round(start_up + catch_up, 2),
         "target_s": 5.0,
         "met": catch_up <= 5.0 and stored >= n,
+    }
+
+
+def bench_disc_rejoin(cluster: Cluster, a: SessionManager, missed: int) -> dict[str, Any]:
+    """c with disc copies: SIGKILLed, ``missed`` sessions written meanwhile, restarted: it
+    reloads its log and takes the missed writes from the peers' backlogs (delta)."""
+    a_backend: Any = a.backend
+    agent = a_backend.agent
+    cluster.kill("c", signal.SIGTERM)
+    cluster.changes["c"] = {
+        "disc_copies": True,
+        "data_dir": str(cluster.directory / "c-data"),
+        "fsync": "group",
+    }
+    cluster.spawn_until_ready("c")  # the first start takes a snapshot and logs it
+    wait_for(lambda: agent.peers["c"].acked >= a_backend.replica.seq, "c to hold everything", 300)
+    time.sleep(1.5)  # c records its stream positions every second
+    cluster.kill("c")
+    now = int(time.time() * 1000)
+    for i in range(missed):
+        a_backend.replica.local_store(Session(f"missed-{i}", now, now, None, {"user": i}))
+        if i % 1000 == 0:
+            agent.wake()
+    agent.wake()
+    wait_for(lambda: agent.peers["b"].acked >= a_backend.replica.seq, "b to hold them", 300)
+    held = len(a_backend.replica.sessions)
+    start_up, catch_up, figures = cluster.spawn_until_ready("c")
+    return {
+        "held": held,
+        "missed": missed,
+        "stored_when_ready": figures["stored"],
+        "log_reload_s": round(start_up, 2),
+        "catch_up_s": round(catch_up, 2),
+        "by_delta": figures.get("deltas_taken", 0) >= 1 and figures.get("syncs_taken", 0) == 0,
     }
 
 
@@ -484,6 +525,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             results["migrate_in"] = bench_migrate_in(a, directory, writes * 4)
             results["local_read"] = bench_local_read(a, reads)
             results["rejoin"] = bench_rejoin(cluster, a, rejoin)
+            results["disc_rejoin"] = bench_disc_rejoin(cluster, a, writes * 2)
             results["node_kill"] = bench_kill(cluster, a)
         finally:
             cluster.close()

@@ -378,16 +378,14 @@ class Agent:
 
     def in_contact(self) -> bool:
         """True while some peer is heard from (or the cluster is this node alone)."""
-        if not self.peers:
-            return True
-        limit = _mono() - self.options.suspect_after_ms / 1000
-        return any(p.heard_ever and p.last_heard >= limit for p in self.peers.values())
+        return not self.peers or self._hears_a_peer()
 
-    def _accompanied(self, asking: Peer) -> bool:
-        """True while a peer other than ``asking`` is heard from (told in PING and PONG)."""
+    def _hears_a_peer(self, besides: Peer | None = None) -> bool:
+        """True while a peer (other than ``besides``) was heard within ``suspect_after_ms``;
+        told in PING and PONG as "accompanied" (see :meth:`_judge_isolation`)."""
         limit = _mono() - self.options.suspect_after_ms / 1000
         return any(
-            p is not asking and p.heard_ever and p.last_heard >= limit for p in self.peers.values()
+            p is not besides and p.heard_ever and p.last_heard >= limit for p in self.peers.values()
         )
 
     def alive_peers(self) -> int:
@@ -620,7 +618,7 @@ class Agent:
                     acked,
                     self.replica.root(),
                     self._phase == "ready",
-                    self._accompanied(peer),
+                    self._hears_a_peer(besides=peer),
                 ],
             )
         elif self._stale and kind in _SERVES:
@@ -1038,7 +1036,7 @@ class Agent:
                         self.replica.hlc.last,
                         self.replica.root(),
                         self._phase == "ready",
-                        self._accompanied(peer),
+                        self._hears_a_peer(besides=peer),
                     ],
                 )
             if now - peer.last_heard > suspect:
