@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
+
+import msgpack
 
 from sessionkeeper import Session
 from sessionkeeper_zmq import NodeSpec, ZmqOptions
@@ -68,3 +71,33 @@ class TestTombstoneHorizon:
         write_copy(tmp_path, 60_000, time.time_ns() // 1_000_000 - 120_000)
         replica, _ = reload(tmp_path, 600_000)
         assert "s1" in replica.sessions
+
+
+class TestStreamPositions:
+    """``data_dir/seen``: how far the copy holds each peer's stream (for delta catch-up)."""
+
+    def test_positions_written_on_close_are_read_back(self, tmp_path: Path) -> None:
+        """What the node held of each stream at close is what a restart reads."""
+        replica = Replica("a", HLC(), tombstone_ttl_ms=60_000, backlog=10)
+        wal = Wal(tmp_path, options(60_000))
+        wal.load(replica)
+        wal.seen = lambda: {"a": [5, 9]}
+        wal.close(replica)
+        assert Wal(tmp_path, options(60_000)).read_seen() == {"a": (5, 9)}
+
+    def test_unreadable_positions_mean_a_snapshot(self, tmp_path: Path, caplog: Any) -> None:
+        """Garbage, a wrong shape or negative numbers in ``seen`` are ignored with a warning:
+        the node then catches up by snapshot, as without the file."""
+        wal = Wal(tmp_path, options(60_000))
+        garbage = [
+            b"\xc1\xff",
+            msgpack.packb({"a": [1]}),
+            msgpack.packb({"a": [-1, 2]}),
+            msgpack.packb({"z": [1, 2]}),  # no such node (the cluster changed)
+        ]
+        for blob in garbage:
+            (tmp_path / "seen").write_bytes(blob)
+            assert wal.read_seen() == {}
+        assert "catches up by snapshot" in caplog.text
+        (tmp_path / "seen").unlink()
+        assert wal.read_seen() == {}
