@@ -1,5 +1,6 @@
-"""The disc copy's tombstone-horizon rule: a copy last in contact with its cluster longer ago
-than ``tombstone_ttl_ms`` is moved aside instead of loaded."""
+"""The disc copy: its tombstone-horizon rule (a copy last in contact with its cluster longer ago
+than ``tombstone_ttl_ms`` is moved aside instead of loaded), and the stream positions it records
+for delta catch-up."""
 
 from __future__ import annotations
 
