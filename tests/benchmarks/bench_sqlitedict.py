@@ -12,6 +12,9 @@ bench`` runs it; pytest never does). Every figure is a median, measured in the s
   ``synchronous=FULL`` (target ≤ 1.5×). Disk flushes on a shared virtual disk vary by 10×
   from one second to the next, so the two are measured in alternating blocks, and the ratio is
   the median of the per-block ratios;
+- durable stores per second from one thread and from eight threads at once (whose writes share
+  commits: group commit), against raw fsynced commits per second, the three measured in turn
+  (target: eight threads ≥ 1.5× one thread);
 - plain ``sqlitedict`` set (``autocommit=False``, committed once at the end; and
   ``autocommit=True``) and ``diskcache`` set for comparison;
 - reopening a file of 1,000,000 sessions (the load into the in-memory copy) against a raw full
@@ -34,6 +37,7 @@ import sqlite3
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import tracemalloc
 from collections import deque
@@ -71,13 +75,20 @@ class Sizes:
     ops: int  # sessions for fetch and interval-store timings
     durable: int  # durable commits per side (backend, raw) in total
     block: int  # durable commits per alternating block
+    threaded: int  # durable stores per timing of 1 and of THREADS threads
     others: int  # operations for sqlitedict and diskcache
     reopen: int  # sessions in the file that is reopened
     repeats: int
 
 
-FULL = Sizes(ops=100_000, durable=400, block=25, others=5_000, reopen=1_000_000, repeats=5)
-QUICK = Sizes(ops=10_000, durable=100, block=20, others=1_000, reopen=100_000, repeats=3)
+FULL = Sizes(
+    ops=100_000, durable=400, block=25, threaded=1_600, others=5_000, reopen=1_000_000, repeats=5
+)
+QUICK = Sizes(
+    ops=10_000, durable=100, block=20, threaded=800, others=1_000, reopen=100_000, repeats=3
+)
+#: Writer threads of the concurrent durable-store figure.
+THREADS = 8
 
 
 def make_sessions(count: int, prefix: str = "") -> list[Session]:
@@ -406,6 +417,89 @@ def bench_durable_store(sizes: Sizes, directory: Path) -> list[NotedFigure]:
     return figures
 
 
+def bench_durable_threads(sizes: Sizes, directory: Path) -> list[NotedFigure]:
+    """Durable stores per second from 1 and from ``THREADS`` threads vs raw fsynced commits.
+
+    Each side has a file of its own (the threads' commits carry more pages, so their file's
+    WAL grows and is checkpointed at its own pace), and the three are timed in turn.
+    """
+    clock = Clock()
+    single = manager(directory / "durable-1.sqlite", clock, 0)
+    shared = manager(directory / f"durable-{THREADS}.sqlite", clock, 0)
+    connection = raw_connection(directory / "raw-durable-threads.sqlite")
+    alone: list[float] = []
+    together: list[float] = []
+    raws: list[float] = []
+    commits: list[float] = []
+    try:
+        for session in make_sessions(sizes.block * 4, prefix="warm-"):
+            single.store(session)
+            shared.store(session)
+            connection.execute(UPSERT, (session.id, encode_session(session)))
+        execute = connection.execute
+        for attempt in range(sizes.repeats):
+            sessions = make_sessions(sizes.threaded, prefix=f"{attempt}-1-")
+            alone.append(_stores_per_second(single, sessions, 1))
+            sessions = make_sessions(sizes.threaded, prefix=f"{attempt}-{THREADS}-")
+            before = shared.backend.sessionkeeper_stats()["commits"]
+            together.append(_stores_per_second(shared, sessions, THREADS))
+            commits.append(shared.backend.sessionkeeper_stats()["commits"] - before)
+            records = [
+                (s.id, encode_session(s))
+                for s in make_sessions(sizes.threaded, prefix=f"{attempt}-raw-")
+            ]
+            began = time.perf_counter()
+            for record in records:
+                execute(UPSERT, record)
+            raws.append(len(records) / (time.perf_counter() - began))
+    finally:
+        single.close()
+        shared.close()
+        connection.close()
+    one, many, floor = (statistics.median(x) for x in (alone, together, raws))
+    per_commit = sizes.threaded / statistics.median(commits)
+    return [
+        NotedFigure(
+            "durable stores per second, 1 thread",
+            one,
+            "/s",
+            floor,
+            "sqlite3 WAL+FULL commits per second",
+            "-",
+            None,
+            "one commit per store",
+        ),
+        NotedFigure(
+            f"durable stores per second, {THREADS} threads",
+            many,
+            "/s",
+            floor,
+            "sqlite3 WAL+FULL commits per second",
+            ">= 1.5x 1 thread",
+            many >= 1.5 * one,
+            f"{many / one:.2f}x 1 thread; group commit: {per_commit:.1f} stores per commit",
+        ),
+    ]
+
+
+def _stores_per_second(store: SessionManager, sessions: Sequence[Session], threads: int) -> float:
+    """Store ``sessions`` from ``threads`` threads at once (each its share); stores per second."""
+    started = threading.Barrier(threads + 1)
+
+    def write(share: Sequence[Session]) -> None:
+        started.wait()
+        deque(map(store.store, share), 0)
+
+    workers = [threading.Thread(target=write, args=(sessions[t::threads],)) for t in range(threads)]
+    for worker in workers:
+        worker.start()
+    started.wait()
+    began = time.perf_counter()
+    for worker in workers:
+        worker.join()
+    return len(sessions) / (time.perf_counter() - began)
+
+
 def _p90(values: Sequence[float]) -> float:
     return sorted(values)[int(len(values) * 0.9)]
 
@@ -491,6 +585,7 @@ def measure(args: argparse.Namespace) -> _bench.Run:
             bench_fetch(sizes, directory)
             + bench_interval_store(sizes, directory)
             + bench_durable_store(sizes, directory)
+            + bench_durable_threads(sizes, directory)
             + bench_reopen(sizes, directory)
         )
     notes = []
@@ -519,7 +614,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--dir", type=Path, default=None, help="where to put the temporary files (a disk)"
     )
     args = parser.parse_args(argv)
-    return _bench.run(args, "sqlitedict", measure, digits={"us": 2, "s": 2, "B": 0})
+    return _bench.run(args, "sqlitedict", measure, digits={"us": 2, "s": 2, "B": 0, "/s": 0})
 
 
 if __name__ == "__main__":

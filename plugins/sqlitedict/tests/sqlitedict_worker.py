@@ -1,8 +1,11 @@
 """A process that uses a sqlitedict store, driven by the process tests (never collected by pytest).
 
-    python sqlitedict_worker.py write FILE AUTO_SAVE START   store s<i> for i = START, START+1, ...
+    python sqlitedict_worker.py write FILE AUTO_SAVE START [THREADS]
+                                                             store s<i> for i = START, START+1, ...
                                                              printing "ack <i>" after each returns
-                                                             (and "committed <n>" every 5 stores)
+                                                             (and "committed <n>" every 5 stores);
+                                                             with THREADS, thread t stores
+                                                             i = START+t, START+t+THREADS, ...
     python sqlitedict_worker.py fill FILE AUTO_SAVE COUNT [close|exit]
                                                              store COUNT sessions, then close the
                                                              manager or just return (atexit)
@@ -19,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 from typing import Any
 
 from sessionkeeper import Session, SessionManager
@@ -35,8 +39,12 @@ def session(i: int, now: int) -> Session:
     return Session(f"s{i:07d}", now, now, None, metadata(i))
 
 
+_said = threading.Lock()
+
+
 def say(*words: object) -> None:
-    print(*words, flush=True)
+    with _said:  # whole lines, also from several threads
+        print(*words, flush=True)
 
 
 def open_manager(path: str, auto_save: int) -> SessionManager:
@@ -47,18 +55,25 @@ def open_manager(path: str, auto_save: int) -> SessionManager:
     )
 
 
-def write(path: str, auto_save: int, start: int) -> None:
+def write(path: str, auto_save: int, start: int, threads: int = 1) -> None:
     manager = open_manager(path, auto_save)
     backend = manager.backend
     say("ready", os.getpid())
     now = manager.clock()
-    i = start
-    while True:
-        manager.store(session(i, now))
-        say("ack", i)
-        i += 1
-        if auto_save and i % 5 == 0:
-            say("committed", backend.sessionkeeper_stats()["committed_writes"])
+
+    def run(i: int) -> None:
+        while True:
+            manager.store(session(i, now))
+            say("ack", i)
+            i += threads
+            if auto_save and i % 5 == 0:
+                say("committed", backend.sessionkeeper_stats()["committed_writes"])
+
+    if threads == 1:
+        run(start)  # until killed
+    else:
+        for t in range(threads):
+            threading.Thread(target=run, args=(start + t,)).start()
 
 
 def fill(path: str, auto_save: int, count: int, ending: str) -> None:
@@ -102,7 +117,7 @@ def dump(path: str) -> None:
 def main(argv: list[str]) -> None:
     command, path, *rest = argv
     if command == "write":
-        write(path, int(rest[0]), int(rest[1]))
+        write(path, int(rest[0]), int(rest[1]), *(int(n) for n in rest[2:3]))
     elif command == "fill":
         fill(path, int(rest[0]), int(rest[1]), rest[2] if len(rest) > 2 else "close")
     elif command == "hold":

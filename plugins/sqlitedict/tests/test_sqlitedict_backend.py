@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -146,7 +147,8 @@ class TestDurableMode:
     def test_each_write_is_on_disk_when_it_returns(
         self, path: Path, open_store: Any, clock: ManualClock
     ) -> None:
-        """In durable mode store, touch and delete are committed before they return."""
+        """In durable mode store, touch and delete are committed before they return; a lone
+        writer commits each in a transaction of its own."""
         manager = open_store()
         manager.store(session(1))
         assert decode_session(rows(path)["s00001"]) == session(1)
@@ -155,6 +157,8 @@ class TestDurableMode:
         assert decode_session(rows(path)["s00001"]).last_accessed == clock.now
         manager.delete("s00001")
         assert rows(path) == {}
+        stats = manager.stats()["backend_stats"]
+        assert (stats["writes"], stats["committed_writes"], stats["commits"]) == (3, 3, 3)
 
     def test_a_failed_commit_acknowledges_nothing(self, path: Path, open_store: Any) -> None:
         """When the commit fails (another connection holds SQLite's write lock) the store
@@ -178,6 +182,246 @@ class TestDurableMode:
             blocker.close()
         manager.store(session(2))
         assert sorted(rows(path)) == ["s00001", "s00002"]
+
+
+def wait_to_grow(count: Callable[[], int], by: int, what: str) -> None:
+    """Wait until ``count()`` grew by ``by``; fail after a minute (a hang, not a timing
+    assertion)."""
+    goal = count() + by
+    for _ in range(60_000):
+        if count() >= goal:
+            return
+        time.sleep(0.001)
+    pytest.fail(f"gave up waiting for {what}")
+
+
+def copy_and_file(manager: SessionManager, path: Path) -> tuple[dict[str, Session], dict]:
+    """The owner's in-memory copy and the file's rows, both as id -> Session."""
+    copy = {s.id: s for s in manager.iter_sessions(include_expired=True)}
+    return copy, {key: decode_session(value) for key, value in rows(path).items()}
+
+
+class TestGroupCommit:
+    """Durable writers in several threads share commits; each still returns only once its own
+    change is committed, and a failed commit fails exactly the writers it held."""
+
+    def test_failed_group_commits_fail_their_writers_and_only_them(
+        self, path: Path, open_store: Any
+    ) -> None:
+        """Eight threads store, touch and delete their own sessions and a few shared ones while
+        another connection takes and releases SQLite's write lock: every write that raised
+        StorageError left no trace, every one that returned is in the file, and the owner's
+        copy equals the file throughout."""
+        manager = open_store(busy_timeout=0)
+        backend = backend_of(manager)
+        threads = 8
+        stop = threading.Event()
+        models: list[dict[str, Session]] = [{} for _ in range(threads)]
+        acks = [0] * threads
+        failures: list[list[StorageError]] = [[] for _ in range(threads)]
+        unexpected: list[BaseException] = []
+
+        def write(t: int) -> None:
+            model = models[t]
+            i = 0
+            try:
+                while not stop.is_set():
+                    i += 1
+                    own = f"t{t}-{i:05d}"
+                    older = f"t{t}-{i // 2:05d}"
+                    shared = f"shared-{i % 3}"
+                    for step in range(5):
+                        try:
+                            if step == 0:
+                                s = Session(own, NOW, NOW, None, {"t": t, "i": i})
+                                manager.store(s)
+                                model[own] = s
+                            elif step == 1 and older in model:
+                                at = NOW + i
+                                touched = backend.sessionkeeper_touch(older, at)
+                                assert touched == model[older].touched(at)
+                                model[older] = touched
+                            elif step == 2 and i % 4 == 0 and older in model:
+                                assert backend.sessionkeeper_delete(older) is True
+                                del model[older]
+                            elif step == 3:
+                                manager.store(Session(shared, NOW, NOW, None, {"by": t}))
+                            elif step == 4:
+                                backend.sessionkeeper_touch(shared, NOW + i)
+                                if i % 5 == 0:
+                                    backend.sessionkeeper_delete(shared)
+                        except StorageError as exc:
+                            failures[t].append(exc)
+                            continue
+                        acks[t] += 1
+            except BaseException as exc:
+                unexpected.append(exc)
+
+        workers = [threading.Thread(target=write, args=(t,)) for t in range(threads)]
+        for worker in workers:
+            worker.start()
+
+        def acked() -> int:
+            return sum(acks)
+
+        def failed() -> int:
+            return sum(map(len, failures))
+
+        try:
+            for _ in range(3):
+                wait_to_grow(acked, 200, "writes to succeed")
+                blocker = sqlite3.connect(path, isolation_level=None)
+                blocker.execute("BEGIN IMMEDIATE")
+                try:
+                    wait_to_grow(failed, 50, "commits to fail")
+                finally:
+                    blocker.execute("ROLLBACK")
+                    blocker.close()
+            wait_to_grow(acked, 200, "writes to succeed again")
+        finally:
+            stop.set()
+            for worker in workers:
+                worker.join(60)
+        assert not any(worker.is_alive() for worker in workers), "a durable writer hung"
+        assert not unexpected, unexpected
+        errors = [exc for per_thread in failures for exc in per_thread]
+        assert len(errors) >= 150
+        assert all("locked" in str(exc) and str(path) in str(exc) for exc in errors)
+        copy, on_disk = copy_and_file(manager, path)
+        assert copy == on_disk
+        for model in models:
+            assert {key: copy.get(key) for key in model} == model
+        owned = {key for key in copy if key.startswith("t")}
+        assert owned == set().union(*models)
+
+    @pytest.mark.parametrize(
+        ("first", "second"),
+        [("delete", "delete"), ("delete", "touch"), ("store", "touch"), ("store", "delete")],
+    )
+    def test_writes_to_one_session_in_a_failed_group_all_fail(
+        self, path: Path, open_store: Any, first: str, second: str
+    ) -> None:
+        """Two writers change one session while the file is locked: both raise StorageError,
+        also when they share a group, where the second sees the first's change in the copy (a
+        second delete must not report "no such session", nor a touch "unknown id", for a
+        session the failed commit leaves in place), and the copy is put back as it was, in
+        reverse order of the changes; the session stays as before, in the copy and the file."""
+        manager = open_store(busy_timeout=300)
+        backend = backend_of(manager)
+        manager.store(session(1))
+        writes = {
+            "delete": lambda: backend.sessionkeeper_delete("s00001"),
+            "touch": lambda: backend.sessionkeeper_touch("s00001", NOW + 1),
+            "store": lambda: manager.store(session(1).replace(metadata={"new": True})),
+        }
+        outcomes: dict[str, object] = {}
+
+        def run(name: str, write: Any) -> None:
+            try:
+                outcomes[name] = write()
+            except StorageError as exc:
+                outcomes[name] = exc
+
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            # store_many holds the owner's lock while SQLite makes it wait for the blocker;
+            # the two writers queue behind it meanwhile and so (most often) form one group.
+            threads = [
+                threading.Thread(
+                    target=run,
+                    args=("batch", lambda: backend.sessionkeeper_store_many([session(2)])),
+                ),
+                threading.Thread(target=run, args=("first", writes[first])),
+                threading.Thread(target=run, args=("second", writes[second])),
+            ]
+            for thread in threads:
+                thread.start()
+                time.sleep(0.05)  # an order that makes one group likely; not asserted
+            for thread in threads:
+                thread.join(60)
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        assert set(outcomes) == {"batch", "first", "second"}
+        for name, outcome in outcomes.items():
+            assert isinstance(outcome, StorageError), (name, outcome)
+            assert "locked" in str(outcome)
+        copy, on_disk = copy_and_file(manager, path)
+        assert copy == on_disk == {"s00001": session(1)}
+
+    @pytest.mark.parametrize("place", ["leader", "follower"])
+    def test_a_writer_interrupted_while_waiting_leaves_nothing_behind(
+        self, path: Path, open_store: Any, place: str
+    ) -> None:
+        """A durable writer interrupted by an exception from a signal handler while it waits
+        (as the next group's leader, or queued behind one) raises that exception and its
+        write is taken back: the writers around it commit, later writers (in other threads
+        and its own) commit as usual instead of waiting forever, and its session is neither
+        in the copy nor in the file."""
+
+        class Interrupted(BaseException):  # like KeyboardInterrupt, which nothing wraps
+            pass
+
+        waiting = threading.Event()
+
+        def interrupt(signum: int, frame: object) -> None:
+            if waiting.is_set():  # only inside the store below
+                raise Interrupted
+
+        manager = open_store(busy_timeout=60_000)
+        outcomes: dict[str, object] = {}
+
+        def run(name: str) -> None:
+            try:
+                outcomes[name] = manager.store(Session(name, NOW, NOW, None, {}))
+            except StorageError as exc:
+                outcomes[name] = exc
+
+        # "holder" commits first and waits for the blocker's lock, holding the owner's lock;
+        # with place == "follower", "leader" then waits for the owner's lock as the next
+        # group's leader, and the main thread queues behind it.
+        names = ["holder"] if place == "leader" else ["holder", "leader"]
+        threads = [threading.Thread(target=run, args=(name,)) for name in names]
+        main = threading.main_thread().ident
+        assert main is not None
+        alarm = threading.Timer(0.2, signal.pthread_kill, (main, signal.SIGUSR1))
+        previous = signal.signal(signal.SIGUSR1, interrupt)
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            for thread in threads:
+                thread.start()
+                time.sleep(0.05)  # an order that makes the intended wait likely; not asserted
+            alarm.start()
+            waiting.set()
+            try:
+                manager.store(Session("interrupted", NOW, NOW, None, {}))
+            except Interrupted:
+                interrupted = True
+            else:  # the signal came too late to test anything
+                interrupted = False
+            finally:
+                waiting.clear()
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+            alarm.join()
+            signal.signal(signal.SIGUSR1, previous)
+        for thread in threads:
+            thread.join(120)
+            assert not thread.is_alive(), "a durable writer hung"
+        assert outcomes == dict.fromkeys(names)
+        threads = [threading.Thread(target=run, args=("later",))]
+        threads[0].start()
+        threads[0].join(120)
+        assert not threads[0].is_alive(), "a writer after the interruption hung"
+        assert outcomes["later"] is None
+        manager.store(session(1))
+        copy, on_disk = copy_and_file(manager, path)
+        assert copy == on_disk
+        if interrupted:
+            assert sorted(copy) == sorted([*names, "later", "s00001"])
 
 
 class TestIntervalMode:

@@ -25,7 +25,7 @@ from typing import IO, Any
 
 import pytest
 
-from sessionkeeper import SessionManager, StorageError
+from sessionkeeper import Session, SessionManager, StorageError
 
 WORKER = Path(__file__).with_name("sqlitedict_worker.py")
 KILLS = int(os.environ.get("SESSIONKEEPER_CRASH_KILLS", "20"))
@@ -145,17 +145,19 @@ def run_worker(*args: object) -> tuple[int, list[str], str]:
 
 
 class TestCrashes:
+    @pytest.mark.parametrize("threads", [1, 8], ids=["one-thread", "eight-threads"])
     def test_durable_writer_killed_at_random_points_loses_nothing_acknowledged(
-        self, tmp_path: Path
+        self, tmp_path: Path, threads: int
     ) -> None:
         """A durable-mode writer SIGKILLed at random points, again and again: the file always
-        reopens, passes SQLite's integrity check and holds every acknowledged session."""
+        reopens, passes SQLite's integrity check and holds every acknowledged session. With
+        eight threads storing at once (their writes share commits), the same holds."""
         path = tmp_path / "durable.sqlite"
-        rng = random.Random(SEED)
+        rng = random.Random(SEED + threads)
         acknowledged: set[int] = set()
         start = 0
-        for round_ in range(KILLS):
-            worker = Worker("write", path, 0, start)
+        for round_ in range(KILLS if threads == 1 else max(3, KILLS // 2)):
+            worker = Worker("write", path, 0, start, threads)
             try:
                 target = rng.choice([0, 0, 1, 2, 3, 5, 8, 13, 21, 34, 55])
                 if target == 0:
@@ -231,6 +233,64 @@ class TestCrashes:
         assert code == 0, stderr
         assert lines == ["stored 500"]
         assert_sessions(path, set(range(500)), ending)
+
+
+class TestGroupCommit:
+    def test_concurrent_durable_writers_are_all_on_disk_for_a_new_process(
+        self, tmp_path: Path
+    ) -> None:
+        """Eight threads store 200 sessions each in durable mode, delete every tenth and all
+        touch one shared session with their own times: a new process reopening the file finds
+        exactly the surviving sessions, and the shared one at the latest time (never moved
+        back), as each touch reported."""
+        path = tmp_path / "group.sqlite"
+        now = time.time_ns() // 1_000_000
+        threads, per_thread = 8, 200
+        with open_owner(path) as manager:
+            backend = manager.backend
+            manager.store(Session("shared", now, now, None, {"shared": True}))
+            started = threading.Barrier(threads)
+            errors: list[BaseException] = []
+
+            def write(t: int) -> None:
+                started.wait()
+                try:
+                    for i in range(per_thread):
+                        session_id = f"g{t}-{i:03d}"
+                        manager.store(Session(session_id, now, now, None, {"t": t, "i": i}))
+                        if i % 10 == 9:
+                            assert backend.sessionkeeper_delete(session_id) is True
+                        at = now + 1 + i * threads + t
+                        touched = backend.sessionkeeper_touch("shared", at)
+                        assert touched is not None
+                        assert touched.last_accessed >= at
+                except BaseException as exc:
+                    errors.append(exc)
+
+            workers = [threading.Thread(target=write, args=(t,)) for t in range(threads)]
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join(HANG_S)
+                assert not worker.is_alive(), "a durable writer hung"
+            assert not errors, errors
+            stats = manager.stats()["backend_stats"]
+            assert stats["committed_writes"] == stats["writes"]
+            assert 0 < stats["commits"] <= stats["committed_writes"]
+        code, lines, stderr = run_worker("dump", path)
+        assert code == 0, stderr
+        stored = json.loads(lines[0])["stored"]
+        expected = {
+            f"g{t}-{i:03d}": {"t": t, "i": i}
+            for t in range(threads)
+            for i in range(per_thread)
+            if i % 10 != 9
+        }
+        assert {key: value["metadata"] for key, value in stored.items() if key != "shared"} == (
+            expected
+        )
+        assert len(expected) == threads * per_thread * 9 // 10
+        assert stored["shared"]["last_accessed"] == now + per_thread * threads
 
 
 class TestRestart:

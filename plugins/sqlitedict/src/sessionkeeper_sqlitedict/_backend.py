@@ -8,10 +8,11 @@ needed and loads every row into ``_sessions`` — a ``dict`` id -> :class:`~sess
 — and the expiry index. From then on reads never touch SQLite: ``fetch`` is one ``dict.get``.
 Every write changes the copy and the file:
 
-- *durable mode* (``auto_save = 0``): the write is committed in its own transaction before the
-  hook returns (with ``synchronous = "FULL"``, fsynced). When the commit fails the copy is put back
-  as it was and :class:`~sessionkeeper.StorageError` is raised: nothing is acknowledged that is not
-  on disk.
+- *durable mode* (``auto_save = 0``): the write is committed before the hook returns (with
+  ``synchronous = "FULL"``, fsynced). When the commit fails the copy is put back as it was and
+  :class:`~sessionkeeper.StorageError` is raised: nothing is acknowledged that is not on disk.
+  Concurrent writers share commits (*group commit*): while one transaction commits, the writes
+  that arrive queue up, and the next transaction takes all of them (see ``_durable``).
 - *interval mode* (``auto_save > 0``): the write lands in the copy and in a buffer of pending
   changes (id -> session, or ``None`` for a delete; the last change per id wins). A flusher thread
   commits the buffer every ``auto_save`` ms in one transaction, and so do ``close`` and interpreter
@@ -44,7 +45,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Final, NoReturn
+from typing import Any, ClassVar, Final, NoReturn, cast
 
 from sessionkeeper import (
     BackendContext,
@@ -82,6 +83,51 @@ CLOSE_WAIT_S: Final = 30.0
 #: Connections a forked child inherited: kept referenced so that they are never closed there.
 _inherited: list[sqlite3.Connection] = []
 
+#: The kinds of durable write (:class:`_Write`), and what a refusal calls each.
+_STORE: Final = 0
+_TOUCH: Final = 1
+_DELETE: Final = 2
+_OPERATIONS: Final = ("store", "touch a session", "delete a session")
+
+
+class _Write:
+    """A durable store, touch or delete on its way to a commit, and how it turned out.
+
+    When nobody else is writing, its own thread commits it alone. Otherwise the thread queues
+    it and, unless it leads, blocks on ``waiter`` (a lock it holds). The leader of its group
+    applies it to the copy, commits it with the rest of the group, fills in ``result`` or
+    ``error`` (and ``cause``), sets ``done`` and releases ``waiter``; or, when the write is
+    first in the queue as a group ends, sets ``promoted`` and releases ``waiter``: the writer
+    then leads the next group. ``done`` and ``promoted`` change under ``_group``.
+    """
+
+    __slots__ = (
+        "cause",
+        "done",
+        "error",
+        "kind",
+        "last_accessed",
+        "promoted",
+        "result",
+        "session",
+        "session_id",
+        "waiter",
+    )
+
+    def __init__(
+        self, kind: int, session_id: str, session: Session | None = None, last_accessed: int = 0
+    ) -> None:
+        self.kind = kind
+        self.session_id = session_id
+        self.session = session
+        self.last_accessed = last_accessed
+        self.result: Session | bool | None = None
+        self.error: StorageError | None = None
+        self.cause: BaseException | None = None
+        self.done = False
+        self.promoted = False
+        self.waiter: threading.Lock | None = None
+
 
 class SqliteDictBackend:
     """Sessions in one SQLite file, in sqlitedict's table format, with an in-memory copy.
@@ -113,6 +159,11 @@ class SqliteDictBackend:
         self._db_lock = threading.Lock()  # the connection
         self._flush_lock = threading.Lock()  # one flush at a time
         self._sweep_lock = threading.Lock()  # one cleanup at a time
+        # Durable mode's group commit: the writes queued for the next group, and whether a
+        # thread is leading one (see _durable).
+        self._group = threading.Lock()
+        self._queue: list[_Write] = []
+        self._leading = False
         self._connection: sqlite3.Connection | None = None
         self._owner: OwnerLock | None = None
         self._flusher: threading.Thread | None = None
@@ -124,6 +175,7 @@ class SqliteDictBackend:
         # Figures for stats().
         self._writes = 0  # changes made since open (each store/touch/delete that changed a row)
         self._committed = 0  # of those, how many are committed
+        self._commits = 0  # transactions committed (a durable group, a batch, a flush)
         self._flushes = 0
         self._flush_failures = 0
         self._last_error: str | None = None
@@ -159,7 +211,10 @@ class SqliteDictBackend:
         )
 
     def _refuse(self, operation: str) -> NoReturn:
-        raise StorageError(
+        raise self._refused(operation)
+
+    def _refused(self, operation: str) -> StorageError:
+        return StorageError(
             self.context.name, f"{self._where()}: cannot {operation}: {self._refusal}"
         )
 
@@ -379,6 +434,9 @@ class SqliteDictBackend:
         self._db_lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._sweep_lock = threading.Lock()
+        self._group = threading.Lock()
+        self._queue = []  # the parent's writers do not exist here
+        self._leading = False
         self._writable = False
         self._refusal = (
             f"it was opened by process {self._pid} and this is a forked child "
@@ -409,6 +467,9 @@ class SqliteDictBackend:
     def sessionkeeper_store(self, session: Session) -> None:
         """Insert or replace ``session`` in the copy, then commit it (durable) or buffer it."""
         session_id = session.id
+        if self.durable:
+            self._durable(_Write(_STORE, session_id, session))
+            return
         sessions = self._sessions
         with self._lock:
             # Checked under the lock, which close() takes to stop writes: a write either lands
@@ -418,20 +479,9 @@ class SqliteDictBackend:
             previous = sessions.get(session_id)
             sessions[session_id] = session
             self._index.stored(previous, session)
-            bad = self._undecodable.pop(session_id, None) if self._undecodable else None
-            if self.durable:
-                try:
-                    self._commit_one(session_id, session)
-                except BaseException:
-                    if previous is None:
-                        del sessions[session_id]
-                    else:
-                        sessions[session_id] = previous
-                    if bad is not None:
-                        self._undecodable[session_id] = bad
-                    raise
-            else:
-                self._pending[session_id] = session
+            if self._undecodable:
+                self._undecodable.pop(session_id, None)
+            self._pending[session_id] = session
             self._writes += 1
 
     @hookimpl
@@ -468,6 +518,9 @@ class SqliteDictBackend:
     @hookimpl
     def sessionkeeper_touch(self, session_id: str, last_accessed: int) -> Session | None:
         """Move ``last_accessed`` forward (never back); ``None`` for an unknown id."""
+        if self.durable:
+            result = self._durable(_Write(_TOUCH, session_id, last_accessed=last_accessed))
+            return cast("Session | None", result)
         sessions = self._sessions
         with self._lock:
             if not self._writable:
@@ -480,20 +533,15 @@ class SqliteDictBackend:
             if last_accessed <= session.last_accessed:
                 return session
             touched = sessions[session_id] = session.touched(last_accessed)
-            if self.durable:
-                try:
-                    self._commit_one(session_id, touched)
-                except BaseException:
-                    sessions[session_id] = session
-                    raise
-            else:
-                self._pending[session_id] = touched
+            self._pending[session_id] = touched
             self._writes += 1
             return touched
 
     @hookimpl
     def sessionkeeper_delete(self, session_id: str) -> bool:
         """Remove the session (or an undecodable row with this key); ``False`` if none."""
+        if self.durable:
+            return self._durable(_Write(_DELETE, session_id)) is True
         with self._lock:
             if not self._writable:
                 self._refuse("delete a session")
@@ -501,37 +549,226 @@ class SqliteDictBackend:
             bad = self._undecodable.pop(session_id, None) if self._undecodable else None
             if session is None and bad is None:
                 return False
-            if self.durable:
-                try:
-                    self._commit_one(session_id, None)
-                except BaseException:
-                    if session is not None:
-                        self._sessions[session_id] = session
-                    if bad is not None:
-                        self._undecodable[session_id] = bad
-                    raise
-            else:
-                self._pending[session_id] = None
+            self._pending[session_id] = None
             self._writes += 1
             return True
 
-    # -- committing ---------------------------------------------------------------------------
+    # -- durable mode: group commit -----------------------------------------------------------
 
-    def _commit_one(self, session_id: str, session: Session | None) -> None:
-        """Durable mode: commit one change in its own transaction (called with ``_lock`` held)."""
+    def _durable(self, write: _Write) -> Session | bool | None:
+        """Durable mode: commit ``write`` (alone or in a group), return its result or raise.
+
+        Group commit, as databases do it: one writer at a time *leads*. The leader takes
+        ``_lock``, takes every write queued by then (its own among them), applies them to the
+        copy in order and commits them in one transaction (:meth:`_commit_group`); then it wakes
+        the writers of its group and hands the lead to the first writer that queued meanwhile,
+        whose group is every write queued by the time it holds ``_lock``. So N threads writing
+        at once share commits instead of paying one each. A lone writer (nobody leading,
+        ``_lock`` free) skips the queue and commits a group of one: one commit, as before.
+
+        A writer returns only once the transaction holding its change has committed; when that
+        commit fails, the copy is put back and every writer of the group whose outcome rested on
+        it raises :class:`~sessionkeeper.StorageError`. Each group is applied and committed under
+        ``_lock``, like every other write, so what holds ``_lock`` (``close``, ``list``,
+        ``count``, ``store_many``, a cleanup step) sees the copy as it is committed (``fetch``,
+        which takes no lock, may see the changes of the group being committed, as it could see
+        the one write being committed before); and the next group is applied only once this one
+        has committed or been undone, so no write builds on a change that another group may yet
+        undo.
+        """
+        if not self._leading and self._lock.acquire(blocking=False):
+            # Nobody leads and nothing holds _lock: a group of one, without the queue's
+            # bookkeeping. Writers arriving meanwhile queue up and one of them leads next.
+            try:
+                self._commit_group([write])
+            finally:
+                self._lock.release()
+        else:
+            self._queue_and_wait(write)
+        if write.error is not None:
+            raise write.error from write.cause
+        return write.result
+
+    def _queue_and_wait(self, write: _Write) -> None:
+        """Queue ``write``; return once a leader settled it, or after leading its group."""
+        with self._group:
+            self._queue.append(write)
+            if self._leading:
+                waiter = write.waiter = threading.Lock()
+                waiter.acquire()
+            else:
+                self._leading = True
+                waiter = None
+        if waiter is not None:
+            try:
+                waiter.acquire()  # released once settled, or promoted to lead
+            except BaseException:  # interrupted (KeyboardInterrupt) while queued
+                self._withdraw(write)
+                raise
+        if not write.done:
+            self._lead(write)
+
+    def _lead(self, own: _Write) -> None:
+        """Commit the next group (it holds ``own``), then hand the lead on."""
+        batch: list[_Write] = []
+        try:
+            with self._lock:
+                # Taken once _lock is ours: writes that queued while we waited join this group.
+                with self._group:
+                    batch, self._queue = self._queue, []
+                self._commit_group(batch)
+        finally:
+            with self._group:
+                for write in batch:
+                    write.done = True
+                if own in self._queue:  # interrupted before taking the group
+                    self._queue.remove(own)
+                successor = self._promote()
+            for write in batch:
+                if write.waiter is not None:
+                    write.waiter.release()
+            if successor is not None:
+                successor.release()
+
+    def _promote(self) -> threading.Lock | None:
+        """Hand the lead to the first queued write (with ``_group`` held): the lock to release
+        to wake its writer, or ``None`` (nobody queued: nobody leads)."""
+        if not self._queue:
+            self._leading = False
+            return None
+        successor = self._queue[0]
+        successor.promoted = True
+        return successor.waiter
+
+    def _withdraw(self, write: _Write) -> None:
+        """Take back a queued ``write`` whose writer was interrupted while waiting."""
+        successor = None
+        with self._group:
+            if write.done or write not in self._queue:
+                return  # settled, or in a group being committed: it will be settled
+            self._queue.remove(write)
+            if write.promoted:  # it was to lead: hand the lead on
+                successor = self._promote()
+        if successor is not None:
+            successor.release()
+
+    def _commit_group(self, batch: list[_Write]) -> None:
+        """Apply ``batch`` to the copy in order, then commit its changes in one transaction
+        (called by the leader with ``_lock`` held).
+
+        Each write sees the copy as the writes before it left it, as if they had run one after
+        another, and the transaction holds the last change of each id. A write that changes
+        nothing (a touch that would go backwards, a delete of an unknown id) does not depend on
+        the commit, unless an earlier write of the group changed its id. When the commit fails,
+        the writes are undone in reverse order (the copy is as before the group, as the file
+        is) and each write that depended on it gets a :class:`~sessionkeeper.StorageError`;
+        an error other than SQLite's is also raised in the leader.
+        """
+        # Checked under _lock, which close() takes to stop writes: a group is committed before
+        # the backend closes, or refused whole.
+        if not self._writable:
+            for write in batch:
+                write.error = self._refused(_OPERATIONS[write.kind])
+            return
+        sessions, undecodable, index = self._sessions, self._undecodable, self._index
+        # (id, session before, undecodable reason before) of each change, in order.
+        undo: list[tuple[str, Session | None, str | None]] = []
+        changes: dict[str, Session | None] = {}
+        held: list[_Write] = []  # the writes whose outcome is the transaction's
+        committing = False
+        try:
+            for write in batch:
+                key = write.session_id
+                depends = key in changes  # on an earlier write of this group
+                kind = write.kind
+                if kind == _STORE:
+                    session = write.session
+                    assert session is not None
+                    previous = sessions.get(key)
+                    sessions[key] = session
+                    index.stored(previous, session)
+                    bad = undecodable.pop(key, None) if undecodable else None
+                    undo.append((key, previous, bad))
+                    changes[key] = session
+                    depends = True
+                elif kind == _TOUCH:
+                    current = sessions.get(key)
+                    if current is None:
+                        reason = undecodable.get(key) if undecodable else None
+                        if reason is not None:
+                            write.error = self._row_error(RowError(key, reason))
+                    elif write.last_accessed <= current.last_accessed:
+                        write.result = current
+                    else:
+                        touched = sessions[key] = current.touched(write.last_accessed)
+                        undo.append((key, current, None))
+                        changes[key] = touched
+                        write.result = touched
+                        depends = True
+                else:
+                    current = sessions.pop(key, None)
+                    bad = undecodable.pop(key, None) if undecodable else None
+                    if current is None and bad is None:
+                        write.result = False
+                    else:
+                        undo.append((key, current, bad))
+                        changes[key] = None
+                        write.result = True
+                        depends = True
+                if depends:
+                    held.append(write)
+            if not changes:
+                return
+            committing = True
+            self._commit_changes(changes)
+        except BaseException as exc:
+            for key, previous, bad in reversed(undo):
+                if previous is None:
+                    sessions.pop(key, None)
+                else:
+                    sessions[key] = previous
+                if bad is not None:
+                    undecodable[key] = bad
+            # Interrupted before the commit (the leader's KeyboardInterrupt, say): fail them all.
+            failed = held if committing else [w for w in batch if w.error is None]
+            for write in failed:
+                write.result = None
+                write.error = self._commit_error(exc)
+                write.cause = exc
+            if isinstance(exc, sqlite3.Error):
+                self._last_error = f"{type(exc).__name__}: {exc}"
+                return
+            raise
+        self._writes += len(undo)
+        self._committed += len(undo)
+        self._commits += 1
+
+    def _commit_error(self, exc: BaseException) -> StorageError:
+        """The error a writer of a group whose commit failed with ``exc`` raises (one each)."""
+        if isinstance(exc, StorageError):  # a refusal: the connection is gone
+            return StorageError(exc.backend, str(exc).removeprefix(f"{exc.backend} backend: "))
+        return self._error("commit", exc)
+
+    def _commit_changes(self, changes: dict[str, Session | None]) -> None:
+        """Commit ``changes`` (id -> session, ``None``: delete) in one transaction (called with
+        ``_lock`` held)."""
         connection = self._connection
         if connection is None:
             self._refuse("write")
-        try:
+        if len(changes) == 1:  # one statement, in SQLite's implicit transaction
+            [(key, session)] = changes.items()
             with self._db_lock:
                 if session is None:
-                    connection.execute(self._sql.delete, (session_id,))
+                    connection.execute(self._sql.delete, (key,))
                 else:
-                    connection.execute(self._sql.upsert, (session_id, encode_session(session)))
-        except sqlite3.Error as exc:
-            self._last_error = f"{type(exc).__name__}: {exc}"
-            raise self._error("commit", exc) from exc
-        self._committed += 1
+                    connection.execute(self._sql.upsert, (key, encode_session(session)))
+            return
+        upserts = [(key, encode_session(s)) for key, s in changes.items() if s is not None]
+        deletes = [(key,) for key, s in changes.items() if s is None]
+        with self._db_lock:
+            self._write(upserts, deletes)
+
+    # -- committing ---------------------------------------------------------------------------
 
     def _commit_batch(self, sessions: Sequence[Session]) -> None:
         """Durable mode: commit ``sessions`` in one transaction (called with ``_lock`` held)."""
@@ -542,6 +779,7 @@ class SqliteDictBackend:
             self._last_error = f"{type(exc).__name__}: {exc}"
             raise self._error("commit", exc) from exc
         self._committed += len(sessions)
+        self._commits += 1
 
     def _write(self, upserts: list[tuple[str, bytes]], deletes: list[tuple[str]]) -> None:
         """Commit ``upserts`` and ``deletes`` in one transaction (called with ``_db_lock`` held)."""
@@ -595,6 +833,7 @@ class SqliteDictBackend:
                 raise
             self._committed = writes
             self._flushes += 1
+            self._commits += 1
             return len(batch)
         finally:
             self._flush_lock.release()
@@ -787,6 +1026,7 @@ class SqliteDictBackend:
                 raise self._error("cleanup commit", exc) from exc
             raise
         self._committed += len(deleted)
+        self._commits += 1
 
     @hookimpl
     def sessionkeeper_stats(self) -> dict[str, Any]:
@@ -809,6 +1049,7 @@ class SqliteDictBackend:
                 pending_changes=len(self._pending),
                 writes=self._writes,
                 committed_writes=self._committed,
+                commits=self._commits,
                 index_entries=self._index.entries(),
             )
         figures.update(
