@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -73,6 +74,18 @@ def open_store(path: Path, clock: ManualClock) -> Iterator[Any]:
     yield make
     for manager in reversed(opened):
         manager.close()
+
+
+@contextlib.contextmanager
+def write_locked(path: Path) -> Iterator[None]:
+    """Another connection holds SQLite's write lock on ``path`` for the block."""
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
 
 
 def backend_of(manager: SessionManager) -> SqliteDictBackend:
@@ -165,9 +178,7 @@ class TestDurableMode:
         raises StorageError naming the file, and neither the copy nor the file changed."""
         manager = open_store(busy_timeout=0)
         manager.store(session(1))
-        blocker = sqlite3.connect(path, isolation_level=None)
-        blocker.execute("BEGIN IMMEDIATE")
-        try:
+        with write_locked(path):
             with pytest.raises(StorageError, match="locked") as info:
                 manager.store(session(1).replace(metadata={"lost": True}))
             assert str(path) in str(info.value)
@@ -177,9 +188,6 @@ class TestDurableMode:
                 manager.delete("s00001")
             assert manager.peek("s00001") == session(1)
             assert manager.list() == ["s00001"]
-        finally:
-            blocker.execute("ROLLBACK")
-            blocker.close()
         manager.store(session(2))
         assert sorted(rows(path)) == ["s00001", "s00002"]
 
@@ -270,13 +278,8 @@ class TestGroupCommit:
         try:
             for _ in range(3):
                 wait_to_grow(acked, 200, "writes to succeed")
-                blocker = sqlite3.connect(path, isolation_level=None)
-                blocker.execute("BEGIN IMMEDIATE")
-                try:
+                with write_locked(path):
                     wait_to_grow(failed, 50, "commits to fail")
-                finally:
-                    blocker.execute("ROLLBACK")
-                    blocker.close()
             wait_to_grow(acked, 200, "writes to succeed again")
         finally:
             stop.set()
@@ -322,9 +325,7 @@ class TestGroupCommit:
             except StorageError as exc:
                 outcomes[name] = exc
 
-        blocker = sqlite3.connect(path, isolation_level=None)
-        blocker.execute("BEGIN IMMEDIATE")
-        try:
+        with write_locked(path):
             # store_many holds the owner's lock while SQLite makes it wait for the blocker;
             # the two writers queue behind it meanwhile and so (most often) form one group.
             threads = [
@@ -340,9 +341,6 @@ class TestGroupCommit:
                 time.sleep(0.05)  # an order that makes one group likely; not asserted
             for thread in threads:
                 thread.join(60)
-        finally:
-            blocker.execute("ROLLBACK")
-            blocker.close()
         assert set(outcomes) == {"batch", "first", "second"}
         for name, outcome in outcomes.items():
             assert isinstance(outcome, StorageError), (name, outcome)
@@ -387,25 +385,22 @@ class TestGroupCommit:
         assert main is not None
         alarm = threading.Timer(0.2, signal.pthread_kill, (main, signal.SIGUSR1))
         previous = signal.signal(signal.SIGUSR1, interrupt)
-        blocker = sqlite3.connect(path, isolation_level=None)
-        blocker.execute("BEGIN IMMEDIATE")
         try:
-            for thread in threads:
-                thread.start()
-                time.sleep(0.05)  # an order that makes the intended wait likely; not asserted
-            alarm.start()
-            waiting.set()
-            try:
-                manager.store(Session("interrupted", NOW, NOW, None, {}))
-            except Interrupted:
-                interrupted = True
-            else:  # the signal came too late to test anything
-                interrupted = False
-            finally:
-                waiting.clear()
+            with write_locked(path):
+                for thread in threads:
+                    thread.start()
+                    time.sleep(0.05)  # an order that makes the intended wait likely; not asserted
+                alarm.start()
+                waiting.set()
+                try:
+                    manager.store(Session("interrupted", NOW, NOW, None, {}))
+                except Interrupted:
+                    interrupted = True
+                else:  # the signal came too late to test anything
+                    interrupted = False
+                finally:
+                    waiting.clear()
         finally:
-            blocker.execute("ROLLBACK")
-            blocker.close()
             alarm.join()
             signal.signal(signal.SIGUSR1, previous)
         for thread in threads:
@@ -458,16 +453,11 @@ class TestIntervalMode:
         manager = open_store(auto_save=600_000, busy_timeout=0)
         backend = backend_of(manager)
         manager.store(session(1))
-        blocker = sqlite3.connect(path, isolation_level=None)
-        blocker.execute("BEGIN IMMEDIATE")
-        try:
+        with write_locked(path):
             with pytest.raises(StorageError, match="locked"):
                 backend.flush()
             manager.store(session(1).replace(metadata={"v": 2}))
             manager.store(session(2))
-        finally:
-            blocker.execute("ROLLBACK")
-            blocker.close()
         stats = manager.stats()["backend_stats"]
         assert (stats["pending_changes"], stats["flush_failures"]) == (2, 1)
         assert "locked" in stats["last_error"]
@@ -485,14 +475,8 @@ class TestIntervalMode:
         manager = open_store(auto_save=600_000, busy_timeout=0)
         backend = backend_of(manager)
         manager.store(session(2))
-        blocker = sqlite3.connect(path, isolation_level=None)
-        blocker.execute("BEGIN IMMEDIATE")
-        try:
-            with pytest.raises(StorageError, match="1 buffered change"):
-                backend.sessionkeeper_close()
-        finally:
-            blocker.execute("ROLLBACK")
-            blocker.close()
+        with write_locked(path), pytest.raises(StorageError, match="1 buffered change"):
+            backend.sessionkeeper_close()
         reopened = open_store()
         assert reopened.list() == ["s00001"]
 
