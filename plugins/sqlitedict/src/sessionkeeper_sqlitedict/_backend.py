@@ -466,54 +466,42 @@ class SqliteDictBackend:
     @hookimpl
     def sessionkeeper_store(self, session: Session) -> None:
         """Insert or replace ``session`` in the copy, then commit it (durable) or buffer it."""
-        session_id = session.id
         if self.durable:
-            self._durable(_Write(_STORE, session_id, session))
-            return
-        sessions = self._sessions
+            self._durable(_Write(_STORE, session.id, session))
+        else:
+            self._buffer((session,))
+
+    @hookimpl
+    def sessionkeeper_store_many(self, sessions: Sequence[Session]) -> int:
+        """Insert or replace every session in the copy; commit them in one transaction
+        (durable: all or none, as a group of :meth:`_commit_group`) or buffer them."""
+        if not self.durable:
+            self._buffer(sessions)
+            return len(sessions)
+        batch = [_Write(_STORE, session.id, session) for session in sessions]
+        with self._lock:
+            self._commit_group(batch)
+        for write in batch:
+            if write.error is not None:
+                raise write.error from write.cause
+        return len(sessions)
+
+    def _buffer(self, sessions: Sequence[Session]) -> None:
+        """Interval mode: store ``sessions`` in the copy and the buffer of pending changes."""
+        stored, pending, undecodable = self._sessions, self._pending, self._undecodable
         with self._lock:
             # Checked under the lock, which close() takes to stop writes: a write either lands
             # before the final commit or is refused, never buffered after it.
             if not self._writable:
                 self._refuse("store")
-            previous = sessions.get(session_id)
-            sessions[session_id] = session
-            self._index.stored(previous, session)
-            if self._undecodable:
-                self._undecodable.pop(session_id, None)
-            self._pending[session_id] = session
-            self._writes += 1
-
-    @hookimpl
-    def sessionkeeper_store_many(self, sessions: Sequence[Session]) -> int:
-        """Insert or replace every session in the copy; commit them in one transaction
-        (durable: all or none) or buffer them."""
-        stored = self._sessions
-        with self._lock:
-            if not self._writable:
-                self._refuse("store")
-            previous = {s.id: stored.get(s.id) for s in sessions}
             for session in sessions:
-                self._index.stored(stored.get(session.id), session)
-                stored[session.id] = session
-            undecodable = self._undecodable
-            bad = {s.id: undecodable.pop(s.id) for s in sessions if s.id in undecodable}
-            if self.durable:
-                try:
-                    self._commit_batch(sessions)
-                except BaseException:
-                    for session_id, old in previous.items():
-                        if old is None:
-                            del stored[session_id]
-                        else:
-                            stored[session_id] = old
-                    self._undecodable.update(bad)
-                    raise
-            else:
-                for session in sessions:
-                    self._pending[session.id] = session
+                session_id = session.id
+                self._index.stored(stored.get(session_id), session)
+                stored[session_id] = session
+                if undecodable:
+                    undecodable.pop(session_id, None)
+                pending[session_id] = session
             self._writes += len(sessions)
-        return len(sessions)
 
     @hookimpl
     def sessionkeeper_touch(self, session_id: str, last_accessed: int) -> Session | None:
@@ -769,17 +757,6 @@ class SqliteDictBackend:
             self._write(upserts, deletes)
 
     # -- committing ---------------------------------------------------------------------------
-
-    def _commit_batch(self, sessions: Sequence[Session]) -> None:
-        """Durable mode: commit ``sessions`` in one transaction (called with ``_lock`` held)."""
-        try:
-            with self._db_lock:
-                self._write([(s.id, encode_session(s)) for s in sessions], [])
-        except sqlite3.Error as exc:
-            self._last_error = f"{type(exc).__name__}: {exc}"
-            raise self._error("commit", exc) from exc
-        self._committed += len(sessions)
-        self._commits += 1
 
     def _write(self, upserts: list[tuple[str, bytes]], deletes: list[tuple[str]]) -> None:
         """Commit ``upserts`` and ``deletes`` in one transaction (called with ``_db_lock`` held)."""
