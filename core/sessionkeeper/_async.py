@@ -192,6 +192,10 @@ class AsyncSessionManager:
         async with self._sweeping:
             return await self._run(self.sync.cleanup_expired)
 
+    async def identity(self) -> str | None:
+        """See :meth:`SessionManager.identity`."""
+        return await self._run(self.sync.identity)
+
     async def stats(self) -> dict[str, Any]:
         """See :meth:`SessionManager.stats`."""
         return await self._run(self.sync.stats)

@@ -513,6 +513,13 @@ class SessionManager(Closing):
         with self._sweep_lock:
             return int(self._call("cleanup_expired", self._cleanup_expired, self.clock()) or 0)
 
+    def identity(self) -> str | None:
+        """The name of the store the backend opened, the same however its options spelled it
+        (see :func:`~sessionkeeper.hookspecs.sessionkeeper_identity`); ``None`` when the backend
+        cannot tell. Two managers on one store have equal identities."""
+        result = self._call("identity", self.plugin_manager.hook.sessionkeeper_identity)
+        return None if result is None else str(result)
+
     def stats(self) -> dict[str, Any]:
         """What the manager knows: backend, capabilities, live count, plugin figures, counters."""
         result: dict[str, Any] = {

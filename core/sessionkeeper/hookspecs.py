@@ -231,6 +231,27 @@ def sessionkeeper_check(repair: bool) -> dict[str, Any] | None:
     """
 
 
+@hookspec(firstresult=True)
+def sessionkeeper_identity() -> str | None:
+    """Return a string that names the store this backend opened, the same however it was reached.
+
+    Two backends opened on one store must return equal strings, whatever spelling of the path,
+    URL or address their options used (a symlink or a hard link to one file, ``localhost`` and
+    ``127.0.0.1``, a default database number left out); two different stores must return
+    different strings. Build it from what the store itself says it is: a file's device and inode,
+    a directory's real path, a server's run id plus the database number, a cluster's id. Prefix it
+    with the backend's name. Return ``None`` when the backend cannot tell (then nothing can be
+    compared, and operations that need it fall back to their second line of defence). *Optional.*
+
+    Called on an opened backend. Must be cheap enough to call once per command.
+
+    Stops at first non-None result, see :ref:`firstresult`.
+
+    Where it is called: :meth:`SessionManager.identity <sessionkeeper.SessionManager.identity>`,
+    used by ``sessionkeeper migrate`` to refuse copying a store onto itself.
+    """
+
+
 @hookspec
 def sessionkeeper_session_created(session: Session) -> None:
     """Notification that the manager created ``session`` (after it was stored).
