@@ -110,6 +110,17 @@ def chaos(session: nox.Session) -> None:
     )
 
 
+@nox.session(python=PYTHON, default=False)
+def fuzz(session: nox.Session) -> None:
+    """Run the fuzz tests (marked ``fuzz``: hostile input at every door) on a long Hypothesis
+    budget; the default ``tests`` run gives them a bounded one (posargs go to pytest)."""
+    install(session, *plugin_folders(), groups=("test",), extra=TEST_TOOLS)
+    ignored = [f"--ignore={folder}" for folder in OWN_SESSIONS]
+    session.run(
+        "pytest", "-m", "fuzz", *ignored, *session.posargs, env={"HYPOTHESIS_PROFILE": "fuzz"}
+    )
+
+
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """Check style and formatting with ruff (configured in pyproject.toml)."""
