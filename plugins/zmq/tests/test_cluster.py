@@ -201,6 +201,46 @@ class TestRejoin:
                 if manager is not None:
                     manager.close()
 
+    def test_damaged_snapshot_record_heals_from_the_peers(
+        self, key_dir: Path, tmp_path: Path
+    ) -> None:
+        """Issue 12 item 5: c (disc copies) restarts with one byte of one snapshot record
+        flipped. It loads every other record, keeps the damaged snapshot aside, reports it in
+        ``stats``, and gets the lost session back from its peers (anti-entropy)."""
+        a, b, c = self._disc_cluster(key_dir, tmp_path)
+        restarted: SessionManager | None = None
+        try:
+            sessions = [a.create(metadata={"i": i}) for i in range(40)]
+            wait_for(lambda: len(digests([a, b, c])) == 1, "c to hold everything")
+            data_dir = Path(backend(c).wal.directory)
+            c.close()
+            snapshot = data_dir / "snapshot.bin"
+            data = bytearray(snapshot.read_bytes())
+            victim_at, victim = 0, ""
+            while victim_at < len(data):  # the 10th record's session id, and where it is
+                length = int.from_bytes(data[victim_at : victim_at + 4], "big")
+                victim = msgpack.unpackb(bytes(data[victim_at + 8 : victim_at + 8 + length]))[0]
+                if victim == sessions[10].id:
+                    break
+                victim_at += 8 + length
+            data[victim_at + 20] ^= 0xFF
+            snapshot.write_bytes(bytes(data))
+            restarted = reopen(c)
+            node = backend(restarted)
+            assert node.wal.loaded == 39
+            stats = restarted.stats()["backend_stats"]
+            assert stats["damaged_records"] == 1
+            [kept] = stats["wal"]["quarantined_files"]
+            assert Path(kept).read_bytes() == bytes(data)
+            assert node.wait_ready(30)
+            wait_for(lambda: len(digests([a, b, restarted])) == 1, "the digests to agree")
+            assert restarted.peek(victim) == a.peek(victim)
+            assert sorted(restarted.list()) == sorted(s.id for s in sessions)
+        finally:
+            for manager in (a, b, c, restarted):
+                if manager is not None:
+                    manager.close()
+
     def test_peer_behind_the_backlog_resyncs(self, make_cluster: Any) -> None:
         """When a node writes faster than its peers take the ops and they fall behind its
         backlog, the peers are told to resync and end up acknowledging everything."""

@@ -457,4 +457,6 @@ class ZmqBackend:
             figures.update(self.agent.describe())
         if self.wal is not None:
             figures["wal"] = self.wal.describe()
+            # Also at the top level: a lost record must not hide in a sub-dictionary.
+            figures["damaged_records"] = self.wal.damaged_records
         return figures

@@ -21,8 +21,23 @@ restart the nodes with a larger ``tombstone_ttl_ms`` to keep their data.
 
 Both are sequences of records ``[length: u32][crc32: u32][msgpack entry]``. Loading reads the
 snapshot then the log, merging each entry (the merge is idempotent and order-independent, so a
-record present in both is harmless), and truncates the log at the first torn or corrupted record.
-Opening compacts (writes a fresh snapshot and empties the log); so does closing.
+record present in both is harmless). Opening compacts (writes a fresh snapshot and empties the
+log); so does closing.
+
+Damage (a flipped byte, a bad sector) never costs more than the records it hit:
+
+- a record whose CRC or entry is bad is skipped and loading goes on with the next one: at the
+  offset its length gives when a valid record (or the end of the file) is there, otherwise (the
+  length itself is damaged) at the next offset where a whole record with a valid CRC is followed
+  by another valid record or the end of the file (resynchronisation; a CRC is no MAC, so this
+  trusts the disk the way every log-structured store does);
+- a file with a damaged record is moved, untouched, to ``damaged-<ms>/`` in ``data_dir`` (never
+  overwritten) before the compaction writes the fresh snapshot, and the damage is logged as an
+  error and counted in ``stats`` (``wal.damaged_records``, ``wal.quarantined_files``);
+- the sessions the skipped records held come back from the peers: the anti-entropy round that
+  ends every catch-up compares digests with every live peer and pulls what is missing;
+- a damaged tail of the log with nothing valid after it is a write torn by a crash: it is cut
+  off (``wal.truncated_bytes``), as expected after a SIGKILL, and not treated as damage.
 
 fsync policy: ``always`` syncs each record before the write returns; ``group`` syncs every
 5 ms from a background thread (at most that much is lost on a power cut; a process crash loses
@@ -41,6 +56,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
+import attrs
 import msgpack
 
 from ._options import ZmqOptions
@@ -55,6 +71,8 @@ _HEADER: Final = struct.Struct(">II")
 _MAX_RECORD: Final = 32 * 1024 * 1024
 _GROUP_S: Final = 0.005
 _CONTACT_S: Final = 1.0
+#: The first byte of every record's payload (a msgpack array of 6 items).
+_ENTRY_START: Final = b"\x96"
 
 
 def _frame(entry: Entry) -> bytes:
@@ -62,27 +80,78 @@ def _frame(entry: Entry) -> bytes:
     return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 
 
-def _records(path: Path) -> Iterator[tuple[int, bytes | None]]:
-    """``(offset, payload)`` of each intact record; ``payload`` None marks where damage starts."""
-    with path.open("rb") as handle:
-        offset = 0
-        while True:
-            header = handle.read(_HEADER.size)
-            if not header:
-                return
-            if len(header) < _HEADER.size:
-                yield offset, None
-                return
-            length, crc = _HEADER.unpack(header)
-            if length > _MAX_RECORD:
-                yield offset, None
-                return
-            payload = handle.read(length)
-            if len(payload) < length or zlib.crc32(payload) != crc:
-                yield offset, None
-                return
-            yield offset, payload
-            offset += _HEADER.size + length
+def _valid_at(data: bytes, offset: int) -> int | None:
+    """The end of the whole record with a matching CRC at ``offset``, or None."""
+    end = offset + _HEADER.size
+    if end > len(data):
+        return None
+    length: int
+    crc: int
+    length, crc = _HEADER.unpack_from(data, offset)
+    if length > _MAX_RECORD or end + length > len(data):
+        return None
+    if zlib.crc32(memoryview(data)[end : end + length]) != crc:
+        return None
+    return end + length
+
+
+def _chained(data: bytes, offset: int) -> int | None:
+    """Like :func:`_valid_at`, and followed by another valid record or the end of the file
+    (what a resynchronisation point must be: one lucky CRC match is not enough)."""
+    end = _valid_at(data, offset)
+    if end is None or (end != len(data) and _valid_at(data, end) is None):
+        return None
+    return end
+
+
+def _resync(data: bytes, damaged: int) -> int:
+    """Where loading goes on after a damaged record at ``damaged``: the end of the file when
+    nothing valid follows."""
+    size = len(data)
+    length: int | None = None
+    if damaged + _HEADER.size <= size:
+        length = _HEADER.unpack_from(data, damaged)[0]
+    if length is not None and length <= _MAX_RECORD:
+        after = damaged + _HEADER.size + length
+        if after == size or (after < size and _valid_at(data, after) is not None):
+            return after  # only the payload (or the CRC) was hit: its length is right
+    # The length is damaged too: every entry is a msgpack array of 6 (0x96), so only offsets
+    # 8 bytes before such a byte are candidates.
+    search = damaged + 1 + _HEADER.size
+    while True:
+        found = data.find(_ENTRY_START, search)
+        if found < 0:
+            return size
+        if _chained(data, found - _HEADER.size) is not None:
+            return found - _HEADER.size
+        search = found + 1
+
+
+def _records(data: bytes) -> Iterator[tuple[int, memoryview | None, int]]:
+    """``(offset, payload, size)`` of each whole record with a matching CRC, and
+    ``(offset, None, size)`` of each damaged stretch skipped (see the module docstring)."""
+    view = memoryview(data)
+    offset = 0
+    size = len(data)
+    while offset < size:
+        end = _valid_at(data, offset)
+        if end is not None:
+            yield offset, view[offset + _HEADER.size : end], end - offset
+            offset = end
+            continue
+        after = _resync(data, offset)
+        yield offset, None, after - offset
+        offset = after
+
+
+@attrs.define
+class _Damage:
+    """What loading one file found wrong with it."""
+
+    records: int = 0
+    bytes: int = 0
+    #: Where a damaged stretch reaching the end of the file starts (a torn tail in the log).
+    tail: int | None = None
 
 
 class Wal:
@@ -112,27 +181,63 @@ class Wal:
         self.last_contact: int | None = None
         self.wiped_stale = False
         self.appended = 0
+        #: Damaged records skipped while loading, their bytes, and where the files went.
+        self.damaged_records = 0
+        self.damaged_bytes = 0
+        self.quarantined: list[str] = []
         self._lock = threading.Lock()
 
-    def _load_file(self, path: Path, replica: Replica) -> int | None:
-        """Merge every intact record; return the offset of damage, if any."""
+    def _load_file(self, path: Path, replica: Replica) -> _Damage:
+        """Merge every intact record of ``path``, skipping damaged ones (see the module
+        docstring); return what was damaged."""
+        damage = _Damage()
         if not path.exists():
-            return None
-        for offset, payload in _records(path):
-            if payload is None:
-                return offset
+            return damage
+        data = path.read_bytes()
+        for offset, payload, size in _records(data):
+            if payload is not None:
+                try:
+                    raw = msgpack.unpackb(payload, raw=False, strict_map_key=True)
+                    entry, session = check_entry(raw, self.nodes)
+                except (WireError, ValueError, msgpack.ExtraData) as exc:
+                    log.error("%s: record at byte %d is invalid (%s); skipped", path, offset, exc)
+                else:
+                    replica.hlc.update(entry[1])
+                    replica.merge(entry, session)
+                    self.loaded += 1
+                    continue
+            damage.records += 1
+            damage.bytes += size
+            damage.tail = offset if offset + size == len(data) else None
+        return damage
+
+    def _quarantine(self, path: Path, damage: _Damage) -> None:
+        """Move a damaged ``path`` to a new ``damaged-<ms>[-n]/`` directory (never over
+        anything), count it and say so loudly."""
+        stamp = self.wall()
+        for attempt in range(1000):
+            aside = self.directory / (f"damaged-{stamp}" + (f"-{attempt}" if attempt else ""))
             try:
-                raw = msgpack.unpackb(payload, raw=False, strict_map_key=True)
-                entry, session = check_entry(raw, self.nodes)
-            except (WireError, ValueError, msgpack.ExtraData) as exc:
-                log.warning(
-                    "%s: record at %d is invalid (%s); ignoring the rest", path, offset, exc
-                )
-                return offset
-            replica.hlc.update(entry[1])
-            replica.merge(entry, session)
-            self.loaded += 1
-        return None
+                aside.mkdir(mode=0o700)
+            except FileExistsError:
+                continue
+            break
+        else:  # pragma: no cover - a thousand damaged files in one millisecond
+            raise OSError(f"{self.directory}: no free damaged-{stamp}-N directory")
+        target = aside / path.name
+        os.replace(path, target)
+        self.damaged_records += damage.records
+        self.damaged_bytes += damage.bytes
+        self.quarantined.append(str(target))
+        log.error(
+            "%s: %d damaged record(s) (%d bytes) skipped; every other record was loaded. The "
+            "damaged file is kept as %s; the sessions it lost come back from the peers by "
+            "anti-entropy (a single node has no peer to heal them)",
+            path,
+            damage.records,
+            damage.bytes,
+            target,
+        )
 
     def _read_contact(self) -> int | None:
         try:
@@ -224,17 +329,20 @@ class Wal:
         self.wall = replica.hlc.wall
         self._discard_if_stale()
         damage = self._load_file(self.snapshot_path, replica)
-        if damage is not None:
-            log.error("%s is damaged at byte %d; kept what came before", self.snapshot_path, damage)
+        if damage.records:  # written whole and renamed into place: any damage is real damage
+            self._quarantine(self.snapshot_path, damage)
         damage = self._load_file(self.log_path, replica)
-        if damage is not None:
+        if damage.tail is not None and damage.records == 1:
+            # Only a tail with nothing valid after it: a write torn by a crash.
             size = self.log_path.stat().st_size
-            self.truncated = size - damage
+            self.truncated = size - damage.tail
             log.warning(
                 "%s: truncating a torn or corrupted tail of %d bytes", self.log_path, self.truncated
             )
             with self.log_path.open("r+b") as handle:
-                handle.truncate(damage)
+                handle.truncate(damage.tail)
+        elif damage.records:
+            self._quarantine(self.log_path, damage)
         self._compact(replica)
         self._handle = self.log_path.open("ab", buffering=0)
         replica.on_apply = self.append
@@ -326,6 +434,9 @@ class Wal:
             "loaded_records": self.loaded,
             "appended_records": self.appended,
             "truncated_bytes": self.truncated,
+            "damaged_records": self.damaged_records,
+            "damaged_bytes": self.damaged_bytes,
+            "quarantined_files": list(self.quarantined),
             "wiped_stale": self.wiped_stale,
             "last_contact_ms": self.last_contact,
             "fsync": self.options.fsync,
