@@ -150,6 +150,78 @@ class TestHelp:
         assert "frobnicate" in result.stderr
 
 
+class TestGroupOptions:
+    """``--config`` and ``--json`` before the command's name (issue 19)."""
+
+    def test_config_before_the_command_opens_that_store(
+        self, runner: CliRunner, store: Store
+    ) -> None:
+        """``sessionkeeper --config X list`` lists the store X names, as ``list --config X``."""
+        store.seed("s1")
+        result = invoke(runner, "--config", store.config, "list", "--json")
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["ids"] == ["s1"]
+
+    def test_json_before_the_command(self, runner: CliRunner, store: Store) -> None:
+        """``sessionkeeper --json --config X stats`` prints the command's JSON."""
+        store.seed("s1")
+        result = invoke(runner, "--json", "--config", store.config, "stats")
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["live_sessions"] == 1
+
+    def test_the_commands_own_config_wins(
+        self, runner: CliRunner, store: Store, tmp_path: Path
+    ) -> None:
+        """Given before and after the command's name, the --config after it is the one used."""
+        store.seed("s1")
+        other = write_config(tmp_path / "missing-backend.toml", '[sessionkeeper]\nbackend = "x"\n')
+        result = invoke(runner, "--config", other, "show", "s1", "--config", store.config)
+        assert result.exit_code == 0, result.output
+        assert "s1" in result.stdout
+        refused = invoke(runner, "--config", store.config, "show", "s1", "--config", other)
+        assert refused.exit_code == ExitCode.CONFIG, refused.output
+
+    def test_group_config_reaches_the_command_without_env_or_cwd(
+        self, runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The group's --config is preferred to $SESSIONKEEPER_CONFIG, as a command's is."""
+        bad = write_config(tmp_path / "bad.toml", "[sessionkeeper\n")
+        monkeypatch.setenv("SESSIONKEEPER_CONFIG", os.fspath(bad))
+        good = write_config(tmp_path / "good.toml", '[sessionkeeper]\nbackend = "memory"\n')
+        assert invoke(runner, "cleanup", "--json").exit_code == ExitCode.CONFIG
+        result = invoke(runner, "--config", good, "cleanup", "--json")
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout) == {"removed": 0}
+
+    def test_a_command_without_the_option_refuses_it(
+        self, runner: CliRunner, tmp_path: Path
+    ) -> None:
+        """``new-backend`` opens no store: --config before it is a usage error naming it."""
+        config = write_config(tmp_path / "c.toml", "[sessionkeeper]\n")
+        result = invoke(runner, "--config", config, "new-backend", "x", os.fspath(tmp_path / "x"))
+        assert result.exit_code == ExitCode.USAGE
+        assert "'new-backend' command does not take --config" in result.stderr
+        assert not (tmp_path / "x").exists()
+
+    def test_plugin_commands_get_the_group_config(self, runner: CliRunner, tmp_path: Path) -> None:
+        """A plugin's command (``node``, from sessionkeeper-zmq) reads the group's --config."""
+        pytest.importorskip("sessionkeeper_zmq", reason="node comes with sessionkeeper-zmq")
+        config = write_config(tmp_path / "memory.toml", '[sessionkeeper]\nbackend = "memory"\n')
+        result = invoke(runner, "--config", config, "node")
+        assert result.exit_code == ExitCode.USAGE
+        assert f"{config} uses backend 'memory'" in result.stderr
+
+    def test_group_help_documents_both_options(self, runner: CliRunner) -> None:
+        """``sessionkeeper --help`` lists --config and --json for the command that follows."""
+        result = invoke(runner, "--help")
+        assert result.exit_code == 0
+        options = result.stdout.split("Options:", 1)[1]
+        assert "--config PATH" in options
+        assert "--json" in options
+        assert "command that follows" in options
+        assert "sessionkeeper --config X list" in result.stdout
+
+
 class TestExitCodes:
     @pytest.mark.parametrize(
         ("exc", "code"),

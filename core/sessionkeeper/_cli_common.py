@@ -27,7 +27,9 @@ __all__ = [
     "emit_json",
     "exit_code_for",
     "fail",
+    "group_options",
     "is_per_process",
+    "pass_down",
 ]
 
 #: Set to a non-empty value to print the traceback of an unexpected error.
@@ -87,6 +89,66 @@ def common_options(func: F) -> F:
         metavar="PATH",
         help=_CONFIG_HELP,
     )(func)
+
+
+_GROUP_CONFIG_HELP: Final = (
+    "Config file (TOML) for the command that follows, as if given after it; the command's own "
+    "--config wins. Default: $SESSIONKEEPER_CONFIG, else ./sessionkeeper.toml, else the "
+    "in-memory backend with default settings."
+)
+_GROUP_JSON_HELP: Final = (
+    "Machine-readable JSON from the command that follows, as if given after it."
+)
+
+#: The parameter names of the options a group accepts for its command (see :func:`group_options`).
+_PASSED_DOWN: Final = {"config_path": "--config", "as_json": "--json"}
+
+
+def group_options(func: F) -> F:
+    """Add ``--config`` and ``--json`` to a group, for the command that follows.
+
+    ``sessionkeeper --config X list`` then means ``sessionkeeper list --config X``: the group's
+    callback must call :func:`pass_down` with the values, which hands them to the command as
+    defaults through click's ``default_map``, so an option given after the command name wins.
+    """
+    func = click.option("--json", "as_json", is_flag=True, help=_GROUP_JSON_HELP)(func)
+    return click.option(
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        metavar="PATH",
+        help=_GROUP_CONFIG_HELP,
+    )(func)
+
+
+def pass_down(ctx: click.Context, *, config_path: Path | None, as_json: bool) -> None:
+    """Make the group's ``--config``/``--json`` the defaults of the command being invoked.
+
+    A command that has no such option (``new-backend`` opens no store) is a usage error that
+    says so, rather than an option silently ignored.
+    """
+    given = {
+        name: value
+        for name, value in (("config_path", config_path), ("as_json", as_json))
+        if value not in (None, False)
+    }
+    name = ctx.invoked_subcommand
+    if not given or name is None or ctx.resilient_parsing:
+        return
+    group = ctx.command
+    command = group.get_command(ctx, name) if isinstance(group, click.Group) else None
+    if command is None or getattr(command, "unavailable", False):
+        return  # click reports an unknown command; a stand-in explains itself
+    accepted = {param.name for param in command.params}
+    refused = [_PASSED_DOWN[key] for key in given if key not in accepted]
+    if refused:
+        raise click.UsageError(
+            f"the {name!r} command does not take {' or '.join(refused)}", ctx=ctx
+        )
+    defaults = dict(ctx.default_map or {})
+    defaults[name] = {**defaults.get(name, {}), **given}
+    ctx.default_map = defaults
 
 
 def emit_json(data: object) -> None:

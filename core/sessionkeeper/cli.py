@@ -4,11 +4,14 @@ Commands: ``backends``, ``list``, ``show ID``, ``delete ID``, ``cleanup``, ``sta
 ``check [--repair]``, and the transfers of :mod:`sessionkeeper._cli_ops`: ``export FILE``,
 ``import FILE``, ``migrate --to OTHER.toml`` and ``backup DIR``.
 
-Every command takes ``--config PATH`` (else ``$SESSIONKEEPER_CONFIG``, else
+Every command that opens a store takes ``--config PATH`` (else ``$SESSIONKEEPER_CONFIG``, else
 ``./sessionkeeper.toml``, else the in-memory backend) and ``--json`` (machine-readable output on
-stdout, nothing else on stdout). ``list``, ``show`` and ``stats`` open the store read-only, so they
-can run beside the process that owns it; ``delete`` and ``cleanup`` open it for writing; ``check``
-reads the store without opening a manager, and ``check --repair`` needs the owner stopped. Errors
+stdout, nothing else on stdout), after its name or before it (``sessionkeeper --config X list``:
+the group hands them down; the command's own wins). ``list``, ``show``, ``stats``, ``export``,
+``backup`` and ``migrate`` (without ``--delete-source``) open the store read-only, so they can run
+beside the process that owns it; ``delete``, ``cleanup`` and ``import`` open it for writing;
+``check`` reads the store without opening a manager, and ``check --repair`` needs the owner
+stopped. Errors
 are one clear message on stderr, never a traceback (set ``SESSIONKEEPER_DEBUG=1`` to get one).
 
 Exit codes:
@@ -53,7 +56,9 @@ from ._cli_common import (
 from ._cli_common import common_options as _common_options
 from ._cli_common import emit_json as _emit_json
 from ._cli_common import fail as _fail
+from ._cli_common import group_options as _group_options
 from ._cli_common import is_per_process as _is_per_process
+from ._cli_common import pass_down as _pass_down
 from ._cli_new_backend import new_backend
 from ._cli_ops import backup, export_command, import_command, migrate
 from ._cli_plugins import BACKEND_GROUP, PLUGIN_GROUP, EntryPointInfo, describe_group
@@ -98,13 +103,20 @@ COMMAND_GROUP: Final = "sessionkeeper.commands"
 _PLUGIN_COMMANDS: Final = {"node": "sessionkeeper-zmq"}
 
 
+class _Unavailable(click.Command):
+    """A stand-in for a plugin command that cannot be loaded (see :func:`_unavailable`)."""
+
+    #: Read by :func:`sessionkeeper._cli_common.pass_down`: options passed down do not apply.
+    unavailable = True
+
+
 def _unavailable(name: str, why: str) -> click.Command:
     """A stand-in for a plugin command that cannot be loaded: it explains, and exits with 3."""
 
     def run() -> None:
         raise _fail(Exception(why), ExitCode.CONFIG)
 
-    return click.Command(
+    return _Unavailable(
         name,
         callback=run,
         help=f"(unavailable) {why}",
@@ -214,20 +226,27 @@ def _open(config_path: Path | None, *, read_only: bool) -> Iterator[SessionManag
 Examples:
   sessionkeeper backends
   sessionkeeper list --config /etc/myapp/sessionkeeper.toml --limit 20
+  sessionkeeper --config /etc/myapp/sessionkeeper.toml --json stats
   sessionkeeper show 4Zq0r9xw... --json
   SESSIONKEEPER_CONFIG=prod.toml sessionkeeper stats
 """,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+@_group_options
 @click.version_option(package_name="sessionkeeper", prog_name="sessionkeeper")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None, as_json: bool) -> None:
     """Inspect and maintain sessionkeeper session stores.
 
-    Every command reads the configuration from --config PATH, else $SESSIONKEEPER_CONFIG,
-    else ./sessionkeeper.toml, else uses the in-memory backend. Add --json for
-    machine-readable output. list, show and stats open the store read-only, so they can
-    run beside the server that owns it; delete and cleanup open it for writing.
+    Every command that opens a store reads the configuration from --config PATH, else
+    $SESSIONKEEPER_CONFIG, else ./sessionkeeper.toml, else uses the in-memory backend.
+    Add --json for machine-readable output. --config and --json go after the command's
+    name or before it (sessionkeeper --config X list); given in both places, the one after
+    the name wins. list, show, stats, export, backup and migrate (without
+    --delete-source) open the store read-only, so they can run beside the server that
+    owns it; delete, cleanup and import open it for writing.
     """
+    _pass_down(ctx, config_path=config_path, as_json=as_json)
 
 
 # --- backends ----------------------------------------------------------------------------------

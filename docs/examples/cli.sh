@@ -11,6 +11,7 @@ sessionkeeper backends --json
 # start-list
 sessionkeeper list
 sessionkeeper list --limit 20 --config sessionkeeper.toml
+sessionkeeper --config sessionkeeper.toml list --limit 20  # the same: options before the command
 sessionkeeper list --json
 # end-list
 
