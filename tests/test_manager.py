@@ -21,7 +21,7 @@ from sessionkeeper import (
     SessionNotFound,
     hookimpl,
 )
-from sessionkeeper.testing import ManualClock
+from sessionkeeper.testing import ManualClock, TickingClock
 
 
 class Recorder:
@@ -148,6 +148,53 @@ class TestOperations:
         assert [s.id for s in manager.iter_sessions()] == [live.id]
         assert {s.id for s in manager.iter_sessions(include_expired=True)} == {live.id, dead.id}
         assert manager.peek(live.id).last_accessed == live.last_accessed
+
+
+class TestOneClockRead:
+    """Every operation decides and writes at the one instant it read (issue 12, item 6)."""
+
+    def test_touch_does_not_revive_a_session_at_a_second_reading(self, table_name: str) -> None:
+        """Timeout 100, last_accessed 0, the clock reading 100 then 101: touch judges the session
+        at 100 (live: idle exactly its timeout) and touches it to 100, not to 101, an instant at
+        which it had expired; the clock is read once."""
+        clock = TickingClock(start=100)
+        with SessionManager(
+            backend_opts={"table_name": table_name}, clock=clock, cleanup_interval=0
+        ) as sessions:
+            sessions.store(Session("edge", 0, 0, 100))
+            touched = sessions.touch("edge")
+            assert touched.last_accessed == 100
+            assert clock.reads == 1
+            assert sessions.peek("edge", include_expired=True).last_accessed == 100
+
+    def test_touch_of_a_session_expired_at_the_reading_raises(self, table_name: str) -> None:
+        """Read at 101, the same session is expired: touch raises and writes nothing."""
+        clock = TickingClock(start=101)
+        with SessionManager(
+            backend_opts={"table_name": table_name}, clock=clock, cleanup_interval=0
+        ) as sessions:
+            sessions.store(Session("edge", 0, 0, 100))
+            with pytest.raises(SessionNotFound):
+                sessions.touch("edge")
+            assert sessions.peek("edge", include_expired=True).last_accessed == 0
+
+    def test_async_touch_reads_the_clock_once(self, table_name: str) -> None:
+        """The async manager's touch and fetch decide and write at the one instant they read,
+        like the sync ones."""
+        clock = TickingClock(start=100)
+
+        async def scenario() -> tuple[int, int, int]:
+            async with AsyncSessionManager(
+                backend_opts={"table_name": table_name}, clock=clock, cleanup_interval=0
+            ) as sessions:
+                await sessions.store(Session("edge", 0, 0, 100))
+                touched = await sessions.touch("edge")
+                reads = clock.reads
+                await sessions.store(Session("edge", 0, 1, 100))  # the next reading is 101
+                fetched = await sessions.fetch("edge")
+                return touched.last_accessed, reads, fetched.last_accessed
+
+        assert asyncio.run(scenario()) == (100, 1, 101)
 
 
 class TestDispatch:

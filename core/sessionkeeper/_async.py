@@ -167,9 +167,9 @@ class AsyncSessionManager:
         """See :meth:`SessionManager.fetch`."""
         return await self._run(self.sync.fetch, session_id)
 
-    async def peek(self, session_id: str) -> Session:
+    async def peek(self, session_id: str, *, include_expired: bool = False) -> Session:
         """See :meth:`SessionManager.peek`."""
-        return await self._run(self.sync.peek, session_id)
+        return await self._run(self.sync.peek, session_id, include_expired=include_expired)
 
     async def touch(self, session_id: str) -> Session:
         """See :meth:`SessionManager.touch`."""

@@ -475,9 +475,15 @@ class SessionManager(Closing):
         return session
 
     def touch(self, session_id: str) -> Session:
-        """Slide ``last_accessed`` of a live session to now (always writes); return it."""
-        self.peek(session_id)
-        return self._write_touch(session_id, self.clock())
+        """Slide ``last_accessed`` of a live session to now (always writes); return it.
+
+        The clock is read once: the session is judged live and touched at the same instant.
+        """
+        session = self._stored(session_id, "touch")
+        now = self.clock()
+        if session.is_expired(now):
+            raise SessionNotFound(session_id)
+        return self._write_touch(session_id, now)
 
     def delete(self, session_id: str) -> bool:
         """Remove the session; ``True`` if it was stored, ``False`` if there was none."""

@@ -8,11 +8,13 @@ A backend author subclasses :class:`BackendConformance` in the backend's own tes
         backend = "mybackend"          # the entry-point name in group sessionkeeper.backends
 
 and gets one test per shared semantic (DESIGN §3) plus a Hypothesis comparison with a dict model
-(:class:`BackendStateMachine`). :class:`ManualClock` is the clock those tests move by hand.
+(:class:`BackendStateMachine`). :class:`ManualClock` is the clock those tests move by hand;
+:class:`TickingClock` also moves on every read, to catch an operation that reads the clock twice.
 
 The kit is also a pytest plugin (entry point ``pytest11`` named ``sessionkeeper``, module
 :mod:`sessionkeeper.testing.plugin`), loaded automatically wherever sessionkeeper is installed: it
-registers the kit's markers, rewrites the kit's asserts, and provides the ``manual_clock`` fixture.
+registers the kit's markers, rewrites the kit's asserts, and provides the ``manual_clock`` and
+``ticking_clock`` fixtures.
 
 Names are imported on first use, so that the plugin can turn on assert rewriting before the kit's
 modules are imported, and so that importing this package does not need Hypothesis.
@@ -24,7 +26,7 @@ import importlib
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
-    from ._clock import ManualClock
+    from ._clock import ManualClock, TickingClock
     from ._kit import BackendConformance, ManagerFactory
     from ._rules import touch_window
     from ._stateful import BackendStateMachine
@@ -34,6 +36,7 @@ __all__ = [
     "BackendStateMachine",
     "ManagerFactory",
     "ManualClock",
+    "TickingClock",
     "touch_window",
 ]
 
@@ -43,6 +46,7 @@ _WHERE: Final = {
     "BackendStateMachine": "._stateful",
     "ManagerFactory": "._kit",
     "ManualClock": "._clock",
+    "TickingClock": "._clock",
     "touch_window": "._rules",
 }
 

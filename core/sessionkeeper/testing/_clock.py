@@ -1,11 +1,11 @@
-"""A clock that moves only when a test says so."""
+"""Clocks for tests: one that moves only when a test says so, one that moves on every read."""
 
 from __future__ import annotations
 
 import threading
 from typing import Final
 
-__all__ = ["DEFAULT_START", "ManualClock"]
+__all__ = ["DEFAULT_START", "ManualClock", "TickingClock"]
 
 #: Where a :class:`ManualClock` starts: 2023-11-14T22:13:20Z, in ms since the Unix epoch.
 DEFAULT_START: Final = 1_700_000_000_000
@@ -55,6 +55,60 @@ class ManualClock:
 
     def __repr__(self) -> str:
         return f"ManualClock(now={self._now})"
+
+
+class TickingClock(ManualClock):
+    """A :class:`ManualClock` that also moves forward by ``step`` ms after every read.
+
+    It is the clock of a busy server, where no two reads return the same millisecond, and it
+    catches code that reads the clock twice in one operation: an operation must decide and write
+    with the one instant it read (check expiry at 100, then write ``last_accessed = 101``, and a
+    session that had expired at 101 comes back to life). :attr:`now` is what the next read
+    returns, and :attr:`reads` counts the reads::
+
+        clock = TickingClock(start=100)
+        manager = SessionManager(clock=clock)
+        before = clock.reads
+        manager.touch(session_id)
+        assert clock.reads - before == 1
+
+    ``advance`` and ``set`` move it by hand as for a :class:`ManualClock`.
+
+    :param start: the time the first read returns, in ms.
+    :param step: how far every read moves it, in ms (``0`` makes it a :class:`ManualClock`).
+    """
+
+    __slots__ = ("_reads", "_step")
+
+    def __init__(self, start: int = DEFAULT_START, step: int = 1) -> None:
+        super().__init__(start)
+        self._step = _check_ms("step", step)
+        self._reads = 0
+
+    def __call__(self) -> int:
+        with self._lock:
+            now = self._now
+            self._now = now + self._step
+            self._reads += 1
+            return now
+
+    @property
+    def reads(self) -> int:
+        """How many times the clock was read."""
+        return self._reads
+
+    @property
+    def step(self) -> int:
+        """How far each read moves the clock, in ms; set it to start or stop ticking."""
+        return self._step
+
+    @step.setter
+    def step(self, ms: int) -> None:
+        with self._lock:
+            self._step = _check_ms("step", ms)
+
+    def __repr__(self) -> str:
+        return f"TickingClock(now={self._now}, step={self._step}, reads={self._reads})"
 
 
 def _check_ms(name: str, value: object) -> int:

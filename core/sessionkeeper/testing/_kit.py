@@ -25,7 +25,7 @@ from sessionkeeper import (
     StorageError,
 )
 
-from ._clock import ManualClock
+from ._clock import ManualClock, TickingClock
 from ._rules import assert_same_session, touch_window
 
 __all__ = ["BackendConformance", "ManagerFactory"]
@@ -233,8 +233,9 @@ class BackendConformance:
 
     @pytest.fixture
     def clock(self) -> ManualClock:
-        """The clock every manager of the test reads."""
-        return ManualClock()
+        """The clock every manager of the test reads: a :class:`TickingClock` at step 0, which
+        moves only when the test says so (as a :class:`ManualClock`) and counts its reads."""
+        return TickingClock(step=0)
 
     @pytest.fixture
     def backend_options(self, tmp_path: Path) -> dict[str, Any]:
@@ -459,6 +460,82 @@ class BackendConformance:
         assert len(list(manager.iter_sessions())) == 5
         for session in stored:
             assert manager.peek(session.id).last_accessed == session.last_accessed
+
+    # --- one instant per operation ---------------------------------------------------------------
+    # The kit's clock is a TickingClock at step 0 (a ManualClock that counts its reads). These
+    # tests set its step to 1, so that no two reads return the same millisecond: an operation
+    # that reads the clock twice then decides at one instant and acts at another.
+
+    def _ticking(self, clock: ManualClock) -> TickingClock:
+        if not isinstance(clock, TickingClock):
+            pytest.skip(
+                f"the clock fixture of {type(self).__name__} is a {type(clock).__name__}, "
+                "not a sessionkeeper.testing.TickingClock"
+            )
+        clock.step = 1
+        return clock
+
+    def test_touch_decides_and_writes_at_one_instant(
+        self, manager: SessionManager, clock: ManualClock
+    ) -> None:
+        """``touch`` reads the clock once: a session idle for exactly its timeout at that instant
+        is live and is touched to that instant, never to a later one at which it had expired."""
+        ticking = self._ticking(clock)
+        manager.store(_session("edge", ticking.now, timeout_ms=100, idle=100))
+        instant = ticking.now
+        assert manager.touch("edge").last_accessed == instant
+        assert manager.peek("edge", include_expired=True).last_accessed == instant
+
+    def test_fetch_decides_and_writes_at_one_instant(
+        self, manager: SessionManager, clock: ManualClock
+    ) -> None:
+        """``fetch`` reads the clock once: the session live at that instant is written back with
+        ``last_accessed`` at that instant."""
+        ticking = self._ticking(clock)
+        manager.store(_session("edge", ticking.now, timeout_ms=100, idle=100))
+        instant = ticking.now
+        assert manager.fetch("edge").last_accessed == instant
+        assert manager.peek("edge", include_expired=True).last_accessed == instant
+
+    def test_create_is_created_and_accessed_at_one_instant(
+        self, manager: SessionManager, clock: ManualClock
+    ) -> None:
+        """``create`` reads the clock once: ``created_at`` equals ``last_accessed``."""
+        ticking = self._ticking(clock)
+        instant = ticking.now
+        created = manager.create(timeout_ms=100)
+        assert created.created_at == created.last_accessed == instant
+        assert_same_session(manager.peek(created.id), created)
+
+    def test_each_operation_reads_the_clock_at_most_once(
+        self, manager: SessionManager, clock: ManualClock
+    ) -> None:
+        """No operation of a :class:`SessionManager` reads the clock more than once (one
+        instant per decision). Counted on a real manager only: a stand-in that spreads one call
+        over several managers is judged by the behaviour tests above."""
+        if type(manager) is not SessionManager:
+            pytest.skip(f"the manager fixture is a {type(manager).__name__}")
+        ticking = self._ticking(clock)
+        manager.store(_session("kept", ticking.now, timeout_ms=None))
+        created = manager.create(timeout_ms=10)
+        operations: dict[str, Callable[[], object]] = {
+            "create": lambda: manager.create(timeout_ms=10),
+            "store": lambda: manager.store(_session("other", ticking.now)),
+            "fetch": lambda: manager.fetch("kept"),
+            "peek": lambda: manager.peek("kept"),
+            "touch": lambda: manager.touch("kept"),
+            "list": manager.list,
+            "count": manager.count,
+            "iter_sessions": lambda: list(manager.iter_sessions()),
+            "cleanup_expired": manager.cleanup_expired,
+            "delete": lambda: manager.delete(created.id),
+        }
+        plugins = {name for name, _ in manager.plugin_manager.list_name_plugin()}
+        for name, operation in operations.items():
+            before = ticking.reads
+            operation()
+            reads = ticking.reads - before
+            assert reads <= 1, f"{name} read the clock {reads} times (plugins: {plugins})"
 
     # --- expiry -----------------------------------------------------------------------------------
 
@@ -1034,6 +1111,24 @@ class BackendConformance:
     def _require(self, manager: SessionManager, capability: str) -> None:
         if not getattr(manager.capabilities, capability):
             pytest.skip(f"the {manager.backend_name} backend does not declare {capability}")
+
+    def test_identity_names_one_store_the_same_way(
+        self, manager: SessionManager, open_store_again: ManagerFactory
+    ) -> None:
+        """``identity()`` (hook ``sessionkeeper_identity``) is a non-empty string prefixed with
+        the backend's name, the same at every call, and, for a persistent backend, the same after
+        close and reopen. Skipped when the backend cannot tell (it returns ``None``)."""
+        if getattr(manager, "identity", None) is None:
+            pytest.skip(f"the manager fixture is a {type(manager).__name__} without identity()")
+        first = manager.identity()
+        if first is None:
+            pytest.skip(f"the {manager.backend_name} backend does not tell its store's identity")
+        assert isinstance(first, str)
+        assert first.startswith(manager.backend_name), first
+        assert manager.identity() == first
+        if manager.capabilities.persistent:
+            manager.close()
+            assert open_store_again().identity() == first
 
     def test_sessions_survive_close_and_reopen(
         self, manager: SessionManager, clock: ManualClock, open_store_again: ManagerFactory

@@ -6,7 +6,7 @@ pytest loads it wherever sessionkeeper is installed. It
   failing conformance test in a backend's own suite shows the values it compared;
 - registers the markers ``sessionkeeper_conformance`` (every kit test) and ``sessionkeeper_slow``
   (tests that build, install or run subprocesses), so ``--strict-markers`` accepts them;
-- provides the ``manual_clock`` fixture.
+- provides the ``manual_clock`` and ``ticking_clock`` fixtures.
 
 Deselect the kit's tests with ``-m "not sessionkeeper_conformance"`` and slow tests with
 ``-m "not sessionkeeper_slow"``. With ``PYTEST_DISABLE_PLUGIN_AUTOLOAD`` set, load it with
@@ -23,9 +23,9 @@ from . import KIT_MODULES
 # it), and asking to rewrite an imported module is a warning, an error under filterwarnings=error.
 pytest.register_assert_rewrite(*KIT_MODULES)
 
-from ._clock import ManualClock  # noqa: E402  (after register_assert_rewrite, on purpose)
+from ._clock import ManualClock, TickingClock  # noqa: E402  (after register_assert_rewrite, on purpose)
 
-__all__ = ["manual_clock", "pytest_configure"]
+__all__ = ["manual_clock", "pytest_configure", "ticking_clock"]
 
 MARKERS = {
     "sessionkeeper_conformance": "a test of the sessionkeeper backend conformance kit",
@@ -47,3 +47,10 @@ def manual_clock() -> ManualClock:
     """A :class:`~sessionkeeper.testing.ManualClock` at its default start, for a manager's
     ``clock``: it moves only when the test calls ``advance`` or ``set``."""
     return ManualClock()
+
+
+@pytest.fixture
+def ticking_clock() -> TickingClock:
+    """A :class:`~sessionkeeper.testing.TickingClock` at the default start that moves 1 ms after
+    every read: what a manager reads twice in one operation it reads at two instants."""
+    return TickingClock()
