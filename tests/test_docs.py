@@ -605,7 +605,84 @@ class TestDemo:
         assert "fetch(erin) -> created_at=" in out
         assert "fetch(frank) -> created_at=" in out
         assert "live sessions: 2" in out
-        assert "the restart logged nobody out." in out
+        assert "the restart logged nobody out: the new process fetched all 2 sessions." in out
+        assert "failed:" not in out
+
+    @pytest.fixture
+    def sqlitedict_config(self, tmp_path: Path) -> Path:
+        """The demo's own sqlitedict config file, written into a scratch folder."""
+        pytest.importorskip("sessionkeeper_sqlitedict", reason="the demo section needs it")
+        from sessionkeeper import demo
+
+        config = tmp_path / "sessionkeeper.toml"
+        config.write_text(demo.SQLITEDICT_CONFIG, encoding="utf-8")
+        return config
+
+    def test_a_restart_that_cannot_open_the_store_is_reported(
+        self, sqlitedict_config: Path
+    ) -> None:
+        """When the new process cannot open the store (another process owns it), the demo says
+        so and why, and never that the restart logged nobody out (issue 19)."""
+        from sessionkeeper import demo
+
+        with SessionManager.from_config(sqlitedict_config) as owner:
+            ids = [owner.create().id for _ in range(2)]
+            result = demo.restart(sqlitedict_config, ids)
+        with pytest.raises(demo.SectionFailed) as failed:
+            demo.restart_outcome(result, len(ids))
+        message = str(failed.value)
+        assert "could not read the store" in message
+        assert "locked by process" in message
+
+    def test_a_restart_that_lost_sessions_is_reported(self, sqlitedict_config: Path) -> None:
+        """When the new process opens the store but the sessions are not there, the demo says
+        how many were lost."""
+        from sessionkeeper import demo
+
+        with SessionManager.from_config(sqlitedict_config) as first:
+            kept = first.create(metadata={"user": "erin"}).id
+        result = demo.restart(sqlitedict_config, [kept, "never-stored-1", "never-stored-2"])
+        assert result.returncode == demo.LOST_STATUS, result.stderr
+        with pytest.raises(demo.SectionFailed, match="lost 2 of the 3 sessions"):
+            demo.restart_outcome(result, 3)
+
+    def test_a_failed_section_fails_the_demo(
+        self, sqlitedict_config: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+    ) -> None:
+        """A section that fails prints what happened and the demo exits with 1; a section whose
+        backend is missing is skipped with an install line that works from a checkout."""
+        from sessionkeeper import demo
+
+        def locked_restart(ctx: demo.DemoContext) -> None:
+            with SessionManager.from_config(sqlitedict_config) as owner:
+                result = demo.restart(sqlitedict_config, [owner.create(metadata={"user": "a"}).id])
+            ctx.console.print(demo.restart_outcome(result, 1))
+
+        monkeypatch.setattr(
+            demo,
+            "SECTIONS",
+            [
+                demo.Section("restart", locked_restart, backend="sqlitedict"),
+                demo.Section("zmq", locked_restart, backend="not-installed"),
+            ],
+        )
+        assert demo.main([]) == 1
+        out = capsys.readouterr().out
+        assert "failed: the new process could not read the store" in out
+        assert "logged nobody out" not in out
+        assert "skipped: the 'not-installed' backend is not installed" in out
+
+    def test_install_advice_names_a_folder_of_the_checkout(self) -> None:
+        """The demo's and the CLI's install hint for a backend of this repository names its
+        folder, which holds that distribution, and its published name as to come."""
+        from sessionkeeper._install import CHECKOUT_FOLDERS, install_advice
+
+        for name, folder in CHECKOUT_FOLDERS.items():
+            project = tomllib.loads((ROOT / folder / "pyproject.toml").read_text("utf-8"))
+            assert project["project"]["name"] == f"sessionkeeper-{name}"
+            advice = install_advice(name)
+            assert f"pip install ./{folder} from the root of a sessionkeeper checkout" in advice
+            assert f"(once published: pip install sessionkeeper-{name})" in advice
 
     def test_demo_sections_name_installed_backends_or_skip(self) -> None:
         """Each demo section needs no backend or names one; the memory tour is the first."""

@@ -79,6 +79,7 @@ from ._errors import (
     SessionKeeperError,
     SessionNotFound,
 )
+from ._install import install_advice
 from ._manager import SessionManager, check_store
 from ._metrics import metrics_text
 from ._model import Session, validate_id
@@ -99,8 +100,8 @@ Exit codes:
 
 #: Entry-point group of commands that plugins add to ``sessionkeeper`` (name -> click command).
 COMMAND_GROUP: Final = "sessionkeeper.commands"
-#: Commands of the design that a plugin provides, and the distribution that provides each.
-_PLUGIN_COMMANDS: Final = {"node": "sessionkeeper-zmq"}
+#: Commands of the design that a plugin provides, and the backend whose distribution provides each.
+_PLUGIN_COMMANDS: Final = {"node": "zmq"}
 
 
 class _Unavailable(click.Command):
@@ -144,11 +145,13 @@ class _Group(click.Group):
             return command
         found = entry_points(group=COMMAND_GROUP, name=cmd_name)
         if not found:
-            dist = _PLUGIN_COMMANDS.get(cmd_name)
-            if dist is None:
+            backend = _PLUGIN_COMMANDS.get(cmd_name)
+            if backend is None:
                 return None
             return _unavailable(
-                cmd_name, f"the {cmd_name!r} command comes with {dist}: pip install {dist}"
+                cmd_name,
+                f"the {cmd_name!r} command comes with sessionkeeper-{backend}: "
+                f"{install_advice(backend)}",
             )
         ep = next(iter(found))
         try:
@@ -297,7 +300,7 @@ def _render_backends(
         console.print(table)
     else:
         console.print(
-            Text("No backends installed; pip install sessionkeeper-memory (or another backend).")
+            Text(f"No backends installed; {install_advice('memory')}, or another backend.")
         )
 
 
@@ -350,7 +353,7 @@ def backends(config_path: Path | None, as_json: bool) -> None:
             Text.assemble(
                 ("warning: ", "bold yellow"),
                 f"the configured backend {configured!r} is not installed; "
-                f"pip install sessionkeeper-{configured}",
+                f"{install_advice(configured)}",
             )
         )
     if as_json:

@@ -8,6 +8,8 @@ test (tests inject a clock and never sleep).
 The tour is a list of :class:`Section` objects, :data:`SECTIONS`. A backend with something of its
 own to show (a restart that keeps sessions, a node that fails) adds a section naming the backend it
 needs; sections whose backend is not installed are skipped with the ``pip install`` that adds it.
+A section that fails (the restarted process could not read the sessions back) says what happened,
+and the demo then exits with 1.
 """
 
 from __future__ import annotations
@@ -25,12 +27,13 @@ import attrs
 from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
+from rich.text import Text
 
 from sessionkeeper import Session, SessionManager, SessionNotFound, installed_backends
 
-from ._errors import install_hint
+from ._install import install_advice
 
-__all__ = ["SECTIONS", "DemoContext", "Section", "main"]
+__all__ = ["SECTIONS", "DemoContext", "Section", "SectionFailed", "main"]
 
 #: The config file of the memory tour: the scheduler sweeps every 200 ms.
 MEMORY_CONFIG: Final = """\
@@ -53,15 +56,26 @@ file_path = "data/sessions.sqlite"
 auto_save = 0                 # durable: store() returns once the change is on disk
 """
 
+#: The exit status of the restarted process when it opened the store but some sessions were gone.
+LOST_STATUS: Final = 3
+
 #: What the restarted process runs: it opens the same config and reads the sessions back.
-_RESTARTED = """\
+_RESTARTED = f"""\
 import sys
-from sessionkeeper import SessionManager
+from sessionkeeper import SessionManager, SessionNotFound
+lost = 0
 with SessionManager.from_config(sys.argv[1]) as sessions:
     for session_id in sys.argv[2:]:
-        s = sessions.fetch(session_id)
-        print(f"  fetch({s.metadata['user']}) -> created_at={s.created_at}, metadata={s.metadata}")
-    print(f"  live sessions: {sessions.count()}")
+        try:
+            s = sessions.fetch(session_id)
+        except SessionNotFound:
+            lost += 1
+            print(f"  fetch({{session_id[:10]}}…) -> SessionNotFound: this session was not kept")
+            continue
+        print(f"  fetch({{s.metadata['user']}}) -> created_at={{s.created_at}}, "
+              f"metadata={{s.metadata}}")
+    print(f"  live sessions: {{sessions.count()}}")
+sys.exit({LOST_STATUS} if lost else 0)
 """
 
 #: How long the tour waits at most for the scheduler to sweep (ms).
@@ -74,6 +88,10 @@ class DemoContext:
 
     console: Console
     workdir: Path
+
+
+class SectionFailed(Exception):
+    """A section could not show what it set out to show; the message says what happened."""
 
 
 @attrs.frozen
@@ -248,7 +266,6 @@ def _print_stats(console: Console, stats: dict[str, object]) -> None:
     console.print("(all of it: sessions.stats(), or `sessionkeeper stats --json`)")
 
 
-#: The tour, in order. Backends add their own section here.
 def _restart_tour(ctx: DemoContext) -> None:
     console = ctx.console
     config_path = ctx.workdir / "sessionkeeper.toml"
@@ -266,16 +283,38 @@ def _restart_tour(ctx: DemoContext) -> None:
             f"data/sessions.sqlite, then closes the store (as when it stops)"
         )
     console.print("a new process opens the same file:")
-    result = subprocess.run(
-        [sys.executable, "-c", _RESTARTED, str(config_path), *(s.id for s in created)],
+    result = restart(config_path, [s.id for s in created])
+    if result.stdout.strip():
+        console.print(result.stdout.rstrip(), markup=False)
+    console.print(restart_outcome(result, len(created)), markup=False)
+
+
+def restart(config_path: Path, ids: Sequence[str]) -> subprocess.CompletedProcess[str]:
+    """Run a new Python process that opens ``config_path`` and fetches ``ids``."""
+    return subprocess.run(
+        [sys.executable, "-c", _RESTARTED, str(config_path), *ids],
         capture_output=True,
         text=True,
         check=False,
     )
-    console.print(result.stdout.rstrip() or result.stderr.rstrip(), markup=False)
-    console.print("the restart logged nobody out.")
 
 
+def restart_outcome(result: subprocess.CompletedProcess[str], stored: int) -> str:
+    """What the restarted process showed, in one sentence; raises :class:`SectionFailed` unless
+    it fetched every one of the ``stored`` sessions."""
+    if result.returncode == 0:
+        return f"the restart logged nobody out: the new process fetched all {stored} sessions."
+    if result.returncode == LOST_STATUS:
+        lost = result.stdout.count("SessionNotFound")
+        raise SectionFailed(f"the restart lost {lost} of the {stored} sessions stored before it")
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    why = errors[-1] if errors else "no message"
+    raise SectionFailed(
+        f"the new process could not read the store (exit status {result.returncode}): {why}"
+    )
+
+
+#: The tour, in order. Backends add their own section here.
 SECTIONS: list[Section] = [
     Section("The memory backend: create, fetch, expire, sweep", _memory_tour, backend="memory"),
     Section(
@@ -285,22 +324,29 @@ SECTIONS: list[Section] = [
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run every section whose backend is installed; return the exit status."""
+    """Run every section whose backend is installed; return the exit status: 1 when a section
+    failed, else 0."""
     console = Console(highlight=False)
     installed = installed_backends()
+    failed = 0
     with tempfile.TemporaryDirectory(prefix="sessionkeeper-demo-") as tmp:
         for index, section in enumerate(SECTIONS):
             console.rule(f"[bold blue]{section.title}", characters="═")
             if section.backend is not None and section.backend not in installed:
                 console.print(
-                    f"skipped: the {section.backend!r} backend is not installed "
-                    f"(pip install {install_hint(section.backend)})"
+                    f"skipped: the {section.backend!r} backend is not installed; "
+                    f"{install_advice(section.backend)}",
+                    markup=False,
                 )
                 continue
             workdir = Path(tmp) / f"{index}-{section.backend or 'core'}"
             workdir.mkdir()
-            section.run(DemoContext(console=console, workdir=workdir))
-    return 0
+            try:
+                section.run(DemoContext(console=console, workdir=workdir))
+            except SectionFailed as exc:
+                failed += 1
+                console.print(Text.assemble(("failed: ", "bold red"), str(exc)))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
