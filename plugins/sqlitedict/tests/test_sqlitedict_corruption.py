@@ -9,6 +9,7 @@ intact when its encoded record lies wholly outside the damaged bytes.
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
 import sqlite3
 import subprocess
@@ -375,3 +376,173 @@ class TestRepair:
             assert check_file(path, "sessions", backend="sqlitedict", repair=False)["ok"]
             with pytest.raises(StorageError, match="open for writing"):
                 check_file(path, "sessions", backend="sqlitedict", repair=True)
+
+
+def damage_a_row(path: Path, table: str = "sessions") -> None:
+    """Add a row to ``table`` that is not a session, so that a repair has something to do."""
+    connection = sqlite3.connect(path)
+    with connection:
+        connection.execute(f'INSERT INTO "{table}" VALUES (?, ?)', ("junk", b"\xc1 not a record"))
+    connection.close()
+
+
+def table_rows(path: Path, table: str) -> list[tuple[Any, ...]]:
+    connection = sqlite3.connect(path)
+    try:
+        return connection.execute(f'SELECT * FROM "{table}" ORDER BY 1').fetchall()
+    finally:
+        connection.close()
+
+
+class TestRepairTouchesOnlySessionTables:
+    """Issue 12, items 2 and 3: a repair never replaces or drops a table that is not the
+    session table it was pointed at."""
+
+    def test_a_table_of_another_shape_is_refused_and_left_alone(self, tmp_path: Path) -> None:
+        """``table_name`` naming an application's own table (other columns, 1,000 rows): the
+        repair refuses, says the table is not a session table, and changes nothing."""
+        path = tmp_path / "app.sqlite"
+        build(path, make_sessions(3, pad=10), table_name="real_sessions")
+        connection = sqlite3.connect(path)
+        with connection:
+            connection.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+            connection.executemany(
+                "INSERT INTO users VALUES (?, ?)", [(i, f"user {i}") for i in range(1_000)]
+            )
+        connection.close()
+        damage_a_row(path, "real_sessions")  # something to repair elsewhere in the file
+        before = digest(path)
+        report = check_file(path, "users", backend="sqlitedict", repair=True)
+        assert report["ok"] is False
+        assert report["repaired"] is False
+        assert report["backup"] is None
+        assert any("not a session table" in p and "refused" in p for p in report["problems"])
+        assert digest(path) == before
+        assert len(table_rows(path, "users")) == 1_000
+        assert not [p for p in tmp_path.iterdir() if p.suffix in (".bak", ".quarantine")]
+
+    def test_a_table_of_foreign_rows_only_is_refused(self, tmp_path: Path) -> None:
+        """A (key, value) table none of whose readable rows is a session (another program's
+        plain sqlitedict table, pickled values) is not emptied into a quarantine: refused."""
+        path = tmp_path / "plain.sqlite"
+        with SqliteDict(str(path), tablename="cache", autocommit=True) as foreign:
+            for i in range(20):
+                foreign[f"k{i}"] = {"value": i}  # sqlitedict's default: pickle
+        before = digest(path)
+        report = check_file(path, "cache", backend="sqlitedict", repair=True)
+        assert report["repaired"] is False
+        assert any("none of its 20 readable row(s)" in p for p in report["problems"])
+        assert digest(path) == before
+
+    @pytest.mark.parametrize("other", ["sqliteapp", "sqlite1", "SQLiteData"])
+    def test_tables_whose_name_starts_with_sqlite_are_kept(
+        self, tmp_path: Path, other: str
+    ) -> None:
+        """Another table named like ``sqliteapp`` (``_`` is a LIKE wildcard, so ``NOT LIKE
+        'sqlite_%'`` matched it) is copied by a repair, rows and all."""
+        path = tmp_path / "names.sqlite"
+        kept = make_sessions(4, pad=10)
+        build(path, kept, table_name=other)
+        build(path, make_sessions(2, pad=10))
+        damage_a_row(path)
+        report = check_file(path, "sessions", backend="sqlitedict", repair=True)
+        assert report["repaired"] is True
+        assert report["other_tables"] == {other: 4}
+        assert sorted(stored(path, other)) == sorted(s.id for s in kept)
+
+    def test_a_session_table_named_sqliteapp_is_repaired(self, tmp_path: Path) -> None:
+        """The session table itself may be called ``sqliteapp``: repair keeps its sessions and
+        its index, and the other tables."""
+        path = tmp_path / "own.sqlite"
+        build(path, make_sessions(5, pad=10), table_name="sqliteapp")
+        build(path, make_sessions(2, pad=10), table_name="sqlite1")
+        damage_a_row(path, "sqliteapp")
+        report = check_file(path, "sqliteapp", backend="sqlitedict", repair=True)
+        assert (report["salvaged"], report["quarantined"]) == (5, 1)
+        assert report["other_tables"] == {"sqlite1": 2}
+        assert len(stored(path, "sqliteapp")) == 5
+
+    def test_a_without_rowid_table_is_copied(self, tmp_path: Path) -> None:
+        """Another table declared WITHOUT ROWID (it has no rowid to scan by) keeps every row
+        through a repair, as do the counters of an AUTOINCREMENT table."""
+        path = tmp_path / "norowid.sqlite"
+        build(path, make_sessions(2, pad=10))
+        connection = sqlite3.connect(path)
+        with connection:
+            connection.execute("CREATE TABLE kv (k TEXT PRIMARY KEY, v BLOB) WITHOUT ROWID")
+            connection.executemany(
+                "INSERT INTO kv VALUES (?, ?)", [(f"k{i}", b"v") for i in range(50)]
+            )
+            connection.execute("CREATE TABLE log (id INTEGER PRIMARY KEY AUTOINCREMENT, t TEXT)")
+            connection.executemany("INSERT INTO log (t) VALUES (?)", [("x",)] * 10)
+            connection.execute("DELETE FROM log WHERE id > 5")
+        connection.close()
+        damage_a_row(path)
+        report = check_file(path, "sessions", backend="sqlitedict", repair=True)
+        assert report["other_tables"] == {"kv": 50, "log": 5}
+        assert len(table_rows(path, "kv")) == 50
+        connection = sqlite3.connect(path)
+        with connection:
+            connection.execute("INSERT INTO log (t) VALUES ('after')")
+            new_id = connection.execute("SELECT max(id) FROM log").fetchone()[0]
+        connection.close()
+        assert new_id == 11, "AUTOINCREMENT reused a deleted id after the repair"
+
+    def test_a_differently_cased_table_name_is_the_same_table(self, tmp_path: Path) -> None:
+        """SQLite table names ignore ASCII case: repairing ``Sessions`` repairs ``sessions``
+        without reporting the table as another one that could not be recreated."""
+        path = tmp_path / "case.sqlite"
+        build(path, make_sessions(3, pad=10))
+        damage_a_row(path)
+        report = check_file(path, "Sessions", backend="sqlitedict", repair=True)
+        assert (report["salvaged"], report["quarantined"]) == (3, 1)
+        assert report["other_tables"] == {}
+        assert [p for p in report["problems"] if "recreated" in p] == []
+
+
+class TestRepairThroughLinks:
+    """Repairing a store reached through a link rewrites the real file, never the link."""
+
+    def test_a_symlinked_store_is_repaired_in_the_real_file(self, tmp_path: Path) -> None:
+        """Through ``link -> real``, the repaired file replaces ``real`` (the link stays a link
+        and sees it); the backup is taken of the real file."""
+        real = tmp_path / "real.sqlite"
+        link = tmp_path / "link.sqlite"
+        build(real, make_sessions(3, pad=10))
+        link.symlink_to(real)
+        damage_a_row(real)
+        report = check_file(link, "sessions", backend="sqlitedict", repair=True)
+        assert report["repaired"] is True
+        assert link.is_symlink()
+        assert Path(report["backup"]).parent == real.parent
+        assert Path(report["backup"]).name.startswith("real.sqlite.")
+        assert len(stored(real)) == 3
+        assert check_file(real, "sessions", backend="sqlitedict", repair=False)["ok"] is True
+
+    def test_a_hard_linked_store_is_not_split_in_two(self, tmp_path: Path) -> None:
+        """A file with a second name (hard link) is not rewritten under one name, which would
+        leave the damaged file under the other: the repair refuses and says why."""
+        path = tmp_path / "one.sqlite"
+        build(path, make_sessions(3, pad=10))
+        os.link(path, tmp_path / "two.sqlite")
+        damage_a_row(path)
+        before = digest(path)
+        report = check_file(path, "sessions", backend="sqlitedict", repair=True)
+        assert report["repaired"] is False
+        assert any("hard link" in p for p in report["problems"])
+        assert digest(path) == before
+
+    @pytest.mark.parametrize("kind", ["directory", "fifo"])
+    def test_a_path_that_is_not_a_file_is_named_as_such(self, tmp_path: Path, kind: str) -> None:
+        """``check`` of a directory or a FIFO says what it is (not "does not exist") and
+        neither hangs nor changes it."""
+        path = tmp_path / "odd.sqlite"
+        if kind == "directory":
+            path.mkdir()
+        else:
+            os.mkfifo(path)
+        for repair in (False, True):
+            report = check_file(path, "sessions", backend="sqlitedict", repair=repair)
+            assert report["ok"] is False
+            expected = "is a directory" if kind == "directory" else "not a regular file"
+            assert expected in report["problems"][0]

@@ -9,7 +9,11 @@ read too, so the report names every key whose row cannot be read.
 Repairing takes the file's owner lock (the owner must be stopped), lets SQLite roll back a
 journal left by a crash in a rollback-journal mode, and writes a new file beside the original
 holding every intact session — and, unchanged, every readable row of the file's other
-tables — then swaps it in:
+tables — then swaps it in. A configured path that is a symlink is followed: the real file is
+the one repaired. A repair never replaces what is not a session table: it refuses (and
+changes nothing) when the table has other columns than sqlitedict's, when none of its
+readable rows is a session, and when the file has a second name (a hard link), which would
+go on holding the damaged file:
 
 1. the original (with its ``-wal``/``-journal``) gets a second name, ``<file>.<UTC time>.bak``;
 2. its ``-wal``, ``-shm`` and ``-journal`` are removed, so that they can never be replayed into the
@@ -39,6 +43,7 @@ from ._sql import (
     connect_read_only,
     decode_row,
     describe_key,
+    file_problem,
     hot_journal_hint,
     quote,
     table_columns,
@@ -232,12 +237,21 @@ def _integrity(connection: sqlite3.Connection, problems: _Problems) -> list[str]
 
 
 def _schema(connection: sqlite3.Connection) -> list[tuple[str, str, str | None]]:
-    """``(type, name, sql)`` of every table, index, view and trigger but SQLite's own."""
+    """``(type, name, sql)`` of every table, index, view and trigger but SQLite's own.
+
+    SQLite's own objects are those whose name starts with ``sqlite_``, compared exactly: in
+    ``LIKE 'sqlite_%'`` the ``_`` is a wildcard, which would also match ``sqliteapp``.
+    """
     rows = connection.execute(
-        "SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' "
+        "SELECT type, name, sql FROM sqlite_master WHERE substr(name, 1, 7) != 'sqlite_' "
         "ORDER BY CASE type WHEN 'table' THEN 0 WHEN 'index' THEN 1 ELSE 2 END, rowid"
     ).fetchall()
     return [(str(kind), str(name), sql) for kind, name, sql in rows]
+
+
+def same_table(a: str, b: str) -> bool:
+    """Whether two table names name one SQLite table (SQLite ignores ASCII case in names)."""
+    return a.lower() == b.lower()
 
 
 def _stamp(path: Path) -> str:
@@ -337,18 +351,24 @@ def check_file(path: Path, table: str, *, backend: str, repair: bool) -> dict[st
             quarantined=0,
             other_tables={},
         )
-    if not path.is_file():
-        report["problems"] = [f"{path} does not exist (nothing was ever stored there)"]
+    problem = file_problem(path, if_missing=" (nothing was ever stored there)")
+    if problem is not None:
+        report["problems"] = [problem]
         return report
+    # The real file, not the configured path: a repair renames files beside the real one
+    # (replacing a symlink with the new file would leave the real file damaged).
+    real = Path(os.path.realpath(path))
+    if real != Path(os.path.abspath(path)):
+        report["notes"].append(f"{path} leads to {real}: that file is the one checked")
     owner: OwnerLock | None = None
     if repair:
-        owner = OwnerLock(path, None, backend=backend)
+        owner = OwnerLock(real, None, backend=backend)
         owner.acquire()  # StorageError naming the owner's pid while it runs
     try:
         if repair:
-            _repair(path, table, problems, report)
+            _repair(real, table, problems, report)
         else:
-            _check(path, table, problems, report)
+            _check(real, table, problems, report)
     finally:
         if owner is not None:
             owner.release()
@@ -440,11 +460,59 @@ def _roll_back_hot_journal(path: Path, report: dict[str, Any]) -> None:
     report["notes"].append(f"SQLite rolled back the interrupted transaction in {journal.name}")
 
 
+class _Refused(Exception):
+    """A repair that must not rewrite the file (the reason is already among the problems)."""
+
+
+def _refuse_foreign(connection: sqlite3.Connection, table: str, problems: _Problems) -> None:
+    """Raise :class:`_Refused` when ``table`` exists with columns that are not sqlitedict's."""
+    try:
+        columns = table_columns(connection, table)
+    except sqlite3.DatabaseError:
+        return  # a damaged schema: the salvage says what it can read
+    if columns and tuple(columns) != COLUMNS:
+        problems.add(
+            f"table {table!r} has columns {columns}, not sqlitedict's (key, value): it is not a "
+            "session table (is table_name right?); repair refused, nothing was changed"
+        )
+        raise _Refused
+
+
+def _refuse_hard_links(path: Path, problems: _Problems) -> None:
+    """Raise :class:`_Refused` when ``path`` has other names: a rewrite replaces one name only."""
+    links = os.stat(path).st_nlink
+    if links > 1:
+        problems.add(
+            f"{path} has {links} names (hard links): a repair writes a new file under this "
+            "name only, and the other names would go on holding the damaged file; repair "
+            "refused, nothing was changed. Remove the other links (or repair a copy)"
+        )
+        raise _Refused
+
+
 def _repair(path: Path, table: str, problems: _Problems, report: dict[str, Any]) -> None:
     _roll_back_hot_journal(path, report)
     connection = _open(path, problems)
+    try:
+        _repair_open(path, table, connection, problems, report)
+    except _Refused:
+        pass
+    finally:
+        if connection is not None:
+            connection.close()
+
+
+def _repair_open(
+    path: Path,
+    table: str,
+    connection: sqlite3.Connection | None,
+    problems: _Problems,
+    report: dict[str, Any],
+) -> None:
+    """The repair, with ``connection`` opened on the original (``None``: unreadable)."""
     schema: list[tuple[str, str, str | None]] = []
     if connection is not None:
+        _refuse_foreign(connection, table, problems)
         report["integrity"] = _integrity(connection, problems)
         try:
             schema = _schema(connection)
@@ -457,9 +525,14 @@ def _repair(path: Path, table: str, problems: _Problems, report: dict[str, Any])
         if _session_columns(connection, table, trial, report):
             _fill(report, _check_sessions(connection, table, trial, keep=None, quarantine=False))
         if trial.count == 0:
-            connection.close()
             report["notes"].append("nothing to repair")
             return
+        _refuse_if_no_session(report["intact"], report["undecodable"], table, problems)
+    _refuse_hard_links(path, problems)
+    # The session table under the name the file gives it (names ignore ASCII case).
+    table = next(
+        (name for kind, name, _ in schema if kind == "table" and same_table(name, table)), table
+    )
     stamp = _stamp(path)
     new = path.with_name(f"{path.name}.repair-{os.getpid()}.tmp")
     backup = path.with_name(f"{path.name}.{stamp}.bak")
@@ -472,9 +545,11 @@ def _repair(path: Path, table: str, problems: _Problems, report: dict[str, Any])
         if connection is not None:
             target.execute("BEGIN")
             result = _salvage_sessions(connection, target, table, problems, report)
+            _refuse_if_no_session(result.intact, result.undecodable, table, problems)
             for kind, name, sql in schema:
-                if kind == "table" and name != table:
+                if kind == "table" and not same_table(name, table):
                     other_tables[name] = _copy_table(connection, target, name, sql, problems)
+            _copy_sequences(connection, target, problems)
             target.execute("COMMIT")
             for kind, name, sql in schema:
                 if kind != "table" and sql is not None:
@@ -482,8 +557,6 @@ def _repair(path: Path, table: str, problems: _Problems, report: dict[str, Any])
                         target.execute(sql)
                     except sqlite3.Error as exc:
                         problems.add(f"{kind} {name!r} could not be recreated ({exc})")
-            connection.close()
-            connection = None
         target.close()
         _fsync(new)
         if result.quarantined:
@@ -495,9 +568,6 @@ def _repair(path: Path, table: str, problems: _Problems, report: dict[str, Any])
         with contextlib.suppress(OSError):
             new.unlink()
         raise
-    finally:
-        if connection is not None:
-            connection.close()
     _fill(report, result)
     report.update(
         repaired=True,
@@ -506,6 +576,19 @@ def _repair(path: Path, table: str, problems: _Problems, report: dict[str, Any])
         quarantined=len(result.quarantined),
         other_tables=other_tables,
     )
+
+
+def _refuse_if_no_session(intact: int, undecodable: int, table: str, problems: _Problems) -> None:
+    """Raise :class:`_Refused` when rows were read and none of them is a session: the table is
+    another program's (a plain sqlitedict table, say), not a damaged session table."""
+    if intact == 0 and undecodable > 0:
+        problems.add(
+            f"table {table!r}: none of its {undecodable} readable row(s) is a sessionkeeper "
+            "session: it does not look like a session table (is table_name right?); repair "
+            "refused, nothing was changed. If it is a session table whose every row is "
+            "damaged, delete those ids (or the rows) and run the repair again"
+        )
+        raise _Refused
 
 
 def _salvage_sessions(
@@ -547,6 +630,8 @@ def _copy_table(
         problems.add(f"table {name!r} could not be recreated ({exc}); not copied")
         return 0
     names = ", ".join(quote(c) for c in columns)
+    if not _has_rowid(source, name):
+        return _copy_rows(source, target, name, names, len(columns), problems)
     marks = ", ".join("?" for _ in range(len(columns) + 1))
     insert = f"INSERT OR IGNORE INTO {quote(name)} (rowid, {names}) VALUES ({marks})"  # noqa: S608
     copied = 0
@@ -554,6 +639,59 @@ def _copy_table(
         for row in _scan(source, name, columns, problems):
             target.execute(insert, row)
             copied += 1
-    except sqlite3.Error as exc:  # e.g. a WITHOUT ROWID table
+    except sqlite3.Error as exc:
         problems.add(f"table {name!r}: copied {copied} row(s), then {exc}")
     return copied
+
+
+def _has_rowid(connection: sqlite3.Connection, name: str) -> bool:
+    """False for a ``WITHOUT ROWID`` table (it has no rowid to scan by)."""
+    try:
+        connection.execute(f"SELECT rowid FROM {quote(name)} LIMIT 0")  # noqa: S608
+    except sqlite3.OperationalError:
+        return False
+    return True
+
+
+def _copy_rows(
+    source: sqlite3.Connection,
+    target: sqlite3.Connection,
+    name: str,
+    names: str,
+    width: int,
+    problems: _Problems,
+) -> int:
+    """Copy a table without rowids in one pass (up to the first row that cannot be read)."""
+    marks = ", ".join("?" for _ in range(width))
+    insert = f"INSERT OR IGNORE INTO {quote(name)} ({names}) VALUES ({marks})"  # noqa: S608
+    copied = 0
+    try:
+        for row in source.execute(f"SELECT {names} FROM {quote(name)}"):  # noqa: S608
+            target.execute(insert, row)
+            copied += 1
+    except sqlite3.Error as exc:
+        problems.add(f"table {name!r} (WITHOUT ROWID): copied {copied} row(s), then {exc}")
+    return copied
+
+
+def _copy_sequences(
+    source: sqlite3.Connection, target: sqlite3.Connection, problems: _Problems
+) -> None:
+    """Carry over the AUTOINCREMENT counters (``sqlite_sequence``), so that a repaired table
+    never hands out again an id it handed out before."""
+    try:
+        rows = source.execute("SELECT name, seq FROM sqlite_sequence").fetchall()
+    except sqlite3.OperationalError:
+        return  # no AUTOINCREMENT table in the file
+    except sqlite3.DatabaseError as exc:
+        problems.add(f"the AUTOINCREMENT counters cannot be read ({exc})")
+        return
+    for name, seq in rows:
+        try:
+            updated = target.execute(
+                "UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = ?", (seq, name)
+            ).rowcount
+            if not updated:
+                target.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (name, seq))
+        except sqlite3.Error as exc:
+            problems.add(f"the AUTOINCREMENT counter of {name!r} could not be kept ({exc})")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
@@ -28,7 +29,9 @@ __all__ = [
     "connect_writer",
     "decode_row",
     "describe_key",
+    "file_problem",
     "hot_journal_hint",
+    "mode_problem",
     "quote",
     "table_columns",
     "table_exists",
@@ -139,9 +142,46 @@ def decode_row(key: object, value: object) -> Session:
     return session
 
 
+_KINDS: Final = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def file_problem(path: Path, *, if_missing: str = "") -> str | None:
+    """Why ``path`` (links followed) is not a SQLite file a store can use, or ``None``.
+
+    A missing file gives ``"<path> does not exist"`` plus ``if_missing``; a directory, a FIFO
+    or a device is named as what it is. Opening a FIFO would block, and a directory is not
+    "missing": the configured path is never trusted to be a regular file.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return f"{path} does not exist{if_missing}"
+    except NotADirectoryError:
+        return f"{path}: a parent of it is not a directory"
+    except OSError as exc:
+        return f"{path} cannot be examined: {exc.strerror or exc}"
+    return mode_problem(path, mode)
+
+
+def mode_problem(path: Path, mode: int) -> str | None:
+    """Why a file of mode ``mode`` at ``path`` is not a SQLite file, or ``None`` (regular)."""
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return f"{path} is a directory, not a SQLite file: file_path must name a file"
+    kind = next((name for test, name in _KINDS if test(mode)), "an unknown kind of file")
+    return f"{path} is not a regular file (it is {kind}): file_path must name a SQLite file"
+
+
 def hot_journal_hint(path: Path) -> str:
     """Advice when a read-only open fails because a crash left a rollback journal, else ``""``."""
-    journal = path.with_name(path.name + "-journal")
+    real = Path(os.path.realpath(path))  # SQLite names the journal after the real file
+    journal = real.with_name(real.name + "-journal")
     try:
         if journal.stat().st_size == 0:
             return ""
