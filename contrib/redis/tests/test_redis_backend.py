@@ -118,6 +118,21 @@ class TestOptions:
             ({"url": "redis://h:port"}, "url", "not a valid URL"),
             ({"url": "unix://"}, "url", "socket's path"),
             ({"url": "redis://h/x"}, "url", "database number"),
+            # issue 12: '²'.isdigit() is true, and redis-py silently read it as database 0
+            ({"url": "redis://h/\u00b2"}, "url", "database number"),
+            ({"url": "redis://h/\u0663"}, "url", "database number"),
+            ({"url": "redis://h/99999999999"}, "url", "not between 0 and 1000000"),
+            ({"sentinel": {"hosts": ["h:1"], "service_name": "m"}, "db": 10**12}, "db", "between"),
+            # issue 12: the URL's query overrode the bounded options (and failed only at open)
+            ({"url": "redis://h/0?socket_timeout=1e400"}, "url", "use socket_timeout_ms"),
+            ({"url": "redis://h/0?db=5"}, "url", "URL's path"),
+            ({"url": "redis://h/0?bogus=1"}, "url", "only TLS settings"),
+            ({"url": "redis://h/0?ssl_ca_certs=/x"}, "url", "needs a rediss:// URL"),
+            ({"url": "rediss://h/0?ssl_nonsense=1"}, "url", "not a TLS setting"),
+            ({"url": "rediss://h/0?ssl_check_hostname=maybe"}, "url", "not true or false"),
+            ({"url": "rediss://h/0?ssl_min_version=abc"}, "url", "ssl_min_version"),
+            ({"url": "rediss://h/0?ssl_ca_certs=a&ssl_ca_certs=b"}, "url", "twice"),
+            ({"url": "unix:///r.sock?db=x"}, "url", "not a database number"),
             ({"url": "redis://h", "db": 1}, "db", "URL's path"),
             (
                 {"sentinel": {"hosts": "h:1", "service_name": "m"}},
@@ -156,6 +171,13 @@ class TestOptions:
             SessionManager(backend="redis", backend_opts=opts)
         assert info.value.key == f"sessionkeeper.backend_opts.{key}"
 
+    def test_a_url_query_may_carry_tls_settings_and_a_socket_its_database(self) -> None:
+        """What the URL's query is documented to carry still validates: a ``rediss://`` URL's
+        ``ssl_*`` settings, and the database of a ``unix://`` socket."""
+        tls = RedisOptions(url="rediss://h:6380/1?ssl_ca_certs=/ca.pem&ssl_check_hostname=false")
+        assert tls.server_name() == "redis at h:6380 (TLS)"
+        assert RedisOptions(url="unix:///run/redis.sock?db=3").mode == "url"
+
     def test_the_three_ways_to_name_a_server(self) -> None:
         """``url``, ``sentinel`` and ``cluster`` each build valid options and name the server
         without credentials."""
@@ -191,6 +213,56 @@ class TestOptions:
         )
         with pytest.raises(StorageError, match=r"'mymaster' \(sentinels 127\.0\.0\.1:1\)"):
             SessionManager.from_config(config)
+
+
+class TestIdentity:
+    """``SessionManager.identity()`` names the store however the options spelled it (issue 12:
+    ``migrate --delete-source`` from ``redis://127.0.0.1:6379/0`` to ``redis://localhost:6379``
+    emptied the store it had copied onto itself)."""
+
+    def test_spellings_of_one_server_and_table_have_one_identity(
+        self, redis_server: Any, table_name: str
+    ) -> None:
+        """``127.0.0.1`` and ``localhost``, ``/0`` and no database, read-only or not: one
+        identity, built from the server's run id, the database number and the table."""
+        port = redis_server.port
+        urls = (
+            f"redis://127.0.0.1:{port}/0",
+            f"redis://localhost:{port}",
+            f"redis://localhost:{port}/",
+            f"redis://127.0.0.1:{port}//0",
+        )
+        identities = set()
+        for index, url in enumerate(urls):
+            with SessionManager(
+                backend="redis",
+                backend_opts={"url": url, "table_name": table_name},
+                cleanup_interval=0,
+                read_only=bool(index % 2),
+            ) as manager:
+                identities.add(manager.identity())
+        run_id = _raw(redis_server).info("server")["run_id"]
+        assert identities == {f"redis:run_id={run_id},db=0,table={table_name}"}
+
+    def test_another_database_table_or_server_is_another_store(
+        self, redis_server: Any, redis_servers: Any, table_name: str
+    ) -> None:
+        """A different database number, table name or server gives a different identity."""
+        other = redis_servers()
+        opts = [
+            {"url": f"redis://localhost:{redis_server.port}", "table_name": table_name},
+            {"url": f"redis://localhost:{redis_server.port}/1", "table_name": table_name},
+            {"url": f"redis://localhost:{redis_server.port}", "table_name": table_name + "x"},
+            {"url": other.url, "table_name": table_name},
+        ]
+        identities = []
+        for backend_opts in opts:
+            with SessionManager(
+                backend="redis", backend_opts=backend_opts, cleanup_interval=0
+            ) as manager:
+                identities.append(manager.identity())
+        assert None not in identities
+        assert len(set(identities)) == len(opts), identities
 
 
 class TestOpening:

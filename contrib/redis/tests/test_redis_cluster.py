@@ -66,3 +66,33 @@ class TestClusterWait:
                 process.send_signal(signal.SIGCONT)
             assert manager.peek(kept.id).metadata == {"n": 1}
             assert manager.delete(kept.id) is True
+
+
+class TestClusterIdentity:
+    def test_the_cluster_and_its_primary_reached_directly_are_one_store(
+        self, redis_cluster: Any, table_name: str
+    ) -> None:
+        """A ``cluster`` config names the store by the run id of the primary serving the
+        table's slot: listing the nodes in another order, or naming that primary with ``url``,
+        gives the same identity; another table gives another (issue 12: no operation may
+        mistake one store for two)."""
+        nodes = redis_cluster.startup_nodes
+        spellings = [
+            {"cluster": {"startup_nodes": nodes}},
+            {"cluster": {"startup_nodes": list(reversed(nodes))}},
+            {"url": redis_cluster.primary.url},
+        ]
+        identities = set()
+        for opts in spellings:
+            with SessionManager(
+                backend="redis", backend_opts={**opts, "table_name": table_name}, cleanup_interval=0
+            ) as manager:
+                identities.add(manager.identity())
+        run_id = redis_cluster.primary.client().info("server")["run_id"]
+        assert identities == {f"redis:run_id={run_id},db=0,table={table_name}"}
+        with SessionManager(
+            backend="redis",
+            backend_opts={"cluster": {"startup_nodes": nodes}, "table_name": table_name + "x"},
+            cleanup_interval=0,
+        ) as manager:
+            assert manager.identity() not in identities

@@ -113,6 +113,32 @@ class TestSentinelFailover:
                     assert raw_rejoined.exists(f"{{{table_name}}}:s:{session_id}") == 1
         assert len(acknowledged) >= 40
 
+    def test_through_sentinel_the_store_is_the_primary_s(
+        self, redis_servers: Any, table_name: str, wait_until: Any
+    ) -> None:
+        """A ``sentinel`` config names the store by the run id of the primary the Sentinels
+        monitor, so it and a ``url`` config naming that primary have one identity (issue 12:
+        ``migrate`` must not take them for two stores)."""
+        primary = redis_servers()
+        sentinel = redis_servers(sentinel_config=_sentinel_lines(primary.port))
+        raw_sentinel = sentinel.client()
+        wait_until(
+            lambda: raw_sentinel.sentinel_get_master_addr_by_name(SERVICE),
+            "Sentinel naming the primary",
+        )
+        identities = set()
+        for opts in (
+            {"sentinel": {"hosts": [sentinel.address], "service_name": SERVICE}, "db": 0},
+            {"sentinel": {"hosts": [sentinel.address], "service_name": SERVICE}},
+            {"url": f"redis://localhost:{primary.port}"},
+        ):
+            with SessionManager(
+                backend="redis", backend_opts={**opts, "table_name": table_name}, cleanup_interval=0
+            ) as manager:
+                identities.add(manager.identity())
+        run_id = primary.client().info("server")["run_id"]
+        assert identities == {f"redis:run_id={run_id},db=0,table={table_name}"}
+
     def test_no_reachable_sentinel_is_a_storage_error(self, unused_port: int) -> None:
         """A Sentinel list where nothing answers makes opening fail with a ``StorageError``
         naming the service and the Sentinels."""

@@ -507,6 +507,35 @@ class RedisBackend:
         return removed + dropped
 
     @hookimpl
+    def sessionkeeper_identity(self) -> str | None:
+        """``redis:run_id=<run id>,db=<n>,table=<table_name>``, as the server names itself.
+
+        The run id is the one of the server that holds the table's keys (``INFO server``): the
+        server named by ``url``, the primary Sentinel found, or on a Cluster the primary serving
+        the table's slot. So ``redis://127.0.0.1:6379/0``, ``redis://localhost:6379``, a
+        Sentinel config and a Cluster config that reach one server and table say the same, and
+        two servers never do. A run id lasts as long as the server process: the identity names
+        the store while it runs (what ``migrate`` compares), not across a restart.
+        """
+        client = self._reader("tell which store it is")
+        try:
+            if self.options.cluster is not None:
+                node = client.get_node_from_key(self._ids_key)
+                info = client.info("server", target_nodes=node)
+                db = 0
+            else:
+                info = client.info("server")
+                db = int(client.connection_pool.connection_kwargs.get("db") or 0)
+        except _REDIS_ERRORS as exc:
+            raise self._failed("identity", exc) from exc
+        run_id = info.get("run_id") if isinstance(info, dict) else None
+        if run_id is None or run_id == "":
+            return None
+        if isinstance(run_id, int):  # redis-py parsed a run id of 40 decimal digits as a number
+            run_id = str(run_id).zfill(40)
+        return f"redis:run_id={run_id},db={db},table={self.options.table_name}"
+
+    @hookimpl
     def sessionkeeper_stats(self) -> dict[str, Any]:
         """``server``, ``mode``, ``table_name``, ``stored`` (expired included), ``expiring``
         (sessions with a timeout), ``wait_replicas``, and what cleanups removed:

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import attrs
+from redis import connection
+from redis.connection import SSLConnection
 
 from sessionkeeper import FieldError
 
 __all__ = [
+    "MAX_DB",
     "MAX_TTL_MS",
+    "SSL_SETTINGS",
     "URL_SCHEMES",
     "ClusterOptions",
     "RedisOptions",
@@ -22,6 +27,29 @@ __all__ = [
 
 #: Schemes accepted in ``url``: plain TCP, TLS, and a Unix socket.
 URL_SCHEMES: Final = ("redis", "rediss", "unix")
+#: The largest database number accepted (``url``'s path, ``db``): far above any real server's
+#: ``databases`` setting, and below the 2**31 Redis refuses.
+MAX_DB: Final = 1_000_000
+#: What a ``rediss://`` URL's query may set: redis-py's TLS settings. Nothing else, because the
+#: query overrides the backend's own options (timeouts, database, credentials) behind their
+#: bounds.
+SSL_SETTINGS: Final = frozenset(
+    name for name in inspect.signature(SSLConnection.__init__).parameters if name.startswith("ssl_")
+)
+#: How redis-py reads query values (a yes/no setting reads any text but "false"/"no"/"0" as true,
+#: so the backend accepts only these for it).
+_QUERY_PARSERS: Final[dict[str, object]] = getattr(connection, "URL_QUERY_ARGUMENT_PARSERS", {})
+_TO_BOOL: Final = getattr(connection, "to_bool", None)
+_BOOLEANS: Final = frozenset({"true", "false", "yes", "no", "1", "0"})
+#: Query parameters that have an option of their own, and that option's name.
+_OPTION_FOR: Final = {
+    "socket_timeout": "socket_timeout_ms",
+    "socket_connect_timeout": "connect_timeout_ms",
+    "timeout": "socket_timeout_ms",
+    "username": "username",
+    "password": "password",
+    "db": "the URL's path (/0)",
+}
 #: The longest key TTL the backend sets (about 4,460 years); a session whose timeout is longer
 #: gets a key without TTL and is removed by ``cleanup_expired`` alone.
 MAX_TTL_MS: Final = 2**47
@@ -114,12 +142,57 @@ def _url(_: object, attribute: attrs.Attribute[str | None], value: str | None) -
             raise FieldError(
                 attribute.name, "unix:// needs the socket's path, e.g. unix:///run/redis.sock"
             )
+        _url_query(attribute.name, parts.scheme, parts.query)
         return
     if port == 0:
         raise FieldError(attribute.name, "port 0 is not a server port")
     database = parts.path.strip("/")
-    if database and not database.isdigit():
-        raise FieldError(attribute.name, f"the path must be a database number, got /{database}")
+    if database:
+        # ASCII digits only: str.isdigit() also takes '²' (which redis-py then silently reads
+        # as database 0) and '٣' (read as 3).
+        if not (database.isascii() and database.isdigit()):
+            raise FieldError(attribute.name, f"the path must be a database number, got /{database}")
+        if int(database) > MAX_DB:
+            raise FieldError(
+                attribute.name, f"database {int(database)} is not between 0 and {MAX_DB}"
+            )
+    _url_query(attribute.name, parts.scheme, parts.query)
+    parse: Callable[[str], dict[str, Any]] = connection.parse_url  # unannotated in redis-py
+    try:
+        parse(value)
+    except ValueError as exc:
+        raise FieldError(attribute.name, str(exc)) from None
+
+
+def _url_query(name: str, scheme: str, query: str) -> None:
+    """Only a ``rediss://`` URL's TLS settings (``ssl_*``), each at most once."""
+    seen: set[str] = set()
+    for key, text in parse_qsl(query, keep_blank_values=True):
+        if key in seen:
+            raise FieldError(name, f"the query sets {key!r} twice")
+        seen.add(key)
+        if key == "db" and scheme == "unix":  # a socket's URL has no path for it
+            if not (text.isascii() and text.isdigit() and int(text) <= MAX_DB):
+                raise FieldError(name, f"db={text!r} is not a database number 0-{MAX_DB}")
+            continue
+        if key in _OPTION_FOR:
+            raise FieldError(name, f"the query may not set {key!r}: use {_OPTION_FOR[key]} instead")
+        if not key.startswith("ssl_"):
+            raise FieldError(
+                name,
+                f"the query may not set {key!r}: a rediss:// URL's query takes only TLS "
+                "settings (ssl_ca_certs, ssl_certfile, ...)",
+            )
+        if scheme != "rediss":
+            raise FieldError(name, f"{key!r} is a TLS setting: it needs a rediss:// URL")
+        if key not in SSL_SETTINGS:
+            raise FieldError(
+                name,
+                f"{key!r} is not a TLS setting redis-py knows (it knows "
+                f"{', '.join(sorted(SSL_SETTINGS))})",
+            )
+        if _QUERY_PARSERS.get(key) is _TO_BOOL and text.lower() not in _BOOLEANS:
+            raise FieldError(name, f"{key}={text!r} is not true or false")
 
 
 @attrs.frozen(kw_only=True)
@@ -219,8 +292,10 @@ class RedisOptions:
                 f"give exactly one of url, sentinel and cluster, not {' and '.join(given)}",
             )
         if self.db is not None:
-            if self.db < 0 or self.db > 1_000_000:
-                raise FieldError("db", f"must be a database number >= 0, got {self.db}")
+            if not 0 <= self.db <= MAX_DB:
+                raise FieldError(
+                    "db", f"must be a database number between 0 and {MAX_DB}, got {self.db}"
+                )
             if self.url is not None:
                 raise FieldError("db", "with url, give the database as the URL's path (/0)")
             if self.cluster is not None and self.db != 0:
