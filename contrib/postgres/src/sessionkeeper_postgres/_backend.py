@@ -1,0 +1,545 @@
+"""The ``postgres`` backend plugin: sessions in a PostgreSQL table, over a psycopg 3 pool."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, ClassVar, Final, NoReturn, TypeVar
+
+import psycopg
+from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
+
+from sessionkeeper import (
+    BackendContext,
+    Capabilities,
+    CodecError,
+    Session,
+    StorageError,
+    decode_session,
+    encode_session,
+    hookimpl,
+)
+
+from ._check import check_table
+from ._options import PostgresOptions
+from ._schema import CLEANUP_BATCH, LATEST_VERSION, PAGE_SIZE, Statements, deadline_of
+
+__all__ = ["STORE_CHUNK", "PostgresBackend"]
+
+#: Sessions ``store_many`` writes per statement (one ``INSERT … SELECT FROM unnest``): bounds
+#: the request, up to ``max_metadata_bytes`` per session.
+STORE_CHUNK: Final = 1_000
+
+T = TypeVar("T")
+Connection = psycopg.Connection[Any]
+
+
+def _storable_id(session_id: object) -> bool:
+    """Whether ``session_id`` could be a stored id: a ``str`` without NUL (which a PostgreSQL
+    ``text`` cannot hold). The manager validates ids itself when nothing is found."""
+    return type(session_id) is str and "\x00" not in session_id
+
+
+class PostgresBackend:
+    """Sessions in one PostgreSQL table, shared by every process and host that names it.
+
+    Every operation is one statement in its own transaction (autocommit), so one round trip:
+    ``fetch`` a primary-key lookup, ``store`` an upsert, ``touch`` an ``UPDATE … RETURNING``
+    that moves ``last_accessed`` and the deadline forward only (a deleted row is never
+    recreated), ``cleanup_expired`` batches of ``DELETE`` claimed through the deadline index
+    with ``FOR UPDATE SKIP LOCKED``. See :mod:`sessionkeeper_postgres._schema` for the table.
+
+    Nothing connects in the constructor: :meth:`sessionkeeper_open` checks the server with a
+    connection of its own, creates or migrates the table, then opens the pool.
+
+    A connection lost under an operation fails it with :class:`~sessionkeeper.StorageError`
+    naming the server; every operation but ``delete`` (whose answer would be ambiguous) is
+    first retried once on a fresh connection, which is what makes a server restart invisible
+    to callers whose connections sat idle in the pool.
+    """
+
+    options_class: ClassVar[type[PostgresOptions]] = PostgresOptions
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        persistent=True, shared=True, replicated=False, blocking=True, read_only_open=True
+    )
+
+    def __init__(self, options: PostgresOptions, context: BackendContext) -> None:
+        self.options = options
+        self.context = context
+        self.server = options.server_name()
+        self._pool: ConnectionPool[Connection] | None = None
+        self._sql: Statements | None = None
+        self._identity: str | None = None
+        self._schema_name: str | None = None
+        self._suspect = False  # a connection was lost: check the server before waiting
+        self._counter_lock = threading.Lock()
+        self._removed = 0
+        self._timeout_s = options.connect_timeout_ms / 1000
+
+    def __repr__(self) -> str:
+        state = "open" if self._pool is not None else "closed"
+        return f"<PostgresBackend table={self.table!r} on {self.server} {state}>"
+
+    @property
+    def table(self) -> str:
+        """``schema.table`` once open (``table_name`` before)."""
+        if self._schema_name is None:
+            return self.options.table_name
+        return f"{self._schema_name}.{self.options.table_name}"
+
+    @property
+    def statements(self) -> Statements:
+        """The table's statements (after :meth:`sessionkeeper_open`)."""
+        if self._sql is None:
+            self._refuse("use the table")
+        return self._sql
+
+    # -- errors -----------------------------------------------------------------------------------
+
+    def _failed(self, operation: str, exc: BaseException) -> StorageError:
+        detail = str(exc).strip() or type(exc).__name__
+        return StorageError(
+            self.context.name,
+            f"{operation} failed on {self.server} (table {self.table}): "
+            f"{type(exc).__name__}: {detail}",
+        )
+
+    def _damaged(self, session_id: str, problem: str) -> StorageError:
+        return StorageError(
+            self.context.name,
+            f"the session record with id {session_id!r} in table {self.table} on {self.server} "
+            f"is damaged: {problem}",
+        )
+
+    def _refuse(self, operation: str) -> NoReturn:
+        reason = "it was opened read-only" if self._pool is not None else "it is not open"
+        raise StorageError(
+            self.context.name,
+            f"cannot {operation} in table {self.table} on {self.server}: {reason}",
+        )
+
+    # -- connections ------------------------------------------------------------------------------
+
+    def _connect_direct(self, operation: str) -> Connection:
+        """A connection of our own (not pooled); ``StorageError`` with libpq's reason."""
+        options = self.options
+        try:
+            return psycopg.connect(options.conninfo(), autocommit=True, **options.connect_kwargs())
+        except psycopg.Error as exc:
+            raise StorageError(
+                self.context.name,
+                f"{operation} failed: cannot connect to {self.server}: "
+                f"{type(exc).__name__}: {str(exc).strip()}",
+            ) from exc
+
+    def _configure(self, conn: Connection) -> None:
+        """Each pooled connection's settings, in one statement."""
+        options = self.options
+        conn.execute(
+            "SELECT set_config('statement_timeout', %s, false), "
+            "set_config('synchronous_commit', %s, false), "
+            "set_config('default_transaction_read_only', %s, false)",
+            (
+                str(options.statement_timeout_ms),
+                options.synchronous_commit,
+                "on" if self.context.read_only else "off",
+            ),
+        )
+
+    def _probe(self, operation: str) -> None:
+        """Connect directly: fail now, with libpq's reason, when the server is unreachable."""
+        self._connect_direct(operation).close()
+        self._suspect = False
+
+    def _getconn(self, pool: ConnectionPool[Connection], operation: str) -> Connection:
+        if self._suspect:
+            self._probe(operation)
+        try:
+            return pool.getconn()
+        except PoolTimeout:
+            pass
+        except PoolClosed:
+            self._refuse(operation)
+        self._probe(operation)  # unreachable: StorageError with the reason
+        raise StorageError(
+            self.context.name,
+            f"{operation} failed on {self.server} (table {self.table}): no pooled connection "
+            f"became free within {self.options.connect_timeout_ms} ms although the server "
+            f"accepts connections: all {self.options.pool_max_size} are busy (raise "
+            "pool_max_size, or the server's max_connections)",
+        )
+
+    def _run(
+        self,
+        operation: str,
+        work: Callable[[Connection], T],
+        *,
+        write: bool = False,
+        retry: bool = True,
+    ) -> T:
+        """``work(connection)`` on a pooled connection; psycopg errors become ``StorageError``.
+
+        When the connection turns out lost (a server restart, a network cut), the pool's idle
+        connections are checked, and with ``retry`` the work runs once more on a fresh one.
+        """
+        pool = self._pool
+        if pool is None or (write and self.context.read_only):
+            self._refuse(operation)
+        for attempt in (0, 1):
+            conn = self._getconn(pool, operation)
+            try:
+                return work(conn)
+            except psycopg.OperationalError as exc:
+                if not conn.broken:
+                    raise self._failed(operation, exc) from exc
+                self._suspect = True
+                if attempt or not retry:
+                    raise self._failed(operation, exc) from exc
+            except psycopg.Error as exc:
+                raise self._failed(operation, exc) from exc
+            finally:
+                pool.putconn(conn)
+            with contextlib.suppress(psycopg.Error):  # drop what the same loss broke
+                pool.check()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    @hookimpl
+    def sessionkeeper_open(self) -> None:
+        """Check the server, create or migrate the table (read-write), open the pool."""
+        if self._pool is not None:
+            return
+        conn = self._connect_direct("open")
+        try:
+            with conn:
+                schema, identity = self._inspect(conn)
+                statements = Statements(schema, self.options.table_name)
+                self._schema_name = schema
+                self._prepare_table(conn, statements)
+        except psycopg.Error as exc:
+            raise self._failed("open", exc) from exc
+        options = self.options
+        kwargs = {"autocommit": True, **options.connect_kwargs()}
+        pool: ConnectionPool[Connection] = ConnectionPool(
+            options.conninfo(),
+            kwargs=kwargs,
+            min_size=options.pool_min_size,
+            max_size=options.pool_max_size,
+            open=False,
+            configure=self._configure,
+            timeout=self._timeout_s,
+            reconnect_timeout=max(self._timeout_s, 1.0),
+            name=f"sessionkeeper-{self.table}",
+        )
+        pool.open(wait=False)
+        self._sql = statements
+        self._identity = identity
+        self._pool = pool
+
+    def _inspect(self, conn: Connection) -> tuple[str, str]:
+        """The table's schema and the store's identity, from the server itself."""
+        row = conn.execute(
+            "SELECT current_schema(), current_database(), "
+            "(SELECT system_identifier FROM pg_control_system())"
+        ).fetchone()
+        assert row is not None
+        current_schema, database, system_identifier = row
+        schema = self.options.schema or current_schema
+        if schema is None:
+            raise StorageError(
+                self.context.name,
+                f"cannot open {self.server}: the role's search_path names no existing schema; "
+                "set the schema option",
+            )
+        identity = f"postgres:{system_identifier}/{database}/{schema}.{self.options.table_name}"
+        return schema, identity
+
+    def _prepare_table(self, conn: Connection, statements: Statements) -> None:
+        """Bring the table to :data:`LATEST_VERSION`; refuse a newer one. Read-only: only
+        check that it is there at the latest version."""
+        version = self._schema_version(conn, statements)
+        if version == LATEST_VERSION:
+            return
+        if version is not None and version > LATEST_VERSION:
+            raise StorageError(
+                self.context.name,
+                f"cannot open table {self.table} on {self.server}: its schema is version "
+                f"{version}, written by a newer sessionkeeper-postgres (this one knows up to "
+                f"version {LATEST_VERSION}): upgrade sessionkeeper-postgres",
+            )
+        if self.context.read_only:
+            what = "does not exist" if version is None else f"has schema version {version}"
+            raise StorageError(
+                self.context.name,
+                f"cannot open table {self.table} on {self.server} read-only: it {what} "
+                f"(version {LATEST_VERSION} expected); open it once read-write to create or "
+                "migrate it",
+            )
+        with conn.transaction():
+            # One migrator per schema at a time; the version is read again under the lock.
+            conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                (f"sessionkeeper:{statements.schema}",),
+            )
+            conn.execute(statements.create_meta)
+            row = conn.execute(statements.read_version, (statements.table,)).fetchone()
+            current = 0 if row is None else int(row[0])
+            if row is None and self._table_exists(conn, statements):
+                raise StorageError(
+                    self.context.name,
+                    f"cannot use table {self.table} on {self.server}: it exists but "
+                    f"sessionkeeper did not create it (no row in {statements.schema}."
+                    "sessionkeeper_meta): choose another table_name",
+                )
+            for number in range(current + 1, LATEST_VERSION + 1):
+                for statement in statements.migration(number):
+                    conn.execute(statement)
+            conn.execute(statements.write_version, (statements.table, LATEST_VERSION))
+
+    @staticmethod
+    def _table_exists(conn: Connection, statements: Statements) -> bool:
+        row = conn.execute(
+            "SELECT to_regclass(%s) IS NOT NULL",
+            (statements.qualified.as_string(conn),),
+        ).fetchone()
+        return bool(row and row[0])
+
+    def _schema_version(self, conn: Connection, statements: Statements) -> int | None:
+        """The table's recorded schema version, ``None`` when it has none (or no meta table)."""
+        row = conn.execute(
+            "SELECT to_regclass(%s) IS NOT NULL", (statements.meta.as_string(conn),)
+        ).fetchone()
+        if not (row and row[0]):
+            return None
+        row = conn.execute(statements.read_version, (statements.table,)).fetchone()
+        return None if row is None else int(row[0])
+
+    @hookimpl
+    def sessionkeeper_close(self) -> None:
+        """Close the pool and its connections. Idempotent."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close(timeout=self._timeout_s)
+
+    @hookimpl
+    def sessionkeeper_identity(self) -> str | None:
+        """``postgres:<system identifier>/<database>/<schema>.<table>``: the cluster's own id
+        (``pg_control_system()``), so every spelling of the address names one store."""
+        return self._identity
+
+    # -- decoding ---------------------------------------------------------------------------------
+
+    def _decode(self, session_id: str, record: object, last_accessed: object) -> Session:
+        if not isinstance(record, bytes):
+            raise self._damaged(session_id, f"its record is {type(record).__name__}, not bytes")
+        try:
+            session = decode_session(record)
+        except CodecError as exc:
+            raise self._damaged(session_id, str(exc)) from None
+        if session.id != session_id:
+            raise self._damaged(session_id, f"it holds session {session.id!r}")
+        if type(last_accessed) is not int:
+            raise self._damaged(session_id, f"its last_accessed is {last_accessed!r}")
+        return session.touched(last_accessed)
+
+    # -- the hooks --------------------------------------------------------------------------------
+
+    @hookimpl
+    def sessionkeeper_fetch(self, session_id: str) -> Session | None:
+        """The stored session (expired or not), or ``None``: one primary-key lookup."""
+        query = self.statements.fetch
+        if not _storable_id(session_id):
+            return None  # no such session (the manager says why the id is bad)
+
+        def work(conn: Connection) -> Any:
+            return conn.execute(query, (session_id,)).fetchone()
+
+        row = self._run("fetch", work)
+        if row is None:
+            return None
+        return self._decode(session_id, row[0], row[1])
+
+    @hookimpl
+    def sessionkeeper_store(self, session: Session) -> None:
+        """Insert or replace ``session``: one upsert."""
+        query = self.statements.store
+        params = self._row(session)
+
+        def work(conn: Connection) -> None:
+            conn.execute(query, params)
+
+        self._run("store", work, write=True)
+
+    @staticmethod
+    def _row(session: Session) -> tuple[str, bytes, int, int | None]:
+        last_accessed = session.last_accessed
+        return (
+            session.id,
+            encode_session(session),
+            last_accessed,
+            deadline_of(last_accessed, session.timeout_ms),
+        )
+
+    @hookimpl
+    def sessionkeeper_store_many(self, sessions: Sequence[Session]) -> int:
+        """Insert or replace each session: one ``INSERT … SELECT FROM unnest(…)`` (one round
+        trip, one transaction) per :data:`STORE_CHUNK` sessions."""
+        query = self.statements.store_many
+        row = self._row
+        for start in range(0, len(sessions), STORE_CHUNK):
+            rows = map(row, sessions[start : start + STORE_CHUNK])
+            columns = tuple(list(column) for column in zip(*rows, strict=True))
+
+            def work(conn: Connection, columns: tuple[list[Any], ...] = columns) -> None:
+                conn.execute(query, columns)
+
+            if columns:
+                self._run("store_many", work, write=True)
+        return len(sessions)
+
+    @hookimpl
+    def sessionkeeper_touch(self, session_id: str, last_accessed: int) -> Session | None:
+        """Move ``last_accessed`` and the deadline forward (never back) in one ``UPDATE …
+        RETURNING``; ``None`` when the row is gone (it is never recreated)."""
+        query = self.statements.touch
+        if not _storable_id(session_id):
+            return None
+        params = {"at": last_accessed, "id": session_id}
+
+        def work(conn: Connection) -> Any:
+            return conn.execute(query, params).fetchone()
+
+        row = self._run("touch", work, write=True)
+        if row is None:
+            return None
+        return self._decode(session_id, row[0], row[1])
+
+    @hookimpl
+    def sessionkeeper_delete(self, session_id: str) -> bool:
+        """Remove the row; ``False`` when there was none. Not retried after a lost connection
+        (the first attempt may have deleted it), so that the answer is never wrong."""
+        query = self.statements.delete
+        if not _storable_id(session_id):
+            return False
+
+        def work(conn: Connection) -> int:
+            return conn.execute(query, (session_id,)).rowcount
+
+        return self._run("delete", work, write=True, retry=False) > 0
+
+    @hookimpl
+    def sessionkeeper_list(self, now: int) -> list[str]:
+        """The ids live at ``now`` (no deadline, or a deadline not before ``now``)."""
+        query = self.statements.list_live
+
+        def work(conn: Connection) -> list[str]:
+            return [row[0] for row in conn.execute(query, (now,))]
+
+        return self._run("list", work)
+
+    @hookimpl
+    def sessionkeeper_count(self, now: int) -> int:
+        """How many sessions are live at ``now``."""
+        query = self.statements.count_live
+
+        def work(conn: Connection) -> int:
+            row = conn.execute(query, (now,)).fetchone()
+            return int(row[0]) if row else 0
+
+        return self._run("count", work)
+
+    @hookimpl
+    def sessionkeeper_iter_sessions(self) -> Iterator[Session]:
+        """Every stored session, expired ones included, in id order, :data:`PAGE_SIZE` rows per
+        round trip (keyset paging on the primary key: bounded memory, no long transaction)."""
+        query = self.statements.page
+        if self._pool is None:
+            self._refuse("read sessions")
+
+        def generate() -> Iterator[Session]:
+            after = ""
+            while True:
+
+                def work(conn: Connection, after: str = after) -> list[Any]:
+                    return conn.execute(query, (after, PAGE_SIZE)).fetchall()
+
+                rows = self._run("iter_sessions", work)
+                for session_id, record, last_accessed, _deadline in rows:
+                    yield self._decode(session_id, record, last_accessed)
+                if len(rows) < PAGE_SIZE:
+                    return
+                after = rows[-1][0]
+
+        return generate()
+
+    @hookimpl
+    def sessionkeeper_cleanup_expired(self, now: int) -> int:
+        """Remove the sessions whose deadline is before ``now``; return how many.
+
+        Batches of :data:`CLEANUP_BATCH` rows, each its own transaction, claimed through the
+        deadline index with ``FOR UPDATE SKIP LOCKED``: the cost is what expired, and sweepers
+        in other processes or hosts take other rows instead of waiting or counting twice.
+        """
+        query = self.statements.cleanup
+        removed = 0
+
+        def work(conn: Connection) -> int:
+            return conn.execute(query, (now, CLEANUP_BATCH)).rowcount
+
+        try:
+            while True:
+                done = self._run("cleanup_expired", work, write=True)
+                removed += done
+                if done < CLEANUP_BATCH:
+                    return removed
+        finally:
+            with self._counter_lock:
+                self._removed += removed
+
+    @hookimpl
+    def sessionkeeper_stats(self) -> dict[str, Any]:
+        """``server``, ``table``, ``schema_version``, ``stored`` (expired included),
+        ``expiring`` (sessions with a timeout), ``synchronous_commit``, the pool's figures
+        (``pool_size``, ``pool_available``, ``connections_lost``) and ``cleanup_removed`` (by
+        this backend). Never a password or the DSN."""
+        query = self.statements.stats
+
+        def work(conn: Connection) -> Any:
+            return conn.execute(query).fetchone()
+
+        stored, expiring = self._run("stats", work)
+        pool_stats = self._pool.get_stats() if self._pool is not None else {}
+        return {
+            "server": self.server,
+            "table": self.table,
+            "schema_version": LATEST_VERSION,
+            "stored": int(stored),
+            "expiring": int(expiring),
+            "synchronous_commit": self.options.synchronous_commit,
+            "pool_size": int(pool_stats.get("pool_size", 0)),
+            "pool_available": int(pool_stats.get("pool_available", 0)),
+            "connections_lost": int(pool_stats.get("connections_lost", 0)),
+            "cleanup_removed": self._removed,
+        }
+
+    @hookimpl
+    def sessionkeeper_check(self, repair: bool) -> dict[str, Any]:
+        """``sessionkeeper check``: the schema version and every row (the record decodes under
+        its own id, the columns agree with it); with ``repair``, damaged rows move to
+        ``<table>_quarantine`` and wrong deadlines are recomputed (see
+        :mod:`sessionkeeper_postgres._check`). Connects for the check alone."""
+        conn = self._connect_direct("check")
+        try:
+            with conn:
+                schema, _identity = self._inspect(conn)
+                self._schema_name = schema
+                statements = Statements(schema, self.options.table_name)
+                version = self._schema_version(conn, statements)
+                report = check_table(conn, statements, version, repair=repair)
+        except psycopg.Error as exc:
+            raise self._failed("check", exc) from exc
+        report["server"] = self.server
+        report["table"] = self.table
+        return report

@@ -1,0 +1,91 @@
+"""A real PostgreSQL server for the ``postgres`` backend's tests (see :mod:`skpg_cluster`).
+
+One cluster serves the whole session (each test uses its own table); tests that restart or stop
+a server start their own with ``pg_clusters``. The tests never skip when PostgreSQL is missing:
+they fail with the command that installs it.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# The cluster helper lives beside this file (the benchmark imports it too).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from skpg_cluster import ClusterError, PostgresCluster
+
+#: How long a condition may take to come true (a deadline, not a timing assertion).
+DEADLINE_S = 30.0
+
+
+def _start(settings: tuple[str, ...] = ()) -> PostgresCluster:
+    try:
+        cluster = PostgresCluster(settings)
+    except ClusterError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        return cluster.start()
+    except ClusterError as exc:
+        cluster.destroy()
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PostgresCluster]:
+    """One PostgreSQL cluster shared by the session's tests (each test uses its own table)."""
+    cluster = _start()
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture
+def pg_clusters() -> Iterator[Callable[..., PostgresCluster]]:
+    """Start clusters of the test's own (``make(settings=(...))``); each is destroyed after."""
+    started: list[PostgresCluster] = []
+
+    def make(settings: tuple[str, ...] = ()) -> PostgresCluster:
+        cluster = _start(settings)
+        started.append(cluster)
+        return cluster
+
+    yield make
+    for cluster in reversed(started):
+        cluster.destroy()
+
+
+@pytest.fixture
+def table_name() -> str:
+    """A table name no other test uses."""
+    return f"t_{uuid.uuid4().hex[:20]}"
+
+
+def wait_for(condition: Callable[[], Any], what: str, deadline_s: float = DEADLINE_S) -> Any:
+    """Poll ``condition`` until it returns something truthy; at the deadline, fail naming
+    ``what``."""
+    end = time.monotonic() + deadline_s
+    last: BaseException | None = None
+    while time.monotonic() < end:
+        try:
+            result = condition()
+        except Exception as exc:  # the condition may fail until the server is ready
+            last = exc
+        else:
+            if result:
+                return result
+        time.sleep(0.05)
+    pytest.fail(f"{what} did not happen within {deadline_s} s (last error: {last!r})")
+
+
+@pytest.fixture
+def wait_until() -> Callable[..., Any]:
+    """``wait_until(condition, what, deadline_s=30)``: poll until ``condition()`` is truthy."""
+    return wait_for
