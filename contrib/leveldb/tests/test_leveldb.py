@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import json
 import stat
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,10 @@ class TestOptions:
             ({"db_path": 5}, "db_path", "string"),
             ({"db_path": "d", "table_name": ""}, "table_name", "non-empty"),
             ({"db_path": "d", "table_name": "a\0b"}, "table_name", "NUL"),
+            # issue 12: these failed only when the store opened ("cannot start"), or never
+            ({"db_path": "d", "table_name": "\udc80"}, "table_name", "UTF-8"),
+            ({"db_path": "d", "table_name": "t" * 1025}, "table_name", "at most 1024 bytes"),
+            ({"db_path": "d\udc80"}, "db_path", "UTF-8"),
             ({"db_path": "d", "sync": "yes"}, "sync", "true or false"),
             ({"db_path": "d", "file_path": "x"}, "file_path", "unknown key"),
         ],
@@ -134,6 +139,9 @@ class TestOptions:
             "int-path",
             "empty-table",
             "nul-table",
+            "surrogate-table",
+            "huge-table",
+            "surrogate-path",
             "str-sync",
             "unknown",
         ],
@@ -237,6 +245,71 @@ class TestTables:
             assert direct.get(TableKeys("one").version) == LAYOUT_VERSION
         finally:
             direct.close()
+
+
+@pytest.fixture
+def bind_mount(tmp_path: Path) -> Iterator[Any]:
+    """``bind_mount(source)``: a second path to the directory ``source`` (``mount --bind``),
+    unmounted after the test; skips (visibly) where this process may not mount."""
+    mounted: list[Path] = []
+
+    def make(source: Path) -> Path:
+        view = tmp_path / f"view-{len(mounted)}"
+        view.mkdir()
+        done = subprocess.run(
+            ["mount", "--bind", str(source), str(view)], capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            pytest.skip(f"cannot bind-mount here (needs root): {done.stderr.strip()}")
+        mounted.append(view)
+        return view
+
+    yield make
+    for view in reversed(mounted):
+        subprocess.run(["umount", "--lazy", str(view)], check=True)  # even if still open
+
+
+class TestIdentity:
+    """``SessionManager.identity()`` names the database directory by device and inode, so no
+    spelling of its path makes one store look like two (issue 12)."""
+
+    def test_spellings_of_one_directory_and_table_have_one_identity(
+        self, open_manager: Any, tmp_path: Path
+    ) -> None:
+        """The path, a symlink to it, a path with ``..`` and a relative path give one identity;
+        another table of the same database gives another."""
+        (tmp_path / "link").symlink_to(tmp_path / "db")
+        (tmp_path / "sub").mkdir()
+        spellings = [
+            str(tmp_path / "db"),
+            str(tmp_path / "link"),
+            str(tmp_path / "sub/../db"),
+            "db",
+        ]
+        identities = {open_manager(db_path=path).identity() for path in spellings}
+        found = (tmp_path / "db").stat()
+        assert identities == {f"leveldb:dev={found.st_dev},ino={found.st_ino},table=sessions"}
+        assert open_manager(table_name="other").identity() not in identities
+
+    def test_another_directory_is_another_store(self, open_manager: Any, tmp_path: Path) -> None:
+        """Two database directories have two identities."""
+        assert open_manager().identity() != open_manager(db_path=str(tmp_path / "db2")).identity()
+
+    def test_a_bind_mount_is_the_same_database_not_a_second_owner(
+        self, open_manager: Any, tmp_path: Path, bind_mount: Any
+    ) -> None:
+        """A database reached through a bind mount shares the process's one handle: LevelDB's
+        ``LOCK`` does not stop a process opening a directory twice under two paths, and two
+        handles would each keep writes the other never sees (issue 12: two owners through a
+        second path). Both managers see each other's writes at once and have one identity."""
+        first = open_manager()
+        view = bind_mount(tmp_path)
+        second = open_manager(db_path=str(view / "db"))
+        stored = first.create(timeout_ms=60_000)
+        assert second.peek(stored.id) == stored
+        again = second.create(timeout_ms=60_000)
+        assert first.peek(again.id) == again
+        assert first.identity() == second.identity()
 
 
 class TestKeyLayout:

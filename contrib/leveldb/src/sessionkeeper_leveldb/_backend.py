@@ -187,6 +187,17 @@ class LevelDBBackend:
         self._db = _Closed()
         release(handle)
 
+    @hookimpl
+    def sessionkeeper_identity(self) -> str | None:
+        """``leveldb:dev=<device>,ino=<inode>,table=<table_name>``: the database directory as
+        the file system names it, whatever path reached it (a symlink, a bind mount, ``..``),
+        and the table within it."""
+        handle = self._handle
+        if handle is None:
+            raise StorageError(self._name, f"{self._where()}: the backend is not open")
+        device, inode = handle.file_id
+        return f"leveldb:dev={device},ino={inode},table={self.options.table_name}"
+
     # -- reads ------------------------------------------------------------------------------------
 
     @hookimpl

@@ -1,10 +1,14 @@
-"""One open LevelDB database per path and process, shared by every backend that uses it.
+"""One open LevelDB database per directory and process, shared by every backend that uses it.
 
 LevelDB lets one process at a time open a database: it holds an OS lock on the ``LOCK`` file in
 the database directory for as long as the database is open, and the kernel drops that lock when
-the process exits, however it exits. Within the process, managers that name the same ``db_path``
-(one per table, or several on one table) share one handle, reference-counted here, and one lock
-that serialises their read-modify-write operations.
+the process exits, however it exits. That lock does not guard a process against itself (POSIX
+record locks never conflict within one process, and LevelDB's own table of locked files is keyed
+by the path's spelling), so within the process, managers that reach the same directory (one per
+table, or several on one table) share one handle, reference-counted here, and one lock that
+serialises their read-modify-write operations. Handles are keyed by the directory's device and
+inode, not by its path: a second spelling (a bind mount, a symlink the resolution missed) is the
+same database, never a second owner of it.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import plyvel  # type: ignore[import-untyped]  # plyvel ships no type informatio
 
 from sessionkeeper import StorageError
 
-__all__ = ["DB", "Handle", "Snapshot", "WriteBatch", "acquire", "open_paths", "release"]
+__all__ = ["DB", "FileId", "Handle", "Snapshot", "WriteBatch", "acquire", "open_paths", "release"]
 
 
 class WriteBatch(Protocol):
@@ -53,19 +57,28 @@ class DB(Reader, Protocol):
     def close(self) -> None: ...
 
 
+#: What names a directory whatever path reaches it: its device and inode numbers.
+FileId = tuple[int, int]
+
+
 class Handle:
-    """An open database, the lock for its writers and how many backends use it."""
+    """An open database, the lock for its writers and how many backends use it.
 
-    __slots__ = ("db", "lock", "path", "users")
+    :param path: the path it was opened through (the first backend's).
+    :param file_id: the directory's ``(device, inode)``: the key of the handle.
+    """
 
-    def __init__(self, path: Path, db: DB) -> None:
+    __slots__ = ("db", "file_id", "lock", "path", "users")
+
+    def __init__(self, path: Path, file_id: FileId, db: DB) -> None:
         self.path = path
+        self.file_id = file_id
         self.db = db
         self.lock = threading.Lock()
         self.users = 0
 
 
-_handles: dict[Path, Handle] = {}
+_handles: dict[FileId, Handle] = {}
 _handles_lock = threading.Lock()
 
 
@@ -88,9 +101,12 @@ def acquire(path: Path, *, create: bool, backend: str) -> Handle:
     particular when another process has it open.
     """
     with _handles_lock:
-        handle = _handles.get(path)
+        _prepare(path, create=create, backend=backend)
+        file_id = _file_id(path, backend)
+        handle = _handles.get(file_id)
         if handle is None:
-            handle = _handles[path] = Handle(path, _open(path, create=create, backend=backend))
+            db = _open(path, create=create, backend=backend)
+            handle = _handles[file_id] = Handle(path, file_id, db)
         handle.users += 1
         return handle
 
@@ -101,13 +117,14 @@ def release(handle: Handle) -> None:
         handle.users -= 1
         if handle.users > 0:
             return
-        if _handles.get(handle.path) is handle:
-            del _handles[handle.path]
+        if _handles.get(handle.file_id) is handle:
+            del _handles[handle.file_id]
         with handle.lock:  # let a write in progress in another thread finish first
             handle.db.close()
 
 
-def _open(path: Path, *, create: bool, backend: str) -> DB:
+def _prepare(path: Path, *, create: bool, backend: str) -> None:
+    """Create the directory (``create``), or check that it holds a database."""
     if create:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -121,6 +138,20 @@ def _open(path: Path, *, create: bool, backend: str) -> DB:
             backend,
             f"no LevelDB database at {path} (opened read-only, so it is not created)",
         )
+
+
+def _file_id(path: Path, backend: str) -> FileId:
+    """The directory's ``(device, inode)``."""
+    try:
+        found = path.stat()
+    except OSError as exc:
+        raise StorageError(
+            backend, f"cannot open the LevelDB database {path}: {_reason(exc)}"
+        ) from exc
+    return found.st_dev, found.st_ino
+
+
+def _open(path: Path, *, create: bool, backend: str) -> DB:
     try:
         # A bloom filter (10 bits a key) spares a disk read to most gets of a missing key.
         db: DB = plyvel.DB(str(path), create_if_missing=create, bloom_filter_bits=10)
@@ -158,6 +189,7 @@ def _reason(exc: BaseException) -> str:
 
 
 def open_paths() -> Iterator[Path]:
-    """The databases this process has open (for tests and diagnostics)."""
+    """The databases this process has open, each by the path it was opened through (for tests
+    and diagnostics)."""
     with _handles_lock:
-        return iter(list(_handles))
+        return iter([handle.path for handle in _handles.values()])

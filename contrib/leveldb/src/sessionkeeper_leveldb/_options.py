@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 import attrs
 
 from sessionkeeper import FieldError
@@ -9,11 +11,28 @@ from sessionkeeper import FieldError
 __all__ = ["LevelDBOptions"]
 
 
+#: The longest table name, in bytes of UTF-8: it prefixes every key of the table.
+MAX_TABLE_BYTES: Final = 1024
+
+
+def _utf8(attribute: attrs.Attribute[str], value: str) -> bytes:
+    """``value`` in UTF-8; a lone surrogate (possible from Python, never from TOML) names the
+    option instead of failing when the store opens."""
+    try:
+        return value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise FieldError(
+            attribute.name,
+            f"{value!r} cannot be written as UTF-8 ({exc.reason}), which LevelDB needs",
+        ) from None
+
+
 def _path(_instance: object, attribute: attrs.Attribute[str], value: str) -> None:
     if not value.strip():
         raise FieldError(attribute.name, "must name the database directory, got an empty string")
     if "\0" in value:
         raise FieldError(attribute.name, "must not contain a NUL character")
+    _utf8(attribute, value)
 
 
 def _table_name(_instance: object, attribute: attrs.Attribute[str], value: str) -> None:
@@ -21,6 +40,11 @@ def _table_name(_instance: object, attribute: attrs.Attribute[str], value: str) 
         raise FieldError(attribute.name, "must be a non-empty name")
     if "\0" in value:
         raise FieldError(attribute.name, "must not contain a NUL character")
+    size = len(_utf8(attribute, value))
+    if size > MAX_TABLE_BYTES:
+        raise FieldError(
+            attribute.name, f"must be at most {MAX_TABLE_BYTES} bytes in UTF-8, got {size}"
+        )
 
 
 @attrs.frozen(kw_only=True)
