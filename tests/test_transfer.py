@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import re
 import shutil
 import socket
 import stat
@@ -588,16 +589,28 @@ class TestReaderRejectsBadInput:
         )
 
     def test_truncated_gzip(self, tmp_path: Path) -> None:
-        """A gzip file cut short raises ExportFormatError saying the data ends early."""
+        """A gzip file cut short yields every intact line before the cut (the cut one is
+        rejected as cut off), and the end problem says the compressed data ends early, after
+        which line and at which byte of the file."""
         full = tmp_path / "full.jsonl.gz"
         with gzip.open(full, "wt") as handle:
             handle.write(json.dumps(header()) + "\n")
             for i in range(2000):
                 handle.write(json.dumps(record(f"s{i}", metadata={"pad": "x" * i})) + "\n")
         cut = tmp_path / "cut.jsonl.gz"
-        cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
-        with pytest.raises(ExportFormatError, match="compressed data ends early"):
-            read_all(cut)
+        size = full.stat().st_size // 2
+        cut.write_bytes(full.read_bytes()[:size])
+        reader, items = read_all(cut)
+        sessions = [item for _, item in items if isinstance(item, Session)]
+        assert len(sessions) > 100
+        assert [item.id for item in sessions] == [f"s{i}" for i in range(len(sessions))]
+        assert [type(item) for _, item in items[len(sessions) :]] in ([], [LineError])
+        problem = reader.end_problem() or ""
+        assert re.fullmatch(
+            rf"after line \d+, the compressed data ends early \(at byte {size} of the file\): "
+            "the file was truncated",
+            problem,
+        ), problem
 
     def test_count_and_digest_mismatches(self, tmp_path: Path) -> None:
         """A line removed or a session edited after writing is caught by the end line."""

@@ -4,8 +4,10 @@
 commands comes from :mod:`sessionkeeper._cli_common`. Each command streams (constant memory),
 reads without touching, shows a rich progress bar on a terminal (``--quiet`` turns it and the
 summary off), prints a summary (``--json``: as JSON on stdout), and reports failures through the
-exit codes of :class:`~sessionkeeper.cli.ExitCode`: 5 for an export file that cannot be used or
-lines that were rejected, 6 for a migration whose verification failed.
+exit codes of :class:`~sessionkeeper.cli.ExitCode`: 2 for an export target that is not a new
+path or an earlier export (a FIFO, a device, a symbolic link, another program's file: refused,
+never replaced) and for a migration whose two configs name one store, 5 for an export file that
+cannot be used or lines that were rejected, 6 for a migration whose verification failed.
 """
 
 from __future__ import annotations
@@ -37,9 +39,11 @@ from ._config import Config, load_config
 from ._manager import SessionManager
 from ._transfer import (
     ExportFormatError,
+    ExportTargetError,
     ImportReport,
     MigrationReport,
     Progress,
+    SameStoreError,
     VerificationFailed,
     export_sessions,
     import_sessions,
@@ -189,6 +193,16 @@ def _summary(rows: list[tuple[str, object]], title: str | None = None) -> None:
     output_console().print(table)
 
 
+@contextlib.contextmanager
+def _refused_target() -> Iterator[None]:
+    """An export target that would be replaced (not a new path nor an earlier export) is a
+    usage error (exit 2): the FILE or DIR argument names the wrong thing."""
+    try:
+        yield
+    except ExportTargetError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
 # --- export ------------------------------------------------------------------------------------
 
 
@@ -214,7 +228,9 @@ def export_command(
     open, so it runs beside the server that owns the store, in constant memory. FILE
     ending in .gz is gzip-compressed; - writes to stdout. The file appears under its name
     only once complete: a header line, one line per session, an end line with the count
-    and a digest. Expired sessions are left out unless --include-expired.
+    and a digest. Expired sessions are left out unless --include-expired. FILE must be a
+    new path or an earlier export: a FIFO, a device, a symbolic link or any other file is
+    refused (exit 2) and left as it is; to feed a pipe, write to - and redirect stdout.
     """
     if file == "-" and as_json:
         raise click.UsageError("--json prints on stdout, which carries the export with FILE '-'")
@@ -222,6 +238,7 @@ def export_command(
     with (
         _source(config_path, read_only=True, what="export", inside=inside) as manager,
         _Bars(quiet) as progress,
+        _refused_target(),
     ):
         report = export_sessions(manager, file, include_expired=include_expired, progress=progress)
     if as_json:
@@ -246,6 +263,7 @@ def _import_rows(report: ImportReport) -> list[tuple[str, object]]:
         ("unchanged (already stored)", report.unchanged),
         ("skipped (existing)", report.skipped_existing),
         ("skipped (expired)", report.skipped_expired),
+        ("duplicate ids (last line wins)", report.duplicates),
         ("rejected lines", report.rejected),
     ]
 
@@ -261,7 +279,7 @@ def _import_failure(report: ImportReport) -> ExportFormatError | None:
     if report.end_problem is not None:
         parts.append(report.end_problem)
     written = f"{report.written:,} sessions were written"
-    return ExportFormatError(f"{'; '.join(parts)}; {written}", source=report.path)
+    return ExportFormatError(f"bad input file: {'; '.join(parts)}; {written}", source=report.path)
 
 
 @click.command(
@@ -306,9 +324,11 @@ def import_command(
     Every line is validated: a bad line is reported with its line number and skipped, and
     the good ones are imported (--strict: the whole file is checked first and nothing is
     written if any line is bad). Opens the store for writing. Sessions that expired are
-    skipped unless --include-expired. Exits with 5 when lines were rejected or the file is
-    truncated (the sessions before the problem are imported and counted), with 4 when the
-    store refuses a write (the summary says how many were written before).
+    skipped unless --include-expired. A later line for an id that an earlier line stored
+    replaces it (the last line wins) and is counted as a duplicate. Exits with 5 when lines
+    were rejected or the file is truncated, damaged or followed by garbage, gzip or not (the
+    sessions before the problem are imported and counted), with 4 when the store refuses a
+    write (the summary says how many were written before).
     """
     config = load_config(config_path)
     with _target(config) as manager, _Bars(quiet) as progress:
@@ -362,6 +382,7 @@ def _migration_rows(report: MigrationReport) -> list[tuple[str, object]]:
         ("different in the target", report.differing),
         ("verification", verdict),
         ("deleted from the source", report.deleted),
+        ("kept in the source (not copied by this run)", report.kept),
     ]
 
 
@@ -420,7 +441,12 @@ def migrate(
     written again, so after an interruption run the same command again. Ends with a
     verification that reads the source again and looks every session up in the target,
     and prints both sides' counts and content digests. Exits with 6 when they differ
-    (sessions changed in a live source: run it again), with 4 when a store fails.
+    (sessions changed in a live source: run it again), with 4 when a store fails, with 2
+    when both configs name one store (however its path or URL is spelled: the stores are
+    compared by the identity they report).
+
+    --delete-source deletes only what this run copied, or found already copied when both
+    stores report an identity; the rest is kept and counted.
     """
     source_config = load_config(config_path)
     target_config = load_config(to_path)
@@ -435,17 +461,30 @@ def migrate(
         _target(target_config) as dst,
         _Bars(quiet) as progress,
     ):
-        report = migrate_sessions(
-            src,
-            dst,
-            include_expired=include_expired,
-            delete_source=delete_source,
-            progress=progress,
-        )
+        try:
+            report = migrate_sessions(
+                src,
+                dst,
+                include_expired=include_expired,
+                delete_source=delete_source,
+                progress=progress,
+            )
+        except SameStoreError as exc:
+            raise click.UsageError(f"--to names the same store as --config: {exc}") from None
     if as_json:
         emit_json(report.to_dict())
     elif not quiet:
         _summary(_migration_rows(report))
+        if report.kept:
+            error_console().print(
+                Text(
+                    f"note: {report.kept:,} sessions were left in the source: this run did not "
+                    "copy them (they were in the target already, and "
+                    + _unproven(report)
+                    + ", or they were written to the source after the copy)."
+                ),
+                style="yellow",
+            )
     if not report.verified:
         kept = " The source was left as it is." if delete_source else ""
         raise VerificationFailed(
@@ -455,6 +494,23 @@ def migrate(
             f"running the same command again.{kept}",
             report=report,
         )
+
+
+def _unproven(report: MigrationReport) -> str:
+    unknown = [
+        backend
+        for backend, identity in (
+            (report.source_backend, report.source_identity),
+            (report.target_backend, report.target_identity),
+        )
+        if identity is None
+    ]
+    if not unknown:
+        return "the stores were not proven distinct"
+    return (
+        f"the {' and the '.join(dict.fromkeys(unknown))} backend cannot say which store it "
+        "opened, so the two could be one"
+    )
 
 
 # --- backup ------------------------------------------------------------------------------------
@@ -470,7 +526,11 @@ def _backups(directory: Path, prefix: str) -> list[Path]:
     pattern = re.compile(
         re.escape(prefix) + r"-\d{8}T\d{6}\.\d{3}Z(?:-\d+)?" + re.escape(_BACKUP_SUFFIX)
     )
-    return sorted(p for p in directory.iterdir() if pattern.fullmatch(p.name) and p.is_file())
+    return sorted(
+        p
+        for p in directory.iterdir()
+        if pattern.fullmatch(p.name) and p.is_file() and not p.is_symlink()
+    )
 
 
 def _check_prefix(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -534,12 +594,12 @@ def backup(
         now = datetime.now(UTC)
         target = directory / _backup_name(prefix, now)
         serial = 1
-        while target.exists():
+        while os.path.lexists(target):  # a dangling symlink, a FIFO: taken names too
             target = directory / _backup_name(prefix, now).replace(
                 _BACKUP_SUFFIX, f"-{serial}{_BACKUP_SUFFIX}"
             )
             serial += 1
-        with _Bars(quiet) as progress:
+        with _Bars(quiet) as progress, _refused_target():
             report = export_sessions(
                 manager, target, include_expired=include_expired, progress=progress
             )

@@ -35,6 +35,7 @@ import io
 import json
 import os
 import shutil
+import stat
 import sys
 import tempfile
 import zlib
@@ -51,7 +52,7 @@ from ._codec import encode_session
 from ._config import _problems, _strict_bool, _strict_int, _strict_str
 from ._errors import InvalidSession, SessionKeeperError, SessionNotFound
 from ._manager import SessionManager
-from ._model import Session
+from ._model import MAX_METADATA_DEPTH, Session
 
 __all__ = [
     "EXPORT_FORMAT",
@@ -61,11 +62,13 @@ __all__ = [
     "ExportHeader",
     "ExportReader",
     "ExportReport",
+    "ExportTargetError",
     "ExportWriter",
     "ImportReport",
     "LineError",
     "MigrationReport",
     "Progress",
+    "SameStoreError",
     "SessionDigest",
     "TransferAborted",
     "VerificationFailed",
@@ -89,6 +92,10 @@ STORE_BATCH: Final = 500
 KEEP_PROBLEMS: Final = 100
 
 _GZIP_MAGIC: Final = b"\x1f\x8b"
+#: Compressed bytes given to zlib at a time when reading a gzip file.
+_PIECE: Final = 16 * 1024
+#: How much of an existing file is read to recognise an export header.
+_HEAD: Final = 64 * 1024
 _BUFFER: Final = 1 << 20
 _MASK: Final = (1 << 128) - 1
 
@@ -136,6 +143,17 @@ class TransferAborted(ExportError):
 
 class VerificationFailed(ExportError):
     """A migration's verification found sessions missing or different in the target."""
+
+
+class SameStoreError(ExportError, ValueError):
+    """A migration whose source and target are one store (equal
+    :meth:`~sessionkeeper.SessionManager.identity`), refused before anything is read or written.
+    """
+
+
+class ExportTargetError(ExportError, ValueError):
+    """An export target that is not a new path nor a regular file holding an export (a FIFO, a
+    device, a symbolic link, a directory, another program's file): refused, never replaced."""
 
 
 @attrs.frozen
@@ -348,13 +366,74 @@ def _gzipped(path: Path) -> bool:
     return path.suffix.lower() == ".gz"
 
 
+_KINDS: Final = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _holds_export(path: Path) -> bool:
+    """Whether the regular file ``path`` starts with an export header (plain or gzip), even of
+    another format version or cut short: a file an earlier export or backup wrote."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(_HEAD)
+        if head[:2] == _GZIP_MAGIC:
+            head = zlib.decompressobj(31).decompress(head, _HEAD)
+        first = json.loads(head.split(b"\n", 1)[0])
+    except (OSError, ValueError, RecursionError, zlib.error):
+        return False
+    return type(first) is dict and first.get("format") == EXPORT_FORMAT
+
+
+def _check_target(path: Path) -> None:
+    """Refuse to write over anything but a regular file holding an export (or nothing).
+
+    The writer renames a new file over ``path``: that would silently replace a FIFO, a device
+    node or a symbolic link (not write through it), and destroy a file that is not an export
+    (the store's own database, a config file) given by mistake. Raises
+    :class:`ExportTargetError`; a new path or an earlier export passes.
+    """
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ExportTargetError(f"cannot write {path}: {exc.strerror or exc}") from None
+    if stat.S_ISLNK(info.st_mode):
+        raise ExportTargetError(
+            f"{path} is a symbolic link: refusing to replace it (name the file it points to, "
+            "or remove the link first)"
+        )
+    if not stat.S_ISREG(info.st_mode):
+        kind = next((name for test, name in _KINDS if test(info.st_mode)), "not a regular file")
+        hint = (
+            "; to write into a pipe or device on purpose, export to '-' (standard output) and "
+            "redirect it"
+            if not stat.S_ISDIR(info.st_mode)
+            else ""
+        )
+        raise ExportTargetError(f"{path} is {kind}: refusing to replace it{hint}")
+    if info.st_size and not _holds_export(path):
+        raise ExportTargetError(
+            f"{path} exists and is not a sessionkeeper export: refusing to replace it (remove "
+            "it first, or choose another name)"
+        )
+
+
 class ExportWriter(Closing):
     """Writes an export file line by line, in constant memory.
 
     ``target`` is a path (gzip-compressed when it ends in ``.gz``) or ``"-"`` for standard output.
     A file is written under a temporary name beside it, created with mode 0600 (session ids are
     credentials), and renamed into place by :meth:`close` after the end line is written and
-    synced: a reader never sees a half-written export under the final name. Leaving the ``with``
+    synced: a reader never sees a half-written export under the final name. ``target`` must be a
+    new path or a regular file holding an earlier export: a FIFO, a device, a symbolic link, a
+    directory or any other file raises :class:`ExportTargetError` and is left as it is (write
+    to ``"-"`` and redirect to feed a pipe). Leaving the ``with``
     block with an exception (or calling :meth:`abort`) removes the temporary file.
     """
 
@@ -368,6 +447,7 @@ class ExportWriter(Closing):
             self._out: IO[bytes] = sys.stdout.buffer
         else:
             self.path = Path(target)
+            _check_target(self.path)
             directory = self.path.parent
             try:
                 fd, temp = tempfile.mkstemp(
@@ -409,14 +489,19 @@ class ExportWriter(Closing):
             self._out.flush()
             self._closed = True
             return
-        if self._out is not self._raw:
-            self._out.close()  # the gzip trailer; leaves the raw file open
-        self._raw.flush()
-        os.fsync(self._raw.fileno())
-        self._raw.close()
         assert self._temp is not None
         assert self.path is not None
-        os.replace(self._temp, self.path)
+        try:
+            if self._out is not self._raw:
+                self._out.close()  # the gzip trailer; leaves the raw file open
+            self._raw.flush()
+            os.fsync(self._raw.fileno())
+            self._raw.close()
+            _check_target(self.path)  # again: something may have appeared there meanwhile
+            os.replace(self._temp, self.path)
+        except BaseException:  # no space left, a FIFO put there meanwhile: no file, no temp
+            self.abort()
+            raise
         self._temp = None
         self._closed = True
         with contextlib.suppress(OSError):  # make the rename itself durable
@@ -455,7 +540,133 @@ class ExportWriter(Closing):
 # --- reading -----------------------------------------------------------------------------------
 
 
-def _open_input(source: str | os.PathLike[str]) -> tuple[IO[bytes], IO[bytes] | None, str]:
+class _InputProblem(Exception):
+    """The input file cannot be read further; the lines before the problem were intact."""
+
+
+class _Gunzip:
+    """A gzip stream read line by line that keeps every byte decompressed before a problem.
+
+    :class:`gzip.GzipFile` raises on a truncated or damaged stream and loses the data it had
+    decompressed into its buffers, so the intact lines before the damage could not be imported.
+    Here the data is decompressed chunk by chunk (at most :data:`_BUFFER` bytes of output at a
+    time, so a small file cannot expand into a large amount of memory), every complete line is
+    handed out, and the problem (the data ends early, it is corrupt, or garbage follows the last
+    gzip member) is raised as :class:`_InputProblem` only after them, naming the byte offset in
+    the file. Like ``gzip``, it reads concatenated members and ignores zero padding after them.
+    """
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self._zlib = zlib.decompressobj(31)  # 31: a gzip header and trailer
+        self._pending = b""  # compressed bytes not yet fed to the decompressor
+        self._buffer = bytearray()
+        self._consumed = 0  # compressed bytes of the file taken so far
+        self._in_member = False
+        self._problem: str | None = None
+        self._eof = False
+
+    def _fill(self) -> None:
+        """Decompress more into the buffer, or set ``_eof`` / ``_problem``."""
+        while not self._eof and self._problem is None:
+            if not self._pending:
+                self._pending = self._raw.read(_BUFFER)
+                if not self._pending:
+                    if self._in_member:
+                        self._problem = (
+                            f"the compressed data ends early (at byte {self._consumed} of the "
+                            "file): the file was truncated"
+                        )
+                    self._eof = True
+                    return
+            if not self._in_member:  # between members: another member, padding or garbage
+                stripped = self._pending.lstrip(b"\0")
+                self._consumed += len(self._pending) - len(stripped)
+                self._pending = stripped
+                if not stripped:
+                    continue
+                if not _GZIP_MAGIC.startswith(stripped[:2]) or (
+                    len(stripped) == 1 and not self._more_is_magic()
+                ):
+                    self._problem = (
+                        f"garbage after the end of the compressed data (at byte "
+                        f"{self._consumed} of the file)"
+                    )
+                    return
+                self._zlib = zlib.decompressobj(31)
+                self._in_member = True
+            # Small pieces: zlib raises without the output of the piece that failed, so what
+            # a damaged stream loses is at most the lines of one piece before the damage.
+            piece, rest = self._pending[:_PIECE], self._pending[_PIECE:]
+            saved = self._zlib.copy()
+            try:
+                data = self._zlib.decompress(piece, _BUFFER)
+            except zlib.error as exc:
+                salvaged, at = _salvage(saved, piece)
+                self._buffer += salvaged
+                self._problem = (
+                    f"the compressed data is corrupt (at byte {self._consumed + at} of the file: "
+                    f"{exc})"
+                )
+                return
+            if self._zlib.eof:
+                left = self._zlib.unused_data
+                self._in_member = False
+            else:
+                left = self._zlib.unconsumed_tail
+            self._consumed += len(piece) - len(left)
+            self._pending = left + rest
+            if data:
+                self._buffer += data
+                return
+
+    def _more_is_magic(self) -> bool:
+        """With one byte pending: read one more to see whether a new member starts."""
+        self._pending += self._raw.read(1)
+        return self._pending[:2] == _GZIP_MAGIC
+
+    def readline(self, limit: int) -> bytes:
+        """The next line (with its newline), at most ``limit`` bytes; ``b""`` at the end.
+
+        Raises :class:`_InputProblem` where the stream is damaged, after the data before it."""
+        start = 0
+        while True:
+            end = self._buffer.find(b"\n", start)
+            if end >= 0 and end < limit:
+                return self._take(end + 1)
+            if len(self._buffer) >= limit:
+                return self._take(limit)
+            if self._eof or self._problem is not None:
+                if self._buffer:
+                    return self._take(len(self._buffer))
+                if self._problem is not None:
+                    raise _InputProblem(self._problem)
+                return b""
+            start = len(self._buffer)
+            self._fill()
+
+    def _take(self, count: int) -> bytes:
+        line = bytes(self._buffer[:count])
+        del self._buffer[:count]
+        return line
+
+    def close(self) -> None:
+        """Nothing to release (the raw file is closed by its owner)."""
+
+
+def _salvage(stream: Any, piece: bytes) -> tuple[bytes, int]:
+    """What ``stream`` decompresses from ``piece`` before the byte it fails on, and where that
+    is: the piece fed 64 bytes at a time (only on the way to reporting a damaged file)."""
+    out = bytearray()
+    for start in range(0, len(piece), 64):
+        try:
+            out += stream.decompress(piece[start : start + 64])
+        except zlib.error:
+            return bytes(out), start
+    return bytes(out), len(piece)
+
+
+def _open_input(source: str | os.PathLike[str]) -> tuple[Any, IO[bytes] | None, str]:
     """``(stream, raw file or None, name)``; gzip is recognised by its magic bytes."""
     if _is_stdio(source):
         stdin: IO[bytes] = sys.stdin.buffer
@@ -463,7 +674,7 @@ def _open_input(source: str | os.PathLike[str]) -> tuple[IO[bytes], IO[bytes] | 
             stdin = cast(IO[bytes], io.BufferedReader(cast(Any, stdin)))
         head = cast(io.BufferedReader, stdin).peek(2)[:2]
         if head == _GZIP_MAGIC:
-            return cast(IO[bytes], gzip.GzipFile(fileobj=stdin, mode="rb")), None, "-"
+            return _Gunzip(stdin), None, "-"
         return stdin, None, "-"
     path = Path(source)
     try:
@@ -471,7 +682,7 @@ def _open_input(source: str | os.PathLike[str]) -> tuple[IO[bytes], IO[bytes] | 
     except OSError as exc:
         raise ExportFormatError(f"cannot read: {exc.strerror or exc}", source=str(path)) from None
     if raw.peek(2)[:2] == _GZIP_MAGIC:
-        return cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb")), raw, str(path)
+        return _Gunzip(raw), raw, str(path)
     return raw, raw, str(path)
 
 
@@ -493,20 +704,22 @@ class ExportReader(Closing):
         self.end: _EndRecord | None = None
         self.digest = SessionDigest()
         self.rejected = 0
-        self._after_end = 0
+        #: Why the file could not be read to its end (damaged compression, garbage after it, an
+        #: I/O error), or ``None``; :meth:`end_problem` reports it first.
+        self.stream_problem: str | None = None
         self._size = os.fstat(self._raw.fileno()).st_size if self._raw is not None else None
         try:
             first = self._next_line()
             if first is None:
-                raise ExportFormatError(
-                    "the file is empty: not a sessionkeeper export", source=self.name
-                )
+                problem = self.stream_problem or "the file is empty"
+                raise ExportFormatError(f"{problem}: not a sessionkeeper export", source=self.name)
             number, text, complete = first
             try:
                 parsed = self._parse(text, complete)
             except ValueError as exc:
+                problem = f"{self.stream_problem} ({exc})" if self.stream_problem else str(exc)
                 raise ExportFormatError(
-                    f"not a sessionkeeper export: {exc}", source=self.name, line=number
+                    f"not a sessionkeeper export: {problem}", source=self.name, line=number
                 ) from None
             try:
                 self.header = _header_from(parsed)
@@ -539,15 +752,20 @@ class ExportReader(Closing):
             return 0
 
     def _read(self) -> bytes:
+        """The next physical line; ``b""`` at the end of the data *or* where the file cannot be
+        read further (then :attr:`stream_problem` says why, and the lines before it stand, as
+        the lines before the cut of a truncated plain file do)."""
+        if self.stream_problem is not None:
+            return b""
         try:
-            return self._stream.readline(MAX_LINE_BYTES + 1)
-        except EOFError:
-            problem = "the compressed data ends early: the file was truncated"
-        except (gzip.BadGzipFile, zlib.error) as exc:
-            problem = f"the compressed data is corrupt ({exc})"
+            data: bytes = self._stream.readline(MAX_LINE_BYTES + 1)
+            return data
+        except _InputProblem as exc:
+            problem = str(exc)
         except OSError as exc:
             problem = f"cannot read: {exc.strerror or exc}"
-        raise ExportFormatError(problem, source=self.name, line=self.line + 1)
+        self.stream_problem = f"after line {self.line}, {problem}"
+        return b""
 
     def _next_line(self) -> tuple[int, bytes, bool] | None:
         """``(number, bytes, ended_with_newline)`` of the next non-blank line, or ``None``."""
@@ -571,6 +789,10 @@ class ExportReader(Closing):
             raise ValueError(f"not UTF-8 text (byte {exc.start}: {exc.reason})") from None
         try:
             return json.loads(text)
+        except RecursionError:  # json recurses once per level: "[" * 100_000 exhausts the stack
+            raise ValueError(
+                f"nested too deeply (metadata may nest at most {MAX_METADATA_DEPTH} levels)"
+            ) from None
         except json.JSONDecodeError as exc:
             if not complete:
                 raise ValueError(
@@ -606,6 +828,8 @@ class ExportReader(Closing):
 
     def end_problem(self) -> str | None:
         """After iterating: why the file is incomplete or altered, or ``None`` when it is whole."""
+        if self.stream_problem is not None:
+            return self.stream_problem
         if self.end is None:
             return (
                 f"the file ends at line {self.line} without its end line: it was truncated "
@@ -670,9 +894,13 @@ class ImportReport:
     """What :func:`import_sessions` did with each line of the file.
 
     ``imported`` sessions were new to the store; ``replaced`` ones replaced a different session
-    with the same id; ``unchanged`` ones were already stored exactly so (nothing written);
-    ``skipped_existing`` ones were left alone under ``existing="skip"``; ``skipped_expired`` ones
-    had expired. ``rejected`` lines failed validation; ``errors`` keeps the first 100 of them.
+    with the same id; ``unchanged`` ones were already stored exactly so, byte for byte as encoded
+    (nothing written); ``skipped_existing`` ones were left alone under ``existing="skip"``;
+    ``skipped_expired`` ones had expired; ``duplicates`` are lines for an id that an earlier line
+    of the same file already stored: the last such line wins (it replaces the earlier line's
+    session, or matches it), and it is counted here only, so ``imported`` + ``replaced`` +
+    ``unchanged`` is the number of distinct sessions the file put in the store. ``rejected``
+    lines failed validation; ``errors`` keeps the first 100 of them.
     ``end_problem`` says why the file was incomplete or altered (``None`` when it was whole).
     """
 
@@ -685,6 +913,7 @@ class ImportReport:
     unchanged: int = 0
     skipped_existing: int = 0
     skipped_expired: int = 0
+    duplicates: int = 0
     rejected: int = 0
     errors: list[LineError] = attrs.field(factory=list)
     end_problem: str | None = None
@@ -692,7 +921,8 @@ class ImportReport:
 
     @property
     def written(self) -> int:
-        """Sessions written to the store."""
+        """Distinct sessions written to the store (a duplicate line's write not counted
+        again)."""
         return self.imported + self.replaced
 
     @property
@@ -720,7 +950,11 @@ class MigrationReport:
     ``source_count``/``source_digest`` and ``target_count``/``target_digest`` are the counts and
     :class:`SessionDigest` of both sides, ``missing`` and ``differing`` what did not match.
     ``verified`` is true when both sides match exactly. ``deleted`` counts the sessions removed
-    from the source (``delete_source``, only after a verified copy).
+    from the source (``delete_source``, only after a verified copy); ``kept`` those left there
+    although the delete pass saw them: this run did not copy them (found in the target already
+    while the stores could not be proven distinct, or written to the source after the copy).
+    ``source_identity`` and ``target_identity`` are the stores'
+    :meth:`~sessionkeeper.SessionManager.identity` (``None``: the backend cannot tell).
     """
 
     source_backend: str
@@ -740,6 +974,9 @@ class MigrationReport:
     differing: int = 0
     verified: bool = False
     deleted: int = 0
+    kept: int = 0
+    source_identity: str | None = None
+    target_identity: str | None = None
 
     @property
     def read(self) -> int:
@@ -773,28 +1010,62 @@ class _StoreFailed(SessionKeeperError):
         self.error = error
 
 
+def _same(a: Session, b: Session) -> bool:
+    """Whether two sessions are the same record, byte for byte as encoded (what
+    :class:`SessionDigest` hashes). ``Session.__eq__`` compares metadata decoded, where ``10``
+    equals ``10.0``, ``1`` equals ``True`` and key order does not count: deciding "unchanged" on
+    it left such a session unwritten while the digests differed, forever."""
+    return encode_session(a) == encode_session(b)
+
+
+def _key(data: bytes) -> int:
+    """A 64-bit fingerprint of ``data``: what the transfers remember per session (an id, an
+    encoded record), about 60 bytes of memory each in a set."""
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+
+
+#: How a queued session is counted once stored: new to the target, replacing a different
+#: session there, or a later line of an import file for an id an earlier line stored.
+_Kind = Literal["new", "replace", "duplicate"]
+
+
 class _Writer:
     """Stores sessions into ``target`` in batches of :data:`STORE_BATCH` (``store_many``),
-    counting each as new or replacing.
+    counting each by its kind once it is stored.
 
     A batch that fails is stored again one by one (storing a session twice is harmless), so
     that the counts stay exact: a session the target refuses (``InvalidSession``, e.g. over its
     ``max_metadata_bytes``) is passed to ``reject`` with its label, and any other failure
-    raises :class:`_StoreFailed` naming the session it happened on.
+    raises :class:`_StoreFailed` naming the session it happened on. ``stored`` (optional) hears
+    every session once it is stored.
     """
 
-    def __init__(self, target: SessionManager, reject: Callable[[Any, InvalidSession], None]):
+    def __init__(
+        self,
+        target: SessionManager,
+        reject: Callable[[Any, InvalidSession], None],
+        stored: Callable[[Session], None] | None = None,
+    ) -> None:
         self.target = target
         self.reject = reject
-        self.new = 0
-        self.replacing = 0
-        self._batch: dict[str, tuple[Session, bool, Any]] = {}
+        self.stored = stored
+        self.counts: dict[_Kind, int] = {"new": 0, "replace": 0, "duplicate": 0}
+        self._batch: dict[str, tuple[Session, _Kind, Any]] = {}
 
-    def add(self, session: Session, replaces: bool, label: Any) -> None:
-        """Queue ``session`` (``replaces``: the target holds another with its id)."""
+    @property
+    def written(self) -> int:
+        """Sessions stored so far."""
+        return sum(self.counts.values())
+
+    def pending(self, session_id: str) -> bool:
+        """Whether a session with this id is queued but not yet stored."""
+        return session_id in self._batch
+
+    def add(self, session: Session, kind: _Kind, label: Any) -> None:
+        """Queue ``session``, to be counted as ``kind``."""
         if session.id in self._batch:
-            self.flush()  # its first copy must be stored (and counted) before it is compared
-        self._batch[session.id] = (session, replaces, label)
+            self.flush()  # its first copy must be stored (and counted) before it is replaced
+        self._batch[session.id] = (session, kind, label)
         if len(self._batch) >= STORE_BATCH:
             self.flush()
 
@@ -821,10 +1092,11 @@ class _Writer:
             else:
                 self._count([item])
 
-    def _count(self, stored: list[tuple[Session, bool, Any]]) -> None:
-        replacing = sum(1 for _, replaces, _ in stored if replaces)
-        self.replacing += replacing
-        self.new += len(stored) - replacing
+    def _count(self, stored: list[tuple[Session, _Kind, Any]]) -> None:
+        for session, kind, _ in stored:
+            self.counts[kind] += 1
+            if self.stored is not None:
+                self.stored(session)
 
 
 def _selected(manager: SessionManager, now: int, include_expired: bool) -> Iterator[Session]:
@@ -968,8 +1240,11 @@ def _import_lines(
         report.rejected += 1
         _capped(report.errors, LineError(number, str(exc)))
 
-    writer = _Writer(manager, reject)
-    number = 0
+    # The ids this file put in the store (or found there exactly so): a later line for one of
+    # them is a duplicate, and the last line wins.
+    placed: set[int] = set()
+    writer = _Writer(manager, reject, lambda session: placed.add(_key(session.id.encode())))
+    same_duplicates = 0
     try:
         for number, item in reader:
             if isinstance(item, LineError):
@@ -982,28 +1257,38 @@ def _import_lines(
             if not include_expired and item.is_expired(now):
                 report.skipped_expired += 1
                 continue
-            stored = _raw_fetch(manager, item.id)
-            if stored is not None and stored == item:
-                report.unchanged += 1
+            try:
+                if writer.pending(item.id):
+                    writer.flush()  # an earlier line's copy, to compare with what is stored
+                stored = _raw_fetch(manager, item.id)
+            except _StoreFailed:
+                raise
+            except SessionKeeperError as exc:
+                raise _StoreFailed(number, exc) from exc
+            key = _key(item.id.encode())
+            if stored is not None and _same(stored, item):
+                if key in placed:
+                    same_duplicates += 1
+                else:
+                    report.unchanged += 1
+                    placed.add(key)
+            elif key in placed:
+                writer.add(item, "duplicate", number)
             elif stored is not None and existing == "skip":
                 report.skipped_existing += 1
             else:
-                writer.add(item, stored is not None, number)
+                writer.add(item, "new" if stored is None else "replace", number)
         writer.flush()
     except _StoreFailed as failure:
         raise TransferAborted(
             f"line {failure.label}: the {manager.backend_name} store failed after "
-            f"{writer.new + writer.replacing} sessions were written: {failure.error}",
+            f"{writer.counts['new'] + writer.counts['replace']} sessions were written: "
+            f"{failure.error}",
             report=report,
         ) from failure.error
-    except SessionKeeperError as exc:
-        raise TransferAborted(
-            f"line {number}: the {manager.backend_name} store failed after "
-            f"{writer.new + writer.replacing} sessions were written: {exc}",
-            report=report,
-        ) from exc
     finally:
-        report.imported, report.replaced = writer.new, writer.replacing
+        report.imported, report.replaced = writer.counts["new"], writer.counts["replace"]
+        report.duplicates = same_duplicates + writer.counts["duplicate"]
     report.digest = reader.digest.hexdigest()
     report.end_problem = reader.end_problem()
     if progress is not None:
@@ -1025,17 +1310,25 @@ def migrate_sessions(
     sessions are taken is decided against one instant (the source's clock at the start), so a
     session that expires during a long migration is still copied and verified.
 
-    *Resumable*: a session already in the target exactly so is not written again, so running
-    the migration again after an interruption continues where it stopped, and never duplicates
-    (ids are keys) nor loses a session.
+    *Not onto itself*: when both managers report the same
+    :meth:`~sessionkeeper.SessionManager.identity` (one store reached through two spellings of
+    its path or URL), :class:`SameStoreError` is raised before anything is read or written.
+
+    *Resumable*: a session already in the target exactly so (byte for byte as encoded) is not
+    written again, so running the migration again after an interruption continues where it
+    stopped, and never duplicates (ids are keys) nor loses a session.
 
     *Verified*: the source is read again and every session looked up in the target; both sides'
     counts and :class:`SessionDigest` are in the report, and :attr:`MigrationReport.verified` is
     true only when they match exactly. A session written in the source during the migration
     makes the verification fail; running the migration again copies it.
 
-    ``delete_source`` deletes from the source, after a verified copy only, each session the
-    target holds exactly so (the source must be open for writing). Raises
+    ``delete_source`` deletes from the source, after a verified copy only, each session this
+    run copied that the target holds exactly so (the source must be open for writing). A session
+    this run found already in the target is deleted only when both stores report identities
+    (and so are proven distinct); otherwise it is kept and counted in
+    :attr:`MigrationReport.kept`, as is a session written to the source after the copy: a store
+    that cannot say what it is can never be emptied by a migration onto itself. Raises
     :class:`TransferAborted` (with the report so far) when a store fails part-way.
     """
     now = source.clock()
@@ -1045,11 +1338,22 @@ def migrate_sessions(
         now=now,
         include_expired=include_expired,
     )
+    moved = _Moved() if delete_source else None
     try:
-        _copy(source, target, report, progress)
+        report.source_identity = source.identity()
+        report.target_identity = target.identity()
+        if report.source_identity is not None and report.source_identity == report.target_identity:
+            raise SameStoreError(
+                f"the source and the target are the same store ({report.source_identity}): "
+                "migrating it onto itself copies nothing, and deleting the source would delete "
+                "every session",
+                report=report,
+            )
+        _copy(source, target, report, progress, moved)
         _verify(source, target, report, progress)
-        if delete_source and report.verified:
-            _delete_verified(source, target, report, progress)
+        if moved is not None and report.verified:
+            distinct = report.source_identity is not None and report.target_identity is not None
+            _delete_verified(source, target, report, progress, moved, distinct)
     except ExportError:
         raise
     except SessionKeeperError as exc:
@@ -1061,11 +1365,22 @@ def migrate_sessions(
     return report
 
 
+@attrs.define
+class _Moved:
+    """What one migration run did with each session, by the fingerprint of its encoded record:
+    ``copied`` it wrote to the target, ``found`` already there exactly so. Only these may be
+    deleted from the source (kept only with ``delete_source``: about 60 bytes a session)."""
+
+    copied: set[int] = attrs.field(factory=set)
+    found: set[int] = attrs.field(factory=set)
+
+
 def _copy(
     source: SessionManager,
     target: SessionManager,
     report: MigrationReport,
     progress: Progress | None,
+    moved: _Moved | None,
 ) -> None:
     total = _estimate(source, progress)
     done = 0
@@ -1074,20 +1389,26 @@ def _copy(
         report.rejected += 1
         _capped(report.errors, f"session {session_id!r}: {exc}")
 
-    writer = _Writer(target, reject)
+    def stored(session: Session) -> None:
+        if moved is not None:
+            moved.copied.add(_key(encode_session(session)))
+
+    writer = _Writer(target, reject, stored)
     try:
         for session in _selected(source, report.now, report.include_expired):
-            stored = _raw_fetch(target, session.id)
-            if stored is not None and stored == session:
+            found = _raw_fetch(target, session.id)
+            if found is not None and _same(found, session):
                 report.unchanged += 1
+                if moved is not None:
+                    moved.found.add(_key(encode_session(session)))
             else:
-                writer.add(session, stored is not None, session.id)
+                writer.add(session, "new" if found is None else "replace", session.id)
             done += 1
             if progress is not None and done % PROGRESS_EVERY == 0:
                 progress("copy", done, max(total or 0, done))
         writer.flush()
     finally:
-        report.copied, report.replaced = writer.new, writer.replacing
+        report.copied, report.replaced = writer.counts["new"], writer.counts["replace"]
     if progress is not None:
         progress("copy", done, done)
 
@@ -1107,7 +1428,7 @@ def _verify(
             report.missing += 1
         else:
             target_digest.add(stored)
-            if stored != session:
+            if not _same(stored, session):
                 report.differing += 1
         if progress is not None and source_digest.count % PROGRESS_EVERY == 0:
             progress("verify", source_digest.count, max(total, source_digest.count))
@@ -1125,14 +1446,22 @@ def _delete_verified(
     target: SessionManager,
     report: MigrationReport,
     progress: Progress | None,
+    moved: _Moved,
+    distinct: bool,
 ) -> None:
+    """Delete from the source what this run copied (and, when the stores are ``distinct``,
+    what it found already copied), each only if the target still holds it exactly so."""
     total = report.source_count
     seen = 0
     for session in _selected(source, report.now, report.include_expired):
         seen += 1
-        stored = _raw_fetch(target, session.id)
-        if stored is not None and stored == session and source.delete(session.id):
-            report.deleted += 1
+        key = _key(encode_session(session))
+        if key in moved.copied or (distinct and key in moved.found):
+            stored = _raw_fetch(target, session.id)
+            if stored is not None and _same(stored, session) and source.delete(session.id):
+                report.deleted += 1
+        else:
+            report.kept += 1
         if progress is not None and seen % PROGRESS_EVERY == 0:
             progress("delete", seen, max(total, seen))
     if progress is not None:
