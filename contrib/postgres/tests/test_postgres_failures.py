@@ -1,0 +1,230 @@
+"""The ``postgres`` backend when the server goes away: clear errors, recovery without a restart of
+the client, nothing acknowledged lost; and stored rows of garbage bytes."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sessionkeeper import (
+    CodecError,
+    Session,
+    SessionManager,
+    SessionNotFound,
+    StorageError,
+    decode_session,
+)
+from sessionkeeper.testing import ManualClock
+
+START = 1_700_000_000_000
+
+
+@pytest.fixture
+def own_cluster(pg_clusters: Callable[..., Any]) -> Any:
+    """A cluster of the test's own, which it may stop and restart."""
+    return pg_clusters()
+
+
+@pytest.fixture
+def manager_on(table_name: str) -> Iterator[Callable[..., SessionManager]]:
+    """``manager_on(cluster, **backend_opts)``: a manager on the test's table of ``cluster``."""
+    opened: list[SessionManager] = []
+
+    def make(cluster: Any, **opts: Any) -> SessionManager:
+        backend_opts = {
+            "dsn": cluster.dsn(),
+            "table_name": table_name,
+            "connect_timeout_ms": 2_000,
+            **opts,
+        }
+        manager = SessionManager(
+            backend="postgres",
+            backend_opts=backend_opts,
+            cleanup_interval=0,
+            clock=ManualClock(START),
+        )
+        opened.append(manager)
+        return manager
+
+    yield make
+    for manager in reversed(opened):
+        manager.close()
+
+
+def _decodes_as(record: bytes, session_id: str) -> bool:
+    try:
+        return decode_session(record).id == session_id
+    except CodecError:
+        return False
+
+
+def _session(sid: str, **metadata: Any) -> Session:
+    return Session(sid, START, START, None, metadata)
+
+
+class TestConnectionLoss:
+    def test_open_against_no_server_is_a_storage_error_naming_it(
+        self, own_cluster: Any, manager_on: Callable[..., SessionManager]
+    ) -> None:
+        """Opening a store whose server is down fails with a ``StorageError`` naming the backend
+        and the address, and libpq's reason."""
+        own_cluster.stop()
+        with pytest.raises(StorageError) as info:
+            manager_on(own_cluster)
+        assert info.value.backend == "postgres"
+        assert f"127.0.0.1:{own_cluster.port}" in str(info.value)
+        assert "cannot connect" in str(info.value)
+
+    def test_operations_fail_clearly_while_down_and_work_again_after(
+        self, own_cluster: Any, manager_on: Callable[..., SessionManager]
+    ) -> None:
+        """With the server stopped, every operation raises a ``StorageError`` naming the
+        backend and server (never ``SessionNotFound``); once it is back, the same manager works
+        again and finds what was stored before."""
+        manager = manager_on(own_cluster)
+        manager.store(_session("before", n=1))
+        own_cluster.stop()
+        operations = {
+            "fetch": lambda: manager.fetch("before"),
+            "peek": lambda: manager.peek("before"),
+            "store": lambda: manager.store(_session("during")),
+            "delete": lambda: manager.delete("before"),
+            "list": manager.list,
+            "count": manager.count,
+            "cleanup": manager.cleanup_expired,
+        }
+        for name, operation in operations.items():
+            with pytest.raises(StorageError) as info:
+                operation()
+            assert not isinstance(info.value, SessionNotFound), name
+            assert info.value.backend == "postgres", name
+            assert f"127.0.0.1:{own_cluster.port}" in str(info.value), name
+        own_cluster.start()
+        assert manager.fetch("before").metadata == {"n": 1}
+        manager.store(_session("after"))
+        assert sorted(manager.list()) == ["after", "before"]
+
+    def test_a_restart_between_operations_is_invisible(
+        self, own_cluster: Any, manager_on: Callable[..., SessionManager]
+    ) -> None:
+        """After a restart, the pool's connections are all dead; the next operations still
+        succeed (a lost connection is replaced and the operation retried once)."""
+        manager = manager_on(own_cluster, pool_min_size=3, pool_max_size=3)
+        manager.store(_session("kept", n=1))
+        threads = [threading.Thread(target=manager.list) for _ in range(3)]
+        for thread in threads:  # use all three connections
+            thread.start()
+        for thread in threads:
+            thread.join()
+        own_cluster.restart(immediate=True)
+        for _ in range(5):
+            assert manager.peek("kept").metadata == {"n": 1}
+            manager.store(_session("kept", n=1))
+
+    def test_every_acknowledged_write_survives_a_crash_restart_under_load(
+        self, own_cluster: Any, manager_on: Callable[..., SessionManager]
+    ) -> None:
+        """Writers keep storing while the server is killed (immediate shutdown: no checkpoint)
+        and started again: every store that returned is in the table afterwards, failed ones
+        raised ``StorageError``, and the writers go on storing on the same manager."""
+        manager = manager_on(own_cluster, pool_max_size=4)
+        acknowledged: list[set[str]] = [set() for _ in range(4)]
+        failures: list[list[BaseException]] = [[] for _ in range(4)]
+        stop = threading.Event()
+        after_restart = threading.Event()
+        written_after: list[int] = [0] * 4
+
+        def write(index: int) -> None:
+            n = 0
+            while not stop.is_set():
+                sid = f"w{index}-{n}"
+                n += 1
+                try:
+                    manager.store(_session(sid, n=n))
+                except StorageError as exc:
+                    failures[index].append(exc)
+                    continue
+                acknowledged[index].add(sid)
+                if after_restart.is_set():
+                    written_after[index] += 1
+
+        threads = [threading.Thread(target=write, args=(index,)) for index in range(4)]
+        for thread in threads:
+            thread.start()
+        try:
+            while sum(len(done) for done in acknowledged) < 200:
+                threading.Event().wait(0.01)
+            own_cluster.restart(immediate=True)
+            after_restart.set()
+            end = threading.Event()
+            for _ in range(3000):
+                if all(count >= 20 for count in written_after):
+                    break
+                end.wait(0.01)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(60)
+        assert all(count >= 20 for count in written_after), written_after
+        for errors in failures:
+            assert all(isinstance(error, StorageError) for error in errors)
+        stored = set(manager.list())
+        for done in acknowledged:
+            assert done <= stored, sorted(done - stored)[:10]
+
+
+@pytest.mark.fuzz
+class TestGarbageRows:
+    @settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(
+        record=st.one_of(
+            st.binary(max_size=200),
+            st.binary(max_size=40).map(lambda tail: b"\x96\x01\xa1g" + tail),
+        ),
+        last_accessed=st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    )
+    def test_a_row_of_garbage_is_a_clear_error(
+        self,
+        pg_cluster: Any,
+        table_name: str,
+        record: bytes,
+        last_accessed: int,
+    ) -> None:
+        """Whatever bytes and last_accessed a row holds, reading it either gives a valid
+        session of that id or raises a ``StorageError`` naming the backend, the table and the
+        id — never another exception, never "not found" — and the neighbouring row stays
+        readable."""
+        with SessionManager(
+            backend="postgres",
+            backend_opts={"dsn": pg_cluster.dsn(), "table_name": table_name},
+            cleanup_interval=0,
+            clock=ManualClock(START),
+        ) as manager:
+            manager.store(_session("g", n=0))
+            manager.store(_session("neighbour", n=1))
+            with pg_cluster.connect() as conn:
+                conn.execute(
+                    f"UPDATE {table_name} SET record = %s, last_accessed = %s WHERE id = 'g'",  # type: ignore[arg-type]
+                    (record, last_accessed),
+                )
+            if _decodes_as(record, "g"):
+                for read in (manager.peek, manager.fetch, manager.touch):
+                    with contextlib.suppress(SessionNotFound):  # expired at the clock
+                        assert read("g").id == "g"
+            else:
+                for read in (manager.peek, manager.fetch, manager.touch):
+                    with pytest.raises(StorageError) as info:
+                        read("g")
+                    assert not isinstance(info.value, SessionNotFound)
+                    assert info.value.backend == "postgres"
+                    assert "'g'" in str(info.value)
+                    assert table_name in str(info.value)
+                with pytest.raises(StorageError, match="'g'"):
+                    list(manager.iter_sessions(include_expired=True))
+            assert manager.peek("neighbour").metadata == {"n": 1}
