@@ -19,24 +19,36 @@ sessions plus those touched since they were filed (each live session is re-filed
 ``timeout_ms``), never the number stored. It works in steps of at most :data:`BATCH` entries, so
 the caller can release its lock (and commit the deletions) between steps.
 
-The ``memory`` and ``sqlitedict`` backends use it; a third-party backend that keeps an in-memory
-copy of its sessions can too.
+Stale entries (of deleted sessions, of sessions replaced by one that expires sooner or never)
+would otherwise stay until the sweep reaches their bucket, which for a long timeout is far away:
+memory would follow what was ever stored, not what is stored (issue 12, item 7). So the index
+counts its entries (:meth:`ExpiryIndex.entries`, O(1)), and :meth:`ExpiryIndex.compact_if_stale`
+— called by its owner after a delete or a replacement that filed an entry — rebuilds it from the
+stored sessions when it holds more than ``2 * stored + SLACK`` entries. A rebuild costs
+O(stored) and happens only after at least ``(stored + SLACK) / 2`` such writes since the last
+one: O(1) amortised per write, and the index never holds more than twice the stored sessions
+plus :data:`SLACK` entries. A rebuild files every session once, at its real deadline.
+
+:class:`sessionkeeper._table.SessionTable` wraps a ``dict`` of sessions, this index and their lock;
+backends use that rather than this class directly.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Final
 
 from ._model import Session
 
-__all__ = ["BATCH", "BUCKET_MS", "ExpiryIndex", "bucket_of"]
+__all__ = ["BATCH", "BUCKET_MS", "SLACK", "ExpiryIndex", "bucket_of"]
 
 #: Width of one expiry bucket, in ms.
 BUCKET_MS: Final = 1024
 #: Index entries examined per step of a sweep (and so per transaction of its deletions).
 BATCH: Final = 1000
+#: Entries the index may hold beyond twice the stored sessions before it is rebuilt.
+SLACK: Final = 1024
 
 
 def bucket_of(session: Session) -> int:
@@ -51,29 +63,44 @@ class ExpiryIndex:
     """Buckets of session ids by deadline, for O(expired) cleanup of a ``dict`` of sessions.
 
     Not thread-safe: call every method with the lock that guards the sessions ``dict`` held.
-    Typical use in a backend::
+    Typical use (what :class:`~sessionkeeper._table.SessionTable` does)::
 
-        index.stored(sessions.get(session.id), session)   # before replacing, in store
+        previous = sessions.get(session.id)                 # store
+        if index.stored(previous, session) and previous is not None:
+            index.compact_if_stale(sessions)                # (after the dict set)
         sessions[session.id] = session
+        ...
+        if sessions.pop(session_id, None) is not None:      # delete
+            index.compact_if_stale(sessions)
         ...
         for deleted in index.sweep(now, sessions):          # cleanup: one step per next()
             remove_from_disk(deleted)
         live = len(sessions) - index.count_expired(now, sessions)
     """
 
-    __slots__ = ("buckets", "heap")
+    __slots__ = ("buckets", "generation", "heap", "size", "slack")
 
     #: Width of one bucket, in ms.
     BUCKET_MS: Final = BUCKET_MS
     #: Entries examined per step of :meth:`sweep`.
     BATCH: Final = BATCH
+    #: Entries allowed beyond twice the stored sessions before :meth:`compact_if_stale` rebuilds.
+    SLACK: Final = SLACK
 
-    def __init__(self) -> None:
+    def __init__(self, *, slack: int = SLACK) -> None:
+        #: Entries allowed beyond twice the stored sessions (see :meth:`compact_if_stale`).
+        self.slack = slack
         self.buckets: dict[int, list[str]] = {}
         self.heap: list[int] = []
+        #: How many entries the buckets hold, live and stale (kept up to date by every method).
+        self.size = 0
+        #: Incremented by :meth:`clear` and :meth:`compact`: a sweep in progress notices that
+        #: the buckets it was walking were replaced.
+        self.generation = 0
 
     def file(self, session_id: str, bucket: int) -> None:
         """Add ``session_id`` to ``bucket``."""
+        self.size += 1
         entries = self.buckets.get(bucket)
         if entries is None:
             self.buckets[bucket] = [session_id]
@@ -81,38 +108,90 @@ class ExpiryIndex:
         else:
             entries.append(session_id)
 
-    def stored(self, previous: Session | None, session: Session) -> None:
-        """Keep the invariant after ``session`` replaced ``previous`` (``None``: a new id)."""
+    def stored(self, previous: Session | None, session: Session) -> bool:
+        """Keep the invariant after ``session`` replaced ``previous`` (``None``: a new id).
+
+        Returns True when it filed an entry. When it did so for a replacement (``previous`` is
+        not ``None``), the entry of ``previous`` may now be stale: call
+        :meth:`compact_if_stale` once the session is in the ``dict``.
+        """
         bucket = bucket_of(session)
         if bucket < 0:
-            return
+            return False
         if previous is not None:
             old = bucket_of(previous)
             if 0 <= old <= bucket:
-                return  # already filed at or before the new deadline
+                return False  # already filed at or before the new deadline
         self.file(session.id, bucket)
+        return True
 
     def clear(self) -> None:
         """Drop every entry."""
         self.buckets.clear()
         self.heap.clear()
+        self.size = 0
+        self.generation += 1
 
     def entries(self) -> int:
-        """How many entries the index holds (live and stale)."""
-        return sum(map(len, self.buckets.values()))
+        """How many entries the index holds (live and stale); O(1)."""
+        return self.size
 
-    def sweep(self, now: int, sessions: dict[str, Session]) -> Iterator[list[Session]]:
+    def compact_if_stale(self, sessions: dict[str, Session]) -> bool:
+        """Rebuild from ``sessions`` when the index holds more than ``2 * len(sessions) +
+        slack`` entries; return True when it did.
+
+        Call it after removing a session from ``sessions`` and after a replacement for which
+        :meth:`stored` filed an entry: those are the only writes that raise the entry count
+        relative to the stored count, so the bound holds after every write.
+        """
+        if self.size > 2 * len(sessions) + self.slack:
+            self.compact(sessions)
+            return True
+        return False
+
+    def compact(self, sessions: dict[str, Session]) -> None:
+        """Rebuild the index from ``sessions``: one entry per session that can expire, at its
+        real deadline. Cost O(len(sessions)). The containers are refilled in place."""
+        buckets, heap = self.buckets, self.heap
+        buckets.clear()
+        heap.clear()
+        self.generation += 1
+        size = 0
+        for session_id, session in sessions.items():
+            timeout = session.timeout_ms
+            if timeout is None:
+                continue
+            size += 1
+            bucket = (session.last_accessed + timeout) // BUCKET_MS
+            entries = buckets.get(bucket)
+            if entries is None:
+                buckets[bucket] = [session_id]
+            else:
+                entries.append(session_id)
+        heap.extend(buckets)
+        heapq.heapify(heap)
+        self.size = size
+
+    def sweep(self, now: int, sessions: dict[str, Session]) -> Generator[list[Session], None, None]:
         """Delete from ``sessions`` every session expired at ``now``, one step per ``next()``.
 
         Each step examines at most :data:`BATCH` entries, deletes the expired sessions it finds
         from ``sessions`` and yields them (possibly none). Drive it with the lock held during
-        each ``next()``; one sweep at a time.
+        each ``next()``; one sweep at a time. Between steps other writers may store, delete
+        and even :meth:`compact` the index: the sweep notices a compaction (the generation)
+        and carries on with the rebuilt buckets.
         """
         boundary = now // BUCKET_MS
         buckets, heap = self.buckets, self.heap
-        refiled: set[str] = set()
+        generation = self.generation
+        # id -> bucket it was re-filed at by this sweep: a later entry of the same id (a
+        # duplicate) needs no second one unless its deadline is now before that bucket.
+        refiled: dict[str, int] = {}
         # Buckets before the boundary hold deadlines < boundary * BUCKET_MS <= now.
         while True:
+            if generation != self.generation:  # rebuilt between steps: one entry per session
+                generation = self.generation
+                refiled.clear()
             deleted: list[Session] = []
             budget = BATCH
             while budget > 0 and heap and heap[0] < boundary:
@@ -123,6 +202,7 @@ class ExpiryIndex:
                     continue
                 while entries and budget > 0:
                     budget -= 1
+                    self.size -= 1
                     session_id = entries.pop()
                     session = sessions.get(session_id)
                     if session is None or session.timeout_ms is None:
@@ -131,10 +211,12 @@ class ExpiryIndex:
                     if now > deadline:
                         del sessions[session_id]
                         deleted.append(session)
-                    elif session_id not in refiled:
-                        # Touched since it was filed: file it at its deadline (>= boundary).
-                        refiled.add(session_id)
-                        self.file(session_id, deadline // BUCKET_MS)
+                        continue
+                    # Touched since it was filed: file it at its deadline (>= boundary), once.
+                    bucket = deadline // BUCKET_MS
+                    if refiled.get(session_id, bucket + 1) > bucket:
+                        refiled[session_id] = bucket
+                        self.file(session_id, bucket)
                 if not entries:
                     # Refiling only adds keys >= boundary, so ``key`` is still the smallest.
                     del buckets[key]
@@ -144,29 +226,38 @@ class ExpiryIndex:
                 yield deleted
             if done:
                 break
-        # The bucket holding ``now``: some of its deadlines are over, some are not.
-        entries = buckets.get(boundary)
-        if entries is None:
-            return
-        size = len(entries)
-        keep: list[str] = []
-        kept: set[str] = set()
-        for start in range(0, size, BATCH):
-            deleted = []
-            for session_id in entries[start : start + BATCH]:
-                session = sessions.get(session_id)
-                if session is None or session.timeout_ms is None or session_id in kept:
-                    continue
-                if now - session.last_accessed > session.timeout_ms:
-                    del sessions[session_id]
-                    deleted.append(session)
-                else:
-                    kept.add(session_id)
-                    keep.append(session_id)
-            yield deleted
-        # Only sweeps shrink bucket lists, so ``entries`` is still this bucket and whatever was
-        # appended between the steps sits after ``size``.
-        entries[:size] = keep
+        # The bucket holding ``now``: some of its deadlines are over, some are not. Scanned in
+        # steps; if the index is rebuilt between two of them, the scan starts over on the new
+        # bucket (a rebuild needs many writes, so this ends).
+        while True:
+            generation = self.generation
+            entries = buckets.get(boundary)
+            if entries is None:
+                return
+            size = len(entries)
+            keep: list[str] = []
+            kept: set[str] = set()
+            for start in range(0, size, BATCH):
+                deleted = []
+                for session_id in entries[start : start + BATCH]:
+                    session = sessions.get(session_id)
+                    if session is None or session.timeout_ms is None or session_id in kept:
+                        continue
+                    if now - session.last_accessed > session.timeout_ms:
+                        del sessions[session_id]
+                        deleted.append(session)
+                    else:
+                        kept.add(session_id)
+                        keep.append(session_id)
+                yield deleted
+                if generation != self.generation:
+                    break
+            else:
+                # Only sweeps shrink bucket lists, so ``entries`` is still this bucket and
+                # whatever was appended between the steps sits after ``size``.
+                entries[:size] = keep
+                self.size -= size - len(keep)
+                return
 
     def count_expired(self, now: int, sessions: dict[str, Session]) -> int:
         """How many stored sessions are expired at ``now`` (cost: the entries filed <= now)."""

@@ -32,6 +32,7 @@ from sessionkeeper import (
     SessionNotFound,
     StorageError,
 )
+from sessionkeeper._expiry import SLACK
 from sessionkeeper.testing import ManualClock
 from sessionkeeper_memory import BUCKET_MS, MemoryBackend, MemoryOptions
 from sessionkeeper_memory._table import BATCH
@@ -341,6 +342,41 @@ class TestExpiryIndex:
         clock.set(START + 2_000)  # inside the bucket of the deadline, not past it
         assert manager.cleanup_expired() == 0
         assert backend_stats(manager)["index_entries"] == 1
+        assert manager.list() == ["s"]
+
+    def test_deleted_sessions_do_not_stay_in_the_index(
+        self, manager: SessionManager, clock: ManualClock
+    ) -> None:
+        """Create/fetch/delete cycles leave the index as small as what is stored (issue 12,
+        item 7): deleted sessions' entries do not wait for their deadline to be dropped."""
+        cycles = 5 * SLACK
+        for _ in range(cycles):
+            session = manager.create(timeout_ms=1_800_000)
+            manager.fetch(session.id)
+            manager.delete(session.id)
+            clock.advance(3)
+        kept = [manager.create(timeout_ms=1_800_000) for _ in range(10)]
+        stats = backend_stats(manager)
+        assert stats["stored"] == 10
+        assert stats["index_entries"] <= 2 * 10 + SLACK
+        clock.advance(1_800_001 + BUCKET_MS)
+        assert manager.cleanup_expired() == len(kept)
+        assert backend_stats(manager)["index_entries"] == 0
+
+    def test_replacing_sessions_does_not_grow_the_index(
+        self, manager: SessionManager, clock: ManualClock
+    ) -> None:
+        """Storing one id over and over with a deadline that moves earlier, or alternating
+        with no timeout, keeps the index bounded by what is stored (issue 12, item 7)."""
+        for i in range(3 * SLACK):
+            clock.advance(1)
+            manager.store(make_session("s", clock.now, 3_600_000 if i % 2 else 1_000))
+            manager.store(make_session("t", clock.now, None if i % 2 else 1_000))
+        manager.store(make_session("t", clock.now, 1_000))
+        assert backend_stats(manager)["index_entries"] <= 2 * 2 + SLACK
+        clock.advance(2_000)
+        assert manager.count() == 1  # "s" holds the long timeout, "t" expired
+        assert manager.cleanup_expired() == 1
         assert manager.list() == ["s"]
 
     def test_count_excludes_expired_before_cleanup(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar, NoReturn
 
 import attrs
@@ -57,6 +57,9 @@ class MemoryBackend:
         self.options = options
         self.context = context
         self._table: Table | None = None
+        self._put: Callable[[Session], Session | None]
+        self._touch: Callable[[str, int], Session | None]
+        self._delete: Callable[[str], Session | None]
         self._detach()
 
     def __repr__(self) -> str:
@@ -68,13 +71,19 @@ class MemoryBackend:
         self._bind(Table(self.options.table_name), writable=False)
 
     def _bind(self, table: Table, *, writable: bool) -> None:
-        # Copied onto the instance so that the hot paths cost one attribute load each.
+        # Copied onto the instance so that the hot paths cost one attribute load each; a
+        # backend that may not write gets refusals in place of the table's writes.
         self._current = table
         self._sessions = table.sessions
-        self._acquire = table.lock.acquire
-        self._release = table.lock.release
-        self._stored = table.index.stored
         self._writable = writable
+        if writable:
+            self._put = table.put
+            self._touch = table.touch
+            self._delete = table.delete
+        else:
+            self._put = self._refuse_store
+            self._touch = self._refuse_touch
+            self._delete = self._refuse_delete
 
     def _refuse(self, operation: str) -> NoReturn:
         reason = "the backend is not open" if self._table is None else "it was opened read-only"
@@ -82,6 +91,15 @@ class MemoryBackend:
             self.context.name,
             f"cannot {operation} in table {self.options.table_name!r}: {reason}",
         )
+
+    def _refuse_store(self, _session: Session) -> NoReturn:
+        self._refuse("store")
+
+    def _refuse_touch(self, _session_id: str, _last_accessed: int) -> NoReturn:
+        self._refuse("touch a session")
+
+    def _refuse_delete(self, _session_id: str) -> NoReturn:
+        self._refuse("delete a session")
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -110,21 +128,13 @@ class MemoryBackend:
         """The stored session (expired or not), or ``None``: one ``dict.get``, no lock."""
         return self._sessions.get(session_id)
 
-    # The writes below use ``acquire()`` / ``try`` / ``finally: release()`` rather than ``with``:
-    # the same guarantee, and about 60 ns less per call on CPython 3.11.
+    # The writes are the table's own methods (bound by _bind): each takes the table's lock and
+    # keeps the expiry index in step with the dict.
 
     @hookimpl
     def sessionkeeper_store(self, session: Session) -> None:
         """Insert or replace ``session``; index it when its deadline moved to an earlier bucket."""
-        if not self._writable:
-            self._refuse("store")
-        sessions = self._sessions
-        self._acquire()
-        try:
-            self._stored(sessions.get(session.id), session)
-            sessions[session.id] = session
-        finally:
-            self._release()
+        self._put(session)
 
     @hookimpl
     def sessionkeeper_touch(self, session_id: str, last_accessed: int) -> Session | None:
@@ -133,42 +143,20 @@ class MemoryBackend:
         A later deadline needs no index change: the entry in an earlier bucket is re-filed when
         a cleanup reaches it.
         """
-        if not self._writable:
-            self._refuse("touch a session")
-        sessions = self._sessions
-        self._acquire()
-        try:
-            session = sessions.get(session_id)
-            if session is None or last_accessed <= session.last_accessed:
-                return session
-            touched = sessions[session_id] = session.touched(last_accessed)
-            return touched
-        finally:
-            self._release()
+        return self._touch(session_id, last_accessed)
 
     @hookimpl
     def sessionkeeper_delete(self, session_id: str) -> bool:
-        """Remove the session; ``False`` when there was none. Its index entry goes stale."""
-        if not self._writable:
-            self._refuse("delete a session")
-        sessions = self._sessions
-        self._acquire()
-        try:
-            return sessions.pop(session_id, None) is not None
-        finally:
-            self._release()
+        """Remove the session; ``False`` when there was none. The table's index compacts
+        itself once its stale entries outnumber the stored sessions (issue 12, item 7)."""
+        return self._delete(session_id) is not None
 
     # -- the rest ---------------------------------------------------------------------------------
 
     @hookimpl
     def sessionkeeper_list(self, now: int) -> list[str]:
         """The ids of the sessions live at ``now``."""
-        table = self._current
-        return [
-            session.id
-            for session in table.snapshot()
-            if session.timeout_ms is None or now - session.last_accessed <= session.timeout_ms
-        ]
+        return self._current.list_live(now)
 
     @hookimpl
     def sessionkeeper_count(self, now: int) -> int:
@@ -178,29 +166,18 @@ class MemoryBackend:
     @hookimpl
     def sessionkeeper_iter_sessions(self) -> Iterator[Session]:
         """Every stored session, expired ones included, from a snapshot taken on first use."""
-        table = self._current
-
-        def generate() -> Iterator[Session]:
-            yield from table.snapshot()
-
-        return generate()
+        return self._current.iter()
 
     @hookimpl
     def sessionkeeper_cleanup_expired(self, now: int) -> int:
         """Delete the sessions expired at ``now`` (cost: the number expired); return how many."""
         if not self._writable:
             self._refuse("clean up expired sessions")
-        return self._current.cleanup_expired(now)
+        return self._current.sweep(now)
 
     @hookimpl
     def sessionkeeper_stats(self) -> dict[str, Any]:
         """``table_name``, ``stored`` (expired included), ``index_buckets``, ``index_entries``
         and ``table_users`` (backends sharing the table)."""
         table = self._current
-        return {
-            "table_name": self.options.table_name,
-            "stored": len(table.sessions),
-            "index_buckets": len(table.index.buckets),
-            "index_entries": table.index_entries(),
-            "table_users": table.refs,
-        }
+        return {"table_name": self.options.table_name, **table.stats(), "table_users": table.refs}

@@ -1,0 +1,334 @@
+"""One in-memory table of sessions: a ``dict``, its expiry index and the lock that keeps them one.
+
+Every backend that keeps its sessions in process memory — ``memory`` (the table itself),
+``sqlitedict`` (a write-through copy of its file), ``zmq`` (a node's replica) — needs the same
+four things: a ``dict`` id -> :class:`~sessionkeeper.Session` read without a lock, an
+:class:`~sessionkeeper.ExpiryIndex` for O(expired) cleanup, a lock that keeps the two consistent,
+and a sweep lock so that one cleanup runs at a time and releases the lock between batches.
+:class:`SessionTable` is that, written once.
+
+Two layers of writes:
+
+- ``put``, ``replace``, ``delete``, ``touch``, ``load``, ``clear`` take :attr:`SessionTable.lock`
+  themselves: what the ``memory`` backend calls;
+- ``put_unlocked``, ``delete_unlocked``, ``touch_unlocked``, ``clear_unlocked`` (named after
+  stdio's ``putc_unlocked``) expect the caller to hold :attr:`SessionTable.lock`: for a backend
+  whose critical section is larger than one table write — a group commit that applies several
+  writes and undoes them when the commit fails, a replica that updates versions, tombstones and
+  a digest with each write. Such a backend uses :attr:`SessionTable.lock` as its own lock.
+
+:meth:`SessionTable.sweep` deletes the expired sessions in batches and hands each batch to a
+callback *with the lock held*, between two batches, so a disk backend deletes them from disk
+(and a replica drops their versions) in the same critical section as the ``dict``; when the
+callback raises, the batch is put back and the error propagates. A callback rather than a
+generator that yields with the lock held: a generator left suspended by an exception in the
+caller's loop body (kept alive by the traceback) would keep the lock held.
+
+Where later additions go: an owner index (owner -> set of ids) is maintained in the write
+primitives (``put_unlocked``, ``delete_unlocked``, the batches of ``sweep``, ``load``,
+``clear_unlocked``; a touch changes no owner), the only places that change :attr:`sessions`;
+``list_owner``/``count_owner`` then read it under the lock. Per-session versions live in the
+session itself (``Session.version``); :meth:`SessionTable.replace` is the compare-and-set that a
+conditional store, ``update`` and ``take`` are built on (the caller checks the version of the
+session it read, the table checks that it is still the stored one).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from types import TracebackType
+from typing import Protocol
+
+from ._expiry import BATCH, BUCKET_MS, SLACK, ExpiryIndex
+from ._model import Session
+
+__all__ = ["BATCH", "BUCKET_MS", "Lock", "SessionTable"]
+
+
+class Lock(Protocol):
+    """What the table needs of its lock: :class:`threading.Lock`'s methods."""
+
+    def acquire(self, blocking: bool = ..., timeout: float = ...) -> bool: ...
+    def release(self) -> None: ...
+    def __enter__(self) -> bool: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+        /,
+    ) -> None: ...
+
+
+class SessionTable:
+    """Sessions by id, with an expiry index, a write lock and a sweep lock.
+
+    Reads of :attr:`sessions` by key need no lock (``dict.get`` is atomic, and stored sessions
+    are immutable); read it freely, but never write it: every write goes through the table, so
+    that the index (and, later, an owner index) follows. ``len(table)`` counts stored sessions,
+    expired ones included.
+
+    Not reentrant: a method that takes :attr:`lock` must not be called with it held (use the
+    ``*_unlocked`` method instead).
+    """
+
+    __slots__ = ("_acquire", "_release", "_stored", "index", "lock", "sessions", "sweep_lock")
+
+    def __init__(self, *, lock: Lock | None = None, slack: int = SLACK) -> None:
+        """:param lock: the write lock, when the backend wants to pass its own (default: a new
+            :func:`threading.Lock`).
+        :param slack: index entries allowed beyond twice the stored sessions before the index
+            is rebuilt (see :meth:`~sessionkeeper.ExpiryIndex.compact_if_stale`).
+        """
+        #: id -> session, expired ones included until a sweep removes them.
+        self.sessions: dict[str, Session] = {}
+        #: The lazy deadline buckets (see :class:`~sessionkeeper.ExpiryIndex`).
+        self.index = ExpiryIndex(slack=slack)
+        #: Guards every write to :attr:`sessions` and :attr:`index`.
+        self.lock: Lock = threading.Lock() if lock is None else lock
+        #: Lets one :meth:`sweep` run at a time (taken before :attr:`lock`, never inside it).
+        self.sweep_lock = threading.Lock()
+        self._bind()
+
+    def _bind(self) -> None:
+        # Bound once: the hot paths then cost one attribute load per call they make.
+        # ``acquire()`` / ``try`` / ``finally: release()`` rather than ``with``: the same
+        # guarantee, and about 60 ns less per call on CPython 3.11.
+        self._acquire = self.lock.acquire
+        self._release = self.lock.release
+        self._stored = self.index.stored
+
+    def __repr__(self) -> str:
+        return f"<SessionTable {len(self.sessions)} sessions, {self.index.size} index entries>"
+
+    def __len__(self) -> int:
+        return len(self.sessions)
+
+    def __contains__(self, session_id: object) -> bool:
+        return session_id in self.sessions
+
+    def reset_locks(self) -> None:
+        """Give the table fresh locks: in a forked child, where a thread of the parent may
+        have held them at the fork. Whoever keeps a reference to :attr:`lock` re-reads it."""
+        self.lock = threading.Lock()
+        self.sweep_lock = threading.Lock()
+        self._bind()
+
+    # -- reads (no lock) --------------------------------------------------------------------
+
+    def get(self, session_id: str) -> Session | None:
+        """The stored session (expired or not), or ``None``: one ``dict.get``, no lock."""
+        return self.sessions.get(session_id)
+
+    def snapshot(self) -> list[Session]:
+        """Every stored session (expired included), as a list taken under the lock."""
+        self._acquire()
+        try:
+            return list(self.sessions.values())
+        finally:
+            self._release()
+
+    def iter(self) -> Iterator[Session]:
+        """Every stored session (expired included), from a snapshot taken on first use."""
+        yield from self.snapshot()
+
+    def list_live(self, now: int) -> list[str]:
+        """The ids of the sessions live at ``now`` (the snapshot is filtered outside the lock)."""
+        return [
+            session.id
+            for session in self.snapshot()
+            if session.timeout_ms is None or now - session.last_accessed <= session.timeout_ms
+        ]
+
+    def count_live(self, now: int) -> int:
+        """How many stored sessions are live at ``now``: all, less the expired ones the index
+        finds (cost: the entries filed at or before ``now``, not the number stored)."""
+        self._acquire()
+        try:
+            return len(self.sessions) - self.index.count_expired(now, self.sessions)
+        finally:
+            self._release()
+
+    def index_entries(self) -> int:
+        """How many entries the expiry index holds, live and stale (O(1), no lock)."""
+        return self.index.size
+
+    def stats(self) -> dict[str, int]:
+        """``stored`` (expired included), ``index_entries`` and ``index_buckets``."""
+        self._acquire()
+        try:
+            return {
+                "stored": len(self.sessions),
+                "index_entries": self.index.size,
+                "index_buckets": len(self.index.buckets),
+            }
+        finally:
+            self._release()
+
+    # -- writes that take the lock ------------------------------------------------------------
+
+    def put(self, session: Session) -> Session | None:
+        """Insert or replace ``session``; return the session it replaced (``None``: new id)."""
+        session_id = session.id
+        sessions = self.sessions
+        self._acquire()
+        try:
+            previous = sessions.get(session_id)
+            filed = self._stored(previous, session)
+            sessions[session_id] = session
+            if filed and previous is not None:
+                self.index.compact_if_stale(sessions)
+            return previous
+        finally:
+            self._release()
+
+    def replace(self, session: Session, expected: Session | None) -> bool:
+        """Store ``session`` only if the stored session of its id is ``expected`` (the same
+        object; ``None``: no session with this id). Returns whether it stored: a
+        compare-and-set, atomic with every other write of the table."""
+        self._acquire()
+        try:
+            if self.sessions.get(session.id) is not expected:
+                return False
+            self.put_unlocked(session)
+            return True
+        finally:
+            self._release()
+
+    def delete(self, session_id: str) -> Session | None:
+        """Remove the session; return it (``None``: there was none)."""
+        self._acquire()
+        try:
+            return self.delete_unlocked(session_id)
+        finally:
+            self._release()
+
+    def touch(self, session_id: str, last_accessed: int) -> Session | None:
+        """Move ``last_accessed`` forward (never back); the session as stored afterwards, or
+        ``None`` for an unknown id."""
+        sessions = self.sessions
+        self._acquire()
+        try:
+            session = sessions.get(session_id)
+            if session is None or last_accessed <= session.last_accessed:
+                return session
+            touched = sessions[session_id] = session.touched(last_accessed)
+            return touched
+        finally:
+            self._release()
+
+    def load(self, sessions: Iterable[Session]) -> int:
+        """Insert or replace every session of ``sessions`` (an open reading its file, a
+        snapshot); return how many. Takes the lock once, for the whole iteration."""
+        count = 0
+        self._acquire()
+        try:
+            stored, file = self.sessions, self.index.file
+            for session in sessions:
+                count += 1
+                session_id = session.id
+                previous = stored.get(session_id)
+                if previous is None:  # the common case: filed without the comparison
+                    stored[session_id] = session
+                    timeout = session.timeout_ms
+                    if timeout is not None:
+                        file(session_id, (session.last_accessed + timeout) // BUCKET_MS)
+                else:
+                    self.put_unlocked(session)
+            return count
+        finally:
+            self._release()
+
+    def clear(self) -> None:
+        """Drop every session and index entry (waits for a sweep in progress)."""
+        with self.sweep_lock:
+            self._acquire()
+            try:
+                self.clear_unlocked()
+            finally:
+                self._release()
+
+    # -- writes under the caller's lock -------------------------------------------------------
+
+    def put_unlocked(self, session: Session) -> Session | None:
+        """:meth:`put` for a caller holding :attr:`lock`."""
+        sessions = self.sessions
+        session_id = session.id
+        previous = sessions.get(session_id)
+        filed = self._stored(previous, session)
+        sessions[session_id] = session
+        if filed and previous is not None:
+            self.index.compact_if_stale(sessions)
+        return previous
+
+    def delete_unlocked(self, session_id: str) -> Session | None:
+        """:meth:`delete` for a caller holding :attr:`lock`."""
+        sessions = self.sessions
+        session = sessions.pop(session_id, None)
+        # compact_if_stale's test, inline: deletes are frequent, rebuilds rare.
+        if session is not None and self.index.size > 2 * len(sessions) + self.index.slack:
+            self.index.compact(sessions)
+        return session
+
+    def touch_unlocked(self, session_id: str, last_accessed: int) -> Session | None:
+        """:meth:`touch` for a caller holding :attr:`lock`."""
+        sessions = self.sessions
+        session = sessions.get(session_id)
+        if session is None or last_accessed <= session.last_accessed:
+            return session
+        touched = sessions[session_id] = session.touched(last_accessed)
+        return touched
+
+    def clear_unlocked(self) -> None:
+        """:meth:`clear` for a caller holding :attr:`lock` (a sweep in progress then finds the
+        index rebuilt, and ends on the empty table)."""
+        self.sessions.clear()
+        self.index.clear()
+
+    # -- cleanup ------------------------------------------------------------------------------
+
+    def sweep(
+        self,
+        now: int,
+        on_batch: Callable[[list[Session]], object] | None = None,
+        *,
+        stop: Callable[[], bool] | None = None,
+    ) -> int:
+        """Delete every session expired at ``now``; return how many were deleted.
+
+        The work goes in steps of at most :data:`BATCH` index entries, each under one hold of
+        :attr:`lock`, which is released between steps: writers wait for one step at most.
+        Each step's deleted sessions (when there are any) are passed to ``on_batch`` with the
+        lock still held — delete them from disk, drop their replication metadata. When
+        ``on_batch`` raises, that batch is put back in the table and the error propagates.
+        ``stop`` is asked, with the lock held, before each step: True ends the sweep there (the
+        rest waits for the next one). The cost is the number expired, not the number stored.
+        """
+        removed = 0
+        with self.sweep_lock:
+            steps = self.index.sweep(now, self.sessions)
+            try:
+                while True:
+                    self._acquire()
+                    try:
+                        if stop is not None and stop():
+                            return removed
+                        deleted = next(steps, None)
+                        if deleted is None:
+                            self.index.compact_if_stale(self.sessions)
+                            return removed
+                        if not deleted:
+                            continue
+                        if on_batch is not None:
+                            try:
+                                on_batch(deleted)
+                            except BaseException:
+                                for session in deleted:
+                                    self.put_unlocked(session)
+                                raise
+                        removed += len(deleted)
+                    finally:
+                        self._release()
+            finally:
+                steps.close()
