@@ -545,6 +545,111 @@ class TestOwnership:
         open_store().store(session(2))
 
 
+class TestOwnershipOfTheRealFile:
+    """Issue 12 item 4, within one process: a table has one writer whatever name it is opened
+    by (the cross-process cases are in test_sqlitedict_processes.py)."""
+
+    @pytest.mark.parametrize("link", ["symlink", "hard-link", "relative"])
+    def test_a_second_manager_through_another_name_is_refused(
+        self, path: Path, open_store: Any, link: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A second manager on the same table of the same file, reached through a symlink, a
+        hard link or a relative spelling, is refused; the first keeps writing."""
+        first = open_store(file_path=str(path))
+        first.store(session(1))
+        other = path.with_name("other.sqlite")
+        if link == "symlink":
+            other.symlink_to(path)
+        elif link == "hard-link":
+            os.link(path, other)
+        else:
+            monkeypatch.chdir(path.parent.parent)
+            other = Path(path.parent.name) / ".." / path.parent.name / path.name
+        with pytest.raises(StorageError, match="already open for writing in this process"):
+            open_store(file_path=str(other))
+        first.store(session(2))
+        assert sorted(rows(path)) == ["s00001", "s00002"]
+
+    def test_table_names_differing_in_case_are_one_table(self, path: Path, open_store: Any) -> None:
+        """``Sessions`` and ``sessions`` are one SQLite table: a second writer is refused."""
+        open_store(table_name="sessions")
+        with pytest.raises(StorageError, match="already open for writing"):
+            open_store(table_name="Sessions")
+
+
+class TestIdentity:
+    """``sessionkeeper_identity``: which file and table a manager opened, however reached."""
+
+    def test_links_and_spellings_give_one_identity(
+        self, path: Path, open_store: Any, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Managers reaching one file through its path, a symlink, a hard link and a relative
+        path report one identity, built from the file's device and inode, whether they own
+        the file or read it."""
+        owner = open_store()
+        owner.store(session(1))
+        st = path.stat()
+        identity = owner.identity()
+        assert identity == f"sqlitedict:{st.st_dev}:{st.st_ino}:sessions"
+        symlink = path.with_name("symlink.sqlite")
+        symlink.symlink_to(path)
+        hard = path.with_name("hard.sqlite")
+        os.link(path, hard)
+        monkeypatch.chdir(path.parent)
+        names = [str(symlink), path.name, f"../{path.parent.name}/{path.name}"]
+        for name in names:
+            reader = open_store(file_path=name, read_only=True)
+            assert reader.identity() == identity, name
+            reader.close()
+        owner.close()
+        for name in [str(hard), *names]:
+            other = open_store(file_path=name)
+            assert other.identity() == identity, name
+            other.close()
+
+    def test_other_tables_and_files_differ(self, path: Path, open_store: Any) -> None:
+        """Another table of the same file, or a copy of the file, is another store; a table
+        name differing only in case is the same one."""
+        owner = open_store()
+        owner.store(session(1))
+        other_table = open_store(table_name="other")
+        assert other_table.identity() != owner.identity()
+        same = open_store(table_name="SESSIONS", read_only=True)
+        assert same.identity() == owner.identity()
+        owner.close()
+        copy = path.with_name("copy.sqlite")
+        copy.write_bytes(path.read_bytes())
+        assert open_store(file_path=str(copy)).identity() != same.identity()
+
+
+class TestPathsThatAreNotFiles:
+    """Issue 12 item 13: a configured path is never trusted to be a regular file."""
+
+    @pytest.mark.parametrize("kind", ["directory", "fifo", "device"])
+    @pytest.mark.parametrize("read_only", [False, True], ids=["owner", "read-only"])
+    def test_is_named_as_what_it_is(
+        self, path: Path, open_store: Any, kind: str, read_only: bool
+    ) -> None:
+        """file_path naming a directory says "is a directory" (not "does not exist"); a FIFO
+        or a device is refused as not a regular file, without blocking on it; nothing is
+        created or changed."""
+        if kind == "device":
+            target = Path(os.devnull)
+        else:
+            target = path
+            path.parent.mkdir()
+            if kind == "directory":
+                path.mkdir()
+            else:
+                os.mkfifo(path)
+        expected = "is a directory" if kind == "directory" else "not a regular file"
+        with pytest.raises(StorageError, match=expected):
+            open_store(file_path=str(target), read_only=read_only)
+        assert not lock_path(target).exists()
+        if kind != "device":
+            assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
+
+
 class TestReadOnly:
     def test_a_missing_file_is_not_created(self, path: Path, open_store: Any) -> None:
         """Opening a missing file read-only fails, naming it, and creates nothing."""

@@ -355,6 +355,42 @@ class TestSecondProcess:
         with open_owner(path) as manager:
             assert manager.count() == 3
 
+    @pytest.mark.parametrize("link", ["symlink", "hard-link"])
+    @pytest.mark.parametrize("through", ["second", "owner"])
+    def test_a_second_writer_through_a_link_is_refused(
+        self, tmp_path: Path, link: str, through: str
+    ) -> None:
+        """Issue 12 item 4: one owning process per *real* file. With ``other`` a symlink or a
+        hard link to the file, a second writer is refused naming the owner's pid, whichever
+        name the owner ("owner") or the second writer ("second") used; the owner's sessions
+        stay as it wrote them, and once it has exited the other name opens."""
+        real = tmp_path / "real.sqlite"
+        other = tmp_path / "other.sqlite"
+        with open_owner(real) as manager:
+            manager.create(metadata={"name": "alpha"})
+        if link == "symlink":
+            other.symlink_to(real)
+        else:
+            os.link(real, other)
+        owned, second = (real, other) if through == "second" else (other, real)
+        worker = Worker("hold", owned, stdin=True)
+        try:
+            worker.expect("ready")
+            with pytest.raises(StorageError) as info:
+                open_owner(second)
+            message = str(info.value)
+            assert "locked by" in message, message
+            assert f"process {worker.process.pid}" in message
+            assert str(second) in message
+            assert worker.process.stdin is not None
+            worker.process.stdin.close()
+            assert worker.expect("closed")
+            assert worker.finish() == 0
+        finally:
+            worker.close()
+        with open_owner(second) as manager:
+            assert [s.metadata for s in manager.iter_sessions()] == [{"name": "alpha"}]
+
     def test_read_only_opens_work_beside_the_owner(self, owner: tuple[Worker, Path]) -> None:
         """A read-only manager reads a file another process owns, without taking its lock."""
         _, path = owner

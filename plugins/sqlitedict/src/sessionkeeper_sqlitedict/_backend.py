@@ -67,6 +67,7 @@ from ._sql import (
     connect_read_only,
     connect_writer,
     decode_row,
+    file_problem,
     hot_journal_hint,
     table_columns,
 )
@@ -166,6 +167,8 @@ class SqliteDictBackend:
         self._leading = False
         self._connection: sqlite3.Connection | None = None
         self._owner: OwnerLock | None = None
+        #: (st_dev, st_ino) of the file opened, for sessionkeeper_identity.
+        self._file_identity: tuple[int, int] | None = None
         self._flusher: threading.Thread | None = None
         self._stop = threading.Event()
         self._open = False
@@ -176,6 +179,7 @@ class SqliteDictBackend:
         self._writes = 0  # changes made since open (each store/touch/delete that changed a row)
         self._committed = 0  # of those, how many are committed
         self._commits = 0  # transactions committed (a durable group, a batch, a flush)
+        self._failed_commits = 0  # transactions that failed to commit (nothing acknowledged)
         self._flushes = 0
         self._flush_failures = 0
         self._last_error: str | None = None
@@ -234,14 +238,21 @@ class SqliteDictBackend:
         self._open = True
 
     def _open_read_only(self) -> None:
-        if not self.path.is_file():
-            raise StorageError(
-                self.context.name, f"{self.path} does not exist (a read-only open creates nothing)"
-            )
+        # A directory or a FIFO is named as what it is (opening a FIFO would block).
+        problem = file_problem(self.path, if_missing=" (a read-only open creates nothing)")
+        if problem is not None:
+            raise StorageError(self.context.name, problem)
         try:
             connection = connect_read_only(self.path, busy_timeout_ms=self.options.busy_timeout)
+            st = os.stat(self.path)
         except sqlite3.Error as exc:
             raise self._error("opening read-only", exc) from exc
+        except OSError as exc:
+            connection.close()
+            raise StorageError(
+                self.context.name, f"{self.path}: {exc.strerror or exc} (it changed while opening)"
+            ) from None
+        self._file_identity = (st.st_dev, st.st_ino)
         try:
             columns = table_columns(connection, self.table)
         except sqlite3.Error as exc:
@@ -276,8 +287,8 @@ class SqliteDictBackend:
                 self.context.name,
                 f"cannot create the directory {path.parent}: {exc.strerror or exc}",
             ) from None
-        owner = OwnerLock(path, self.table, backend=self.context.name)
-        owner.acquire()
+        owner = OwnerLock(path, self.table, backend=self.context.name, create=True)
+        owner.acquire()  # creates the file (mode 0600) if needed
         try:
             self._connection = self._connect_owner()
             self._load()
@@ -289,6 +300,8 @@ class SqliteDictBackend:
             owner.release()
             raise
         self._owner = owner
+        self._file_identity = owner.identity
+        self._warn_of_hard_links()
         self._pid = os.getpid()
         _open_owners.add(self)
         if not self.durable:
@@ -301,16 +314,30 @@ class SqliteDictBackend:
             )
             self._flusher.start()
 
-    def _connect_owner(self) -> sqlite3.Connection:
-        path, options = self.path, self.options
+    def _warn_of_hard_links(self) -> None:
+        """Log a warning when the file has several names (hard links).
+
+        The lock keeps a second owner out whatever name it uses, but SQLite names the
+        ``-wal`` and ``-journal`` files after the name it was given: after a crash, an owner
+        opening the file by another name does not see the committed changes still in the first
+        name's WAL (and an open by the first name later replays them over newer ones).
+        """
         try:
-            # Create the file with mode 0600 before SQLite does (SQLite gives its -wal and -shm
-            # files the database file's mode).
-            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
-        except OSError as exc:
-            raise StorageError(
-                self.context.name, f"cannot create {path}: {exc.strerror or exc}"
-            ) from None
+            links = os.stat(self.path).st_nlink
+        except OSError:
+            return
+        if links > 1:
+            log.warning(
+                "%s has %d names (hard links); SQLite names its -wal and -journal files after "
+                "the name it is opened by, so always open it by one name (a symlink is safe)",
+                self.path,
+                links,
+            )
+
+    def _connect_owner(self) -> sqlite3.Connection:
+        # The owner lock created the file with mode 0600 before SQLite could (SQLite gives its
+        # -wal and -shm files the database file's mode).
+        path, options = self.path, self.options
         try:
             connection = connect_writer(path, busy_timeout_ms=options.busy_timeout)
         except sqlite3.Error as exc:
@@ -717,6 +744,8 @@ class SqliteDictBackend:
                     sessions[key] = previous
                 if bad is not None:
                     undecodable[key] = bad
+            if committing:
+                self._failed_commits += 1
             # Interrupted before the commit (the leader's KeyboardInterrupt, say): fail them all.
             failed = held if committing else [w for w in batch if w.error is None]
             for write in failed:
@@ -806,6 +835,7 @@ class SqliteDictBackend:
                     for key, change in batch.items():
                         self._pending.setdefault(key, change)
                 self._flush_failures += 1
+                self._failed_commits += 1
                 self._last_error = f"{type(exc).__name__}: {exc}"
                 raise
             self._committed = writes
@@ -995,6 +1025,7 @@ class SqliteDictBackend:
             with self._db_lock:
                 self._write([], [(s.id,) for s in deleted])
         except BaseException as exc:
+            self._failed_commits += 1
             for session in deleted:
                 self._sessions[session.id] = session
                 self._index.stored(None, session)
@@ -1027,6 +1058,7 @@ class SqliteDictBackend:
                 writes=self._writes,
                 committed_writes=self._committed,
                 commits=self._commits,
+                failed_commits=self._failed_commits,
                 index_entries=self._index.entries(),
             )
         figures.update(
@@ -1036,6 +1068,20 @@ class SqliteDictBackend:
             load_seconds=None if self._load_seconds is None else round(self._load_seconds, 3),
         )
         return figures
+
+    @hookimpl
+    def sessionkeeper_identity(self) -> str | None:
+        """``<backend>:<st_dev>:<st_ino>:<table>`` of the file opened, ``None`` before open.
+
+        The device and inode are the file's own, whatever path, symlink or hard link the options
+        named it by, and the table name is lower-cased as SQLite compares names: two managers
+        on one table of one file get the same identity, and two tables of one file, or two
+        files, different ones.
+        """
+        if self._file_identity is None:
+            return None
+        device, inode = self._file_identity
+        return f"{self.context.name}:{device}:{inode}:{self.table.lower()}"
 
     @hookimpl
     def sessionkeeper_check(self, repair: bool) -> dict[str, Any]:

@@ -1,12 +1,24 @@
-"""One owning process per file: an OS lock on a sidecar ``<file>.lock`` that holds the owner's pid.
+"""One owning process per *real* file: an OS lock on the SQLite file itself.
 
-The lock is ``fcntl.flock(LOCK_EX | LOCK_NB)`` on ``<file>.lock``. The kernel drops it when the
-owner exits, however it exits (``SIGKILL`` included), so a crashed owner never leaves a stale lock
-behind; the pid written into the file only serves the error message of the next writer. The lock
-file is never deleted: deleting it would let two processes lock two different inodes.
+The lock is ``fcntl.flock(LOCK_EX | LOCK_NB)`` on the database file, opened by whatever name
+the configuration used. A lock belongs to the file (its inode), not to a name, so a second
+writer reaching the file through a symlink, a hard link or another spelling of the path meets
+the owner's lock. The kernel drops it when the owner exits, however it exits (``SIGKILL``
+included), so a crashed owner never leaves a stale lock behind. On Linux, ``flock`` locks and
+the POSIX byte-range locks SQLite takes on the same file are independent of each other.
+
+Beside it, ``<real file>.lock`` holds the owner's pid, for the next writer's error message
+(the kernel's ``/proc/locks`` is asked first, as it also knows the owner through a hard link),
+and is locked too, so that a process of an earlier version, which locked only that file, and
+this one still exclude each other. The lock file is never deleted.
 
 Within one process the lock is shared, reference-counted per table: several managers may own
-different tables of one file, but one table has one writer, as across processes.
+different tables of one file, but one table has one writer, as across processes. Table names
+are compared as SQLite compares them, ignoring ASCII case.
+
+Opening the file follows the configured path, but never trusts it: the path must lead to a
+regular file (a FIFO would block the open, a directory is named as one), and once locked the
+path must still lead to the locked file, else the lock is taken again.
 """
 
 from __future__ import annotations
@@ -21,15 +33,21 @@ from typing import Final
 
 from sessionkeeper import StorageError
 
+from ._sql import mode_problem
+
 __all__ = ["LOCK_SUFFIX", "OwnerLock", "holder_pid", "lock_path"]
 
 #: Appended to the SQLite file's name to name its lock file.
 LOCK_SUFFIX: Final = ".lock"
+#: Times the lock is taken again when the path was switched to another file meanwhile.
+_ATTEMPTS: Final = 5
+_BUSY: Final = (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK)
 
 
 def lock_path(path: Path) -> Path:
-    """The sidecar lock file of the SQLite file ``path``."""
-    return path.with_name(path.name + LOCK_SUFFIX)
+    """The lock file beside the SQLite file ``path`` (symlinks resolved: the real file's)."""
+    real = Path(os.path.realpath(path))
+    return real.with_name(real.name + LOCK_SUFFIX)
 
 
 def holder_pid(path: Path) -> int | None:
@@ -41,17 +59,49 @@ def holder_pid(path: Path) -> int | None:
     return int(text) if text.isdigit() else None
 
 
+def _kernel_holder(identity: tuple[int, int]) -> int | None:
+    """The pid holding a ``flock`` write lock on the file ``identity`` (``/proc/locks``)."""
+    device, inode = identity
+    want = f"{os.major(device):02x}:{os.minor(device):02x}:{inode}"
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as table:
+            for line in table:
+                # "1: FLOCK  ADVISORY  WRITE <pid> <major>:<minor>:<inode> 0 EOF"
+                fields = line.split()
+                if (
+                    fields[1:4] == ["FLOCK", "ADVISORY", "WRITE"]
+                    and fields[5:6] == [want]
+                    and fields[4].isdigit()
+                    and int(fields[4]) > 0
+                ):
+                    return int(fields[4])
+    except OSError:
+        pass
+    return None
+
+
 class _Held:
     """The lock one process holds on one file, and the tables it is held for."""
 
-    __slots__ = ("fd", "tables")
+    __slots__ = ("fd", "others", "pid_fd", "tables")
 
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
+    def __init__(self, fd: int, pid_fd: int) -> None:
+        self.fd = fd  # the database file's, locked
+        self.pid_fd = pid_fd  # the pid file's, locked
+        #: Other descriptors of the database file opened meanwhile, closed with ``fd``.
+        self.others: list[int] = []
         self.tables: set[str | None] = set()
 
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.ftruncate(self.pid_fd, 0)
+        for fd in (self.pid_fd, self.fd, *self.others):
+            with contextlib.suppress(OSError):
+                os.close(fd)  # closing drops the flock
 
-_held: dict[str, _Held] = {}
+
+#: (st_dev, st_ino) of each file this process owns -> its lock.
+_held: dict[tuple[int, int], _Held] = {}
 _held_lock = threading.Lock()
 
 
@@ -60,8 +110,9 @@ def _forget_after_fork() -> None:
     # not believe it owns the file. Its copies of the descriptors are closed; the parent's lock
     # stays (flock is released only when every descriptor of the description is closed).
     for held in _held.values():
-        with contextlib.suppress(OSError):
-            os.close(held.fd)
+        for fd in (held.pid_fd, held.fd, *held.others):
+            with contextlib.suppress(OSError):
+                os.close(fd)
     _held.clear()
 
 
@@ -75,72 +126,150 @@ class OwnerLock:
     table of it is open for writing, in this process or another.
 
     :param backend: the backend name for error messages.
+    :param create: create the file (mode 0600) when it does not exist.
     """
 
-    def __init__(self, path: Path, table: str | None, *, backend: str) -> None:
+    def __init__(
+        self, path: Path, table: str | None, *, backend: str, create: bool = False
+    ) -> None:
         self.path = path
         self.table = table
         self.backend = backend
-        self._key = os.path.realpath(path)
-        self._acquired = False
+        self.create = create
+        self._table_key = None if table is None else table.lower()
+        self._identity: tuple[int, int] | None = None
 
     @property
     def acquired(self) -> bool:
         """True between a successful :meth:`acquire` and :meth:`release`."""
-        return self._acquired
+        return self._identity is not None
+
+    @property
+    def identity(self) -> tuple[int, int] | None:
+        """``(st_dev, st_ino)`` of the locked file while the lock is held, else ``None``."""
+        return self._identity
+
+    def _fail(self, message: str) -> StorageError:
+        return StorageError(self.backend, message)
 
     def acquire(self) -> None:
         """Take the lock, or raise :class:`StorageError` naming the file and the holder's pid."""
-        if self._acquired:
+        if self._identity is not None:
             return
-        with _held_lock:
-            held = _held.get(self._key)
-            if held is not None:
-                if self.table is None or None in held.tables:
-                    raise StorageError(
-                        self.backend,
-                        f"{self.path} is open for writing in this process (pid {os.getpid()}); "
-                        "close its managers first",
-                    )
-                if self.table in held.tables:
-                    raise StorageError(
-                        self.backend,
-                        f"{self.path}: table {self.table!r} is already open for writing in this "
-                        f"process (pid {os.getpid()}) by another manager; close that manager "
-                        "first, or open this one read-only",
-                    )
-                held.tables.add(self.table)
-                self._acquired = True
-                return
-            fd = self._lock_file()
-            held = _held[self._key] = _Held(fd)
-            held.tables.add(self.table)
-            self._acquired = True
+        for _ in range(_ATTEMPTS):
+            # Already owned here? Then no descriptor of the file is opened (closing one would
+            # drop the POSIX locks SQLite's connections in this process hold on it).
+            identity = self._stat()
+            with _held_lock:
+                if identity is not None and identity in _held:
+                    self._share(_held[identity], identity)
+                    return
+            fd, identity = self._open()
+            try:
+                with _held_lock:
+                    if identity in _held:  # created or switched meanwhile: owned here
+                        held = _held[identity]
+                        held.others.append(fd)  # closed with the others, never while in use
+                        fd = -1
+                        self._share(held, identity)
+                        return
+                    self._lock(fd, identity)
+                    if self._stat() != identity:  # the path now leads to another file
+                        fcntl.flock(fd, fcntl.LOCK_UN)
+                        os.close(fd)
+                        continue
+                    held = _held[identity] = _Held(fd, self._pid_file())
+                    fd = -1
+                    held.tables.add(self._table_key)
+                    self._identity = identity
+                    return
+            except BaseException:
+                if fd >= 0:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+                raise
+        raise self._fail(f"{self.path} kept changing to another file while being locked")
 
-    def _lock_file(self) -> int:
+    def _stat(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def _share(self, held: _Held, identity: tuple[int, int]) -> None:
+        """Join this process's lock on the file (called with ``_held_lock`` held)."""
+        if self._table_key is None or None in held.tables:
+            raise self._fail(
+                f"{self.path} is open for writing in this process (pid {os.getpid()}); "
+                "close its managers first"
+            )
+        if self._table_key in held.tables:
+            raise self._fail(
+                f"{self.path}: table {self.table!r} is already open for writing in this "
+                f"process (pid {os.getpid()}) by another manager; close that manager first, "
+                "or open this one read-only"
+            )
+        held.tables.add(self._table_key)
+        self._identity = identity
+
+    def _open(self) -> tuple[int, tuple[int, int]]:
+        """A descriptor of the file (created if asked), which must be a regular file."""
+        flags = os.O_RDWR | os.O_CLOEXEC | os.O_NONBLOCK | (os.O_CREAT if self.create else 0)
+        try:
+            fd = os.open(self.path, flags, 0o600)
+        except IsADirectoryError:
+            raise self._fail(
+                f"{self.path} is a directory, not a SQLite file: file_path must name a file"
+            ) from None
+        except FileNotFoundError:
+            raise self._fail(f"{self.path} does not exist") from None
+        except OSError as exc:
+            verb = "create or open" if self.create else "open"
+            raise self._fail(
+                f"cannot {verb} {self.path} for writing: {exc.strerror or exc}"
+            ) from None
+        st = os.fstat(fd)
+        problem = mode_problem(self.path, st.st_mode)
+        if problem is not None:
+            os.close(fd)
+            raise self._fail(problem)
+        return fd, (st.st_dev, st.st_ino)
+
+    def _lock(self, fd: int, identity: tuple[int, int]) -> None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in _BUSY:
+                raise self._fail(f"cannot lock {self.path}: {exc.strerror or exc}") from None
+            raise self._locked(_kernel_holder(identity) or holder_pid(self.path)) from None
+
+    def _locked(self, pid: int | None) -> StorageError:
+        holder = f"process {pid}" if pid is not None else "another process"
+        real = os.path.realpath(self.path)
+        alias = "" if real == os.path.abspath(self.path) else f" (the file {real})"
+        return self._fail(
+            f"{self.path}{alias} is locked by {holder}, which owns it for writing (one owning "
+            "process per file, whatever name or link it is opened by). Stop that process, or "
+            "open this store read-only to inspect it"
+        )
+
+    def _pid_file(self) -> int:
+        """Lock the pid file too (see the module docstring) and write this process's pid."""
         where = lock_path(self.path)
         try:
             fd = os.open(where, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
-            raise StorageError(
-                self.backend, f"cannot create the lock file {where}: {exc.strerror or exc}"
+            raise self._fail(
+                f"cannot create the lock file {where}: {exc.strerror or exc}"
             ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             os.close(fd)
-            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise StorageError(
-                    self.backend, f"cannot lock {where}: {exc.strerror or exc}"
-                ) from None
-            pid = holder_pid(self.path)
-            holder = f"process {pid}" if pid is not None else "another process"
-            raise StorageError(
-                self.backend,
-                f"{self.path} is locked by {holder}, which owns it for writing (one owning "
-                f"process per file; lock file {where}). Stop that process, or open this store "
-                "read-only to inspect it",
-            ) from None
+            if exc.errno not in _BUSY:
+                raise self._fail(f"cannot lock {where}: {exc.strerror or exc}") from None
+            raise self._locked(holder_pid(self.path)) from None
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
@@ -150,20 +279,15 @@ class OwnerLock:
 
     def release(self) -> None:
         """Give the lock up (the file's lock is dropped when its last table is released)."""
-        if not self._acquired:
+        identity, self._identity = self._identity, None
+        if identity is None:
             return
-        self._acquired = False
         with _held_lock:
-            held = _held.get(self._key)
+            held = _held.get(identity)
             if held is None:
                 return  # forgotten after a fork
-            held.tables.discard(self.table)
+            held.tables.discard(self._table_key)
             if held.tables:
                 return
-            del _held[self._key]
-            with contextlib.suppress(OSError):
-                os.ftruncate(held.fd, 0)
-            try:
-                fcntl.flock(held.fd, fcntl.LOCK_UN)
-            finally:
-                os.close(held.fd)
+            del _held[identity]
+            held.close()
