@@ -31,6 +31,14 @@ def _file_path(_: object, attribute: attrs.Attribute[str], value: str) -> None:
         raise FieldError(attribute.name, "must name the SQLite file, got an empty string")
     if "\x00" in value:
         raise FieldError(attribute.name, "must not contain a NUL character")
+    # Caught here, where it is plain from the text; a path naming an existing directory is
+    # named as one when the store is opened.
+    if value.endswith("/") or value.rsplit("/", 1)[-1] in (".", ".."):
+        example = f"{value.rstrip('/')}/sessions.sqlite"
+        raise FieldError(
+            attribute.name,
+            f"{value!r} names a directory: it must name the SQLite file, e.g. {example!r}",
+        )
 
 
 def _table_name(_: object, attribute: attrs.Attribute[str], value: str) -> None:
