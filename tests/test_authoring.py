@@ -10,8 +10,10 @@ subprocess, where the kit arrives through the ``pytest11`` entry point of the in
 from __future__ import annotations
 
 import ast
+import inspect
 import json
 import re
+import shlex
 import shutil
 import sys
 import textwrap
@@ -388,6 +390,50 @@ def script_commands(path: Path, region: str) -> list[str]:
     return [line.split("#", 1)[0].strip() for line in body.splitlines() if line.strip()]
 
 
+#: A block the guide shows as plain Markdown (readable where directives are not rendered, as on
+#: GitHub), copied from a tested file: ``<!-- include: TARGET [key=value ...] -->`` on the line
+#: before the fence; the keys are literalinclude's (pyobject, start-at/end-at, start-after/
+#: end-before).
+COPIED_BLOCK = re.compile(
+    r"^<!-- include: (?P<target>\S+)(?P<options>[^\n]*?) -->\n"
+    r"```(?P<lang>\w+)\n(?P<body>.*?)^```$",
+    re.M | re.S,
+)
+
+
+def copied_blocks() -> list[tuple[Path, dict[str, str], str]]:
+    """``(target, options, body)`` of every block the guide copies from a file."""
+    found = []
+    for match in COPIED_BLOCK.finditer(GUIDE.read_text(encoding="utf-8")):
+        options = dict(word.split("=", 1) for word in shlex.split(match["options"]))
+        found.append(((DOCS / match["target"]).resolve(), options, match["body"]))
+    return found
+
+
+def included_text(target: Path, options: dict[str, str]) -> str:
+    """What a literalinclude of ``target`` with ``options`` shows (decorators included)."""
+    text = target.read_text(encoding="utf-8")
+    lines = text.splitlines(keepends=True)
+    if "pyobject" in options:
+        scope: Any = ast.parse(text)
+        for part in options["pyobject"].split("."):
+            (scope,) = [
+                node
+                for node in scope.body
+                if isinstance(node, ast.ClassDef | ast.FunctionDef) and node.name == part
+            ]
+        first = min([scope.lineno, *(d.lineno for d in scope.decorator_list)])
+        return textwrap.dedent("".join(lines[first - 1 : scope.end_lineno]))
+    if "start-after" in options:
+        start = text.index(f"# {options['start-after']}\n") + len(options["start-after"]) + 3
+        return textwrap.dedent(text[start : text.index(f"# {options['end-before']}", start)])
+    if "start-at" in options:
+        first = next(i for i, line in enumerate(lines) if options["start-at"] in line)
+        last = next(i for i in range(first, len(lines)) if options["end-at"] in lines[i])
+        return "".join(lines[first : last + 1])
+    return text
+
+
 def guide_includes() -> list[tuple[Path, dict[str, str]]]:
     """``(target, options)`` of every literalinclude in the guide."""
     found = []
@@ -457,13 +503,26 @@ class TestGuide:
         assert list(tmp_path.iterdir()) == []
 
     def test_every_hook_has_a_row_with_its_contract(self) -> None:
-        """The guide's hook table has a row for every hook of the specification, linked to its
-        entry in the generated hook reference."""
+        """The guide's hook table, plain Markdown that reads the same raw (as GitHub shows it),
+        has one row per hook of the specification with its parameters, whether it is required
+        (exactly REQUIRED_HOOKS), what it returns and its contract; the reference is linked."""
         guide = GUIDE.read_text(encoding="utf-8")
-        hooks = [name for name in vars(hookspecs) if name.startswith("sessionkeeper_")]
-        assert hooks
-        for name in hooks:
-            assert f"| {{func}}`~sessionkeeper.hookspecs.{name}` |" in guide, name
+        table = guide.split("| hook | required | returns | contract |\n|---|---|---|---|\n", 1)[1]
+        rows = {}
+        for line in table.split("\n\n", 1)[0].splitlines():
+            call, required, returns, contract = (c.strip() for c in line.strip("|").split("|"))
+            match = re.fullmatch(r"`(sessionkeeper_\w+)\(([\w, ]*)\)`", call)
+            assert match is not None, line
+            rows[match[1]] = ([a for a in match[2].split(", ") if a], required, returns, contract)
+        hooks = {
+            name: f for name, f in vars(hookspecs).items() if name.startswith("sessionkeeper_")
+        }
+        assert set(rows) == set(hooks)
+        for name, (args, required, returns, contract) in rows.items():
+            assert args == list(inspect.signature(hooks[name]).parameters), name
+            assert required == ("yes" if name in hookspecs.REQUIRED_HOOKS else "no"), name
+            assert returns, name
+            assert contract, name
         assert "{doc}`hooks`" in guide
 
     def test_every_capability_and_error_type_is_explained(self) -> None:
@@ -489,11 +548,58 @@ class TestGuide:
         for name in listed - {"backend"}:
             assert hasattr(BackendConformance, name), name
 
+    def test_copied_blocks_are_the_tested_files(self) -> None:
+        """Each code block the guide shows as plain Markdown (readable without Sphinx) is exactly
+        the part of the tested file its ``<!-- include: -->`` line names."""
+        blocks = copied_blocks()
+        assert len(blocks) >= 8
+        for target, options, body in blocks:
+            shown = included_text(target, options).strip("\n")
+            assert shown, f"{target.name} {options}: nothing to show"
+            assert body.strip("\n") == shown, f"{target.name} {options} differs from the guide"
+
+    def test_the_guide_shows_the_hooks_and_code_raw(self) -> None:
+        """Read raw, the guide has a hook table and Python code, not only directives."""
+        raw_python = [body for _, _, body in copied_blocks() if "@hookimpl" in body]
+        assert raw_python, "no hook implementation is readable without Sphinx"
+        assert "| `sessionkeeper_store(session)` | yes |" in GUIDE.read_text(encoding="utf-8")
+
+    def test_the_json_records_example_runs(self, tmp_path: Path, outside: Outside) -> None:
+        """json_records.py round-trips a session through to_dict() and Session(**data), and
+        reports every damaged document as a StorageError (its own asserts)."""
+        result = outside.run(sys.executable, str(AUTHORING / "json_records.py"), cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == "ok\n"
+
+    def test_the_read_only_commands_are_those_of_the_cli_reference(self) -> None:
+        """The guide names the same read-only commands as cli.md (issue 19: it left out export,
+        backup and migrate)."""
+
+        def commands(text: str) -> set[str]:
+            return {w for w in re.findall(r"`([\w-]+)`", text) if not w.startswith("-")}
+
+        cli_page = (DOCS / "cli.md").read_text(encoding="utf-8")
+        bullet = cli_page.split("open the\n  store read-only", 1)[0].rsplit("\n- ", 1)[1]
+        guide = " ".join(GUIDE.read_text(encoding="utf-8").split())
+        said = guide.split("The CLI opens stores read-only for ", 1)[1].split("whatever", 1)[0]
+        expected = {"list", "show", "stats", "export", "backup", "migrate"}
+        assert commands(said) == commands(bullet) == expected
+
+    def test_capabilities_defaults_are_as_the_guide_says(self) -> None:
+        """``Capabilities()`` declares blocking and nothing else, as the guide warns."""
+        assert Capabilities().as_dict() == {
+            name: name == "blocking" for name in Capabilities().as_dict()
+        }
+        guide = " ".join(GUIDE.read_text(encoding="utf-8").split())
+        said = "`Capabilities()` with no arguments declares `blocking=True` and every other flag"
+        assert said in guide
+        assert "{class}`~sessionkeeper.ExpiryIndex`" in guide
+
     def test_partial_includes_point_at_code_that_exists(self) -> None:
         """Every ``:pyobject:``, ``:start-at:`` and ``:end-at:`` of the guide finds its target,
         so no sample silently shrinks to nothing."""
         checked = 0
-        for target, options in guide_includes():
+        for target, options in [*guide_includes(), *((t, o) for t, o, _ in copied_blocks())]:
             text = target.read_text(encoding="utf-8")
             if "pyobject" in options:
                 tree = ast.parse(text)

@@ -255,8 +255,14 @@ class TestIncludes:
             assert text.index(f"# {start}") < text.index(f"# {end}")
 
     def test_every_example_is_shown(self) -> None:
-        """Every file in docs/examples is included by a page (no example drifts unseen)."""
-        included = {target for _, target, _ in literalincludes()}
+        """Every file in docs/examples is included by a page, by a literalinclude or as a block
+        copied from it (``<!-- include: FILE ... -->``, checked in test_authoring.py), so no
+        example drifts unseen."""
+        included = {target for _, target, _ in literalincludes()} | {
+            (page.parent / match[1]).resolve()
+            for page in PAGES
+            for match in re.finditer(r"^<!-- include: (\S+)", page.read_text("utf-8"), re.M)
+        }
         unused = [
             path.relative_to(EXAMPLES).as_posix()
             for path in example_files()
