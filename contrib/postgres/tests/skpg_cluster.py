@@ -196,6 +196,6 @@ class PostgresCluster:
         self.start()
 
     def destroy(self) -> None:
-        """Stop the server and remove its directory."""
-        self.stop()
+        """Stop the server (immediately: its data is thrown away) and remove its directory."""
+        self.stop(immediate=True)
         shutil.rmtree(self.directory, ignore_errors=True)
