@@ -1,7 +1,9 @@
 """Development sessions for sessionkeeper.
 
-``nox`` (no arguments) runs everything CI gates on: ``tests``, ``plugin``, ``lint``, ``typing``
-and ``docs``. ``nox -s demo`` shows the product; ``nox -s bench`` runs the benchmarks.
+``nox`` (no arguments) runs everything CI gates on: ``tests``, ``plugin``, ``mcp``, ``lint``,
+``typing`` and ``docs``. The others run on demand: ``nox -s demo`` shows the product, ``nox -s
+bench`` runs the benchmarks, ``nox -s chaos`` and ``nox -s fuzz`` the long fault-injection and fuzz
+runs.
 
 Sessions stay thin: what they install comes from the helpers below and the
 ``[dependency-groups]`` of the root ``pyproject.toml``. Packages are installed from their folders
@@ -62,7 +64,10 @@ def install(
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """Run the whole test suite against the core and every plugin, all installed together."""
+    """Run the whole test suite against the core and every plugin, all installed together.
+
+    contrib/mcp is left out: ``mcp`` runs it against each supported SDK release.
+    """
     install(session, *plugin_folders(), groups=("test",), extra=TEST_TOOLS)
     ignored = [f"--ignore={folder}" for folder in OWN_SESSIONS]
     session.run("pytest", *ignored, *session.posargs)
@@ -79,7 +84,10 @@ def plugin(session: nox.Session, folder: str) -> None:
 @nox.session(python=PYTHON)
 @nox.parametrize("sdk", MCP_SDKS, ids=[f"mcp{v}" for v in MCP_SDKS])
 def mcp(session: nox.Session, sdk: str) -> None:
-    """Run contrib/mcp's tests against one pinned mcp SDK release (needs redis-server)."""
+    """Run contrib/mcp's tests against one pinned mcp SDK release.
+
+    Its multi-worker tests share sessions through a real redis-server.
+    """
     folder = "contrib/mcp[fastmcp]" if sdk.startswith("2.") else "contrib/mcp"
     install(
         session,
@@ -97,9 +105,11 @@ def mcp(session: nox.Session, sdk: str) -> None:
 
 @nox.session(python=PYTHON, default=False)
 def chaos(session: nox.Session) -> None:
-    """Run the zmq cluster's fault-injection scenarios with their long variants: minutes of
-    random faults in RAM and disc modes, and 5 s pauses (SESSIONKEEPER_CHAOS_SECONDS, default
-    180, is the length of each random-fault run; posargs go to pytest)."""
+    """Run the zmq cluster's fault-injection scenarios, their long variants included.
+
+    Minutes of random faults in RAM and disc modes, and 5 s pauses (SESSIONKEEPER_CHAOS_SECONDS,
+    default 180, is the length of each random-fault run; posargs go to pytest).
+    """
     install(session, "plugins/memory", "plugins/zmq", groups=("test",), extra=TEST_TOOLS)
     seconds = os.environ.get("SESSIONKEEPER_CHAOS_SECONDS", "180")
     session.run(
@@ -112,8 +122,10 @@ def chaos(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON, default=False)
 def fuzz(session: nox.Session) -> None:
-    """Run the fuzz tests (marked ``fuzz``: hostile input at every door) on a long Hypothesis
-    budget; the default ``tests`` run gives them a bounded one (posargs go to pytest)."""
+    """Run the fuzz tests (marked fuzz: hostile input at every door) on a long budget.
+
+    The default ``tests`` run gives them a bounded Hypothesis budget (posargs go to pytest).
+    """
     install(session, *plugin_folders(), groups=("test",), extra=TEST_TOOLS)
     ignored = [f"--ignore={folder}" for folder in OWN_SESSIONS]
     session.run(
@@ -165,6 +177,6 @@ def bench(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON, default=False)
 def demo(session: nox.Session) -> None:
-    """Show sessionkeeper at work: the demo program on the memory backend."""
+    """Show sessionkeeper at work: the demo on the memory and sqlitedict backends."""
     install(session, *DEMO_PLUGINS)
     session.run("python", "-m", "sessionkeeper.demo", *session.posargs)
