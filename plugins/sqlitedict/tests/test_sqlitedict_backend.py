@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import linecache
 import os
 import signal
 import sqlite3
 import stat
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -297,6 +299,28 @@ class TestGroupCommit:
         owned = {key for key in copy if key.startswith("t")}
         assert owned == set().union(*models)
 
+    def test_writers_queued_behind_a_commit_share_the_next_one(
+        self, path: Path, open_store: Any
+    ) -> None:
+        """Six writers that arrive while a commit is in progress (the test holds the copy's lock,
+        as a committing leader does) queue up, and the first of them commits all six in one
+        transaction: ``commits`` grows by one and ``committed_writes`` by six."""
+        manager = open_store()
+        backend = backend_of(manager)
+        before = manager.stats()["backend_stats"]
+        threads = [threading.Thread(target=manager.store, args=(session(i),)) for i in range(6)]
+        with backend._lock:  # a commit in progress
+            for queued, thread in enumerate(threads, 1):
+                thread.start()
+                wait_until(lambda n=queued: len(backend._queue) == n, "the writer to queue")
+        for thread in threads:
+            thread.join(60)
+            assert not thread.is_alive(), "a durable writer hung"
+        after = manager.stats()["backend_stats"]
+        assert after["commits"] - before["commits"] == 1
+        assert after["committed_writes"] - before["committed_writes"] == 6
+        assert sorted(rows(path)) == [session(i).id for i in range(6)]
+
     @pytest.mark.parametrize(
         ("first", "second"),
         [("delete", "delete"), ("delete", "touch"), ("store", "touch"), ("store", "delete")],
@@ -304,12 +328,13 @@ class TestGroupCommit:
     def test_writes_to_one_session_in_a_failed_group_all_fail(
         self, path: Path, open_store: Any, first: str, second: str
     ) -> None:
-        """Two writers change one session while the file is locked: both raise StorageError,
-        also when they share a group, where the second sees the first's change in the copy (a
-        second delete must not report "no such session", nor a touch "unknown id", for a
-        session the failed commit leaves in place), and the copy is put back as it was, in
-        reverse order of the changes; the session stays as before, in the copy and the file."""
-        manager = open_store(busy_timeout=300)
+        """Two writers change one session in one group whose commit fails (another connection
+        holds SQLite's write lock): both raise StorageError, also the second, which saw the
+        first's change in the copy (a second delete must not report "no such session", nor a
+        touch "unknown id", for a session the failed commit leaves in place); the copy is put
+        back as it was, in reverse order of the changes, and the session stays as before, in
+        the copy and the file. One failed transaction held both: a group formed."""
+        manager = open_store(busy_timeout=0)
         backend = backend_of(manager)
         manager.store(session(1))
         writes = {
@@ -325,23 +350,23 @@ class TestGroupCommit:
             except StorageError as exc:
                 outcomes[name] = exc
 
+        before = manager.stats()["backend_stats"]
+        threads = [
+            threading.Thread(target=run, args=("first", writes[first])),
+            threading.Thread(target=run, args=("second", writes[second])),
+        ]
         with write_locked(path):
-            # store_many holds the owner's lock while SQLite makes it wait for the blocker;
-            # the two writers queue behind it meanwhile and so (most often) form one group.
-            threads = [
-                threading.Thread(
-                    target=run,
-                    args=("batch", lambda: backend.sessionkeeper_store_many([session(2)])),
-                ),
-                threading.Thread(target=run, args=("first", writes[first])),
-                threading.Thread(target=run, args=("second", writes[second])),
-            ]
-            for thread in threads:
-                thread.start()
-                time.sleep(0.05)  # an order that makes one group likely; not asserted
+            with backend._lock:  # a commit in progress: both writers queue for the next one
+                for queued, thread in enumerate(threads, 1):
+                    thread.start()
+                    wait_until(lambda n=queued: len(backend._queue) == n, "the writer to queue")
             for thread in threads:
                 thread.join(60)
-        assert set(outcomes) == {"batch", "first", "second"}
+                assert not thread.is_alive(), "a durable writer hung"
+        after = manager.stats()["backend_stats"]
+        assert after["failed_commits"] - before["failed_commits"] == 1
+        assert after["commits"] == before["commits"]
+        assert set(outcomes) == {"first", "second"}
         for name, outcome in outcomes.items():
             assert isinstance(outcome, StorageError), (name, outcome)
             assert "locked" in str(outcome)
@@ -356,7 +381,8 @@ class TestGroupCommit:
         (as the next group's leader, or queued behind one) raises that exception and its
         write is taken back: the writers around it commit, later writers (in other threads
         and its own) commit as usual instead of waiting forever, and its session is neither
-        in the copy nor in the file."""
+        in the copy nor in the file. The signal is sent once the writer is seen blocked in
+        the wait, so the interruption always happens."""
 
         class Interrupted(BaseException):  # like KeyboardInterrupt, which nothing wraps
             pass
@@ -368,6 +394,7 @@ class TestGroupCommit:
                 raise Interrupted
 
         manager = open_store(busy_timeout=60_000)
+        backend = backend_of(manager)
         outcomes: dict[str, object] = {}
 
         def run(name: str) -> None:
@@ -383,40 +410,73 @@ class TestGroupCommit:
         threads = [threading.Thread(target=run, args=(name,)) for name in names]
         main = threading.main_thread().ident
         assert main is not None
-        alarm = threading.Timer(0.2, signal.pthread_kill, (main, signal.SIGUSR1))
+        # Where the main thread blocks: taking the owner's lock as leader, or its waiter.
+        blocked_at = (
+            ("_lead", "with self._lock")
+            if place == "leader"
+            else (
+                "_queue_and_wait",
+                "waiter.acquire()",
+            )
+        )
+
+        def signal_once_blocked() -> None:
+            wait_until(lambda: blocked_in(main, *blocked_at), "the writer to block")
+            signal.pthread_kill(main, signal.SIGUSR1)
+
+        alarm = threading.Thread(target=signal_once_blocked)
         previous = signal.signal(signal.SIGUSR1, interrupt)
+        interrupted = False
         try:
             with write_locked(path):
-                for thread in threads:
-                    thread.start()
-                    time.sleep(0.05)  # an order that makes the intended wait likely; not asserted
+                threads[0].start()
+                wait_until(backend._lock.locked, "the holder to commit")
+                if place == "follower":
+                    threads[1].start()
+                    wait_until(lambda: len(backend._queue) == 1, "the leader to queue")
                 alarm.start()
                 waiting.set()
                 try:
                     manager.store(Session("interrupted", NOW, NOW, None, {}))
                 except Interrupted:
                     interrupted = True
-                else:  # the signal came too late to test anything
-                    interrupted = False
                 finally:
                     waiting.clear()
         finally:
-            alarm.join()
+            alarm.join(120)
             signal.signal(signal.SIGUSR1, previous)
+        assert interrupted, "the store returned although it was interrupted"
         for thread in threads:
             thread.join(120)
             assert not thread.is_alive(), "a durable writer hung"
         assert outcomes == dict.fromkeys(names)
-        threads = [threading.Thread(target=run, args=("later",))]
-        threads[0].start()
-        threads[0].join(120)
-        assert not threads[0].is_alive(), "a writer after the interruption hung"
+        later = threading.Thread(target=run, args=("later",))
+        later.start()
+        later.join(120)
+        assert not later.is_alive(), "a writer after the interruption hung"
         assert outcomes["later"] is None
         manager.store(session(1))
         copy, on_disk = copy_and_file(manager, path)
         assert copy == on_disk
-        if interrupted:
-            assert sorted(copy) == sorted([*names, "later", "s00001"])
+        assert sorted(copy) == sorted([*names, "later", "s00001"])
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    """Wait until ``condition()`` holds; fail after a minute (a hang, not a timing assertion)."""
+    for _ in range(60_000):
+        if condition():
+            return
+        time.sleep(0.001)
+    pytest.fail(f"gave up waiting for {what}")
+
+
+def blocked_in(thread_id: int, function: str, statement: str) -> bool:
+    """Whether thread ``thread_id`` is executing ``statement`` in ``function`` (its innermost
+    Python frame): for a statement that takes a lock, blocked there."""
+    frame = sys._current_frames().get(thread_id)
+    if frame is None or frame.f_code.co_name != function:
+        return False
+    return statement in linecache.getline(frame.f_code.co_filename, frame.f_lineno)
 
 
 class TestIntervalMode:
@@ -506,8 +566,8 @@ class TestCloseRace:
         for thread in threads:
             thread.start()
         started.wait()
-        while sum(map(len, acknowledged)) < 200:
-            time.sleep(0.001)
+        # Bounded: a writer failing before the close must fail the test, not hang it.
+        wait_until(lambda: sum(map(len, acknowledged)) >= 200, "200 acknowledged stores")
         manager.close()
         for thread in threads:
             thread.join(60)
