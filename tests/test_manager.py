@@ -21,6 +21,7 @@ from sessionkeeper import (
     SessionNotFound,
     hookimpl,
 )
+from sessionkeeper._scheduler import CleanupScheduler
 from sessionkeeper.testing import ManualClock, TickingClock
 
 
@@ -62,6 +63,24 @@ class FailingCleanup:
         result = yield
         self.done.set()
         return result
+
+
+class Interrupted(BaseException):
+    """A BaseException that is not an Exception (as KeyboardInterrupt and SystemExit are)."""
+
+
+class Sweeper:
+    """A sweep for a bare CleanupScheduler: raises each of ``failures`` in turn, then succeeds."""
+
+    def __init__(self, failures: list[BaseException]) -> None:
+        self.failures = failures
+        self.succeeded = threading.Event()
+
+    def sweep(self) -> int:
+        if self.failures:
+            raise self.failures.pop(0)
+        self.succeeded.set()
+        return 0
 
 
 class TestOperations:
@@ -380,6 +399,38 @@ class TestScheduler:
         messages = [r for r in caplog.records if "scheduled cleanup failed" in r.getMessage()]
         assert len(messages) == 2
         assert messages[0].exc_info is not None
+
+    def test_an_interval_beyond_the_timers_does_not_kill_the_thread(self) -> None:
+        """An interval longer than the platform's timers accept (99999999999999 ms) is capped:
+        the thread waits instead of dying with OverflowError on its first wait, so cleanup is
+        never silently off (issue 12 item 13)."""
+        sweeper = Sweeper([])
+        scheduler = CleanupScheduler(sweeper.sweep, 99_999_999_999_999, name="sk-test-huge")
+        scheduler.start()
+        try:
+            scheduler._thread.join(0.5)  # time for an OverflowError to end it, were it raised
+            assert scheduler.alive
+            assert scheduler.interval_s <= threading.TIMEOUT_MAX
+        finally:
+            scheduler.stop()
+        assert not scheduler.alive
+        assert (scheduler.runs, scheduler.failures) == (0, 0)
+
+    def test_no_exception_of_a_run_ends_the_thread(self, caplog: pytest.LogCaptureFixture) -> None:
+        """A run that raises anything, even a BaseException that is not an Exception, is logged
+        and counted, and the next run happens: the thread never dies silently."""
+        sweeper = Sweeper([Interrupted("first run"), RuntimeError("second run")])
+        scheduler = CleanupScheduler(sweeper.sweep, 1, name="sk-test-raising")
+        with caplog.at_level(logging.ERROR, logger="sessionkeeper"):
+            scheduler.start()
+            try:
+                assert sweeper.succeeded.wait(30), "no run after the failing ones"
+            finally:
+                scheduler.stop()
+        assert scheduler.failures == 2
+        assert scheduler.runs >= 1
+        failed = [r for r in caplog.records if "scheduled cleanup failed" in r.getMessage()]
+        assert [type(r.exc_info[1]) for r in failed if r.exc_info] == [Interrupted, RuntimeError]
 
     def test_never_two_sweeps_at_once(self, clock: ManualClock, table_name: str) -> None:
         """Manual and scheduled cleanups are serialised: at most one sweep runs at any time."""

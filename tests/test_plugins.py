@@ -106,8 +106,9 @@ class TestBackendDiscovery:
         assert "sk_bomb" not in sys.modules
         assert {"good", "bomb", "memory"} <= set(installed_backends())
 
-    def test_missing_backend_lists_installed_and_pip_install(self, tmp_path: Path) -> None:
-        """An unknown backend names itself, the installed backends and the pip install."""
+    def test_missing_backend_lists_installed_and_no_made_up_package(self, tmp_path: Path) -> None:
+        """A backend that is not one of the project's names itself and the installed backends,
+        and suggests no ``pip install`` of a name built from the input (issue 12 item 15)."""
         config = tmp_path / "sk.toml"
         config.write_text('[sessionkeeper]\nbackend = "nosuchstore"\n')
         with pytest.raises(BackendNotFound) as info:
@@ -116,7 +117,10 @@ class TestBackendDiscovery:
         assert "backend 'nosuchstore' is not installed" in message
         assert "installed backends:" in message
         assert "memory" in message
-        assert "pip install sessionkeeper-nosuchstore" in message
+        assert "pip install" not in message
+        assert "sessionkeeper-nosuchstore" not in message
+        assert "not one of sessionkeeper's own backends" in message
+        assert info.value.suggestion is None
         assert str(config.resolve()) in message
         assert info.value.key == "sessionkeeper.backend"
         assert isinstance(info.value, ConfigError)
@@ -134,7 +138,8 @@ class TestBackendDiscovery:
         assert "backend 'broken' (sk_broken:Backend) failed to import" in message
         assert "ModuleNotFoundError" in message
         assert "no_such_dependency_xyz" in message
-        assert "pip install sessionkeeper-broken" in message
+        assert "it comes from the installed distribution sessionkeeper-broken 0.1.0" in message
+        assert "pip install" not in message
         assert isinstance(info.value.__cause__, ModuleNotFoundError)
 
     def test_entry_point_that_is_not_a_class(self, make_dist: MakeDist) -> None:

@@ -81,7 +81,11 @@ class AsyncSessionManager:
     ) -> AsyncSessionManager:
         """Open the manager a config file describes (lookup order of :func:`load_config`)."""
         sync = SessionManager.from_settings(
-            load_config(path), clock=clock, plugins=plugins, read_only=read_only, schedule=False
+            load_config(path, named_by="AsyncSessionManager.from_config()"),
+            clock=clock,
+            plugins=plugins,
+            read_only=read_only,
+            schedule=False,
         )
         self = cls.__new__(cls)
         self._adopt(sync)

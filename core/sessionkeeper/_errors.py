@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import difflib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Final
 
 __all__ = [
+    "KNOWN_BACKENDS",
     "BackendNotFound",
     "CodecError",
     "ConfigError",
@@ -66,7 +69,15 @@ class ConfigError(SessionKeeperError):
 
 
 class BackendNotFound(ConfigError):
-    """The configured backend is not installed, or its plugin failed to import."""
+    """The configured backend is not installed, or its plugin failed to import.
+
+    The message names the backend, says "did you mean …?" for a near name among the installed
+    and the project's own backends, lists the installed ones, and gives the ``pip install`` that
+    adds it, only for a backend of the project (:data:`KNOWN_BACKENDS`), never a distribution name
+    made up from the input. ``note`` adds why this backend was asked for (e.g. that no config
+    file was found and the defaults apply); ``distribution`` names the installed distribution
+    of a backend that failed to import.
+    """
 
     def __init__(
         self,
@@ -75,15 +86,33 @@ class BackendNotFound(ConfigError):
         *,
         reason: str | None = None,
         path: Path | None = None,
+        note: str | None = None,
+        distribution: str | None = None,
     ) -> None:
         listing = ", ".join(sorted(installed)) or "none"
+        suggestion = did_you_mean(name, installed)
         what = reason or f"backend {name!r} is not installed"
-        message = (
-            f"{what}; installed backends: {listing}; to add it: pip install {install_hint(name)}"
-        )
-        super().__init__(message, path=path, key="sessionkeeper.backend")
+        parts = [f"{what} (did you mean {suggestion!r}?)" if suggestion is not None else what]
+        if note:
+            parts.append(note)
+        parts.append(f"installed backends: {listing}")
+        if distribution is not None:
+            parts.append(f"it comes from the installed distribution {distribution}")
+        hint = install_hint(name)
+        if hint is not None:
+            parts.append(f"to {'reinstall' if distribution else 'add'} it: {hint}")
+        elif suggestion is not None and suggestion not in installed:
+            parts.append(f"to add {suggestion!r}: {install_hint(suggestion)}")
+        elif suggestion is None and distribution is None:
+            parts.append(
+                f"{name!r} is not one of sessionkeeper's own backends "
+                f"({', '.join(KNOWN_BACKENDS)}): install the distribution that provides it "
+                '(it declares an entry point in group "sessionkeeper.backends")'
+            )
+        super().__init__("; ".join(parts), path=path, key="sessionkeeper.backend")
         self.name = name
         self.installed = tuple(sorted(installed))
+        self.suggestion = suggestion
 
 
 class PluginValidationError(SessionKeeperError):
@@ -109,6 +138,38 @@ class ManagerClosed(SessionKeeperError):
     """The manager was closed; open a new one."""
 
 
-def install_hint(backend: str) -> str:
-    """The distribution that provides ``backend``, by the convention ``sessionkeeper-<name>``."""
-    return f"sessionkeeper-{backend}"
+#: The project's own backends: entry-point name -> (distribution, folder in a source checkout).
+#: Only these are ever suggested for ``pip install``: a name built from user input could point
+#: at a package anyone may register.
+KNOWN_BACKENDS: Final[Mapping[str, tuple[str, str]]] = {
+    "memory": ("sessionkeeper-memory", "plugins/memory"),
+    "sqlitedict": ("sessionkeeper-sqlitedict", "plugins/sqlitedict"),
+    "zmq": ("sessionkeeper-zmq", "plugins/zmq"),
+    "leveldb": ("sessionkeeper-leveldb", "contrib/leveldb"),
+    "redis": ("sessionkeeper-redis", "contrib/redis"),
+    "postgres": ("sessionkeeper-postgres", "contrib/postgres"),
+}
+
+
+def install_hint(backend: str) -> str | None:
+    """The ``pip install`` commands that add ``backend``, if it is one of the project's own
+    (:data:`KNOWN_BACKENDS`): from the package index and from a source checkout. ``None`` for
+    any other name: never a distribution name made up from the input."""
+    known = KNOWN_BACKENDS.get(backend)
+    if known is None:
+        return None
+    distribution, folder = known
+    return f"pip install {distribution} (from a source checkout: pip install ./{folder})"
+
+
+def did_you_mean(name: str, installed: Sequence[str]) -> str | None:
+    """The installed or known backend name nearest to ``name``, when one is near (a typo);
+    ``None`` when ``name`` is itself one of them or nothing is near."""
+    candidates = sorted(set(installed) | set(KNOWN_BACKENDS))
+    if name in candidates:
+        return None
+    folded = {candidate.lower(): candidate for candidate in candidates}
+    if name.lower() in folded:
+        return folded[name.lower()]
+    close = difflib.get_close_matches(name.lower(), list(folded), n=1, cutoff=0.6)
+    return folded[close[0]] if close else None

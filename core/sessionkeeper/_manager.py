@@ -140,7 +140,10 @@ class SessionManager(Closing):
     ) -> SessionManager:
         """Open the manager a config file describes (lookup order of :func:`load_config`)."""
         return cls.from_settings(
-            load_config(path), clock=clock, plugins=plugins, read_only=read_only
+            load_config(path, named_by="SessionManager.from_config()"),
+            clock=clock,
+            plugins=plugins,
+            read_only=read_only,
         )
 
     @classmethod

@@ -139,11 +139,14 @@ def installed_plugins() -> dict[str, EntryPoint]:
     return _group(PLUGIN_GROUP)
 
 
-def load_backend_class(name: str, *, source: os.PathLike[str] | None = None) -> type[Any]:
+def load_backend_class(
+    name: str, *, source: os.PathLike[str] | None = None, note: str | None = None
+) -> type[Any]:
     """Import the backend entry point ``name`` (and only it) and check its contract.
 
-    Raises :class:`~sessionkeeper.BackendNotFound` naming the backend, the installed ones and the
-    ``pip install`` that would add it, when it is missing or fails to import; and
+    Raises :class:`~sessionkeeper.BackendNotFound` naming the backend, a near name, the installed
+    ones and, for the project's own backends, the ``pip install`` that would add it, when it is
+    missing or fails to import (``note`` says why it was asked for); and
     :class:`~sessionkeeper.PluginValidationError` when what it names is not a backend class.
     """
     from pathlib import Path
@@ -152,13 +155,15 @@ def load_backend_class(name: str, *, source: os.PathLike[str] | None = None) -> 
     available = installed_backends()
     ep = available.get(name)
     if ep is None:
-        raise BackendNotFound(name, list(available), path=path)
+        raise BackendNotFound(name, list(available), path=path, note=note)
     try:
         cls = ep.load()
     except Exception as exc:
         reason = f"backend {name!r} ({ep.value}) failed to import: {type(exc).__name__}: {exc}"
         log.debug("importing backend %s failed", name, exc_info=True)
-        raise BackendNotFound(name, list(available), reason=reason, path=path) from exc
+        raise BackendNotFound(
+            name, list(available), reason=reason, path=path, distribution=_dist_name(ep)
+        ) from exc
     check_backend_class(name, cls)
     return cls  # type: ignore[no-any-return]
 
