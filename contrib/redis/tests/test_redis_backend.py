@@ -919,6 +919,42 @@ class TestCheck:
         assert raw.zscore(exp_key, "drifted") == clock.now + 60_000
         assert raw.zscore(ids_key, "gone") is None
 
+    def test_entries_and_keys_that_are_not_ids_are_reported_then_removed(
+        self, open_manager: Any, redis_server: Any, table_name: str, config_file: Path
+    ) -> None:
+        """Index members and session keys that no id can name (bytes another program wrote:
+        not ASCII, a space, empty) are each reported, and ``--repair`` removes the index entries
+        and quarantines the key, exactly those bytes: before, the check looked them up under a
+        lossy decoding, repair removed nothing, and a key under the prefix failed the whole
+        check with "no such key" (issue 12: equality that is not byte equality)."""
+        clock = ManualClock()
+        manager = open_manager(clock=clock)
+        kept = Session("kept", clock.now, clock.now, 60_000, {"n": 1})
+        manager.store(kept)
+        raw = _raw(redis_server)
+        key, ids_key, exp_key = _keys(table_name, "kept")
+        prefix = f"{{{table_name}}}:s:".encode()
+        raw.zadd(ids_key, {b"\xff\xfe": 0, b"a b": 0})
+        raw.zadd(exp_key, {b"\xfd": 5, b"": 5})
+        raw.set(prefix + b"\xfc", b"junk")
+        report = check_store(load_config(config_file))
+        assert report is not None
+        assert report["ok"] is False
+        problems = "\n".join(report["problems"])
+        for shown in ("\\xff\\xfe", "'a b'", "\\xfd", "''", "\\xfc"):
+            assert shown in problems, (shown, problems)
+        repaired = check_store(load_config(config_file), repair=True)
+        assert repaired is not None
+        assert len(repaired["quarantined"]) == 1
+        assert raw.zrange(ids_key, 0, -1) == [b"kept"]
+        assert raw.zrange(exp_key, 0, -1) == [b"kept"]
+        assert raw.exists(prefix + b"\xfc") == 0
+        again = check_store(load_config(config_file))
+        assert again is not None
+        assert (again["ok"], again["intact"]) == (True, 1), again["problems"]
+        assert manager.peek("kept") == kept
+        assert raw.get(key) == encode_session(kept)
+
     def test_the_cli_exits_4_on_problems(
         self, open_manager: Any, redis_server: Any, table_name: str, config_file: Path
     ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar, Final, NoReturn
@@ -53,6 +54,11 @@ def _pack_uint(value: int) -> bytes:
             return tag + value.to_bytes(size, "big")
     return b"\xcf" + value.to_bytes(8, "big")
 
+
+#: The bytes of a session id (visible ASCII), and the newline that joins a page of them.
+_ID_BYTES_AND_NEWLINE: Final = bytes(range(0x21, 0x7F)) + b"\n"
+#: A session id as the server holds it: 1-256 visible ASCII characters.
+_SESSION_ID: Final = re.compile(rb"[\x21-\x7e]{1,256}")
 
 #: What redis-py raises: its own errors, cluster errors (not RedisErrors) and socket errors.
 _REDIS_ERRORS: Final = (RedisError, RedisClusterException, OSError)
@@ -332,6 +338,33 @@ class RedisBackend:
             raise self._damaged(key, f"it holds session {session.id!r}")
         return session
 
+    def _ids(self, index: str, page: Sequence[bytes]) -> list[str]:
+        """The members of a page of ``index`` as session ids. A member that is not an id
+        (another program wrote it) is a ``StorageError`` naming the index and the member,
+        never a ``UnicodeDecodeError`` or an id no session can have."""
+        if not page:
+            return []
+        # The whole page at once, in C: ids hold no newline, so joined by newlines, every byte
+        # is visible ASCII or one of the len(page) - 1 newlines, and no line is empty.
+        joined = b"\n".join(page)
+        if (
+            joined
+            and not joined.translate(None, _ID_BYTES_AND_NEWLINE)
+            and joined.count(b"\n") == len(page) - 1
+            and not joined.startswith(b"\n")
+            and not joined.endswith(b"\n")
+            and b"\n\n" not in joined
+            and max(map(len, page)) <= 256
+        ):
+            return joined.decode("ascii").split("\n")
+        bad = next(member for member in page if _SESSION_ID.fullmatch(member) is None)
+        raise StorageError(
+            self.context.name,
+            f"the index {index!r} of table {self.options.table_name!r} on {self.server} holds "
+            f"{bad[:300]!r}, which is not a session id: something other than sessionkeeper "
+            "wrote it (sessionkeeper check --repair removes it)",
+        )
+
     # -- the hooks --------------------------------------------------------------------------------
 
     @hookimpl
@@ -431,7 +464,7 @@ class RedisBackend:
                     (self._ids_key, self._exp_key),
                     (start, PAGE_SIZE, now),
                 )
-                live.extend(member.decode("ascii") for member in page)
+                live.extend(self._ids(self._ids_key, page))
                 if last is None:
                     return live
                 start = b"(" + last
@@ -461,7 +494,8 @@ class RedisBackend:
                     )
                     if not page:
                         return
-                    keys = [self._prefix + member.decode("ascii") for member in page]
+                    ids = self._ids(self._ids_key, page)
+                    keys = [self._prefix + session_id for session_id in ids]
                     records = client.execute_command("MGET", *keys)
                 except _REDIS_ERRORS as exc:
                     raise self._failed("iter_sessions", exc) from exc
@@ -491,9 +525,11 @@ class RedisBackend:
                 )
                 if not page:
                     break
-                ids = [member.decode("ascii") for member in page]
-                keys = [self._ids_key, self._exp_key, *(self._prefix + sid for sid in ids)]
-                done = self._write(client, _scripts.EXPIRE_PAGE, keys, (now, *ids))
+                # Members as the server holds them (bytes): an entry another program wrote that
+                # is no id expires like the others, instead of stopping every cleanup.
+                prefix = self._prefix.encode("ascii")
+                keys = [self._ids_key, self._exp_key, *(prefix + member for member in page)]
+                done = self._write(client, _scripts.EXPIRE_PAGE, keys, (now, *page))
                 removed += int(done[0])
                 dropped += int(done[1])
                 if len(page) < PAGE_SIZE or not (done[0] or done[1]):

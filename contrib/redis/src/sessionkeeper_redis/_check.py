@@ -16,6 +16,7 @@ Index entries left by sessions Redis dropped at the end of their TTL are normal 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any, Final
 
@@ -25,6 +26,14 @@ __all__ = ["check_table", "glob_escape"]
 
 _PAGE: Final = 500
 _GLOB_SPECIAL: Final = frozenset("*?[]\\")
+#: A session id as the server holds it: 1-256 visible ASCII characters.
+_SESSION_ID: Final = re.compile(rb"[\x21-\x7e]{1,256}")
+
+
+def _is_id(member: bytes) -> bool:
+    """Whether ``member`` (bytes from the server) is a session id. Anything else is compared,
+    removed and renamed as the exact bytes it is, never through a lossy decoding."""
+    return _SESSION_ID.fullmatch(member) is not None
 
 
 def glob_escape(text: str) -> str:
@@ -109,8 +118,11 @@ class _Checker:
 
     def indexed(self) -> None:
         """Every id in the id index: its key holds its intact record, its deadline is right."""
-        for page in self._pages(self.ids_key):
-            ids = [member.decode("ascii", "replace") for member in page]
+        for raw_page in self._pages(self.ids_key):
+            page = [member for member in raw_page if self._id_entry(member)]
+            if not page:
+                continue
+            ids = [member.decode("ascii") for member in page]
             keys = [self.prefix + session_id for session_id in ids]
             records = self.client.execute_command("MGET", *keys)
             for session_id, key, record in zip(ids, keys, records, strict=True):
@@ -125,6 +137,18 @@ class _Checker:
                     continue
                 self.intact += 1
                 self._check_deadline(key, found)
+
+    def _id_entry(self, member: bytes) -> bool:
+        """``True`` for a member of the id index that is an id; anything else is reported and,
+        with ``repair``, removed from both indexes (``False``)."""
+        if _is_id(member):
+            return True
+        self.problems.append(f"index entry {member!r} of {self.ids_key!r} is not a session id")
+        if self.repair:
+            self.client.execute_command("ZREM", self.ids_key, member)
+            self.client.execute_command("ZREM", self.exp_key, member)
+            self.fixed += 1
+        return False
 
     def _missing(self, session_id: str, key: str) -> None:
         kind = self.client.execute_command("TYPE", key)
@@ -148,6 +172,7 @@ class _Checker:
     def unindexed(self) -> None:
         """Session keys under the table's prefix that the id index does not name."""
         pattern = glob_escape(self.prefix) + "*"
+        skip = len(self.prefix)  # the prefix is ASCII: as many bytes as characters
         seen: set[bytes] = set()
         cursor: int | bytes = 0
         while True:
@@ -157,13 +182,27 @@ class _Checker:
             for raw_key in keys:
                 if raw_key in seen:
                     continue
-                session_id = raw_key[len(self.prefix) :].decode("ascii", "replace")
+                raw_id = raw_key[skip:]
+                if not _is_id(raw_id):
+                    seen.add(raw_key)
+                    self._not_a_session_key(raw_key, raw_id)
+                    continue
+                session_id = raw_id.decode("ascii")
                 if self.client.execute_command("ZSCORE", self.ids_key, session_id) is not None:
                     continue
                 seen.add(raw_key)
-                self._orphan(raw_key.decode("ascii", "replace"), session_id)
+                self._orphan(raw_key.decode("ascii"), session_id)
             if int(cursor) == 0:
                 return
+
+    def _not_a_session_key(self, raw_key: bytes, raw_id: bytes) -> None:
+        """A key under the session prefix whose rest is no id: another program's key."""
+        self.checked += 1
+        self.problems.append(f"key {raw_key!r} is not a session key: {raw_id!r} is no session id")
+        if self.repair:
+            target = self.quarantine_prefix.encode("ascii") + raw_id
+            self.client.execute_command("RENAME", raw_key, target)
+            self.quarantined.append(target.decode("ascii", "backslashreplace"))
 
     def _orphan(self, key: str, session_id: str) -> None:
         self.checked += 1
@@ -196,7 +235,15 @@ class _Checker:
         while True:
             cursor, entries = self.client.zscan(self.exp_key, cursor, count=1_000)
             for member, _score in entries:
-                session_id = member.decode("ascii", "replace")
+                if not _is_id(member):
+                    self.problems.append(
+                        f"deadline entry {member!r} of {self.exp_key!r} is not a session id"
+                    )
+                    if self.repair:
+                        self.client.execute_command("ZREM", self.exp_key, member)
+                        self.fixed += 1
+                    continue
+                session_id = member.decode("ascii")
                 if self.client.execute_command("ZSCORE", self.ids_key, session_id) is not None:
                     continue
                 if self.client.execute_command("EXISTS", self.prefix + session_id):
