@@ -16,6 +16,7 @@ import re
 import tomllib
 from pathlib import Path
 
+import attrs
 import pytest
 
 from sessionkeeper import Config
@@ -60,7 +61,13 @@ def test_inline_toml_validates(where: str, body: str) -> None:
     config = Config.from_mapping(table)
     backend = load_backend_class(config.backend)
     options = structure_options(backend.options_class, config.backend_opts, source=None)
-    assert options is not None
+    assert type(options) is backend.options_class
+    given = {
+        field.name: getattr(options, field.name)
+        for field in attrs.fields(backend.options_class)
+        if field.name in config.backend_opts
+    }
+    assert set(given) == set(config.backend_opts), f"{where}: options the class dropped"
 
 
 @pytest.mark.parametrize(("where", "body"), PYTHON_BLOCKS, ids=[w for w, _ in PYTHON_BLOCKS])
