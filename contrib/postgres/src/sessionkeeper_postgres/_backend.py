@@ -233,7 +233,10 @@ class PostgresBackend:
             reconnect_timeout=max(self._timeout_s, 1.0),
             name=f"sessionkeeper-{self.table}",
         )
-        pool.open(wait=False)
+        try:  # min_size connections before the first operation (none made in its path)
+            pool.open(wait=True, timeout=self._timeout_s)
+        except PoolTimeout as exc:
+            raise self._failed("open", exc) from exc
         self._sql = statements
         self._identity = identity
         self._pool = pool
