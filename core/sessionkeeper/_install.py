@@ -10,26 +10,25 @@ from __future__ import annotations
 
 from typing import Final
 
+from ._errors import KNOWN_BACKENDS
+
 __all__ = ["CHECKOUT_FOLDERS", "install_advice"]
 
 #: Where each backend of this repository lives, relative to the repository's root.
-CHECKOUT_FOLDERS: Final = {
-    "memory": "plugins/memory",
-    "sqlitedict": "plugins/sqlitedict",
-    "zmq": "plugins/zmq",
-    "leveldb": "contrib/leveldb",
-    "redis": "contrib/redis",
-}
+CHECKOUT_FOLDERS: Final = {name: folder for name, (_, folder) in KNOWN_BACKENDS.items()}
 
 
 def install_advice(name: str) -> str:
-    """The ``pip install`` that adds backend ``name``: its folder in a checkout of this
-    repository (once published, its distribution ``sessionkeeper-<name>``); for a backend of
-    another project, the distribution its name gives by the naming convention."""
-    distribution = f"sessionkeeper-{name}"
-    folder = CHECKOUT_FOLDERS.get(name)
-    if folder is None:
-        return f"pip install {distribution} (the distribution the naming convention gives)"
+    """How to add backend ``name``: for one of this repository, its folder in a checkout (and,
+    once published, its distribution); for any other, no distribution name made up from the
+    input, only where to look."""
+    known = KNOWN_BACKENDS.get(name)
+    if known is None:
+        return (
+            "install the distribution that provides it (it declares an entry point in group "
+            '"sessionkeeper.backends")'
+        )
+    distribution, folder = known
     return (
         f"pip install ./{folder} from the root of a sessionkeeper checkout "
         f"(once published: pip install {distribution})"
