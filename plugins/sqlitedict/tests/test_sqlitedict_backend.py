@@ -817,3 +817,16 @@ class TestOpenSqlitedict:
             self._bounded(lambda: open_sqlitedict(garbage))
         with pytest.raises(FileNotFoundError):
             open_sqlitedict(path.with_name("missing.sqlite"))
+
+    @pytest.mark.parametrize("kind", ["directory", "fifo"])
+    def test_a_path_that_is_not_a_file_is_named(self, tmp_path: Path, kind: str) -> None:
+        """A directory or a FIFO is named as what it is (StorageError), not "does not exist",
+        and a FIFO does not block the open."""
+        odd = tmp_path / "odd.sqlite"
+        if kind == "directory":
+            odd.mkdir()
+        else:
+            os.mkfifo(odd)
+        expected = "is a directory" if kind == "directory" else "not a regular file"
+        with pytest.raises(StorageError, match=expected):
+            self._bounded(lambda: open_sqlitedict(odd))

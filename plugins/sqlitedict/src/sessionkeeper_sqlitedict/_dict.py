@@ -16,6 +16,8 @@ from sqlitedict import SqliteDict, SqliteMultithread  # type: ignore[import-unty
 
 from sessionkeeper import Session, StorageError, decode_session
 
+from ._sql import file_problem
+
 __all__ = ["SessionDict", "open_sqlitedict"]
 
 
@@ -68,12 +70,15 @@ def open_sqlitedict(path: str | os.PathLike[str], table_name: str = "sessions") 
     holds the file's owner lock. Use it in a ``with`` block, or call ``close()``.
 
     Raises :class:`FileNotFoundError` for a missing file, and
-    :class:`~sessionkeeper.StorageError` when sqlitedict cannot open it (a missing table, a
-    locked or damaged file).
+    :class:`~sessionkeeper.StorageError` for a path that is not a regular file (a directory,
+    a FIFO) or when sqlitedict cannot open it (a missing table, a locked or damaged file).
     """
     file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"{file} does not exist")
+    problem = file_problem(file)
+    if problem is not None:
+        if not file.exists():
+            raise FileNotFoundError(problem)
+        raise StorageError("sqlitedict", problem)  # a directory, a FIFO (would block), ...
     try:
         view = SessionDict(
             os.fspath(file),
