@@ -36,7 +36,8 @@ if __name__ == "__main__":
         try:
             decode("mystore", "s1", damaged)
         except StorageError as exc:
-            assert "damaged record for session 's1'" in str(exc), exc
+            message = str(exc)
         else:
             raise AssertionError(f"{damaged!r} decoded")
+        assert "damaged record for session 's1'" in message, message
     print("ok")
