@@ -244,6 +244,39 @@ class TestIdentity:
         run_id = _raw(redis_server).info("server")["run_id"]
         assert identities == {f"redis:run_id={run_id},db=0,table={table_name}"}
 
+    def test_migrate_delete_source_onto_itself_is_refused_and_loses_nothing(
+        self, redis_server: Any, table_name: str, tmp_path: Path
+    ) -> None:
+        """The issue's reproduction: ``migrate --delete-source`` from a config naming
+        ``redis://127.0.0.1:<port>/0`` to one naming ``redis://localhost:<port>`` (one store) is
+        refused with exit code 2, and every session is still there. (Before the backend had an
+        identity the migration ran and exited 0: on its own, ``migrate`` once reported "deleted
+        20" and left the store empty; now only its second line of defence kept them.)"""
+        from click.testing import CliRunner
+
+        from sessionkeeper.cli import cli
+
+        configs = []
+        for name, url in (
+            ("a", f"redis://127.0.0.1:{redis_server.port}/0"),
+            ("b", f"redis://localhost:{redis_server.port}"),
+        ):
+            path = tmp_path / f"{name}.toml"
+            path.write_text(
+                '[sessionkeeper]\nbackend = "redis"\ncleanup_interval = 0\n'
+                f'[sessionkeeper.backend_opts]\nurl = "{url}"\ntable_name = "{table_name}"\n'
+            )
+            configs.append(str(path))
+        with SessionManager.from_config(configs[0]) as manager:
+            stored = {manager.create(timeout_ms=None).id for _ in range(20)}
+        result = CliRunner().invoke(
+            cli, ["migrate", "--config", configs[0], "--to", configs[1], "--delete-source"]
+        )
+        assert result.exit_code == 2, result.output
+        assert "same store" in result.output
+        with SessionManager.from_config(configs[1]) as manager:
+            assert set(manager.list()) == stored
+
     def test_another_database_table_or_server_is_another_store(
         self, redis_server: Any, redis_servers: Any, table_name: str
     ) -> None:
