@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sessionkeeper import (
     EXPORT_FORMAT,
@@ -36,7 +38,7 @@ from sessionkeeper import (
     migrate_sessions,
 )
 from sessionkeeper._plugins import installed_backends
-from sessionkeeper._transfer import ExportTargetError, SameStoreError
+from sessionkeeper._transfer import ExportTargetError, SameStoreError, _Fingerprints
 from sessionkeeper.cli import ExitCode, cli
 
 NOW = 1_700_000_000_000
@@ -612,3 +614,19 @@ class TestExportTargets:
         assert link.is_symlink()
         assert not old.exists()
         assert len([p for p in backups.iterdir() if not p.is_symlink()]) == 1
+
+
+# --- the fingerprint set behind both --------------------------------------------------------------
+
+
+@given(st.lists(st.binary(max_size=12), max_size=3000), st.lists(st.binary(max_size=12)))
+def test_fingerprints_behave_as_a_set(added: list[bytes], probed: list[bytes]) -> None:
+    """The compact fingerprint table (what import and migrate remember per session) answers
+    membership exactly as a set of the same byte strings, across its growth."""
+    table, model = _Fingerprints(slots=8), set[bytes]()
+    for item in added:
+        table.add(item)
+        model.add(item)
+    assert len(table) == len(model)
+    for item in [*added, *probed]:
+        assert (item in table) == (item in model)
