@@ -291,6 +291,37 @@ class TestIdentity:
         assert identities == {f"leveldb:dev={found.st_dev},ino={found.st_ino},table=sessions"}
         assert open_manager(table_name="other").identity() not in identities
 
+    def test_migrate_through_a_bind_mount_onto_itself_is_refused(
+        self, tmp_path: Path, bind_mount: Any
+    ) -> None:
+        """``migrate --delete-source`` from a database to the same database reached through a
+        bind mount is refused with exit code 2 and every session is kept (issue 12 item 1: the
+        paths differ even after resolving symlinks, so only the directory's device and inode
+        tell that the store is one)."""
+        from click.testing import CliRunner
+
+        from sessionkeeper.cli import cli
+
+        (tmp_path / "data").mkdir()
+        view = bind_mount(tmp_path / "data")
+        configs = []
+        for name, folder in (("a", tmp_path / "data"), ("b", view)):
+            path = tmp_path / f"{name}.toml"
+            path.write_text(
+                '[sessionkeeper]\nbackend = "leveldb"\ncleanup_interval = 0\n'
+                f'[sessionkeeper.backend_opts]\ndb_path = "{folder / "db"}"\n'
+            )
+            configs.append(str(path))
+        with SessionManager.from_config(configs[0]) as manager:
+            stored = {manager.create(timeout_ms=None).id for _ in range(20)}
+        result = CliRunner().invoke(
+            cli, ["migrate", "--config", configs[0], "--to", configs[1], "--delete-source"]
+        )
+        assert result.exit_code == 2, result.output
+        assert "same store" in result.output
+        with SessionManager.from_config(configs[0]) as manager:
+            assert set(manager.list()) == stored
+
     def test_another_directory_is_another_store(self, open_manager: Any, tmp_path: Path) -> None:
         """Two database directories have two identities."""
         assert open_manager().identity() != open_manager(db_path=str(tmp_path / "db2")).identity()
