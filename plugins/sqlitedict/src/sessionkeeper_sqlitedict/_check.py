@@ -545,6 +545,7 @@ def _repair_open(
         if connection is not None:
             target.execute("BEGIN")
             result = _salvage_sessions(connection, target, table, problems, report)
+            _fill(report, result)  # also what a refusal reports
             _refuse_if_no_session(result.intact, result.undecodable, table, problems)
             for kind, name, sql in schema:
                 if kind == "table" and not same_table(name, table):
