@@ -14,6 +14,8 @@ import os
 import re
 import socket
 import stat
+import subprocess
+import sys
 import uuid
 import zlib
 from collections.abc import Generator, Iterator
@@ -630,3 +632,24 @@ def test_fingerprints_behave_as_a_set(added: list[bytes], probed: list[bytes]) -
     assert len(table) == len(model)
     for item in [*added, *probed]:
         assert (item in table) == (item in model)
+
+
+def test_endless_input_without_a_newline_is_refused(tmp_path: Path) -> None:
+    """`import /dev/zero` (an endless input with no newline) stops after the longest line
+    allowed with exit 5, "not a sessionkeeper export"; it used to read past the over-long first
+    line forever. Run as a subprocess, killed if it hangs (a hang fails the test)."""
+    if not Path("/dev/zero").exists():
+        pytest.skip("needs /dev/zero")
+    env = {**os.environ, "SESSIONKEEPER_CONFIG": "", "SESSIONKEEPER_DEBUG": ""}
+    done = subprocess.run(
+        [sys.executable, "-m", "sessionkeeper", "import", "/dev/zero"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == ExitCode.DATA, done.stderr
+    assert "/dev/zero:1: longer than" in done.stderr
+    assert "not a sessionkeeper export" in done.stderr

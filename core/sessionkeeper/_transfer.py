@@ -710,7 +710,7 @@ class ExportReader(Closing):
         self.stream_problem: str | None = None
         self._size = os.fstat(self._raw.fileno()).st_size if self._raw is not None else None
         try:
-            first = self._next_line()
+            first = self._next_line(drain=False)
             if first is None:
                 problem = self.stream_problem or "the file is empty"
                 raise ExportFormatError(f"{problem}: not a sessionkeeper export", source=self.name)
@@ -768,15 +768,19 @@ class ExportReader(Closing):
         self.stream_problem = f"after line {self.line}, {problem}"
         return b""
 
-    def _next_line(self) -> tuple[int, bytes, bool] | None:
-        """``(number, bytes, ended_with_newline)`` of the next non-blank line, or ``None``."""
+    def _next_line(self, *, drain: bool = True) -> tuple[int, bytes, bool] | None:
+        """``(number, bytes, ended_with_newline)`` of the next non-blank line, or ``None``.
+
+        A line longer than :data:`MAX_LINE_BYTES` raises :class:`_LineTooLong`, after reading
+        past it when ``drain`` (to go on with the next line). The header is not drained: an
+        endless input without a newline (``/dev/zero``) would never end."""
         while True:
             data = self._read()
             if not data:
                 return None
             self.line += 1
             if len(data) > MAX_LINE_BYTES and not data.endswith(b"\n"):
-                while (more := self._read()) and not more.endswith(b"\n"):
+                while drain and (more := self._read()) and not more.endswith(b"\n"):
                     pass
                 raise _LineTooLong(self.line)
             if data.strip():
