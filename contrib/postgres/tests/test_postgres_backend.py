@@ -240,6 +240,25 @@ class TestTable:
         manager.backend.sessionkeeper_touch("s", START + 100)
         assert _sql(pg_cluster, query, "s") == [(START + 500, START + 2_500, 2)]
 
+    def test_cleanup_reads_the_deadline_index_not_the_table(
+        self, open_manager: Callable[..., SessionManager], pg_cluster: Any, table_name: str
+    ) -> None:
+        """The cleanup statement finds expired rows through the deadline index and deletes them
+        through the primary key: its plan has no sequential scan of a table of 20,000 rows."""
+        manager = open_manager(clock=ManualClock(START))
+        manager.store_many([Session(f"s{n}", START, START, 10**9, {}) for n in range(20_000)])
+        _sql(pg_cluster, f"ANALYZE {table_name}")
+        statement = manager.backend.statements.cleanup.decode()
+        plan = "\n".join(
+            row[0]
+            for row in _sql(
+                pg_cluster, "EXPLAIN " + statement.replace("%s", "{}").format(START, CLEANUP_BATCH)
+            )
+        )
+        assert f"{table_name}_deadline_idx" in plan, plan
+        assert f"{table_name}_pkey" in plan, plan
+        assert "Seq Scan" not in plan, plan
+
     def test_deadlines_past_the_largest_bigint_are_capped(
         self, open_manager: Callable[..., SessionManager], pg_cluster: Any, table_name: str
     ) -> None:

@@ -179,9 +179,21 @@ class TestConnectionLoss:
             assert done <= stored, sorted(done - stored)[:10]
 
 
+@pytest.fixture(scope="class")
+def garbage_manager(pg_cluster: Any) -> Iterator[SessionManager]:
+    """One manager for every example of the garbage-row test (its own table)."""
+    with SessionManager(
+        backend="postgres",
+        backend_opts={"dsn": pg_cluster.dsn(), "table_name": "garbage_rows"},
+        cleanup_interval=0,
+        clock=ManualClock(START),
+    ) as manager:
+        yield manager
+
+
 @pytest.mark.fuzz
 class TestGarbageRows:
-    @settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(
         record=st.one_of(
             st.binary(max_size=200),
@@ -192,7 +204,7 @@ class TestGarbageRows:
     def test_a_row_of_garbage_is_a_clear_error(
         self,
         pg_cluster: Any,
-        table_name: str,
+        garbage_manager: SessionManager,
         record: bytes,
         last_accessed: int,
     ) -> None:
@@ -200,31 +212,26 @@ class TestGarbageRows:
         session of that id or raises a ``StorageError`` naming the backend, the table and the
         id — never another exception, never "not found" — and the neighbouring row stays
         readable."""
-        with SessionManager(
-            backend="postgres",
-            backend_opts={"dsn": pg_cluster.dsn(), "table_name": table_name},
-            cleanup_interval=0,
-            clock=ManualClock(START),
-        ) as manager:
-            manager.store(_session("g", n=0))
-            manager.store(_session("neighbour", n=1))
-            with pg_cluster.connect() as conn:
-                conn.execute(
-                    f"UPDATE {table_name} SET record = %s, last_accessed = %s WHERE id = 'g'",  # type: ignore[arg-type]
-                    (record, last_accessed),
-                )
-            if _decodes_as(record, "g"):
-                for read in (manager.peek, manager.fetch, manager.touch):
-                    with contextlib.suppress(SessionNotFound):  # expired at the clock
-                        assert read("g").id == "g"
-            else:
-                for read in (manager.peek, manager.fetch, manager.touch):
-                    with pytest.raises(StorageError) as info:
-                        read("g")
-                    assert not isinstance(info.value, SessionNotFound)
-                    assert info.value.backend == "postgres"
-                    assert "'g'" in str(info.value)
-                    assert table_name in str(info.value)
-                with pytest.raises(StorageError, match="'g'"):
-                    list(manager.iter_sessions(include_expired=True))
-            assert manager.peek("neighbour").metadata == {"n": 1}
+        manager, table_name = garbage_manager, "garbage_rows"
+        manager.store(_session("g", n=0))
+        manager.store(_session("neighbour", n=1))
+        with pg_cluster.connect() as conn:
+            conn.execute(
+                f"UPDATE {table_name} SET record = %s, last_accessed = %s WHERE id = 'g'",  # type: ignore[arg-type]
+                (record, last_accessed),
+            )
+        if _decodes_as(record, "g"):
+            for read in (manager.peek, manager.fetch, manager.touch):
+                with contextlib.suppress(SessionNotFound):  # expired at the clock
+                    assert read("g").id == "g"
+        else:
+            for read in (manager.peek, manager.fetch, manager.touch):
+                with pytest.raises(StorageError) as info:
+                    read("g")
+                assert not isinstance(info.value, SessionNotFound)
+                assert info.value.backend == "postgres"
+                assert "'g'" in str(info.value)
+                assert table_name in str(info.value)
+            with pytest.raises(StorageError, match="'g'"):
+                list(manager.iter_sessions(include_expired=True))
+        assert manager.peek("neighbour").metadata == {"n": 1}
