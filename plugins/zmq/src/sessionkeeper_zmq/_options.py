@@ -17,12 +17,25 @@ _ACK_NAMES: Final = ("local", "quorum", "all")
 _NODE_ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _ENDPOINT: Final = re.compile(r"^(tcp://[^\s:]+:\d{1,5}|ipc://\S+)$")
 _Z85: Final = re.compile(r"^[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}$")
+#: Every node holds every session and talks to every other: a few nodes, not hundreds.
+_MAX_NODES: Final = 64
 
 
 def _text(field: str, value: object) -> str:
     if type(value) is not str:
-        raise FieldError(field, f"must be a string, got {type(value).__name__} {value!r}")
+        raise FieldError(field, f"must be a string, got {type(value).__name__} {value!r:.60}")
+    if "\0" in value:
+        raise FieldError(field, "must not contain a NUL character")
     return value
+
+
+def _endpoint_problem(endpoint: str) -> str | None:
+    """What is wrong with ``endpoint`` (``None``: nothing)."""
+    if not _ENDPOINT.match(endpoint):
+        return "must look like tcp://HOST:PORT"
+    if endpoint.startswith("tcp://") and not 1 <= int(endpoint.rpartition(":")[2]) <= 65_535:
+        return "has a port outside 1-65535"
+    return None
 
 
 @attrs.frozen(kw_only=True)
@@ -42,26 +55,86 @@ class NodeSpec:
     def __attrs_post_init__(self) -> None:
         if not _NODE_ID.match(_text("nodes.id", self.id)):
             raise FieldError(
-                "nodes",
+                "nodes.id",
                 f"node id {self.id!r} must be 1-64 letters, digits, '_', '.' or '-' "
                 "and start with a letter or digit",
             )
-        if not _ENDPOINT.match(_text("nodes.endpoint", self.endpoint)):
+        problem = _endpoint_problem(_text("nodes.endpoint", self.endpoint))
+        if problem is not None:
             raise FieldError(
-                "nodes",
-                f"endpoint {self.endpoint!r} of node {self.id!r} must look like tcp://HOST:PORT",
+                "nodes.endpoint", f"endpoint {self.endpoint!r:.80} of node {self.id!r} {problem}"
             )
         if self.public_key and not _Z85.match(_text("nodes.public_key", self.public_key)):
             raise FieldError(
-                "nodes",
+                "nodes.public_key",
                 f"public_key of node {self.id!r} must be 40 characters of Z85 "
                 "(as written by `sessionkeeper node keygen`)",
             )
 
+    @classmethod
+    def from_config(cls, value: object, where: str) -> NodeSpec:
+        """One ``nodes`` item: a table with ``id``, ``endpoint`` and ``public_key`` (or a
+        :class:`NodeSpec` already), checked with errors naming ``where`` (``nodes[2]``)."""
+        if isinstance(value, NodeSpec):
+            return value
+        if type(value) is not dict:
+            raise FieldError(
+                where,
+                f"must be a table {{ id = ..., endpoint = ..., public_key = ... }}, got "
+                f"{type(value).__name__} {value!r:.60}",
+            )
+        allowed = ("id", "endpoint", "public_key")
+        unknown = sorted(str(k) for k in value if k not in allowed)
+        if unknown:
+            raise FieldError(
+                f"{where}.{unknown[0]}", f"unknown key (allowed: {', '.join(allowed)})"
+            )
+        for name in ("id", "endpoint"):
+            if name not in value:
+                raise FieldError(f"{where}.{name}", "required key is missing")
+        for name, item in value.items():
+            _text(f"{where}.{name}", item)
+        try:
+            return cls(**value)
+        except FieldError as exc:  # "nodes.endpoint" -> "nodes[2].endpoint"
+            raise FieldError(where + exc.field.removeprefix("nodes"), str(exc)) from None
 
-def _positive(_: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if type(value) is not int or value <= 0:
-        raise FieldError(attribute.name, f"must be an integer > 0, got {value!r}")
+
+#: Upper bounds of the numeric options (each far beyond any sensible setting, and within what
+#: the libraries they reach accept: ZeroMQ's heartbeat TTL tops out near 6,553 s, a thread
+#: wait at ``threading.TIMEOUT_MAX``).
+_HOUR: Final = 3_600_000
+BOUNDS: Final[dict[str, tuple[int, int]]] = {
+    "write_timeout_ms": (1, _HOUR),
+    "heartbeat_ms": (1, 60_000),
+    "suspect_after_ms": (1, _HOUR),
+    "anti_entropy_ms": (0, 24 * _HOUR),
+    "ready_timeout_ms": (0, _HOUR),
+    "backlog": (1, 10_000_000),
+    "tombstone_ttl_ms": (1, 10 * 365 * 24 * _HOUR),
+    "max_clock_skew_ms": (1, _HOUR),
+}
+
+
+def _bounded(_: object, attribute: attrs.Attribute[int], value: int) -> None:
+    low, high = BOUNDS[attribute.name]
+    if type(value) is not int:
+        raise FieldError(attribute.name, f"must be an integer, got {type(value).__name__}")
+    if not low <= value <= high:
+        raise FieldError(attribute.name, f"must be between {low} and {high}, got {value}")
+
+
+def _node_list(value: object) -> list[NodeSpec]:
+    """``nodes``: a non-empty array of node tables (see :class:`NodeSpec`)."""
+    if type(value) is not list:
+        raise FieldError(
+            "nodes",
+            "must be an array of tables { id = ..., endpoint = ..., public_key = ... }, got "
+            f"{type(value).__name__} {value!r:.60}",
+        )
+    if len(value) > _MAX_NODES:
+        raise FieldError("nodes", f"lists {len(value)} nodes; at most {_MAX_NODES} are supported")
+    return [NodeSpec.from_config(item, f"nodes[{i}]") for i, item in enumerate(value)]
 
 
 def _ack(field: str, value: object) -> None:
@@ -124,27 +197,29 @@ class ZmqOptions:
     """
 
     node_id: str
-    nodes: list[NodeSpec]
+    # Typed Any for the config converter: the raw value reaches _node_list, which names what
+    # is wrong with it (a string, a number, an item that is no table) instead of failing deep.
+    nodes: Any = attrs.field(converter=_node_list)
     cluster_id: str = "sessionkeeper"
     bind: str | None = None
     disc_copies: bool = False
     data_dir: str | None = None
     ack: Any = "quorum"
     touch_ack: Any = "local"
-    write_timeout_ms: int = attrs.field(default=2_000, validator=_positive)
+    write_timeout_ms: int = attrs.field(default=2_000, validator=_bounded)
     curve: bool = True
     secret_key_file: str | None = None
-    heartbeat_ms: int = attrs.field(default=500, validator=_positive)
-    suspect_after_ms: int = attrs.field(default=1_500, validator=_positive)
-    anti_entropy_ms: int = 10_000
-    ready_timeout_ms: int = 5_000
-    backlog: int = attrs.field(default=100_000, validator=_positive)
-    tombstone_ttl_ms: int = attrs.field(default=86_400_000, validator=_positive)
-    max_clock_skew_ms: int = attrs.field(default=500, validator=_positive)
+    heartbeat_ms: int = attrs.field(default=500, validator=_bounded)
+    suspect_after_ms: int = attrs.field(default=1_500, validator=_bounded)
+    anti_entropy_ms: int = attrs.field(default=10_000, validator=_bounded)
+    ready_timeout_ms: int = attrs.field(default=5_000, validator=_bounded)
+    backlog: int = attrs.field(default=100_000, validator=_bounded)
+    tombstone_ttl_ms: int = attrs.field(default=86_400_000, validator=_bounded)
+    max_clock_skew_ms: int = attrs.field(default=500, validator=_bounded)
     fsync: str = "group"
 
     def __attrs_post_init__(self) -> None:
-        if not isinstance(self.nodes, list) or not self.nodes:
+        if not self.nodes:
             raise FieldError("nodes", "must list at least one node (this one)")
         ids = [node.id for node in self.nodes]
         duplicates = sorted({i for i in ids if ids.count(i) > 1})
@@ -158,10 +233,17 @@ class ZmqOptions:
             raise FieldError(
                 "node_id", f"{self.node_id!r} is not one of the nodes ({', '.join(ids)})"
             )
-        if not self.cluster_id or len(self.cluster_id) > 64:
+        _text("node_id", self.node_id)
+        if not _text("cluster_id", self.cluster_id) or len(self.cluster_id) > 64:
             raise FieldError("cluster_id", "must be 1-64 characters")
-        if self.bind is not None and not _ENDPOINT.match(self.bind):
-            raise FieldError("bind", f"{self.bind!r} must look like tcp://HOST:PORT")
+        if self.bind is not None:
+            problem = _endpoint_problem(_text("bind", self.bind))
+            if problem is not None:
+                raise FieldError("bind", f"{self.bind!r:.80} {problem}")
+        for name in ("data_dir", "secret_key_file"):
+            if getattr(self, name) is not None:
+                _text(name, getattr(self, name))
+        _text("fsync", self.fsync)
         for name in ("ack", "touch_ack"):
             level = getattr(self, name)
             _ack(name, level)
@@ -189,22 +271,20 @@ class ZmqOptions:
                 raise FieldError(
                     "secret_key_file", "is required when curve is on (this node's secret key)"
                 )
-        if self.anti_entropy_ms < 0:
-            raise FieldError("anti_entropy_ms", "must be >= 0 (0 turns it off)")
-        if self.ready_timeout_ms < 0:
-            raise FieldError("ready_timeout_ms", "must be >= 0")
         if self.fsync not in ("always", "group", "os"):
             raise FieldError("fsync", f'must be "always", "group" or "os", got {self.fsync!r}')
 
     @property
     def me(self) -> NodeSpec:
         """This node's entry in ``nodes``."""
-        return next(node for node in self.nodes if node.id == self.node_id)
+        nodes: list[NodeSpec] = self.nodes
+        return next(node for node in nodes if node.id == self.node_id)
 
     @property
     def peers(self) -> list[NodeSpec]:
         """Every node but this one."""
-        return [node for node in self.nodes if node.id != self.node_id]
+        nodes: list[NodeSpec] = self.nodes
+        return [node for node in nodes if node.id != self.node_id]
 
     def acks_needed(self, level: AckLevel) -> int:
         """Nodes (this one included) that must hold a write at ``level``."""
