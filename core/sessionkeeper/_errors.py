@@ -26,7 +26,8 @@ class SessionKeeperError(Exception):
 
 
 class InvalidSession(SessionKeeperError, ValueError):
-    """A session, an id, a timeout or metadata that breaks the session model (DESIGN §2).
+    """A session, an id, a timeout or metadata that breaks the session model (what
+    :class:`~sessionkeeper.Session` accepts).
 
     :attr:`field` names the offending field (``"id"``, ``"metadata['a'][0]"`` …).
     """
@@ -152,14 +153,21 @@ KNOWN_BACKENDS: Final[Mapping[str, tuple[str, str]]] = {
 
 
 def install_hint(backend: str) -> str | None:
-    """The ``pip install`` commands that add ``backend``, if it is one of the project's own
-    (:data:`KNOWN_BACKENDS`): from the package index and from a source checkout. ``None`` for
-    any other name: never a distribution name made up from the input."""
+    """The ``pip install`` that adds ``backend``, if it is one of the project's own
+    (:data:`KNOWN_BACKENDS`); ``None`` for any other name: never a distribution name made up
+    from the input.
+
+    No sessionkeeper distribution is on the package index yet, so the form that works today
+    comes first (the plugin's folder, from the root of a checkout) and the index form is
+    marked "once published"."""
     known = KNOWN_BACKENDS.get(backend)
     if known is None:
         return None
     distribution, folder = known
-    return f"pip install {distribution} (from a source checkout: pip install ./{folder})"
+    return (
+        f"pip install ./{folder} from the root of a sessionkeeper checkout "
+        f"(once published: pip install {distribution})"
+    )
 
 
 def did_you_mean(name: str, installed: Sequence[str]) -> str | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from ._errors import KNOWN_BACKENDS
+from ._errors import KNOWN_BACKENDS, install_hint
 
 __all__ = ["CHECKOUT_FOLDERS", "install_advice"]
 
@@ -20,16 +20,13 @@ CHECKOUT_FOLDERS: Final = {name: folder for name, (_, folder) in KNOWN_BACKENDS.
 
 def install_advice(name: str) -> str:
     """How to add backend ``name``: for one of this repository, its folder in a checkout (and,
-    once published, its distribution); for any other, no distribution name made up from the
-    input, only where to look."""
-    known = KNOWN_BACKENDS.get(name)
-    if known is None:
+    once published, its distribution), worded as :func:`~sessionkeeper._errors.install_hint`
+    words it in errors; for any other, no distribution name made up from the input, only where
+    to look."""
+    hint = install_hint(name)
+    if hint is None:
         return (
             "install the distribution that provides it (it declares an entry point in group "
             '"sessionkeeper.backends")'
         )
-    distribution, folder = known
-    return (
-        f"pip install ./{folder} from the root of a sessionkeeper checkout "
-        f"(once published: pip install {distribution})"
-    )
+    return hint
