@@ -428,3 +428,29 @@ class TestAcknowledgements:
             for thread in threads:
                 thread.join()
             wait_for(lambda: not agent._signalled, "the agent to take the wake-ups", 10)
+
+
+class TestIdentity:
+    """``sessionkeeper_identity``: which cluster a node belongs to (issue 12 item 1)."""
+
+    def test_every_member_names_the_same_cluster(self, make_cluster: Any, key_dir: Path) -> None:
+        """Two nodes of one cluster report one identity, prefixed ``zmq:``, even when their
+        configs spell a member's endpoint differently; another cluster (another cluster_id,
+        or other members) reports another."""
+        a, b = make_cluster(2)
+        first = a.identity()
+        assert first is not None
+        assert first.startswith("zmq:sessionkeeper:")
+        assert b.identity() == first
+        options = dict(a.config.backend_opts)
+        respelled = [
+            {**node, "endpoint": node["endpoint"].replace("127.0.0.1", "localhost")}
+            for node in options["nodes"]
+        ]
+        from sessionkeeper_zmq import ZmqOptions
+        from sessionkeeper_zmq._backend import cluster_identity
+
+        assert cluster_identity(ZmqOptions(**{**options, "nodes": respelled})) == first
+        assert cluster_identity(ZmqOptions(**{**options, "cluster_id": "other"})) != first
+        [other] = make_cluster(1)
+        assert other.identity() not in (None, first)

@@ -73,6 +73,12 @@ class RoundRobin:
             return getattr(self._pick(), name)
         raise AttributeError(name)
 
+    def identity(self) -> str | None:
+        """The cluster's identity, which every node must report alike."""
+        identities = {manager.identity() for manager in self.managers}
+        assert len(identities) == 1, f"the nodes name different stores: {identities}"
+        return identities.pop()
+
     def cleanup_expired(self) -> int:
         counts = [manager.cleanup_expired() for manager in self.managers]
         assert len(set(counts)) == 1, f"the nodes purged different numbers: {counts}"

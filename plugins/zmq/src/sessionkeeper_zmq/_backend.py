@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import time
@@ -63,6 +65,13 @@ class WriteTimeout(StorageError):
     def __init__(self, backend: str, message: str, version: Version) -> None:
         super().__init__(backend, message)
         self.version = version
+
+
+def cluster_identity(options: ZmqOptions) -> str:
+    """``zmq:<cluster_id>:<hash of the sorted (id, public_key) of every member>``."""
+    members = sorted((node.id, node.public_key) for node in options.nodes)
+    text = json.dumps([options.cluster_id, members], separators=(",", ":"))
+    return f"zmq:{options.cluster_id}:{hashlib.blake2b(text.encode(), digest_size=16).hexdigest()}"
 
 
 def load_keys(path: Path) -> tuple[bytes, bytes]:
@@ -436,6 +445,19 @@ class ZmqBackend:
         """Purge, on this node only, the sessions expired at ``now`` and due tombstones."""
         self._agent("clean up expired sessions")
         return self.replica.cleanup(now)
+
+    @hookimpl
+    def sessionkeeper_identity(self) -> str | None:
+        """The cluster this node belongs to, the same on every member: ``zmq:<cluster_id>:``
+        and a hash of the members' ids and public keys.
+
+        Endpoints are left out on purpose: one member may be reached as ``tcp://10.0.0.1:7100``
+        in one config and through a host name in another, and that must not make one cluster
+        look like two (``migrate`` would then copy a cluster onto itself). Without CURVE the
+        public keys are empty, so two clusters with the same ``cluster_id`` and node ids look
+        alike: refusing a copy between them errs on the safe side.
+        """
+        return cluster_identity(self.options)
 
     @hookimpl
     def sessionkeeper_stats(self) -> dict[str, Any]:
