@@ -26,7 +26,10 @@ import pytest
 from click.testing import CliRunner, Result
 
 from sessionkeeper import EXPORT_FORMAT, Session, SessionManager
+from sessionkeeper._cli_common import exit_code_for
+from sessionkeeper._errors import ExportTargetError, SameStoreError
 from sessionkeeper._plugins import installed_backends
+from sessionkeeper._transfer_backup import backup_name, backup_sessions
 from sessionkeeper.cli import ExitCode, cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -504,6 +507,23 @@ class TestBackup:
         assert result.exit_code == 0
         assert contents(target) == {s.id: s for s in items[:-1]}
 
+    def test_one_clock_reading_names_the_file_and_stamps_the_header(self, tmp_path: Path) -> None:
+        """The file name and the export's ``exported_at`` come from one reading of the manager's
+        clock (the name used to come from the system's wall clock, so a backup of a store with
+        an injected clock, or one taken across a clock step, was named for another instant than
+        its header said)."""
+        moment = 1_000_000_000_123  # 2001-09-09T01:46:40.123Z, far from the wall clock
+        with SessionManager(backend="memory", clock=lambda: moment) as manager:
+            live = Session("backup-me", moment - 1_000, moment - 1_000, 60_000, {"k": 1})
+            manager.store_many([live])
+            report = backup_sessions(manager, tmp_path / "b", prefix="app")
+        assert Path(report.path).name == "app-20010909T014640.123Z.jsonl.gz"
+        assert backup_name("app", moment) == Path(report.path).name
+        with gzip.open(report.path, "rt", encoding="utf-8") as handle:
+            header = json.loads(handle.readline())
+        assert header["exported_at"] == moment == report.exported_at
+        assert report.count == 1  # judged live at the same instant
+
     def test_bad_prefix_and_memory(self, runner: CliRunner, tmp_path: Path) -> None:
         """A prefix with a path separator is a usage error; a memory store is explained."""
         result = runner.invoke(cli, ["backup", str(tmp_path), "--prefix", "../x"])
@@ -511,6 +531,25 @@ class TestBackup:
         result = runner.invoke(cli, ["backup", str(tmp_path / "b")])
         assert result.exit_code == ExitCode.CONFIG
         assert "per process" in result.stderr
+
+
+# --- exit codes --------------------------------------------------------------------------------
+
+
+class TestExitCodes:
+    @pytest.mark.parametrize(
+        "error",
+        [
+            SameStoreError("the source and the target are the same store (x)"),
+            ExportTargetError("out.jsonl is a FIFO (named pipe): refusing to replace it"),
+        ],
+        ids=["same-store", "export-target"],
+    )
+    def test_refused_targets_are_usage_errors(self, error: Exception) -> None:
+        """A migration onto its own store and an export target that would be replaced are the
+        caller naming the wrong thing: exit 2 (usage) wherever they surface, as the commands
+        report them, not 4 (storage), which says the store failed."""
+        assert exit_code_for(error) == ExitCode.USAGE
 
 
 # --- stats --format ----------------------------------------------------------------------------

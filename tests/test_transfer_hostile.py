@@ -39,8 +39,9 @@ from sessionkeeper import (
     import_sessions,
     migrate_sessions,
 )
+from sessionkeeper._errors import ExportTargetError, SameStoreError
 from sessionkeeper._plugins import installed_backends
-from sessionkeeper._transfer import ExportTargetError, SameStoreError, _Fingerprints
+from sessionkeeper._transfer_common import Fingerprints
 from sessionkeeper.cli import ExitCode, cli
 
 NOW = 1_700_000_000_000
@@ -625,7 +626,7 @@ class TestExportTargets:
 def test_fingerprints_behave_as_a_set(added: list[bytes], probed: list[bytes]) -> None:
     """The compact fingerprint table (what import and migrate remember per session) answers
     membership exactly as a set of the same byte strings, across its growth."""
-    table, model = _Fingerprints(slots=8), set[bytes]()
+    table, model = Fingerprints(slots=8), set[bytes]()
     for item in added:
         table.add(item)
         model.add(item)

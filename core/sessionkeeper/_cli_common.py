@@ -16,9 +16,17 @@ import click
 from rich.text import Text
 
 from ._cli_render import error_console
-from ._errors import ConfigError, InvalidSession, PluginValidationError, SessionNotFound
+from ._errors import (
+    ConfigError,
+    ExportFormatError,
+    ExportTargetError,
+    InvalidSession,
+    PluginValidationError,
+    SameStoreError,
+    SessionNotFound,
+    VerificationFailed,
+)
 from ._manager import SessionManager
-from ._transfer import ExportFormatError, VerificationFailed
 
 __all__ = [
     "DEBUG_ENV",
@@ -54,7 +62,7 @@ def exit_code_for(exc: BaseException) -> ExitCode:
     """The exit code that reports ``exc`` (see the module docstring)."""
     if isinstance(exc, SessionNotFound):
         return ExitCode.NOT_FOUND
-    if isinstance(exc, InvalidSession):
+    if isinstance(exc, InvalidSession | SameStoreError | ExportTargetError):
         return ExitCode.USAGE
     if isinstance(exc, ConfigError | PluginValidationError):
         return ExitCode.CONFIG

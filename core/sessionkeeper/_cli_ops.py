@@ -13,10 +13,8 @@ cannot be used or lines that were rejected, 6 for a migration whose verification
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -36,19 +34,11 @@ from ._cli_common import ExitCode, common_options, emit_json, fail, is_per_proce
 from ._cli_render import error_console, output_console, plain
 from ._cli_render import table as make_table
 from ._config import Config, load_config
+from ._errors import ExportFormatError, ExportTargetError, SameStoreError, VerificationFailed
 from ._manager import SessionManager
-from ._transfer import (
-    ExportFormatError,
-    ExportTargetError,
-    ImportReport,
-    MigrationReport,
-    Progress,
-    SameStoreError,
-    VerificationFailed,
-    export_sessions,
-    import_sessions,
-    migrate_sessions,
-)
+from ._transfer import export_sessions, import_sessions, migrate_sessions
+from ._transfer_backup import backup_sessions
+from ._transfer_common import ImportReport, MigrationReport, Progress
 
 __all__ = ["backup", "export_command", "import_command", "migrate"]
 
@@ -56,7 +46,6 @@ _QUIET_HELP: Final = "No progress bar and no summary (errors are still printed o
 _EXPIRED_HELP: Final = "Take expired sessions too (by default they are left out)."
 #: Rejected lines (or sessions) printed by the human output; --json has the first 100.
 _SHOWN: Final = 20
-_BACKUP_SUFFIX: Final = ".jsonl.gz"
 _PREFIX: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _PHASES: Final = {
     "export": "exporting",
@@ -112,7 +101,7 @@ class _Bars:
         return self.update
 
     def update(self, phase: str, done: int, total: int | None) -> None:
-        """The :data:`~sessionkeeper._transfer.Progress` callback."""
+        """The :data:`~sessionkeeper._transfer_common.Progress` callback."""
         progress = self._progress
         if progress is None:
             return
@@ -516,23 +505,6 @@ def _unproven(report: MigrationReport) -> str:
 # --- backup ------------------------------------------------------------------------------------
 
 
-def _backup_name(prefix: str, now: datetime) -> str:
-    stamp = now.strftime("%Y%m%dT%H%M%S") + f".{now.microsecond // 1000:03d}Z"
-    return f"{prefix}-{stamp}{_BACKUP_SUFFIX}"
-
-
-def _backups(directory: Path, prefix: str) -> list[Path]:
-    """This prefix's backups in ``directory``, oldest first (the names sort by time)."""
-    pattern = re.compile(
-        re.escape(prefix) + r"-\d{8}T\d{6}\.\d{3}Z(?:-\d+)?" + re.escape(_BACKUP_SUFFIX)
-    )
-    return sorted(
-        p
-        for p in directory.iterdir()
-        if pattern.fullmatch(p.name) and p.is_file() and not p.is_symlink()
-    )
-
-
 def _check_prefix(ctx: click.Context, param: click.Parameter, value: str) -> str:
     if not _PREFIX.fullmatch(value):
         raise click.BadParameter(
@@ -586,39 +558,26 @@ def backup(
     Restore one with sessionkeeper import FILE. DIR is created (mode 0700) if missing.
     """
     inside = "sessionkeeper.export_sessions(manager, 'backup.jsonl.gz')"
-    with _source(config_path, read_only=True, what="back up", inside=inside) as manager:
-        try:
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        except OSError as exc:
-            raise click.UsageError(f"cannot create {directory}: {exc.strerror or exc}") from None
-        now = datetime.now(UTC)
-        target = directory / _backup_name(prefix, now)
-        serial = 1
-        while os.path.lexists(target):  # a dangling symlink, a FIFO: taken names too
-            target = directory / _backup_name(prefix, now).replace(
-                _BACKUP_SUFFIX, f"-{serial}{_BACKUP_SUFFIX}"
-            )
-            serial += 1
-        with _Bars(quiet) as progress, _refused_target():
-            report = export_sessions(
-                manager, target, include_expired=include_expired, progress=progress
-            )
-    pruned: list[str] = []
-    if keep is not None:
-        existing = _backups(directory, prefix)
-        for old in existing[: max(len(existing) - keep, 0)]:
-            if old == target:
-                continue
-            with contextlib.suppress(FileNotFoundError):
-                old.unlink()
-            pruned.append(os.fspath(old))
+    with (
+        _source(config_path, read_only=True, what="back up", inside=inside) as manager,
+        _Bars(quiet) as progress,
+        _refused_target(),
+    ):
+        report = backup_sessions(
+            manager,
+            directory,
+            prefix=prefix,
+            keep=keep,
+            include_expired=include_expired,
+            progress=progress,
+        )
     if as_json:
-        emit_json({**report.to_dict(), "deleted": pruned})
+        emit_json(report.to_dict())
     elif not quiet:
         rows: list[tuple[str, object]] = [
             ("backup", report.path),
             ("sessions", report.count),
             ("digest", report.digest),
-            ("older backups deleted", len(pruned)),
+            ("older backups deleted", len(report.deleted)),
         ]
         _summary(rows)

@@ -12,12 +12,18 @@ __all__ = [
     "BackendNotFound",
     "CodecError",
     "ConfigError",
+    "ExportError",
+    "ExportFormatError",
+    "ExportTargetError",
     "InvalidSession",
     "ManagerClosed",
     "PluginValidationError",
+    "SameStoreError",
     "SessionKeeperError",
     "SessionNotFound",
     "StorageError",
+    "TransferAborted",
+    "VerificationFailed",
 ]
 
 
@@ -137,6 +143,57 @@ class StorageError(SessionKeeperError):
 
 class ManagerClosed(SessionKeeperError):
     """The manager was closed; open a new one."""
+
+
+# --- transfers (export, import, migrate, backup) -----------------------------------------------
+
+
+class ExportError(SessionKeeperError):
+    """A transfer that did not complete; :attr:`report` says how far it got (or ``None``)."""
+
+    def __init__(self, message: str, *, report: object | None = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class ExportFormatError(ExportError, ValueError):
+    """An export file that cannot be read: not an export, a newer version, a bad or truncated
+    line. :attr:`line` is the 1-based line number (``None`` for the file as a whole) and
+    :attr:`source` the file (``"-"`` for standard input)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        source: str | None = None,
+        line: int | None = None,
+        report: object | None = None,
+    ) -> None:
+        where = source or ""
+        if line is not None:
+            where = f"{where}:{line}" if where else f"line {line}"
+        super().__init__(f"{where}: {message}" if where else message, report=report)
+        self.source = source
+        self.line = line
+
+
+class TransferAborted(ExportError):
+    """The target (or the source) failed part-way; :attr:`report` counts what was written."""
+
+
+class VerificationFailed(ExportError):
+    """A migration's verification found sessions missing or different in the target."""
+
+
+class SameStoreError(ExportError, ValueError):
+    """A migration whose source and target are one store (equal
+    :meth:`~sessionkeeper.SessionManager.identity`), refused before anything is read or written.
+    """
+
+
+class ExportTargetError(ExportError, ValueError):
+    """An export target that is not a new path nor a regular file holding an export (a FIFO, a
+    device, a symbolic link, a directory, another program's file): refused, never replaced."""
 
 
 #: The project's own backends: entry-point name -> (distribution, folder in a source checkout).

@@ -1,0 +1,270 @@
+"""The export format: its header, session and end records, their validation, and the digest.
+
+The export format (version 1) is JSON Lines, UTF-8, optionally gzip-compressed::
+
+    {"format": "sessionkeeper-export", "version": 1, "source_backend": "sqlitedict",
+     "exported_at": 1700000000000, "include_expired": false, "sessionkeeper_version": "0.1.0"}
+    {"id": "4Zq0r9xw...", "created_at": 1700000000000, "last_accessed": 1700000300000,
+     "timeout_ms": 1800000, "metadata": {"user_id": "user_456"}}
+    ...
+    {"end": true, "count": 2, "digest": "5f0c...e1"}
+
+(one JSON object per physical line; the header is wrapped above only for the page). Line 1 is the
+header; every following line is one session with exactly the five fields of
+:meth:`Session.to_dict <sessionkeeper.Session.to_dict>`; the last line is the end line, which
+holds the number of sessions and their :class:`SessionDigest`. A file without its end line was cut
+short, and the reader says so. The header may carry ``count`` when the writer knew it in advance.
+
+Records are validated with a private cattrs converter (the record's shape: keys and types) and
+then by :class:`~sessionkeeper.Session` itself (the model's rules), so a bad line is reported with
+its line number and what is wrong with it. The writer is :mod:`._export_writer`, the reader
+:mod:`._export_reader`; the transfers built on them are in :mod:`._transfer`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any, Final
+
+import attrs
+import cattrs
+from cattrs.gen import make_dict_structure_fn, override
+
+from ._codec import encode_session
+from ._config import _problems, _strict_bool, _strict_int, _strict_str
+from ._errors import InvalidSession
+from ._model import Session
+
+__all__ = [
+    "EXPORT_FORMAT",
+    "EXPORT_VERSION",
+    "MAX_LINE_BYTES",
+    "ExportHeader",
+    "LineError",
+    "SessionDigest",
+]
+
+#: The ``format`` value of an export file's header line.
+EXPORT_FORMAT: Final = "sessionkeeper-export"
+#: The export format version this sessionkeeper writes and reads.
+EXPORT_VERSION: Final = 1
+#: Lines longer than this are rejected without being held in memory (metadata is at most
+#: 16 MiB packed; its JSON is at most a few times larger).
+MAX_LINE_BYTES: Final = 64 * 1024 * 1024
+
+GZIP_MAGIC: Final = b"\x1f\x8b"
+#: The buffer size of export files, read or written.
+BUFFER: Final = 1 << 20
+_MASK: Final = (1 << 128) - 1
+
+
+@attrs.frozen
+class LineError:
+    """One line of an export file that was rejected: its number and why."""
+
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.message}"
+
+
+# --- the digest --------------------------------------------------------------------------------
+
+
+class SessionDigest:
+    """An order-independent digest of a set of sessions, and how many were added.
+
+    Each session is hashed (BLAKE2b, 128 bits) over its encoded record
+    (:func:`~sessionkeeper.encode_session`: id, both timestamps, timeout and metadata), and the
+    hashes are added modulo 2**128, so two stores holding the same sessions in any order have
+    the same digest. Migration prints it for both sides; the export's end line carries it.
+    """
+
+    __slots__ = ("_sum", "count")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._sum = 0
+
+    def add(self, session: Session) -> None:
+        """Count ``session`` in."""
+        hashed = hashlib.blake2b(encode_session(session), digest_size=16).digest()
+        self._sum = (self._sum + int.from_bytes(hashed, "big")) & _MASK
+        self.count += 1
+
+    def hexdigest(self) -> str:
+        """32 hexadecimal digits."""
+        return f"{self._sum:032x}"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SessionDigest):
+            return NotImplemented
+        return self.count == other.count and self._sum == other._sum
+
+    def __hash__(self) -> int:
+        return hash((self.count, self._sum))
+
+    def __repr__(self) -> str:
+        return f"SessionDigest(count={self.count}, digest={self.hexdigest()!r})"
+
+
+# --- the records and their converter -----------------------------------------------------------
+
+
+def _format_name(_: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if value != EXPORT_FORMAT:
+        raise ValueError(f"is {value!r}, not {EXPORT_FORMAT!r}")
+
+
+@attrs.frozen(kw_only=True)
+class ExportHeader:
+    """Line 1 of an export file.
+
+    :param source_backend: the backend the sessions were read from.
+    :param exported_at: when the export started, ms since the Unix epoch.
+    :param include_expired: whether expired sessions were written too.
+    :param sessionkeeper_version: the version that wrote the file.
+    :param count: the number of sessions, when the writer knew it in advance (else ``None``;
+        the end line always has it).
+    :param format: always :data:`EXPORT_FORMAT`.
+    :param version: the format version, :data:`EXPORT_VERSION`.
+    """
+
+    source_backend: str
+    exported_at: int
+    include_expired: bool = False
+    sessionkeeper_version: str | None = None
+    count: int | None = None
+    format: str = attrs.field(default=EXPORT_FORMAT, validator=_format_name)
+    version: int = EXPORT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        """The header as it is written (``None`` fields left out)."""
+        data: dict[str, Any] = {"format": self.format, "version": self.version}
+        data.update(
+            (a.name, getattr(self, a.name))
+            for a in attrs.fields(ExportHeader)
+            if a.name not in ("format", "version") and getattr(self, a.name) is not None
+        )
+        return data
+
+
+@attrs.frozen(kw_only=True)
+class _SessionRecord:
+    id: str
+    created_at: int
+    last_accessed: int
+    timeout_ms: int | None
+    metadata: dict[str, Any]
+
+
+@attrs.frozen(kw_only=True)
+class EndRecord:
+    end: bool
+    count: int
+    digest: str
+
+
+def _metadata_object(value: object, _: type) -> dict[str, Any]:
+    if type(value) is not dict:
+        raise TypeError(f"expected an object, got {_json_type(value)}")
+    return value
+
+
+def _optional_int(value: object, _: type) -> int | None:
+    return None if value is None else _strict_int(value, int)
+
+
+def _optional_str(value: object, _: type) -> str | None:
+    return None if value is None else _strict_str(value, str)
+
+
+_converter = cattrs.Converter(forbid_extra_keys=True)
+_converter.register_structure_hook(int, _strict_int)
+_converter.register_structure_hook(bool, _strict_bool)
+_converter.register_structure_hook(str, _strict_str)
+_converter.register_structure_hook(int | None, _optional_int)
+_converter.register_structure_hook(str | None, _optional_str)
+_converter.register_structure_hook(
+    _SessionRecord,
+    make_dict_structure_fn(
+        _SessionRecord,
+        _converter,
+        _cattrs_forbid_extra_keys=True,
+        metadata=override(struct_hook=_metadata_object),
+    ),
+)
+for _cls in (ExportHeader, EndRecord):
+    _converter.register_structure_hook(
+        _cls, make_dict_structure_fn(_cls, _converter, _cattrs_forbid_extra_keys=True)
+    )
+
+
+def _json_type(value: object) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
+    if value is None:
+        return "null"
+    if type(value) in (int, float):
+        return f"the number {value!r}"
+    return names.get(type(value), type(value).__name__)
+
+
+def structure(data: object, cls: type[Any], what: str) -> Any:
+    """``cls`` from one parsed line, or ``ValueError`` naming every key that is wrong."""
+    if type(data) is not dict:
+        raise ValueError(f"{what} must be a JSON object, got {_json_type(data)}")
+    try:
+        return _converter.structure(data, cls)
+    except Exception as exc:  # cattrs groups every field's error
+        problems = _problems(exc, "")
+        text = "; ".join(f"{key.lstrip('.') or what}: {message}" for key, message in problems)
+        raise ValueError(f"{what}: {text}") from None
+
+
+def session_from(data: object) -> Session:
+    """The session of one parsed session line, or ``ValueError`` saying what is wrong."""
+    record: _SessionRecord = structure(data, _SessionRecord, "session")
+    try:
+        return Session(
+            record.id, record.created_at, record.last_accessed, record.timeout_ms, record.metadata
+        )
+    except InvalidSession as exc:
+        raise ValueError(str(exc)) from None
+
+
+def header_from(data: object) -> ExportHeader:
+    """The header of one parsed line 1, or ``ValueError``: not an export, another version."""
+    if type(data) is dict:
+        found = data.get("format")
+        if found != EXPORT_FORMAT:
+            shown = "no format key" if found is None else f"format {found!r}"
+            raise ValueError(
+                f"not a sessionkeeper export: line 1 has {shown}, expected "
+                f'"format": "{EXPORT_FORMAT}"'
+            )
+        version = data.get("version")
+        if version != EXPORT_VERSION or type(version) is not int:
+            newer = type(version) is int and version > EXPORT_VERSION
+            hint = "; upgrade sessionkeeper to read it" if newer else ""
+            raise ValueError(
+                f"export format version {version!r} is not supported (this sessionkeeper reads "
+                f"version {EXPORT_VERSION}){hint}"
+            )
+    header: ExportHeader = structure(data, ExportHeader, "header")
+    return header
+
+
+# --- lines -------------------------------------------------------------------------------------
+
+
+def dumps(data: dict[str, Any]) -> bytes:
+    """One line of the format: compact JSON, UTF-8, with its newline."""
+    return (json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+
+
+def is_stdio(target: str | os.PathLike[str]) -> bool:
+    """Whether ``target`` names standard input or output (``"-"``)."""
+    return os.fspath(target) == "-"
