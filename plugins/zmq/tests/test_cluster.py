@@ -6,6 +6,8 @@ Each node is a real SessionManager with its own ZeroMQ context, sockets and I/O 
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -197,6 +199,51 @@ class TestRejoin:
             else:
                 assert (counters["deltas_taken"], counters["syncs_taken"]) == (0, 1)
         finally:
+            for manager in (a, b, c, restarted):
+                if manager is not None:
+                    manager.close()
+
+    def test_restarted_disc_node_catches_up_by_delta_under_write_load(
+        self, key_dir: Path, tmp_path: Path
+    ) -> None:
+        """Issue 19: c (disc copies) is down long enough for its peers' reconnect back-off to
+        grow, while a writer keeps storing on a at quorum; c restarts under that load and still
+        catches up by delta (no snapshot): its peers reconnect to it as soon as they hear it,
+        and the catch-up ends when it reaches its target, however busy the stream."""
+        a, b, c = self._disc_cluster(key_dir, tmp_path)
+        restarted: SessionManager | None = None
+        stop = threading.Event()
+        written: list[str] = []
+
+        def write() -> None:
+            while not stop.is_set():
+                written.append(a.create(metadata={"n": len(written)}).id)
+
+        writer = threading.Thread(target=write)
+        try:
+            for _ in range(50):
+                a.create()
+            wait_for(lambda: len(digests([a, b, c])) == 1, "c to hold everything")
+            c.close()
+            writer.start()
+            wait_for(lambda: len(written) > 2_000, "writes while c is down")
+            # Past the 2 s reconnect back-off ZeroMQ would reach by now with its defaults.
+            time.sleep(3.5)
+            restarted = reopen(c)
+            node = backend(restarted)
+            assert node.wait_ready(30)
+            counters = node.agent.counters
+            assert (counters["deltas_taken"], counters["syncs_taken"]) == (1, 0)
+            for peer in (a, b):  # each heard c restart and reconnected to it without back-off
+                assert backend(peer).agent.counters["peer_reconnects"] >= 1
+            stop.set()
+            writer.join()
+            wait_for(lambda: len(digests([a, b, restarted])) == 1, "the digests to agree")
+            assert set(written) <= set(restarted.list())
+        finally:
+            stop.set()
+            if writer.is_alive():
+                writer.join()
             for manager in (a, b, c, restarted):
                 if manager is not None:
                     manager.close()
@@ -454,3 +501,61 @@ class TestIdentity:
         assert cluster_identity(ZmqOptions(**{**options, "cluster_id": "other"})) != first
         [other] = make_cluster(1)
         assert other.identity() not in (None, first)
+
+
+class TestDeltaDeadline:
+    """The delta catch-up loop of a restarted disc node (issue 19), driven by hand."""
+
+    def agent(self) -> Any:
+        """An agent of node a (not started: no sockets bound) in the delta phase, having asked
+        b to resend from seq 10 and been told b's stream reaches seq 20."""
+        from sessionkeeper_zmq import NodeSpec, ZmqOptions
+        from sessionkeeper_zmq._node import Agent, _mono
+        from sessionkeeper_zmq._replica import HLC, Replica
+
+        options = ZmqOptions(
+            node_id="a",
+            nodes=[
+                NodeSpec(id="a", endpoint="tcp://127.0.0.1:1"),
+                NodeSpec(id="b", endpoint="tcp://127.0.0.1:2"),
+            ],
+            curve=False,
+        )
+        replica = Replica("a", HLC(), tombstone_ttl_ms=60_000, backlog=10)
+        agent = Agent(options, replica, public_key=None, secret_key=None)
+        agent._phase = "delta"
+        agent.seen["b"] = [5, 10]
+        agent._delta = {"b": 20}
+        agent._delta_at = _mono()
+        agent._delta_progress = -1
+        return agent
+
+    def test_reaching_the_target_past_the_deadline_is_a_delta(self) -> None:
+        """Ops that arrive just as the deadline passes complete the delta: the target is
+        checked before the deadline (it used to fall back to a snapshot)."""
+        agent = self.agent()
+        try:
+            agent.seen["b"][1] = 20
+            agent._drive_delta(agent._delta_at + 3_600)
+            assert agent.counters["deltas_taken"] == 1
+            assert agent._phase == "ready"
+        finally:
+            agent.stop()
+
+    def test_the_deadline_counts_from_the_last_progress(self) -> None:
+        """A resend still moving is not cut short; one that stalls for the whole deadline
+        falls back to a snapshot."""
+        agent = self.agent()
+        try:
+            start = agent._delta_at
+            agent._drive_delta(start + 1)
+            agent.seen["b"][1] = 15  # progress, late
+            agent._drive_delta(start + 3_600)
+            assert agent._phase == "delta"
+            agent._drive_delta(start + 3_600 + 1)
+            assert agent._phase == "delta"
+            agent._drive_delta(start + 3_600 + 60)
+            assert agent._phase == "sync"
+            assert agent.counters["deltas_taken"] == 0
+        finally:
+            agent.stop()

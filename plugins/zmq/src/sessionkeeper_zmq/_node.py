@@ -59,6 +59,11 @@ _HWM: Final = 100_000
 _READ_TIMEOUT_S: Final = 0.2
 #: The granularity of the timers (pings, suspicion, resends, catch-up, anti-entropy).
 _TICK_S: Final = 0.005
+#: The ceiling of ZeroMQ's reconnect back-off towards a peer that is down.
+_RECONNECT_MAX_MS: Final = 500
+#: A delta catch-up that makes no progress for this long (or suspect_after_ms, if longer)
+#: falls back to a snapshot.
+_DELTA_STALL_S: Final = 2.0
 #: Requests a node answers from what it holds (refused while it may be stale).
 _SERVES: Final = frozenset((b"SYNC", b"CREDIT", b"DELTA", b"AE", b"PULL", b"READ"))
 
@@ -236,6 +241,7 @@ class Agent:
         # resend from its backlog (None: asked, no answer yet).
         self._delta: dict[str, int | None] = {}
         self._delta_at = 0.0
+        self._delta_progress = 0
         self._delta_req = 0
         self._sync_from: Peer | None = None
         self._sync_req = 0
@@ -276,6 +282,7 @@ class Agent:
             "isolation_restarts": 0,
             "deltas_taken": 0,
             "deltas_served": 0,
+            "peer_reconnects": 0,
         }
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -331,7 +338,9 @@ class Agent:
             dealer.setsockopt(zmq.ROUTING_ID, self.node_id.encode())
             dealer.setsockopt(zmq.IMMEDIATE, 1)
             dealer.setsockopt(zmq.RECONNECT_IVL, 100)
-            dealer.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+            # A short back-off ceiling (ZeroMQ's grows to 2 s here otherwise); a peer heard
+            # again after a restart is also reconnected at once (see _heard).
+            dealer.setsockopt(zmq.RECONNECT_IVL_MAX, _RECONNECT_MAX_MS)
             if options.curve:
                 assert self._secret_key is not None
                 assert self._public_key is not None
@@ -556,7 +565,7 @@ class Agent:
             except Exception:  # a bug in a handler must not take the node down
                 self._handler_failed(kind)
 
-    def _heard(self, peer: Peer, inc: int) -> None:
+    def _heard(self, peer: Peer, inc: int, request: bool = False) -> None:
         peer.last_heard = _mono()
         peer.heard_ever = True
         if self._alone_since is not None and not self._stale:
@@ -564,6 +573,8 @@ class Agent:
         if inc != peer.inc:
             if peer.inc:
                 log.info("node %s: peer %s restarted", self.node_id, peer.id)
+                if request:
+                    self._reconnect(peer)
             peer.inc = inc
             # It lost whatever it had of our stream: stream new ops; it catches up by sync.
             peer.acked = 0
@@ -572,6 +583,18 @@ class Agent:
             seen = self.seen.get(peer.id)
             if seen is None or seen[0] < inc:
                 self.seen[peer.id] = [inc, 0]
+
+    def _reconnect(self, peer: Peer) -> None:
+        """Connect the DEALER to ``peer`` again now: the peer restarted, and ZeroMQ would
+        otherwise retry only after its back-off, while the peer waits for this node's stream
+        to catch up (a delta goes through this socket)."""
+        endpoint = peer.spec.endpoint
+        with contextlib.suppress(zmq.ZMQError):  # not connected any more: connect is enough
+            peer.dealer.disconnect(endpoint)
+        peer.dealer.connect(endpoint)
+        peer.connected = False
+        peer.next_ping = 0.0
+        self.counters["peer_reconnects"] += 1
 
     def _check_skew(self, peer: Peer, hlc: int) -> None:
         ahead = HLC.physical(hlc) - self.replica.hlc.wall()
@@ -592,14 +615,14 @@ class Agent:
             if origin != peer.id:
                 self.counters["identity_mismatch"] += 1
                 raise WireError(f"REPL from {peer.id} claims origin {origin}")
-            self._heard(peer, inc)
+            self._heard(peer, inc, request=True)
             self._apply_stream(peer.id, inc, ops)
         elif kind == b"PING":
             node, inc, seq, hlc, root, ready, accompanied = f
             if node != peer.id:
                 self.counters["identity_mismatch"] += 1
                 raise WireError(f"PING from {peer.id} claims to be {node}")
-            self._heard(peer, inc)
+            self._heard(peer, inc, request=True)
             self._check_skew(peer, hlc)
             peer.seq, peer.root, peer.ready = seq, root, ready
             if self._stale:
@@ -890,20 +913,31 @@ class Agent:
                 return
             self._delta_req = next(self._req)
             self._delta_at = now
+            self._delta_progress = -1
             for peer in live:
                 inc, seq = self.seen[peer.id]
                 if self._send_peer(peer, b"DELTA", [self._delta_req, inc, seq]):
                     self._delta[peer.id] = None
             return
-        if now - self._delta_at > max(self.options.suspect_after_ms / 1000, 2.0):
-            log.info("node %s: delta catch-up did not complete; snapshot", self.node_id)
-            self._begin_sync()
+        # Done first: reaching the target just as the deadline passes is success.
+        reached = all(
+            top is not None and self.seen[origin][1] >= top for origin, top in self._delta.items()
+        )
+        if reached:
+            self.counters["deltas_taken"] += 1
+            self._start_ae_round(exclude=None)
             return
-        for origin, top in self._delta.items():
-            if top is None or self.seen[origin][1] < top:
-                return
-        self.counters["deltas_taken"] += 1
-        self._start_ae_round(exclude=None)
+        # The deadline counts from the last progress (an answer, or ops received), so a long
+        # resend under write load is not cut short while it moves.
+        progress = sum(self.seen[origin][1] for origin in self._delta) + sum(
+            1 for top in self._delta.values() if top is not None
+        )
+        if progress != self._delta_progress:
+            self._delta_progress = progress
+            self._delta_at = now
+        elif now - self._delta_at > max(self.options.suspect_after_ms / 1000, _DELTA_STALL_S):
+            log.info("node %s: delta catch-up stalled; snapshot", self.node_id)
+            self._begin_sync()
 
     def _start_ae_round(self, exclude: Peer | None) -> None:
         """After a snapshot or a delta: one anti-entropy round with every other live peer,
