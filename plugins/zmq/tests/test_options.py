@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import stat
+import subprocess
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +18,7 @@ from click.testing import CliRunner
 from sessionkeeper import ConfigError, Session, SessionManager
 from sessionkeeper.testing import ManualClock
 from sessionkeeper_zmq._cli import node
-from sessionkeeper_zmq.testing import cluster_opts
+from sessionkeeper_zmq.testing import cluster_opts, free_ports, wait_for
 
 
 def opts(key_dir: Path, **changes: Any) -> dict[str, Any]:
@@ -159,3 +164,86 @@ class TestDiscCopies:
         with open_with(options, clock=clock) as second:
             assert sorted(second.list()) == ["s1", "s2"]
             assert second.stats()["backend_stats"]["wal"]["truncated_bytes"] == 11
+
+
+def node_config(path: Path, port: int, **extra: str) -> Path:
+    """A one-node zmq config file on ``port``; ``extra`` adds raw TOML values."""
+    lines = [
+        "[sessionkeeper]",
+        'backend = "zmq"',
+        "[sessionkeeper.backend_opts]",
+        'node_id = "a"',
+        f'nodes = [{{ id = "a", endpoint = "tcp://127.0.0.1:{port}" }}]',
+        "curve = false",
+        *(f"{key} = {value}" for key, value in extra.items()),
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class TestNodeCommand:
+    """``sessionkeeper node``: the documented exit codes and a visible start (issue 19)."""
+
+    def test_configuration_errors_exit_3(self, tmp_path: Path) -> None:
+        """A bad option, a missing config file and a missing key file exit with 3
+        (configuration error); the missing key file is named as such."""
+        [port] = free_ports(1)
+        runner = CliRunner()
+        bad = node_config(tmp_path / "bad.toml", port, heartbeat_ms="10000000")
+        result = runner.invoke(node, ["--config", str(bad)])
+        assert result.exit_code == 3, result.output
+        assert "heartbeat_ms" in result.output
+        result = runner.invoke(node, ["--config", str(tmp_path / "nowhere.toml")])
+        assert result.exit_code == 3, result.output
+        assert "not found" in result.output
+        missing = tmp_path / "keys" / "a.key_secret"
+        keyed = tmp_path / "keyed.toml"
+        keyed.write_text(
+            '[sessionkeeper]\nbackend = "zmq"\n[sessionkeeper.backend_opts]\nnode_id = "a"\n'
+            f'secret_key_file = "{missing}"\n'
+            f'nodes = [{{ id = "a", endpoint = "tcp://127.0.0.1:{port}", '
+            'public_key = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7" }]\n'
+        )
+        result = runner.invoke(node, ["--config", str(keyed)])
+        assert result.exit_code == 3, result.output
+        assert f"no such file: {missing}" in result.output
+
+    def test_a_port_in_use_exits_4(self, tmp_path: Path) -> None:
+        """A node that cannot listen (its port is taken) exits with 4 (storage error)."""
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            config = node_config(tmp_path / "a.toml", taken.getsockname()[1])
+            result = CliRunner().invoke(node, ["--config", str(config)])
+        assert result.exit_code == 4, result.output
+        assert "cannot listen" in result.output
+
+    def test_node_says_it_is_opening_then_running_and_stops_cleanly(self, tmp_path: Path) -> None:
+        """A real node process prints a status line before opening (so the time to ready is
+        visible), then that it runs and is ready, and exits 0 on SIGTERM."""
+        [port] = free_ports(1)
+        config = node_config(tmp_path / "a.toml", port)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "sessionkeeper_zmq.node", "--config", str(config)],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        lines: list[str] = []
+        assert process.stderr is not None
+        reader = threading.Thread(target=lambda: lines.extend(process.stderr), daemon=True)  # type: ignore[arg-type]
+        reader.start()
+        try:
+            wait_for(lambda: any("ready" in line for line in lines[1:]), "the node to be ready")
+            opening = next(i for i, line in enumerate(lines) if "opening" in line)
+            running = next(i for i, line in enumerate(lines) if "running" in line)
+            assert opening < running
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=30) == 0
+            reader.join(timeout=30)
+            assert "stopped" in lines[-1]
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            reader.join(timeout=30)
+            process.stderr.close()

@@ -78,6 +78,10 @@ def load_keys(path: Path) -> tuple[bytes, bytes]:
     """``(public, secret)`` Z85 keys from a key file written by ``keygen``."""
     import zmq.auth
 
+    if not path.exists():
+        raise ConfigError(f"no such file: {path} (secret_key_file)", path=path)
+    if not path.is_file():
+        raise ConfigError(f"not a regular file: {path} (secret_key_file)", path=path)
     try:
         public, secret = zmq.auth.load_certificate(path)
     except (OSError, ValueError) as exc:

@@ -13,6 +13,7 @@ import json
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 
@@ -37,22 +38,32 @@ __all__ = ["node"]
 )
 @click.pass_context
 def node(ctx: click.Context, config_path: Path | None, status_interval: float) -> None:
-    """Run one zmq cluster node in the foreground until SIGTERM or Ctrl-C."""
+    """Run one zmq cluster node in the foreground until SIGTERM or Ctrl-C.
+
+    Exit status: 0 after a clean stop, 2 usage error, 3 configuration error (a missing or
+    wrong key file included), 4 storage error (the port is taken, the data directory cannot be
+    written), as every ``sessionkeeper`` command.
+    """
     if ctx.invoked_subcommand is not None:
         return
     from sessionkeeper import SessionKeeperError, SessionManager, load_config
+    from sessionkeeper._cli_common import exit_code_for
 
     try:
-        config = load_config(config_path)
+        config = load_config(config_path, named_by="--config")
         if config.backend != "zmq":
             raise click.UsageError(
                 f"{config.source or 'the configuration'} uses backend {config.backend!r}; "
                 "`node` runs zmq cluster nodes"
             )
+        node_id = config.backend_opts.get("node_id")
+        # Before opening, which loads the disc copy and catches up: its time is visible.
+        click.echo(f"node {node_id} opening (loading, then catching up with its peers)", err=True)
+        started = time.monotonic()
         manager = SessionManager.from_settings(config)
     except SessionKeeperError as exc:
         click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        sys.exit(int(exit_code_for(exc)))  # 3 configuration, 4 storage (see `sessionkeeper`)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -61,11 +72,22 @@ def node(ctx: click.Context, config_path: Path | None, status_interval: float) -
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     backend = manager.backend
-    node_id = config.backend_opts.get("node_id")
-    click.echo(f"node {node_id} running (ready: {backend.ready})", err=True)
+    opened = time.monotonic() - started
+    click.echo(
+        f"node {node_id} running (ready: {backend.ready}, opened in {opened:.1f} s)", err=True
+    )
+    announced = backend.ready
+    next_status = time.monotonic() + status_interval
     try:
-        while not stop.wait(status_interval or 3600):
-            if status_interval:
+        while not stop.wait(0.1 if not announced else min(status_interval or 3600, 3600)):
+            if not announced and backend.ready:
+                announced = True
+                took = time.monotonic() - started
+                click.echo(
+                    f"node {node_id} ready ({took:.1f} s after it started opening)", err=True
+                )
+            if status_interval and time.monotonic() >= next_status:
+                next_status = time.monotonic() + status_interval
                 click.echo(json.dumps(manager.stats()["backend_stats"]), err=False)
     finally:
         manager.close()
