@@ -19,6 +19,8 @@ from ._errors import (
     SessionKeeperError,
     SessionNotFound,
     StorageError,
+    Unsupported,
+    VersionConflict,
 )
 from ._expiry import ExpiryIndex
 from ._manager import Clock, SessionManager, check_store, system_clock
@@ -97,7 +99,9 @@ __all__ = [
     "SessionNotFound",
     "StorageError",
     "TransferAborted",
+    "Unsupported",
     "VerificationFailed",
+    "VersionConflict",
     "__version__",
     "check_store",
     "decode_session",

@@ -20,6 +20,11 @@ class Capabilities:
     :param blocking: operations may block on I/O; the async manager runs them in a thread.
     :param read_only_open: the backend honours :attr:`BackendContext.read_only`, so the CLI can
         inspect a store while its owning process runs.
+    :param atomic: the backend implements the atomic hooks (``sessionkeeper_store_if``,
+        ``sessionkeeper_take``, ``sessionkeeper_rotate``, ``sessionkeeper_delete_owner``) and the
+        owner hooks, linearizable per session id across every thread and process that uses the
+        store. Without it the manager raises :class:`~sessionkeeper.Unsupported` for ``update``,
+        ``take``, ``rotate``, ``store(if_version=...)`` and ``delete_owner``.
     """
 
     persistent: bool = False
@@ -27,6 +32,7 @@ class Capabilities:
     replicated: bool = False
     blocking: bool = True
     read_only_open: bool = False
+    atomic: bool = False
 
     def as_dict(self) -> dict[str, bool]:
         """The flags as a plain dict."""

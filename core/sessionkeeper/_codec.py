@@ -1,9 +1,14 @@
 """The one codec every backend shares: versioned msgpack, validated on decode.
 
-A record is the msgpack array ``[1, id, created_at, last_accessed, timeout_ms, metadata]`` where
-``1`` is the format version and ``metadata`` is a msgpack ``bin`` holding the packed metadata map.
-Decoding checks the version, every field's type and range, and the metadata's JSON-compatibility;
-anything else raises :class:`~sessionkeeper.CodecError`. Nothing is ever unpickled.
+A record is the msgpack array ``[2, id, created_at, last_accessed, timeout_ms, metadata, version,
+owner, absolute_timeout_ms]`` where ``2`` is the format version and ``metadata`` is a msgpack
+``bin`` holding the packed metadata map. Decoding checks the version, every field's type and range,
+and the metadata's JSON-compatibility; anything else raises :class:`~sessionkeeper.CodecError`.
+Nothing is ever unpickled.
+
+Every older format stays readable: a version-1 record ``[1, id, created_at, last_accessed,
+timeout_ms, metadata]`` (written before issue 14) decodes as a session of version 1, without an
+owner and without an absolute timeout.
 """
 
 from __future__ import annotations
@@ -17,18 +22,24 @@ from ._errors import CodecError, InvalidSession
 from ._model import (
     HARD_METADATA_LIMIT,
     MAX_ID_LENGTH,
+    MAX_OWNER_BYTES,
     PackedMetadata,
     Session,
     _check_json,
+    check_absolute_timeout,
+    check_owner,
     check_timeout,
+    check_version,
     validate_id,
 )
 
 __all__ = ["FORMAT_VERSION", "decode_session", "encode_session"]
 
 #: The record format version written by :func:`encode_session`.
-FORMAT_VERSION: Final = 1
-_MAX_RECORD: Final = HARD_METADATA_LIMIT + MAX_ID_LENGTH + 64
+FORMAT_VERSION: Final = 2
+#: Fields of a record, by format version (the version itself included).
+_FIELDS: Final = {1: 6, 2: 9}
+_MAX_RECORD: Final = HARD_METADATA_LIMIT + MAX_ID_LENGTH + MAX_OWNER_BYTES + 96
 
 _local = threading.local()
 
@@ -51,6 +62,9 @@ def encode_session(session: Session) -> bytes:
                 session.last_accessed,
                 session.timeout_ms,
                 session._metadata,
+                session.version,
+                session.owner,
+                session.absolute_timeout_ms,
             )
         )
     except AttributeError:
@@ -83,20 +97,33 @@ def decode_session(data: bytes) -> Session:
         raise CodecError(f"not a msgpack record ({type(exc).__name__}: {exc})") from None
     if not isinstance(record, tuple) or not record:
         raise CodecError(f"expected a msgpack array record, got {type(record).__name__}")
-    version = record[0]
-    if version != FORMAT_VERSION or type(version) is not int:
+    form = record[0]
+    fields = _FIELDS.get(form) if type(form) is int else None
+    if fields is None:
         raise CodecError(
-            f"unsupported record format version {version!r} "
-            f"(this sessionkeeper reads version {FORMAT_VERSION})"
+            f"unsupported record format version {form!r} "
+            f"(this sessionkeeper reads versions 1 to {FORMAT_VERSION})"
         )
-    if len(record) != 6:
-        raise CodecError(f"version {FORMAT_VERSION} record has {len(record)} fields, expected 6")
-    _, session_id, _c, _l, timeout, blob = record
+    if len(record) != fields:
+        raise CodecError(f"version {form} record has {len(record)} fields, expected {fields}")
+    session_id, timeout, blob = record[1], record[4], record[5]
     created_at = _int_field(record, 2, "created_at")
     last_accessed = _int_field(record, 3, "last_accessed")
+    if form == 1:
+        version, owner, absolute = 1, None, None
+    else:
+        version, owner, absolute = record[6], record[7], record[8]
     try:
         validate_id(session_id)
         check_timeout(timeout)
+        if version.__class__ is not int or not 0 < version < 2**63:  # the common case, inline
+            check_version(version)
+        if owner is not None:
+            if owner.__class__ is not str:
+                raise CodecError(f"field owner is {type(owner).__name__}, expected a string")
+            check_owner(owner)
+        if absolute is not None:
+            check_absolute_timeout(absolute)
     except InvalidSession as exc:
         raise CodecError(str(exc)) from None
     if last_accessed < created_at:
@@ -113,4 +140,13 @@ def decode_session(data: bytes) -> Session:
         _check_json(metadata, "metadata", 0)
     except InvalidSession as exc:
         raise CodecError(str(exc)) from None
-    return Session._trusted(session_id, created_at, last_accessed, timeout, PackedMetadata(blob))
+    return Session._trusted(
+        session_id,
+        created_at,
+        last_accessed,
+        timeout,
+        PackedMetadata(blob),
+        version,
+        owner,
+        absolute,
+    )

@@ -23,7 +23,9 @@ __all__ = [
     "SessionNotFound",
     "StorageError",
     "TransferAborted",
+    "Unsupported",
     "VerificationFailed",
+    "VersionConflict",
 ]
 
 
@@ -238,3 +240,54 @@ def did_you_mean(name: str, installed: Sequence[str]) -> str | None:
         return folded[name.lower()]
     close = difflib.get_close_matches(name.lower(), list(folded), n=1, cutoff=0.6)
     return folded[close[0]] if close else None
+
+
+# --- concurrent state (issue 14) ------------------------------------------------------------------
+
+
+class VersionConflict(SessionKeeperError):
+    """A conditional write found another version than the one it named.
+
+    :attr:`session_id` is the session, :attr:`expected` the version the write named (``0``:
+    "only if no live session has this id") and :attr:`actual` the version of the live session
+    stored when the write was refused (``0`` when there was none). Nothing was written.
+    :meth:`SessionManager.update <sessionkeeper.SessionManager.update>` raises it after its
+    last attempt.
+    """
+
+    def __init__(self, session_id: str, expected: int, actual: int) -> None:
+        stored = f"stored version is {actual}" if actual else "no live session is stored"
+        super().__init__(
+            f"version conflict on session {session_id!r}: expected version {expected}, {stored}"
+        )
+        self.session_id = session_id
+        self.expected = expected
+        self.actual = actual
+
+
+#: What the ``atomic`` capability stands for, as the messages name it.
+ATOMIC_OPERATIONS: Final = "update, take, rotate, conditional store, delete_owner"
+#: The project's own backends that declare ``atomic`` (zmq's replicas are last-writer-wins).
+ATOMIC_BACKENDS: Final = ("memory", "sqlitedict", "leveldb", "redis", "postgres")
+
+
+class Unsupported(SessionKeeperError):
+    """The configured backend cannot do this operation correctly, so it is not attempted.
+
+    :attr:`backend` names the backend, :attr:`capability` the capability it lacks (``"atomic"``)
+    and :attr:`backends` the project's backends that have it. Nothing was written: the manager
+    never turns a conditional operation into an unconditional one.
+    """
+
+    def __init__(
+        self, backend: str, capability: str = "atomic", backends: Sequence[str] = ATOMIC_BACKENDS
+    ) -> None:
+        what = ATOMIC_OPERATIONS if capability == "atomic" else capability
+        others = ", ".join(name for name in backends if name != backend) or "none"
+        super().__init__(
+            f"the {backend} backend does not support {capability} operations ({what}); "
+            f"backends that do: {others}"
+        )
+        self.backend = backend
+        self.capability = capability
+        self.backends = tuple(backends)
