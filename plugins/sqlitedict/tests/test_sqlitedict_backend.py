@@ -211,6 +211,15 @@ def copy_and_file(manager: SessionManager, path: Path) -> tuple[dict[str, Sessio
     return copy, {key: decode_session(value) for key, value in rows(path).items()}
 
 
+def queue_behind_a_commit(backend: Any, threads: list[threading.Thread]) -> None:
+    """Start ``threads`` (durable writers) while the test holds the owner's lock, as a
+    committing leader does, and return once each has queued for the next group."""
+    with backend._lock:
+        for queued, thread in enumerate(threads, 1):
+            thread.start()
+            wait_until(lambda n=queued: backend._group_commit.queued() == n, "the writer to queue")
+
+
 class TestGroupCommit:
     """Durable writers in several threads share commits; each still returns only once its own
     change is committed, and a failed commit fails exactly the writers it held."""
@@ -309,10 +318,7 @@ class TestGroupCommit:
         backend = backend_of(manager)
         before = manager.stats()["backend_stats"]
         threads = [threading.Thread(target=manager.store, args=(session(i),)) for i in range(6)]
-        with backend._lock:  # a commit in progress
-            for queued, thread in enumerate(threads, 1):
-                thread.start()
-                wait_until(lambda n=queued: len(backend._queue) == n, "the writer to queue")
+        queue_behind_a_commit(backend, threads)
         for thread in threads:
             thread.join(60)
             assert not thread.is_alive(), "a durable writer hung"
@@ -356,10 +362,7 @@ class TestGroupCommit:
             threading.Thread(target=run, args=("second", writes[second])),
         ]
         with write_locked(path):
-            with backend._lock:  # a commit in progress: both writers queue for the next one
-                for queued, thread in enumerate(threads, 1):
-                    thread.start()
-                    wait_until(lambda n=queued: len(backend._queue) == n, "the writer to queue")
+            queue_behind_a_commit(backend, threads)  # both queue for the next group
             for thread in threads:
                 thread.join(60)
                 assert not thread.is_alive(), "a durable writer hung"
@@ -412,12 +415,7 @@ class TestGroupCommit:
         assert main is not None
         # Where the main thread blocks: taking the owner's lock as leader, or its waiter.
         blocked_at = (
-            ("_lead", "with self._lock")
-            if place == "leader"
-            else (
-                "_queue_and_wait",
-                "waiter.acquire()",
-            )
+            ("_lead", "with self._lock") if place == "leader" else ("_wait", "waiter.acquire()")
         )
 
         def signal_once_blocked() -> None:
@@ -433,7 +431,7 @@ class TestGroupCommit:
                 wait_until(backend._lock.locked, "the holder to commit")
                 if place == "follower":
                     threads[1].start()
-                    wait_until(lambda: len(backend._queue) == 1, "the leader to queue")
+                    wait_until(lambda: backend._group_commit.queued() == 1, "the leader to queue")
                 alarm.start()
                 waiting.set()
                 try:

@@ -13,9 +13,11 @@ replaced, so a read-only iteration in ``rowid`` order sees each session once.
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import stat
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
@@ -25,6 +27,7 @@ from sessionkeeper import CodecError, Session, decode_session
 __all__ = [
     "RowError",
     "Statements",
+    "close_connection",
     "connect_read_only",
     "connect_writer",
     "decode_row",
@@ -36,6 +39,8 @@ __all__ = [
     "table_columns",
     "table_exists",
 ]
+
+log = logging.getLogger("sessionkeeper.sqlitedict")
 
 #: The columns sqlitedict gives its tables, in order.
 COLUMNS: Final = ("key", "value")
@@ -53,9 +58,20 @@ class Statements:
     restricted it to letters, digits and underscores. Values always go through parameters.
     """
 
-    __slots__ = ("count", "create", "delete", "select", "select_all", "select_batch", "upsert")
+    __slots__ = (
+        "count",
+        "create",
+        "delete",
+        "select",
+        "select_all",
+        "select_batch",
+        "table",
+        "upsert",
+    )
 
     def __init__(self, table: str) -> None:
+        #: The table's name, as configured.
+        self.table = table
         name = quote(table)
         self.create = f"CREATE TABLE IF NOT EXISTS {name} (key TEXT PRIMARY KEY, value BLOB)"
         self.select = f"SELECT value FROM {name} WHERE key = ?"  # noqa: S608
@@ -92,6 +108,23 @@ def connect_read_only(path: Path, *, busy_timeout_ms: int = 5_000) -> sqlite3.Co
         isolation_level=None,
         check_same_thread=False,
     )
+
+
+def close_connection(
+    connection: sqlite3.Connection, lock: threading.Lock, wait: float, where: str
+) -> None:
+    """Close ``connection`` once the statement holding ``lock`` is over, waiting ``wait`` s
+    at most: one stuck in the kernel (an fsync) leaves the connection to the process's exit.
+    Errors are logged, naming ``where``: closing never raises."""
+    if not lock.acquire(timeout=wait):
+        log.error("closing %s: a statement did not finish in %.0f s", where, wait)
+        return
+    try:
+        connection.close()
+    except sqlite3.Error:
+        log.exception("closing %s failed", where)
+    finally:
+        lock.release()
 
 
 def table_exists(connection: sqlite3.Connection, table: str) -> bool:

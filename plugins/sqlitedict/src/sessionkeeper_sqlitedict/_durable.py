@@ -1,0 +1,224 @@
+"""The durable owner (``auto_save = 0``): every write committed before it returns.
+
+A store, touch or delete returns only once the transaction holding its change has committed
+(with ``synchronous = "FULL"``, fsynced). Concurrent writers share transactions through
+:class:`~._group.GroupCommit`; this module holds what a group *is*: :class:`_Write` (the request:
+which change, and how it turned out) and :meth:`DurableStore._commit_group`, which applies a
+group to the copy in order, commits it in one transaction, and puts the copy back when that
+commit fails, so that nothing is acknowledged that is not on disk.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Final, cast
+
+from sessionkeeper import BackendContext, Session, StorageError, hookimpl
+
+from ._group import GroupCommit, Request
+from ._options import SqliteDictOptions
+from ._owner import OwnerStore
+from ._sql import RowError
+
+__all__ = ["DurableStore"]
+
+#: The kinds of durable write (:class:`_Write`), and what a refusal calls each.
+_STORE: Final = 0
+_TOUCH: Final = 1
+_DELETE: Final = 2
+_OPERATIONS: Final = ("store", "touch a session", "delete a session")
+
+
+class _Write(Request):
+    """A durable store, touch or delete on its way to a commit, and how it turned out.
+
+    The group's leader fills in ``result``, or ``error`` (and ``cause``), when it settles it.
+    """
+
+    __slots__ = ("cause", "error", "kind", "last_accessed", "result", "session", "session_id")
+
+    def __init__(
+        self, kind: int, session_id: str, session: Session | None = None, last_accessed: int = 0
+    ) -> None:
+        super().__init__()
+        self.kind = kind
+        self.session_id = session_id
+        self.session = session
+        self.last_accessed = last_accessed
+        self.result: Session | bool | None = None
+        self.error: StorageError | None = None
+        self.cause: BaseException | None = None
+
+
+class DurableStore(OwnerStore):
+    """The single owner in durable mode: acknowledged means committed."""
+
+    mode = "durable"
+    durable = True
+
+    def __init__(self, options: SqliteDictOptions, context: BackendContext) -> None:
+        super().__init__(options, context)
+        self._group_commit: GroupCommit[_Write] = GroupCommit(self._lock, self._commit_group)
+
+    def _forked(self) -> None:
+        super()._forked()
+        self._group_commit.reset(self._lock)  # the parent's writers do not exist here
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def _durable(self, write: _Write) -> Session | bool | None:
+        """Commit ``write`` (alone or in a group); return its result or raise its error.
+
+        Each group is applied and committed under the table's lock, like every other write, so
+        what holds that lock (``close``, ``list``, ``count``, ``store_many``, a cleanup step)
+        sees the copy as it is committed (``fetch``, which takes no lock, may see the changes
+        of the group being committed, as it could see the one write being committed before).
+        """
+        self._group_commit.submit(write)
+        if write.error is not None:
+            raise write.error from write.cause
+        return write.result
+
+    @hookimpl
+    def sessionkeeper_store(self, session: Session) -> None:
+        """Insert or replace ``session`` in the copy and commit it."""
+        self._durable(_Write(_STORE, session.id, session))
+
+    @hookimpl
+    def sessionkeeper_store_many(self, sessions: Sequence[Session]) -> int:
+        """Insert or replace every session; commit them in one transaction (all or none, as
+        one group of :meth:`_commit_group`)."""
+        batch = [_Write(_STORE, session.id, session) for session in sessions]
+        with self._lock:
+            self._commit_group(batch)
+        for write in batch:
+            if write.error is not None:
+                raise write.error from write.cause
+        return len(sessions)
+
+    @hookimpl
+    def sessionkeeper_touch(self, session_id: str, last_accessed: int) -> Session | None:
+        """Move ``last_accessed`` forward (never back) and commit it; ``None`` for an unknown
+        id."""
+        result = self._durable(_Write(_TOUCH, session_id, last_accessed=last_accessed))
+        return cast("Session | None", result)
+
+    @hookimpl
+    def sessionkeeper_delete(self, session_id: str) -> bool:
+        """Remove the session (or an undecodable row with this key) and commit; ``False`` if
+        there was none."""
+        return self._durable(_Write(_DELETE, session_id)) is True
+
+    def _commit_group(self, batch: list[_Write]) -> None:
+        """Apply ``batch`` to the copy in order, then commit its changes in one transaction
+        (called with the lock held: by the group's leader, or by ``store_many``).
+
+        Each write sees the copy as the writes before it left it, as if they had run one after
+        another, and the transaction holds the last change of each id. A write that changes
+        nothing (a touch that would go backwards, a delete of an unknown id) does not depend on
+        the commit, unless an earlier write of the group changed its id. When the commit fails,
+        the writes are undone in reverse order (the copy is as before the group, as the file
+        is) and each write that depended on it gets a :class:`~sessionkeeper.StorageError`;
+        an error other than SQLite's is also raised in the leader.
+        """
+        # Checked under the lock, which close() takes to stop writes: a group is committed
+        # before the backend closes, or refused whole.
+        if not self._writable:
+            for write in batch:
+                write.error = self._refused(_OPERATIONS[write.kind])
+            return
+        table, undecodable = self._table, self._undecodable
+        put, remove, get = table.put_unlocked, table.delete_unlocked, self._get
+        # (id, session before, undecodable reason before) of each change, in order.
+        undo: list[tuple[str, Session | None, str | None]] = []
+        changes: dict[str, Session | None] = {}
+        held: list[_Write] = []  # the writes whose outcome is the transaction's
+        committing = False
+        try:
+            for write in batch:
+                key = write.session_id
+                depends = key in changes  # on an earlier write of this group
+                kind = write.kind
+                if kind == _STORE:
+                    session = write.session
+                    assert session is not None
+                    previous = put(session)
+                    bad = undecodable.pop(key, None) if undecodable else None
+                    undo.append((key, previous, bad))
+                    changes[key] = session
+                    depends = True
+                elif kind == _TOUCH:
+                    current = get(key)
+                    if current is None:
+                        reason = undecodable.get(key) if undecodable else None
+                        if reason is not None:
+                            write.error = self._row_error(RowError(key, reason))
+                    else:
+                        touched = write.result = table.touch_unlocked(key, write.last_accessed)
+                        if touched is not current:
+                            undo.append((key, current, None))
+                            changes[key] = touched
+                            depends = True
+                else:
+                    current = remove(key)
+                    bad = undecodable.pop(key, None) if undecodable else None
+                    if current is None and bad is None:
+                        write.result = False
+                    else:
+                        undo.append((key, current, bad))
+                        changes[key] = None
+                        write.result = True
+                        depends = True
+                if depends:
+                    held.append(write)
+            if not changes:
+                return
+            committing = True
+            self._writer.commit(changes)
+        except BaseException as exc:
+            for key, previous, bad in reversed(undo):
+                if previous is None:
+                    remove(key)
+                else:
+                    put(previous)
+                if bad is not None:
+                    undecodable[key] = bad
+            if committing:
+                self._failed_commits += 1
+            # Interrupted before the commit (the leader's KeyboardInterrupt, say): fail them all.
+            failed = held if committing else [w for w in batch if w.error is None]
+            for write in failed:
+                write.result = None
+                write.error = self._commit_error(exc)
+                write.cause = exc
+            if isinstance(exc, sqlite3.Error):
+                self._last_error = f"{type(exc).__name__}: {exc}"
+                return
+            raise
+        self._writes += len(undo)
+        self._committed += len(undo)
+        self._commits += 1
+
+    def _commit_error(self, exc: BaseException) -> StorageError:
+        """The error a writer of a group whose commit failed with ``exc`` raises (one each)."""
+        if isinstance(exc, StorageError):  # a refusal: the connection is gone
+            return StorageError(exc.backend, str(exc).removeprefix(f"{exc.backend} backend: "))
+        return self._error("commit", exc)
+
+    # -- cleanup ------------------------------------------------------------------------------
+
+    def _swept(self, deleted: list[Session]) -> None:
+        """Delete a cleanup batch from the file in one transaction (the table puts the batch
+        back in the copy when this raises)."""
+        try:
+            self._writer.commit({session.id: None for session in deleted})
+        except BaseException as exc:
+            self._failed_commits += 1
+            if isinstance(exc, sqlite3.Error):
+                self._last_error = f"{type(exc).__name__}: {exc}"
+                raise self._error("cleanup commit", exc) from exc
+            raise
+        self._writes += len(deleted)
+        self._committed += len(deleted)
+        self._commits += 1

@@ -1,0 +1,167 @@
+"""Group commit: writers in several threads share transactions instead of paying one each.
+
+This module holds the queueing alone — who leads, who waits, who is woken — and knows nothing
+of sessions or SQLite. The durable store (:mod:`._durable`) hands it a *commit* callable that
+applies a list of requests and commits them in one transaction; the requests carry their own
+payload and outcome (:class:`Request` is subclassed). Kept apart so that the protocol can be
+driven step by step by its own tests (``tests/test_sqlitedict_group.py``: threads, events and a
+commit that blocks until told, no sleeps), and so that another store engine — one whose every
+write is a transaction of a file shared by several processes — can use it as it is.
+
+The protocol, as databases do it: one writer at a time *leads*. The leader takes the commit lock,
+takes every request queued by then (its own among them) and calls *commit* with them, under the
+lock; then it wakes the writers of its group and hands the lead to the first writer that queued
+meanwhile, whose group is every request queued by the time it holds the lock. A lone writer
+(nobody leading, the lock free) skips the queue and commits a group of one. The next group is
+committed only once this one is over, so no write builds on a change that another group may yet
+undo. A writer interrupted while it waits (a ``KeyboardInterrupt``) takes its request back, and
+hands the lead on when it was to lead.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from sessionkeeper._table import Lock
+
+__all__ = ["GroupCommit", "Request"]
+
+
+class Request:
+    """One write on its way to a group's commit: the queue's bookkeeping.
+
+    Subclasses add the payload and the outcome, which *commit* fills in. ``waiter`` is a lock
+    its writer holds while it waits, released once a leader settled the request (``done``) or
+    promoted it to lead the next group (``promoted``); ``done`` and ``promoted`` change under
+    the group commit's own mutex.
+    """
+
+    __slots__ = ("done", "promoted", "waiter")
+
+    def __init__(self) -> None:
+        self.done = False
+        self.promoted = False
+        self.waiter: threading.Lock | None = None
+
+
+R = TypeVar("R", bound=Request)
+
+
+class GroupCommit(Generic[R]):
+    """Runs ``commit(group)`` under ``lock`` for groups of requests submitted by many threads.
+
+    :param lock: the lock every group is committed under: the store's write lock, which
+        every other write takes too (so a group sees, and leaves, the store consistent).
+    :param commit: applies and commits a group, settling each request (its outcome is the
+        caller's business); what it raises is raised in the leader only.
+    """
+
+    __slots__ = ("_commit", "_group", "_leading", "_lock", "_queue")
+
+    def __init__(self, lock: Lock, commit: Callable[[list[R]], object]) -> None:
+        self._lock = lock
+        self._commit = commit
+        self._group = threading.Lock()  # the queue, _leading, and each request's flags
+        self._queue: list[R] = []
+        self._leading = False
+
+    def queued(self) -> int:
+        """How many requests wait for the next group."""
+        return len(self._queue)
+
+    def reset(self, lock: Lock) -> None:
+        """Start afresh with ``lock`` (in a forked child: the parent's writers do not exist
+        there, and a parent thread may have held the mutexes at the fork)."""
+        self._lock = lock
+        self._group = threading.Lock()
+        self._queue = []
+        self._leading = False
+
+    def submit(self, request: R) -> None:
+        """Return once ``request`` was committed (or failed) in some group.
+
+        Raises what interrupted the wait, with the request taken back, or what ``commit``
+        raised when this thread led the group.
+        """
+        if not self._leading and self._lock.acquire(blocking=False):
+            # Nobody leads and nothing holds the lock: a group of one, without the queue's
+            # bookkeeping. Writers arriving meanwhile queue up and one of them leads next.
+            try:
+                self._commit([request])
+            finally:
+                self._lock.release()
+        else:
+            self._queue_and_wait(request)
+
+    def _queue_and_wait(self, request: R) -> None:
+        """Queue ``request``; return once a leader settled it, or after leading its group."""
+        with self._group:
+            self._queue.append(request)
+            if self._leading:
+                waiter = request.waiter = threading.Lock()
+                waiter.acquire()
+            else:
+                self._leading = True
+                waiter = None
+            self._queued(request)
+        if waiter is not None:
+            try:
+                self._wait(waiter)  # released once settled, or promoted to lead
+            except BaseException:  # interrupted (KeyboardInterrupt) while queued
+                self._withdraw(request)
+                raise
+        if not request.done:
+            self._lead(request)
+
+    def _queued(self, request: R) -> None:
+        """Called with the mutex held once ``request`` is queued (a seam for the tests)."""
+
+    def _wait(self, waiter: threading.Lock) -> None:
+        """Block until a leader settles or promotes the request (a seam for the tests)."""
+        waiter.acquire()
+
+    def _lead(self, own: R) -> None:
+        """Commit the next group (it holds ``own``), then hand the lead on."""
+        batch: list[R] = []
+        try:
+            with self._lock:
+                # Taken once the lock is ours: requests queued while we waited join this group.
+                with self._group:
+                    batch, self._queue = self._queue, []
+                self._commit(batch)
+        finally:
+            with self._group:
+                for request in batch:
+                    request.done = True
+                if own in self._queue:  # interrupted before taking the group
+                    self._queue.remove(own)
+                successor = self._promote()
+            for request in batch:
+                if request.waiter is not None:
+                    request.waiter.release()
+            if successor is not None:
+                successor.release()
+
+    def _promote(self) -> threading.Lock | None:
+        """Hand the lead to the first queued request (with the mutex held): the lock to
+        release to wake its writer, or ``None`` (nobody queued: nobody leads)."""
+        if not self._queue:
+            self._leading = False
+            return None
+        successor = self._queue[0]
+        successor.promoted = True
+        return successor.waiter
+
+    def _withdraw(self, request: R) -> None:
+        """Take back a queued ``request`` whose writer was interrupted while waiting."""
+        successor = None
+        with self._group:
+            if request.done or request not in self._queue:
+                return  # settled, or in a group being committed: it will be settled
+            self._queue.remove(request)
+            if request.promoted:  # it was to lead: hand the lead on
+                successor = self._promote()
+        if successor is not None:
+            successor.release()
