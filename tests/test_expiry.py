@@ -25,8 +25,22 @@ class CountingDict(dict[str, Session]):
         return super().get(key, default)
 
 
-def session(session_id: str, last_accessed: int, timeout_ms: int | None) -> Session:
-    return Session(session_id, last_accessed, last_accessed, timeout_ms, {})
+def session(
+    session_id: str,
+    last_accessed: int,
+    timeout_ms: int | None,
+    *,
+    created_at: int | None = None,
+    absolute_timeout_ms: int | None = None,
+) -> Session:
+    return Session(
+        session_id,
+        last_accessed if created_at is None else created_at,
+        last_accessed,
+        timeout_ms,
+        {},
+        absolute_timeout_ms=absolute_timeout_ms,
+    )
 
 
 def covers(index: ExpiryIndex, sessions: dict[str, Session]) -> bool:
@@ -38,7 +52,7 @@ def covers(index: ExpiryIndex, sessions: dict[str, Session]) -> bool:
             earliest[session_id] = min(bucket, earliest.get(session_id, bucket))
     counted = sum(map(len, index.buckets.values())) == index.size
     return counted and all(
-        s.timeout_ms is None or earliest.get(sid, bucket_of(s) + 1) <= bucket_of(s)
+        bucket_of(s) < 0 or earliest.get(sid, bucket_of(s) + 1) <= bucket_of(s)
         for sid, s in sessions.items()
     )
 
@@ -195,3 +209,55 @@ class TestSweepAcrossARebuild:
             f"b{i}" for i in range(0, total, 2) if i % BUCKET_MS >= 500
         )
         assert covers(index, sessions)
+
+
+class TestAbsoluteDeadlines:
+    """The index files a session at ``expires_at``: the earlier of the idle deadline and the
+    absolute one (``created_at + absolute_timeout_ms``)."""
+
+    def test_bucket_of_takes_the_earlier_deadline(self) -> None:
+        """bucket_of is the bucket of the absolute deadline when it comes first, of the idle
+        one otherwise, of the absolute one without an idle timeout, and -1 with neither."""
+        now = START
+        assert bucket_of(session("a", now, HOUR, absolute_timeout_ms=1_000)) == (
+            (now + 1_000) // BUCKET_MS
+        )
+        assert bucket_of(session("b", now, 1_000, absolute_timeout_ms=HOUR)) == (
+            (now + 1_000) // BUCKET_MS
+        )
+        late = session("c", now + 5_000, None, created_at=now, absolute_timeout_ms=HOUR)
+        assert bucket_of(late) == (now + HOUR) // BUCKET_MS
+        assert bucket_of(session("d", now, None)) == -1
+
+    def test_sweep_removes_at_the_absolute_deadline_whatever_the_touches(self) -> None:
+        """Sessions touched constantly (idle deadline always ahead) are swept once their
+        absolute deadline passes, and not one millisecond before; absolute-only sessions
+        (no idle timeout) are filed and swept too."""
+        table = SessionTable()
+        for i in range(50):
+            table.put(session(f"busy{i}", START, 10_000, absolute_timeout_ms=30_000))
+            table.put(session(f"abs{i}", START, None, absolute_timeout_ms=30_000))
+            table.put(session(f"idle{i}", START, 10_000))
+        now = START
+        while now < START + 30_000:
+            now += 5_000
+            for i in range(50):
+                table.touch(f"busy{i}", now)
+            survivors = {sid for sid in table.sessions if not sid.startswith("idle")}
+            assert table.sweep(min(now, START + 30_000)) == (50 if now == START + 15_000 else 0)
+            assert survivors <= set(table.sessions)
+        assert covers(table.index, table.sessions)
+        assert table.count_live(START + 30_000) == 100
+        assert table.count_live(START + 30_001) == 0
+        assert table.sweep(START + 30_001) == 100
+        assert len(table) == 0
+
+    def test_replacing_with_an_earlier_absolute_deadline_files_it_earlier(self) -> None:
+        """A replacement whose absolute deadline is earlier than the stored idle deadline is
+        filed at the earlier bucket, so the sweep at that time finds it."""
+        table = SessionTable()
+        table.put(session("s", START, 10 * HOUR))
+        table.put(session("s", START, 10 * HOUR, absolute_timeout_ms=2_000))
+        assert covers(table.index, table.sessions)
+        assert table.sweep(START + 2_000) == 0
+        assert table.sweep(START + 2_001) == 1

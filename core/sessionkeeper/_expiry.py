@@ -1,16 +1,18 @@
 """An expiry index for backends that keep sessions in a ``dict``: O(expired) cleanup.
 
-Sessions are filed by deadline (``last_accessed + timeout_ms``) in buckets of
+Sessions are filed by deadline (:attr:`Session.expires_at <sessionkeeper.Session.expires_at>`:
+the earlier of the idle deadline ``last_accessed + timeout_ms`` and the absolute one
+``created_at + absolute_timeout_ms``) in buckets of
 :data:`BUCKET_MS` ms; a bucket is a plain ``list`` of ids (8 bytes an entry; a ``set`` would cost
 about 40) and a heap holds the bucket keys, smallest first. Sessions that never expire are not
 filed.
 
 The index is *lazy*. Its one invariant: every stored session that can expire has an entry in some
-bucket **at or before** the bucket of its deadline. So a touch (which only moves a deadline later)
-changes nothing here; a store files an entry only for a new id or when the deadline moved to an
-earlier bucket; a delete leaves its entry behind, stale. Every entry is checked against the
-stored session before anything is done with it, and every session holds one entry however often
-it is touched.
+bucket **at or before** the bucket of its deadline. So a touch (which moves a deadline later, or
+not at all when the absolute deadline is the earlier one) changes nothing here; a store files an
+entry only for a new id or when the deadline moved to an earlier bucket; a delete leaves its
+entry behind, stale. Every entry is checked against the stored session before anything is done
+with it, and every session holds one entry however often it is touched.
 
 :meth:`ExpiryIndex.sweep` walks the buckets that lie wholly before ``now`` (every entry there is
 expired, gone, or live because it was touched since it was filed — then it is re-filed once, at
@@ -52,11 +54,12 @@ SLACK: Final = 1024
 
 
 def bucket_of(session: Session) -> int:
-    """The bucket of ``session``'s deadline, or ``-1`` when it never expires."""
-    timeout = session.timeout_ms
-    if timeout is None:
+    """The bucket of ``session``'s deadline (:attr:`~sessionkeeper.Session.expires_at`, both
+    timeouts counted), or ``-1`` when it never expires."""
+    deadline = session.expires_at
+    if deadline is None:
         return -1
-    return (session.last_accessed + timeout) // BUCKET_MS
+    return deadline // BUCKET_MS
 
 
 class ExpiryIndex:
@@ -158,11 +161,11 @@ class ExpiryIndex:
         self.generation += 1
         size = 0
         for session_id, session in sessions.items():
-            timeout = session.timeout_ms
-            if timeout is None:
+            deadline = session.expires_at
+            if deadline is None:
                 continue
             size += 1
-            bucket = (session.last_accessed + timeout) // BUCKET_MS
+            bucket = deadline // BUCKET_MS
             entries = buckets.get(bucket)
             if entries is None:
                 buckets[bucket] = [session_id]
@@ -205,9 +208,11 @@ class ExpiryIndex:
                     self.size -= 1
                     session_id = entries.pop()
                     session = sessions.get(session_id)
-                    if session is None or session.timeout_ms is None:
-                        continue  # deleted, or replaced by a session that never expires
-                    deadline = session.last_accessed + session.timeout_ms
+                    if session is None:
+                        continue  # deleted
+                    deadline = session.expires_at
+                    if deadline is None:
+                        continue  # replaced by a session that never expires
                     if now > deadline:
                         del sessions[session_id]
                         deleted.append(session)
@@ -241,9 +246,12 @@ class ExpiryIndex:
                 deleted = []
                 for session_id in entries[start : start + BATCH]:
                     session = sessions.get(session_id)
-                    if session is None or session.timeout_ms is None or session_id in kept:
+                    if session is None or session_id in kept:
                         continue
-                    if now - session.last_accessed > session.timeout_ms:
+                    deadline = session.expires_at
+                    if deadline is None:
+                        continue
+                    if now > deadline:
                         del sessions[session_id]
                         deleted.append(session)
                     else:
