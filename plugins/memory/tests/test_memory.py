@@ -9,6 +9,7 @@ table name of its own so that tests never share a table by accident.
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -31,6 +32,7 @@ from sessionkeeper import (
     SessionManager,
     SessionNotFound,
     StorageError,
+    VersionConflict,
 )
 from sessionkeeper._expiry import SLACK
 from sessionkeeper.testing import ManualClock
@@ -93,7 +95,8 @@ class TestOptions:
         assert MemoryOptions().table_name == "sessions"
 
     def test_capabilities(self) -> None:
-        """The backend declares itself in-process: not persistent, shared, replicated, blocking."""
+        """The backend declares itself in-process (not persistent, shared, replicated,
+        blocking) and atomic: its conditional operations run under the table's lock."""
         caps = MemoryBackend.capabilities
         assert caps.as_dict() == {
             "persistent": False,
@@ -101,6 +104,7 @@ class TestOptions:
             "replicated": False,
             "blocking": False,
             "read_only_open": True,
+            "atomic": True,
         }
 
     @pytest.mark.parametrize("name", ["", "   "])
@@ -230,6 +234,90 @@ class TestLifecycle:
         with pytest.raises(StorageError, match="opened read-only"):
             reader.delete(session.id)
         assert writer.peek(session.id) == session
+
+
+def backend_of(manager: SessionManager) -> MemoryBackend:
+    backend = manager.backend
+    assert isinstance(backend, MemoryBackend)
+    return backend
+
+
+class TestIdentity:
+    def test_one_table_one_identity(self, open_manager: ManagerFactory) -> None:
+        """Managers naming one table in this process have one identity, naming the process and
+        the table; another table has another."""
+        first, second = open_manager("shared-identity"), open_manager("shared-identity")
+        other = open_manager("other-identity")
+        assert first.identity() == second.identity() == f"memory:{os.getpid()}:shared-identity"
+        assert other.identity() != first.identity()
+
+
+class TestAtomicHooks:
+    """The hooks of issue 14 on the backend itself, through the shared table."""
+
+    def test_store_if_take_rotate_act_on_the_shared_table(
+        self, open_manager: ManagerFactory
+    ) -> None:
+        """A conditional store, a rotation and a take through one manager's backend are what
+        another manager on the same table sees."""
+        first, second = backend_of(open_manager()), backend_of(open_manager())
+        assert first.sessionkeeper_store_if(make_session("a", START), 0, START) == 1
+        with pytest.raises(VersionConflict) as caught:
+            second.sessionkeeper_store_if(make_session("a", START), 0, START)
+        assert (caught.value.expected, caught.value.actual) == (0, 1)
+        rotated = second.sessionkeeper_rotate("a", "b", START + 5)
+        assert rotated is not None
+        assert (rotated.id, rotated.version, rotated.last_accessed) == ("b", 2, START + 5)
+        assert first.sessionkeeper_fetch("a") is None
+        assert first.sessionkeeper_take("b", START + 5) is rotated
+        assert second.sessionkeeper_take("b", START + 5) is None
+
+    def test_owner_hooks(self, manager: SessionManager) -> None:
+        """list_owner and count_owner give the owner's live sessions; delete_owner removes all
+        of them, expired included, and says how many; stats count the owners."""
+        backend = backend_of(manager)
+        for i in range(3):
+            backend.sessionkeeper_store(
+                Session(f"a{i}", START, START, 1_000 * (i + 1), {}, owner="alice")
+            )
+        backend.sessionkeeper_store(Session("b", START, START, None, {}, owner="bob"))
+        assert sorted(backend.sessionkeeper_list_owner("alice", START + 1_500)) == ["a1", "a2"]
+        assert backend.sessionkeeper_count_owner("alice", START + 1_500) == 2
+        assert backend_stats(manager)["owners"] == 2
+        assert backend.sessionkeeper_delete_owner("alice") == 3
+        assert backend.sessionkeeper_count_owner("alice", START) == 0
+        assert backend.sessionkeeper_list_owner("bob", START) == ["b"]
+
+    def test_read_only_refuses_atomic_writes_but_lists_owners(
+        self, open_manager: ManagerFactory
+    ) -> None:
+        """A read-only backend refuses store_if, take, rotate and delete_owner with a
+        StorageError and changes nothing; listing and counting by owner work."""
+        writer = backend_of(open_manager())
+        writer.sessionkeeper_store(Session("a", START, START, None, {}, owner="alice"))
+        reader = backend_of(open_manager(read_only=True))
+        attempts: list[Callable[[], object]] = [
+            lambda: reader.sessionkeeper_store_if(make_session("x", START), None, START),
+            lambda: reader.sessionkeeper_take("a", START),
+            lambda: reader.sessionkeeper_rotate("a", "b", START),
+            lambda: reader.sessionkeeper_delete_owner("alice"),
+        ]
+        for attempt in attempts:
+            with pytest.raises(StorageError, match="opened read-only"):
+                attempt()
+        assert reader.sessionkeeper_list_owner("alice", START) == ["a"]
+        assert reader.sessionkeeper_count_owner("alice", START) == 1
+        assert writer.sessionkeeper_fetch("a") is not None
+        assert writer.sessionkeeper_fetch("x") is None
+
+    def test_a_closed_backend_refuses_atomic_writes(self, manager: SessionManager) -> None:
+        """A backend that is not open refuses the atomic writes with a StorageError."""
+        backend = MemoryBackend(MemoryOptions(table_name="never-opened"), manager.backend.context)
+        with pytest.raises(StorageError, match="not open"):
+            backend.sessionkeeper_take("a", START)
+        with pytest.raises(StorageError, match="not open"):
+            backend.sessionkeeper_delete_owner("alice")
+        assert backend.sessionkeeper_list_owner("alice", START) == []
 
 
 class TestExpiryIndex:

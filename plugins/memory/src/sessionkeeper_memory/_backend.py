@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar, NoReturn
 
@@ -44,13 +45,22 @@ class MemoryBackend:
 
     Fast and lost when the process exits. Stored :class:`~sessionkeeper.Session` objects are
     immutable, so ``fetch`` hands back the stored object itself. Reads take no lock; every write
-    takes the table's lock, which keeps the sessions and the expiry index consistent, so one
-    table can be used from several threads and by several managers at once.
+    takes the table's lock, which keeps the sessions, the expiry index and the owner index
+    consistent, so one table can be used from several threads and by several managers at once.
+
+    ``atomic``: the conditional store, ``take``, ``rotate`` and ``delete_owner`` each run whole
+    under the table's lock, so they are linearizable across every thread and every manager of
+    the process (there is no other process: the table lives in this one).
     """
 
     options_class: ClassVar[type[MemoryOptions]] = MemoryOptions
     capabilities: ClassVar[Capabilities] = Capabilities(
-        persistent=False, shared=False, replicated=False, blocking=False, read_only_open=True
+        persistent=False,
+        shared=False,
+        replicated=False,
+        blocking=False,
+        read_only_open=True,
+        atomic=True,
     )
 
     def __init__(self, options: MemoryOptions, context: BackendContext) -> None:
@@ -60,6 +70,10 @@ class MemoryBackend:
         self._put: Callable[[Session], Session | None]
         self._touch: Callable[[str, int], Session | None]
         self._delete: Callable[[str], Session | None]
+        self._store_if: Callable[[Session, int | None, int], int]
+        self._take: Callable[[str, int], Session | None]
+        self._rotate: Callable[[str, str, int], Session | None]
+        self._delete_owner: Callable[[str], int]
         self._detach()
 
     def __repr__(self) -> str:
@@ -80,10 +94,18 @@ class MemoryBackend:
             self._put = table.put
             self._touch = table.touch
             self._delete = table.delete
+            self._store_if = table.store_if
+            self._take = table.take
+            self._rotate = table.rotate
+            self._delete_owner = table.delete_owner
         else:
             self._put = self._refuse_store
             self._touch = self._refuse_touch
             self._delete = self._refuse_delete
+            self._store_if = self._refuse_store_if
+            self._take = self._refuse_take
+            self._rotate = self._refuse_rotate
+            self._delete_owner = self._refuse_delete_owner
 
     def _refuse(self, operation: str) -> NoReturn:
         reason = "the backend is not open" if self._table is None else "it was opened read-only"
@@ -100,6 +122,18 @@ class MemoryBackend:
 
     def _refuse_delete(self, _session_id: str) -> NoReturn:
         self._refuse("delete a session")
+
+    def _refuse_store_if(self, _session: Session, _if_version: int | None, _now: int) -> NoReturn:
+        self._refuse("store")
+
+    def _refuse_take(self, _session_id: str, _now: int) -> NoReturn:
+        self._refuse("take a session")
+
+    def _refuse_rotate(self, _session_id: str, _new_id: str, _now: int) -> NoReturn:
+        self._refuse("rotate a session")
+
+    def _refuse_delete_owner(self, _owner: str) -> NoReturn:
+        self._refuse("delete an owner's sessions")
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -120,6 +154,13 @@ class MemoryBackend:
         self._table = None
         self._detach()
         release(table)
+
+    @hookimpl
+    def sessionkeeper_identity(self) -> str:
+        """``memory:<pid>:<table_name>``: the named table of this process. Two managers naming
+        one table in one process share it, so they have one identity; a forked child's tables
+        are its own copies, and its pid differs."""
+        return f"memory:{os.getpid()}:{self.options.table_name}"
 
     # -- the hot paths ----------------------------------------------------------------------------
 
@@ -151,6 +192,41 @@ class MemoryBackend:
         itself once its stale entries outnumber the stored sessions (issue 12, item 7)."""
         return self._delete(session_id) is not None
 
+    # -- the atomic operations (each under the table's lock) ------------------------------------
+
+    @hookimpl
+    def sessionkeeper_store_if(self, session: Session, if_version: int | None, now: int) -> int:
+        """Store ``session`` with the next version if the stored live version is ``if_version``
+        (any, when ``None``; 0: none live); raise :class:`~sessionkeeper.VersionConflict` else."""
+        return self._store_if(session, if_version, now)
+
+    @hookimpl
+    def sessionkeeper_take(self, session_id: str, now: int) -> Session | None:
+        """Remove the session and return it if it was live at ``now`` (an expired one is
+        removed, and ``None`` returned)."""
+        return self._take(session_id, now)
+
+    @hookimpl
+    def sessionkeeper_rotate(self, session_id: str, new_id: str, now: int) -> Session | None:
+        """Move the live session to ``new_id`` (version + 1, ``last_accessed`` = ``now``);
+        ``None`` when none is live."""
+        return self._rotate(session_id, new_id, now)
+
+    @hookimpl
+    def sessionkeeper_list_owner(self, owner: str, now: int) -> list[str]:
+        """The ids of ``owner``'s sessions live at ``now`` (cost: what the owner holds)."""
+        return self._current.list_owner(owner, now)
+
+    @hookimpl
+    def sessionkeeper_count_owner(self, owner: str, now: int) -> int:
+        """How many of ``owner``'s sessions are live at ``now`` (cost: what the owner holds)."""
+        return self._current.count_owner(owner, now)
+
+    @hookimpl
+    def sessionkeeper_delete_owner(self, owner: str) -> int:
+        """Delete every session of ``owner``, expired ones included; return how many."""
+        return self._delete_owner(owner)
+
     # -- the rest ---------------------------------------------------------------------------------
 
     @hookimpl
@@ -177,7 +253,8 @@ class MemoryBackend:
 
     @hookimpl
     def sessionkeeper_stats(self) -> dict[str, Any]:
-        """``table_name``, ``stored`` (expired included), ``index_buckets``, ``index_entries``
-        and ``table_users`` (backends sharing the table)."""
+        """``table_name``, ``stored`` (expired included), ``index_buckets``, ``index_entries``,
+        ``owners`` (owners with a stored session) and ``table_users`` (backends sharing the
+        table)."""
         table = self._current
         return {"table_name": self.options.table_name, **table.stats(), "table_users": table.refs}
