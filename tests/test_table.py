@@ -435,13 +435,17 @@ class TestOwnerIndex:
 class TestStoreIf:
     def test_versions_follow_the_live_stored_session(self) -> None:
         """store_if stores version 1 for a new id and current + 1 after; if_version=None
-        stores whatever is there; the returned version is the stored one."""
+        stores whatever is there; it returns the session as stored, which is the one given
+        when that already carries the next version (no copy)."""
         table = SessionTable()
-        assert table.store_if(session("a", START, version=7), None, START) == 1
-        assert table.sessions["a"].version == 1
-        assert table.store_if(session("a", START, n=1), None, START) == 2
-        assert table.store_if(session("a", START, n=2), 2, START) == 3
+        first = table.store_if(session("a", START, version=7), None, START)
+        assert first.version == 1
+        assert table.sessions["a"] is first
+        assert table.store_if(session("a", START, n=1), None, START).version == 2
+        ready = session("a", START, n=2, version=3)
+        assert table.store_if(ready, 2, START) is ready
         stored = table.sessions["a"]
+        assert stored is ready
         assert (stored.version, stored.metadata) == (3, {"n": 2})
         assert indexed(table)
 
@@ -473,8 +477,8 @@ class TestStoreIf:
             with pytest.raises(VersionConflict) as caught:
                 table.store_if(session(sid, now), 4, now)
             assert caught.value.actual == 0
-            assert table.store_if(session(sid, now), 0, now) == 1
-        assert table.store_if(session("idle", START, 1_000), 1, START + 1_000) == 2
+            assert table.store_if(session(sid, now), 0, now).version == 1
+        assert table.store_if(session("idle", START, 1_000), 1, START + 1_000).version == 2
 
 
 class TestTakeRotateDeleteOwner:
@@ -775,8 +779,8 @@ class TableMachine(RuleBasedStateMachine):
                 self.table.store_if(offered, if_version, self.now)
             assert (caught.value.expected, caught.value.actual) == (if_version, current)
             return
-        assert self.table.store_if(offered, if_version, self.now) == current + 1
-        stored = self.table.sessions[sid]
+        stored = self.table.store_if(offered, if_version, self.now)
+        assert stored is self.table.sessions[sid]
         assert stored == offered.replace(version=current + 1)
         self.model[sid] = stored
 

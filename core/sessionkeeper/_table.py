@@ -268,13 +268,14 @@ class SessionTable:
         finally:
             self._release()
 
-    def store_if(self, session: Session, if_version: int | None, now: int) -> int:
+    def store_if(self, session: Session, if_version: int | None, now: int) -> Session:
         """The conditional store (``sessionkeeper_store_if``), atomic under :attr:`lock`.
 
         ``current`` is the version of the session stored under ``session.id`` if it is live at
         ``now``, else 0 (none, or expired). When ``if_version`` is given and differs from
         ``current``, raise :class:`~sessionkeeper.VersionConflict` and store nothing; else store
-        ``session`` with version ``current + 1`` and return that version.
+        ``session`` with version ``current + 1`` and return it as stored (``session`` itself
+        when it already carries that version: no copy).
         """
         self._acquire()
         try:
@@ -408,7 +409,7 @@ class SessionTable:
                 self.index.compact_if_stale(sessions)
         return previous
 
-    def store_if_unlocked(self, session: Session, if_version: int | None, now: int) -> int:
+    def store_if_unlocked(self, session: Session, if_version: int | None, now: int) -> Session:
         """:meth:`store_if` for a caller holding :attr:`lock`."""
         stored = self.sessions.get(session.id)
         if stored is None:
@@ -425,8 +426,10 @@ class SessionTable:
         if if_version is not None and current != if_version:
             raise VersionConflict(session.id, if_version, current)
         version = current + 1
-        self.put_unlocked(session if session.version == version else session.with_version(version))
-        return version
+        if session.version != version:
+            session = session.with_version(version)
+        self.put_unlocked(session)
+        return session
 
     def take_unlocked(self, session_id: str, now: int) -> Session | None:
         """:meth:`take` for a caller holding :attr:`lock`."""

@@ -261,7 +261,7 @@ class TestAtomicHooks:
         """A conditional store, a rotation and a take through one manager's backend are what
         another manager on the same table sees."""
         first, second = backend_of(open_manager()), backend_of(open_manager())
-        assert first.sessionkeeper_store_if(make_session("a", START), 0, START) == 1
+        assert first.sessionkeeper_store_if(make_session("a", START), 0, START).version == 1
         with pytest.raises(VersionConflict) as caught:
             second.sessionkeeper_store_if(make_session("a", START), 0, START)
         assert (caught.value.expected, caught.value.actual) == (0, 1)

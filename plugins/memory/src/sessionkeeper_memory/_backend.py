@@ -70,7 +70,7 @@ class MemoryBackend:
         self._put: Callable[[Session], Session | None]
         self._touch: Callable[[str, int], Session | None]
         self._delete: Callable[[str], Session | None]
-        self._store_if: Callable[[Session, int | None, int], int]
+        self._store_if: Callable[[Session, int | None, int], Session]
         self._take: Callable[[str, int], Session | None]
         self._rotate: Callable[[str, str, int], Session | None]
         self._delete_owner: Callable[[str], int]
@@ -195,9 +195,10 @@ class MemoryBackend:
     # -- the atomic operations (each under the table's lock) ------------------------------------
 
     @hookimpl
-    def sessionkeeper_store_if(self, session: Session, if_version: int | None, now: int) -> int:
+    def sessionkeeper_store_if(self, session: Session, if_version: int | None, now: int) -> Session:
         """Store ``session`` with the next version if the stored live version is ``if_version``
-        (any, when ``None``; 0: none live); raise :class:`~sessionkeeper.VersionConflict` else."""
+        (any, when ``None``; 0: none live) and return it as stored; raise
+        :class:`~sessionkeeper.VersionConflict` else."""
         return self._store_if(session, if_version, now)
 
     @hookimpl
