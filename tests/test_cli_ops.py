@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from sessionkeeper import EXPORT_FORMAT, Session, SessionManager
+from sessionkeeper import EXPORT_FORMAT, EXPORT_VERSION, Session, SessionManager
 from sessionkeeper._cli_common import exit_code_for
 from sessionkeeper._errors import ExportTargetError, SameStoreError
 from sessionkeeper._plugins import installed_backends
@@ -246,7 +246,7 @@ class TestImport:
             (lambda text: text[: len(text) // 2], "cut off|without its end line"),
             (lambda text: "\n".join(text.splitlines()[:-1]) + "\n", "without its end line"),
             (
-                lambda text: text.replace('"version":1', '"version":7', 1),
+                lambda text: text.replace(f'"version":{EXPORT_VERSION}', '"version":7', 1),
                 "version 7 is not supported .*upgrade",
             ),
             (lambda text: "hello\n" + text, "not a sessionkeeper export"),

@@ -10,6 +10,7 @@ held open by the test, which the in-process CLI shares (no disk, so each example
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import tempfile
 import uuid
@@ -20,7 +21,7 @@ from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sessionkeeper import Session, SessionManager, export_sessions
+from sessionkeeper import EXPORT_FORMAT, EXPORT_VERSION, Session, SessionManager, export_sessions
 from sessionkeeper.cli import ExitCode, cli
 
 NOW = 1_700_000_000_000
@@ -36,11 +37,24 @@ def _valid_export() -> bytes:
         with SessionManager(
             backend="memory", backend_opts={"table_name": f"t{uuid.uuid4().hex}"}
         ) as manager:
-            manager.store(Session("kept-0", NOW, NOW, None, {"i": "replaced"}))
+            sessions = [Session("kept-0", NOW, NOW, None, {"i": "replaced"})]
             for i in range(6):
                 metadata = {"n": i, "f": i / 3, "s": "é漢" * i, "l": [True, None, {"k": i}]}
                 timeout = None if i % 2 else 10**9
-                manager.store(Session(f"file-{i}", NOW - i, NOW, timeout, metadata))
+                owner = None if i % 3 else f"owner-{i}-é"
+                sessions.append(
+                    Session(
+                        f"file-{i}",
+                        NOW - i,
+                        NOW,
+                        timeout,
+                        metadata,
+                        version=1 + i * 1000,
+                        owner=owner,
+                        absolute_timeout_ms=None if i % 2 else 10**9 + i,
+                    )
+                )
+            manager.store_many(sessions)  # as given: the versions too
             export_sessions(manager, path, include_expired=True)
         return path.read_bytes()
 
@@ -70,10 +84,38 @@ def damaged(draw: st.DrawFn) -> bytes:
     return bytes(data)
 
 
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=300),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner),
+    max_leaves=5,
+)
+
+
+@st.composite
+def hostile_fields(draw: st.DrawFn) -> bytes:
+    """A file of the current format whose one session line has any JSON value (or nothing) for
+    version, owner and absolute_timeout_ms: big and negative numbers, control characters, long
+    or empty owners, wrong types."""
+    line: dict[str, object] = {
+        "id": "hostile",
+        "created_at": NOW,
+        "last_accessed": NOW,
+        "timeout_ms": None,
+        "metadata": {},
+    }
+    for key in ("version", "owner", "absolute_timeout_ms"):
+        if draw(st.integers(0, 9)):  # now and then the key is missing
+            line[key] = draw(json_values)
+    head = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION, "source_backend": "x"}
+    head["exported_at"] = NOW
+    return "\n".join(json.dumps(item) for item in (head, line)).encode() + b"\n"
+
+
 files = st.one_of(
     st.binary(max_size=512),
     st.binary(max_size=512).map(lambda raw: gzip.compress(raw, mtime=0)),
     damaged(),
+    hostile_fields(),
 )
 
 

@@ -1,19 +1,25 @@
 """The export format: its header, session and end records, their validation, and the digest.
 
-The export format (version 1) is JSON Lines, UTF-8, optionally gzip-compressed::
+The export format (version 2) is JSON Lines, UTF-8, optionally gzip-compressed::
 
-    {"format": "sessionkeeper-export", "version": 1, "source_backend": "sqlitedict",
+    {"format": "sessionkeeper-export", "version": 2, "source_backend": "sqlitedict",
      "exported_at": 1700000000000, "include_expired": false, "sessionkeeper_version": "0.1.0"}
     {"id": "4Zq0r9xw...", "created_at": 1700000000000, "last_accessed": 1700000300000,
-     "timeout_ms": 1800000, "metadata": {"user_id": "user_456"}}
+     "timeout_ms": 1800000, "metadata": {"user_id": "user_456"}, "version": 3,
+     "owner": "user_456", "absolute_timeout_ms": 28800000}
     ...
     {"end": true, "count": 2, "digest": "5f0c...e1"}
 
-(one JSON object per physical line; the header is wrapped above only for the page). Line 1 is the
-header; every following line is one session with exactly the five fields of
+(one JSON object per physical line; the header and the session are wrapped above only for the
+page). Line 1 is the header; every following line is one session with exactly the eight fields of
 :meth:`Session.to_dict <sessionkeeper.Session.to_dict>`; the last line is the end line, which
 holds the number of sessions and their :class:`SessionDigest`. A file without its end line was cut
 short, and the reader says so. The header may carry ``count`` when the writer knew it in advance.
+
+Version 1 (written before sessions had a version, an owner and an absolute timeout) is still
+read: its session lines have exactly the first five fields, and each reads as a session of
+version 1, without an owner and without an absolute timeout; its end line's digest is checked the
+way version 1 computed it. Every older version stays readable (:data:`READABLE_VERSIONS`).
 
 Records are validated with a private cattrs converter (the record's shape: keys and types) and
 then by :class:`~sessionkeeper.Session` itself (the model's rules), so a bad line is reported with
@@ -26,10 +32,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from typing import Any, Final
 
 import attrs
 import cattrs
+import msgpack
 from cattrs.gen import make_dict_structure_fn, override
 
 from ._codec import encode_session
@@ -41,6 +49,7 @@ __all__ = [
     "EXPORT_FORMAT",
     "EXPORT_VERSION",
     "MAX_LINE_BYTES",
+    "READABLE_VERSIONS",
     "ExportHeader",
     "LineError",
     "SessionDigest",
@@ -48,8 +57,10 @@ __all__ = [
 
 #: The ``format`` value of an export file's header line.
 EXPORT_FORMAT: Final = "sessionkeeper-export"
-#: The export format version this sessionkeeper writes and reads.
-EXPORT_VERSION: Final = 1
+#: The export format version this sessionkeeper writes.
+EXPORT_VERSION: Final = 2
+#: The export format versions this sessionkeeper reads.
+READABLE_VERSIONS: Final = (1, 2)
 #: Lines longer than this are rejected without being held in memory (metadata is at most
 #: 16 MiB packed; its JSON is at most a few times larger).
 MAX_LINE_BYTES: Final = 64 * 1024 * 1024
@@ -74,24 +85,42 @@ class LineError:
 # --- the digest --------------------------------------------------------------------------------
 
 
+def _encode_v1(session: Session) -> bytes:
+    """The record export format version 1 hashed: the session codec's version-1 record (id,
+    both timestamps, idle timeout, packed metadata), which the codec no longer writes."""
+    fields = (session.id, session.created_at, session.last_accessed, session.timeout_ms)
+    packed: bytes = msgpack.packb((1, *fields, session._metadata), use_bin_type=True)
+    return packed
+
+
+#: What each export format version hashes of a session. Version 2 hashes the session codec's
+#: record (:func:`~sessionkeeper.encode_session`, its format 2: every field); when the codec
+#: moves on, the export format version moves with it and the old record is kept here, as
+#: version 1's is, so that an older file's digest can still be checked (a test pins the digest
+#: of a fixed session for each version).
+_DIGEST_RECORDS: Final[dict[int, Callable[[Session], bytes]]] = {1: _encode_v1, 2: encode_session}
+
+
 class SessionDigest:
     """An order-independent digest of a set of sessions, and how many were added.
 
-    Each session is hashed (BLAKE2b, 128 bits) over its encoded record
-    (:func:`~sessionkeeper.encode_session`: id, both timestamps, timeout and metadata), and the
-    hashes are added modulo 2**128, so two stores holding the same sessions in any order have
-    the same digest. Migration prints it for both sides; the export's end line carries it.
+    Each session is hashed (BLAKE2b, 128 bits) over its msgpack record: with ``version`` 2 (the
+    default) its encoded record (:func:`~sessionkeeper.encode_session`: every field, metadata as
+    packed); with ``version`` 1, the five fields export format version 1 had. The hashes
+    are added modulo 2**128, so two stores holding the same sessions in any order have the same
+    digest. Migration prints it for both sides; the export's end line carries it.
     """
 
-    __slots__ = ("_sum", "count")
+    __slots__ = ("_encode", "_sum", "count")
 
-    def __init__(self) -> None:
+    def __init__(self, version: int = EXPORT_VERSION) -> None:
+        self._encode = _DIGEST_RECORDS[version]
         self.count = 0
         self._sum = 0
 
     def add(self, session: Session) -> None:
         """Count ``session`` in."""
-        hashed = hashlib.blake2b(encode_session(session), digest_size=16).digest()
+        hashed = hashlib.blake2b(self._encode(session), digest_size=16).digest()
         self._sum = (self._sum + int.from_bytes(hashed, "big")) & _MASK
         self.count += 1
 
@@ -130,7 +159,8 @@ class ExportHeader:
     :param count: the number of sessions, when the writer knew it in advance (else ``None``;
         the end line always has it).
     :param format: always :data:`EXPORT_FORMAT`.
-    :param version: the format version, :data:`EXPORT_VERSION`.
+    :param version: the format version: :data:`EXPORT_VERSION` when written, one of
+        :data:`READABLE_VERSIONS` when read.
     """
 
     source_backend: str
@@ -153,12 +183,24 @@ class ExportHeader:
 
 
 @attrs.frozen(kw_only=True)
-class _SessionRecord:
+class _SessionRecordV1:
+    """A session line of export format version 1: exactly these five keys."""
+
     id: str
     created_at: int
     last_accessed: int
     timeout_ms: int | None
     metadata: dict[str, Any]
+
+
+@attrs.frozen(kw_only=True)
+class _SessionRecord(_SessionRecordV1):
+    """A session line of export format version 2: every key of :meth:`Session.to_dict
+    <sessionkeeper.Session.to_dict>`, each present (``null`` for no owner, no limit)."""
+
+    version: int
+    owner: str | None
+    absolute_timeout_ms: int | None
 
 
 @attrs.frozen(kw_only=True)
@@ -188,15 +230,16 @@ _converter.register_structure_hook(bool, _strict_bool)
 _converter.register_structure_hook(str, _strict_str)
 _converter.register_structure_hook(int | None, _optional_int)
 _converter.register_structure_hook(str | None, _optional_str)
-_converter.register_structure_hook(
-    _SessionRecord,
-    make_dict_structure_fn(
-        _SessionRecord,
-        _converter,
-        _cattrs_forbid_extra_keys=True,
-        metadata=override(struct_hook=_metadata_object),
-    ),
-)
+for _record in (_SessionRecordV1, _SessionRecord):
+    _converter.register_structure_hook(
+        _record,
+        make_dict_structure_fn(
+            _record,
+            _converter,
+            _cattrs_forbid_extra_keys=True,
+            metadata=override(struct_hook=_metadata_object),
+        ),
+    )
 for _cls in (ExportHeader, EndRecord):
     _converter.register_structure_hook(
         _cls, make_dict_structure_fn(_cls, _converter, _cattrs_forbid_extra_keys=True)
@@ -224,13 +267,45 @@ def structure(data: object, cls: type[Any], what: str) -> Any:
         raise ValueError(f"{what}: {text}") from None
 
 
-def session_from(data: object) -> Session:
-    """The session of one parsed session line, or ``ValueError`` saying what is wrong."""
-    record: _SessionRecord = structure(data, _SessionRecord, "session")
-    try:
-        return Session(
-            record.id, record.created_at, record.last_accessed, record.timeout_ms, record.metadata
+def session_record(session: Session) -> dict[str, Any]:
+    """The session line of ``session`` (format :data:`EXPORT_VERSION`): every field, in the
+    order of :meth:`Session.to_dict <sessionkeeper.Session.to_dict>`."""
+    return {
+        "id": session.id,
+        "created_at": session.created_at,
+        "last_accessed": session.last_accessed,
+        "timeout_ms": session.timeout_ms,
+        "metadata": session.metadata,
+        "version": session.version,
+        "owner": session.owner,
+        "absolute_timeout_ms": session.absolute_timeout_ms,
+    }
+
+
+def session_from(data: object, version: int = EXPORT_VERSION) -> Session:
+    """The session of one parsed session line of a file of format ``version``, or
+    ``ValueError`` saying what is wrong. A version-1 line reads as a session of version 1
+    without an owner or an absolute timeout."""
+    if version == 1:
+        old: _SessionRecordV1 = structure(data, _SessionRecordV1, "session")
+        fields = (old.id, old.created_at, old.last_accessed, old.timeout_ms, old.metadata)
+        extra: dict[str, Any] = {}
+    else:
+        record: _SessionRecord = structure(data, _SessionRecord, "session")
+        fields = (
+            record.id,
+            record.created_at,
+            record.last_accessed,
+            record.timeout_ms,
+            record.metadata,
         )
+        extra = {
+            "version": record.version,
+            "owner": record.owner,
+            "absolute_timeout_ms": record.absolute_timeout_ms,
+        }
+    try:
+        return Session(*fields, **extra)
     except InvalidSession as exc:
         raise ValueError(str(exc)) from None
 
@@ -246,12 +321,12 @@ def header_from(data: object) -> ExportHeader:
                 f'"format": "{EXPORT_FORMAT}"'
             )
         version = data.get("version")
-        if version != EXPORT_VERSION or type(version) is not int:
+        if type(version) is not int or version not in READABLE_VERSIONS:
             newer = type(version) is int and version > EXPORT_VERSION
             hint = "; upgrade sessionkeeper to read it" if newer else ""
             raise ValueError(
                 f"export format version {version!r} is not supported (this sessionkeeper reads "
-                f"version {EXPORT_VERSION}){hint}"
+                f"versions {READABLE_VERSIONS[0]} to {READABLE_VERSIONS[-1]}){hint}"
             )
     header: ExportHeader = structure(data, ExportHeader, "header")
     return header

@@ -222,6 +222,8 @@ class ExportReader(Closing):
                 ) from None
             try:
                 self.header = header_from(parsed)
+                #: The digest of the sessions read, computed as the file's version did.
+                self.digest = SessionDigest(self.header.version)
             except ValueError as exc:
                 raise ExportFormatError(str(exc), source=self.name, line=number) from None
         except _LineTooLong as exc:
@@ -321,7 +323,7 @@ class ExportReader(Closing):
                 if type(parsed) is dict and "end" in parsed:
                     self.end = structure(parsed, EndRecord, "end line")
                     continue
-                session = session_from(parsed)
+                session = session_from(parsed, self.header.version)
             except ValueError as exc:
                 self.rejected += 1
                 yield number, LineError(number, str(exc))

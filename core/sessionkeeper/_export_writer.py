@@ -22,11 +22,13 @@ from ._errors import ExportError, ExportTargetError
 from ._export_format import (
     BUFFER,
     EXPORT_FORMAT,
+    EXPORT_VERSION,
     GZIP_MAGIC,
     ExportHeader,
     SessionDigest,
     dumps,
     is_stdio,
+    session_record,
 )
 from ._model import Session
 
@@ -112,6 +114,11 @@ class ExportWriter(Closing):
     """
 
     def __init__(self, target: str | os.PathLike[str], header: ExportHeader) -> None:
+        if header.version != EXPORT_VERSION:
+            raise ValueError(
+                f"this sessionkeeper writes export format version {EXPORT_VERSION}, "
+                f"not {header.version!r}"
+            )
         self.header = header
         self.digest = SessionDigest()
         self._temp: Path | None = None
@@ -150,7 +157,7 @@ class ExportWriter(Closing):
 
     def write(self, session: Session) -> None:
         """Append one session."""
-        self._out.write(dumps(session.to_dict()))
+        self._out.write(dumps(session_record(session)))
         self.digest.add(session)
 
     def close(self) -> None:

@@ -173,7 +173,8 @@ def import_sessions(
     written. A session already stored exactly so is left alone (``unchanged``); one stored with
     different content is replaced (``existing="replace"``, the default) or kept
     (``existing="skip"``). Sessions expired at the time of the import are skipped unless
-    ``include_expired``.
+    ``include_expired``. Sessions are stored as the file has them, versions included (a file of
+    export format version 1 gives version 1, no owner, no absolute timeout).
 
     Raises :class:`ExportFormatError` when the file is not an export this version can read
     (header, truncated compression), and :class:`TransferAborted` (whose ``report`` counts what
@@ -275,7 +276,8 @@ def migrate_sessions(
     """Copy every live session (with ``include_expired``, every stored one) from ``source`` to
     ``target``, verify the copy, and with ``delete_source`` remove what was verified.
 
-    Nothing is touched: timestamps, timeouts and metadata arrive exactly as stored. Which
+    Nothing is touched: timestamps, both timeouts, owners, metadata and versions arrive exactly
+    as stored (versions are data: the target's own versioning does not apply to a copy). Which
     sessions are taken is decided against one instant (the source's clock at the start), so a
     session that expires during a long migration is still copied and verified.
 

@@ -197,11 +197,13 @@ class StoreFailed(SessionKeeperError):
 
 def same(a: Session, b: Session) -> bool:
     """Whether two sessions are the same record, byte for byte as encoded (what
-    :class:`SessionDigest` hashes). ``Session.__eq__`` compares metadata decoded, where ``10``
-    equals ``10.0``, ``1`` equals ``True`` and key order does not count: deciding "unchanged" on
-    it left such a session unwritten while the digests differed, forever."""
-    # Equal fields and byte-equal packed metadata is exactly equal encoded records, without
-    # encoding either (the copy's per-session cost).
+    :class:`SessionDigest` hashes): every field equal, the version, the owner and the absolute
+    timeout included (versions are data: a copy that lost one is not the same session), and the
+    metadata equal as packed. ``Session.__eq__`` compares metadata decoded, where ``10`` equals
+    ``10.0``, ``1`` equals ``True`` and key order does not count: deciding "unchanged" on it left
+    such a session unwritten while the digests differed, forever."""
+    # Equal fields (Session.__eq__ compares every one) and byte-equal packed metadata is
+    # exactly equal encoded records, without encoding either (the copy's per-session cost).
     return a == b and a._metadata == b._metadata
 
 
@@ -276,11 +278,13 @@ class BatchWriter:
     """Stores sessions into ``target`` in batches of :data:`STORE_BATCH` (``store_many``),
     counting each by its kind once it is stored.
 
-    A batch that fails is stored again one by one (storing a session twice is harmless), so
-    that the counts stay exact: a session the target refuses (``InvalidSession``, e.g. over its
-    ``max_metadata_bytes``) is passed to ``reject`` with its label, and any other failure
-    raises :class:`StoreFailed` naming the session it happened on. ``stored`` (optional) hears
-    every session once it is stored.
+    Sessions are written exactly as given, their versions included (``store_many`` writes
+    what it is handed; ``store`` would give each a new version). A batch that fails is stored
+    again one by one (storing a session twice is harmless), so that the counts stay exact: a
+    session the target refuses (``InvalidSession``, e.g. over its ``max_metadata_bytes``) is
+    passed to ``reject`` with its label, and any other failure raises :class:`StoreFailed`
+    naming the session it happened on. ``stored`` (optional) hears every session once it is
+    stored.
     """
 
     def __init__(
@@ -327,7 +331,7 @@ class BatchWriter:
             return
         for item in batch:
             try:
-                self.target.store(item[0])
+                self.target.store_many([item[0]])
             except InvalidSession as exc:
                 self.reject(item[2], exc)
             except SessionKeeperError as exc:
