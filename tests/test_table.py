@@ -768,18 +768,32 @@ class TableMachine(RuleBasedStateMachine):
         if done:
             self.model[sid] = stored
 
-    @rule(sid=ids, data=st.data(), guess=st.none() | st.integers(0, 6) | st.just("current"))
-    def store_if(self, sid: str, data: st.DataObject, guess: int | str | None) -> None:
+    @rule(
+        sid=ids,
+        data=st.data(),
+        guess=st.none() | st.integers(0, 6) | st.just("current"),
+        unlocked=st.booleans(),
+    )
+    def store_if(
+        self, sid: str, data: st.DataObject, guess: int | str | None, unlocked: bool
+    ) -> None:
         offered = data.draw(sessions(sid, self.now))
         current = self.current(sid)
         if_version = current if guess == "current" else guess
         assert not isinstance(if_version, str)
+
+        def store_if() -> Session:
+            if not unlocked:
+                return self.table.store_if(offered, if_version, self.now)
+            with self.table.lock:  # the variant for a caller holding the lock
+                return self.table.store_if_unlocked(offered, if_version, self.now)
+
         if if_version is not None and if_version != current:
             with pytest.raises(VersionConflict) as caught:
-                self.table.store_if(offered, if_version, self.now)
+                store_if()
             assert (caught.value.expected, caught.value.actual) == (if_version, current)
             return
-        stored = self.table.store_if(offered, if_version, self.now)
+        stored = store_if()
         assert stored is self.table.sessions[sid]
         assert stored == offered.replace(version=current + 1)
         self.model[sid] = stored
