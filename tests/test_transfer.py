@@ -939,10 +939,9 @@ class TestMigrate:
         seed(src, sessions)
         expected = live_only(sessions, now)
         ids = sorted(expected)
-        with dst() as manager:  # as if an earlier run stopped part-way
-            for session_id in ids[: len(ids) // 2]:
-                manager.store(expected[session_id])
-            manager.store(expected[ids[-1]].replace(metadata={"stale": True}))
+        with dst() as manager:  # as if an earlier run stopped part-way (it wrote as given)
+            manager.store_many(expected[session_id] for session_id in ids[: len(ids) // 2])
+            manager.store_many([expected[ids[-1]].replace(metadata={"stale": True})])
         with src() as source_manager, dst() as target_manager:
             report = migrate_sessions(source_manager, target_manager)
             assert_same(contents(target_manager), expected)
