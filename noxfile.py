@@ -1,19 +1,38 @@
 """Development sessions for sessionkeeper.
 
 ``nox`` (no arguments) runs everything CI gates on: ``tests``, ``plugin``, ``mcp``, ``lint``,
-``typing`` and ``docs``. The others run on demand: ``nox -s demo`` shows the product, ``nox -s
-bench`` runs the benchmarks, ``nox -s chaos`` and ``nox -s fuzz`` the long fault-injection and fuzz
-runs.
+``typing``, ``docs`` and ``coverage``. The others run on demand: ``nox -s demo`` shows the
+product, ``nox -s bench`` runs the benchmarks, ``nox -s chaos`` and ``nox -s fuzz`` the long
+fault-injection and fuzz runs.
 
 Sessions stay thin: what they install comes from the helpers below and the
 ``[dependency-groups]`` of the root ``pyproject.toml``. Packages are installed from their folders
 as wheels (not editable), because entry points, which is how backends are found, exist only in
 installed metadata.
+
+Where the tests run: ``tests`` runs ``tests/`` (the cross-package tests, every backend installed);
+``plugin`` runs each plugin's own suite with only the core and that plugin installed; ``mcp`` runs
+contrib/mcp against each supported SDK. The few plugin tests that need a second backend installed
+(:data:`CROSS_PLUGIN_TESTS`) run in ``tests``, where every backend is.
+
+Python versions: every session runs on the oldest supported version (:data:`PYTHON`); ``tests``
+also runs on each newer supported version this machine has (:data:`SUPPORTED_PYTHONS`, found on
+PATH or among pyenv's versions), every backend installed, all but the tests marked
+``sessionkeeper_slow`` (builds, installs, clusters of processes: slow, and not about the
+interpreter). A newer version the machine lacks is left out of the matrix and said in the
+``tests`` session's log: it never fails the run. The oldest, which every session uses, is required
+(``error_on_missing_interpreters``).
+
+Coverage: on the oldest Python the test sessions run pytest under coverage.py in parallel mode
+(data files at the root, subprocesses included); ``coverage``, the last default session, combines
+them and prints one report. For a quick local run, leave the slow tests out: ``nox -s tests-3.11
+plugin -- -m "not sessionkeeper_slow"``.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import nox
@@ -24,7 +43,10 @@ nox.options.error_on_missing_interpreters = True
 
 ROOT = Path(__file__).resolve().parent
 PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
-PYTHON = ["3.11"]
+#: The Python versions sessionkeeper supports (the classifiers of every pyproject.toml say the
+#: same); the first, the oldest, runs every session.
+SUPPORTED_PYTHONS = ("3.11", "3.12", "3.13")
+PYTHON = SUPPORTED_PYTHONS[0]
 #: Where plugin distributions live; each folder holding a ``pyproject.toml`` is one.
 PLUGIN_PARENTS = ("plugins", "contrib")
 #: Installed beside the ``test`` group: tests pip-install throwaway plugin distributions into
@@ -32,13 +54,72 @@ PLUGIN_PARENTS = ("plugins", "contrib")
 TEST_TOOLS = ("pip",)
 #: What ``nox -s demo`` installs besides the core (a backend's demo section needs it here).
 DEMO_PLUGINS = ("plugins/memory", "plugins/sqlitedict")
-
+#: Deselects the slow tests (the marker is registered by the kit's pytest plugin).
+NOT_SLOW = ("-m", "not sessionkeeper_slow")
+#: Where the test sessions' coverage data files go (``.coverage.<host>.<pid>.<random>``).
+COVERAGE_FILE = ROOT / ".coverage"
 
 #: Folders tested by sessions of their own rather than by ``tests`` and ``plugin``: the MCP
 #: integration runs against each pinned SDK release (``nox -s mcp``).
 OWN_SESSIONS = ("contrib/mcp",)
 #: The mcp SDK releases contrib/mcp supports; CI runs its tests against each.
 MCP_SDKS = ("1.30.0", "2.3.0")
+#: Plugin tests that need another backend installed beside their own: they skip in ``plugin``
+#: (that plugin alone) and run in ``tests`` on the oldest Python, where every backend is
+#: installed.
+CROSS_PLUGIN_TESTS = ("contrib/postgres/tests/test_postgres_migrate.py",)
+#: Plugins that do not install on some newer Pythons: a dependency has no wheel there and its
+#: build needs a system library (plyvel 1.5.1: wheels up to 3.12, else libleveldb-dev). ``tests``
+#: leaves them out on those versions, and the tests that need them skip, saying so.
+NOT_INSTALLABLE = {"contrib/leveldb": ("3.13",)}
+
+
+def find_pythons(versions: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """``(found, missing)``: which of ``versions`` this machine can run.
+
+    A version is found when ``pythonX.Y`` on PATH is an interpreter, or when pyenv has it
+    installed but not activated (its shim on PATH then fails): such versions are added to
+    ``PYENV_VERSION`` after the active ones, so that nox's interpreter discovery resolves the
+    shim to them. Nothing is downloaded (uv fetches interpreters from a host this project's
+    machines cannot reach).
+    """
+    pyenv_root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
+    shims = pyenv_root / "shims"
+    found, missing, activate = [], [], []
+    for version in versions:
+        on_path = shutil.which(f"python{version}")
+        if on_path is not None and Path(on_path).parent != shims:
+            found.append(version)
+            continue
+        binaries = pyenv_root.glob(f"versions/*/bin/python{version}")
+        installed = sorted(
+            (path.parent.parent.name for path in binaries),
+            key=lambda name: [int(part) if part.isdigit() else -1 for part in name.split(".")],
+        )
+        if on_path is not None and installed:
+            found.append(version)
+            activate.append(installed[-1])
+        else:
+            missing.append(version)
+    if activate:
+        active = os.environ.get("PYENV_VERSION") or _pyenv_global(pyenv_root)
+        names = [name for name in active.split(":") if name] + activate
+        os.environ["PYENV_VERSION"] = ":".join(dict.fromkeys(names))
+    return found, missing
+
+
+def _pyenv_global(pyenv_root: Path) -> str:
+    """pyenv's global versions (``pyenv global``), ``system`` when none is set."""
+    try:
+        text = (pyenv_root / "version").read_text(encoding="utf-8")
+    except OSError:
+        return "system"
+    return ":".join(line.strip() for line in text.splitlines() if line.strip()) or "system"
+
+
+PYTHONS, MISSING_PYTHONS = find_pythons(SUPPORTED_PYTHONS)
+if PYTHON not in PYTHONS:
+    PYTHONS.insert(0, PYTHON)  # required: nox reports it missing (error_on_missing_interpreters)
 
 
 def plugin_folders(*, all_folders: bool = False) -> list[str]:
@@ -62,15 +143,40 @@ def install(
     session.install(".", *local, *requirements, *extra)
 
 
-@nox.session(python=PYTHON)
-def tests(session: nox.Session) -> None:
-    """Run the whole test suite against the core and every plugin, all installed together.
+def run_pytest(session: nox.Session, *args: str) -> None:
+    """Run pytest with ``args``, then ``session.posargs`` (which can narrow or widen the
+    selection).
 
-    contrib/mcp is left out: ``mcp`` runs it against each supported SDK release.
+    On the oldest Python: every test, under coverage (parallel mode: one data file per process,
+    subprocesses included; ``nox -s coverage`` combines them). On a newer one: all but the slow
+    tests, without coverage, which would double their time and report the same lines.
     """
-    install(session, *plugin_folders(), groups=("test",), extra=TEST_TOOLS)
-    ignored = [f"--ignore={folder}" for folder in OWN_SESSIONS]
-    session.run("pytest", *ignored, *session.posargs)
+    if session.python == PYTHON:
+        session.run(
+            "coverage", "run", "-m", "pytest", *args, *session.posargs,
+            env={"COVERAGE_FILE": str(COVERAGE_FILE)},
+        )  # fmt: skip
+    else:
+        session.run("pytest", *args, *NOT_SLOW, *session.posargs)
+
+
+@nox.session(python=PYTHONS)
+def tests(session: nox.Session) -> None:
+    """Run the cross-package tests (tests/) with the core and every backend installed.
+
+    The plugin suites run in ``plugin``, contrib/mcp in ``mcp``; the plugin tests that need a
+    second backend (CROSS_PLUGIN_TESTS) run here, on the oldest Python.
+    """
+    if MISSING_PYTHONS and session.python == PYTHON:
+        session.log(
+            f"Python {', '.join(MISSING_PYTHONS)} not found on this machine (neither on PATH nor "
+            f"installed by pyenv): the matrix runs on {', '.join(PYTHONS)} only"
+        )
+    folders = [f for f in plugin_folders() if session.python not in NOT_INSTALLABLE.get(f, ())]
+    if left_out := sorted(set(plugin_folders()) - set(folders)):
+        session.log(f"not installable on Python {session.python}: {', '.join(left_out)}")
+    install(session, *folders, groups=("test",), extra=TEST_TOOLS)
+    run_pytest(session, "tests", *(CROSS_PLUGIN_TESTS if session.python == PYTHON else ()))
 
 
 @nox.session(python=PYTHON)
@@ -78,7 +184,7 @@ def tests(session: nox.Session) -> None:
 def plugin(session: nox.Session, folder: str) -> None:
     """Run one plugin's own tests with only the core and that plugin installed."""
     install(session, folder, groups=("test",), extra=TEST_TOOLS)
-    session.run("pytest", f"{folder}/tests", *session.posargs)
+    run_pytest(session, f"{folder}/tests")
 
 
 @nox.session(python=PYTHON)
@@ -98,7 +204,7 @@ def mcp(session: nox.Session, sdk: str) -> None:
         groups=("test",),
         extra=(*TEST_TOOLS, f"mcp=={sdk}", "uvicorn>=0.30", "httpx>=0.27"),
     )
-    session.run("pytest", "contrib/mcp/tests", *session.posargs)
+    run_pytest(session, "contrib/mcp/tests")
     # The inline examples of docs/mcp.md need sessionkeeper_mcp, installed only here.
     session.run("pytest", "tests/test_docs_blocks.py", "-k", "mcp.md")
 
@@ -124,7 +230,7 @@ def chaos(session: nox.Session) -> None:
 def fuzz(session: nox.Session) -> None:
     """Run the fuzz tests (marked fuzz: hostile input at every door) on a long budget.
 
-    The default ``tests`` run gives them a bounded Hypothesis budget (posargs go to pytest).
+    The default test sessions give them a bounded Hypothesis budget (posargs go to pytest).
     """
     install(session, *plugin_folders(), groups=("test",), extra=TEST_TOOLS)
     ignored = [f"--ignore={folder}" for folder in OWN_SESSIONS]
@@ -162,6 +268,20 @@ def docs(session: nox.Session) -> None:
         "sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html",
         *session.posargs,
     )  # fmt: skip
+
+
+@nox.session(python=PYTHON)
+def coverage(session: nox.Session) -> None:
+    """Combine the coverage data of the test sessions run before and print one report.
+
+    Run last (``nox`` runs it after the others); posargs go to ``coverage report``.
+    """
+    if not list(ROOT.glob(f"{COVERAGE_FILE.name}.*")):
+        session.skip("no coverage data: run the test sessions first (nox -s tests plugin mcp)")
+    session.install(*nox.project.dependency_groups(PYPROJECT, "coverage"))
+    env = {"COVERAGE_FILE": str(COVERAGE_FILE)}
+    session.run("coverage", "combine", "--quiet", env=env)
+    session.run("coverage", "report", *session.posargs, env=env)
 
 
 @nox.session(python=PYTHON, default=False)

@@ -368,6 +368,7 @@ class TestExampleBackend:
         eps = project["project"]["entry-points"]["sessionkeeper.backends"]
         assert eps == {"dict": "sessionkeeper_dict:DictBackend"}
 
+    @pytest.mark.sessionkeeper_slow
     def test_installed_backend_serves_a_manager(
         self, dict_backend_site: Path, tmp_path: Path
     ) -> None:
@@ -400,6 +401,7 @@ class TestExampleBackend:
         assert "refused: dict backend: full: max_sessions is 1" in result.stdout
         assert "config: sessionkeeper.backend_opts.max_sessions" in result.stdout
 
+    @pytest.mark.sessionkeeper_slow
     def test_conformance_kit_passes(self, dict_backend_site: Path, tmp_path: Path) -> None:
         """The documented conformance test module passes against the installed example backend.
 

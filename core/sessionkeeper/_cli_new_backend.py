@@ -29,6 +29,7 @@ __all__ = [
     "TEMPLATE",
     "BackendNames",
     "TargetNotEmpty",
+    "core_requirement",
     "new_backend",
     "planned_files",
     "render_backend",
@@ -94,14 +95,22 @@ class BackendNames:
 
     def placeholders(self) -> dict[str, str]:
         """The values of the template's placeholders."""
-        major, minor = (int(part) for part in __version__.split(".")[:2])
         return {
             "name": self.name,
             "distribution": self.distribution,
             "module": self.module,
             "class_prefix": self.class_prefix,
-            "core_requirement": f"sessionkeeper>={major}.{minor},<{major}.{minor + 1}",
+            "core_requirement": core_requirement(),
         }
+
+
+def core_requirement() -> str:
+    """The requirement on the core that every plugin distribution declares: exactly the
+    running version (``sessionkeeper==0.1.0``), as the plugins of this repository pin it. Before
+    1.0 the hook contract may change in any release, so a plugin names the core it was tested
+    with; a plugin released in step with the core (all of this repository's) gets the same
+    version, so they install together from a checkout."""
+    return f"sessionkeeper=={__version__}"
 
 
 class TargetNotEmpty(ValueError):
