@@ -9,7 +9,11 @@ least plain Python can do for the same work — and checked against the targets 
 - store against a function doing the ``dict`` set; create, touch (a fetch that writes back) and
   peek for reference;
 - bytes per session at 1,000,000 sessions (tracemalloc) against a "dict of dicts";
-- cleanup of 10,000 expired among 1,000,000 against a full scan.
+- cleanup of 10,000 expired among 1,000,000 against a full scan;
+- the concurrent-state operations of issue 14: ``update`` against ``fetch`` + ``store`` doing the
+  same change (target <= 1.3x), ``store(if_version=)`` against ``store``, and ``list(owner=)`` of
+  10 sessions among 1,000,000 against the same among 10,000 (target: independent of the store's
+  size, <= 1.5x) and against a full scan.
 
 Every manager runs with ``cleanup_interval=0`` and an injected clock, so nothing runs behind the
 measurements and "now" is the same for the manager and its floor. ``--quick`` shrinks every size
@@ -163,6 +167,56 @@ def bench_operations(sizes: Sizes) -> list[Figure]:
         figures.append(figure("touch(), random", explicit, floor, "lookup + expiry check"))
 
     figures.append(bench_create(sizes))
+    figures.extend(bench_atomic(sizes))
+    return figures
+
+
+def bump(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The change every update benchmark makes: one counter up by one."""
+    metadata["n"] += 1
+    return metadata
+
+
+def bench_atomic(sizes: Sizes) -> list[Figure]:
+    """update against fetch + store, store(if_version=) against store, over ``sizes.ops``."""
+    n, repeats = sizes.ops, sizes.repeats
+    clock = Clock()
+    figures: list[Figure] = []
+    with manager(clock, "bench-atomic") as sessions:
+        ids = [sessions.create(metadata={"user_id": f"user_{i}", "n": 0}).id for i in range(n)]
+        random.Random(7).shuffle(ids)
+        fetch, store = sessions.fetch, sessions.store
+
+        def update(session_id: str) -> None:
+            sessions.update(session_id, bump)
+
+        def fetch_store(session_id: str) -> None:  # what update replaces: not atomic
+            session = fetch(session_id)
+            store(session.replace(metadata=bump(session.metadata)))
+
+        updated, floor = paired(update, fetch_store, ids, repeats=repeats)
+        expected = 2 * repeats  # each id bumped once per repeat by each of the two
+        assert sessions.peek(ids[0]).metadata["n"] == expected, "an update was lost"
+        figures.append(
+            figure("update, random", updated, floor, "fetch + store, same change", ratio=1.3)
+        )
+
+        # Disjoint halves: a plain store bumps the version the conditional one names.
+        half = n // 2
+        conditional = [sessions.peek(sid) for sid in ids[:half]]
+        plain = [sessions.peek(sid) for sid in ids[half : 2 * half]]
+
+        def store_if(position: int) -> None:
+            session = conditional[position]
+            conditional[position] = store(session, if_version=session.version)
+
+        def store_plain(position: int) -> None:
+            plain[position] = store(plain[position])
+
+        positions = range(half)
+        timed, floor = paired(store_if, store_plain, positions, repeats=repeats)
+        assert conditional[0].version == plain[0].version, "versions drifted apart"
+        figures.append(figure("store(if_version=), random", timed, floor, "store"))
     return figures
 
 
@@ -256,10 +310,85 @@ def bench_memory_and_cleanup(sizes: Sizes) -> list[Figure]:
         )
     ]
     try:
+        figures.extend(bench_owner(sizes, sessions, clock))
         figures.append(bench_cleanup(sizes, sessions, clock))
     finally:
         sessions.close()
     return figures
+
+
+OWNED = 10  # sessions of the one owner listed
+
+
+def time_owner_lists(
+    large: SessionManager, small: SessionManager, owner: str, repeats: int
+) -> tuple[float, float]:
+    """Median µs of ``list(owner=owner)`` on ``large`` and on ``small``, timed alternately
+    (so that load from elsewhere weighs on both alike), each checked to find the sessions."""
+    timers = []
+    for sessions in (large, small):
+        assert len(sessions.list(owner=owner)) == OWNED
+        timers.append(timeit.Timer(lambda sessions=sessions: sessions.list(owner=owner)))
+    calls = 2_000
+    timings: tuple[list[float], list[float]] = ([], [])
+    for _ in range(3 * repeats):
+        for timer, results in zip(timers, timings, strict=True):
+            results.append(timer.timeit(number=calls) / calls * 1e6)
+    return statistics.median(timings[0]), statistics.median(timings[1])
+
+
+def bench_owner(sizes: Sizes, sessions: SessionManager, clock: Clock) -> list[Figure]:
+    """list(owner=) of 10 sessions among ``sizes.memory`` (the filled ``sessions``), against
+    the same among 1/100 as many (independent of size) and against a full scan; then
+    delete_owner removes the 10."""
+    n, small = sizes.memory, sizes.memory // 100
+    owner = "user-owner@example.com"
+    for _ in range(OWNED):
+        sessions.create(metadata={"user_id": owner}, owner=owner)
+    with manager(clock, "bench-owner-small") as few:
+        few.store_many(
+            Session(generate_id(), clock.now, clock.now, TIMEOUT, {"user_id": f"user_{i}"})
+            for i in range(small - OWNED)
+        )
+        for _ in range(OWNED):
+            few.create(metadata={"user_id": owner}, owner=owner)
+        large, base = time_owner_lists(sessions, few, owner, sizes.repeats)
+
+    table = {s.id: s for s in sessions.iter_sessions(include_expired=True)}
+    now = clock.now
+
+    def full_scan() -> list[str]:
+        return [
+            sid
+            for sid, s in table.items()
+            if s.owner == owner
+            and not (s.timeout_ms is not None and now - s.last_accessed > s.timeout_ms)
+        ]
+
+    assert len(full_scan()) == OWNED
+    scans = []
+    for _ in range(sizes.cleanup_repeats):
+        gc.collect()
+        began = time.perf_counter()
+        full_scan()
+        scans.append((time.perf_counter() - began) * 1e6)
+    table.clear()
+    assert sessions.delete_owner(owner) == OWNED
+    return [
+        figure(
+            f"list(owner=) of {OWNED} among {n:,}",
+            large,
+            base,
+            f"the same among {small:,}",
+            ratio=1.5,
+        ),
+        figure(
+            f"list(owner=) of {OWNED} among {n:,} vs a scan",
+            large,
+            statistics.median(scans),
+            "full scan",
+        ),
+    ]
 
 
 def bench_cleanup(sizes: Sizes, sessions: SessionManager, clock: Clock) -> Figure:
