@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 from sessionkeeper import SessionManager
 from sessionkeeper.testing import BackendConformance, ManualClock
+from sessionkeeper.testing._kit_atomic import ATOMIC_ONLY
 
 _tables = itertools.count()
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -151,12 +152,18 @@ class Outside:
 
     #: Generous limit on a child process, so that a hang fails the test instead of the run.
     timeout_s = 900
-    #: The kit tests that skip on a backend neither persistent nor openable read-only.
-    NOT_PERSISTENT_SKIPS = (
-        "test_deletes_and_cleanups_survive_reopen",
-        "test_expired_sessions_stay_expired_after_reopen",
-        "test_read_only_open_reads_and_refuses_writes",
-        "test_sessions_survive_close_and_reopen",
+    #: The kit tests that skip on a backend neither persistent nor openable read-only, nor
+    #: atomic (the atomic ones are the kit's ``ATOMIC_ONLY``).
+    NOT_PERSISTENT_SKIPS = tuple(
+        sorted(
+            (
+                "test_deletes_and_cleanups_survive_reopen",
+                "test_expired_sessions_stay_expired_after_reopen",
+                "test_read_only_open_reads_and_refuses_writes",
+                "test_sessions_survive_close_and_reopen",
+                *ATOMIC_ONLY,
+            )
+        )
     )
     #: Settings of the outer run left out of a child's environment, besides every
     #: ``SESSIONKEEPER_*`` variable.

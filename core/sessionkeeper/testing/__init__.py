@@ -52,7 +52,8 @@ _WHERE: Final = {
 
 #: The kit's modules, for :func:`pytest.register_assert_rewrite`.
 KIT_MODULES: Final = tuple(
-    f"{__name__}.{module}" for module in ("_clock", "_kit", "_rules", "_stateful")
+    f"{__name__}.{module}"
+    for module in ("_clock", "_kit", "_kit_atomic", "_races", "_rules", "_stateful")
 )
 
 

@@ -26,6 +26,7 @@ from sessionkeeper import (
 )
 
 from ._clock import ManualClock, TickingClock
+from ._kit_atomic import AtomicConformance
 from ._rules import assert_same_session, touch_window
 
 __all__ = ["BackendConformance", "ManagerFactory"]
@@ -160,7 +161,7 @@ def _run_threads(count: int, work: Callable[[int], None]) -> None:
 
 
 @pytest.mark.sessionkeeper_conformance
-class BackendConformance:
+class BackendConformance(AtomicConformance):
     """The semantics every backend must share (DESIGN §3), as a test class to subclass.
 
     A backend's test suite subclasses it, names its entry point and, if the backend needs
@@ -174,8 +175,11 @@ class BackendConformance:
             def backend_opts(self, tmp_path):
                 return {"file_path": str(tmp_path / "sessions.db")}
 
-    Tests that need a capability (persistence, read-only opening) skip themselves when the
-    backend's :class:`~sessionkeeper.Capabilities` do not declare it. Every test is marked
+    Tests that need a capability (persistence, read-only opening, ``atomic``) skip themselves
+    when the backend's :class:`~sessionkeeper.Capabilities` do not declare it. The tests of
+    concurrent state come from :class:`~sessionkeeper.testing._kit_atomic.AtomicConformance`:
+    a backend whose store several processes can open overrides :meth:`shared_store_config` so
+    that the atomicity races also run across processes. Every test is marked
     ``sessionkeeper_conformance``; the ``pytest11`` plugin ``sessionkeeper`` registers the marker
     and rewrites the kit's asserts so failures show the values compared.
 
@@ -480,8 +484,9 @@ class BackendConformance:
     ) -> None:
         """``touch`` reads the clock once: a session idle for exactly its timeout at that instant
         is live and is touched to that instant, never to a later one at which it had expired."""
+        # Stored while the clock stands still (an atomic backend's store reads it too).
+        manager.store(_session("edge", clock.now, timeout_ms=100, idle=100))
         ticking = self._ticking(clock)
-        manager.store(_session("edge", ticking.now, timeout_ms=100, idle=100))
         instant = ticking.now
         assert manager.touch("edge").last_accessed == instant
         assert manager.peek("edge", include_expired=True).last_accessed == instant
@@ -491,8 +496,9 @@ class BackendConformance:
     ) -> None:
         """``fetch`` reads the clock once: the session live at that instant is written back with
         ``last_accessed`` at that instant."""
+        # Stored while the clock stands still (an atomic backend's store reads it too).
+        manager.store(_session("edge", clock.now, timeout_ms=100, idle=100))
         ticking = self._ticking(clock)
-        manager.store(_session("edge", ticking.now, timeout_ms=100, idle=100))
         instant = ticking.now
         assert manager.fetch("edge").last_accessed == instant
         assert manager.peek("edge", include_expired=True).last_accessed == instant
