@@ -422,11 +422,7 @@ class ZmqBackend:
     def sessionkeeper_list(self, now: int) -> list[str]:
         """Ids of the sessions live at ``now`` on this node."""
         self.replica.note_now(now)
-        return [
-            s.id
-            for s in self.replica.snapshot()
-            if s.timeout_ms is None or now - s.last_accessed <= s.timeout_ms
-        ]
+        return self.replica.table.list_live(now)
 
     @hookimpl
     def sessionkeeper_count(self, now: int) -> int:

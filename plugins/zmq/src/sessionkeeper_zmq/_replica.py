@@ -14,13 +14,15 @@ duplicates, hold the same state. A delete beats a concurrent touch (the touch ha
 version); a store stamped after the delete beats the delete.
 
 Expiry is derived, never replicated: each node hides expired sessions and purges them locally in
-``cleanup``. Sessions are filed in a :class:`sessionkeeper.ExpiryIndex`; tombstones (which are not
-sessions) in a heap of ``(deadline, key)``. Tombstones are purged ``tombstone_ttl_ms`` (or the
-session's timeout, if longer) after the delete.
+``cleanup``. The live sessions are the core's :class:`~sessionkeeper._table.SessionTable` (the
+``dict``, its expiry index, its owner index and the batched sweep every in-memory backend
+shares); what only a replica has — versions, tombstones (which are not sessions, kept in a heap
+of ``(deadline, key)``), the digest, the sequence and the backlog — stays here. Tombstones are
+purged ``tombstone_ttl_ms`` (or the session's timeout, if longer) after the delete.
 
-Reads (:attr:`Replica.sessions`) take no lock; every write takes :attr:`Replica.lock`, which
-keeps the sessions, versions, tombstones, expiry index, digest, sequence numbers and backlog
-consistent.
+Reads (:attr:`Replica.sessions`) take no lock; every write takes :attr:`Replica.lock` (the
+table's own lock, so the table's ``*_unlocked`` writes run inside it), which keeps the
+sessions, versions, tombstones, digest, sequence numbers and backlog consistent.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Final
 
-from sessionkeeper import ExpiryIndex, Session, decode_session, encode_session
+from sessionkeeper import Session, decode_session, encode_session
+from sessionkeeper._table import BATCH, SessionTable
 
 __all__ = ["BUCKETS", "HLC", "Entry", "Replica", "entry_bucket", "entry_hash", "merge_entries"]
 
@@ -43,8 +46,6 @@ Entry = tuple[str, int, str, int, bytes | None, int | None]
 
 #: Digest buckets (a two-level Merkle tree: 256 bucket hashes, then the keys of a bucket).
 BUCKETS: Final = 256
-#: Index entries examined per lock hold during a cleanup.
-BATCH: Final = ExpiryIndex.BATCH
 _LOGICAL_BITS: Final = 16
 
 
@@ -128,16 +129,21 @@ class Replica:
         self.node_id = node_id
         self.hlc = hlc
         self.tombstone_ttl_ms = tombstone_ttl_ms
-        self.lock = threading.Lock()
+        #: The live sessions (expired but not yet purged included), their expiry and owner
+        #: indexes; written only under :attr:`lock`, through its ``*_unlocked`` methods.
+        self.table = SessionTable()
+        #: Guards every write: the table's lock, taken around the replica's larger critical
+        #: sections (a version, a tombstone and a digest share change with each table write).
+        self.lock = self.table.lock
+        #: One cleanup at a time, around both sweeps (not the table's ``sweep_lock``, which
+        #: its ``sweep`` takes itself: it is not reentrant).
         self.sweep_lock = threading.Lock()
-        #: Live data (expired but not yet purged included): the read path, one ``dict.get``.
-        self.sessions: dict[str, Session] = {}
+        #: The table's ``dict`` (read alias): the read path, one ``dict.get``.
+        self.sessions: dict[str, Session] = self.table.sessions
         #: ``(hlc, node)`` of every key, tombstones included.
         self.versions: dict[str, tuple[int, str]] = {}
         #: Tombstones: key -> ``(base, timeout_ms)``; ``base`` is when it was deleted (ms).
         self.tombs: dict[str, tuple[int, int | None]] = {}
-        #: Expiry index of :attr:`sessions` (lazy: see :class:`sessionkeeper.ExpiryIndex`).
-        self.index = ExpiryIndex()
         #: ``(deadline, key)`` of tombstones, smallest first; stale once the key changed.
         self._tomb_heap: list[tuple[int, str]] = []
         self.digest = [0] * BUCKETS
@@ -197,13 +203,11 @@ class Replica:
 
     def count_live(self, now: int) -> int:
         """How many stored sessions are live at ``now``."""
-        with self.lock:
-            return len(self.sessions) - self.index.count_expired(now, self.sessions)
+        return self.table.count_live(now)
 
     def snapshot(self) -> list[Session]:
         """Every stored session (expired included), taken under the lock."""
-        with self.lock:
-            return list(self.sessions.values())
+        return self.table.snapshot()
 
     # -- writing (all under the lock) -----------------------------------------------------------
 
@@ -226,10 +230,9 @@ class Replica:
         self.versions[key] = (hlc, node)
         if session is not None:
             self.tombs.pop(key, None)
-            self.index.stored(self.sessions.get(key), session)
-            self.sessions[key] = session
+            self.table.put_unlocked(session)
         else:
-            self.sessions.pop(key, None)
+            self.table.delete_unlocked(key)
             self.tombs[key] = (la, timeout)
             heapq.heappush(self._tomb_heap, (self._tomb_deadline(la, timeout), key))
         digest[bucket] ^= entry_hash(key, hlc, node, la, session is None)
@@ -333,10 +336,9 @@ class Replica:
             self._forget()
 
     def _forget(self) -> None:
-        self.sessions.clear()
+        self.table.clear_unlocked()
         self.versions.clear()
         self.tombs.clear()
-        self.index.clear()
         self._tomb_heap.clear()
         self.digest = [0] * BUCKETS
 
@@ -386,22 +388,20 @@ class Replica:
             return self._sweep_sessions(now) + self._sweep_tombs(now)
 
     def _sweep_sessions(self, now: int) -> int:
-        lock, versions = self.lock, self.versions
-        removed = 0
-        steps = self.index.sweep(now, self.sessions)
-        while True:
-            with lock:
-                deleted = next(steps, None)
-                if deleted is None:
-                    return removed
-                for session in deleted:
-                    # The index removed it from ``sessions``; drop its version and digest share.
-                    key = session.id
-                    hlc, node = versions.pop(key)
-                    self.digest[entry_bucket(key)] ^= entry_hash(
-                        key, hlc, node, session.last_accessed, False
-                    )
-                removed += len(deleted)
+        """Purge the sessions expired at ``now`` through the table's batched sweep; each batch
+        drops its versions and digest shares in the same hold of the lock."""
+        versions = self.versions
+
+        def drop(deleted: list[Session]) -> None:
+            digest = self.digest  # read each batch: a wipe between batches replaces it
+            for session in deleted:
+                key = session.id
+                hlc, node = versions.pop(key)
+                digest[entry_bucket(key)] ^= entry_hash(
+                    key, hlc, node, session.last_accessed, False
+                )
+
+        return self.table.sweep(now, drop)
 
     def _sweep_tombs(self, now: int) -> int:
         lock, heap, tombs = self.lock, self._tomb_heap, self.tombs
