@@ -15,6 +15,7 @@ from sessionkeeper import (
     Session,
     SessionKeeperError,
     StorageError,
+    VersionConflict,
     decode_session,
     encode_session,
     hookimpl,
@@ -22,7 +23,7 @@ from sessionkeeper import (
 )
 
 from ._handles import DB, Handle, Reader, WriteBatch, acquire, release
-from ._layout import LAYOUT_VERSION, TableKeys
+from ._layout import LAYOUT_VERSION, READABLE_LAYOUTS, TableKeys
 from ._options import LevelDBOptions
 
 __all__ = ["BATCH", "LevelDBBackend"]
@@ -46,9 +47,14 @@ class LevelDBBackend:
 
     One process at a time may open a database; within it, backends naming the same ``db_path``
     share one handle. Reads take no lock. Every write is one atomic ``WriteBatch`` holding the
-    session and its expiry-index entry (``store_many``: every session of the batch and their
-    entries); writes that read first (a touch, a store that replaces, a delete, a cleanup batch)
-    hold the database's lock, so they are atomic with each other.
+    session and its index entries (``store_many``: every session of the batch and their
+    entries). Every write holds the database's lock from the read that decides it to the
+    batch's write, so writes are atomic with each other.
+
+    ``atomic``: the conditional store, ``take``, ``rotate`` and ``delete_owner`` each read and
+    write under that lock, and the lock is the only way in: LevelDB lets one process open the
+    database, and the managers of that process share one handle and one lock. So they are
+    linearizable per session across every thread, which is every user of the store.
 
     :param options: the validated ``backend_opts``.
     :param context: where relative paths are resolved, and whether the store is read-only.
@@ -56,7 +62,12 @@ class LevelDBBackend:
 
     options_class: ClassVar[type[LevelDBOptions]] = LevelDBOptions
     capabilities: ClassVar[Capabilities] = Capabilities(
-        persistent=True, shared=False, replicated=False, blocking=True, read_only_open=False
+        persistent=True,
+        shared=False,
+        replicated=False,
+        blocking=True,
+        read_only_open=False,
+        atomic=True,
     )
 
     def __init__(self, options: LevelDBOptions, context: BackendContext) -> None:
@@ -141,14 +152,19 @@ class LevelDBBackend:
         raw_id = session_id.encode("ascii")
         return raw_id, self.keys.sessions + raw_id
 
-    def _deadline_of(self, key: bytes, record: bytes) -> int | None:
-        """The deadline a stored record was indexed under, or ``None`` when it has none or does
-        not decode (a damaged record has no known index entry: a cleanup drops it if stale)."""
+    def _indexed(self, key: bytes, record: bytes | None) -> Session | None:
+        """The stored session as the indexes know it (its deadline and owner), or ``None`` when
+        there is none or its record is damaged. A damaged record's index entries are unknown:
+        the write that replaces or deletes it leaves them, a cleanup drops a stale expiry entry,
+        and owner listings check every entry against its record."""
+        if record is None:
+            return None
         try:
-            return decode_session(record).expires_at
+            session = decode_session(record)
         except CodecError:
             log.warning("replacing or deleting a damaged record in %s", self._where(key))
             return None
+        return session if session.id == self.keys.session_id(key) else None
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -160,14 +176,17 @@ class LevelDBBackend:
         handle = acquire(self.path, create=self._writable, backend=self._name)
         try:
             version = handle.db.get(self.keys.version)
-            if version is None and self._writable:
-                handle.db.put(self.keys.version, LAYOUT_VERSION, sync=self._sync)
-            elif version is not None and version != LAYOUT_VERSION:
+            if version is not None and version not in READABLE_LAYOUTS:
                 raise StorageError(
                     self._name,
                     f"{self._where()} has key layout version {version!r}; this "
-                    f"sessionkeeper-leveldb reads version {LAYOUT_VERSION!r}",
+                    f"sessionkeeper-leveldb reads versions "
+                    f"{', '.join(repr(v) for v in READABLE_LAYOUTS)}",
                 )
+            if version != LAYOUT_VERSION and self._writable:
+                # A new table, or one of layout 1: its records have no owner, so it is already
+                # a table of this layout with an empty owner index (see _layout).
+                handle.db.put(self.keys.version, LAYOUT_VERSION, sync=self._sync)
         except BaseException as exc:
             release(handle)
             if isinstance(exc, Exception) and not isinstance(exc, SessionKeeperError):
@@ -298,39 +317,124 @@ class LevelDBBackend:
 
         return generate()
 
+    # -- the owner index --------------------------------------------------------------------------
+
+    @hookimpl
+    def sessionkeeper_list_owner(self, owner: str, now: int) -> list[str]:
+        """The ids of ``owner``'s sessions live at ``now``, from one snapshot: the owner's range
+        of the owner index and one record per entry (cost: what the owner holds)."""
+        return self._owned(owner, now, "list_owner")
+
+    @hookimpl
+    def sessionkeeper_count_owner(self, owner: str, now: int) -> int:
+        """How many of ``owner``'s sessions are live at ``now`` (cost: what the owner holds)."""
+        return len(self._owned(owner, now, "count_owner"))
+
+    def _owned(self, owner: str, now: int, operation: str) -> list[str]:
+        """The ids the owner index files under ``owner`` whose record is live at ``now`` and
+        still names ``owner``, read from one snapshot. A damaged record is listed (it is not
+        known to be expired or another's, as in ``list``): reading it reports the damage."""
+        keys = self.keys
+        start, stop = keys.owner_range(owner)
+        skip = len(start)
+        owned: list[str] = []
+        try:
+            snapshot = self._db.snapshot()
+            try:
+                with snapshot.iterator(start=start, stop=stop, include_value=False) as entries:
+                    for entry in entries:
+                        raw_id = entry[skip:]
+                        record = snapshot.get(keys.sessions + raw_id)
+                        if record is None:
+                            continue
+                        try:
+                            session = decode_session(record)
+                        except CodecError:
+                            owned.append(raw_id.decode("ascii"))
+                            continue
+                        if session.owner == owner and not session.is_expired(now):
+                            owned.append(session.id)
+            finally:
+                snapshot.close()
+        except SessionKeeperError:
+            raise
+        except Exception as exc:
+            raise self._failure(operation, exc) from exc
+        return owned
+
     # -- writes -----------------------------------------------------------------------------------
+    #
+    # Every write holds the lock from its first read to its batch's write. _stage and _unstage
+    # add to a batch what storing or removing one session writes: the record and both index
+    # entries, moved from where the session it replaces had them.
+
+    def _stage(
+        self, batch: WriteBatch, session: Session, record: bytes, previous: Session | None
+    ) -> None:
+        """Add to ``batch`` what storing ``session`` (encoded: ``record``) over ``previous``
+        (the stored session as :meth:`_indexed` read it) writes: the record, its expiry entry
+        at ``session.expires_at`` and its owner entry, each moved only when it changed."""
+        keys = self.keys
+        raw_id = session.id.encode("ascii")
+        batch.put(keys.sessions + raw_id, record)
+        old = None if previous is None else previous.expires_at
+        deadline = session.expires_at
+        if old != deadline:  # else the entry is in place already
+            if old is not None:
+                batch.delete(keys.entry(old, raw_id))
+            if deadline is not None:
+                batch.put(keys.entry(deadline, raw_id), b"")
+        old_owner = None if previous is None else previous.owner
+        owner = session.owner
+        if old_owner != owner:
+            if old_owner is not None:
+                batch.delete(keys.owner_entry(old_owner, raw_id))
+            if owner is not None:
+                batch.put(keys.owner_entry(owner, raw_id), b"")
+
+    def _unstage(self, batch: WriteBatch, raw_id: bytes, stored: Session | None) -> None:
+        """Add to ``batch`` the removal of the record under ``raw_id`` and of the index entries
+        of ``stored``, the session it holds (``None``: damaged, entries unknown)."""
+        keys = self.keys
+        batch.delete(keys.sessions + raw_id)
+        if stored is None:
+            return
+        deadline = stored.expires_at
+        if deadline is not None:
+            batch.delete(keys.entry(deadline, raw_id))
+        if stored.owner is not None:
+            batch.delete(keys.owner_entry(stored.owner, raw_id))
 
     @hookimpl
     def sessionkeeper_store(self, session: Session) -> None:
-        """Write the session and its index entry in one batch, removing the entry of the
-        session it replaces."""
-        if not self._writable:
-            self._refuse("store")
+        """Write the session exactly as given (its version included) and its index entries in
+        one batch, moving the entries of the session it replaces."""
+        _, key = self._write_key(session.id, "store")
         record = encode_session(session)
         db = self._db
         with self._lock:
+            previous = self._indexed(key, self._get(key, "store"))
             try:
                 batch = db.write_batch(sync=self._sync)
-                self._stage(batch, session, record, "store")
+                self._stage(batch, session, record, previous)
                 batch.write()
-            except SessionKeeperError:
-                raise
             except Exception as exc:
-                raise self._failure("store", exc, self.keys.session(session.id)) from exc
+                raise self._failure("store", exc, key) from exc
 
     @hookimpl
     def sessionkeeper_store_many(self, sessions: Sequence[Session]) -> int:
-        """Write every session and its index entry in one batch (one lock hold, one write:
-        all or none), removing the entries of the sessions they replace."""
+        """Write every session (exactly as given) and its index entries in one batch (one lock
+        hold, one write: all or none), moving the entries of the sessions they replace."""
         if not self._writable:
             self._refuse("store")
         records = [encode_session(session) for session in sessions]
-        db, stage = self._db, self._stage
+        keys, db, stage, indexed = self.keys, self._db, self._stage, self._indexed
         with self._lock:
             try:
                 batch = db.write_batch(sync=self._sync)
                 for session, record in zip(sessions, records, strict=True):
-                    stage(batch, session, record, "store_many")
+                    key = keys.session(session.id)
+                    stage(batch, session, record, indexed(key, self._get(key, "store_many")))
                 batch.write()
             except SessionKeeperError:
                 raise
@@ -338,29 +442,132 @@ class LevelDBBackend:
                 raise self._failure("store_many", exc) from exc
         return len(sessions)
 
-    def _stage(self, batch: WriteBatch, session: Session, record: bytes, operation: str) -> None:
-        """Add to ``batch`` what storing ``session`` (encoded: ``record``) writes: the record,
-        its index entry, and the removal of the entry of the stored session it replaces.
+    @hookimpl
+    def sessionkeeper_store_if(self, session: Session, if_version: int | None, now: int) -> Session:
+        """Store ``session`` with the next version if the live stored version is ``if_version``
+        (any, when ``None``; ``0``: none live), in one batch under the lock; return it as
+        stored. Otherwise raise :class:`~sessionkeeper.VersionConflict` and write nothing.
 
-        Called with the lock held. A failed read is a ``StorageError`` naming the key
-        (``operation`` failed); the caller wraps what the batch itself raises.
+        A damaged stored record has no version: an unconditional store repairs it, as
+        ``store`` does; a conditional one is a ``StorageError`` naming the key.
         """
-        keys = self.keys
-        raw_id = session.id.encode("ascii")
-        key = keys.sessions + raw_id
-        previous = self._get(key, operation)
-        old = None if previous is None else self._deadline_of(key, previous)
-        deadline = session.expires_at
-        batch.put(key, record)
-        if old != deadline:  # else the entry is in place already
-            if old is not None:
-                batch.delete(keys.entry(old, raw_id))
-            if deadline is not None:
-                batch.put(keys.entry(deadline, raw_id), b"")
+        _, key = self._write_key(session.id, "store")
+        db = self._db
+        with self._lock:
+            record = self._get(key, "store_if")
+            if record is None:
+                previous = None
+            elif if_version is None:
+                previous = self._indexed(key, record)
+            else:
+                previous = self._decode(key, record, session.id)
+            current = 0  # the live stored version: an expired session counts as absent
+            if previous is not None and not previous.is_expired(now):
+                current = previous.version
+            if if_version is not None and current != if_version:
+                raise VersionConflict(session.id, if_version, current)
+            if session.version != current + 1:
+                session = session.with_version(current + 1)
+            try:
+                batch = db.write_batch(sync=self._sync)
+                self._stage(batch, session, encode_session(session), previous)
+                batch.write()
+            except Exception as exc:
+                raise self._failure("store_if", exc, key) from exc
+            return session
+
+    @hookimpl
+    def sessionkeeper_take(self, session_id: str, now: int) -> Session | None:
+        """Remove the session and its index entries in one batch under the lock, and return it
+        if it was live at ``now`` (an expired one is removed, and ``None`` returned). A damaged
+        record is a ``StorageError`` and stays: no caller gets it."""
+        raw_id, key = self._write_key(session_id, "take a session")
+        db = self._db
+        with self._lock:
+            record = self._get(key, "take")
+            if record is None:
+                return None
+            stored = self._decode(key, record, session_id)
+            try:
+                batch = db.write_batch(sync=self._sync)
+                self._unstage(batch, raw_id, stored)
+                batch.write()
+            except Exception as exc:
+                raise self._failure("take", exc, key) from exc
+        return None if stored.is_expired(now) else stored
+
+    @hookimpl
+    def sessionkeeper_rotate(self, session_id: str, new_id: str, now: int) -> Session | None:
+        """Move the session live at ``now`` to ``new_id`` (version + 1, ``last_accessed`` =
+        ``now``, every other field kept) in one batch under the lock: the old record and its
+        entries go, the new ones come, together. ``None`` when none is live (an expired session
+        is left to cleanup); a damaged record is a ``StorageError``."""
+        raw_id, key = self._write_key(session_id, "rotate a session")
+        new_raw_id, new_key = self._write_key(new_id, "rotate a session")
+        db = self._db
+        with self._lock:
+            record = self._get(key, "rotate")
+            if record is None:
+                return None
+            stored = self._decode(key, record, session_id)
+            if stored.is_expired(now):
+                return None
+            rotated = stored.replace(
+                id=new_id,
+                last_accessed=max(now, stored.last_accessed),
+                version=stored.version + 1,
+            )
+            # new_id is fresh (the manager draws 256 bits); were it stored, it is replaced whole.
+            replaced = None
+            if new_raw_id != raw_id:
+                replaced = self._indexed(new_key, self._get(new_key, "rotate"))
+            try:
+                batch = db.write_batch(sync=self._sync)
+                self._unstage(batch, raw_id, stored)
+                self._stage(batch, rotated, encode_session(rotated), replaced)
+                batch.write()
+            except Exception as exc:
+                raise self._failure("rotate", exc, key) from exc
+            return rotated
+
+    @hookimpl
+    def sessionkeeper_delete_owner(self, owner: str) -> int:
+        """Delete every session the owner index files under ``owner``, expired ones included,
+        in one batch under the lock (all or none); return how many. Reads only the owner's
+        range and one record per entry. An entry whose record names another owner (left by a
+        damaged record that was replaced) is dropped alone; a damaged record filed under
+        ``owner`` is deleted: logging out everywhere must not leave one behind."""
+        if not self._writable:
+            self._refuse("delete an owner's sessions")
+        keys, db = self.keys, self._db
+        start, stop = keys.owner_range(owner)
+        skip = len(start)
+        removed = 0
+        with self._lock:
+            try:
+                batch = db.write_batch(sync=self._sync)
+                with db.iterator(start=start, stop=stop, include_value=False) as entries:
+                    for entry in entries:
+                        raw_id = entry[skip:]
+                        key = keys.sessions + raw_id
+                        record = db.get(key)
+                        stored = self._indexed(key, record)
+                        # Else a stale entry: nothing of this owner's is stored under the id.
+                        if record is not None and (stored is None or stored.owner == owner):
+                            self._unstage(batch, raw_id, stored)
+                            removed += 1
+                        batch.delete(entry)
+                batch.write()
+            except SessionKeeperError:
+                raise
+            except Exception as exc:
+                raise self._failure("delete_owner", exc) from exc
+        return removed
 
     @hookimpl
     def sessionkeeper_touch(self, session_id: str, last_accessed: int) -> Session | None:
-        """Move ``last_accessed`` forward (never back) and the index entry with it, atomically."""
+        """Move ``last_accessed`` forward (never back) and the expiry entry with it, atomically.
+        The version and the owner (so the owner entry) are unchanged."""
         raw_id, key = self._write_key(session_id, "touch a session")
         keys, db = self.keys, self._db
         with self._lock:
@@ -375,7 +582,7 @@ class LevelDBBackend:
                 batch = db.write_batch(sync=self._sync)
                 batch.put(key, encode_session(touched))
                 old, new = session.expires_at, touched.expires_at
-                if old is not None and new is not None:
+                if old != new and old is not None and new is not None:
                     batch.delete(keys.entry(old, raw_id))
                     batch.put(keys.entry(new, raw_id), b"")
                 batch.write()
@@ -385,19 +592,16 @@ class LevelDBBackend:
 
     @hookimpl
     def sessionkeeper_delete(self, session_id: str) -> bool:
-        """Remove the session and its index entry in one batch."""
+        """Remove the session and its index entries in one batch."""
         raw_id, key = self._write_key(session_id, "delete a session")
-        keys, db = self.keys, self._db
+        db = self._db
         with self._lock:
             record = self._get(key, "delete")
             if record is None:
                 return False
             try:
                 batch = db.write_batch(sync=self._sync)
-                batch.delete(key)
-                deadline = self._deadline_of(key, record)
-                if deadline is not None:
-                    batch.delete(keys.entry(deadline, raw_id))
+                self._unstage(batch, raw_id, self._indexed(key, record))
                 batch.write()
             except Exception as exc:
                 raise self._failure("delete", exc, key) from exc
@@ -405,8 +609,8 @@ class LevelDBBackend:
 
     @hookimpl
     def sessionkeeper_cleanup_expired(self, now: int) -> int:
-        """Delete the sessions expired at ``now``, reading only the index entries below ``now``,
-        ``BATCH`` entries per lock hold and write."""
+        """Delete the sessions expired at ``now`` (and their owner entries), reading only the
+        index entries below ``now``, ``BATCH`` entries per lock hold and write."""
         if not self._writable:
             self._refuse("clean up expired sessions")
         removed = 0
@@ -448,7 +652,7 @@ class LevelDBBackend:
                     batch.delete(entry)
                 else:
                     try:
-                        expires_at = decode_session(record).expires_at
+                        stored = decode_session(record)
                     except CodecError as exc:  # leave it for fetch to report
                         self._damaged_skipped += 1
                         log.warning(
@@ -456,8 +660,11 @@ class LevelDBBackend:
                         )
                     else:
                         batch.delete(entry)
-                        if expires_at == deadline:  # else a stale entry: its real one is elsewhere
+                        # Else a stale entry: the session's real one is elsewhere.
+                        if stored.expires_at == deadline:
                             batch.delete(key)
+                            if stored.owner is not None:
+                                batch.delete(keys.owner_entry(stored.owner, raw_id))
                             removed += 1
                 if seen == BATCH:
                     break
