@@ -658,8 +658,10 @@ class BackendConformance(AtomicConformance):
         """Storing a session with the id of a stored one replaces it entirely."""
         manager.store(_session("same", clock.now, metadata={"version": 1, "old": True}))
         newer = _session("same", clock.now, timeout_ms=None, metadata={"version": 2}, age=7)
-        manager.store(newer)
-        assert_same_session(manager.peek("same"), newer)
+        stored = manager.store(newer)
+        assert stored.version == 2  # the store counts the writes of one id
+        assert_same_session(stored, newer.with_version(2))
+        assert_same_session(manager.peek("same"), stored)
         assert manager.count() == 1
         assert _ids(manager, include_expired=True) == ["same"]
 
@@ -1169,8 +1171,7 @@ class BackendConformance(AtomicConformance):
         manager.store(_session("deleted", clock.now, timeout_ms=None))
         manager.store(_session("expired", clock.now, timeout_ms=1_000))
         manager.store(_session("replaced", clock.now, metadata={"version": 1}))
-        replacement = _session("replaced", clock.now, metadata={"version": 2})
-        manager.store(replacement)
+        replacement = manager.store(_session("replaced", clock.now, metadata={"version": 2}))
         manager.delete("deleted")
         clock.advance(1_001)
         assert manager.cleanup_expired() == 1

@@ -59,7 +59,15 @@ def assert_same_session(actual: object, expected: Session) -> None:
     assert type(actual) is Session, (
         f"expected a sessionkeeper.Session, got {type(actual).__name__} {actual!r}"
     )
-    for field in ("id", "created_at", "last_accessed", "timeout_ms"):
+    for field in (
+        "id",
+        "created_at",
+        "last_accessed",
+        "timeout_ms",
+        "version",
+        "owner",
+        "absolute_timeout_ms",
+    ):
         got, want = getattr(actual, field), getattr(expected, field)
         message = f"session {expected.id!r}: {field} stored as {want!r}, read back {got!r}"
         assert type(got) is type(want), message
