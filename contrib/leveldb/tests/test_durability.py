@@ -1,5 +1,11 @@
-"""Crashes and competition: a writer killed with SIGKILL loses nothing it acknowledged, and a
-second process opening a database in use gets a clear error (LevelDB's lock, surfaced as ours)."""
+"""Crashes and competition: a writer killed with SIGKILL loses nothing it acknowledged, whether
+it stores, touches and deletes or runs the atomic operations, and a second process opening a
+database in use gets a clear error (LevelDB's lock, surfaced as ours).
+
+The multi-process races of the atomicity kit do not apply to this backend: one process at a time
+may open a LevelDB database, so the atomic operations only ever race between the threads of the
+owning process (test_atomic.py). What a process can do to them is die in the middle of one: the
+atomic-writer test kills it there."""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 from click.testing import CliRunner
@@ -21,6 +28,7 @@ from sessionkeeper.testing import ManualClock
 from sessionkeeper_leveldb import LevelDBBackend
 
 WRITER = Path(__file__).with_name("writer.py")
+ATOMIC_WRITER = Path(__file__).with_name("atomic_writer.py")
 START = 1_700_000_000_000  # the writer's clock starts here
 #: Generous limit on a child process, so that a hang fails the test instead of blocking the run.
 TIMEOUT_S = 120
@@ -30,6 +38,13 @@ def child_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in {"SESSIONKEEPER_CONFIG"}}
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+class Acknowledgements(Protocol):
+    """What a writer's output is recorded into."""
+
+    def record(self, line: str) -> None: ...
+    def intent(self, line: str) -> bool: ...
 
 
 class Acknowledged:
@@ -52,6 +67,10 @@ class Acknowledged:
             self.deleted.add(words[1])
             self.last_accessed.pop(words[1], None)
 
+    def intent(self, line: str) -> bool:
+        """Whether ``line`` announces an operation rather than acknowledging one."""
+        return line.startswith("deleting")
+
     def settle(self, stored: set[str]) -> None:
         """Resolve the deletes in flight at the kill by what the reopened store holds."""
         for sid in self.deleting - stored:
@@ -60,40 +79,43 @@ class Acknowledged:
         self.deleting.clear()
 
 
-def run_writer_and_kill(db: Path, run: int, acks: int, acknowledged: Acknowledged) -> int:
-    """Start a writer, let it acknowledge at least ``acks`` operations, SIGKILL it, and record
-    every operation it acknowledged (every complete line it printed). Returns the count."""
+def run_writer_and_kill(
+    arguments: list[str], acks: int, acknowledged: Acknowledgements, writer: Path = WRITER
+) -> int:
+    """Start ``writer`` with ``arguments``, let it acknowledge at least ``acks`` operations,
+    SIGKILL it, and record every line it printed complete (acknowledgements and intents).
+    Returns how many operations it acknowledged."""
     with subprocess.Popen(
-        [sys.executable, str(WRITER), str(db), str(run)],
+        [sys.executable, str(writer), *arguments],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=child_env(),
-    ) as writer:  # leaving the block closes the pipes and waits for the process
-        assert writer.stdout is not None
-        assert writer.stderr is not None
+    ) as process:  # leaving the block closes the pipes and waits for the process
+        assert process.stdout is not None
+        assert process.stderr is not None
         try:
-            first = writer.stdout.readline()
-            assert first == "ready\n", first + writer.stderr.read()
+            first = process.stdout.readline()
+            assert first == "ready\n", first + process.stderr.read()
             seen = 0
             while seen < acks:
-                line = writer.stdout.readline()
-                assert line.endswith("\n"), "the writer stopped: " + writer.stderr.read()
+                line = process.stdout.readline()
+                assert line.endswith("\n"), "the writer stopped: " + process.stderr.read()
                 acknowledged.record(line)
-                seen += not line.startswith("deleting")
-            writer.send_signal(signal.SIGKILL)
-            writer.wait(timeout=TIMEOUT_S)
+                seen += not acknowledged.intent(line)
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=TIMEOUT_S)
             # Read through the same text stream: lines it already buffered are
             # acknowledgements too (communicate() would read the pipe underneath and miss them).
-            rest = writer.stdout.read()
+            rest = process.stdout.read()
         finally:
-            if writer.poll() is None:
-                writer.kill()
-    assert writer.returncode == -signal.SIGKILL
+            if process.poll() is None:
+                process.kill()
+    assert process.returncode == -signal.SIGKILL
     for line in rest.splitlines(keepends=True):
         if line.endswith("\n"):  # a line cut by the kill was not acknowledged
             acknowledged.record(line)
-            seen += not line.startswith("deleting")
+            seen += not acknowledged.intent(line)
     return seen
 
 
@@ -148,7 +170,7 @@ class TestKilledWriter:
         rng = random.Random(1234)
         total = 0
         for run in range(5):
-            total += run_writer_and_kill(db, run, rng.randint(10, 150), acknowledged)
+            total += run_writer_and_kill([str(db), str(run)], rng.randint(10, 150), acknowledged)
             check_store(db, acknowledged)
         assert total >= 50
         assert acknowledged.deleted
@@ -163,6 +185,106 @@ class TestKilledWriter:
             assert remaining
             assert all(s.timeout_ms is None for s in remaining)
             assert sessions.count() == len(remaining)
+
+
+class AtomicAcknowledged:
+    """What the atomic writer acknowledged, across runs (see atomic_writer.py)."""
+
+    def __init__(self) -> None:
+        self.counter = 0
+        #: id -> owner of every session acknowledged created (or rotated to) and not removed.
+        self.owned: dict[str, str] = {}
+        self.removed: set[str] = set()
+        #: Removals begun but not acknowledged: the session may or may not be gone.
+        self.maybe_gone: set[str] = set()
+        self.doomed_owner: str | None = None
+
+    def intent(self, line: str) -> bool:
+        return line.split()[0] in {"rotating", "taking", "deleting-owner"}
+
+    def record(self, line: str) -> None:
+        kind, *words = line.split()
+        if kind == "updated":
+            self.counter = int(words[0])
+        elif kind == "created":
+            self.owned[words[0]] = words[1]
+        elif kind in {"rotating", "taking"}:
+            self.maybe_gone.add(words[0])
+        elif kind in {"rotated", "took"}:
+            self.maybe_gone.discard(words[0])
+            self.removed.add(words[0])
+            del self.owned[words[0]]
+            if kind == "rotated":
+                self.owned[words[1]] = words[2]
+        elif kind == "deleting-owner":
+            self.doomed_owner = words[0]
+        elif kind == "deleted-owner":
+            for sid in [sid for sid, owner in self.owned.items() if owner == words[0]]:
+                self.removed.add(sid)
+                del self.owned[sid]
+            self.doomed_owner = None
+
+    def check(self, db: Path) -> None:
+        """The reopened store: the counter holds every acknowledged update (and at most the
+        one in flight), every acknowledged session is there with its owner, nothing
+        acknowledged removed is, at most one session nobody acknowledged (the create or
+        rotation in flight), and both indexes agree exactly with the records. Then what is
+        stored becomes the known state."""
+        with SessionManager(
+            backend="leveldb",
+            backend_opts={"db_path": str(db)},
+            cleanup_interval=0,
+            clock=ManualClock(START),
+        ) as sessions:
+            stored = {s.id: s for s in sessions.iter_sessions(include_expired=True)}
+            counter = stored.pop("counter")
+            assert counter.metadata["n"] in {self.counter, self.counter + 1}, "an update was lost"
+            assert counter.version == counter.metadata["n"] + 1
+            for sid, owner in self.owned.items():
+                if sid in self.maybe_gone or owner == self.doomed_owner:
+                    continue
+                assert sid in stored, f"acknowledged session {sid} was lost"
+                assert stored[sid].owner == owner
+            assert not self.removed & set(stored), "an acknowledged removal came undone"
+            unknown = set(stored) - set(self.owned)
+            assert len(unknown) <= 1, f"sessions nobody made: {sorted(unknown)}"
+            backend = sessions.backend
+            assert isinstance(backend, LevelDBBackend)
+            keys, raw = backend.keys, backend.db
+            with raw.iterator(start=keys.owners, stop=keys.owners_end, include_value=False) as it:
+                owners = {entry[len(keys.owners) :] for entry in it}
+            assert owners == {
+                f"{s.owner}\0{sid}".encode() for sid, s in stored.items() if s.owner is not None
+            }
+            for owner in {s.owner for s in stored.values()} - {None}:
+                assert sorted(sessions.list(owner=owner)) == sorted(
+                    sid for sid, s in stored.items() if s.owner == owner
+                )
+            with raw.iterator(start=keys.index, stop=keys.index_end, include_value=False) as it:
+                assert list(it) == []  # nothing here expires
+        self.removed |= set(self.owned) - set(stored)
+        self.owned = {sid: s.owner for sid, s in stored.items() if s.owner is not None}
+        self.counter = counter.metadata["n"]
+        self.maybe_gone.clear()
+        self.doomed_owner = None
+
+
+@pytest.mark.sessionkeeper_slow
+class TestKilledAtomicWriter:
+    def test_sigkill_in_atomic_operations_loses_nothing_acknowledged(self, tmp_path: Path) -> None:
+        """A writer running update, create with an owner, rotate, take and delete_owner in
+        sync mode, killed with SIGKILL at a random point, four times over one database: after
+        each kill the counter holds every acknowledged update, every acknowledged session is
+        there with its owner and no acknowledged removal came undone, and the owner index
+        agrees exactly with the records (each operation is one write batch)."""
+        db = tmp_path / "sessions.leveldb"
+        acknowledged = AtomicAcknowledged()
+        rng = random.Random(4321)
+        for _ in range(4):
+            run_writer_and_kill([str(db)], rng.randint(20, 120), acknowledged, ATOMIC_WRITER)
+            acknowledged.check(db)
+        assert acknowledged.counter >= 20
+        assert acknowledged.removed
 
 
 HOLDER = textwrap.dedent(
