@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
+import re
 import sys
 import textwrap
 import time
@@ -34,6 +35,7 @@ from sessionkeeper import (
     SessionNotFound,
     StorageError,
 )
+from sessionkeeper._cli_render import format_time
 from sessionkeeper.cli import ExitCode, cli, exit_code_for
 
 HOUR = 3_600_000
@@ -67,12 +69,22 @@ class Store:
         idle_ms: int = 0,
         timeout_ms: int | None = HOUR,
         metadata: Mapping[str, Any] | None = None,
+        owner: str | None = None,
+        absolute_timeout_ms: int | None = None,
     ) -> Session:
-        """Store a session last accessed ``idle_ms`` ago (expired when idle_ms > timeout_ms)."""
+        """Store a session last accessed ``idle_ms`` ago (expired when idle_ms > timeout_ms);
+        return it as stored (with the version the store counted)."""
         at = now_ms() - idle_ms
-        session = Session(session_id, at, at, timeout_ms, dict(metadata or {}))
-        self.manager.store(session)
-        return session
+        session = Session(
+            session_id,
+            at,
+            at,
+            timeout_ms,
+            dict(metadata or {}),
+            owner=owner,
+            absolute_timeout_ms=absolute_timeout_ms,
+        )
+        return self.manager.store(session)
 
 
 @pytest.fixture
@@ -94,6 +106,16 @@ def store(tmp_path: Path) -> Iterator[Store]:
         backend="memory", backend_opts={"table_name": table}, cleanup_interval=0
     ) as manager:
         yield Store(manager, config)
+
+
+def _rows(table: str) -> dict[str, str]:
+    """The rows of a two-column table printed by ``show``: label -> value."""
+    rows = {}
+    for line in table.splitlines():
+        match = re.match(r"^(\S+(?: \S+)*)\s{2,}(.*?)\s*$", line)
+        if match:
+            rows[match.group(1)] = match.group(2)
+    return rows
 
 
 def invoke(runner: CliRunner, *args: str | os.PathLike[str]) -> Result:
@@ -442,12 +464,54 @@ class TestShow:
         assert "1h" in result.stdout
 
     def test_json_is_the_session(self, runner: CliRunner, store: Store) -> None:
-        """``--json`` prints the session's fields (the export shape) plus expires_at."""
-        seeded = store.seed("sess-2", metadata={"n": 1, "nested": {"ok": True}})
+        """``--json`` prints the session's fields (the export shape: version, owner and
+        absolute timeout included) plus the three deadlines."""
+        seeded = store.seed(
+            "sess-2",
+            metadata={"n": 1, "nested": {"ok": True}},
+            owner="user_456",
+            absolute_timeout_ms=8 * HOUR,
+        )
         result = invoke(runner, "show", "sess-2", "--config", store.config, "--json")
         assert result.exit_code == 0
         data = json.loads(result.stdout)
-        assert data == {**seeded.to_dict(), "expires_at": seeded.expires_at}
+        assert data == {
+            **seeded.to_dict(),
+            "expires_at": seeded.expires_at,
+            "idle_expires_at": seeded.last_accessed + HOUR,
+            "absolute_expires_at": seeded.created_at + 8 * HOUR,
+        }
+        assert (data["version"], data["owner"]) == (1, "user_456")
+
+    def test_shows_version_owner_and_both_deadlines(self, runner: CliRunner, store: Store) -> None:
+        """The table shows the version, the owner, the absolute timeout and both deadlines
+        (the absolute one the earlier here, so it is also when the session expires)."""
+        store.seed("v", owner="user_456", absolute_timeout_ms=HOUR // 2)
+        stored = store.seed("v", owner="user_456", absolute_timeout_ms=HOUR // 2)
+        assert stored.version == 2
+        result = invoke(runner, "show", "v", "--config", store.config)
+        assert result.exit_code == 0
+        rows = _rows(result.stdout)
+        assert rows["version"] == "2"
+        assert rows["owner"] == "user_456"
+        assert rows["absolute timeout"] == "30m (1800000 ms)"
+        assert rows["idle deadline"].startswith(format_time(stored.last_accessed + HOUR))
+        absolute = format_time(stored.created_at + HOUR // 2)
+        assert rows["absolute deadline"].startswith(absolute)
+        assert rows["expires"].startswith(absolute)
+
+    def test_a_session_without_owner_or_absolute_timeout_says_so(
+        self, runner: CliRunner, store: Store
+    ) -> None:
+        """No owner and no absolute timeout show as "none", the absolute deadline as never."""
+        store.seed("plain")
+        result = invoke(runner, "show", "plain", "--config", store.config)
+        assert result.exit_code == 0
+        rows = _rows(result.stdout)
+        assert rows["owner"] == "none"
+        assert rows["absolute timeout"] == "none"
+        assert rows["absolute deadline"] == "never"
+        assert rows["version"] == "1"
 
     def test_session_without_timeout(self, runner: CliRunner, store: Store) -> None:
         """A session that never expires shows as such."""
@@ -772,3 +836,97 @@ class TestConsoleScript:
         assert "No live sessions." in proc.stdout
         assert "memory" in proc.stderr
         assert "Traceback" not in proc.stderr
+
+
+class TestOwners:
+    def test_list_owner_lists_one_principals_live_sessions(
+        self, runner: CliRunner, store: Store
+    ) -> None:
+        """``list --owner P`` shows only P's live sessions (table and JSON, which names P)."""
+        store.seed("a-1", owner="alice")
+        store.seed("a-2", owner="alice")
+        store.seed("a-old", owner="alice", idle_ms=2 * HOUR)
+        store.seed("b-1", owner="bob")
+        store.seed("nobody")
+        result = invoke(runner, "list", "--owner", "alice", "--config", store.config, "--json")
+        assert result.exit_code == 0
+        assert json.loads(result.stdout) == {
+            "backend": "memory",
+            "owner": "alice",
+            "count": 2,
+            "ids": ["a-1", "a-2"],
+        }
+        table = invoke(runner, "list", "--owner", "bob", "--config", store.config)
+        assert "b-1" in table.stdout
+        assert "a-1" not in table.stdout
+        empty = invoke(runner, "list", "--owner", "carol", "--config", store.config)
+        assert "No live sessions of carol." in empty.stdout
+
+    def test_delete_owner_deletes_every_session_of_the_principal(
+        self, runner: CliRunner, store: Store
+    ) -> None:
+        """``delete --owner P`` logs P out everywhere (expired sessions included) and reports
+        how many; other owners' sessions stay."""
+        for sid in ("a-1", "a-2"):
+            store.seed(sid, owner="alice")
+        store.seed("a-old", owner="alice", idle_ms=2 * HOUR)
+        store.seed("b-1", owner="bob")
+        result = invoke(runner, "delete", "--owner", "alice", "--config", store.config, "--json")
+        assert result.exit_code == 0
+        assert json.loads(result.stdout) == {"owner": "alice", "deleted": 3}
+        assert store.manager.list(owner="alice") == []
+        assert store.manager.list() == ["b-1"]
+        again = invoke(runner, "delete", "--owner", "alice", "--config", store.config)
+        assert again.exit_code == 0
+        assert "Deleted 0 session(s) of alice." in again.stdout
+
+    @pytest.mark.parametrize(
+        "args",
+        [("a-1", "--owner", "alice"), ()],
+        ids=["both", "neither"],
+    )
+    def test_delete_needs_exactly_one_of_id_and_owner(
+        self, runner: CliRunner, store: Store, args: tuple[str, ...]
+    ) -> None:
+        """``delete`` with both an ID and --owner, or with neither, is a usage error (exit 2)
+        and deletes nothing."""
+        store.seed("a-1", owner="alice")
+        result = invoke(runner, "delete", *args, "--config", store.config)
+        assert result.exit_code == ExitCode.USAGE
+        assert "give either ID or --owner P" in result.stderr
+        assert store.manager.list() == ["a-1"]
+
+    @pytest.mark.parametrize("command", ["list", "delete"])
+    @pytest.mark.parametrize(
+        ("owner", "wording"),
+        [("", "must not be empty"), ("a\tb", "control character"), ("x" * 257, "257 bytes")],
+        ids=["empty", "tab", "too-long"],
+    )
+    def test_invalid_owner_is_a_usage_error(
+        self, runner: CliRunner, store: Store, command: str, owner: str, wording: str
+    ) -> None:
+        """An invalid --owner is a usage error (exit 2) naming the problem; nothing is
+        deleted."""
+        store.seed("a-1", owner="alice")
+        result = invoke(runner, command, "--owner", owner, "--config", store.config)
+        assert result.exit_code == ExitCode.USAGE
+        assert wording in result.stderr
+        assert store.manager.list() == ["a-1"]
+
+    def test_delete_owner_on_a_backend_without_atomic_is_refused(
+        self, runner: CliRunner, make_dist: MakeDist, stub_backend: str, tmp_path: Path
+    ) -> None:
+        """On a backend without the atomic capability ``delete --owner`` fails with the
+        Unsupported message (which names the backends that can) and no traceback."""
+        from sk_dict_backend import ENTRY_POINTS
+
+        make_dist("sk-dict-backends", {}, {"sessionkeeper.backends": dict(ENTRY_POINTS)})
+        config = write_config(
+            tmp_path / "dict.toml",
+            '[sessionkeeper]\nbackend = "test-dict"\ncleanup_interval = 0\n',
+        )
+        result = invoke(runner, "delete", "--owner", "alice", "--config", config)
+        assert result.exit_code != 0
+        assert "the test-dict backend does not support atomic operations" in result.stderr
+        assert "backends that do: memory" in result.stderr
+        assert "Traceback" not in result.output

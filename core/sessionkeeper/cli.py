@@ -82,7 +82,7 @@ from ._errors import (
 from ._install import install_advice
 from ._manager import SessionManager, check_store
 from ._metrics import metrics_text
-from ._model import Session, validate_id
+from ._model import Session, check_owner, validate_id
 
 __all__ = ["DEBUG_ENV", "ExitCode", "cli", "exit_code_for", "main"]
 
@@ -200,6 +200,16 @@ def _session_id(ctx: click.Context, param: click.Parameter, value: str) -> str:
 
 
 _ID_ARGUMENT: Final = click.argument("session_id", metavar="ID", callback=_session_id)
+
+
+def _owner(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Reject an invalid owner as a usage error that names the problem."""
+    if value is None:
+        return None
+    try:
+        return check_owner(value)
+    except InvalidSession as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
 
 
 @contextmanager
@@ -383,7 +393,15 @@ Examples:
   sessionkeeper list
   sessionkeeper list --limit 20 --config /etc/myapp/sessionkeeper.toml
   sessionkeeper list --json | jq -r '.ids[]'
+  sessionkeeper list --owner user_456
 """,
+)
+@click.option(
+    "--owner",
+    callback=_owner,
+    default=None,
+    metavar="P",
+    help="Only the sessions of principal P (the owner they were created with).",
 )
 @click.option(
     "--limit",
@@ -393,19 +411,24 @@ Examples:
     help="Show at most N sessions (the first N ids in sorted order).",
 )
 @_common_options
-def list_command(config_path: Path | None, as_json: bool, limit: int | None) -> None:
-    """List the ids of live sessions, sorted.
+def list_command(
+    config_path: Path | None, as_json: bool, limit: int | None, owner: str | None
+) -> None:
+    """List the ids of live sessions, sorted; with --owner, one principal's.
 
     Opens the store read-only and never touches a session. Expired sessions are left out
     whether or not cleanup has removed them yet. The table also shows when each session
     was last accessed and when it expires (one peek per row: use --limit on a large
-    store); --json prints only the ids and the total count.
+    store); --json prints only the ids and the total count (and the owner asked for).
     """
     with _open(config_path, read_only=True) as manager:
-        ids = sorted(manager.list())
+        ids = sorted(manager.list(owner=owner))
         shown = ids if limit is None else ids[:limit]
         if as_json:
-            _emit_json({"backend": manager.backend_name, "count": len(ids), "ids": shown})
+            listing: dict[str, Any] = {"backend": manager.backend_name}
+            if owner is not None:
+                listing["owner"] = owner
+            _emit_json({**listing, "count": len(ids), "ids": shown})
             return
         now = manager.clock()
         sessions: list[Session] = []
@@ -416,7 +439,9 @@ def list_command(config_path: Path | None, as_json: bool, limit: int | None) -> 
                 continue
         console = output_console()
         if not ids:
-            console.print(Text("No live sessions."))
+            console.print(
+                Text("No live sessions." if owner is None else f"No live sessions of {owner}.")
+            )
             return
         table = make_table()
         table.add_column("id", no_wrap=True)
@@ -433,7 +458,10 @@ def list_command(config_path: Path | None, as_json: bool, limit: int | None) -> 
 
 
 def _expiry(session: Session, now: int) -> str:
-    expires_at = session.expires_at
+    return _deadline(session.expires_at, now)
+
+
+def _deadline(expires_at: int | None, now: int) -> str:
     if expires_at is None:
         return "never"
     remaining = expires_at - now
@@ -455,7 +483,7 @@ Examples:
 @_ID_ARGUMENT
 @_common_options
 def show(session_id: str, config_path: Path | None, as_json: bool) -> None:
-    """Show one live session: its times, timeout and metadata.
+    """Show one live session: its times, timeouts, deadlines, version, owner and metadata.
 
     Opens the store read-only and only peeks: showing a session never touches it, so it
     does not keep the session alive. Exits with 1 when no live session has this id, and
@@ -464,7 +492,14 @@ def show(session_id: str, config_path: Path | None, as_json: bool) -> None:
     with _open(config_path, read_only=True) as manager:
         session = manager.peek(session_id)
         if as_json:
-            _emit_json({**session.to_dict(), "expires_at": session.expires_at})
+            _emit_json(
+                {
+                    **session.to_dict(),
+                    "expires_at": session.expires_at,
+                    "idle_expires_at": session.idle_expires_at,
+                    "absolute_expires_at": session.absolute_expires_at,
+                }
+            )
             return
         now = manager.clock()
         table = make_table(show_header=False)
@@ -483,7 +518,16 @@ def show(session_id: str, config_path: Path | None, as_json: bool) -> None:
                 "never expires" if timeout is None else f"{format_duration(timeout)} ({timeout} ms)"
             ),
         )
+        absolute = session.absolute_timeout_ms
+        table.add_row(
+            "absolute timeout",
+            plain("none" if absolute is None else f"{format_duration(absolute)} ({absolute} ms)"),
+        )
+        table.add_row("idle deadline", plain(_deadline(session.idle_expires_at, now)))
+        table.add_row("absolute deadline", plain(_deadline(session.absolute_expires_at, now)))
         table.add_row("expires", plain(_expiry(session, now)))
+        table.add_row("version", plain(str(session.version)))
+        table.add_row("owner", plain("none" if session.owner is None else session.owner))
         table.add_row("metadata", JSON(json.dumps(session.metadata), highlight=False))
         output_console().print(table)
 
@@ -496,17 +540,44 @@ def show(session_id: str, config_path: Path | None, as_json: bool) -> None:
 Examples:
   sessionkeeper delete 4Zq0r9xwT... --config /etc/myapp/sessionkeeper.toml
   sessionkeeper list --json | jq -r '.ids[]' | xargs -n1 sessionkeeper delete --
+  sessionkeeper delete --owner user_456
 """
 )
-@_ID_ARGUMENT
+@click.argument("session_id", metavar="[ID]", required=False, default=None)
+@click.option(
+    "--owner",
+    callback=_owner,
+    default=None,
+    metavar="P",
+    help="Delete every session of principal P instead (log out everywhere).",
+)
 @_common_options
-def delete(session_id: str, config_path: Path | None, as_json: bool) -> None:
-    """Delete one session.
+def delete(
+    session_id: str | None, config_path: Path | None, as_json: bool, owner: str | None
+) -> None:
+    """Delete one session, or with --owner every session of one principal.
 
     Opens the store for writing (a backend that allows one writer needs its server
     stopped first). Exits with 1 when no session has this id, and with 2 when ID is not a
-    valid session id. Put -- before an id that starts with '-'.
+    valid session id or when both ID and --owner (or neither) are given. --owner needs a
+    backend with the atomic capability (see `sessionkeeper backends`). Put -- before an id
+    that starts with '-'.
     """
+    if (session_id is None) == (owner is None):
+        raise click.UsageError("give either ID or --owner P (exactly one)")
+    if owner is not None:
+        with _open(config_path, read_only=False) as manager:
+            removed = manager.delete_owner(owner)
+            if as_json:
+                _emit_json({"owner": owner, "deleted": removed})
+                return
+            output_console().print(Text(f"Deleted {removed} session(s) of {owner}."))
+        return
+    assert session_id is not None
+    try:
+        validate_id(session_id)
+    except InvalidSession as exc:
+        raise click.BadParameter(str(exc), param_hint="'ID'") from None
     with _open(config_path, read_only=False) as manager:
         if not manager.delete(session_id):
             raise SessionNotFound(session_id)
