@@ -128,8 +128,8 @@ class DurableStore(OwnerStore):
             for write in batch:
                 write.error = self._refused(_OPERATIONS[write.kind])
             return
-        table, undecodable = self._table, self._undecodable
-        put, remove, get = table.put_unlocked, table.delete_unlocked, self._get
+        undecodable = self._undecodable
+        put, remove, touch, get = self._put, self._remove, self._touch, self._get
         # (id, session before, undecodable reason before) of each change, in order.
         undo: list[tuple[str, Session | None, str | None]] = []
         changes: dict[str, Session | None] = {}
@@ -155,7 +155,7 @@ class DurableStore(OwnerStore):
                         if reason is not None:
                             write.error = self._row_error(RowError(key, reason))
                     else:
-                        touched = write.result = table.touch_unlocked(key, write.last_accessed)
+                        touched = write.result = touch(key, write.last_accessed)
                         if touched is not current:
                             undo.append((key, current, None))
                             changes[key] = touched

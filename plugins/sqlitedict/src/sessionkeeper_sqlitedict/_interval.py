@@ -79,7 +79,8 @@ class IntervalStore(OwnerStore):
 
     # -- writes -------------------------------------------------------------------------------
     # Each checks _writable under the lock, which close() takes to stop writes: a write either
-    # lands before the final commit or is refused, never buffered after it.
+    # lands before the final commit or is refused, never buffered after it. ``acquire`` /
+    # ``try`` / ``finally: release`` rather than ``with``: the same guarantee, a little faster.
 
     @hookimpl
     def sessionkeeper_store(self, session: Session) -> None:
@@ -94,8 +95,9 @@ class IntervalStore(OwnerStore):
         return len(sessions)
 
     def _store(self, sessions: Sequence[Session]) -> None:
-        put, undecodable = self._table.put_unlocked, self._undecodable
-        with self._lock:
+        put, undecodable = self._put, self._undecodable
+        self._acquire()
+        try:
             if not self._writable:
                 self._refuse("store")
             pending = self._pending
@@ -105,11 +107,14 @@ class IntervalStore(OwnerStore):
                     undecodable.pop(session.id, None)
                 pending[session.id] = session
             self._writes += len(sessions)
+        finally:
+            self._release()
 
     @hookimpl
     def sessionkeeper_touch(self, session_id: str, last_accessed: int) -> Session | None:
         """Move ``last_accessed`` forward (never back); ``None`` for an unknown id."""
-        with self._lock:
+        self._acquire()
+        try:
             if not self._writable:
                 self._refuse("touch a session")
             current = self._get(session_id)
@@ -117,25 +122,30 @@ class IntervalStore(OwnerStore):
                 if self._undecodable:
                     self._raise_if_undecodable(session_id)
                 return None
-            touched = self._table.touch_unlocked(session_id, last_accessed)
+            touched = self._touch(session_id, last_accessed)
             if touched is not current:
                 self._pending[session_id] = touched
                 self._writes += 1
             return touched
+        finally:
+            self._release()
 
     @hookimpl
     def sessionkeeper_delete(self, session_id: str) -> bool:
         """Remove the session (or an undecodable row with this key); ``False`` if none."""
-        with self._lock:
+        self._acquire()
+        try:
             if not self._writable:
                 self._refuse("delete a session")
-            session = self._table.delete_unlocked(session_id)
+            session = self._remove(session_id)
             bad = self._undecodable.pop(session_id, None) if self._undecodable else None
             if session is None and bad is None:
                 return False
             self._pending[session_id] = None
             self._writes += 1
             return True
+        finally:
+            self._release()
 
     def _swept(self, deleted: list[Session]) -> None:
         """Buffer the deletion of a cleanup batch."""

@@ -56,9 +56,7 @@ class OwnerStore(SqliteDictBackend):
     def __init__(self, options: SqliteDictOptions, context: BackendContext) -> None:
         super().__init__(options, context)
         self._table = SessionTable()
-        #: The table's lock, which every write holds: the copy, the index, the subclass's state.
-        self._lock = self._table.lock
-        self._get: Callable[[str], Session | None] = self._table.sessions.get
+        self._bind()
         #: Rows that did not decode: key -> why (kept on disk, out of the copy).
         self._undecodable: dict[object, str] = {}
         self._writer = Writer(self._sql, self._where(), self._refuse)
@@ -75,6 +73,19 @@ class OwnerStore(SqliteDictBackend):
         self._flush_failures = 0
         self._last_error: str | None = None
         self._load_seconds: float | None = None
+
+    def _bind(self) -> None:
+        """Bind the table's lock and write primitives (once, and again after a fork gave the
+        table fresh locks): the hot paths then cost one attribute load per call they make."""
+        table = self._table
+        #: The table's lock, which every write holds: the copy, the index, the subclass's state.
+        self._lock = table.lock
+        self._acquire = table.lock.acquire
+        self._release = table.lock.release
+        self._get: Callable[[str], Session | None] = table.sessions.get
+        self._put = table.put_unlocked
+        self._touch = table.touch_unlocked
+        self._remove = table.delete_unlocked
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -212,7 +223,7 @@ class OwnerStore(SqliteDictBackend):
         """In a forked child: the copy and the file belong to the parent; refuse writes."""
         # A parent thread may have held the locks at the fork: the child gets fresh ones.
         self._table.reset_locks()
-        self._lock = self._table.lock
+        self._bind()
         self._writer.abandon()
         self._writable = False
         self._refusal = (
