@@ -312,6 +312,9 @@ class TestRestart:
             "last_accessed": now - 1_000,
             "timeout_ms": 3_600_000,
             "metadata": {"kind": "live"},
+            "version": 1,
+            "owner": None,
+            "absolute_timeout_ms": None,
         }
         assert found["stored"]["forever"]["timeout_ms"] is None
         assert found["stored"]["expired"]["last_accessed"] == now - 60_000
