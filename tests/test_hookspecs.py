@@ -31,8 +31,21 @@ class TestHookSpecification:
         for argument in inspect.signature(function).parameters:
             assert f":param {argument}:" in doc, f"{name}: {argument} undocumented"
         assert "Where it is called" in doc, f"{name}: no 'where it is called' paragraph"
+
+    @pytest.mark.parametrize("name", HOOKS)
+    def test_every_hook_says_which_implementations_are_called(self, name: str) -> None:
+        """A hook that answers (firstresult, with a result) says pluggy stops at the first
+        non-None result; one that returns nothing says every implementation is called, and never
+        claims to stop early (issue 13: sessionkeeper_store is firstresult but returns None)."""
+        function = getattr(hookspecs, name)
+        doc = " ".join((inspect.getdoc(function) or "").split())
         firstresult = function.sessionkeeper_spec["firstresult"]
-        assert ("Stops at first non-None result" in doc) == firstresult, name
+        answers = inspect.signature(function).return_annotation != "None"
+        assert ("Stops at first non-None result" in doc) == (firstresult and answers), name
+        if not answers:
+            assert "implementation is called" in doc, name
+        if firstresult:
+            assert ":ref:`firstresult`" in doc, name
 
     def test_required_hooks_exist(self) -> None:
         """REQUIRED_HOOKS names only hooks of the specification."""

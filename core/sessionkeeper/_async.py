@@ -9,12 +9,20 @@ import logging
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, Unpack
 
-from ._concurrent import AsyncConcurrentOperations
+import attrs
+
 from ._config import Config, load_config
-from ._manager import DEFAULT, Clock, SessionManager, _Default
+from ._manager import DEFAULT, SessionManager, _Default
 from ._model import Session
+from ._settings import (
+    ManagerKeywords,
+    ManagerOptions,
+    OptionKeywords,
+    options_from_keywords,
+    settings_from_keywords,
+)
 
 __all__ = ["AsyncSessionManager"]
 
@@ -23,79 +31,85 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class AsyncSessionManager(AsyncConcurrentOperations):
+class AsyncSessionManager:
     """:class:`~sessionkeeper.SessionManager`'s operations as coroutines.
 
     Operations of a backend whose capabilities say ``blocking`` run in a worker thread so the
     event loop never waits on I/O; the memory backend runs inline. The cleanup scheduler is an
     asyncio task, started on ``async with`` (or :meth:`start`) and cancelled by :meth:`aclose`::
 
-        async with AsyncSessionManager(backend="memory") as sessions:
+        async with await AsyncSessionManager.open(backend="memory") as sessions:
             s = await sessions.create(metadata={"user_id": "user_456"})
             await sessions.fetch(s.id)
+
+    Opening the store may wait on I/O too (a file, a lock, a server): :meth:`open` and
+    :meth:`open_config` open it in a worker thread, so call them from a running event loop. The
+    constructor (same arguments as :class:`~sessionkeeper.SessionManager`'s, ``schedule``
+    meaning the cleanup task) and :meth:`from_config` open it in the calling thread: use them
+    before the loop starts, or for the memory backend.
     """
 
     def __init__(
         self,
         backend: str = "memory",
         backend_opts: Mapping[str, Any] | None = None,
-        *,
-        cleanup_interval: int = 60_000,
-        touch_resolution: int = 1_000,
-        default_timeout: int | None = 1_800_000,
-        max_metadata_bytes: int = 65_536,
-        stats: bool = False,
-        plugins: Iterable[object] = (),
-        clock: Clock | None = None,
-        read_only: bool = False,
-        base_dir: str | os.PathLike[str] | None = None,
+        **keywords: Unpack[ManagerKeywords],
     ) -> None:
-        config = Config.from_mapping(
-            {
-                "backend": backend,
-                "backend_opts": dict(backend_opts or {}),
-                "cleanup_interval": cleanup_interval,
-                "touch_resolution": touch_resolution,
-                "default_timeout": default_timeout,
-                "max_metadata_bytes": max_metadata_bytes,
-                "stats": stats,
-            }
+        config, options = settings_from_keywords(
+            backend, backend_opts, keywords, named_by="AsyncSessionManager()"
         )
-        sync = SessionManager.from_settings(
-            config,
-            clock=clock,
-            plugins=plugins,
-            read_only=read_only,
-            schedule=False,
-            base_dir=base_dir,
-        )
-        self._adopt(sync)
+        self._adopt(SessionManager._open(config, _unscheduled(options)), options)
 
     @classmethod
     def from_config(
-        cls,
-        path: str | os.PathLike[str] | None = None,
-        *,
-        clock: Clock | None = None,
-        plugins: Iterable[object] = (),
-        read_only: bool = False,
+        cls, path: str | os.PathLike[str] | None = None, **options: Unpack[OptionKeywords]
     ) -> AsyncSessionManager:
-        """Open the manager a config file describes (lookup order of :func:`load_config`)."""
-        sync = SessionManager.from_settings(
+        """Open the manager a config file describes (lookup order of :func:`load_config`), in
+        the calling thread; :meth:`open_config` is the same off the event loop."""
+        return cls._open(
             load_config(path, named_by="AsyncSessionManager.from_config()"),
-            clock=clock,
-            plugins=plugins,
-            read_only=read_only,
-            schedule=False,
+            options_from_keywords(options, named_by="AsyncSessionManager.from_config()"),
         )
+
+    @classmethod
+    async def open(
+        cls,
+        backend: str = "memory",
+        backend_opts: Mapping[str, Any] | None = None,
+        **keywords: Unpack[ManagerKeywords],
+    ) -> AsyncSessionManager:
+        """Open a manager (the constructor's arguments) in a worker thread: the event loop goes
+        on serving while the backend is imported, built and opened (a file locked, a server
+        connected)."""
+        config, options = settings_from_keywords(
+            backend, backend_opts, keywords, named_by="AsyncSessionManager.open()"
+        )
+        return await asyncio.to_thread(cls._open, config, options)
+
+    @classmethod
+    async def open_config(
+        cls, path: str | os.PathLike[str] | None = None, **options: Unpack[OptionKeywords]
+    ) -> AsyncSessionManager:
+        """:meth:`from_config` in a worker thread (the file is read there too)."""
+        settings = options_from_keywords(options, named_by="AsyncSessionManager.open_config()")
+
+        def open_file() -> AsyncSessionManager:
+            config = load_config(path, named_by="AsyncSessionManager.open_config()")
+            return cls._open(config, settings)
+
+        return await asyncio.to_thread(open_file)
+
+    @classmethod
+    def _open(cls, config: Config, options: ManagerOptions) -> AsyncSessionManager:
         self = cls.__new__(cls)
-        self._adopt(sync)
+        self._adopt(SessionManager._open(config, _unscheduled(options)), options)
         return self
 
-    def _adopt(self, sync: SessionManager) -> None:
+    def _adopt(self, sync: SessionManager, options: ManagerOptions) -> None:
         self.sync = sync
+        self._schedule = options.schedule
         self._task: asyncio.Task[None] | None = None
-        self._sweeping = asyncio.Lock()
+        self._sweeping = asyncio.Lock()  # binds to a loop at first use, not here
         self._inline = not sync.capabilities.blocking
 
     @property
@@ -116,7 +130,7 @@ class AsyncSessionManager(AsyncConcurrentOperations):
     def start(self) -> None:
         """Start the cleanup task on the running loop (``async with`` does it for you)."""
         interval = self.config.cleanup_interval
-        if self._task is None and interval and not self.sync.read_only:
+        if self._task is None and self._schedule and interval and not self.sync.read_only:
             self._task = asyncio.get_running_loop().create_task(
                 self._cleanup_loop(interval / 1000), name="sessionkeeper-cleanup"
             )
@@ -156,22 +170,13 @@ class AsyncSessionManager(AsyncConcurrentOperations):
         self,
         timeout_ms: int | _Default | None = DEFAULT,
         metadata: Mapping[str, Any] | None = None,
-        *,
-        owner: str | None = None,
-        absolute_timeout_ms: int | None = None,
     ) -> Session:
         """See :meth:`SessionManager.create`."""
-        return await self._run(
-            self.sync.create,
-            timeout_ms,
-            metadata,
-            owner=owner,
-            absolute_timeout_ms=absolute_timeout_ms,
-        )
+        return await self._run(self.sync.create, timeout_ms, metadata)
 
-    async def store(self, session: Session, *, if_version: int | None = None) -> Session:
+    async def store(self, session: Session) -> None:
         """See :meth:`SessionManager.store`."""
-        return await self._run(self.sync.store, session, if_version=if_version)
+        await self._run(self.sync.store, session)
 
     async def store_many(self, sessions: Iterable[Session]) -> int:
         """See :meth:`SessionManager.store_many`."""
@@ -193,13 +198,13 @@ class AsyncSessionManager(AsyncConcurrentOperations):
         """See :meth:`SessionManager.delete`."""
         return await self._run(self.sync.delete, session_id)
 
-    async def list(self, owner: str | None = None) -> list[str]:
+    async def list(self) -> list[str]:
         """See :meth:`SessionManager.list`."""
-        return await self._run(self.sync.list, owner)
+        return await self._run(self.sync.list)
 
-    async def count(self, owner: str | None = None) -> int:
+    async def count(self) -> int:
         """See :meth:`SessionManager.count`."""
-        return await self._run(self.sync.count, owner)
+        return await self._run(self.sync.count)
 
     async def cleanup_expired(self) -> int:
         """See :meth:`SessionManager.cleanup_expired`."""
@@ -222,3 +227,8 @@ class AsyncSessionManager(AsyncConcurrentOperations):
         while batch := await self._run(list, itertools.islice(sessions, batch_size)):
             for session in batch:
                 yield session
+
+
+def _unscheduled(options: ManagerOptions) -> ManagerOptions:
+    """The sync manager's options: its thread scheduler off (the async manager runs a task)."""
+    return attrs.evolve(options, schedule=False)

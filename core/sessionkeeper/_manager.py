@@ -1,15 +1,25 @@
 """The :class:`SessionManager`: loads the configured backend and applies the shared semantics.
 
-Every operation is a pluggy hook call. When the backend is the only implementation of a hook (no
-wrapper, no tracing), the manager calls that implementation directly instead of going through
-pluggy's dispatch — the same function pluggy would call, with the same arguments — and switches
-back to pluggy the moment a wrapper is registered. That keeps a memory ``fetch`` under a
-microsecond while wrappers still see every call when there are any.
+Every call the manager makes to its plugins is a pluggy hook call, seen by every wrapper plugin
+and every monitor (:meth:`pluggy.PluginManager.add_hookcall_monitoring`, tracing):
+
+- An operation hook (store, fetch, touch, ...; the table :data:`_OPERATIONS`, derived from the
+  hookspecs) whose only implementation is the backend's, while nothing monitors the calls, is
+  called directly — the same function pluggy would call, with the same arguments. The moment a
+  wrapper is registered or a monitor added, the manager rebinds that operation to pluggy's
+  dispatch (and back when they go). That keeps a memory ``fetch`` under a microsecond.
+- ``sessionkeeper_open``, ``_identity`` and ``_check`` are plain pluggy calls.
+- ``sessionkeeper_close`` and ``sessionkeeper_stats`` are one pluggy call each (wrappers and
+  monitors see one call) in which the manager runs every plain implementation itself: so that
+  every plugin closes even when one raises (each failure logged, naming the plugin), and so that
+  each plugin's figures are shown under its name.
 """
 
 from __future__ import annotations
 
 import atexit
+import functools
+import inspect
 import logging
 import os
 import threading
@@ -18,14 +28,13 @@ import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Unpack
 
 import attrs
 
 from . import hookspecs
 from ._backend import BackendContext, Capabilities
 from ._closing import Closing
-from ._concurrent import ConcurrentOperations
 from ._config import Config, load_config, structure_options
 from ._errors import (
     InvalidSession,
@@ -35,26 +44,22 @@ from ._errors import (
     SessionNotFound,
     StorageError,
 )
-from ._model import (
-    PackedMetadata,
-    Session,
-    check_absolute_timeout,
-    check_owner,
-    check_timeout,
-    generate_id,
-    pack_metadata,
-    validate_id,
-)
+from ._model import PackedMetadata, Session, check_timeout, generate_id, pack_metadata, validate_id
 from ._plugins import TRACE_ENV, PluginManager, load_backend_class
 from ._scheduler import CleanupScheduler
+from ._settings import (
+    Clock,
+    ManagerKeywords,
+    ManagerOptions,
+    OptionKeywords,
+    options_from_keywords,
+    settings_from_keywords,
+)
 from ._stats import StatsPlugin
 
 __all__ = ["Clock", "SessionManager", "check_store", "system_clock"]
 
 log = logging.getLogger("sessionkeeper")
-
-#: A clock returns the current time as integer milliseconds since the Unix epoch.
-Clock = Callable[[], int]
 
 _BACKEND_PLUGIN: Final = "backend"
 _STATS_PLUGIN: Final = "sessionkeeper.stats"
@@ -75,24 +80,15 @@ class _Default:
 DEFAULT: Final = _Default()
 _NO_ID: Final = object()
 
-# hook name -> the argument names the manager passes, in order.
-_OPERATIONS: Final = {
-    "sessionkeeper_store": ("session",),
-    "sessionkeeper_store_many": ("sessions",),
-    "sessionkeeper_fetch": ("session_id",),
-    "sessionkeeper_touch": ("session_id", "last_accessed"),
-    "sessionkeeper_delete": ("session_id",),
-    "sessionkeeper_list": ("now",),
-    "sessionkeeper_count": ("now",),
-    "sessionkeeper_iter_sessions": (),
-    "sessionkeeper_cleanup_expired": ("now",),
-    "sessionkeeper_session_created": ("session",),
-    "sessionkeeper_store_if": ("session", "if_version", "now"),
-    "sessionkeeper_take": ("session_id", "now"),
-    "sessionkeeper_rotate": ("session_id", "new_id", "now"),
-    "sessionkeeper_list_owner": ("owner", "now"),
-    "sessionkeeper_count_owner": ("owner", "now"),
-    "sessionkeeper_delete_owner": ("owner",),
+#: The hooks the manager binds to ``self._<operation>`` (see :meth:`SessionManager._rebind`):
+#: hook name -> the argument names it passes, in order, read from the hookspec itself.
+_OPERATIONS: Final[dict[str, tuple[str, ...]]] = {
+    name: tuple(inspect.signature(getattr(hookspecs, name)).parameters)
+    for name in (
+        *hookspecs.REQUIRED_HOOKS,
+        "sessionkeeper_store_many",
+        "sessionkeeper_session_created",
+    )
 }
 
 
@@ -100,7 +96,7 @@ def _closed(*args: object) -> Any:
     raise ManagerClosed("this SessionManager is closed")
 
 
-class SessionManager(Closing, ConcurrentOperations):
+class SessionManager(Closing):
     """Sessions in the configured backend, with expiry, touch coalescing and scheduled cleanup.
 
     Build it from a config file with :meth:`from_config`, or in code::
@@ -109,10 +105,16 @@ class SessionManager(Closing, ConcurrentOperations):
             s = sessions.create(timeout_ms=300_000, metadata={"user_id": "user_456"})
             assert sessions.fetch(s.id).metadata == {"user_id": "user_456"}
 
-    Keyword arguments are the keys of the ``[sessionkeeper]`` table (see
-    :class:`~sessionkeeper.Config`); ``clock`` returns integer ms and replaces the system clock
-    (tests inject one so they never sleep); ``plugins`` are wrapper plugin objects to register;
-    ``read_only`` opens the store for inspection (for backends that support it).
+    ``backend`` and ``backend_opts`` may be given by position. The keyword arguments are the
+    other keys of the ``[sessionkeeper]`` table (the fields of :class:`~sessionkeeper.Config`:
+    ``cleanup_interval``, ``touch_resolution``, ``default_timeout``, ``max_metadata_bytes``,
+    ``stats``), with their defaults, and the settings that cannot come from a file: ``clock``
+    returns integer ms and replaces the system clock (tests inject one so they never sleep);
+    ``plugins`` are wrapper plugin objects to register; ``read_only`` opens the store for
+    inspection (for backends that support it); ``base_dir`` is where relative paths in
+    ``backend_opts`` are resolved (default: the working directory); ``schedule=False`` leaves
+    the cleanup scheduler off whatever ``cleanup_interval`` says. An unknown keyword is a
+    ``TypeError``, a bad value a :class:`~sessionkeeper.ConfigError` naming the key.
 
     Thread-safe: one manager may be shared by every thread of a process.
     """
@@ -121,89 +123,54 @@ class SessionManager(Closing, ConcurrentOperations):
         self,
         backend: str = "memory",
         backend_opts: Mapping[str, Any] | None = None,
-        *,
-        cleanup_interval: int = 60_000,
-        touch_resolution: int = 1_000,
-        default_timeout: int | None = 1_800_000,
-        max_metadata_bytes: int = 65_536,
-        stats: bool = False,
-        plugins: Iterable[object] = (),
-        clock: Clock | None = None,
-        read_only: bool = False,
-        base_dir: str | os.PathLike[str] | None = None,
+        **keywords: Unpack[ManagerKeywords],
     ) -> None:
-        config = Config.from_mapping(
-            {
-                "backend": backend,
-                "backend_opts": dict(backend_opts or {}),
-                "cleanup_interval": cleanup_interval,
-                "touch_resolution": touch_resolution,
-                "default_timeout": default_timeout,
-                "max_metadata_bytes": max_metadata_bytes,
-                "stats": stats,
-            }
+        config, options = settings_from_keywords(
+            backend, backend_opts, keywords, named_by="SessionManager()"
         )
-        self._setup(config, clock=clock, plugins=plugins, read_only=read_only, base_dir=base_dir)
+        self._setup(config, options)
 
     @classmethod
     def from_config(
-        cls,
-        path: str | os.PathLike[str] | None = None,
-        *,
-        clock: Clock | None = None,
-        plugins: Iterable[object] = (),
-        read_only: bool = False,
+        cls, path: str | os.PathLike[str] | None = None, **options: Unpack[OptionKeywords]
     ) -> SessionManager:
-        """Open the manager a config file describes (lookup order of :func:`load_config`)."""
+        """Open the manager a config file describes (lookup order of :func:`load_config`).
+
+        The keyword arguments (``clock``, ``plugins``, ``read_only``, ``base_dir``,
+        ``schedule``) are those of the constructor that a file cannot give.
+        """
         return cls.from_settings(
-            load_config(path, named_by="SessionManager.from_config()"),
-            clock=clock,
-            plugins=plugins,
-            read_only=read_only,
+            load_config(path, named_by="SessionManager.from_config()"), **options
         )
 
     @classmethod
-    def from_settings(
-        cls,
-        config: Config,
-        *,
-        clock: Clock | None = None,
-        plugins: Iterable[object] = (),
-        read_only: bool = False,
-        schedule: bool = True,
-        base_dir: str | os.PathLike[str] | None = None,
-    ) -> SessionManager:
+    def from_settings(cls, config: Config, **options: Unpack[OptionKeywords]) -> SessionManager:
         """Open the manager for an already validated :class:`~sessionkeeper.Config`.
 
-        ``schedule=False`` leaves the cleanup scheduler off whatever ``cleanup_interval`` says
-        (the async manager runs its own).
+        The keyword arguments are those of :meth:`from_config`; ``schedule=False`` leaves the
+        cleanup scheduler off whatever ``cleanup_interval`` says (the CLI's one-shot commands
+        and the async manager, which runs its own, use it).
         """
-        self = cls.__new__(cls)
-        self._setup(
+        return cls._open(
             config,
-            clock=clock,
-            plugins=plugins,
-            read_only=read_only,
-            base_dir=base_dir,
-            schedule=schedule,
+            options_from_keywords(options, named_by="SessionManager.from_settings()"),
         )
+
+    @classmethod
+    def _open(cls, config: Config, options: ManagerOptions) -> SessionManager:
+        """Open the manager for ``config`` run as ``options`` say (what every constructor and
+        the async manager come down to)."""
+        self = cls.__new__(cls)
+        self._setup(config, options)
         return self
 
     # --- set-up and tear-down ---------------------------------------------------------------
 
-    def _setup(
-        self,
-        config: Config,
-        *,
-        clock: Clock | None,
-        plugins: Iterable[object],
-        read_only: bool,
-        base_dir: str | os.PathLike[str] | None,
-        schedule: bool = True,
-    ) -> None:
+    def _setup(self, config: Config, options: ManagerOptions) -> None:
         self.config = config
-        self.clock: Clock = clock or system_clock
-        self.read_only = read_only
+        self.options = options
+        self.clock: Clock = options.clock or system_clock
+        read_only = self.read_only = options.read_only
         self._closed = True  # until the backend is open
         self._sweep_lock = threading.Lock()
         self._touch_resolution = config.touch_resolution
@@ -212,10 +179,9 @@ class SessionManager(Closing, ConcurrentOperations):
         self._scheduler: CleanupScheduler | None = None
         self._stats: StatsPlugin | None = None
 
-        backend = _build_backend(config, base_dir=base_dir, read_only=read_only)
+        backend = _build_backend(config, base_dir=options.base_dir, read_only=read_only)
         self.backend_name = config.backend
         self.capabilities: Capabilities = type(backend).capabilities
-        self._atomic = self.capabilities.atomic
         self.backend = backend
 
         pm = self.plugin_manager = PluginManager()
@@ -223,9 +189,11 @@ class SessionManager(Closing, ConcurrentOperations):
         pm.register(backend, name=_BACKEND_PLUGIN)
         self._check_backend_hooks()
         if config.stats:
-            self._stats = StatsPlugin(self.clock)
+            self._stats = StatsPlugin()
             pm.register(self._stats, name=_STATS_PLUGIN)
-        for plugin in plugins:
+            # Hits and misses are judged by the manager, at the one clock reading of a fetch.
+            setattr(self, "fetch", _counted_fetch(weakref.ref(self), self._stats))  # noqa: B010
+        for plugin in options.plugins:
             pm.register(plugin)
         pm.load_wrapper_plugins()
         if os.environ.get(TRACE_ENV):
@@ -243,7 +211,7 @@ class SessionManager(Closing, ConcurrentOperations):
         self._finalizer = weakref.finalize(self, _finalize, pm, self.backend_name)
         self._finalizer.atexit = False
         _open_managers.add(self)
-        if schedule and config.cleanup_interval and not read_only:
+        if options.schedule and config.cleanup_interval and not read_only:
             self._scheduler = CleanupScheduler(
                 self.cleanup_expired,
                 config.cleanup_interval,
@@ -253,12 +221,9 @@ class SessionManager(Closing, ConcurrentOperations):
 
     def _check_backend_hooks(self) -> None:
         pm = self.plugin_manager
-        required: tuple[str, ...] = hookspecs.REQUIRED_HOOKS
-        if self.capabilities.atomic:  # its capability promises the atomic hooks
-            required += hookspecs.ATOMIC_HOOKS
         missing = [
             name
-            for name in required
+            for name in hookspecs.REQUIRED_HOOKS
             if not any(
                 impl.plugin is self.backend for impl in getattr(pm.hook, name).get_hookimpls()
             )
@@ -271,24 +236,31 @@ class SessionManager(Closing, ConcurrentOperations):
             )
 
     def _rebind(self) -> None:
-        """Choose, per operation, a direct call to the lone implementation or pluggy's dispatch."""
+        """Choose, per operation, a direct call to the lone implementation or pluggy's dispatch.
+
+        Called after every register and unregister and whenever a monitor is added or removed
+        (the plugin manager tells its listeners). An operation is called directly only when
+        pluggy would call exactly that one function with those arguments and nothing else:
+        one plain implementation, no wrapper, no monitor. ``None`` marks an optional hook the
+        manager skips: an answering (``firstresult``) hook nothing answers (only wrapped: the
+        manager does the work another way, e.g. ``store_many`` stores one by one, so there is
+        no call to see), or a notification nothing implements.
+        """
         if self._closed:
             for hook in _OPERATIONS:
                 setattr(self, "_" + hook.removeprefix("sessionkeeper_"), _closed)
             return
         pm = self.plugin_manager
+        monitored = pm.monitored
         for hook, argnames in _OPERATIONS.items():
             caller = getattr(pm.hook, hook)
             impls = caller.get_hookimpls()
+            plain = _plain_impls(caller)
             function: Callable[..., Any] | None
-            if all(impl.hookwrapper or impl.wrapper for impl in impls):
-                function = None  # nothing implements it, only wraps it (an optional hook)
+            if not impls or (not plain and caller.spec.opts["firstresult"]):
+                function = None
             elif (
-                len(impls) == 1
-                and not pm.tracing
-                and not impls[0].hookwrapper
-                and not impls[0].wrapper
-                and tuple(impls[0].argnames) == argnames
+                len(impls) == 1 and plain and not monitored and tuple(impls[0].argnames) == argnames
             ):
                 function = impls[0].function
             else:
@@ -344,29 +316,18 @@ class SessionManager(Closing, ConcurrentOperations):
         self,
         timeout_ms: int | _Default | None = DEFAULT,
         metadata: Mapping[str, Any] | None = None,
-        *,
-        owner: str | None = None,
-        absolute_timeout_ms: int | None = None,
     ) -> Session:
-        """Create, store and return a new session (version 1) with a fresh 256-bit id.
+        """Create, store and return a new session with a fresh 256-bit id.
 
         :param timeout_ms: idle ms before it expires; ``None`` never; default: ``default_timeout``.
         :param metadata: JSON-compatible dict, at most ``max_metadata_bytes`` encoded.
-        :param owner: the principal it belongs to (see :meth:`list`, :meth:`delete_owner`).
-        :param absolute_timeout_ms: ms after creation at which it expires whatever the activity.
         """
         timeout = self._default_timeout if isinstance(timeout_ms, _Default) else timeout_ms
         check_timeout(timeout)
-        if owner is not None:
-            owner = check_owner(owner)
-        if absolute_timeout_ms is not None:
-            check_absolute_timeout(absolute_timeout_ms)
         packed = pack_metadata(metadata)
         self._check_size(packed)
         now = self.clock()
-        session = Session._trusted(
-            generate_id(), now, now, timeout, packed, 1, owner, absolute_timeout_ms
-        )
+        session = Session._trusted(generate_id(), now, now, timeout, packed)
         try:
             self._store(session)
             if self._session_created is not None:
@@ -377,22 +338,19 @@ class SessionManager(Closing, ConcurrentOperations):
             raise self._failure("create", exc) from exc
         return session
 
-    def store(self, session: Session, *, if_version: int | None = None) -> Session:
-        """Insert ``session`` or replace the one with its id; return it as stored, with the
-        version the store gave it (the live stored version + 1; 1 when there was none).
-
-        With ``if_version`` the write is conditional: it happens only if the live stored
-        version is ``if_version`` (``0``: only if no live session has this id), else
-        :class:`~sessionkeeper.VersionConflict` and nothing is written. Conditional writes need
-        a backend with the ``atomic`` capability (:class:`~sessionkeeper.Unsupported`
-        elsewhere); on a backend without it the version is still counted, but not atomically.
-        """
+    def store(self, session: Session) -> None:
+        """Insert ``session`` or replace the one with its id."""
         if type(session) is not Session:
             raise InvalidSession(
                 "session", f"store() takes a sessionkeeper.Session, got {type(session).__name__}"
             )
         self._check_size(session._metadata)
-        return self._store_versioned(session, if_version)
+        try:
+            self._store(session)
+        except SessionKeeperError:
+            raise
+        except Exception as exc:
+            raise self._failure("store", exc) from exc
 
     def store_many(self, sessions: Iterable[Session]) -> int:
         """Store every session in ``sessions`` (insert or replace each), in as few round trips
@@ -445,9 +403,6 @@ class SessionManager(Closing, ConcurrentOperations):
         """
         session = self._stored(session_id, "fetch")
         now = self.clock()
-        absolute = session.absolute_timeout_ms
-        if absolute is not None and now - session.created_at > absolute:
-            raise SessionNotFound(session_id)
         idle = now - session.last_accessed
         timeout = session.timeout_ms
         if timeout is not None:
@@ -530,17 +485,12 @@ class SessionManager(Closing, ConcurrentOperations):
         validate_id(session_id)
         return bool(self._call("delete", self._delete, session_id))
 
-    def list(self, owner: str | None = None) -> list[str]:
-        """The ids of every live session; with ``owner``, of that principal's live sessions
-        (from the backend's owner index, or a scan of every session when it has none)."""
-        if owner is not None:
-            return self._owner_ids(owner)
+    def list(self) -> list[str]:
+        """The ids of every live session."""
         return list(self._call("list", self._list, self.clock()) or ())
 
-    def count(self, owner: str | None = None) -> int:
-        """How many sessions are live; with ``owner``, how many of that principal's."""
-        if owner is not None:
-            return self._owner_count(owner)
+    def count(self) -> int:
+        """How many sessions are live."""
         return int(self._call("count", self._count, self.clock()) or 0)
 
     def iter_sessions(self, *, include_expired: bool = False) -> Iterator[Session]:
@@ -579,12 +529,22 @@ class SessionManager(Closing, ConcurrentOperations):
             "live_sessions": self.count(),
             "config": _config_summary(self.config),
         }
-        pm = self.plugin_manager
         plugins: dict[str, Any] = {}
-        for impl in _plain_impls(pm.hook.sessionkeeper_stats):
-            figures = impl.function()
-            if figures is not None:
-                plugins[impl.plugin_name] = figures
+
+        def collect(impl: Any) -> Callable[[], Any]:
+            def call() -> Any:
+                figures = impl.function()
+                if figures is not None:
+                    plugins[impl.plugin_name] = figures
+                return figures
+
+            return call
+
+        pm = self.plugin_manager
+        _call_each(pm, "sessionkeeper_stats", collect)
+        # In the order the plugins were registered (pluggy calls them the other way round).
+        names = [impl.plugin_name for impl in _plain_impls(pm.hook.sessionkeeper_stats)]
+        plugins = {name: plugins[name] for name in names if name in plugins}
         result["backend_stats"] = plugins.pop(_BACKEND_PLUGIN, {})
         if plugins:
             result["plugins"] = plugins
@@ -597,6 +557,34 @@ class SessionManager(Closing, ConcurrentOperations):
                 "failures": self._scheduler.failures,
             }
         return result
+
+
+def _counted_fetch(
+    manager: weakref.ref[SessionManager], stats: StatsPlugin
+) -> Callable[[str], Session]:
+    """The ``fetch`` of a manager with ``stats = true``: :meth:`SessionManager.fetch`, and a hit
+    or a miss counted for the stats plugin.
+
+    The manager judges it, at the one clock reading of the fetch itself: the stats plugin never
+    reads the clock, so it cannot call a session the fetch returned expired. The manager is held
+    weakly, so that a manager dropped without ``close()`` is still collected at once.
+    """
+    plain_fetch = SessionManager.fetch
+
+    @functools.wraps(plain_fetch)
+    def fetch(session_id: str) -> Session:
+        self = manager()
+        if self is None:  # pragma: no cover - only reachable through a leaked reference
+            raise ManagerClosed("this SessionManager was collected")
+        try:
+            session = plain_fetch(self, session_id)
+        except SessionNotFound:
+            stats.record_fetch(hit=False)
+            raise
+        stats.record_fetch(hit=True)
+        return session
+
+    return fetch
 
 
 def _build_backend(
@@ -638,16 +626,68 @@ def _via_pluggy(caller: Any, argnames: tuple[str, ...]) -> Callable[..., Any]:
 
 
 def _plain_impls(caller: Any) -> list[Any]:
+    """The implementations of a hook that are not wrappers, in pluggy's order (called last to
+    first)."""
     return [i for i in caller.get_hookimpls() if not (i.wrapper or i.hookwrapper)]
 
 
+def _call_each(
+    pm: PluginManager, hook: str, adapt: Callable[[Any], Callable[[], Any]]
+) -> list[Any]:
+    """Call ``hook`` (which takes no arguments) once through pluggy, with each plain
+    implementation ``impl`` replaced by ``adapt(impl)``; return pluggy's result list.
+
+    Wrappers and monitors see one ordinary call, and the adapters are called in the order pluggy
+    would call the implementations (the last registered first). It is built from pluggy's
+    public API: a caller without the plugins that implement the hook plainly
+    (:meth:`~pluggy.PluginManager.subset_hook_caller`), called with the adapters as extra
+    implementations (:meth:`~pluggy.HookCaller.call_extra`). That needs the plugins to be
+    hashable; with one that is not, the adapters are called directly, unseen.
+    """
+    caller = getattr(pm.hook, hook)
+    plain = _plain_impls(caller)
+    adapters = [adapt(impl) for impl in plain]
+    try:
+        wrappers_only = pm.subset_hook_caller(hook, [impl.plugin for impl in plain])
+    except TypeError:  # an unhashable plugin (pluggy keeps the plugins to leave out in a set)
+        log.debug("%s called without its wrappers: a plugin is not hashable", hook)
+        return [result for call in reversed(adapters) if (result := call()) is not None]
+    results: list[Any] = wrappers_only.call_extra(adapters, {})
+    return results
+
+
 def _close_plugins(pm: PluginManager, backend: str) -> None:
-    # LIFO: the plugin registered last closes first, the backend (registered first) last.
-    for impl in reversed(_plain_impls(pm.hook.sessionkeeper_close)):
-        try:
-            impl.function()
-        except Exception:
-            log.exception("closing plugin %r of the %s backend failed", impl.plugin_name, backend)
+    """Close every plugin, the last registered first (the backend, registered first, last), in
+    one ``sessionkeeper_close`` call that wrappers and monitors see; a plugin whose close raises
+    is logged, by name, and the others still close."""
+
+    pending: dict[int, Any] = {}  # id(impl) -> impl, for the implementations not yet called
+
+    def tolerant(impl: Any) -> Callable[[], None]:
+        pending[id(impl)] = impl
+
+        def close() -> None:
+            pending.pop(id(impl), None)
+            _close_one(impl, backend)
+
+        return close
+
+    try:
+        _call_each(pm, "sessionkeeper_close", tolerant)
+    except Exception:
+        log.exception("a wrapper of sessionkeeper_close of the %s backend failed", backend)
+    finally:
+        # A wrapper that raised before its yield kept pluggy from calling the implementations:
+        # close them anyway, in the same order.
+        for impl in reversed(list(pending.values())):
+            _close_one(impl, backend)
+
+
+def _close_one(impl: Any, backend: str) -> None:
+    try:
+        impl.function()
+    except Exception:
+        log.exception("closing plugin %r of the %s backend failed", impl.plugin_name, backend)
 
 
 _open_managers: weakref.WeakSet[SessionManager] = weakref.WeakSet()
@@ -670,16 +710,27 @@ def _finalize(pm: PluginManager, backend: str) -> None:
 
 
 def check_store(
-    config: Config, *, repair: bool = False, base_dir: str | os.PathLike[str] | None = None
+    config: Config,
+    *,
+    repair: bool = False,
+    base_dir: str | os.PathLike[str] | None = None,
+    plugins: Iterable[object] = (),
 ) -> dict[str, Any] | None:
     """Run the configured backend's integrity check (``sessionkeeper check``) without opening it.
 
     Returns the backend's report (see :func:`~sessionkeeper.hookspecs.sessionkeeper_check`), or
-    ``None`` when the backend has no check. Configuration errors raise as for a manager.
+    ``None`` when the backend has no check. Configuration errors raise as for a manager. The
+    wrapper plugins of a manager see the call: ``plugins`` and those of the
+    ``sessionkeeper.plugins`` entry-point group.
     """
     backend = _build_backend(config, base_dir=base_dir, read_only=not repair)
     pm = PluginManager()
     pm.register(backend, name=_BACKEND_PLUGIN)
+    for plugin in plugins:
+        pm.register(plugin)
+    pm.load_wrapper_plugins()
+    if os.environ.get(TRACE_ENV):
+        pm.enable_tracing()
     try:
         report: dict[str, Any] | None = pm.hook.sessionkeeper_check(repair=repair)
     except SessionKeeperError:

@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Final
 
@@ -44,19 +44,39 @@ TRACE_ENV: Final = "SESSIONKEEPER_TRACE"
 
 log = logging.getLogger("sessionkeeper")
 
+# pluggy's monitor signatures (its own aliases are private).
+_BeforeTrace = Callable[[str, Sequence[pluggy.HookImpl], Mapping[str, Any]], None]
+_AfterTrace = Callable[
+    [pluggy.Result[Any], str, Sequence[pluggy.HookImpl], Mapping[str, Any]], None
+]
+
 
 class PluginManager(pluggy.PluginManager):
-    """A pluggy manager that tells its listeners when plugins come and go.
+    """A pluggy manager that tells its listeners when plugins come and go, and when hook calls
+    start or stop being monitored.
 
     The :class:`~sessionkeeper.SessionManager` listens so it can call a lone backend
-    implementation directly, and go back through pluggy as soon as a wrapper is registered.
+    implementation directly, and go back through pluggy as soon as a wrapper is registered or a
+    monitor is added (:meth:`add_hookcall_monitoring`, which :meth:`enable_tracing` uses too);
+    when the last monitor's undo function is called, the direct calls come back.
     """
 
     def __init__(self) -> None:
         super().__init__(hookspecs.PROJECT_NAME)
         self.add_hookspecs(hookspecs)
         self._listeners: list[weakref.WeakMethod[Callable[[], None]]] = []
-        self.tracing = False
+        self._monitors = 0
+
+    @property
+    def monitored(self) -> bool:
+        """True while a monitor added by :meth:`add_hookcall_monitoring` (or tracing) is on:
+        every hook call must then go through pluggy, where the monitor sees it."""
+        return self._monitors > 0
+
+    @property
+    def tracing(self) -> bool:
+        """The former name of :attr:`monitored` (tracing is one kind of monitor)."""
+        return self.monitored
 
     def add_listener(self, listener: Callable[[], None]) -> None:
         """Call the bound method ``listener()`` after every register and unregister.
@@ -84,12 +104,34 @@ class PluginManager(pluggy.PluginManager):
         self._changed()
         return result
 
-    def enable_tracing(self) -> Callable[[], None]:
-        self.tracing = True
-        self.trace.root.setwriter(sys.stderr.write)
-        undo = super().enable_tracing()
+    def add_hookcall_monitoring(
+        self, before: _BeforeTrace, after: _AfterTrace
+    ) -> Callable[[], None]:
+        """pluggy's :meth:`~pluggy.PluginManager.add_hookcall_monitoring`, and the listeners are
+        told: from now on every hook call goes through pluggy, so ``before`` and ``after`` see
+        it. The undo function removes the monitor and tells them again (calling it twice is
+        harmless)."""
+        undo_monitor = super().add_hookcall_monitoring(before, after)
+        self._monitors += 1
         self._changed()
+        undone = False
+
+        def undo() -> None:
+            nonlocal undone
+            if undone:
+                return
+            undone = True
+            undo_monitor()
+            self._monitors -= 1
+            self._changed()
+
         return undo
+
+    def enable_tracing(self) -> Callable[[], None]:
+        """Trace every hook call to stderr (pluggy's tracing, through
+        :meth:`add_hookcall_monitoring`); returns the undo function."""
+        self.trace.root.setwriter(sys.stderr.write)
+        return super().enable_tracing()
 
     def load_wrapper_plugins(self) -> None:
         """Register every ``sessionkeeper.plugins`` entry point (unless autoload is disabled)."""

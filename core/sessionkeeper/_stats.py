@@ -2,13 +2,15 @@
 
 It is an ordinary pluggy wrapper on the backend hooks, so it sees every call; loading it (config
 ``stats = true``) sends every operation through pluggy, which costs about a microsecond each.
+Hits and misses are the one figure it cannot judge from the hooks (expiry is decided at the
+manager's clock reading), so the manager reports them (:meth:`StatsPlugin.record_fetch`).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Generator, Sequence
 from typing import Any, Final
 
 from ._model import Session
@@ -80,10 +82,14 @@ class LatencySummary:
 
 
 class StatsPlugin:
-    """Wraps every backend operation; :meth:`snapshot` is what ``stats()`` shows as ``counters``."""
+    """Wraps every backend operation; :meth:`snapshot` is what ``stats()`` shows as ``counters``.
 
-    def __init__(self, clock: Callable[[], int]) -> None:
-        self._clock = clock
+    It never reads the clock: whether a fetch found a live session (a hit) or not (a miss) is
+    judged by the manager at the one clock reading of that fetch, and told to
+    :meth:`record_fetch`.
+    """
+
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._ops: dict[str, LatencySummary] = {}
         self.hits = 0
@@ -126,10 +132,12 @@ class StatsPlugin:
 
     @hookimpl(wrapper=True)
     def sessionkeeper_fetch(self, session_id: str) -> Generator[None, Any, Any]:
-        result: Any = yield from self._timed("fetch")
-        hit = result is not None and not result.is_expired(self._clock())
+        return (yield from self._timed("fetch"))
+
+    def record_fetch(self, *, hit: bool) -> None:
+        """Count one :meth:`~sessionkeeper.SessionManager.fetch`: ``hit`` when it returned a
+        live session, else a miss (no such session, or expired at the fetch's reading)."""
         self._count("hits" if hit else "misses")
-        return result
 
     @hookimpl(wrapper=True)
     def sessionkeeper_touch(self, session_id: str, last_accessed: int) -> Generator[None, Any, Any]:

@@ -2,8 +2,10 @@
 
 A backend is a plugin object (one instance per manager) that implements every hook below marked
 *required*. Wrapper plugins (metrics, tracing, audit) implement the same hooks with
-``@hookimpl(wrapper=True)`` and see every call. The project name ``"sessionkeeper"`` appears here
-and nowhere else: plugins import the markers from the package root::
+``@hookimpl(wrapper=True)`` and see every call the manager makes, each hook below included; so
+does a monitor added with pluggy's ``add_hookcall_monitoring`` (or ``enable_tracing``) on the
+manager's ``plugin_manager``. The project name ``"sessionkeeper"`` appears here and nowhere
+else: plugins import the markers from the package root::
 
     from sessionkeeper import hookimpl
 
@@ -37,10 +39,13 @@ def sessionkeeper_open() -> None:
 
     Called once, after the backend and the wrapper plugins are registered and before any other
     hook. Raise :class:`~sessionkeeper.StorageError` when the store cannot be opened (a locked
-    file, an unreachable server); the manager then fails to start with that error.
+    file, an unreachable server); the manager then closes every plugin
+    (:func:`sessionkeeper_close`) and fails to start with that error.
 
     .. note::
-        Every plugin's implementation is called (this hook is not ``firstresult``).
+        Every plugin's implementation is called (this hook is not ``firstresult``), the last
+        registered first and the backend (registered first) last, until one raises: those after
+        it are not called.
 
     Where it is called: :meth:`SessionManager.__init__ <sessionkeeper.SessionManager>`.
     """
@@ -51,10 +56,13 @@ def sessionkeeper_close() -> None:
     """Flush and release everything :func:`sessionkeeper_open` acquired.
 
     Must be idempotent and must not hang: a backend with buffered writes commits them here.
-    Errors are logged by the manager and do not stop other plugins from closing.
+    Errors are logged by the manager, naming the plugin, and do not stop other plugins from
+    closing.
 
     .. note::
-        Every plugin's implementation is called (this hook is not ``firstresult``).
+        Every plugin's implementation is called (this hook is not ``firstresult``), the last
+        registered first and the backend last, even when one raises: the manager makes one
+        call that wrappers see, and inside it calls each implementation itself.
 
     Where it is called: :meth:`SessionManager.close <sessionkeeper.SessionManager.close>`, on
     leaving a ``with`` block, and at interpreter exit for a manager still open.
@@ -66,9 +74,12 @@ def sessionkeeper_store(session: Session) -> None:
     """Insert ``session``, or replace the stored session with the same id. *Required.*
 
     The session is already validated. When this hook returns the write is acknowledged at the
-    backend's documented durability.
+    backend's documented durability. Return nothing: the manager ignores the result.
 
-    Stops at first non-None result, see :ref:`firstresult`.
+    The hook is ``firstresult`` (see :ref:`firstresult`), so a wrapper sees one result, ``None``,
+    not a list; and since every implementation returns ``None``, nothing stops the call early:
+    every implementation is called, the last registered first. A backend is normally the only
+    one, called once.
 
     :param session: the session to store.
 
@@ -86,8 +97,9 @@ def sessionkeeper_store_many(sessions: Sequence[Session]) -> int | None:
     :func:`sessionkeeper_store` for each session.
 
     The sessions are already validated and their ids are distinct. Return how many were stored
-    (``len(sessions)``). When this hook raises, any part of the batch may be stored, each
-    session whole or not at all; callers store the batch again.
+    (``len(sessions)``; the manager reports ``len(sessions)`` whatever is returned, the value is
+    for wrappers). When this hook raises, any part of the batch may be stored, each session
+    whole or not at all; callers store the batch again.
 
     Stops at first non-None result, see :ref:`firstresult`.
 
@@ -257,10 +269,13 @@ def sessionkeeper_session_created(session: Session) -> None:
     """Notification that the manager created ``session`` (after it was stored).
 
     For audit and metrics plugins; backends need not implement it. The manager skips the call
-    entirely when no plugin implements this hook.
+    entirely when no plugin implements or wraps this hook.
 
     .. note::
-        Every plugin's implementation is called (this hook is not ``firstresult``).
+        Every plugin's implementation is called (this hook is not ``firstresult``), the last
+        registered first, until one raises: the exception then propagates from ``create``
+        (one that is not a sessionkeeper error as a :class:`~sessionkeeper.StorageError`), and
+        the session stays stored.
 
     :param session: the new session.
 
@@ -272,11 +287,13 @@ def sessionkeeper_session_created(session: Session) -> None:
 def sessionkeeper_stats() -> dict[str, Any] | None:
     """Return backend- or plugin-specific figures to show in ``stats``, or ``None``.
 
-    Keys should be short snake_case names; values JSON-compatible. The manager merges the
-    dictionaries of every plugin that answers under its plugin name.
+    Keys should be short snake_case names; values JSON-compatible. The manager shows each
+    plugin's dictionary under the plugin's name (the backend's as ``backend_stats``).
 
     .. note::
-        Every plugin's implementation is called (this hook is not ``firstresult``).
+        Every plugin's implementation is called (this hook is not ``firstresult``), the last
+        registered first; an exception propagates from ``stats()``. A wrapper sees one call and
+        pluggy's result: the list of every dictionary returned, ``None`` left out.
 
     Where it is called: :meth:`SessionManager.stats <sessionkeeper.SessionManager.stats>` and
     ``sessionkeeper stats``.
