@@ -13,6 +13,7 @@ from typing import Any, ParamSpec, TypeVar, Unpack
 
 import attrs
 
+from ._concurrent import AsyncConcurrentOperations
 from ._config import Config, load_config
 from ._manager import DEFAULT, SessionManager, _Default
 from ._model import Session
@@ -31,7 +32,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class AsyncSessionManager:
+class AsyncSessionManager(AsyncConcurrentOperations):
     """:class:`~sessionkeeper.SessionManager`'s operations as coroutines.
 
     Operations of a backend whose capabilities say ``blocking`` run in a worker thread so the
@@ -170,13 +171,22 @@ class AsyncSessionManager:
         self,
         timeout_ms: int | _Default | None = DEFAULT,
         metadata: Mapping[str, Any] | None = None,
+        *,
+        owner: str | None = None,
+        absolute_timeout_ms: int | None = None,
     ) -> Session:
         """See :meth:`SessionManager.create`."""
-        return await self._run(self.sync.create, timeout_ms, metadata)
+        return await self._run(
+            self.sync.create,
+            timeout_ms,
+            metadata,
+            owner=owner,
+            absolute_timeout_ms=absolute_timeout_ms,
+        )
 
-    async def store(self, session: Session) -> None:
+    async def store(self, session: Session, *, if_version: int | None = None) -> Session:
         """See :meth:`SessionManager.store`."""
-        await self._run(self.sync.store, session)
+        return await self._run(self.sync.store, session, if_version=if_version)
 
     async def store_many(self, sessions: Iterable[Session]) -> int:
         """See :meth:`SessionManager.store_many`."""
@@ -198,13 +208,13 @@ class AsyncSessionManager:
         """See :meth:`SessionManager.delete`."""
         return await self._run(self.sync.delete, session_id)
 
-    async def list(self) -> list[str]:
+    async def list(self, owner: str | None = None) -> list[str]:
         """See :meth:`SessionManager.list`."""
-        return await self._run(self.sync.list)
+        return await self._run(self.sync.list, owner)
 
-    async def count(self) -> int:
+    async def count(self, owner: str | None = None) -> int:
         """See :meth:`SessionManager.count`."""
-        return await self._run(self.sync.count)
+        return await self._run(self.sync.count, owner)
 
     async def cleanup_expired(self) -> int:
         """See :meth:`SessionManager.cleanup_expired`."""

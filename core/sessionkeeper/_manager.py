@@ -35,6 +35,7 @@ import attrs
 from . import hookspecs
 from ._backend import BackendContext, Capabilities
 from ._closing import Closing
+from ._concurrent import ConcurrentOperations
 from ._config import Config, load_config, structure_options
 from ._errors import (
     InvalidSession,
@@ -44,7 +45,16 @@ from ._errors import (
     SessionNotFound,
     StorageError,
 )
-from ._model import PackedMetadata, Session, check_timeout, generate_id, pack_metadata, validate_id
+from ._model import (
+    PackedMetadata,
+    Session,
+    check_absolute_timeout,
+    check_owner,
+    check_timeout,
+    generate_id,
+    pack_metadata,
+    validate_id,
+)
 from ._plugins import TRACE_ENV, PluginManager, load_backend_class
 from ._scheduler import CleanupScheduler
 from ._settings import (
@@ -88,6 +98,7 @@ _OPERATIONS: Final[dict[str, tuple[str, ...]]] = {
         *hookspecs.REQUIRED_HOOKS,
         "sessionkeeper_store_many",
         "sessionkeeper_session_created",
+        *hookspecs.ATOMIC_HOOKS,
     )
 }
 
@@ -96,7 +107,7 @@ def _closed(*args: object) -> Any:
     raise ManagerClosed("this SessionManager is closed")
 
 
-class SessionManager(Closing):
+class SessionManager(Closing, ConcurrentOperations):
     """Sessions in the configured backend, with expiry, touch coalescing and scheduled cleanup.
 
     Build it from a config file with :meth:`from_config`, or in code::
@@ -182,6 +193,7 @@ class SessionManager(Closing):
         backend = _build_backend(config, base_dir=options.base_dir, read_only=read_only)
         self.backend_name = config.backend
         self.capabilities: Capabilities = type(backend).capabilities
+        self._atomic = self.capabilities.atomic
         self.backend = backend
 
         pm = self.plugin_manager = PluginManager()
@@ -221,9 +233,12 @@ class SessionManager(Closing):
 
     def _check_backend_hooks(self) -> None:
         pm = self.plugin_manager
+        required: tuple[str, ...] = hookspecs.REQUIRED_HOOKS
+        if self.capabilities.atomic:  # its capability promises the atomic hooks
+            required += hookspecs.ATOMIC_HOOKS
         missing = [
             name
-            for name in hookspecs.REQUIRED_HOOKS
+            for name in required
             if not any(
                 impl.plugin is self.backend for impl in getattr(pm.hook, name).get_hookimpls()
             )
@@ -316,18 +331,29 @@ class SessionManager(Closing):
         self,
         timeout_ms: int | _Default | None = DEFAULT,
         metadata: Mapping[str, Any] | None = None,
+        *,
+        owner: str | None = None,
+        absolute_timeout_ms: int | None = None,
     ) -> Session:
-        """Create, store and return a new session with a fresh 256-bit id.
+        """Create, store and return a new session (version 1) with a fresh 256-bit id.
 
         :param timeout_ms: idle ms before it expires; ``None`` never; default: ``default_timeout``.
         :param metadata: JSON-compatible dict, at most ``max_metadata_bytes`` encoded.
+        :param owner: the principal it belongs to (see :meth:`list`, :meth:`delete_owner`).
+        :param absolute_timeout_ms: ms after creation at which it expires whatever the activity.
         """
         timeout = self._default_timeout if isinstance(timeout_ms, _Default) else timeout_ms
         check_timeout(timeout)
+        if owner is not None:
+            owner = check_owner(owner)
+        if absolute_timeout_ms is not None:
+            check_absolute_timeout(absolute_timeout_ms)
         packed = pack_metadata(metadata)
         self._check_size(packed)
         now = self.clock()
-        session = Session._trusted(generate_id(), now, now, timeout, packed)
+        session = Session._trusted(
+            generate_id(), now, now, timeout, packed, 1, owner, absolute_timeout_ms
+        )
         try:
             self._store(session)
             if self._session_created is not None:
@@ -338,19 +364,22 @@ class SessionManager(Closing):
             raise self._failure("create", exc) from exc
         return session
 
-    def store(self, session: Session) -> None:
-        """Insert ``session`` or replace the one with its id."""
+    def store(self, session: Session, *, if_version: int | None = None) -> Session:
+        """Insert ``session`` or replace the one with its id; return it as stored, with the
+        version the store gave it (the live stored version + 1; 1 when there was none).
+
+        With ``if_version`` the write is conditional: it happens only if the live stored
+        version is ``if_version`` (``0``: only if no live session has this id), else
+        :class:`~sessionkeeper.VersionConflict` and nothing is written. Conditional writes need
+        a backend with the ``atomic`` capability (:class:`~sessionkeeper.Unsupported`
+        elsewhere); on a backend without it the version is still counted, but not atomically.
+        """
         if type(session) is not Session:
             raise InvalidSession(
                 "session", f"store() takes a sessionkeeper.Session, got {type(session).__name__}"
             )
         self._check_size(session._metadata)
-        try:
-            self._store(session)
-        except SessionKeeperError:
-            raise
-        except Exception as exc:
-            raise self._failure("store", exc) from exc
+        return self._store_versioned(session, if_version)
 
     def store_many(self, sessions: Iterable[Session]) -> int:
         """Store every session in ``sessions`` (insert or replace each), in as few round trips
@@ -403,6 +432,9 @@ class SessionManager(Closing):
         """
         session = self._stored(session_id, "fetch")
         now = self.clock()
+        absolute = session.absolute_timeout_ms
+        if absolute is not None and now - session.created_at > absolute:
+            raise SessionNotFound(session_id)
         idle = now - session.last_accessed
         timeout = session.timeout_ms
         if timeout is not None:
@@ -485,12 +517,17 @@ class SessionManager(Closing):
         validate_id(session_id)
         return bool(self._call("delete", self._delete, session_id))
 
-    def list(self) -> list[str]:
-        """The ids of every live session."""
+    def list(self, owner: str | None = None) -> list[str]:
+        """The ids of every live session; with ``owner``, of that principal's live sessions
+        (from the backend's owner index, or a scan of every session when it has none)."""
+        if owner is not None:
+            return self._owner_ids(owner)
         return list(self._call("list", self._list, self.clock()) or ())
 
-    def count(self) -> int:
-        """How many sessions are live."""
+    def count(self, owner: str | None = None) -> int:
+        """How many sessions are live; with ``owner``, how many of that principal's."""
+        if owner is not None:
+            return self._owner_count(owner)
         return int(self._call("count", self._count, self.clock()) or 0)
 
     def iter_sessions(self, *, include_expired: bool = False) -> Iterator[Session]:
