@@ -10,7 +10,9 @@ import pytest
 
 from sessionkeeper import SessionManager
 from sessionkeeper.testing import ManualClock
-from sessionkeeper_zmq import write_key_pair
+from sessionkeeper_zmq import NodeSpec, ZmqOptions, write_key_pair
+from sessionkeeper_zmq._node import Agent
+from sessionkeeper_zmq._replica import HLC, Replica
 from sessionkeeper_zmq.testing import cluster_opts, wait_ready
 
 
@@ -47,3 +49,21 @@ def make_cluster(key_dir: Path) -> Iterator[ClusterFactory]:
     yield make
     for manager in reversed(opened):
         manager.close()
+
+
+@pytest.fixture
+def bare_agent() -> Iterator[Agent]:
+    """The agent of node a in a cluster {a, b}, not started (no socket bound or connected):
+    for tests that drive its bookkeeping by hand."""
+    options = ZmqOptions(
+        node_id="a",
+        nodes=[
+            NodeSpec(id="a", endpoint="tcp://127.0.0.1:1"),
+            NodeSpec(id="b", endpoint="tcp://127.0.0.1:2"),
+        ],
+        curve=False,
+    )
+    replica = Replica("a", HLC(), tombstone_ttl_ms=60_000, backlog=10)
+    agent = Agent(options, replica, public_key=None, secret_key=None)
+    yield agent
+    agent.stop()

@@ -425,7 +425,7 @@ class TestAcknowledgements:
         """Writer threads hand their waiters to the agent in any order (seq 7 before seq 5):
         a cumulative ACK of 6 completes the write of seq 5 (even if the peer never sends
         another), not the one of seq 7."""
-        from sessionkeeper_zmq._node import Waiter
+        from sessionkeeper_zmq._replication import Waiter
 
         a, _ = make_cluster(size=2, ack="all")
         agent = backend(a).agent
@@ -433,9 +433,9 @@ class TestAcknowledgements:
         peer = next(iter(agent.peers.values()))
         base = peer.acked
         late, early = Waiter(base + 7, 2), Waiter(base + 5, 2)
-        agent._pending[late.seq] = late
-        agent._pending[early.seq] = early
-        agent._acked(peer, agent.inc, base + 6)
+        agent.stream.pending[late.seq] = late
+        agent.stream.pending[early.seq] = early
+        agent.stream.acked(peer, agent.inc, base + 6)
         assert early.event.is_set()
         assert early.acks == {peer.id}
         assert not late.event.is_set()
@@ -474,7 +474,7 @@ class TestAcknowledgements:
                 thread.start()
             for thread in threads:
                 thread.join()
-            wait_for(lambda: not agent._signalled, "the agent to take the wake-ups", 10)
+            wait_for(lambda: not agent.transport.signalled, "the agent to take the wake-ups", 10)
 
 
 class TestIdentity:
@@ -506,56 +506,40 @@ class TestIdentity:
 class TestDeltaDeadline:
     """The delta catch-up loop of a restarted disc node (issue 19), driven by hand."""
 
-    def agent(self) -> Any:
+    @pytest.fixture
+    def agent(self, bare_agent: Any) -> Any:
         """An agent of node a (not started: no sockets bound) in the delta phase, having asked
         b to resend from seq 10 and been told b's stream reaches seq 20."""
-        from sessionkeeper_zmq import NodeSpec, ZmqOptions
-        from sessionkeeper_zmq._node import Agent, _mono
-        from sessionkeeper_zmq._replica import HLC, Replica
+        from sessionkeeper_zmq._catchup import Phase
+        from sessionkeeper_zmq._transport import mono
 
-        options = ZmqOptions(
-            node_id="a",
-            nodes=[
-                NodeSpec(id="a", endpoint="tcp://127.0.0.1:1"),
-                NodeSpec(id="b", endpoint="tcp://127.0.0.1:2"),
-            ],
-            curve=False,
-        )
-        replica = Replica("a", HLC(), tombstone_ttl_ms=60_000, backlog=10)
-        agent = Agent(options, replica, public_key=None, secret_key=None)
-        agent._phase = "delta"
-        agent.seen["b"] = [5, 10]
-        agent._delta = {"b": 20}
-        agent._delta_at = _mono()
-        agent._delta_progress = -1
+        agent = bare_agent
+        agent.catchup.phase = Phase.DELTA
+        agent.stream.seen["b"] = [5, 10]
+        agent.catchup.delta = {"b": 20}
+        agent.catchup.delta_at = mono()
+        agent.catchup.delta_progress = -1
         return agent
 
-    def test_reaching_the_target_past_the_deadline_is_a_delta(self) -> None:
+    def test_reaching_the_target_past_the_deadline_is_a_delta(self, agent: Any) -> None:
         """Ops that arrive just as the deadline passes complete the delta: the target is
         checked before the deadline (it used to fall back to a snapshot)."""
-        agent = self.agent()
-        try:
-            agent.seen["b"][1] = 20
-            agent._drive_delta(agent._delta_at + 3_600)
-            assert agent.counters["deltas_taken"] == 1
-            assert agent._phase == "ready"
-        finally:
-            agent.stop()
+        agent.stream.seen["b"][1] = 20
+        agent.catchup.drive_delta(agent.catchup.delta_at + 3_600)
+        assert agent.counters["deltas_taken"] == 1
+        assert agent.catchup.phase == "ready"
 
-    def test_the_deadline_counts_from_the_last_progress(self) -> None:
+    def test_the_deadline_counts_from_the_last_progress(self, agent: Any) -> None:
         """A resend still moving is not cut short; one that stalls for the whole deadline
         falls back to a snapshot."""
-        agent = self.agent()
-        try:
-            start = agent._delta_at
-            agent._drive_delta(start + 1)
-            agent.seen["b"][1] = 15  # progress, late
-            agent._drive_delta(start + 3_600)
-            assert agent._phase == "delta"
-            agent._drive_delta(start + 3_600 + 1)
-            assert agent._phase == "delta"
-            agent._drive_delta(start + 3_600 + 60)
-            assert agent._phase == "sync"
-            assert agent.counters["deltas_taken"] == 0
-        finally:
-            agent.stop()
+        catchup = agent.catchup
+        start = catchup.delta_at
+        catchup.drive_delta(start + 1)
+        agent.stream.seen["b"][1] = 15  # progress, late
+        catchup.drive_delta(start + 3_600)
+        assert catchup.phase == "delta"
+        catchup.drive_delta(start + 3_600 + 1)
+        assert catchup.phase == "delta"
+        catchup.drive_delta(start + 3_600 + 60)
+        assert catchup.phase == "sync"
+        assert agent.counters["deltas_taken"] == 0

@@ -25,8 +25,9 @@ from hypothesis import strategies as st
 
 from sessionkeeper import Config, ConfigError, Session, SessionManager, encode_session
 from sessionkeeper_zmq import ZmqOptions
+from sessionkeeper_zmq._messages import decode
 from sessionkeeper_zmq._options import BOUNDS
-from sessionkeeper_zmq._wire import WireError, decode
+from sessionkeeper_zmq._wire import WireError
 from sessionkeeper_zmq.testing import cluster_opts, wait_for
 
 # -- options ---------------------------------------------------------------------------------------

@@ -61,7 +61,7 @@ import msgpack
 
 from ._options import ZmqOptions
 from ._replica import Entry, Replica
-from ._wire import WireError, _seen, check_entry
+from ._wire import WireError, check_entry, check_seen
 
 __all__ = ["Wal"]
 
@@ -260,7 +260,7 @@ class Wal:
         """The positions recorded in ``seen`` (empty when there is none or it is unreadable)."""
         try:
             raw = msgpack.unpackb(self.seen_path.read_bytes(), raw=False, strict_map_key=True)
-            return _seen(raw, self.nodes)
+            return check_seen(raw, self.nodes)
         except FileNotFoundError:
             return {}
         except (OSError, ValueError, msgpack.ExtraData) as exc:

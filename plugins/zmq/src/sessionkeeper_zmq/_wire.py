@@ -1,23 +1,48 @@
-"""The wire format between nodes: msgpack bodies with size limits and a schema check each.
+"""The wire format between nodes: msgpack with size limits, and the checks of its fields.
 
-Every message is two frames, ``[kind, body]`` (a ROUTER sees ``[peer, kind, body]``): ``kind``
-is one of :data:`KINDS`, ``body`` a msgpack array whose shape :func:`decode` checks. Nothing on
-the wire is ever unpickled; ext types are refused; a frame that fails any check raises
-:class:`WireError`, and the node drops it and counts it.
+Every message is two frames, ``[kind, body]`` (a ROUTER sees ``[peer, kind, body]``); ``body``
+is a msgpack array. This module holds the codec (:func:`encode`, :func:`pack`, :func:`unpack`)
+and the checks of the values a body carries (:func:`as_int`, :func:`check_entry`...); the
+messages themselves, one class per kind, are in :mod:`._messages`. Nothing on the wire is ever
+unpickled; ext types are refused; a frame that fails any check raises :class:`WireError`, and
+the node drops it and counts it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from typing import Any, Final
 
 import msgpack
 
 from sessionkeeper import CodecError, InvalidSession, Session, decode_session, validate_id
 
-from ._replica import BUCKETS, Entry
+from ._replica import Entry
 
-__all__ = ["KINDS", "MAX_MESSAGE", "WireError", "check_entry", "decode", "encode"]
+__all__ = [
+    "MAX_MESSAGE",
+    "Checked",
+    "Summary",
+    "WireError",
+    "as_bool",
+    "as_bytes",
+    "as_int",
+    "as_list",
+    "as_str",
+    "check_entries",
+    "check_entry",
+    "check_keys",
+    "check_seen",
+    "check_summaries",
+    "encode",
+    "pack",
+    "unpack",
+]
+
+#: A checked entry and the session it carries (``None`` for a tombstone).
+Checked = tuple[Entry, Session | None]
+#: ``(key, hlc, node, last_accessed)``: what anti-entropy compares of an entry.
+Summary = tuple[str, int, str, int]
 
 #: The largest message accepted (also the sockets' ``MAXMSGSIZE``).
 MAX_MESSAGE: Final = 64 * 1024 * 1024
@@ -49,7 +74,8 @@ def pack(body: Any) -> bytes:
     return data
 
 
-def _unpack(data: bytes) -> Any:
+def unpack(data: bytes) -> Any:
+    """Unpack a body within the limits (raises :class:`WireError`)."""
     if len(data) > MAX_MESSAGE:
         raise WireError(f"message of {len(data)} bytes is over the {MAX_MESSAGE} limit")
     try:
@@ -72,55 +98,67 @@ def _unpack(data: bytes) -> Any:
 
 
 # --- field checks --------------------------------------------------------------------------------
+# Each returns the value checked (typed) or raises WireError naming ``what``.
 
 
-def _int(value: object, what: str, low: int = 0) -> int:
+def as_int(value: object, what: str, low: int = 0) -> int:
+    """An int in ``[low, 2**63)``."""
     if type(value) is not int or not low <= value <= _MAX_INT:
         raise WireError(f"{what} must be an int >= {low}, got {value!r:.40}")
     return value
 
 
-def _str(value: object, what: str) -> str:
+def as_str(value: object, what: str) -> str:
+    """A non-empty string of at most 256 characters."""
     if type(value) is not str or not value or len(value) > 256:
         raise WireError(f"{what} must be a short string, got {value!r:.40}")
     return value
 
 
-def _list(value: object, what: str, length: int | None = None) -> list[Any]:
+def as_list(value: object, what: str, length: int | None = None) -> list[Any]:
+    """An array (of ``length`` items, when given)."""
     if type(value) is not list or (length is not None and len(value) != length):
         raise WireError(f"{what} must be an array{f' of {length}' if length else ''}")
     return value
 
 
-def _bytes(value: object, what: str, size: int | None = None) -> bytes:
+def as_bytes(value: object, what: str, size: int | None = None) -> bytes:
+    """A bin (of ``size`` bytes, when given)."""
     if type(value) is not bytes or (size is not None and len(value) != size):
         raise WireError(f"{what} must be bin{f' of {size} bytes' if size else ''}")
     return value
 
 
-def _bool(value: object, what: str) -> bool:
+def as_bool(value: object, what: str) -> bool:
+    """A bool (not an int)."""
     if type(value) is not bool:
         raise WireError(f"{what} must be a bool")
     return value
 
 
-def check_entry(raw: object, nodes: Collection[str]) -> tuple[Entry, Session | None]:
+def as_node(value: object, what: str, nodes: Collection[str]) -> str:
+    """The id of a configured node."""
+    if type(value) is not str or value not in nodes:
+        raise WireError(f"{what} names an unknown node {value!r:.40}")
+    return value
+
+
+def check_entry(raw: object, nodes: Collection[str]) -> Checked:
     """Validate one replicated entry and decode its session (``None`` for a tombstone)."""
-    fields = _list(raw, "entry", 6)
+    fields = as_list(raw, "entry", 6)
     key, hlc, node, la, blob, timeout = fields
     try:
         validate_id(key)
     except InvalidSession as exc:
         raise WireError(f"entry key: {exc}") from None
-    _int(hlc, "entry hlc")
-    if node not in nodes:
-        raise WireError(f"entry version names unknown node {node!r:.40}")
-    _int(la, "entry last_accessed")
+    as_int(hlc, "entry hlc")
+    as_node(node, "entry version", nodes)
+    as_int(la, "entry last_accessed")
     if timeout is not None:
-        _int(timeout, "entry timeout", 1)
+        as_int(timeout, "entry timeout", 1)
     session: Session | None = None
     if blob is not None:
-        _bytes(blob, "entry blob")
+        as_bytes(blob, "entry blob")
         try:
             session = decode_session(blob)
         except CodecError as exc:
@@ -130,190 +168,33 @@ def check_entry(raw: object, nodes: Collection[str]) -> tuple[Entry, Session | N
     return (key, hlc, node, la, blob, timeout), session
 
 
-def _entries(value: object, nodes: Collection[str]) -> list[tuple[Entry, Session | None]]:
-    return [check_entry(item, nodes) for item in _list(value, "entries")]
+def check_entries(value: object, nodes: Collection[str]) -> list[Checked]:
+    """An array of entries, each checked and its session decoded."""
+    return [check_entry(item, nodes) for item in as_list(value, "entries")]
 
 
-def _seen(value: object, nodes: Collection[str]) -> dict[str, tuple[int, int]]:
+def check_seen(value: object, nodes: Collection[str]) -> dict[str, tuple[int, int]]:
+    """Stream positions: a map ``origin -> [inc, seq]`` of configured nodes."""
     if type(value) is not dict:
         raise WireError("seen must be a map")
     result: dict[str, tuple[int, int]] = {}
     for origin, position in value.items():
-        if origin not in nodes:
-            raise WireError(f"seen names unknown node {origin!r:.40}")
-        inc, seq = _list(position, "seen position", 2)
-        result[origin] = (_int(inc, "seen inc"), _int(seq, "seen seq"))
+        as_node(origin, "seen", nodes)
+        inc, seq = as_list(position, "seen position", 2)
+        result[origin] = (as_int(inc, "seen inc"), as_int(seq, "seen seq"))
     return result
 
 
-def _summaries(value: object, nodes: Collection[str]) -> list[tuple[str, int, str, int]]:
+def check_summaries(value: object, nodes: Collection[str]) -> list[Summary]:
+    """An array of :data:`Summary`."""
     result = []
-    for item in _list(value, "summaries"):
-        key, hlc, node, la = _list(item, "summary", 4)
-        if node not in nodes:
-            raise WireError("summary names an unknown node")
-        result.append((_str(key, "summary key"), _int(hlc, "hlc"), node, _int(la, "la")))
+    for item in as_list(value, "summaries"):
+        key, hlc, node, la = as_list(item, "summary", 4)
+        as_node(node, "summary", nodes)
+        result.append((as_str(key, "summary key"), as_int(hlc, "hlc"), node, as_int(la, "la")))
     return result
 
 
-def _keys(value: object) -> list[str]:
-    return [_str(key, "key") for key in _list(value, "keys")]
-
-
-# --- messages ------------------------------------------------------------------------------------
-# Each checker takes the unpacked body and the configured node ids and returns the checked
-# fields (entries decoded). Requests go DEALER -> ROUTER, replies ROUTER -> DEALER.
-
-
-def _ping(b: Any, nodes: Collection[str]) -> Any:
-    node, inc, seq, hlc, root, ready, accompanied = _list(b, "PING", 7)
-    if node not in nodes:
-        raise WireError("PING from an unknown node")
-    return (
-        node,
-        _int(inc, "inc"),
-        _int(seq, "seq"),
-        _int(hlc, "hlc"),
-        _bytes(root, "root", 16),
-        _bool(ready, "ready"),
-        _bool(accompanied, "accompanied"),
-    )
-
-
-def _pong(b: Any, nodes: Collection[str]) -> Any:
-    node, inc, seq, hlc, acked_inc, acked, root, ready, accompanied = _list(b, "PONG", 9)
-    if node not in nodes:
-        raise WireError("PONG from an unknown node")
-    return (
-        node,
-        _int(inc, "inc"),
-        _int(seq, "seq"),
-        _int(hlc, "hlc"),
-        _int(acked_inc, "acked inc"),
-        _int(acked, "acked"),
-        _bytes(root, "root", 16),
-        _bool(ready, "ready"),
-        _bool(accompanied, "accompanied"),
-    )
-
-
-def _repl(b: Any, nodes: Collection[str]) -> Any:
-    origin, inc, ops = _list(b, "REPL", 3)
-    if origin not in nodes:
-        raise WireError("REPL from an unknown node")
-    checked = []
-    for op in _list(ops, "ops"):
-        seq, entry = _list(op, "op", 2)
-        checked.append((_int(seq, "op seq", 1), *check_entry(entry, nodes)))
-    return origin, _int(inc, "inc"), checked
-
-
-def _ack(b: Any, nodes: Collection[str]) -> Any:
-    inc, seq = _list(b, "ACK", 2)
-    return _int(inc, "inc"), _int(seq, "seq")
-
-
-def _sync(b: Any, nodes: Collection[str]) -> Any:
-    req, credit = _list(b, "SYNC", 2)
-    return _int(req, "req"), _int(credit, "credit")
-
-
-def _chunk(b: Any, nodes: Collection[str]) -> Any:
-    req, entries = _list(b, "CHUNK", 2)
-    return _int(req, "req"), _entries(entries, nodes)
-
-
-def _end(b: Any, nodes: Collection[str]) -> Any:
-    req, total, seen = _list(b, "END", 3)
-    return _int(req, "req"), _int(total, "total"), _seen(seen, nodes)
-
-
-def _digest(b: Any, nodes: Collection[str]) -> Any:
-    req, hashes = _list(b, "AE", 2)
-    hashes = _list(hashes, "bucket hashes", BUCKETS)
-    for h in hashes:
-        if type(h) is not int or not 0 <= h < 2**64:
-            raise WireError("bucket hashes must be 64-bit unsigned ints")
-    return _int(req, "req"), hashes
-
-
-def _aekeys(b: Any, nodes: Collection[str]) -> Any:
-    req, buckets, summaries = _list(b, "AEKEYS", 3)
-    checked_buckets = [_int(x, "bucket") for x in _list(buckets, "buckets")]
-    if any(x >= BUCKETS for x in checked_buckets):
-        raise WireError("bucket out of range")
-    return _int(req, "req"), checked_buckets, _summaries(summaries, nodes)
-
-
-def _pull(b: Any, nodes: Collection[str]) -> Any:
-    req, keys = _list(b, "PULL", 2)
-    return _int(req, "req"), _keys(keys)
-
-
-def _push(b: Any, nodes: Collection[str]) -> Any:
-    req, entries = _list(b, "PUSH", 2)
-    return _int(req, "req"), _entries(entries, nodes)
-
-
-def _delta(b: Any, nodes: Collection[str]) -> Any:
-    req, inc, seq = _list(b, "DELTA", 3)
-    return _int(req, "req"), _int(inc, "inc"), _int(seq, "seq")
-
-
-def _deltaok(b: Any, nodes: Collection[str]) -> Any:
-    req, top = _list(b, "DELTAOK", 2)
-    return _int(req, "req"), _int(top, "top")
-
-
-def _deltano(b: Any, nodes: Collection[str]) -> Any:
-    (req,) = _list(b, "DELTANO", 1)
-    return _int(req, "req")
-
-
-def _needsync(b: Any, nodes: Collection[str]) -> Any:
-    (inc,) = _list(b, "NEEDSYNC", 1)
-    return _int(inc, "inc")
-
-
-def _bye(b: Any, nodes: Collection[str]) -> Any:
-    node, inc = _list(b, "BYE", 2)
-    if node not in nodes:
-        raise WireError("BYE from an unknown node")
-    return node, _int(inc, "inc")
-
-
-#: kind -> checker of its body.
-KINDS: Final[dict[bytes, Callable[[Any, Collection[str]], Any]]] = {
-    b"PING": _ping,
-    b"PONG": _pong,
-    b"REPL": _repl,
-    b"ACK": _ack,
-    b"SYNC": _sync,
-    b"CREDIT": _sync,
-    b"CHUNK": _chunk,
-    b"END": _end,
-    b"AE": _digest,
-    b"AEKEYS": _aekeys,
-    b"PULL": _pull,
-    b"PUSH": _push,
-    b"READ": _pull,
-    b"RREP": _push,
-    b"NEEDSYNC": _needsync,
-    b"DELTA": _delta,
-    b"DELTAOK": _deltaok,
-    b"DELTANO": _deltano,
-    b"BYE": _bye,
-}
-
-
-def decode(kind: bytes, body: bytes, nodes: Collection[str]) -> Any:
-    """Check one message; return its fields or raise :class:`WireError`."""
-    checker = KINDS.get(kind)
-    if checker is None:
-        raise WireError(f"unknown message kind {kind[:16]!r}")
-    try:
-        return checker(_unpack(body), nodes)
-    except WireError:
-        raise
-    except (ValueError, TypeError) as exc:  # wrong arity when unpacking a list
-        raise WireError(f"malformed {kind.decode()} message: {exc}") from None
+def check_keys(value: object) -> list[str]:
+    """An array of short strings."""
+    return [as_str(key, "key") for key in as_list(value, "keys")]

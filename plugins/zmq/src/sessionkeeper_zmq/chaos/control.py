@@ -51,7 +51,7 @@ from sessionkeeper import (
 )
 
 from .._backend import CLOCK_OFFSET_ENV, NotEnoughReplicas, WriteTimeout, ZmqBackend
-from .._node import MessageFaults
+from .._transport import MessageFaults
 
 __all__ = ["main"]
 
