@@ -1,9 +1,10 @@
 """Benchmarks of the ``zmq`` cluster backend: 3 nodes on loopback (DESIGN §5).
 
 Run ``python tests/benchmarks/bench_zmq.py [--quick] [--json PATH] [--strict]`` (pytest never
-does). Node ``a`` runs in this process (it is the node the application uses); ``b`` and ``c`` run
-as subprocesses (``python -m sessionkeeper_zmq.node``), all with CURVE on, on 127.0.0.1. Figures,
-each beside its floor measured in the same run:
+does; ``--json DIR`` writes ``DIR/zmq.json``). Node ``a`` runs in this process (it is the node
+the application uses); ``b`` and ``c`` run as subprocesses (``python -m
+sessionkeeper_zmq.node``), all with CURVE on, on 127.0.0.1. Figures, each beside its floor
+measured in the same run:
 
 - local read: ``fetch`` through the SessionManager on node a, random order, against the same on
   the ``memory`` backend (target ≤ 2 µs);
@@ -16,16 +17,18 @@ each beside its floor measured in the same run:
 - migrate in: ``migrate_sessions`` of 20,000 sessions (4,000 with ``--quick``) from a
   sqlitedict file into node a at ``ack = quorum`` (copy and verification), beside the blocking
   one-writer quorum rate above;
-- disc rejoin: c restarted with disc copies, SIGKILLed, 10,000 sessions (2,000 with
-  ``--quick``) written while it is down, restarted: the time to reload its log (spawn to first
-  status line) and to catch up by delta from the peers' backlogs (first status line to ready);
+- disc rejoin under load: c restarted with disc copies, then SIGKILLed while a writer keeps
+  about 4,000 quorum writes/s on a; once 10,000 writes (2,000 with ``--quick``) went on
+  without it, c is restarted under the same load: whether it caught up by delta from the peers'
+  backlogs (``by_delta``: "moves only what changed", the target), the time to reload its log
+  (spawn to first status line), to catch up (first status line to ready) and until it holds
+  every write made before it was ready;
 - rejoin: SIGKILL of c holding 100,000 sessions (10,000 with ``--quick``) and a restart; the time
   from the restarted process's first status line to ready, and from spawn to ready (target ≤ 5 s).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -42,6 +45,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import _bench
 import zmq
 import zmq.auth
 
@@ -417,9 +421,66 @@ def bench_rejoin(cluster: Cluster, a: SessionManager, n: int) -> dict[str, Any]:
     }
 
 
-def bench_disc_rejoin(cluster: Cluster, a: SessionManager, missed: int) -> dict[str, Any]:
-    """c with disc copies: SIGKILLed, ``missed`` sessions written meanwhile, restarted: it
-    reloads its log and takes the missed writes from the peers' backlogs (delta)."""
+class PacedWriter:
+    """A thread storing on node a at about ``rate`` writes/s (quorum, up to 256 in flight,
+    ``store_nowait``), until stopped: the load a rejoining node catches up under."""
+
+    def __init__(self, a: SessionManager, rate: int, prefix: str) -> None:
+        self.backend: Any = a.backend
+        self.rate = rate
+        self.prefix = prefix
+        self.written = 0
+        self.failed = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="paced-writer", daemon=True)
+        self.began = self.ended = 0.0
+
+    def start(self) -> None:
+        self.began = time.perf_counter()
+        self._thread.start()
+
+    def stop(self) -> float:
+        """Stop, wait for the writes in flight; return the writes/s achieved."""
+        self._stop.set()
+        self._thread.join()
+        return self.written / (self.ended - self.began)
+
+    def _run(self) -> None:
+        pending: deque[Any] = deque()
+        now = int(time.time() * 1000)
+        while not self._stop.is_set():
+            due = int((time.perf_counter() - self.began) * self.rate) - self.written
+            if due <= 0:
+                time.sleep(0.001)
+                continue
+            for _ in range(min(due, 256)):
+                session = Session(f"{self.prefix}-{self.written}", now, now, None, {"n": 1})
+                try:
+                    pending.append(self.backend.store_nowait(session, "quorum"))
+                except Exception:
+                    self.failed += 1
+                self.written += 1
+            while len(pending) > 256:
+                self._settle(pending.popleft())
+        while pending:
+            self._settle(pending.popleft())
+        self.ended = time.perf_counter()
+
+    def _settle(self, write: Any) -> None:
+        try:
+            write.wait()
+        except Exception:
+            self.failed += 1
+
+
+def bench_disc_rejoin(
+    cluster: Cluster, a: SessionManager, missed: int, rate: int = 4_000
+) -> dict[str, Any]:
+    """c with disc copies: SIGKILLed while a writer keeps ``rate`` writes/s on a, restarted
+    once ``missed`` writes went on without it, under the same load: it reloads its log and
+    takes what it missed from the peers' backlogs (delta) while the stream goes on. Reported:
+    whether it caught up by delta (no snapshot), the reload and catch-up times, and the time
+    until it holds every write made before it was ready."""
     a_backend: Any = a.backend
     agent = a_backend.agent
     cluster.kill("c", signal.SIGTERM)
@@ -431,23 +492,34 @@ def bench_disc_rejoin(cluster: Cluster, a: SessionManager, missed: int) -> dict[
     cluster.spawn_until_ready("c")  # the first start takes a snapshot and logs it
     wait_for(lambda: agent.peers["c"].acked >= a_backend.replica.seq, "c to hold everything", 300)
     time.sleep(1.5)  # c records its stream positions every second
+    writer = PacedWriter(a, rate, "disc")
+    writer.start()
+    time.sleep(0.5)  # the load is on before c goes down
     cluster.kill("c")
-    now = int(time.time() * 1000)
-    for i in range(missed):
-        a_backend.replica.local_store(Session(f"missed-{i}", now, now, None, {"user": i}))
-        if i % 1000 == 0:
-            agent.wake()
-    agent.wake()
-    wait_for(lambda: agent.peers["b"].acked >= a_backend.replica.seq, "b to hold them", 300)
-    held = len(a_backend.replica.sessions)
+    down_from = writer.written
+    wait_for(lambda: writer.written - down_from >= missed, "the writes c misses", 300)
+    while_down = writer.written - down_from
     start_up, catch_up, figures = cluster.spawn_until_ready("c")
+    ready_seq = a_backend.replica.seq
+    ready_at = time.perf_counter()
+    wait_for(lambda: agent.peers["c"].acked >= ready_seq, "c to hold what was written", 300)
+    holds_after = time.perf_counter() - ready_at
+    time.sleep(0.5)  # and it keeps up with the stream
+    achieved = writer.stop()
+    by_delta = figures.get("deltas_taken", 0) >= 1 and figures.get("syncs_taken", 0) == 0
     return {
-        "held": held,
-        "missed": missed,
+        "writes_per_s_target": rate,
+        "writes_per_s": round(achieved),
+        "write_failures": writer.failed,
+        "missed_while_down": while_down,
         "stored_when_ready": figures["stored"],
         "log_reload_s": round(start_up, 2),
         "catch_up_s": round(catch_up, 2),
-        "by_delta": figures.get("deltas_taken", 0) >= 1 and figures.get("syncs_taken", 0) == 0,
+        "holds_every_earlier_write_s": round(holds_after, 2),
+        "deltas_taken": figures.get("deltas_taken", 0),
+        "syncs_taken": figures.get("syncs_taken", 0),
+        "by_delta": by_delta,
+        "met": by_delta,
     }
 
 
@@ -496,12 +568,17 @@ def bench_migrate_in(a: SessionManager, directory: Path, n: int) -> dict[str, An
     }
 
 
+def save(results: dict[str, Any], path: Path) -> Path:
+    """Write the figures as JSON to ``path`` (``zmq.json`` in it if a directory); return
+    where they went."""
+    return _bench.write_json(path, "zmq", results)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="smaller sizes")
-    parser.add_argument("--json", type=Path, help="also write the figures to this file")
-    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    parser = _bench.arguments(__doc__, "zmq", quick_help="smaller sizes")
     args = parser.parse_args(argv)
+    if args.json is not None and not (args.json.is_dir() or args.json.parent.is_dir()):
+        parser.error(f"--json {args.json}: no such directory {args.json.parent}")
     reads = 20_000 if args.quick else 200_000
     writes = 1_000 if args.quick else 5_000
     rejoin = 10_000 if args.quick else 100_000
@@ -540,11 +617,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     results["seconds"] = round(time.perf_counter() - began, 1)
     print(json.dumps(results, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    if args.json is not None:
+        print(f"figures written to {save(results, args.json)}")
     missed = [
         name
-        for name in ("local_read", "write_quorum", "node_kill", "rejoin")
+        for name in ("local_read", "write_quorum", "node_kill", "rejoin", "disc_rejoin")
         if not results[name]["met"]
     ]
     if missed:
