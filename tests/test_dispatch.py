@@ -390,6 +390,26 @@ class TestStatsReadsNoClock:
         assert (counters["hits"], counters["misses"]) == (1, 1)
         assert counters["operations"]["fetch"]["calls"] == 2
 
+    def test_the_atomic_operations_are_counted(self, table_name: str) -> None:
+        """With stats on, a conditional store counts as stored, a take and each session of a
+        delete_owner as deleted, and each has its latency summary (the atomic memory
+        backend)."""
+        with SessionManager(
+            backend_opts={"table_name": table_name},
+            stats=True,
+            cleanup_interval=0,
+            clock=ManualClock(),
+        ) as sessions:
+            sessions.create(owner="user_456")
+            sessions.create(owner="user_456")
+            single_use = sessions.create()
+            sessions.store(single_use.replace(metadata={"v": 1}))
+            assert sessions.take(single_use.id).id == single_use.id
+            assert sessions.delete_owner("user_456") == 2
+            counters = sessions.stats()["counters"]
+        assert (counters["stored"], counters["deleted"]) == (4, 3)
+        assert {"store_if", "take", "delete_owner"} <= set(counters["operations"])
+
     def test_an_unclosed_stats_manager_is_still_collected(self, table_name: str) -> None:
         """The counting fetch holds its manager weakly: a stats manager dropped without close()
         is collected and closed at once, without a garbage collection."""

@@ -168,6 +168,40 @@ class StatsPlugin:
         self._count("expired", result or 0)
         return result
 
+    # The atomic operations (backends with the ``atomic`` capability): a conditional store
+    # counts as a store, a take as a deletion, a rotate as neither (the session moves).
+
+    @hookimpl(wrapper=True)
+    def sessionkeeper_store_if(self) -> Generator[None, Any, Any]:
+        result: Any = yield from self._timed("store_if")
+        self._count("stored")
+        return result
+
+    @hookimpl(wrapper=True)
+    def sessionkeeper_take(self) -> Generator[None, Any, Any]:
+        result: Any = yield from self._timed("take")
+        if result is not None:
+            self._count("deleted")
+        return result
+
+    @hookimpl(wrapper=True)
+    def sessionkeeper_rotate(self) -> Generator[None, Any, Any]:
+        return (yield from self._timed("rotate"))
+
+    @hookimpl(wrapper=True)
+    def sessionkeeper_list_owner(self) -> Generator[None, Any, Any]:
+        return (yield from self._timed("list_owner"))
+
+    @hookimpl(wrapper=True)
+    def sessionkeeper_count_owner(self) -> Generator[None, Any, Any]:
+        return (yield from self._timed("count_owner"))
+
+    @hookimpl(wrapper=True)
+    def sessionkeeper_delete_owner(self) -> Generator[None, Any, Any]:
+        result: Any = yield from self._timed("delete_owner")
+        self._count("deleted", result or 0)
+        return result
+
     @hookimpl
     def sessionkeeper_session_created(self, session: Session) -> None:
         self._count("created")
