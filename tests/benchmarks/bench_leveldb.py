@@ -13,7 +13,12 @@ manager):
 - store with ``sync = true`` (every write fsynced) against a raw ``put(sync=True)``;
 - touch (a fetch that writes back) against a raw ``get`` plus ``put``;
 - cleanup of the expired sessions among all, against a full scan that decodes every record
-  (the target: cheaper than that scan; it reads only the expired part of the index).
+  (the target: cheaper than that scan; it reads only the expired part of the index);
+- the concurrent-state operations of issue 14 (sync off): ``update`` against the ``fetch`` +
+  ``store`` doing the same change that it replaces (target <= 1.3x, as on memory and
+  sqlitedict), ``store(if_version=)`` against ``store``, and ``list(owner=)`` of 10 sessions
+  among all against the same among 1,000 (target: independent of the store's size, <= 1.5x;
+  it reads only the owner's key range).
 
 Every manager runs with ``cleanup_interval=0`` and an injected clock, so nothing runs behind the
 measurements and the benchmark decides when a fetch writes a touch back. Targets are the disk
@@ -32,9 +37,11 @@ import statistics
 import sys
 import tempfile
 import time
+import timeit
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import _bench
 import attrs
@@ -242,6 +249,93 @@ def bench_cleanup(sizes: Sizes, directory: Path) -> Figure:
     )
 
 
+def bump(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The change every update benchmark makes: one counter up by one."""
+    metadata["n"] += 1
+    return metadata
+
+
+def bench_atomic(sizes: Sizes, directory: Path) -> list[Figure]:
+    """update against fetch + store, store(if_version=) against store, over ``sizes.ops``
+    sessions (sync off); then list(owner=) among them against a table of 1,000."""
+    n, repeats = sizes.ops, sizes.repeats
+    clock = Clock()
+    figures: list[Figure] = []
+    with manager(clock, directory, sync=False, table="atomic") as sessions:
+        stored = [
+            Session(s.id, s.created_at, s.last_accessed, s.timeout_ms, {**s.metadata, "n": 0})
+            for s in make_sessions(n, clock)
+        ]
+        sessions.store_many(stored)
+        ids = [s.id for s in stored]
+        random.Random(7).shuffle(ids)
+        fetch, store = sessions.fetch, sessions.store
+
+        def update(session_id: str) -> None:
+            sessions.update(session_id, bump)
+
+        def fetch_store(session_id: str) -> None:  # what update replaces: not atomic
+            session = fetch(session_id)
+            store(session.replace(metadata=bump(session.metadata)))
+
+        updated, floor = paired(update, fetch_store, ids, repeats=repeats)
+        assert sessions.peek(ids[0]).metadata["n"] == 2 * repeats, "an update was lost"
+        figures.append(
+            figure("update (sync off), random", updated, floor, "fetch + store", ratio=1.3)
+        )
+
+        # Disjoint halves: a plain store bumps the version the conditional one names.
+        half = n // 2
+        conditional = [sessions.peek(sid) for sid in ids[:half]]
+        plain = [sessions.peek(sid) for sid in ids[half : 2 * half]]
+
+        def store_if(position: int) -> None:
+            session = conditional[position]
+            conditional[position] = store(session, if_version=session.version)
+
+        def store_plain(position: int) -> None:
+            plain[position] = store(plain[position])
+
+        timed, floor = paired(store_if, store_plain, range(half), repeats=repeats)
+        assert conditional[0].version == plain[0].version, "versions drifted apart"
+        figures.append(figure("store(if_version=) (sync off), random", timed, floor, "store"))
+
+        with manager(clock, directory, sync=False, table="atomic-small") as small:
+            small.store_many(make_sessions(1_000, clock))
+            for table in (sessions, small):
+                for _ in range(OWNED):
+                    table.create(owner="owner-1")
+            large_us, small_us = time_owner_lists(sessions, small, "owner-1", repeats)
+        figures.append(
+            figure(
+                f"list(owner=) of {OWNED} among {n:,}",
+                large_us,
+                small_us,
+                f"the same among {1_000 + OWNED:,}",
+                ratio=1.5,
+            )
+        )
+    return figures
+
+
+#: Sessions of the one owner that list(owner=) finds.
+OWNED = 10
+
+
+def time_owner_lists(
+    large: SessionManager, small: SessionManager, owner: str, repeats: int
+) -> tuple[float, float]:
+    """Median µs of ``list(owner=owner)`` on ``large`` and on ``small``, timed alternately."""
+    calls = 2_000
+    timings: tuple[list[float], list[float]] = ([], [])
+    for _ in range(repeats):
+        for results, sessions in zip(timings, (large, small), strict=True):
+            assert len(sessions.list(owner=owner)) == OWNED
+            timer = timeit.Timer(lambda sessions=sessions: sessions.list(owner=owner))
+            results.append(timer.timeit(number=calls) / calls * 1e6)
+    return statistics.median(timings[0]), statistics.median(timings[1])
+
+
 def measure(args: argparse.Namespace) -> _bench.Run:
     sizes = QUICK if args.quick else FULL
     with tempfile.TemporaryDirectory(prefix="bench-leveldb-") as scratch:
@@ -249,6 +343,7 @@ def measure(args: argparse.Namespace) -> _bench.Run:
         figures = bench_operations(sizes, directory)
         figures.append(bench_sync_store(sizes, directory))
         figures.append(bench_cleanup(sizes, directory))
+        figures.extend(bench_atomic(sizes, directory))
     return _bench.Run(
         figures,
         sizes,
