@@ -197,9 +197,9 @@ class TestTable:
     def test_open_creates_the_table_its_indexes_and_its_schema_version(
         self, open_manager: Callable[..., SessionManager], pg_cluster: Any, table_name: str
     ) -> None:
-        """The first open creates the table with the columns of the design (version, owner
-        ready for the concurrent-state sessions), the deadline and owner indexes, and records
-        the schema version in the meta table."""
+        """The first open creates the table with the columns of the design (version, owner and
+        the absolute deadline of the concurrent-state sessions), the deadline and owner
+        indexes, and records the schema version in the meta table."""
         open_manager()
         columns = _sql(
             pg_cluster,
@@ -214,6 +214,7 @@ class TestTable:
             ("deadline", "bigint", "YES"),
             ("version", "bigint", "NO"),
             ("owner", "text", "YES"),
+            ("absolute_deadline", "bigint", "YES"),
         ]
         query = "SELECT indexname FROM pg_indexes WHERE tablename = %s"
         indexes = {row[0] for row in _sql(pg_cluster, query, table_name)}
@@ -445,10 +446,21 @@ class TestCheck:
         tmp_path: Path,
     ) -> None:  # fmt: skip
         """``check`` names each damaged row (a record that does not decode, a record of another
-        id, a wrong deadline); ``--repair`` moves the undecodable ones to the quarantine table
-        with their bytes, recomputes the deadline, and leaves every intact session as it was."""
+        id, a wrong deadline, an owner or absolute deadline the columns lack); ``--repair``
+        moves the undecodable ones to the quarantine table with their bytes, recomputes the
+        index columns from the record, and leaves every intact session as it was."""
         manager = open_manager(clock=ManualClock(START))
         manager.store_many([Session(f"s{n}", START, START, 1_000, {"n": n}) for n in range(5)])
+        manager.store_many(
+            [Session("s5", START, START, 1_000, {}, owner="o", absolute_timeout_ms=500)]
+        )
+        # What schema-1 code wrote for a session with an owner: no owner column, no absolute.
+        _sql(
+            pg_cluster,
+            f"UPDATE {table_name} SET owner = NULL, absolute_deadline = NULL, "
+            "deadline = %s WHERE id = 's5'",
+            START + 1_000,
+        )
         _sql(pg_cluster, f"UPDATE {table_name} SET record = %s WHERE id = 's1'", b"\xc1garbage")
         _sql(
             pg_cluster,
@@ -459,19 +471,28 @@ class TestCheck:
         opts = {"dsn": pg_cluster.dsn(), "table_name": table_name}
         report = _check(tmp_path, opts)
         assert report["ok"] is False
-        assert (report["checked"], report["intact"]) == (5, 2)
+        assert (report["checked"], report["intact"]) == (6, 2)
         problems = "\n".join(report["problems"])
+        assert (
+            f"'s5': its deadline is {START + 1_000}, expected {START + 500}, its "
+            f"absolute_deadline is None, expected {START + 500}, its owner is None, expected 'o'"
+        ) in problems
         assert "'s1'" in problems
         assert "does not decode" in problems
         assert "holds session 's3'" in problems
         assert "'s4': its deadline is 5" in problems
         repaired = _check(tmp_path, opts, repair=True)
-        assert (repaired["repaired"], repaired["quarantined"], repaired["deadlines_fixed"]) == (
+        assert (repaired["repaired"], repaired["quarantined"], repaired["columns_fixed"]) == (
             True,
             2,
-            1,
+            2,
         )
-        assert sorted(manager.list()) == ["s0", "s3", "s4"]
+        assert sorted(manager.list()) == ["s0", "s3", "s4", "s5"]
+        assert manager.list(owner="o") == ["s5"]
+        assert _sql(
+            pg_cluster,
+            f"SELECT deadline, absolute_deadline, owner FROM {table_name} WHERE id = 's5'",
+        ) == [(START + 500, START + 500, "o")]
         assert manager.peek("s4").metadata == {"n": 4}
         quarantined = _sql(
             pg_cluster, f"SELECT id, record FROM {table_name}_quarantine ORDER BY id"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,11 @@ class TestPostgresConformance(BackendConformance):
         # One server for the whole run: a fresh table gives each test (and each example of
         # the stateful test) an empty store.
         return {"dsn": self.cluster.dsn(), "table_name": f"conf_{uuid.uuid4().hex[:24]}"}
+
+    def shared_store_config(self, backend_opts: Mapping[str, Any]) -> Mapping[str, Any]:
+        # Every process that names the server and the table shares the store: the kit's
+        # multi-process races run child interpreters with the same options.
+        return dict(backend_opts)
 
     def corrupt_stored_session(self, manager: SessionManager, session_id: str) -> None:
         table = manager.backend.statements.qualified

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import select
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar, Final, NoReturn, TypeVar
@@ -16,6 +17,7 @@ from sessionkeeper import (
     CodecError,
     Session,
     StorageError,
+    VersionConflict,
     decode_session,
     encode_session,
     hookimpl,
@@ -23,7 +25,7 @@ from sessionkeeper import (
 
 from ._check import check_table
 from ._options import PostgresOptions
-from ._schema import CLEANUP_BATCH, LATEST_VERSION, PAGE_SIZE, Statements, deadline_of
+from ._schema import CLEANUP_BATCH, LATEST_VERSION, PAGE_SIZE, Statements, deadlines
 
 __all__ = ["STORE_CHUNK", "PostgresBackend"]
 
@@ -31,8 +33,24 @@ __all__ = ["STORE_CHUNK", "PostgresBackend"]
 #: the request, up to ``max_metadata_bytes`` per session.
 STORE_CHUNK: Final = 1_000
 
+#: Times a conditional write is sent again when the version read after its refusal is the one
+#: it expected (the row changed twice in between): then the write's outcome is re-decided.
+CONDITIONAL_ATTEMPTS: Final = 3
+
 T = TypeVar("T")
-Connection = psycopg.Connection[Any]
+Row = tuple[Any, ...]
+Params = Any
+
+
+class Connection(psycopg.Connection[Row]):
+    """A pooled connection that keeps one cursor for its whole life.
+
+    Creating a cursor per statement (what ``Connection.execute`` does) costs about as much
+    client CPU as decoding the record: the backend's single-statement operations reuse
+    :attr:`sk_cursor` instead (a connection serves one operation at a time).
+    """
+
+    sk_cursor: psycopg.Cursor[Row]
 
 
 def _storable_id(session_id: object) -> bool:
@@ -61,7 +79,12 @@ class PostgresBackend:
 
     options_class: ClassVar[type[PostgresOptions]] = PostgresOptions
     capabilities: ClassVar[Capabilities] = Capabilities(
-        persistent=True, shared=True, replicated=False, blocking=True, read_only_open=True
+        persistent=True,
+        shared=True,
+        replicated=False,
+        blocking=True,
+        read_only_open=True,
+        atomic=True,
     )
 
     def __init__(self, options: PostgresOptions, context: BackendContext) -> None:
@@ -125,7 +148,9 @@ class PostgresBackend:
         """A connection of our own (not pooled); ``StorageError`` with libpq's reason."""
         options = self.options
         try:
-            return psycopg.connect(options.conninfo(), autocommit=True, **options.connect_kwargs())
+            return Connection.connect(
+                options.conninfo(), autocommit=True, **options.connect_kwargs()
+            )
         except psycopg.Error as exc:
             raise StorageError(
                 self.context.name,
@@ -134,7 +159,7 @@ class PostgresBackend:
             ) from exc
 
     def _configure(self, conn: Connection) -> None:
-        """Each pooled connection's settings, in one statement."""
+        """Each pooled connection's settings, in one statement, and its kept cursor."""
         options = self.options
         conn.execute(
             "SELECT set_config('statement_timeout', %s, false), "
@@ -146,6 +171,7 @@ class PostgresBackend:
                 "on" if self.context.read_only else "off",
             ),
         )
+        conn.sk_cursor = conn.cursor()
 
     def _probe(self, operation: str) -> None:
         """Connect directly: fail now, with libpq's reason, when the server is unreachable."""
@@ -170,6 +196,30 @@ class PostgresBackend:
             "pool_max_size, or the server's max_connections)",
         )
 
+    def _sound_conn(self, pool: ConnectionPool[Connection], operation: str) -> Connection:
+        """A pooled connection the server has not hung up on, for an operation that is never
+        sent twice (its first attempt may have done its work).
+
+        An idle connection has nothing to read: one that is readable holds the server's
+        goodbye (a restart's "terminating connection", or the end of the stream). It is closed
+        (the pool replaces it) and another taken, so that a restart between operations stays
+        invisible to them too. One ``select`` with no timeout, about a microsecond.
+        """
+        for _ in range(self.options.pool_max_size + 1):
+            conn = self._getconn(pool, operation)
+            try:
+                readable = select.select([conn.fileno()], [], [], 0)[0]
+            except (OSError, ValueError, psycopg.Error):
+                readable = [True]
+            if not readable:
+                return conn
+            conn.close()
+            pool.putconn(conn)
+            self._suspect = True
+            with contextlib.suppress(psycopg.Error):
+                pool.check()
+        return self._getconn(pool, operation)
+
     def _run(
         self,
         operation: str,
@@ -182,12 +232,15 @@ class PostgresBackend:
 
         When the connection turns out lost (a server restart, a network cut), the pool's idle
         connections are checked, and with ``retry`` the work runs once more on a fresh one.
+        Without ``retry`` (a write whose first attempt may have happened: delete, take, a
+        conditional write, rotate, delete_owner), the connection is first checked to be still
+        there (:meth:`_sound_conn`) and a loss under the work is a ``StorageError``.
         """
         pool = self._pool
         if pool is None or (write and self.context.read_only):
             self._refuse(operation)
         for attempt in (0, 1):
-            conn = self._getconn(pool, operation)
+            conn = self._getconn(pool, operation) if retry else self._sound_conn(pool, operation)
             try:
                 return work(conn)
             except psycopg.OperationalError as exc:
@@ -203,6 +256,33 @@ class PostgresBackend:
             with contextlib.suppress(psycopg.Error):  # drop what the same loss broke
                 pool.check()
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _one(self, operation: str, query: bytes, params: Params, *, write: bool = False) -> Any:
+        """The first row (or ``None``) of one retried statement on a pooled connection's own
+        cursor: the reads' and the idempotent writes' path, kept short (no closure, no new
+        cursor); the same errors and the same single retry after a lost connection as
+        :meth:`_run`."""
+        pool = self._pool
+        if pool is None or (write and self.context.read_only):
+            self._refuse(operation)
+        conn = self._getconn(pool, operation)
+        try:
+            return conn.sk_cursor.execute(query, params).fetchone()
+        except psycopg.Error as exc:
+            lost = isinstance(exc, psycopg.OperationalError) and conn.broken
+            if not lost:
+                raise self._failed(operation, exc) from exc
+            self._suspect = True
+        finally:
+            pool.putconn(conn)
+        with contextlib.suppress(psycopg.Error):
+            pool.check()
+        return self._run(  # once more, on a connection checked to be sound
+            operation,
+            lambda c: c.sk_cursor.execute(query, params).fetchone(),
+            write=write,
+            retry=False,
+        )
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -228,6 +308,7 @@ class PostgresBackend:
             min_size=options.pool_min_size,
             max_size=options.pool_max_size,
             open=False,
+            connection_class=Connection,
             configure=self._configure,
             timeout=self._timeout_s,
             reconnect_timeout=max(self._timeout_s, 1.0),
@@ -334,7 +415,11 @@ class PostgresBackend:
 
     # -- decoding ---------------------------------------------------------------------------------
 
-    def _decode(self, session_id: str, record: object, last_accessed: object) -> Session:
+    def _decode(
+        self, session_id: str, record: object, last_accessed: object, version: object
+    ) -> Session:
+        """The session of one row: its record, with the ``last_accessed`` and ``version``
+        columns (which writes keep authoritative) in place of the record's."""
         if not isinstance(record, bytes):
             raise self._damaged(session_id, f"its record is {type(record).__name__}, not bytes")
         try:
@@ -345,79 +430,145 @@ class PostgresBackend:
             raise self._damaged(session_id, f"it holds session {session.id!r}")
         if type(last_accessed) is not int:
             raise self._damaged(session_id, f"its last_accessed is {last_accessed!r}")
-        return session.touched(last_accessed)
+        if version != session.version:
+            if type(version) is not int or version < 1:
+                raise self._damaged(session_id, f"its version is {version!r}")
+            session = session.with_version(version)
+        if last_accessed > session.last_accessed:
+            return session.touched(last_accessed)
+        return session
 
     # -- the hooks --------------------------------------------------------------------------------
 
     @hookimpl
     def sessionkeeper_fetch(self, session_id: str) -> Session | None:
         """The stored session (expired or not), or ``None``: one primary-key lookup."""
-        query = self.statements.fetch
         if not _storable_id(session_id):
             return None  # no such session (the manager says why the id is bad)
-
-        def work(conn: Connection) -> Any:
-            return conn.execute(query, (session_id,)).fetchone()
-
-        row = self._run("fetch", work)
+        row = self._one("fetch", self.statements.fetch, (session_id,))
         if row is None:
             return None
-        return self._decode(session_id, row[0], row[1])
+        return self._decode(session_id, row[0], row[1], row[2])
+
+    @staticmethod
+    def _row(session: Session, record: bytes | None = None) -> dict[str, Any]:
+        """The parameters of a write of ``session`` (its own version; ``record`` when the
+        caller encoded it already)."""
+        deadline, absolute_deadline = deadlines(session)
+        return {
+            "id": session.id,
+            "record": encode_session(session) if record is None else record,
+            "last_accessed": session.last_accessed,
+            "deadline": deadline,
+            "absolute_deadline": absolute_deadline,
+            "version": session.version,
+            "owner": session.owner,
+        }
+
+    @staticmethod
+    def _columns(session: Session) -> tuple[Any, ...]:
+        deadline, absolute_deadline = deadlines(session)
+        return (
+            session.id,
+            encode_session(session),
+            session.last_accessed,
+            deadline,
+            absolute_deadline,
+            session.version,
+            session.owner,
+        )
 
     @hookimpl
     def sessionkeeper_store(self, session: Session) -> None:
-        """Insert or replace ``session``: one upsert."""
+        """Insert or replace ``session`` exactly as given (its version included: what
+        ``create``, import and migrate write): one upsert."""
         query = self.statements.store
         params = self._row(session)
 
         def work(conn: Connection) -> None:
-            conn.execute(query, params)
+            conn.sk_cursor.execute(query, params)
 
         self._run("store", work, write=True)
 
-    @staticmethod
-    def _row(session: Session) -> tuple[str, bytes, int, int | None]:
-        last_accessed = session.last_accessed
-        return (
-            session.id,
-            encode_session(session),
-            last_accessed,
-            deadline_of(last_accessed, session.timeout_ms),
-        )
-
     @hookimpl
     def sessionkeeper_store_many(self, sessions: Sequence[Session]) -> int:
-        """Insert or replace each session: one ``INSERT … SELECT FROM unnest(…)`` (one round
-        trip, one transaction) per :data:`STORE_CHUNK` sessions."""
+        """Insert or replace each session as given: one ``INSERT … SELECT FROM unnest(…)``
+        (one round trip, one transaction) per :data:`STORE_CHUNK` sessions."""
         query = self.statements.store_many
-        row = self._row
+        row = self._columns
         for start in range(0, len(sessions), STORE_CHUNK):
             rows = map(row, sessions[start : start + STORE_CHUNK])
             columns = tuple(list(column) for column in zip(*rows, strict=True))
 
             def work(conn: Connection, columns: tuple[list[Any], ...] = columns) -> None:
-                conn.execute(query, columns)
+                conn.sk_cursor.execute(query, columns)
 
             if columns:
                 self._run("store_many", work, write=True)
         return len(sessions)
 
     @hookimpl
+    def sessionkeeper_store_if(
+        self, session: Session, if_version: int | None, now: int
+    ) -> Session | None:
+        """Store ``session`` with the live stored version + 1 if that version is
+        ``if_version`` (``None``: whatever it is); one statement that checks and writes.
+
+        ``if_version`` N >= 1 is an ``UPDATE … WHERE version = N AND <live>`` (a row that is
+        gone or expired is never written), 0 an ``INSERT … ON CONFLICT DO UPDATE … WHERE
+        <expired>``, ``None`` an upsert counting the version in SQL. A refused write reads the
+        live version to name it in :class:`~sessionkeeper.VersionConflict`. An unconditional
+        write is retried after a lost connection (it may count one version more); a
+        conditional one is not: its first attempt may have succeeded.
+        """
+        statements = self.statements
+        if if_version is None:
+            # The record carries our guess (the caller's version + 1, right when nobody wrote
+            # in between); the version column, which readers take, is what the server counted.
+            stored = session.with_version(session.version + 1)
+            params = self._row(stored)
+            params["now"] = now
+            row = self._one("store", statements.store_counted, params, write=True)
+            version = row[0]
+            return stored if version == stored.version else stored.with_version(version)
+        stored = (
+            session if session.version == if_version + 1 else session.with_version(if_version + 1)
+        )
+        params = self._row(stored)
+        params["now"] = now
+        params["expected"] = if_version
+        query = statements.store_if_absent if if_version == 0 else statements.store_if_version
+        live_version = statements.live_version
+
+        def work(conn: Connection) -> int:
+            cursor = conn.sk_cursor
+            actual = if_version
+            for _ in range(CONDITIONAL_ATTEMPTS):
+                if cursor.execute(query, params).rowcount == 1:
+                    return -1
+                row = cursor.execute(live_version, params).fetchone()
+                actual = 0 if row is None else int(row[0])
+                if actual != if_version:
+                    break
+            return actual
+
+        actual = self._run("store", work, write=True, retry=False)
+        if actual >= 0:
+            raise VersionConflict(session.id, if_version, actual)
+        return stored
+
+    @hookimpl
     def sessionkeeper_touch(self, session_id: str, last_accessed: int) -> Session | None:
-        """Move ``last_accessed`` and the deadline forward (never back) in one ``UPDATE …
-        RETURNING``; ``None`` when the row is gone (it is never recreated)."""
-        query = self.statements.touch
+        """Move ``last_accessed`` and the deadline forward (never back, never past the absolute
+        deadline) in one ``UPDATE … RETURNING``; ``None`` when the row is gone (it is never
+        recreated)."""
         if not _storable_id(session_id):
             return None
         params = {"at": last_accessed, "id": session_id}
-
-        def work(conn: Connection) -> Any:
-            return conn.execute(query, params).fetchone()
-
-        row = self._run("touch", work, write=True)
+        row = self._one("touch", self.statements.touch, params, write=True)
         if row is None:
             return None
-        return self._decode(session_id, row[0], row[1])
+        return self._decode(session_id, row[0], row[1], row[2])
 
     @hookimpl
     def sessionkeeper_delete(self, session_id: str) -> bool:
@@ -428,9 +579,58 @@ class PostgresBackend:
             return False
 
         def work(conn: Connection) -> int:
-            return conn.execute(query, (session_id,)).rowcount
+            return conn.sk_cursor.execute(query, (session_id,)).rowcount
 
         return self._run("delete", work, write=True, retry=False) > 0
+
+    @hookimpl
+    def sessionkeeper_take(self, session_id: str, now: int) -> Session | None:
+        """Remove the row and return its session if it was live at ``now``: one ``DELETE …
+        RETURNING`` (of concurrent takes, the one whose delete found the row gets it). An
+        expired row is removed too. Not retried after a lost connection."""
+        if not _storable_id(session_id):
+            return None
+        query = self.statements.take
+
+        def work(conn: Connection) -> Any:
+            return conn.sk_cursor.execute(query, (session_id,)).fetchone()
+
+        row = self._run("take", work, write=True, retry=False)
+        if row is None:
+            return None
+        record, last_accessed, version, deadline = row
+        if deadline is not None and deadline < now:
+            return None
+        return self._decode(session_id, record, last_accessed, version)
+
+    @hookimpl
+    def sessionkeeper_rotate(self, session_id: str, new_id: str, now: int) -> Session | None:
+        """Move the live session to ``new_id`` in one transaction: ``DELETE … RETURNING`` the
+        live row (locking it), then ``INSERT`` it under the new id with version + 1 and
+        ``last_accessed`` now; both ids change at the commit, so no reader sees both or
+        neither. ``None`` (nothing changed) when no live session has the id."""
+        if not _storable_id(session_id):
+            return None
+        statements = self.statements
+
+        def work(conn: Connection) -> Session | None:
+            cursor = conn.sk_cursor
+            with conn.transaction():
+                row = cursor.execute(
+                    statements.rotate_remove, {"id": session_id, "now": now}
+                ).fetchone()
+                if row is None:
+                    return None
+                old = self._decode(session_id, row[0], row[1], row[2])
+                rotated = old.replace(
+                    id=new_id,
+                    last_accessed=max(now, old.last_accessed),
+                    version=old.version + 1,
+                )
+                cursor.execute(statements.insert, self._row(rotated))
+            return rotated
+
+        return self._run("rotate", work, write=True, retry=False)
 
     @hookimpl
     def sessionkeeper_list(self, now: int) -> list[str]:
@@ -438,20 +638,46 @@ class PostgresBackend:
         query = self.statements.list_live
 
         def work(conn: Connection) -> list[str]:
-            return [row[0] for row in conn.execute(query, (now,))]
+            return [row[0] for row in conn.sk_cursor.execute(query, (now,))]
 
         return self._run("list", work)
 
     @hookimpl
     def sessionkeeper_count(self, now: int) -> int:
         """How many sessions are live at ``now``."""
-        query = self.statements.count_live
+        row = self._one("count", self.statements.count_live, (now,))
+        return int(row[0]) if row else 0
+
+    @hookimpl
+    def sessionkeeper_list_owner(self, owner: str, now: int) -> list[str]:
+        """The ids of ``owner``'s sessions live at ``now``, through the owner index: the cost
+        is what the owner holds."""
+        query = self.statements.list_owner
+        params = {"owner": owner, "now": now}
+
+        def work(conn: Connection) -> list[str]:
+            return [row[0] for row in conn.sk_cursor.execute(query, params)]
+
+        return self._run("list", work)
+
+    @hookimpl
+    def sessionkeeper_count_owner(self, owner: str, now: int) -> int:
+        """How many of ``owner``'s sessions are live at ``now`` (the owner index)."""
+        row = self._one("count", self.statements.count_owner, {"owner": owner, "now": now})
+        return int(row[0]) if row else 0
+
+    @hookimpl
+    def sessionkeeper_delete_owner(self, owner: str) -> int:
+        """Delete every row of ``owner``, expired ones included, in one ``DELETE`` through the
+        owner index; return how many. Every row committed before the statement began is
+        deleted (a row being rewritten meanwhile is re-checked once its writer commits). Not
+        retried after a lost connection."""
+        query = self.statements.delete_owner
 
         def work(conn: Connection) -> int:
-            row = conn.execute(query, (now,)).fetchone()
-            return int(row[0]) if row else 0
+            return conn.sk_cursor.execute(query, (owner,)).rowcount
 
-        return self._run("count", work)
+        return int(self._run("delete_owner", work, write=True, retry=False))
 
     @hookimpl
     def sessionkeeper_iter_sessions(self) -> Iterator[Session]:
@@ -466,11 +692,11 @@ class PostgresBackend:
             while True:
 
                 def work(conn: Connection, after: str = after) -> list[Any]:
-                    return conn.execute(query, (after, PAGE_SIZE)).fetchall()
+                    return conn.sk_cursor.execute(query, (after, PAGE_SIZE)).fetchall()
 
                 rows = self._run("iter_sessions", work)
-                for session_id, record, last_accessed, _deadline in rows:
-                    yield self._decode(session_id, record, last_accessed)
+                for session_id, record, last_accessed, _deadline, version, *_ in rows:
+                    yield self._decode(session_id, record, last_accessed, version)
                 if len(rows) < PAGE_SIZE:
                     return
                 after = rows[-1][0]
@@ -486,10 +712,11 @@ class PostgresBackend:
         in other processes or hosts take other rows instead of waiting or counting twice.
         """
         query = self.statements.cleanup
+        params = (now, CLEANUP_BATCH)
         removed = 0
 
         def work(conn: Connection) -> int:
-            return conn.execute(query, (now, CLEANUP_BATCH)).rowcount
+            return conn.sk_cursor.execute(query, params).rowcount
 
         try:
             while True:

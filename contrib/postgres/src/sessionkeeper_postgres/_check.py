@@ -1,11 +1,15 @@
 """``sessionkeeper check`` for the ``postgres`` backend: the schema version and every row.
 
 A row is intact when its record decodes (the core codec) under the row's own id, its
-``last_accessed`` column is not before the record's, and its ``deadline`` is what
-``last_accessed`` and the record's timeout give. With ``repair``, a row whose record is damaged
-moves (in one statement) to ``<table>_quarantine``, keeping its bytes and the problem found; a
-wrong deadline is recomputed. The rows are read in pages on the primary key, each page its own
-statement, so a check runs beside the processes that use the table.
+``last_accessed`` column is not before the record's, its ``version`` column is a version, and
+the columns the indexes read agree with the record: ``deadline`` is the session's
+``expires_at`` at the row's ``last_accessed``, ``absolute_deadline`` its absolute deadline and
+``owner`` its owner (a table written by schema version 1 code, which knew no owners, may hold
+rows whose record names an owner that the column lacks). With ``repair``, a row whose record is
+damaged moves (in one statement) to ``<table>_quarantine``, keeping its bytes and the problem
+found; wrong index columns are recomputed from the record. The rows are read in pages on the
+primary key, each page its own statement, so a check runs beside the processes that use the
+table.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import psycopg
 
 from sessionkeeper import CodecError, decode_session
 
-from ._schema import LATEST_VERSION, PAGE_SIZE, Statements, deadline_of
+from ._schema import LATEST_VERSION, PAGE_SIZE, Statements, deadlines
 
 __all__ = ["check_table", "row_problem"]
 
@@ -24,11 +28,22 @@ __all__ = ["check_table", "row_problem"]
 MAX_LISTED = 1_000
 
 
+#: The index columns of a row: ``(deadline, absolute_deadline, owner)``.
+IndexColumns = tuple[int | None, int | None, str | None]
+
+
 def row_problem(
-    session_id: str, record: object, last_accessed: object, deadline: object
-) -> tuple[str | None, int | None]:
+    session_id: str,
+    record: object,
+    last_accessed: object,
+    deadline: object,
+    version: object = 1,
+    owner: object = None,
+    absolute_deadline: object = None,
+) -> tuple[str | None, IndexColumns | None]:
     """What is wrong with one row, if anything: ``(problem, None)`` for a damaged record,
-    ``(problem, right_deadline)`` for a wrong deadline only, ``(None, None)`` when intact."""
+    ``(problem, right_columns)`` when only the index columns are wrong, ``(None, None)`` when
+    the row is intact."""
     if not isinstance(record, bytes):
         return f"its record is {type(record).__name__}, not bytes", None
     try:
@@ -43,9 +58,20 @@ def row_problem(
             f"({session.last_accessed})",
             None,
         )
-    expected = deadline_of(last_accessed, session.timeout_ms)
-    if deadline != expected:
-        return f"its deadline is {deadline!r}, expected {expected!r}", expected
+    if type(version) is not int or version < 1:
+        return f"its version column is {version!r}", None
+    right_deadline, right_absolute = deadlines(session.touched(last_accessed))
+    right = (right_deadline, right_absolute, session.owner)
+    found = (deadline, absolute_deadline, owner)
+    if found != right:
+        wrong = ", ".join(
+            f"its {name} is {value!r}, expected {expected!r}"
+            for name, value, expected in zip(
+                ("deadline", "absolute_deadline", "owner"), found, right, strict=True
+            )
+            if value != expected
+        )
+        return wrong, right
     return None, None
 
 
@@ -56,7 +82,7 @@ def check_table(
     problems: list[str] = []
     report: dict[str, Any] = {"ok": True, "checked": 0, "intact": 0, "problems": problems}
     if repair:
-        report.update(repaired=False, quarantined=0, deadlines_fixed=0)
+        report.update(repaired=False, quarantined=0, columns_fixed=0)
     if version != LATEST_VERSION:
         what = "no recorded schema version" if version is None else f"schema version {version}"
         problems.append(
@@ -70,9 +96,11 @@ def check_table(
     after = ""
     while True:
         rows = conn.execute(statements.page, (after, PAGE_SIZE)).fetchall()
-        for session_id, record, last_accessed, deadline in rows:
+        for session_id, record, last_accessed, deadline, version, owner, absolute in rows:
             report["checked"] += 1
-            problem, right_deadline = row_problem(session_id, record, last_accessed, deadline)
+            problem, right = row_problem(
+                session_id, record, last_accessed, deadline, version, owner, absolute
+            )
             if problem is None:
                 report["intact"] += 1
                 continue
@@ -83,9 +111,9 @@ def check_table(
                 unlisted += 1
             if not repair:
                 continue
-            if right_deadline is not None:
-                conn.execute(statements.fix_deadline, (right_deadline, session_id))
-                report["deadlines_fixed"] += 1
+            if right is not None:
+                conn.execute(statements.fix_columns, (*right, session_id))
+                report["columns_fixed"] += 1
                 report["intact"] += 1
             else:
                 conn.execute(statements.create_quarantine)
@@ -97,7 +125,7 @@ def check_table(
     if unlisted:
         problems.append(f"... and {unlisted} more rows with problems")
     if repair:
-        report["repaired"] = bool(report["quarantined"] or report["deadlines_fixed"])
+        report["repaired"] = bool(report["quarantined"] or report["columns_fixed"])
         if report["quarantined"]:
             report["quarantine_table"] = f"{statements.schema}.{statements.table}_quarantine"
     return report
