@@ -599,9 +599,44 @@ class PostgresBackend:
         if row is None:
             return None
         record, last_accessed, version, deadline = row
+        try:
+            session = self._decode(session_id, record, last_accessed, version)
+        except StorageError as exc:
+            raise self._keep_damaged(session_id, record, last_accessed, exc) from None
         if deadline is not None and deadline < now:
             return None
-        return self._decode(session_id, record, last_accessed, version)
+        return session
+
+    def _keep_damaged(
+        self, session_id: str, record: object, last_accessed: object, error: StorageError
+    ) -> StorageError:
+        """The error of a ``take`` that removed a row it cannot decode: the row's bytes are
+        first moved to ``<table>_quarantine`` (where ``check --repair`` moves damaged rows),
+        so that a damaged record is reported, never lost."""
+        statements = self.statements
+        prefix = f"{self.context.name} backend: "
+        message = str(error).removeprefix(prefix)
+
+        def work(conn: Connection) -> None:
+            with conn.transaction():
+                conn.execute(statements.create_quarantine)
+                conn.execute(
+                    statements.insert_quarantine, (session_id, record, last_accessed, message)
+                )
+
+        try:
+            self._run("take", work, write=True, retry=False)
+        except StorageError as exc:
+            failure = str(exc).removeprefix(prefix)
+            return StorageError(
+                self.context.name,
+                f"{message}; take removed it and could not keep its bytes in "
+                f"{self.table}_quarantine: {failure}",
+            )
+        return StorageError(
+            self.context.name,
+            f"{message}; take removed it: its bytes are kept in {self.table}_quarantine",
+        )
 
     @hookimpl
     def sessionkeeper_rotate(self, session_id: str, new_id: str, now: int) -> Session | None:

@@ -348,6 +348,12 @@ class Statements:
         )
 
     @cached_property
+    def insert_quarantine(self) -> bytes:
+        return self._render(
+            "INSERT INTO {quarantine} (id, record, last_accessed, problem) VALUES (%s, %s, %s, %s)"
+        )
+
+    @cached_property
     def fix_columns(self) -> bytes:
         return self._render(
             "UPDATE {table} SET deadline = %s, absolute_deadline = %s, owner = %s WHERE id = %s"
