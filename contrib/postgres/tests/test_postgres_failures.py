@@ -64,6 +64,14 @@ def _decodes_as(record: bytes, session_id: str) -> bool:
         return False
 
 
+def _row_of(cluster: Any, table_name: str, session_id: str) -> tuple[Any, ...] | None:
+    with cluster.connect() as conn:
+        return conn.execute(
+            f"SELECT record, last_accessed, version FROM {table_name} WHERE id = %s",  # type: ignore[arg-type]
+            (session_id,),
+        ).fetchone()
+
+
 def _session(sid: str, **metadata: Any) -> Session:
     return Session(sid, START, START, None, metadata)
 
@@ -200,6 +208,7 @@ class TestGarbageRows:
             st.binary(max_size=40).map(lambda tail: b"\x96\x01\xa1g" + tail),
         ),
         last_accessed=st.integers(min_value=-(2**63), max_value=2**63 - 1),
+        version=st.one_of(st.just(1), st.integers(min_value=-(2**63), max_value=2**63 - 1)),
     )
     def test_a_row_of_garbage_is_a_clear_error(
         self,
@@ -207,20 +216,24 @@ class TestGarbageRows:
         garbage_manager: SessionManager,
         record: bytes,
         last_accessed: int,
+        version: int,
     ) -> None:
-        """Whatever bytes and last_accessed a row holds, reading it either gives a valid
-        session of that id or raises a ``StorageError`` naming the backend, the table and the
-        id — never another exception, never "not found" — and the neighbouring row stays
-        readable."""
+        """Whatever bytes, last_accessed and version a row holds, reading it either gives a
+        valid session of that id (with that version) or raises a ``StorageError`` naming the
+        backend, the table and the id — never another exception, never "not found"; a
+        ``rotate`` of it changes nothing, and the neighbouring row stays readable."""
         manager, table_name = garbage_manager, "garbage_rows"
+        manager.delete("g")
         manager.store(_session("g", n=0))
         manager.store(_session("neighbour", n=1))
         with pg_cluster.connect() as conn:
             conn.execute(
-                f"UPDATE {table_name} SET record = %s, last_accessed = %s WHERE id = 'g'",  # type: ignore[arg-type]
-                (record, last_accessed),
+                f"UPDATE {table_name} SET record = %s, last_accessed = %s, version = %s "  # type: ignore[arg-type]
+                "WHERE id = 'g'",
+                (record, last_accessed, version),
             )
-        if _decodes_as(record, "g"):
+        if _decodes_as(record, "g") and version >= 1:
+            assert manager.peek("g", include_expired=True).version == version
             for read in (manager.peek, manager.fetch, manager.touch):
                 with contextlib.suppress(SessionNotFound):  # expired at the clock
                     assert read("g").id == "g"
@@ -234,4 +247,7 @@ class TestGarbageRows:
                 assert table_name in str(info.value)
             with pytest.raises(StorageError, match="'g'"):
                 list(manager.iter_sessions(include_expired=True))
+            with pytest.raises(StorageError, match="'g'"):
+                manager.rotate("g")
+            assert _row_of(pg_cluster, table_name, "g") == (record, last_accessed, version)
         assert manager.peek("neighbour").metadata == {"n": 1}
