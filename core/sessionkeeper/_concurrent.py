@@ -187,7 +187,7 @@ class ConcurrentOperations:
             now if now > read.last_accessed else read.last_accessed,
             read.timeout_ms,
             packed,
-            read.version,
+            read.version + 1,  # what it will be if the write succeeds: a backend need not copy
             read.owner,
             read.absolute_timeout_ms,
         )
