@@ -6,10 +6,20 @@ given as ``FastMCP(session_state_store=…)``; with :class:`SessionStateStore` t
 every worker and survive restarts.
 
 Layout (every id starts with ``s.``): ``s.<digest>`` holds one key, metadata
-``{"c": collection, "k": key, "v": value}``, expiring ``ttl`` seconds after it was written;
-``s.<sid>`` lists the digests of the keys of transport session ``sid`` (keys that start with a
-32-hex-digit session id and a colon, as FastMCP's do), so :func:`purge_session_state` can remove
-them when the session ends. A key of a session that is no longer live reads as missing at once.
+``{"c": collection, "k": key, "v": value}``, expiring ``ttl`` seconds after it was written. A key
+of transport session ``sid`` (one that starts with a 32-hex-digit session id and a colon, as
+FastMCP's do) is stored with the owner ``mcp-state:<sid>``, so :func:`purge_session_state`
+removes every key of the session with one ``delete_owner`` when the session ends: no index is
+read and rewritten, so puts running at once on several workers cannot lose each other's keys
+(issue 12 item 14; an earlier release kept a per-session index record ``s.<sid>`` updated by an
+unlocked read-modify-write, and a purge left most keys of concurrent puts behind). Such an index
+left by that release is still honoured by the purge. A key of a session that is no longer live
+reads as missing at once.
+
+On a backend without the ``atomic`` capability (``zmq``) ``delete_owner`` raises
+:class:`~sessionkeeper.Unsupported`; the purge then lists the owner's keys and deletes them one
+by one. A put that lands during that purge may survive it; it is unreadable anyway (its session
+is no longer live) and goes when its ``ttl`` runs out.
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ from sessionkeeper import (
     InvalidSession,
     Session,
     SessionNotFound,
+    Unsupported,
 )
 
 from ._stores import McpStores
@@ -33,6 +44,13 @@ __all__ = ["SessionStateStore", "purge_session_state"]
 
 DEFAULT_COLLECTION: Final = "default"
 _SESSION_KEY: Final = re.compile(r"([0-9a-f]{32}):")
+#: The owner of the state keys of transport session ``<sid>`` is ``STATE_OWNER_PREFIX + sid``.
+STATE_OWNER_PREFIX: Final = "mcp-state:"
+
+
+def state_owner(session_id: str) -> str:
+    """The owner under which the state keys of transport session ``session_id`` are stored."""
+    return STATE_OWNER_PREFIX + session_id
 
 
 def _digest(collection: str, key: str) -> str:
@@ -138,26 +156,21 @@ class SessionStateStore:
         """Store ``value`` under ``key``, expiring ``ttl`` seconds from now (``None``: never)."""
         collection = self._collection(collection)
         timeout = _timeout_ms(ttl)
-        digest = _digest(collection, key)
+        match = _SESSION_KEY.match(key)
+        owner = state_owner(match[1]) if match is not None else None
         now = self.manager.sync.clock()
         try:
             record = Session(
-                "s." + digest, now, now, timeout, {"c": collection, "k": key, "v": dict(value)}
+                "s." + _digest(collection, key),
+                now,
+                now,
+                timeout,
+                {"c": collection, "k": key, "v": dict(value)},
+                owner=owner,
             )
             await self.manager.store(record)
         except InvalidSession as exc:
             raise ValueError(f"cannot serialize the value of state key {key!r}: {exc}") from exc
-        match = _SESSION_KEY.match(key)
-        if match is not None:
-            await self._index(match[1], digest, timeout, now)
-
-    async def _index(self, session_id: str, digest: str, timeout: int | None, now: int) -> None:
-        index = await _peek(self.manager, "s." + session_id)
-        digests: list[str] = list(index.metadata.get("keys", [])) if index else []
-        if digest in digests:
-            return
-        digests.append(digest)
-        await self.manager.store(Session("s." + session_id, now, now, timeout, {"keys": digests}))
 
     async def delete(self, key: str, *, collection: str | None = None) -> bool:
         """Remove ``key``; True if it was there."""
@@ -200,13 +213,31 @@ class SessionStateStore:
 
 
 async def purge_session_state(manager: AsyncSessionManager, session_id: str) -> int:
-    """Remove the state keys of transport session ``session_id`` from ``manager``."""
+    """Remove the state keys of transport session ``session_id`` from ``manager``; return how
+    many records went.
+
+    One ``delete_owner`` on an ``atomic`` backend; elsewhere the owner's keys are listed and
+    deleted one by one (see the module docstring). The per-session index an earlier release
+    kept (``s.<sid>``) is honoured too, so keys written before an upgrade are purged.
+    """
+    owner = state_owner(session_id)
+    try:
+        removed = await manager.delete_owner(owner)
+    except Unsupported:
+        removed = 0
+        for record_id in await manager.list(owner=owner):
+            removed += await manager.delete(record_id)
+    return removed + await _purge_legacy_index(manager, session_id)
+
+
+async def _purge_legacy_index(manager: AsyncSessionManager, session_id: str) -> int:
+    """Remove the keys listed by a per-session index record of an earlier release, and it."""
     index = await _peek(manager, "s." + session_id)
-    if index is None:
+    if index is None or not isinstance(index.metadata.get("keys"), list):
         return 0
     removed = 0
-    for digest in index.metadata.get("keys", []):
-        if isinstance(digest, str):
+    for digest in index.metadata["keys"]:
+        if isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{40}", digest):
             removed += await manager.delete("s." + digest)
-    removed += await manager.delete("s." + session_id)
+    await manager.delete("s." + session_id)
     return removed
