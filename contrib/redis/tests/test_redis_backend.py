@@ -432,14 +432,15 @@ class TestKeyLayout:
     def test_store_many_writes_what_store_writes_one_by_one(
         self, open_manager: Any, redis_server: Any, table_name: str
     ) -> None:
-        """``store_many`` of more sessions than one round trip sends leaves a table as ``store``
-        of each session would: the same records, TTLs (none without a timeout or beyond the
-        largest TTL) and index entries, replaced sessions' deadlines moved or dropped."""
+        """``store_many`` of more sessions than one round trip sends leaves a table as the
+        ``store`` hook of each session would: the same records (versions as given), TTLs (none
+        without a timeout or beyond the largest TTL), index entries and owner entries, replaced
+        sessions' deadlines moved or dropped and their owners changed."""
         clock = ManualClock()
         now = clock.now
-        before = [Session(f"old-{i}", now, now, 5_000) for i in range(3)]
+        before = [Session(f"old-{i}", now, now, 5_000, owner="ann") for i in range(3)]
         batch = [
-            Session("old-0", now, now, 9_000, {"v": 2}),
+            Session("old-0", now, now, 9_000, {"v": 2}, version=7, owner="bob"),
             Session("old-1", now, now, None, {"v": 2}),
             Session("huge-timeout", now, now, MAX_TTL_MS + 1),
             *(Session(f"new-{i}", now, now + i, 1_000 + i, {"i": i}) for i in range(STORE_CHUNK)),
@@ -455,9 +456,10 @@ class TestKeyLayout:
                 assert manager.store_many(batch) == len(batch)
             else:
                 for stored in batch:
-                    manager.store(stored)
-            key_of = manager.backend.session_key
-            ids, exp = manager.backend.index_keys
+                    manager.backend.sessionkeeper_store(session=stored)
+            backend = manager.backend
+            key_of = backend.session_key
+            ids, exp = backend.index_keys
             every = [*batch, before[2]]
             tables[table] = (
                 raw.mget([key_of(s.id) for s in every]),
@@ -465,9 +467,15 @@ class TestKeyLayout:
                 [raw.pttl(key_of(s.id)) == -1 for s in every],
                 raw.zrange(ids, 0, -1, withscores=True),
                 raw.zrange(exp, 0, -1, withscores=True),
+                raw.hgetall(backend.owner_hash_key),
+                raw.smembers(backend.owner_key("ann")),
+                raw.smembers(backend.owner_key("bob")),
             )
         assert tables[table_name] == tables[f"{table_name}-one"]
-        records, _, no_ttl, ids_index, exp_index = tables[table_name]
+        records, _, no_ttl, ids_index, exp_index, owners, ann, bob = tables[table_name]
+        assert owners == {b"old-0": b"bob", b"old-2": b"ann"}
+        assert (ann, bob) == ({b"old-2"}, {b"old-0"})
+        assert decode_session(records[0]).version == 7
         assert records == [encode_session(s) for s in [*batch, before[2]]]
         assert no_ttl[:3] == [False, True, True]
         assert len(ids_index) == len(batch) + 1
@@ -534,7 +542,8 @@ class TestDamagedRecords:
         [
             (b"\xc1 not msgpack", "not a msgpack record"),
             (b"\x93\x01\x02\x03", "version 1 record has 3 fields"),
-            (b"\x96\x02\xa1x\x00\x00\xc0\xc4\x01\x80", "format version 2"),
+            (b"\x96\x02\xa1x\x00\x00\xc0\xc4\x01\x80", "version 2 record has 6 fields"),
+            (b"\x96\x03\xa1x\x00\x00\xc0\xc4\x01\x80", "format version 3"),
             (b"\x96\x01\xa1x\x00\xa1x\xc0\xc4\x01\x80", "last_accessed"),
             (b"\x96\x01\xa1x\x00\xcf\x00\x01", "not a msgpack record"),
             (b"\x96\x01\xa1x\x00\x05\xcd\x01", "not a msgpack record"),
@@ -543,7 +552,8 @@ class TestDamagedRecords:
         ids=[
             "not-msgpack",
             "short-record",
-            "version-2",
+            "version-2-short",
+            "version-3",
             "string-last-accessed",
             "truncated-last-accessed",
             "truncated-timeout",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,10 @@ class TestRedisConformance(BackendConformance):
             "table_name": f"conformance-{uuid.uuid4().hex}",
             "ttl_margin_ms": 3_600_000,
         }
+
+    def shared_store_config(self, backend_opts: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        # Another process opens the same table on the same server.
+        return backend_opts
 
     def corrupt_stored_session(self, manager: SessionManager, session_id: str) -> None:
         key = manager.backend.session_key(session_id)

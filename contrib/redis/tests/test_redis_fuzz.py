@@ -106,8 +106,8 @@ def test_garbage_under_a_session_key_is_a_storage_error(door: Door, garbage: byt
     """Bytes written with a raw client under an indexed session key: ``fetch``, ``peek``,
     ``touch``, ``list``, ``count``, ``iter_sessions`` and ``cleanup_expired`` each return a
     valid session (the bytes happen to be one) or raise ``StorageError`` naming the key, never
-    another exception; storing over the key works; the neighbour session is untouched
-    throughout."""
+    another exception; an unconditional store over the key replaces it; the neighbour session
+    is untouched throughout."""
     session_id = VICTIM
     key = door.key(session_id)
     door.raw.set(key, garbage)
@@ -141,8 +141,9 @@ def test_garbage_under_a_session_key_is_a_storage_error(door: Door, garbage: byt
         _read_or_storage_error(manager.cleanup_expired)
         door.neighbour_untouched()
         replacement = Session(session_id, door.clock.now, door.clock.now, None, {"ok": True})
-        manager.store(replacement)
-        assert manager.peek(session_id) == replacement
+        stored = manager.store(replacement)
+        assert stored == replacement.with_version(stored.version)
+        assert manager.peek(session_id) == stored
     finally:
         door.raw.delete(key)
         door.raw.zrem(f"{{{door.table}}}:ids", session_id)

@@ -21,6 +21,7 @@ from sessionkeeper import (
     CodecError,
     Session,
     StorageError,
+    VersionConflict,
     decode_session,
     encode_session,
     hookimpl,
@@ -33,11 +34,15 @@ from ._scripts import Script
 
 __all__ = ["RedisBackend"]
 
-#: The record format the touch script understands (see :mod:`sessionkeeper_redis._scripts`).
-RECORD_FORMAT: Final = 1
+#: The record formats the scripts read (see :mod:`sessionkeeper_redis._scripts`); they write
+#: the last one.
+RECORD_FORMATS: Final = (1, 2)
 
 #: Ids read per round trip by ``list``, ``iter_sessions`` and ``cleanup_expired``.
 PAGE_SIZE: Final = 500
+#: Sessions of one owner ``delete_owner`` removes per script call (per round trip): bounds how
+#: long one call holds the server.
+OWNER_PAGE: Final = 1000
 #: Sessions ``store_many`` sends per round trip (followed by one ``WAIT`` with
 #: ``wait_replicas``): bounds the request buffered on the client, up to ``max_metadata_bytes``
 #: per session.
@@ -55,6 +60,48 @@ def _pack_uint(value: int) -> bytes:
     return b"\xcf" + value.to_bytes(8, "big")
 
 
+def _unpack_uint(data: bytes) -> int:
+    """The number msgpack encoded as ``data`` (an unsigned integer, as :func:`_pack_uint`
+    writes it)."""
+    return data[0] if len(data) == 1 else int.from_bytes(data[1:], "big")
+
+
+def _pack_str(text: str) -> bytes:
+    """A session id (1-256 ASCII characters) as msgpack writes a string."""
+    data = text.encode()
+    size = len(data)
+    if size < 32:
+        return bytes((0xA0 | size,)) + data
+    if size < 256:
+        return b"\xd9" + bytes((size,)) + data
+    return b"\xda" + size.to_bytes(2, "big") + data
+
+
+def _tail_length(session: Session) -> int:
+    """How many bytes end the record of ``session`` after its version: the encoded owner and
+    absolute timeout (msgpack's shortest forms, as :func:`sessionkeeper.encode_session` writes
+    them)."""
+    owner = session.owner
+    if owner is None:
+        length = 1
+    else:
+        size = len(owner.encode())
+        length = size + (1 if size < 32 else 2 if size < 256 else 3)
+    absolute = session.absolute_timeout_ms
+    if absolute is None:
+        return length + 1
+    return length + len(_pack_uint(absolute))
+
+
+def split_record(session: Session) -> tuple[bytes, bytes]:
+    """The record of ``session`` cut around its version: ``(head, tail)`` such that
+    ``head + <version encoded> + tail`` is the record of the session with that version. The
+    conditional-store script puts in the version it decides on the server."""
+    record = encode_session(session)
+    end = len(record) - _tail_length(session)
+    return record[: end - len(_pack_uint(session.version))], record[end:]
+
+
 #: The bytes of a session id (visible ASCII), and the newline that joins a page of them.
 _ID_BYTES_AND_NEWLINE: Final = bytes(range(0x21, 0x7F)) + b"\n"
 #: A session id as the server holds it: 1-256 visible ASCII characters.
@@ -62,6 +109,8 @@ _SESSION_ID: Final = re.compile(rb"[\x21-\x7e]{1,256}")
 
 #: What redis-py raises: its own errors, cluster errors (not RedisErrors) and socket errors.
 _REDIS_ERRORS: Final = (RedisError, RedisClusterException, OSError)
+#: How a script says that a record it read is damaged (the rest of the message says how).
+_DAMAGED: Final = "DAMAGED session record: "
 
 
 class RedisBackend:
@@ -80,7 +129,12 @@ class RedisBackend:
 
     options_class: ClassVar[type[RedisOptions]] = RedisOptions
     capabilities: ClassVar[Capabilities] = Capabilities(
-        persistent=True, shared=True, replicated=False, blocking=True, read_only_open=True
+        persistent=True,
+        shared=True,
+        replicated=False,
+        blocking=True,
+        read_only_open=True,
+        atomic=True,
     )
 
     def __init__(self, options: RedisOptions, context: BackendContext) -> None:
@@ -91,6 +145,8 @@ class RedisBackend:
         self._prefix = f"{{{table}}}:s:"
         self._ids_key = f"{{{table}}}:ids"
         self._exp_key = f"{{{table}}}:exp"
+        self._own_key = f"{{{table}}}:own"
+        self._owners = f"{{{table}}}:o:"
         self._margin = str(options.ttl_margin_ms)
         self._max_ttl = str(MAX_TTL_MS)
         self._client: Any = None
@@ -114,6 +170,15 @@ class RedisBackend:
         """The keys of the id index and of the deadline index of this table."""
         return self._ids_key, self._exp_key
 
+    @property
+    def owner_hash_key(self) -> str:
+        """The key of the hash naming the owner of each owned session: ``{table_name}:own``."""
+        return self._own_key
+
+    def owner_key(self, owner: str) -> str:
+        """The key of the set of ``owner``'s session ids: ``{table_name}:o:<owner>``."""
+        return self._owners + owner
+
     # -- errors -----------------------------------------------------------------------------------
 
     def _failed(self, operation: str, exc: BaseException) -> StorageError:
@@ -134,6 +199,25 @@ class RedisBackend:
     def _read_failed(self, operation: str, key: str, exc: BaseException) -> StorageError:
         """A failed read of ``key``: a key of another type is damage, the rest a failure."""
         if str(exc).startswith("WRONGTYPE"):
+            return self._damaged(
+                key, "it is not a string: something other than sessionkeeper wrote it"
+            )
+        return self._failed(operation, exc)
+
+    def _script_failed(self, operation: str, key: str, exc: BaseException) -> StorageError:
+        """A failed script that read the record at ``key``: a damaged record (the script
+        says so) or a key of another type is damage, the rest a failure."""
+        text = str(exc)
+        if text.startswith("VERSION "):
+            return StorageError(
+                self.context.name,
+                f"cannot {operation} session at key {key!r} of table "
+                f"{self.options.table_name!r}: {text.removeprefix('VERSION ')} "
+                f"({2**63 - 1}), it cannot grow",
+            )
+        if _DAMAGED in text:
+            return self._damaged(key, text.partition(_DAMAGED)[2])
+        if "WRONGTYPE" in text:
             return self._damaged(
                 key, "it is not a string: something other than sessionkeeper wrote it"
             )
@@ -211,12 +295,12 @@ class RedisBackend:
         """Connect, check the server answers (``PING``) and load the scripts."""
         if self._client is not None:
             return
-        if FORMAT_VERSION != RECORD_FORMAT:
+        if RECORD_FORMATS[-1] != FORMAT_VERSION:
             raise StorageError(
                 self.context.name,
-                f"this sessionkeeper-redis touches records of format {RECORD_FORMAT}, but the "
-                f"installed sessionkeeper writes format {FORMAT_VERSION}: upgrade "
-                "sessionkeeper-redis",
+                f"this sessionkeeper-redis reads and writes records of formats up to "
+                f"{RECORD_FORMATS[-1]}, but the installed sessionkeeper writes format "
+                f"{FORMAT_VERSION}: install the sessionkeeper-redis of that sessionkeeper",
             )
         client = self._connect()
         try:
@@ -406,17 +490,36 @@ class RedisBackend:
             raise self._failed("store_many", exc) from exc
         return len(sessions)
 
-    def _store_call(self, session: Session) -> tuple[tuple[str, str, str], tuple[Any, ...]]:
+    def _store_call(self, session: Session) -> tuple[tuple[str, str, str, str], tuple[Any, ...]]:
         """The keys and arguments of the store script that stores ``session``."""
+        deadline, ttl = self._expiry(session)
+        keys = (self._prefix + session.id, self._ids_key, self._exp_key, self._own_key)
+        owner = session.owner
+        return keys, (
+            session.id,
+            encode_session(session),
+            deadline,
+            ttl,
+            "" if owner is None else owner,
+            self._owners,
+        )
+
+    def _expiry(self, session: Session) -> tuple[str, str]:
+        """The deadline score and the TTL (ms) of ``session``, each ``''`` for none: the
+        deadline is ``expires_at`` (the earlier of the idle and the absolute deadline), the TTL
+        what is left of it after ``last_accessed``, plus ``ttl_margin_ms``."""
+        # Session.expires_at, inline for the common case (no absolute timeout).
         timeout = session.timeout_ms
-        if timeout is None:
-            deadline = ttl = ""
+        if session.absolute_timeout_ms is None:
+            if timeout is None:
+                return "", ""
+            expires_at = session.last_accessed + timeout
         else:
-            deadline = str(session.last_accessed + timeout)
-            ttl_ms = timeout + self.options.ttl_margin_ms
-            ttl = str(ttl_ms) if ttl_ms <= MAX_TTL_MS else ""
-        keys = (self._prefix + session.id, self._ids_key, self._exp_key)
-        return keys, (session.id, encode_session(session), deadline, ttl)
+            expires = session.expires_at
+            assert expires is not None
+            expires_at = expires
+        ttl_ms = max(expires_at - session.last_accessed, 0) + self.options.ttl_margin_ms
+        return str(expires_at), str(ttl_ms) if ttl_ms <= MAX_TTL_MS else ""
 
     @hookimpl
     def sessionkeeper_touch(self, session_id: str, last_accessed: int) -> Session | None:
@@ -429,10 +532,7 @@ class RedisBackend:
         try:
             record = self._write(client, _scripts.TOUCH, (key, self._exp_key), args)
         except _REDIS_ERRORS as exc:
-            text = str(exc)
-            if "DAMAGED session record: " in text:
-                raise self._damaged(key, text.partition("DAMAGED session record: ")[2]) from exc
-            raise self._read_failed("touch", key, exc) from exc
+            raise self._script_failed("touch", key, exc) from exc
         if record is None:
             return None
         return self._decode(key, record)
@@ -442,13 +542,135 @@ class RedisBackend:
         """Remove the session and its index entries; ``False`` when there was none."""
         key = self._prefix + session_id
         client = self._writer("delete a session")
+        keys = (key, self._ids_key, self._exp_key, self._own_key)
         try:
-            removed = self._write(
-                client, _scripts.DELETE, (key, self._ids_key, self._exp_key), (session_id,)
-            )
+            removed = self._write(client, _scripts.DELETE, keys, (session_id, self._owners))
         except _REDIS_ERRORS as exc:
             raise self._failed("delete", exc) from exc
         return bool(removed)
+
+    # -- atomic operations and owners (issue 14) ------------------------------------------------
+
+    @hookimpl
+    def sessionkeeper_store_if(self, session: Session, if_version: int | None, now: int) -> Session:
+        """Store ``session`` if the live stored version is ``if_version`` (``None``: whatever
+        it is), with that version + 1; return it as stored. One script: the check and the write
+        are one step on the server, so concurrent writers of one id are serialised there."""
+        key = self._prefix + session.id
+        client = self._writer("store")
+        head, tail = split_record(session)
+        deadline, ttl = self._expiry(session)
+        owner = session.owner
+        args = (
+            session.id,
+            head,
+            tail,
+            deadline,
+            ttl,
+            "" if owner is None else owner,
+            self._owners,
+            now,
+            "" if if_version is None else _pack_uint(if_version),
+        )
+        try:
+            done, version = self._write(
+                client,
+                _scripts.STORE_IF,
+                (key, self._ids_key, self._exp_key, self._own_key),
+                args,
+            )
+        except _REDIS_ERRORS as exc:
+            raise self._script_failed("store", key, exc) from exc
+        version = _unpack_uint(version)
+        if not done:
+            assert if_version is not None
+            raise VersionConflict(session.id, if_version, version)
+        return session if session.version == version else session.with_version(version)
+
+    @hookimpl
+    def sessionkeeper_take(self, session_id: str, now: int) -> Session | None:
+        """Remove the session and return it if it was live at ``now``: one script, so of
+        concurrent takes (and deletes, rotations) of one id at most one gets it."""
+        key = self._prefix + session_id
+        client = self._writer("take a session")
+        keys = (key, self._ids_key, self._exp_key, self._own_key)
+        try:
+            record = self._write(client, _scripts.TAKE, keys, (session_id, self._owners, now))
+        except _REDIS_ERRORS as exc:
+            raise self._script_failed("take", key, exc) from exc
+        if record is None:
+            return None
+        return self._decode(key, record)
+
+    @hookimpl
+    def sessionkeeper_rotate(self, session_id: str, new_id: str, now: int) -> Session | None:
+        """Move the live session to ``new_id`` (version + 1, ``last_accessed`` now) and remove
+        the old id, in one script: no reader sees both ids, nor neither."""
+        key = self._prefix + session_id
+        new_key = self._prefix + new_id
+        client = self._writer("rotate a session")
+        keys = (key, new_key, self._ids_key, self._exp_key, self._own_key)
+        args = (
+            session_id,
+            new_id,
+            _pack_str(new_id),
+            self._owners,
+            now,
+            _pack_uint(now),
+            self._margin,
+            self._max_ttl,
+        )
+        try:
+            record = self._write(client, _scripts.ROTATE, keys, args)
+        except _REDIS_ERRORS as exc:
+            raise self._script_failed("rotate", key, exc) from exc
+        if record is None:
+            return None
+        return self._decode(new_key, record)
+
+    @hookimpl
+    def sessionkeeper_list_owner(self, owner: str, now: int) -> list[str]:
+        """The ids of ``owner``'s sessions live at ``now``: the owner's set, each id judged by
+        its deadline entry, in one script (cost: what the owner holds)."""
+        client = self._reader("list sessions")
+        key = self._owners + owner
+        try:
+            page = self._eval(client, _scripts.OWNER_LIVE, (key, self._exp_key), (now, 0))
+        except _REDIS_ERRORS as exc:
+            raise self._failed("list", exc) from exc
+        return self._ids(key, page)
+
+    @hookimpl
+    def sessionkeeper_count_owner(self, owner: str, now: int) -> int:
+        """How many of ``owner``'s sessions are live at ``now`` (cost: what the owner holds)."""
+        client = self._reader("count sessions")
+        key = self._owners + owner
+        try:
+            return int(self._eval(client, _scripts.OWNER_LIVE, (key, self._exp_key), (now, 1)))
+        except _REDIS_ERRORS as exc:
+            raise self._failed("count", exc) from exc
+
+    @hookimpl
+    def sessionkeeper_delete_owner(self, owner: str) -> int:
+        """Delete every session of ``owner``, expired ones included; return how many.
+
+        A script takes up to ``OWNER_PAGE`` ids out of the owner's set and deletes their
+        sessions, each whole; the calls repeat until one finds less than a page. A session of
+        ``owner`` stored before this call began is in the set, so it is deleted; one stored
+        after the last call is kept.
+        """
+        client = self._writer("delete an owner's sessions")
+        keys = (self._owners + owner, self._ids_key, self._exp_key, self._own_key)
+        args = (owner, self._prefix, OWNER_PAGE)
+        removed = 0
+        try:
+            while True:
+                deleted, taken = self._write(client, _scripts.DELETE_OWNER, keys, args)
+                removed += int(deleted)
+                if int(taken) < OWNER_PAGE:
+                    return removed
+        except _REDIS_ERRORS as exc:
+            raise self._failed("delete_owner", exc) from exc
 
     @hookimpl
     def sessionkeeper_list(self, now: int) -> list[str]:
@@ -528,8 +750,13 @@ class RedisBackend:
                 # Members as the server holds them (bytes): an entry another program wrote that
                 # is no id expires like the others, instead of stopping every cleanup.
                 prefix = self._prefix.encode("ascii")
-                keys = [self._ids_key, self._exp_key, *(prefix + member for member in page)]
-                done = self._write(client, _scripts.EXPIRE_PAGE, keys, (now, *page))
+                keys = [
+                    self._ids_key,
+                    self._exp_key,
+                    self._own_key,
+                    *(prefix + member for member in page),
+                ]
+                done = self._write(client, _scripts.EXPIRE_PAGE, keys, (now, self._owners, *page))
                 removed += int(done[0])
                 dropped += int(done[1])
                 if len(page) < PAGE_SIZE or not (done[0] or done[1]):

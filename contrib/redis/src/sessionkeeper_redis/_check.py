@@ -51,6 +51,8 @@ class _Checker:
         self.prefix = f"{{{table}}}:s:"
         self.ids_key = f"{{{table}}}:ids"
         self.exp_key = f"{{{table}}}:exp"
+        self.own_key = f"{{{table}}}:own"
+        self.owners_prefix = f"{{{table}}}:o:".encode()
         self.quarantine_prefix = f"{{{table}}}:quarantine:"
         self.checked = 0
         self.intact = 0
@@ -92,12 +94,17 @@ class _Checker:
         self.quarantined.append(target)
 
     def _unindex(self, session_id: str) -> None:
+        """Remove ``session_id`` from both indexes, the owner hash and its owner's set."""
         self.client.execute_command("ZREM", self.ids_key, session_id)
         self.client.execute_command("ZREM", self.exp_key, session_id)
+        owner = self.client.execute_command("HGET", self.own_key, session_id)
+        if owner is not None:
+            self.client.execute_command("SREM", self.owners_prefix + owner, session_id)
+            self.client.execute_command("HDEL", self.own_key, session_id)
 
     def _check_deadline(self, key: str, session: Session) -> None:
-        """The deadline index must hold ``last_accessed + timeout_ms`` exactly when there is a
-        timeout."""
+        """The deadline index must hold ``expires_at`` (the earlier of the idle and the
+        absolute deadline) exactly when the session has one."""
         score = self.client.execute_command("ZSCORE", self.exp_key, session.id)
         expected = session.expires_at
         if expected is None:

@@ -1,26 +1,42 @@
 """The Lua scripts that make every multi-key write atomic on the Redis server.
 
 Key layout of a table (every key carries the hash tag ``{table}``, so Redis Cluster keeps a
-table in one slot and the scripts may touch all of its keys):
+table in one slot and every script may touch any key of the table):
 
 ``{table}:s:<id>``
     a string: the session's record exactly as :func:`sessionkeeper.encode_session` writes it
     (``GET`` it and :func:`sessionkeeper.decode_session` reads it). Its TTL is
-    ``timeout_ms + ttl_margin_ms`` from the last write, so Redis drops forgotten sessions by
+    ``expires_at - last_accessed + ttl_margin_ms`` from the last write (``expires_at``: the
+    earlier of the idle and the absolute deadline), so Redis drops forgotten sessions by
     itself; a session that never expires has no TTL.
 ``{table}:ids``
     a sorted set of every stored id, all with score 0: ordered by id, for ``list`` and for
     ``iter_sessions`` in pages (each id exactly once, in bounded memory).
 ``{table}:exp``
-    a sorted set of the ids that can expire, scored by their deadline
-    ``last_accessed + timeout_ms``: ``count`` and ``cleanup_expired`` read only what expired.
+    a sorted set of the ids that can expire, scored by ``expires_at``: ``count`` and
+    ``cleanup_expired`` read only what expired.
+``{table}:own``
+    a hash: the owner of every stored session that has one (id -> owner). The scripts read
+    the previous owner of an id here, in O(1), without decoding its record, and find it even
+    after Redis dropped the record through its TTL (so a cleanup keeps the owner sets exact).
+``{table}:o:<owner>``
+    a set: the ids of the stored sessions of ``owner`` (expired ones until a cleanup removes
+    them). ``list(owner=)``, ``count(owner=)`` and ``delete_owner`` cost what the owner holds.
 
-A touch rewrites ``last_accessed`` inside the record on the server: the script finds the field in
-the version-1 msgpack record (``[1, id, created_at, last_accessed, timeout_ms, metadata]``) and
-splices in the new value, which the client sends already encoded. msgpack writes a non-negative
-integer in its shortest form and every longer form starts with a larger byte, so comparing the
-encodings byte by byte compares the numbers exactly, up to the codec's limit of 2**63 - 1.
-Deadlines are sorted-set scores (doubles): exact up to 2**53 ms, the year 287,396.
+Every write of a session (store, conditional store, touch, delete, take, rotate, cleanup,
+``delete_owner``) is one script that updates the record, both indexes, the owner hash and the
+owner sets together: no reader ever sees them disagree. The owner-set keys are derived inside
+the scripts from the prefix ``{table}:o:`` (the previous owner is only known on the server);
+they carry the table's hash tag, so they are in the slot of the keys each call declares, which
+is all Redis Cluster requires of a script.
+
+The scripts read records themselves (:data:`PARSE`): format 1 ``[1, id, created_at,
+last_accessed, timeout_ms, metadata]`` (written before issue 14) and format 2 ``[2, id,
+created_at, last_accessed, timeout_ms, metadata, version, owner, absolute_timeout_ms]``, where
+the metadata is one msgpack ``bin``. msgpack writes a non-negative integer in its shortest form
+and every longer form starts with a larger byte, so comparing the encodings byte by byte
+compares the numbers exactly, up to the codec's limit of 2**63 - 1. Lua numbers are doubles:
+deadlines, versions and scores are exact up to 2**53 (ms: the year 287,396).
 """
 
 from __future__ import annotations
@@ -28,7 +44,21 @@ from __future__ import annotations
 import hashlib
 from typing import Final
 
-__all__ = ["COUNT", "DELETE", "EXPIRE_PAGE", "LIST_PAGE", "SCRIPTS", "STORE", "TOUCH", "Script"]
+__all__ = [
+    "COUNT",
+    "DELETE",
+    "DELETE_OWNER",
+    "EXPIRE_PAGE",
+    "LIST_PAGE",
+    "OWNER_LIVE",
+    "ROTATE",
+    "SCRIPTS",
+    "STORE",
+    "STORE_IF",
+    "TAKE",
+    "TOUCH",
+    "Script",
+]
 
 
 class Script:
@@ -45,67 +75,234 @@ class Script:
         return f"<Script {self.name} {self.sha[:8]}>"
 
 
-#: KEYS: session key, ids, exp. ARGV: id, record, deadline ('' = never), ttl ('' = no TTL).
-#: Replaces whatever the key held.
+#: Lua shared by the scripts that read a record: ``parse(record, id)`` returns a table of its
+#: fields and the positions of their encodings, or ``nil`` and what is wrong (a record of
+#: another id is damage too); ``expires(f)`` the earliest deadline (``nil``: never);
+#: ``next_version(v)`` the encoding of the version after the one encoded ``v`` (versions are
+#: kept as their msgpack encodings: exact beyond 2**53; ``nil`` past the codec's 2**63 - 1);
+#: ``damaged(why)`` the error the client turns into a ``StorageError`` naming the key.
+PARSE: Final = """
+local function damaged(why)
+  return redis.error_reply('DAMAGED session record: ' .. why)
+end
+local function uint(r, i)
+  local b = string.byte(r, i)
+  if not b then return nil end
+  if b <= 0x7f then return b, i + 1 end
+  local n
+  if b == 0xcc then n = 1 elseif b == 0xcd then n = 2 elseif b == 0xce then n = 4
+  elseif b == 0xcf then n = 8 else return nil end
+  if i + n > #r then return nil end
+  local v = 0
+  for k = i + 1, i + n do v = v * 256 + string.byte(r, k) end
+  return v, i + n + 1
+end
+local function be(r, i, n)
+  if i + n - 1 > #r then return nil end
+  local v = 0
+  for k = i, i + n - 1 do v = v * 256 + string.byte(r, k) end
+  return v
+end
+local function str_at(r, i)
+  local b = string.byte(r, i)
+  local n, head
+  if not b then return nil end
+  if b >= 0xa0 and b <= 0xbf then n, head = b - 0xa0, 1
+  elseif b == 0xd9 then n, head = be(r, i + 1, 1), 2
+  elseif b == 0xda then n, head = be(r, i + 1, 2), 3
+  elseif b == 0xdb then n, head = be(r, i + 1, 4), 5
+  else return nil end
+  if not n or i + head + n > #r + 1 then return nil end
+  return i + head, i + head + n
+end
+local function bin_end(r, i)
+  local b = string.byte(r, i)
+  local e
+  if b == 0xc4 then e = be(r, i + 1, 1); e = e and i + 2 + e
+  elseif b == 0xc5 then e = be(r, i + 1, 2); e = e and i + 3 + e
+  elseif b == 0xc6 then e = be(r, i + 1, 4); e = e and i + 5 + e
+  else return nil end
+  if not e or e > #r + 1 then return nil end
+  return e
+end
+local function parse(r, id)
+  local f = {}
+  local h1, h2 = string.byte(r, 1, 2)
+  if h1 == 0x99 and h2 == 0x02 then f.format = 2
+  elseif h1 == 0x96 and h2 == 0x01 then f.format = 1
+  else return nil, 'not a record of format 1 or 2' end
+  local start, i = str_at(r, 3)
+  if not i then return nil, 'the id is not a msgpack string' end
+  if string.sub(r, start, i - 1) ~= id then return nil, 'it holds another session' end
+  f.created_at = i
+  f.created, i = uint(r, i)
+  if not f.created then return nil, 'created_at is not an unsigned integer' end
+  f.last_at = i
+  f.last, i = uint(r, i)
+  if not f.last then return nil, 'last_accessed is not an unsigned integer' end
+  f.timeout_at = i
+  if string.byte(r, i) == 0xc0 then i = i + 1 else
+    f.timeout, i = uint(r, i)
+    if not f.timeout then return nil, 'timeout_ms is neither nil nor an unsigned integer' end
+  end
+  i = bin_end(r, i)
+  if not i then return nil, 'the metadata is not a msgpack bin' end
+  f.meta_end = i
+  if f.format == 1 then
+    f.version = '\\1'
+  else
+    local version_at, version = i, nil
+    version, i = uint(r, i)
+    if not version then return nil, 'version is not an unsigned integer' end
+    f.version = string.sub(r, version_at, i - 1)
+    f.owner_at = i
+    if string.byte(r, i) == 0xc0 then i = i + 1 else
+      local start
+      start, i = str_at(r, i)
+      if not i then return nil, 'owner is neither nil nor a string' end
+      f.owner = string.sub(r, start, i - 1)
+    end
+    if string.byte(r, i) == 0xc0 then i = i + 1 else
+      f.abs, i = uint(r, i)
+      if not f.abs then
+        return nil, 'absolute_timeout_ms is neither nil nor an unsigned integer'
+      end
+    end
+  end
+  if i ~= #r + 1 then return nil, 'the record does not end after its last field' end
+  return f
+end
+local function expires(f)
+  local d = f.timeout and f.last + f.timeout
+  if f.abs then
+    local a = f.created + f.abs
+    if not d or a < d then d = a end
+  end
+  return d
+end
+local function next_version(v)
+  local b = string.byte(v, 1)
+  if b < 0x7f then return string.char(b + 1) end
+  if b == 0x7f then return '\\204\\128' end
+  local digits = {string.byte(v, 2, -1)}
+  local k = #digits
+  while k > 0 and digits[k] == 255 do
+    digits[k] = 0
+    k = k - 1
+  end
+  if k == 0 then
+    if b == 0xcc then return '\\205\\1\\0' end
+    if b == 0xcd then return '\\206\\0\\1\\0\\0' end
+    if b == 0xce then return '\\207\\0\\0\\0\\1\\0\\0\\0\\0' end
+    return nil
+  end
+  digits[k] = digits[k] + 1
+  if b == 0xcf and digits[1] >= 0x80 then return nil end
+  return string.char(b, unpack(digits))
+end
+"""
+
+#: Lua shared by the scripts that write: ``unindex(ids, exp, own, owners, id)`` removes an id
+#: from both indexes, the owner hash and its owner's set; ``put(...)`` stores a record under
+#: ``key`` with its TTL, both index entries and its owner (``''``: none).
+INDEX: Final = """
+local function unindex(ids, exp, own, owners, id)
+  redis.call('ZREM', ids, id)
+  redis.call('ZREM', exp, id)
+  local owner = redis.call('HGET', own, id)
+  if owner then
+    redis.call('SREM', owners .. owner, id)
+    redis.call('HDEL', own, id)
+  end
+end
+local function put(key, ids, exp, own, owners, id, record, deadline, ttl, owner)
+  if ttl == '' then
+    redis.call('SET', key, record)
+  else
+    redis.call('SET', key, record, 'PX', ttl)
+  end
+  redis.call('ZADD', ids, 0, id)
+  if deadline == '' then
+    redis.call('ZREM', exp, id)
+  else
+    redis.call('ZADD', exp, deadline, id)
+  end
+  local old = redis.call('HGET', own, id)
+  if old and old ~= owner then redis.call('SREM', owners .. old, id) end
+  if owner ~= '' then
+    redis.call('SADD', owners .. owner, id)
+    if old ~= owner then redis.call('HSET', own, id, owner) end
+  elseif old then
+    redis.call('HDEL', own, id)
+  end
+end
+"""
+
+#: KEYS: session key, ids, exp, own. ARGV: id, record, deadline ('' = never), ttl ('' = no
+#: TTL), owner ('' = none), owner-set prefix. Replaces whatever the key held, exactly as given.
 STORE: Final = Script(
     "store",
-    """
-if ARGV[4] == '' then
-  redis.call('SET', KEYS[1], ARGV[2])
-else
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[4])
-end
-redis.call('ZADD', KEYS[2], 0, ARGV[1])
-if ARGV[3] == '' then
-  redis.call('ZREM', KEYS[3], ARGV[1])
-else
-  redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
-end
+    INDEX
+    + """
+put(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[6], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
 return 1
+""",
+)
+
+#: KEYS: session key, ids, exp, own. ARGV: id, record head, record tail, deadline, ttl, owner,
+#: owner-set prefix, now, if_version msgpack-encoded ('' = unconditional). ``current`` is the
+#: version of the session stored under the key if it is live at ``now``, else 0; versions
+#: travel msgpack-encoded, so they compare and count exactly. Returns ``{0, current}`` (and
+#: writes nothing) when ``if_version`` is given and is not ``current``; else stores ``head ..
+#: version .. tail`` with version ``current + 1`` and returns ``{1, current + 1}``.
+#: What the key holds when it is no record (damage, a key of another type) is an error for a
+#: conditional store (the condition cannot be judged) and counts as absent for an
+#: unconditional one, which replaces it.
+STORE_IF: Final = Script(
+    "store_if",
+    PARSE
+    + INDEX
+    + """
+local current = '\\0'
+local conditional = ARGV[9] ~= ''
+local record = redis.pcall('GET', KEYS[1])
+if type(record) == 'table' and record.err then
+  if conditional then
+    return damaged('it is not a string: something other than sessionkeeper wrote it')
+  end
+  record = false
+end
+if record then
+  local f, why = parse(record, ARGV[1])
+  if f then
+    local deadline = expires(f)
+    if not deadline or tonumber(ARGV[8]) <= deadline then current = f.version end
+  elseif conditional then
+    return damaged(why)
+  end
+end
+if conditional and ARGV[9] ~= current then return {0, current} end
+local version = next_version(current)
+if not version then return redis.error_reply('VERSION the stored version is the largest') end
+put(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[7], ARGV[1],
+    ARGV[2] .. version .. ARGV[3], ARGV[4], ARGV[5], ARGV[6])
+return {1, version}
 """,
 )
 
 #: KEYS: session key, exp. ARGV: id, new last_accessed msgpack-encoded, the same in decimal,
 #: ttl margin, largest TTL. Returns nil when the session is gone (it is never recreated), else
-#: the record as now stored.
+#: the record as now stored. ``last_accessed`` only moves forward; the TTL and the deadline
+#: follow ``expires_at`` (the absolute deadline never moves).
 TOUCH: Final = Script(
     "touch",
-    """
+    PARSE
+    + """
 local record = redis.call('GET', KEYS[1])
 if not record then return false end
-local function damaged(why)
-  return redis.error_reply('DAMAGED session record: ' .. why)
-end
-local function uint_length(byte)
-  if not byte then return nil end
-  if byte <= 0x7f then return 1 end
-  if byte == 0xcc then return 2 end
-  if byte == 0xcd then return 3 end
-  if byte == 0xce then return 5 end
-  if byte == 0xcf then return 9 end
-  return nil
-end
-if string.byte(record, 1) ~= 0x96 or string.byte(record, 2) ~= 0x01 then
-  return damaged('not a version 1 record')
-end
-local head = string.byte(record, 3)
-local at
-if head and head >= 0xa0 and head <= 0xbf then
-  at = 4 + head - 0xa0
-elseif head == 0xd9 then
-  at = 5 + (string.byte(record, 4) or 0)
-elseif head == 0xda then
-  at = 6 + (string.byte(record, 4) or 0) * 256 + (string.byte(record, 5) or 0)
-else
-  return damaged('the id is not a msgpack string')
-end
-local created = uint_length(string.byte(record, at))
-if not created then return damaged('created_at is not an unsigned integer') end
-at = at + created
-local length = uint_length(string.byte(record, at))
-if not length then return damaged('last_accessed is not an unsigned integer') end
-if at + length > #record then return damaged('the record ends inside last_accessed') end
-local old = string.sub(record, at, at + length - 1)
+local f, why = parse(record, ARGV[1])
+if not f then return damaged(why) end
+local old = string.sub(record, f.last_at, f.timeout_at - 1)
 local new = ARGV[2]
 local newer = false
 for i = 1, math.min(#new, #old) do
@@ -116,62 +313,117 @@ for i = 1, math.min(#new, #old) do
   end
 end
 if not newer then return record end
-local after = at + length
-local timeout = nil
-local tag = string.byte(record, after)
-if tag ~= 0xc0 then
-  local size = uint_length(tag)
-  if not size then return damaged('timeout_ms is neither nil nor an unsigned integer') end
-  if after + size > #record then return damaged('the record ends inside timeout_ms') end
-  if size == 1 then
-    timeout = tag
-  else
-    timeout = 0
-    for i = after + 1, after + size - 1 do
-      timeout = timeout * 256 + string.byte(record, i)
-    end
-  end
+record = string.sub(record, 1, f.last_at - 1) .. new .. string.sub(record, f.timeout_at)
+f.last = tonumber(ARGV[3])
+local deadline = expires(f)
+if not deadline then
+  redis.call('SET', KEYS[1], record, 'KEEPTTL')
+  return record
 end
-record = string.sub(record, 1, at - 1) .. new .. string.sub(record, after)
-local ttl = timeout and timeout + tonumber(ARGV[4])
-if ttl and ttl <= tonumber(ARGV[5]) then
+local ttl = math.max(deadline - f.last, 0) + tonumber(ARGV[4])
+if ttl <= tonumber(ARGV[5]) then
   redis.call('SET', KEYS[1], record, 'PX', ttl)
 else
   redis.call('SET', KEYS[1], record, 'KEEPTTL')
 end
-if timeout then
-  redis.call('ZADD', KEYS[2], tonumber(ARGV[3]) + timeout, ARGV[1])
-end
+redis.call('ZADD', KEYS[2], deadline, ARGV[1])
 return record
 """,
 )
 
-#: KEYS: session key, ids, exp. ARGV: id. Returns 1 when a session was stored, else 0.
+#: KEYS: session key, ids, exp, own. ARGV: id, owner-set prefix. Returns 1 when a session was
+#: stored, else 0.
 DELETE: Final = Script(
     "delete",
-    """
+    INDEX
+    + """
 local n = redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
+unindex(KEYS[2], KEYS[3], KEYS[4], ARGV[2], ARGV[1])
 return n
 """,
 )
 
-#: KEYS: ids, exp, then the key of each session. ARGV: now, then the id of each session.
-#: Removes each session whose deadline is still before ``now`` (a store or touch since it was
-#: listed may have moved it). Returns {removed, dropped}: sessions deleted, and sessions whose
-#: index entries were all that was left (Redis had already dropped the key through its TTL).
+#: KEYS: session key, ids, exp, own. ARGV: id, owner-set prefix, now. Removes the session
+#: (live or expired) and returns its record if it was live at ``now``, else nil.
+TAKE: Final = Script(
+    "take",
+    PARSE
+    + INDEX
+    + """
+local record = redis.call('GET', KEYS[1])
+if not record then
+  unindex(KEYS[2], KEYS[3], KEYS[4], ARGV[2], ARGV[1])
+  return false
+end
+local f, why = parse(record, ARGV[1])
+if not f then return damaged(why) end
+redis.call('DEL', KEYS[1])
+unindex(KEYS[2], KEYS[3], KEYS[4], ARGV[2], ARGV[1])
+local deadline = expires(f)
+if deadline and tonumber(ARGV[3]) > deadline then return false end
+return record
+""",
+)
+
+#: KEYS: old session key, new session key, ids, exp, own. ARGV: old id, new id, new id
+#: msgpack-encoded, owner-set prefix, now, now msgpack-encoded, ttl margin, largest TTL.
+#: When the session is live at ``now``: stores it under the new id (format 2, version + 1,
+#: ``last_accessed`` now unless it was later) with its TTL, index entries and owner, removes
+#: the old id, and returns the new record; else nil and nothing changes.
+ROTATE: Final = Script(
+    "rotate",
+    PARSE
+    + INDEX
+    + """
+local record = redis.call('GET', KEYS[1])
+if not record then return false end
+local f, why = parse(record, ARGV[1])
+if not f then return damaged(why) end
+local now = tonumber(ARGV[5])
+local deadline = expires(f)
+if deadline and now > deadline then return false end
+local last = string.sub(record, f.last_at, f.timeout_at - 1)
+if now > f.last then
+  last = ARGV[6]
+  f.last = now
+end
+local rest = '\\192\\192'
+if f.format == 2 then rest = string.sub(record, f.owner_at) end
+local version = next_version(f.version)
+if not version then return redis.error_reply('VERSION the stored version is the largest') end
+local new = '\\153\\2' .. ARGV[3] .. string.sub(record, f.created_at, f.last_at - 1) .. last
+  .. string.sub(record, f.timeout_at, f.meta_end - 1) .. version .. rest
+redis.call('DEL', KEYS[1])
+unindex(KEYS[3], KEYS[4], KEYS[5], ARGV[4], ARGV[1])
+deadline = expires(f)
+local ttl = ''
+local score = ''
+if deadline then
+  score = deadline
+  local ms = math.max(deadline - f.last, 0) + tonumber(ARGV[7])
+  if ms <= tonumber(ARGV[8]) then ttl = ms end
+end
+put(KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[4], ARGV[2], new, score, ttl, f.owner or '')
+return new
+""",
+)
+
+#: KEYS: ids, exp, own, then the key of each session. ARGV: now, owner-set prefix, then the id
+#: of each session. Removes each session whose deadline is still before ``now`` (a store or
+#: touch since it was listed may have moved it), with its owner entries. Returns {removed,
+#: dropped}: sessions deleted, and sessions whose index entries were all that was left (Redis
+#: had already dropped the key through its TTL).
 EXPIRE_PAGE: Final = Script(
     "expire_page",
-    """
+    INDEX
+    + """
 local now = tonumber(ARGV[1])
 local removed, dropped = 0, 0
-for i = 2, #ARGV do
+for i = 3, #ARGV do
   local id = ARGV[i]
   local deadline = redis.call('ZSCORE', KEYS[2], id)
   if deadline and tonumber(deadline) < now then
-    redis.call('ZREM', KEYS[2], id)
-    redis.call('ZREM', KEYS[1], id)
+    unindex(KEYS[1], KEYS[2], KEYS[3], ARGV[2], id)
     if redis.call('DEL', KEYS[i + 1]) == 1 then
       removed = removed + 1
     else
@@ -207,5 +459,54 @@ return redis.call('ZCARD', KEYS[1]) - redis.call('ZCOUNT', KEYS[2], '-inf', '(' 
 """,
 )
 
+#: KEYS: owner set, exp. ARGV: now, '1' to count instead of listing. The ids of the owner's
+#: sessions live at ``now`` (or how many): read-only, cost what the owner holds.
+OWNER_LIVE: Final = Script(
+    "owner_live",
+    """
+local now = tonumber(ARGV[1])
+local live = {}
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local deadline = redis.call('ZSCORE', KEYS[2], id)
+  if not deadline or tonumber(deadline) >= now then live[#live + 1] = id end
+end
+if ARGV[2] == '1' then return #live end
+return live
+""",
+)
+
+#: KEYS: owner set, ids, exp, own. ARGV: owner, session key prefix, page size. Deletes up to a
+#: page of the owner's sessions (expired ones included) with their index entries, and returns
+#: {sessions deleted, ids taken from the owner's set}: the caller repeats while a whole page
+#: was taken.
+DELETE_OWNER: Final = Script(
+    "delete_owner",
+    """
+local ids = redis.call('SPOP', KEYS[1], tonumber(ARGV[3]))
+local removed = 0
+for _, id in ipairs(ids) do
+  if redis.call('HGET', KEYS[4], id) == ARGV[1] then
+    removed = removed + redis.call('DEL', ARGV[2] .. id)
+    redis.call('ZREM', KEYS[2], id)
+    redis.call('ZREM', KEYS[3], id)
+    redis.call('HDEL', KEYS[4], id)
+  end
+end
+return {removed, #ids}
+""",
+)
+
 #: Every script, for ``SCRIPT LOAD`` after a server lost its script cache.
-SCRIPTS: Final = (STORE, TOUCH, DELETE, EXPIRE_PAGE, LIST_PAGE, COUNT)
+SCRIPTS: Final = (
+    STORE,
+    STORE_IF,
+    TOUCH,
+    DELETE,
+    TAKE,
+    ROTATE,
+    EXPIRE_PAGE,
+    LIST_PAGE,
+    COUNT,
+    OWNER_LIVE,
+    DELETE_OWNER,
+)
