@@ -15,7 +15,13 @@ kind, with values of the same size:
 - store with ``wait_replicas = 1`` against a pipelined ``SET`` + ``WAIT 1`` to the same replica;
 - delete against ``DEL``; count against ``ZCARD``; list against a ``SCAN`` of the raw keys;
 - cleanup of expired sessions against pipelined ``DEL`` of as many keys;
-- server memory per session against the raw ``SET`` keys.
+- server memory per session against the raw ``SET`` keys;
+- the concurrent-state operations of issue 14, each against what it replaces on the same
+  backend: ``update`` (a read, then one conditional-write script) against ``fetch`` + ``store``
+  of the same change (target 1.2x), ``store(if_version=)`` against ``store``, ``take`` against
+  ``fetch`` + ``delete``, ``rotate`` against ``delete`` + ``store`` under a new id, and
+  ``list(owner=)`` of 10 sessions among ``listed`` against the same among 1,000 (target: the
+  store's size does not matter) and against a scan of every session.
 
 Every manager runs with ``cleanup_interval=0`` and an injected clock, so nothing runs behind the
 measurements and the benchmark decides when a fetch writes a touch back. ``--quick`` uses ten
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import random
 import shutil
 import signal
 import socket
@@ -224,6 +231,133 @@ def bench_operations(url: str, raw: redis.Redis, sizes: Sizes) -> list[Figure]:
     return figures
 
 
+def bump(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The change every update benchmark makes: one counter up by one."""
+    metadata["n"] += 1
+    return metadata
+
+
+def bench_atomic(url: str, sizes: Sizes) -> list[Figure]:
+    """update, store(if_version=), take and rotate, each beside what it replaces."""
+    clock = Clock()
+    figures: list[Figure] = []
+    repeats = sizes.repeats
+    with manager(url, clock, table_name="bench-atomic") as sessions_:
+        ids = [sessions_.create(metadata={**METADATA, "n": 0}).id for _ in range(sizes.ops)]
+        random.Random(7).shuffle(ids)
+        fetch, store, peek = sessions_.fetch, sessions_.store, sessions_.peek
+
+        def update(session_id: str) -> None:
+            sessions_.update(session_id, bump)
+
+        def fetch_store(session_id: str) -> None:  # what update replaces: not atomic
+            session = fetch(session_id)
+            store(session.replace(metadata=bump(session.metadata)))
+
+        value, floor = paired(update, fetch_store, ids, repeats=repeats)
+        if peek(ids[0]).metadata["n"] != 2 * repeats:
+            raise SystemExit("an update was lost")
+        figures.append(figure("update", value, floor, "fetch + store, same change", ratio=1.2))
+
+        # Disjoint halves: a plain store bumps the version the conditional one names.
+        half = len(ids) // 2
+        conditional = [peek(sid) for sid in ids[:half]]
+        plain = [peek(sid) for sid in ids[half : 2 * half]]
+
+        def store_if(position: int) -> None:
+            session = conditional[position]
+            conditional[position] = store(session, if_version=session.version)
+
+        def store_plain(position: int) -> None:
+            plain[position] = store(plain[position])
+
+        value, floor = paired(store_if, store_plain, range(half), repeats=repeats)
+        figures.append(figure("store(if_version=)", value, floor, "store", ratio=1.2))
+
+        # take and rotate consume their session: each repeat gets fresh ones.
+        takes: list[float] = []
+        take_floors: list[float] = []
+        rotations: list[float] = []
+        rotate_floors: list[float] = []
+        delete, create = sessions_.delete, sessions_.create
+
+        def fetch_delete(session_id: str) -> None:
+            fetch(session_id)
+            delete(session_id)
+
+        def delete_store(session_id: str) -> None:
+            session = fetch(session_id)
+            delete(session_id)
+            store(session.replace(id=generate_id()))
+
+        def fresh() -> list[str]:
+            return [create(metadata=METADATA).id for _ in range(sizes.ops)]
+
+        for _ in range(repeats):
+            takes.append(mapped(sessions_.take, fresh()))
+            take_floors.append(mapped(fetch_delete, fresh()))
+            rotations.append(mapped(sessions_.rotate, fresh()))
+            rotate_floors.append(mapped(delete_store, fresh()))
+        per = 1e3 / sizes.ops  # ms per batch -> us per call
+        figures.append(
+            figure("take", statistics.median(takes) * per,
+                   statistics.median(take_floors) * per, "fetch + delete (not atomic)")
+        )  # fmt: skip
+        figures.append(
+            figure("rotate", statistics.median(rotations) * per,
+                   statistics.median(rotate_floors) * per,
+                   "fetch + delete + store under a new id (not atomic)")
+        )  # fmt: skip
+    return figures
+
+
+def mapped(function: Callable[[str], object], ids: list[str]) -> float:
+    """Milliseconds ``function`` takes over every id of ``ids``."""
+    return once(lambda: deque(map(function, ids), 0))
+
+
+def bench_owner_list(url: str, raw: redis.Redis, sizes: Sizes) -> list[Figure]:
+    """list(owner=) of 10 sessions among 1,000 and among ``sizes.listed``, and a full scan."""
+    clock = Clock()
+    owned = 10
+    lookups = 200
+    timings: dict[int, float] = {}
+    scan = 0.0
+    for total in (1_000, sizes.listed):
+        raw.flushall()
+        with manager(url, clock, table_name=f"bench-owner-{total}") as sessions_:
+            sessions_.store_many(
+                Session(generate_id(), clock.now, clock.now, TIMEOUT, METADATA,
+                        owner="ann" if i < owned else f"user-{i}")
+                for i in range(total)
+            )  # fmt: skip
+
+            def by_owner() -> None:
+                for _ in range(lookups):
+                    if len(sessions_.list(owner="ann")) != owned:
+                        raise SystemExit("list(owner=) lost a session")
+
+            timings[total] = (
+                statistics.median(once(by_owner) for _ in range(sizes.repeats)) / lookups
+            )
+            if total == sizes.listed:
+
+                def full_scan() -> None:
+                    found = [s.id for s in sessions_.iter_sessions() if s.owner == "ann"]
+                    if len(found) != owned:
+                        raise SystemExit("the scan lost a session")
+
+                scan = statistics.median(once(full_scan) for _ in range(sizes.repeats))
+    raw.flushall()
+    small, large = timings[1_000], timings[sizes.listed]
+    return [
+        figure(f"list(owner=) of {owned} among {sizes.listed:,}", large * 1e3, small * 1e3,
+               "the same among 1,000", ratio=1.5),
+        figure(f"list(owner=) of {owned} among {sizes.listed:,}", large, scan,
+               "iter_sessions scan filtering by owner", unit="ms"),
+    ]  # fmt: skip
+
+
 def bench_wait(url: str, raw: redis.Redis, sizes: Sizes) -> list[Figure]:
     clock = Clock()
     stored = sessions(sizes.ops, clock.now)
@@ -334,10 +468,12 @@ def measure(args: argparse.Namespace) -> _bench.Run:
         server = raw.info("server")["redis_version"]
         try:
             figures = bench_operations(url, raw, sizes)
+            figures += bench_atomic(url, sizes)
             with redis_server(Path(tmp) / "replica", "--replicaof", "127.0.0.1", str(port)):
                 wait_for_replica(raw)
                 figures += bench_wait(url, raw, sizes)
             figures += bench_table(url, raw, sizes)
+            figures += bench_owner_list(url, raw, sizes)
         finally:
             raw.close()
     return _bench.Run(
