@@ -599,3 +599,91 @@ def test_peek_include_expired(manager: SessionManager, clock: ManualClock) -> No
     assert manager.peek(session.id, include_expired=True) == session
     with pytest.raises(SessionNotFound):
         manager.peek("never-stored", include_expired=True)
+
+
+class TestVersionCeiling:
+    """A session at version 2**63-1 (the largest any encoded store holds; reached only by import)
+    cannot be written again: the manager refuses before the backend is called (issue 14)."""
+
+    TOP = 2**63 - 1
+
+    @pytest.fixture
+    def at_top(self, manager: SessionManager) -> Session:
+        session = manager.create(timeout_ms=None, metadata={"n": 1})
+        manager.store_many([session.with_version(self.TOP)])  # as an import carries it
+        return manager.peek(session.id)
+
+    def test_store_is_refused_and_nothing_changes(
+        self, manager: SessionManager, at_top: Session
+    ) -> None:
+        """store() of the session read at the top version raises InvalidSession naming
+        ``version``; the stored session is unchanged (not given version 2**63)."""
+        changed = at_top.replace(metadata={"n": 2})
+        with pytest.raises(InvalidSession, match=r"version.*2\*\*63-1.*cannot be written again"):
+            manager.store(changed)
+        with pytest.raises(InvalidSession, match="version"):
+            manager.store(changed, if_version=self.TOP)
+        assert manager.peek(at_top.id) == at_top
+
+    def test_update_and_rotate_are_refused(self, manager: SessionManager, at_top: Session) -> None:
+        """update() never calls its function and rotate() keeps the id: both refuse the write
+        that would pass the top version."""
+        called: list[object] = []
+
+        def bump(metadata: dict[str, Any]) -> dict[str, Any]:
+            called.append(metadata)
+            return {"n": 3}
+
+        with pytest.raises(InvalidSession, match="version"):
+            manager.update(at_top.id, bump)
+        assert called == []
+        with pytest.raises(InvalidSession, match="version"):
+            manager.rotate(at_top.id)
+        assert manager.peek(at_top.id) == at_top
+
+    def test_one_below_the_top_is_written(self, manager: SessionManager) -> None:
+        """A session one below the top is written once more, to the top itself."""
+        session = manager.create(timeout_ms=None)
+        manager.store_many([session.with_version(self.TOP - 1)])
+        assert manager.update(session.id, lambda md: {"n": 1}).version == self.TOP
+
+    def test_a_fresh_session_may_carry_the_top_version(self, manager: SessionManager) -> None:
+        """Storing a session that carries the top version under an id with no live session is
+        allowed: the store gives it version 1."""
+        session = manager.create(timeout_ms=None)
+        assert manager.delete(session.id)
+        assert manager.store(session.with_version(self.TOP)).version == 1
+
+    def test_non_atomic_backend_refuses_too(self, tmp_path: Path, clock: ManualClock) -> None:
+        """On a backend without ``atomic`` (sqlitedict), where the manager counts the version
+        itself, the write past the top is refused the same way and nothing is written."""
+        opts = {"file_path": str(tmp_path / "s.sqlite"), "auto_save": 0}
+        with SessionManager("sqlitedict", opts, cleanup_interval=0, clock=clock) as sessions:
+            assert not sessions.capabilities.atomic
+            session = sessions.create(timeout_ms=None)
+            sessions.store_many([session.with_version(self.TOP)])
+            with pytest.raises(InvalidSession, match="version"):
+                sessions.store(session)
+            assert sessions.peek(session.id).version == self.TOP
+
+
+class TestExitCodesOfConcurrentErrors:
+    """The CLI's exit status for the errors of issue 14's operations."""
+
+    def test_unsupported_is_a_usage_error(self) -> None:
+        """Unsupported says the operation was asked of a backend that cannot do it: exit 2
+        (usage), not 4 (storage), which says the store failed."""
+        from sessionkeeper import Unsupported
+        from sessionkeeper._cli_common import ExitCode, exit_code_for
+
+        assert exit_code_for(Unsupported("sqlitedict")) == ExitCode.USAGE == 2
+
+    def test_version_conflict_has_its_own_code(self) -> None:
+        """VersionConflict (nothing written; read again and retry) exits with 7, distinct
+        from every other status."""
+        from sessionkeeper import VersionConflict
+        from sessionkeeper._cli_common import ExitCode, exit_code_for
+
+        code = exit_code_for(VersionConflict("abc", 3, 4))
+        assert code == ExitCode.CONFLICT == 7
+        assert [c for c in ExitCode if c == 7] == [ExitCode.CONFLICT]

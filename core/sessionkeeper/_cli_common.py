@@ -24,7 +24,9 @@ from ._errors import (
     PluginValidationError,
     SameStoreError,
     SessionNotFound,
+    Unsupported,
     VerificationFailed,
+    VersionConflict,
 )
 from ._manager import SessionManager
 
@@ -56,14 +58,21 @@ class ExitCode(IntEnum):
     STORAGE = 4
     DATA = 5
     VERIFY = 6
+    #: a conditional write found another version than the one it named (nothing was written):
+    #: read again and retry; not a storage failure.
+    CONFLICT = 7
 
 
 def exit_code_for(exc: BaseException) -> ExitCode:
     """The exit code that reports ``exc`` (see the module docstring)."""
     if isinstance(exc, SessionNotFound):
         return ExitCode.NOT_FOUND
-    if isinstance(exc, InvalidSession | SameStoreError | ExportTargetError):
+    if isinstance(exc, InvalidSession | SameStoreError | ExportTargetError | Unsupported):
+        # Unsupported: the operation asked of this backend is one it cannot do correctly; the
+        # caller chose the wrong backend or operation, the store did not fail.
         return ExitCode.USAGE
+    if isinstance(exc, VersionConflict):
+        return ExitCode.CONFLICT
     if isinstance(exc, ConfigError | PluginValidationError):
         return ExitCode.CONFIG
     if isinstance(exc, ExportFormatError):

@@ -47,6 +47,9 @@ BACKOFF_CAP_S: Final = 0.05
 #: How many times ``update`` tries before it raises :class:`~sessionkeeper.VersionConflict`.
 DEFAULT_ATTEMPTS: Final = 10
 
+#: The largest version a store can hold (a signed 64-bit integer: msgpack, SQL, Redis).
+MAX_VERSION: Final = 2**63 - 1
+
 #: What ``update``'s function gets (a copy of the metadata) and returns (the new metadata).
 UpdateFunction = Callable[[dict[str, Any]], Mapping[str, Any]]
 
@@ -75,6 +78,17 @@ def check_if_version(if_version: object) -> int | None:
             f"got {type(if_version).__name__} {if_version!r}",
         )
     return if_version
+
+
+def _refuse_past_max(session_id: str, version: int) -> None:
+    """Refuse a write that would give the session ``session_id``, now at ``version``, the next
+    version when that is past :data:`MAX_VERSION` (no encoded backend could store or read it)."""
+    if version >= MAX_VERSION:
+        raise InvalidSession(
+            "version",
+            f"session {session_id!r} is at version {version}, the largest a store can hold "
+            f"(2**63-1): it cannot be written again; delete it and create a new session",
+        )
 
 
 def _owner_argument(owner: object) -> str:
@@ -130,6 +144,13 @@ class ConcurrentOperations:
         if self._atomic:
             if if_version is not None:
                 check_if_version(if_version)
+                _refuse_past_max(session.id, if_version)
+            elif session.version >= MAX_VERSION:
+                # Written back after a read at the largest version: look before writing (only
+                # then, so that a plain store reads nothing).
+                current = self._call("store", self._fetch, session.id)
+                if current is not None and not current.is_expired(self.clock()):
+                    _refuse_past_max(session.id, current.version)
             stored = self._call("store", self._store_if, session, if_version, self.clock())
             return stored if type(stored) is Session else _as_stored(session, stored)
         if if_version is not None:
@@ -137,7 +158,11 @@ class ConcurrentOperations:
             raise Unsupported(self.backend_name)
         now = self.clock()
         current = self._call("store", self._fetch, session.id)
-        version = 1 if current is None or current.is_expired(now) else current.version + 1
+        if current is None or current.is_expired(now):
+            version = 1
+        else:
+            _refuse_past_max(session.id, current.version)
+            version = current.version + 1
         stored = session if session.version == version else session.with_version(version)
         self._call("store", self._store, stored)
         return stored
@@ -179,6 +204,7 @@ class ConcurrentOperations:
         read = self._stored(session_id, "update")
         if read.is_expired(now):
             raise SessionNotFound(session_id)
+        _refuse_past_max(session_id, read.version)
         packed = pack_metadata(fn(read.metadata))
         self._check_size(packed)
         changed = Session._trusted(
@@ -218,6 +244,9 @@ class ConcurrentOperations:
         ``atomic``."""
         validate_id(session_id)
         self._require_atomic()
+        current = self._call("rotate", self._fetch, session_id)
+        if current is not None:  # one read more, for a rare operation: refuse what cannot be stored
+            _refuse_past_max(session_id, current.version)
         rotated: Session | None = self._call(
             "rotate", self._rotate, session_id, generate_id(), self.clock()
         )
