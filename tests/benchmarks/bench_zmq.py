@@ -209,7 +209,9 @@ def bench_local_read(a: SessionManager, n: int) -> dict[str, Any]:
         memory.store(session)
     a_backend.agent.wake()
     agent = a_backend.agent
-    wait_for(lambda: all(p.acked >= a_backend.replica.seq for p in agent.peers.values()), "sync")
+    wait_for(
+        lambda: all(p.acked >= a_backend.replica.seq for p in agent.peers.values()), "sync", 300
+    )
     order = ids[:]
     random.shuffle(order)
 

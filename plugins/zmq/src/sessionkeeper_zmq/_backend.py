@@ -22,9 +22,10 @@ from sessionkeeper import (
     hookimpl,
 )
 
-from ._node import Agent, Waiter
+from ._node import Agent
 from ._options import AckLevel, ZmqOptions
 from ._replica import HLC, Entry, Replica
+from ._replication import Waiter
 from ._wal import Wal
 
 __all__ = [
