@@ -373,9 +373,9 @@ def test_versions_beyond_two_to_the_53_count_exactly(
     manager: SessionManager, clock: ManualClock
 ) -> None:
     """Versions past the doubles' exact range (Lua numbers) are counted on by one exactly by
-    the conditional store and by rotate (the scripts count on their encodings); a session at
-    the largest version the codec holds refuses a further write with a ``StorageError`` and
-    keeps its record."""
+    the conditional store and by rotate (the scripts count on their encodings); at the largest
+    version the codec holds, the store-if and rotate scripts refuse a further write with a
+    ``StorageError`` and keep the record."""
     for version in (2**53, 2**53 + 1, 2**62 + 7):
         manager.store_many([Session("big", clock.now, clock.now, None, version=version)])
         stored = manager.store(Session("big", clock.now, clock.now, None), if_version=version)
@@ -387,9 +387,12 @@ def test_versions_beyond_two_to_the_53_count_exactly(
             manager.delete(session_id)
     largest = Session("top", clock.now, clock.now, None, version=2**63 - 1)
     manager.store_many([largest])
+    backend: Any = manager.backend  # the hooks: the manager may refuse before calling them
     for attempt in (
-        lambda: manager.store(Session("top", clock.now, clock.now, None)),
-        lambda: manager.rotate("top"),
+        lambda: backend.sessionkeeper_store_if(
+            session=Session("top", clock.now, clock.now, None), if_version=None, now=clock.now
+        ),
+        lambda: backend.sessionkeeper_rotate(session_id="top", new_id="top-2", now=clock.now),
     ):
         with pytest.raises(StorageError, match="cannot grow"):
             attempt()
