@@ -24,6 +24,7 @@ from sessionkeeper import (
 )
 
 from ._check import check_table
+from ._lender import Lender
 from ._options import PostgresOptions
 from ._schema import CLEANUP_BATCH, LATEST_VERSION, PAGE_SIZE, Statements, deadlines
 
@@ -91,7 +92,7 @@ class PostgresBackend:
         self.options = options
         self.context = context
         self.server = options.server_name()
-        self._pool: ConnectionPool[Connection] | None = None
+        self._pool: Lender[Connection] | None = None
         self._sql: Statements | None = None
         self._identity: str | None = None
         self._schema_name: str | None = None
@@ -178,11 +179,11 @@ class PostgresBackend:
         self._connect_direct(operation).close()
         self._suspect = False
 
-    def _getconn(self, pool: ConnectionPool[Connection], operation: str) -> Connection:
+    def _getconn(self, pool: Lender[Connection], operation: str) -> Connection:
         if self._suspect:
             self._probe(operation)
         try:
-            return pool.getconn()
+            return pool.get()
         except PoolTimeout:
             pass
         except PoolClosed:
@@ -196,7 +197,7 @@ class PostgresBackend:
             "pool_max_size, or the server's max_connections)",
         )
 
-    def _sound_conn(self, pool: ConnectionPool[Connection], operation: str) -> Connection:
+    def _sound_conn(self, pool: Lender[Connection], operation: str) -> Connection:
         """A pooled connection the server has not hung up on, for an operation that is never
         sent twice (its first attempt may have done its work).
 
@@ -214,7 +215,7 @@ class PostgresBackend:
             if not readable:
                 return conn
             conn.close()
-            pool.putconn(conn)
+            pool.put(conn)
             self._suspect = True
             with contextlib.suppress(psycopg.Error):
                 pool.check()
@@ -252,7 +253,7 @@ class PostgresBackend:
             except psycopg.Error as exc:
                 raise self._failed(operation, exc) from exc
             finally:
-                pool.putconn(conn)
+                pool.put(conn)
             with contextlib.suppress(psycopg.Error):  # drop what the same loss broke
                 pool.check()
         raise AssertionError("unreachable")  # pragma: no cover
@@ -274,7 +275,7 @@ class PostgresBackend:
                 raise self._failed(operation, exc) from exc
             self._suspect = True
         finally:
-            pool.putconn(conn)
+            pool.put(conn)
         with contextlib.suppress(psycopg.Error):
             pool.check()
         return self._run(  # once more, on a connection checked to be sound
@@ -320,7 +321,7 @@ class PostgresBackend:
             raise self._failed("open", exc) from exc
         self._sql = statements
         self._identity = identity
-        self._pool = pool
+        self._pool = Lender(pool)
 
     def _inspect(self, conn: Connection) -> tuple[str, str]:
         """The table's schema and the store's identity, from the server itself."""
@@ -403,9 +404,10 @@ class PostgresBackend:
     @hookimpl
     def sessionkeeper_close(self) -> None:
         """Close the pool and its connections. Idempotent."""
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.close(timeout=self._timeout_s)
+        lender, self._pool = self._pool, None
+        if lender is not None:
+            lender.close()
+            lender.pool.close(timeout=self._timeout_s)
 
     @hookimpl
     def sessionkeeper_identity(self) -> str | None:
@@ -775,7 +777,9 @@ class PostgresBackend:
             return conn.execute(query).fetchone()
 
         stored, expiring = self._run("stats", work)
-        pool_stats = self._pool.get_stats() if self._pool is not None else {}
+        lender = self._pool
+        pool_stats = lender.pool.get_stats() if lender is not None else {}
+        kept = lender.kept if lender is not None else 0
         return {
             "server": self.server,
             "table": self.table,
@@ -784,7 +788,7 @@ class PostgresBackend:
             "expiring": int(expiring),
             "synchronous_commit": self.options.synchronous_commit,
             "pool_size": int(pool_stats.get("pool_size", 0)),
-            "pool_available": int(pool_stats.get("pool_available", 0)),
+            "pool_available": int(pool_stats.get("pool_available", 0)) + kept,
             "connections_lost": int(pool_stats.get("connections_lost", 0)),
             "cleanup_removed": self._removed,
         }
