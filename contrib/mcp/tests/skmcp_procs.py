@@ -112,11 +112,9 @@ class Cluster:
     processes: list[Uvicorn] = field(default_factory=list)
     proxy: Uvicorn | None = None
 
-    def worker(self, name: str, **env: str) -> Uvicorn:
-        """Start a worker serving ``worker_app`` on the shared store."""
-        worker = Uvicorn(
-            name, "worker_app:create_app", {"SKMCP_CONFIG": str(self.config), **env}, self.log_dir
-        )
+    def worker(self, name: str, factory: str = "worker_app:create_app", **env: str) -> Uvicorn:
+        """Start a worker serving ``factory`` (default ``worker_app``) on the shared store."""
+        worker = Uvicorn(name, factory, {"SKMCP_CONFIG": str(self.config), **env}, self.log_dir)
         self.processes.append(worker)
         return worker.start()
 

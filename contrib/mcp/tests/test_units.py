@@ -407,7 +407,8 @@ class TestStores:
     """McpStores opens the sessions, events and state tables from one config file."""
 
     def test_separate_tables_when_the_backend_has_them(self, tmp_path: Path) -> None:
-        """With sqlitedict the events and the state get tables of their own in the same file."""
+        """With sqlitedict the events, the state and the handles get tables of their own in
+        the same file."""
         pytest.importorskip("sessionkeeper_sqlitedict")
         config = tmp_path / "sk.toml"
         config.write_text(
@@ -417,9 +418,9 @@ class TestStores:
 
         async def body() -> None:
             async with McpStores.from_config(config) as stores:
-                assert len(stores.managers()) == 3
+                assert len(stores.managers()) == 4
                 tables = [m.config.backend_opts["table_name"] for m in stores.managers()]
-                assert tables == ["mine", "mine_mcp_events", "mine_mcp_state"]
+                assert tables == ["mine", "mine_mcp_events", "mine_mcp_state", "mine_mcp_handles"]
                 events = SessionKeeperEventStore(stores).for_session("a" * 32)
                 await events.store_event("1", notification("x"))
                 assert await stores.sessions.list() == []
@@ -429,12 +430,13 @@ class TestStores:
         run(body)
 
     def test_shared_table_when_given_one_manager(self) -> None:
-        """Built from one manager, all three share it (ids cannot collide)."""
+        """Built from one manager, all four share it (ids cannot collide)."""
         manager = AsyncSessionManager(backend_opts={"table_name": "one" + uuid.uuid4().hex[:8]})
         stores = McpStores(manager)
         assert stores.managers() == [manager]
         assert stores.events is manager
         assert stores.state is manager
+        assert stores.handles is manager
         run(stores.aclose)
         assert not manager.sync.closed  # not owned: left open
         run(manager.aclose)

@@ -7,6 +7,8 @@ created them. This package keeps them in the configured sessionkeeper store inst
   each session and brings it back on any worker, after any restart (owner and expiry checked).
 - :class:`SessionKeeperEventStore`: resumability (``Last-Event-ID``) across workers.
 - :class:`SessionStateStore`: FastMCP's ``session_state_store`` (``ctx.set_state``) in the store.
+- :class:`Handles`: state handles for protocol 2026-07-28 (sessionless): mint, resolve (a
+  ``Resolve`` dependency of ``MCPServer`` tools), atomic update, revoke, per principal.
 - :func:`persistent_http_app`: one call for an ``mcp`` 1.x ``FastMCP`` or 2.x ``MCPServer``;
   :func:`sessionkeeper_mcp.fastmcp.persistent_http_app` for ``fastmcp``.
 
@@ -18,6 +20,7 @@ from importlib.metadata import PackageNotFoundError, version
 from ._app import lowlevel_server, persistent_http_app, persistent_session_manager
 from ._compat import SDK_VERSION, SKIP_VERSION_CHECK_ENV, SUPPORTED_SDK, UnsupportedSDK, check_sdk
 from ._events import SessionEventStore, SessionKeeperEventStore, purge_session_events
+from ._handles import UNKNOWN_HANDLE, Handle, HandleNotFound, Handles, authenticated_principal
 from ._manager import REHYDRATE_REQUEST_ID, PersistentSessionManager
 from ._record import SessionRecord
 from ._state import SessionStateStore, purge_session_state
@@ -33,6 +36,10 @@ __all__ = [
     "SDK_VERSION",
     "SKIP_VERSION_CHECK_ENV",
     "SUPPORTED_SDK",
+    "UNKNOWN_HANDLE",
+    "Handle",
+    "HandleNotFound",
+    "Handles",
     "McpStores",
     "PersistentSessionManager",
     "SessionEventStore",
@@ -41,6 +48,7 @@ __all__ = [
     "SessionStateStore",
     "UnsupportedSDK",
     "__version__",
+    "authenticated_principal",
     "check_sdk",
     "lowlevel_server",
     "persistent_http_app",

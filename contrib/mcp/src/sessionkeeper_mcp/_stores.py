@@ -3,12 +3,15 @@
 - ``sessions``: one record per MCP session, under the SDK's own session id.
 - ``events``: resumability events (:class:`~sessionkeeper_mcp.SessionKeeperEventStore`).
 - ``state``: FastMCP session state (:class:`~sessionkeeper_mcp.SessionStateStore`).
+- ``handles``: state handles of protocol 2026-07-28 (:class:`~sessionkeeper_mcp.Handles`).
 
 :meth:`McpStores.from_config` opens the three from one sessionkeeper config file. When the
-backend has a ``table_name`` option (memory, sqlitedict, redis) the events and the state get
-tables of their own, ``<table_name>_mcp_events`` and ``<table_name>_mcp_state``, so
-``sessionkeeper list`` shows only sessions; otherwise (e.g. zmq) they share the sessions' store,
-under ids that cannot collide with session ids (``e.…``, ``s.…``).
+backend has a ``table_name`` option (memory, sqlitedict, redis, postgres) the events, the state
+and the handles get tables of their own, ``<table_name>_mcp_events``, ``<table_name>_mcp_state``
+and ``<table_name>_mcp_handles``, so ``sessionkeeper list`` shows only sessions; otherwise (e.g.
+zmq) they share the sessions' store, under ids that cannot collide with session ids (``e.…``,
+``s.…``; a handle is a fresh session id, and is never mistaken for a transport session: it
+holds no session record).
 """
 
 from __future__ import annotations
@@ -23,19 +26,21 @@ import attrs
 
 from sessionkeeper import AsyncSessionManager, Config, ConfigError, load_config
 
-__all__ = ["EVENTS_SUFFIX", "STATE_SUFFIX", "McpStores"]
+__all__ = ["EVENTS_SUFFIX", "HANDLES_SUFFIX", "STATE_SUFFIX", "McpStores"]
 
 #: Appended to the sessions' ``table_name`` to name the events' table.
 EVENTS_SUFFIX: Final = "_mcp_events"
 #: Appended to the sessions' ``table_name`` to name the state's table.
 STATE_SUFFIX: Final = "_mcp_state"
+#: Appended to the sessions' ``table_name`` to name the handles' table.
+HANDLES_SUFFIX: Final = "_mcp_handles"
 
 
 class McpStores:
     """The sessionkeeper managers the MCP integration writes to.
 
     Build it with :meth:`from_config` (one config file, the usual way) or from managers you
-    opened yourself; ``events`` and ``state`` default to ``sessions``. Close it with
+    opened yourself; ``events``, ``state`` and ``handles`` default to ``sessions``. Close it with
     :meth:`aclose` or ``async with`` (closing also closes the managers it opened).
     """
 
@@ -45,11 +50,13 @@ class McpStores:
         events: AsyncSessionManager | None = None,
         state: AsyncSessionManager | None = None,
         *,
+        handles: AsyncSessionManager | None = None,
         owned: bool = False,
     ) -> None:
         self.sessions = sessions
         self.events = events if events is not None else sessions
         self.state = state if state is not None else sessions
+        self.handles = handles if handles is not None else sessions
         self._owned = owned
         self._closed = False
 
@@ -61,19 +68,18 @@ class McpStores:
     @classmethod
     def from_settings(cls, config: Config) -> McpStores:
         """Open the stores for an already loaded :class:`sessionkeeper.Config`."""
-        sessions = _open(config)
+        opened: list[AsyncSessionManager | None] = [_open(config)]
         try:
-            events = _open_sibling(config, EVENTS_SUFFIX)
-            try:
-                state = _open_sibling(config, STATE_SUFFIX)
-            except BaseException:
-                if events is not None:
-                    _close_now(events)
-                raise
+            for suffix in (EVENTS_SUFFIX, STATE_SUFFIX, HANDLES_SUFFIX):
+                opened.append(_open_sibling(config, suffix))
         except BaseException:
-            _close_now(sessions)
+            for manager in reversed(opened):
+                if manager is not None:
+                    _close_now(manager)
             raise
-        return cls(sessions, events, state, owned=True)
+        sessions, events, state, handles = opened
+        assert sessions is not None
+        return cls(sessions, events, state, handles=handles, owned=True)
 
     @classmethod
     def memory(cls, table_name: str = "mcp_sessions", **settings: Any) -> McpStores:
@@ -87,7 +93,7 @@ class McpStores:
     def managers(self) -> list[AsyncSessionManager]:
         """The distinct managers, sessions first."""
         found: list[AsyncSessionManager] = []
-        for manager in (self.sessions, self.events, self.state):
+        for manager in (self.sessions, self.events, self.state, self.handles):
             if all(manager is not seen for seen in found):
                 found.append(manager)
         return found

@@ -1,0 +1,84 @@
+"""The ``mcp`` 2.x ``MCPServer`` the handle tests serve (protocol 2026-07-28, no transport
+session): a counter kept behind a state handle in the shared store.
+
+``uvicorn --factory handles_app:create_app`` with ``SKMCP_CONFIG`` naming the sessionkeeper
+config (the shared store). The SDK authenticates bearer tokens ``token-<name>`` as client
+``<name>`` (its own ``BearerAuthBackend`` and ``RequireAuthMiddleware``, from ``token_verifier``
+and ``auth``).
+"""
+
+import os
+import time
+from typing import Annotated, Any
+
+from mcp.server.auth.provider import AccessToken
+from mcp.server.auth.settings import AuthSettings
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.resolve import Resolve
+
+from sessionkeeper_mcp import Handle, Handles, McpStores
+
+WORKER = os.environ.get("SKMCP_WORKER", "?")
+
+
+class Tokens:
+    """A token verifier: ``token-alice`` is client ``alice``."""
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        if not token.startswith("token-"):
+            return None
+        return AccessToken(
+            token=token,
+            client_id=token.removeprefix("token-"),
+            scopes=[],
+            expires_at=int(time.time()) + 3600,
+        )
+
+
+def build_server(handles: Handles) -> MCPServer:
+    """The counter server on ``handles``."""
+    server = MCPServer(
+        "skmcp-handles",
+        token_verifier=Tokens(),
+        auth=AuthSettings(
+            issuer_url="http://127.0.0.1:1/issuer",
+            resource_server_url="http://127.0.0.1:1/mcp",
+            validate_token_resource=False,  # the test verifier checks no audience
+        ),
+    )
+
+    @server.tool()
+    async def new_counter(start: int = 0) -> str:
+        """Mint a counter handle owned by the caller."""
+        return (await handles.mint({"n": start})).id
+
+    @server.tool()
+    async def add(
+        handle: str, amount: int, counter: Annotated[Handle, Resolve(handles.resolve_arg)]
+    ) -> int:
+        """Add ``amount`` to the counter atomically; return the new value."""
+        stored = await handles.update(counter.id, lambda s: {**s, "n": s["n"] + amount})
+        return int(stored.state["n"])
+
+    @server.tool()
+    async def read(handle: str, counter: Annotated[Handle, Resolve(handles.resolve_arg)]) -> str:
+        """The counter's value and the worker that answered."""
+        return f"{counter.state['n']}|{WORKER}"
+
+    @server.tool()
+    async def revoke(handle: str) -> bool:
+        """End the counter handle (only its owner can)."""
+        return await handles.revoke(handle)
+
+    @server.tool()
+    async def mine() -> list[str]:
+        """The caller's live counter handles."""
+        return await handles.list()
+
+    return server
+
+
+def create_app() -> Any:
+    """The app one worker serves."""
+    stores = McpStores.from_config(os.environ["SKMCP_CONFIG"])
+    return build_server(Handles(stores)).streamable_http_app()
