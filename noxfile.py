@@ -84,11 +84,10 @@ def find_pythons(versions: tuple[str, ...]) -> tuple[list[str], list[str]]:
     machines cannot reach).
     """
     pyenv_root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
-    shims = pyenv_root / "shims"
     found, missing, activate = [], [], []
     for version in versions:
         on_path = shutil.which(f"python{version}")
-        if on_path is not None and Path(on_path).parent != shims:
+        if on_path is not None and Path(on_path).parent.name != "shims":
             found.append(version)
             continue
         binaries = pyenv_root.glob(f"versions/*/bin/python{version}")
