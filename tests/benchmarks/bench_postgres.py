@@ -1,38 +1,58 @@
 """Benchmarks of the ``postgres`` backend through :class:`~sessionkeeper.SessionManager`.
 
-Run ``python tests/benchmarks/bench_postgres.py [--quick] [--json PATH] [--strict]`` (``nox -s
-bench`` runs it; pytest never does). The script starts its own throwaway PostgreSQL cluster
-(``contrib/postgres/tests/skpg_cluster.py``: the machine's PostgreSQL, else the ``pgserver``
-wheel's) on a free loopback port, with the server's default durability (``fsync`` on) and the
-backend's (``synchronous_commit = on``), and removes it at the end. Each figure is the median of
-several repeats, measured beside a *floor*: raw psycopg 3 sending the very statements the
-backend sends, on one autocommit connection over the same loopback TCP, to a second table made
-``LIKE`` the backend's (same columns and indexes), with the same rows:
+Run ``python tests/benchmarks/bench_postgres.py [--quick] [--durable] [--json PATH] [--strict]``
+(``nox -s bench`` runs it; pytest never does). The script starts its own throwaway PostgreSQL
+cluster (``contrib/postgres/tests/skpg_cluster.py``: the machine's PostgreSQL, else the
+``pgserver`` wheel's) on a free loopback port and removes it at the end. Each figure is the
+median of several repeats, measured beside a *floor*: raw psycopg 3 sending the very statements
+the backend sends, on one autocommit connection over the same loopback TCP, through one cursor
+kept for the whole run (the cheapest way psycopg sends a statement: a new cursor per statement,
+what ``Connection.execute`` does, costs the client about as much as decoding the record), to a
+second table made ``LIKE`` the backend's (same columns and indexes), with the same rows:
 
-- fetch and peek against the primary-key ``SELECT``; a fetch that writes a touch back against
-  that ``SELECT`` then the touch ``UPDATE … RETURNING``;
-- store against the upsert; ``store_many`` in batches of 500 against the ``INSERT … SELECT FROM
-  unnest`` of the same batches; delete against the ``DELETE``;
+- fetch and peek against the primary-key ``SELECT`` (no target: the floor does not even decode
+  what it read), and fetch against that ``SELECT`` plus the core codec's validating decode, the
+  least any psycopg session store must do; a fetch that writes a touch back against the
+  ``SELECT`` then the touch ``UPDATE … RETURNING``;
+- store (on an atomic backend: the upsert that counts the version) against that upsert of the
+  encoded session; ``store_many`` in batches of 500 against the ``INSERT … SELECT FROM unnest``
+  of the same batches; delete against the ``DELETE``;
+- ``update`` (issue 14: one read, then one conditional write) against the raw ``SELECT``,
+  decode, new session, encode and the ``UPDATE … WHERE version = N AND <live>``, and against
+  the manager's own ``fetch`` + ``store`` of the same change; ``store(if_version=)`` against
+  ``store``; ``take`` against the raw ``DELETE … RETURNING`` plus decode;
 - cleanup of ``expired`` sessions among ``stored`` against the same batched
   ``DELETE … FOR UPDATE SKIP LOCKED`` statements sent in a loop.
 
-The floor leaves out only what the backend adds: the pool, the codec and the manager. Reads
-are shown twice: beside the bare ``SELECT`` (no target: the floor does not even decode what it
-read), and beside the ``SELECT`` plus the core codec's validating decode, the least any psycopg
-session store must do (target within 1.2x). Writes: within 1.2x of the same statement (DESIGN
-§5, "postgres fetch / store / update"). ``--quick`` uses
-fewer sessions and repeats (a few seconds); the full run loads 1,000,000 rows (COPY) and takes
-a few minutes.
+The targets (DESIGN §5, issue 17): within 1.2x of the floor. The floor leaves out only what the
+backend adds: the pool, the codec where the floor has none, and the manager. Beside them, when a
+``redis-server`` is found (``sessionkeeper_redis.testing.find_redis_server``), the redis
+backend's fetch, store, update and cleanup on the same machine, with the postgres figure as the
+"floor" column (no target: a comparison, not a check).
+
+Commits: by default both sides run with ``synchronous_commit = off``, so a write's figure is what
+the client and the server do, not the disk's flush (``fsync`` stays on; the flush is the same
+for the backend and the floor, and on a slow disk its milliseconds drown the difference being
+measured). ``--durable`` runs with ``synchronous_commit = on`` (the backend's default).
+``--quick`` uses fewer sessions and repeats (well under a minute); the full run loads 1,000,000
+rows (COPY) and takes a few minutes.
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
+import signal
+import socket
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+import timeit
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +72,7 @@ from sessionkeeper import (
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "contrib" / "postgres" / "tests"))
 
-from skpg_cluster import PostgresCluster
+from skpg_cluster import PostgresCluster, free_port
 
 from sessionkeeper_postgres import CLEANUP_BATCH
 from sessionkeeper_postgres import __version__ as backend_version
@@ -92,6 +112,31 @@ def row(session: Session) -> Row:
     return (session.id, encode_session(session), session.last_accessed, deadline)
 
 
+def params(session: Session, **extra: Any) -> dict[str, Any]:
+    """The named parameters of a write of ``session`` (no absolute timeout, no owner here)."""
+    timeout = session.timeout_ms
+    return {
+        "id": session.id,
+        "record": encode_session(session),
+        "last_accessed": session.last_accessed,
+        "deadline": None if timeout is None else session.last_accessed + timeout,
+        "absolute_deadline": None,
+        "version": session.version,
+        "owner": session.owner,
+        **extra,
+    }
+
+
+def columns(batch: Sequence[Session]) -> tuple[list[Any], ...]:
+    """The ``unnest`` arrays of ``store_many`` for ``batch``."""
+    rows = [tuple(params(s).values()) for s in batch]
+    return tuple(list(column) for column in zip(*rows, strict=True))
+
+
+def add_one(metadata: dict[str, Any]) -> dict[str, Any]:
+    return {**metadata, "n": metadata["n"] + 1}
+
+
 def raw_statement(manager: SessionManager, name: str) -> bytes:
     """The backend's statement ``name``, aimed at the raw table instead."""
     statement: bytes = getattr(manager.backend.statements, name)
@@ -102,18 +147,29 @@ def bench_operations(manager: SessionManager, raw: Any, clock: Clock, sizes: Siz
     """Each operation and its floor mapped over the same sessions (two tables, same rows)."""
     stored = sessions(sizes.ops, clock.now)
     rows = [row(s) for s in stored]
-    store_sql, fetch_sql, touch_sql, delete_sql, many_sql = (
-        raw_statement(manager, name) for name in ("store", "fetch", "touch", "delete", "store_many")
-    )
-    execute = raw.execute
+    counted_sql, fetch_sql, touch_sql, delete_sql, many_sql, if_version_sql, take_sql = (
+        raw_statement(manager, name)
+        for name in (
+            "store_counted", "fetch", "touch", "delete", "store_many", "store_if_version", "take",
+        )
+    )  # fmt: skip
+    cursor = raw.cursor()
+    execute = cursor.execute
     figures: list[Figure] = []
     repeats = sizes.repeats
 
-    def raw_store(r: Row) -> object:
-        return execute(store_sql, r)
+    def raw_store(session: Session) -> object:
+        return execute(counted_sql, params(session, now=clock.now)).fetchone()
 
     def raw_fetch(r: Row) -> object:
         return execute(fetch_sql, (r[0],)).fetchone()
+
+    def raw_read(session_id: str) -> Session:
+        record, last_accessed, version = execute(fetch_sql, (session_id,)).fetchone()
+        session = decode_session(record)
+        if version != session.version:
+            session = session.with_version(version)
+        return session.touched(last_accessed)
 
     def raw_fetch_touch(r: Row) -> object:
         execute(fetch_sql, (r[0],)).fetchone()
@@ -123,15 +179,13 @@ def bench_operations(manager: SessionManager, raw: Any, clock: Clock, sizes: Siz
         return execute(delete_sql, (r[0],))
 
     store, fetch, peek = manager.store, manager.fetch, manager.peek
-    value, floor = paired(store, raw_store, stored, floor_arguments=(rows,), repeats=repeats)
-    figures.append(figure("store", value, floor, "raw upsert", ratio=RATIO))
+    value, floor = paired(store, raw_store, stored, repeats=repeats)
+    figures.append(figure("store", value, floor, "raw counting upsert", ratio=RATIO))
     batches = [stored[i : i + BATCH_SIZE] for i in range(0, len(stored), BATCH_SIZE)]
-    raw_batches = [
-        tuple(list(column) for column in zip(*map(row, batch), strict=True)) for batch in batches
-    ]
+    raw_batches = [columns(batch) for batch in batches]
 
-    def raw_many(columns: tuple[list[Any], ...]) -> object:
-        return execute(many_sql, columns)
+    def raw_many(arrays: tuple[list[Any], ...]) -> object:
+        return execute(many_sql, arrays)
 
     value, floor = paired(
         manager.store_many, raw_many, batches, floor_arguments=(raw_batches,), repeats=repeats
@@ -146,12 +200,7 @@ def bench_operations(manager: SessionManager, raw: Any, clock: Clock, sizes: Siz
     figures.append(figure("fetch (no write-back)", value, floor, "raw SELECT"))
     value, floor = paired(peek, raw_fetch, ids, floor_arguments=(rows,), repeats=repeats)
     figures.append(figure("peek", value, floor, "raw SELECT"))
-
-    def raw_fetch_decode(r: Row) -> object:
-        record, last_accessed = execute(fetch_sql, (r[0],)).fetchone()
-        return decode_session(record).touched(last_accessed)
-
-    value, floor = paired(fetch, raw_fetch_decode, ids, floor_arguments=(rows,), repeats=repeats)
+    value, floor = paired(fetch, raw_read, ids, repeats=repeats)
     figures.append(
         figure("fetch (no write-back)", value, floor, "raw SELECT + decode", ratio=RATIO)
     )
@@ -165,8 +214,84 @@ def bench_operations(manager: SessionManager, raw: Any, clock: Clock, sizes: Siz
     figures.append(
         figure("fetch writing a touch back", value, floor, "raw SELECT + UPDATE", ratio=RATIO)
     )
+    figures += bench_concurrent(manager, execute, clock, ids, if_version_sql, raw_read, repeats)
+    stored_now = [manager.peek(session_id) for session_id in ids]
+
+    def raw_take(session: Session) -> object:
+        record, last_accessed, version, _deadline = execute(take_sql, (session.id,)).fetchone()
+        return decode_session(record).with_version(version).touched(last_accessed)
+
+    def restore() -> None:
+        manager.store_many(stored_now)
+        execute(many_sql, columns(stored_now))
+
+    value, floor = paired(manager.take, raw_take, ids, floor_arguments=(stored_now,),
+                          repeats=repeats, setup=restore)  # fmt: skip
+    figures.append(figure("take", value, floor, "raw DELETE ... RETURNING + decode", ratio=RATIO))
+    restore()
     value, floor = paired(manager.delete, raw_delete, ids, floor_arguments=(rows,), repeats=1)
     figures.append(figure("delete", value, floor, "raw DELETE", ratio=RATIO))
+    return figures
+
+
+def bench_concurrent(
+    manager: SessionManager,
+    execute: Callable[..., Any],
+    clock: Clock,
+    ids: list[str],
+    if_version_sql: bytes,
+    raw_read: Callable[[str], Session],
+    repeats: int,
+) -> list[Figure]:
+    """``update`` against the raw statements and against ``fetch`` + ``store``;
+    ``store(if_version=)`` against ``store``."""
+
+    def raw_update(session_id: str) -> object:
+        read = raw_read(session_id)
+        now = clock.now
+        changed = Session(
+            read.id, read.created_at, max(now, read.last_accessed), read.timeout_ms,
+            add_one(read.metadata), version=read.version + 1,
+        )  # fmt: skip
+        done = execute(if_version_sql, params(changed, now=now, expected=read.version))
+        if done.rowcount != 1:
+            raise SystemExit(f"the raw conditional UPDATE of {session_id} found another version")
+        return changed
+
+    def update(session_id: str) -> object:
+        return manager.update(session_id, add_one)
+
+    def fetch_and_store(session_id: str) -> object:
+        read = manager.fetch(session_id)
+        return manager.store(read.replace(metadata=add_one(read.metadata)))
+
+    figures = []
+    value, floor = paired(update, raw_update, ids, repeats=repeats)
+    figures.append(
+        figure("update (a read, one conditional write)", value, floor,
+               "raw SELECT + decode + encode + UPDATE ... WHERE version", ratio=RATIO)
+    )  # fmt: skip
+    value, floor = paired(update, fetch_and_store, ids, repeats=repeats)
+    figures.append(figure("update", value, floor, "fetch + store, same backend", ratio=RATIO))
+    current = [manager.peek(session_id) for session_id in ids]
+
+    def store_if(session: Session) -> object:
+        return manager.store(session, if_version=manager_versions[session.id])
+
+    manager_versions = {s.id: s.version for s in current}
+
+    def refresh() -> None:
+        for session in current:
+            manager_versions[session.id] = manager.peek(session.id).version
+
+    def store_if_then_count(session: Session) -> object:
+        stored = store_if(session)
+        manager_versions[session.id] = stored.version
+        return stored
+
+    value, floor = paired(store_if_then_count, manager.store, current, repeats=repeats,
+                          setup=refresh)  # fmt: skip
+    figures.append(figure("store(if_version=)", value, floor, "store, same backend", ratio=RATIO))
     return figures
 
 
@@ -239,8 +364,130 @@ def bench_cleanup(manager: SessionManager, raw: Any, clock: Clock, sizes: Sizes)
     ]
 
 
+@contextmanager
+def redis_server(binary: str, directory: Path) -> Iterator[str]:
+    """Run ``binary`` (a ``redis-server``) on a free loopback port, persistence off; yield its
+    URL."""
+    port = free_port()
+    command = [
+        binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
+        "--save", "", "--appendonly", "no", "--logfile", str(directory / "redis.log"),
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as probe:
+                    probe.sendall(b"PING\r\n")
+                    if probe.recv(16).startswith(b"+PONG"):
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"redis-server did not start: see {directory}/redis.log")
+            time.sleep(0.05)
+        yield url
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def bench_redis(sizes: Sizes, postgres: dict[str, float]) -> list[Figure]:
+    """The redis backend's fetch, store, update and cleanup beside the postgres backend's
+    (the "floor" column holds the postgres figure; no target)."""
+    names = ("fetch (no write-back)", "store", "update", "cleanup")
+    units = {"cleanup": "ms"}
+    try:
+        from sessionkeeper_redis.testing import find_redis_server
+    except ImportError:
+        binary = None
+    else:
+        binary = find_redis_server()
+    if binary is None:
+        return [
+            Figure(f"redis backend: {name}", None, units.get(name, "us"), postgres[name],
+                   "postgres backend; no redis-server found", "-", None)
+            for name in names
+        ]  # fmt: skip
+    figures = []
+    clock = Clock()
+    with (
+        tempfile.TemporaryDirectory(prefix="skbench-redis-") as directory,
+        redis_server(binary, Path(directory)) as url,
+        SessionManager(
+            backend="redis",
+            backend_opts={"url": url, "table_name": TABLE},
+            cleanup_interval=0,
+            touch_resolution=TOUCH_RESOLUTION,
+            default_timeout=TIMEOUT,
+            clock=clock,
+        ) as manager,
+    ):
+        stored = sessions(sizes.ops, clock.now)
+        ids = [s.id for s in stored]
+        timings = {
+            "store": _median(sizes.repeats, lambda: deque(map(manager.store, stored), 0)),
+            "fetch (no write-back)": _median(
+                sizes.repeats, lambda: deque(map(manager.fetch, ids), 0)
+            ),
+            "update": _median(
+                sizes.repeats, lambda: deque((manager.update(i, add_one) for i in ids), 0)
+            ),
+        }
+        for name in names[:3]:
+            value = timings[name] / len(ids) * 1e6
+            figures.append(
+                figure(f"redis backend: {name}", value, postgres[name], "postgres backend")
+            )
+        figures.append(redis_cleanup(manager, clock, sizes, postgres["cleanup"]))
+    return figures
+
+
+def _median(repeats: int, run: Callable[[], object]) -> float:
+    """Median seconds of ``run`` over ``repeats`` runs."""
+    return statistics.median(timeit.Timer(run).timeit(number=1) for _ in range(repeats))
+
+
+def redis_cleanup(manager: SessionManager, clock: Clock, sizes: Sizes, postgres: float) -> Figure:
+    """Cleanup of ``expired`` among ``stored`` on the redis backend (loaded with store_many)."""
+    now = clock.now
+    template = Session("x" * 43, now, now, TIMEOUT, METADATA)
+    live = sizes.stored - sizes.expired
+    for start in range(0, live, 5_000):
+        manager.store_many(
+            [template.replace(id=generate_id()) for _ in range(min(5_000, live - start))]
+        )
+    values = []
+    for _ in range(sizes.repeats):
+        manager.store_many(
+            [Session(generate_id(), now, now, 1_000, METADATA) for _ in range(sizes.expired)]
+        )
+        clock.now = now + 2_000
+        removed = 0
+
+        def cleanup() -> None:
+            nonlocal removed
+            removed = manager.cleanup_expired()
+
+        values.append(once(cleanup))
+        clock.now = now
+        if removed != sizes.expired:
+            raise SystemExit(f"redis cleanup removed {removed}, expected {sizes.expired}")
+    return figure(
+        f"redis backend: cleanup of {sizes.expired:,} expired among {sizes.stored:,}",
+        statistics.median(values), postgres, "postgres backend", unit="ms",
+    )  # fmt: skip
+
+
 def measure(args: argparse.Namespace) -> _bench.Run:
     sizes = QUICK if args.quick else FULL
+    commit = "on" if args.durable else "off"
     cluster = PostgresCluster()
     try:
         cluster.start()
@@ -248,7 +495,11 @@ def measure(args: argparse.Namespace) -> _bench.Run:
         with (
             SessionManager(
                 backend="postgres",
-                backend_opts={"dsn": cluster.dsn(), "table_name": TABLE},
+                backend_opts={
+                    "dsn": cluster.dsn(),
+                    "table_name": TABLE,
+                    "synchronous_commit": commit,
+                },
                 cleanup_interval=0,
                 touch_resolution=TOUCH_RESOLUTION,
                 default_timeout=TIMEOUT,
@@ -257,24 +508,31 @@ def measure(args: argparse.Namespace) -> _bench.Run:
             psycopg.connect(cluster.dsn(), autocommit=True) as raw,
         ):
             raw.execute(f"CREATE TABLE {RAW} (LIKE {TABLE} INCLUDING ALL)")  # type: ignore[arg-type]
-            raw.execute("SET synchronous_commit = on")
+            raw.execute(f"SET synchronous_commit = {commit}")  # type: ignore[arg-type]
             server = raw.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
             figures = bench_operations(manager, raw, clock, sizes)
             figures += bench_cleanup(manager, raw, clock, sizes)
     finally:
         cluster.destroy()
+    postgres = {f.operation: f.value for f in figures if f.value is not None}
+    postgres["update"] = next(
+        f.value for f in figures if f.operation.startswith("update (") and f.value is not None
+    )
+    postgres["cleanup"] = figures[-1].value  # type: ignore[assignment]
+    figures += bench_redis(sizes, postgres)
     return _bench.Run(
         figures,
         sizes,
         title=f"sessionkeeper {__version__}, postgres backend {backend_version} (PostgreSQL "
-        f"{server}, psycopg {psycopg.__version__}, fsync on, synchronous_commit on); Python "
-        f"{platform.python_version()} on {platform.machine()}, {sizes.ops:,} sessions for "
-        f"timings, medians of {sizes.repeats}",
+        f"{server}, psycopg {psycopg.__version__}, fsync on, synchronous_commit {commit}); "
+        f"Python {platform.python_version()} on {platform.machine()}, {sizes.ops:,} sessions "
+        f"for timings, medians of {sizes.repeats}",
         about={
             "sessionkeeper": __version__,
             "sessionkeeper_postgres": backend_version,
             "postgresql": server,
             "psycopg": psycopg.__version__,
+            "synchronous_commit": commit,
             "python": platform.python_version(),
             "machine": platform.machine(),
         },
@@ -283,6 +541,11 @@ def measure(args: argparse.Namespace) -> _bench.Run:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _bench.arguments(__doc__, "postgres", quick_help="smaller sizes, a few seconds")
+    parser.add_argument(
+        "--durable",
+        action="store_true",
+        help="synchronous_commit = on (each write waits for its WAL flush) on both sides",
+    )
     return _bench.run(
         parser.parse_args(argv), "postgres", measure, digits={"ms": 2, "us": 1, "B": 1}
     )

@@ -48,7 +48,9 @@ class Connection(psycopg.Connection[Row]):
 
     Creating a cursor per statement (what ``Connection.execute`` does) costs about as much
     client CPU as decoding the record: the backend's single-statement operations reuse
-    :attr:`sk_cursor` instead (a connection serves one operation at a time).
+    :attr:`sk_cursor` instead (a connection serves one operation at a time). It reads results
+    in binary: a ``bytea`` arrives as its bytes rather than twice as many hex digits (as cheap
+    for a small record; a third of the client CPU for a 60 KiB one).
     """
 
     sk_cursor: psycopg.Cursor[Row]
@@ -172,7 +174,7 @@ class PostgresBackend:
                 "on" if self.context.read_only else "off",
             ),
         )
-        conn.sk_cursor = conn.cursor()
+        conn.sk_cursor = conn.cursor(binary=True)
 
     def _probe(self, operation: str) -> None:
         """Connect directly: fail now, with libpq's reason, when the server is unreachable."""
