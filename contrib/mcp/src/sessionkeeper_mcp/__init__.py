@@ -9,6 +9,8 @@ created them. This package keeps them in the configured sessionkeeper store inst
 - :class:`SessionStateStore`: FastMCP's ``session_state_store`` (``ctx.set_state``) in the store.
 - :class:`Handles`: state handles for protocol 2026-07-28 (sessionless): mint, resolve (a
   ``Resolve`` dependency of ``MCPServer`` tools), atomic update, revoke, per principal.
+- :class:`SingleUseRequestStateCodec`: each sealed ``requestState`` used at most once, on any
+  worker (``RequestStateSecurity(codec=...)``).
 - :func:`persistent_http_app`: one call for an ``mcp`` 1.x ``FastMCP`` or 2.x ``MCPServer``;
   :func:`sessionkeeper_mcp.fastmcp.persistent_http_app` for ``fastmcp``.
 
@@ -23,6 +25,7 @@ from ._events import SessionEventStore, SessionKeeperEventStore, purge_session_e
 from ._handles import UNKNOWN_HANDLE, Handle, HandleNotFound, Handles, authenticated_principal
 from ._manager import REHYDRATE_REQUEST_ID, PersistentSessionManager
 from ._record import SessionRecord
+from ._request_state import SingleUseRequestStateCodec
 from ._state import SessionStateStore, purge_session_state
 from ._stores import McpStores
 
@@ -46,6 +49,7 @@ __all__ = [
     "SessionKeeperEventStore",
     "SessionRecord",
     "SessionStateStore",
+    "SingleUseRequestStateCodec",
     "UnsupportedSDK",
     "__version__",
     "authenticated_principal",
