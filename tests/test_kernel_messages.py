@@ -31,7 +31,8 @@ class TestInstallHints:
         distribution, folder = KNOWN_BACKENDS[name]
         assert distribution == f"sessionkeeper-{name}"
         assert install_hint(name) == (
-            f"pip install {distribution} (from a source checkout: pip install ./{folder})"
+            f"pip install ./{folder} from the root of a sessionkeeper checkout "
+            f"(once published: pip install {distribution})"
         )
         root = Path(__file__).resolve().parents[1]
         if (root / folder).is_dir():
@@ -52,7 +53,10 @@ class TestInstallHints:
         message = str(error)
         assert error.suggestion == "redis"
         assert "backend 'reddis' is not installed (did you mean 'redis'?)" in message
-        assert "to add 'redis': pip install sessionkeeper-redis" in message
+        assert (
+            "to add 'redis': pip install ./contrib/redis from the root of a sessionkeeper "
+            "checkout (once published: pip install sessionkeeper-redis)"
+        ) in message
         assert "./contrib/redis" in message
         assert "sessionkeeper-reddis" not in message
 
