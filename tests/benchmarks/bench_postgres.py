@@ -6,9 +6,10 @@ cluster (``contrib/postgres/tests/skpg_cluster.py``: the machine's PostgreSQL, e
 ``pgserver`` wheel's) on a free loopback port and removes it at the end. Each figure is the
 median of several repeats, measured beside a *floor*: raw psycopg 3 sending the very statements
 the backend sends, on one autocommit connection over the same loopback TCP, through one cursor
-kept for the whole run (the cheapest way psycopg sends a statement: a new cursor per statement,
-what ``Connection.execute`` does, costs the client about as much as decoding the record), to a
-second table made ``LIKE`` the backend's (same columns and indexes), with the same rows:
+kept for the whole run and reading binary results, as the backend does (the cheapest way
+psycopg sends a statement: a new cursor per statement, what ``Connection.execute`` does, costs
+the client about as much as decoding the record), to a second table made ``LIKE`` the
+backend's (same columns and indexes), with the same rows:
 
 - fetch and peek against the primary-key ``SELECT`` (no target: the floor does not even decode
   what it read), and fetch against that ``SELECT`` plus the core codec's validating decode, the
@@ -153,7 +154,7 @@ def bench_operations(manager: SessionManager, raw: Any, clock: Clock, sizes: Siz
             "store_counted", "fetch", "touch", "delete", "store_many", "store_if_version", "take",
         )
     )  # fmt: skip
-    cursor = raw.cursor()
+    cursor = raw.cursor(binary=True)  # as the backend reads
     execute = cursor.execute
     figures: list[Figure] = []
     repeats = sizes.repeats

@@ -77,6 +77,34 @@ def _plan(cluster: Any, statement: bytes, *values: Any) -> str:
     return "\n".join(row[0] for row in _sql(cluster, "EXPLAIN " + rendered))
 
 
+def _schema_1_table(pg_cluster: Any, table_name: str) -> None:
+    """A table as schema-1 code created it, holding :data:`OLD_RECORDS` as that code stored
+    them (``old-kept`` stored twice: its version column counted 2)."""
+    _sql(pg_cluster, f"CREATE TABLE IF NOT EXISTS {META_TABLE} (table_name text PRIMARY "
+         "KEY, schema_version integer NOT NULL, updated_at timestamptz NOT NULL "
+         "DEFAULT now())")  # fmt: skip
+    _sql(pg_cluster, f'CREATE TABLE {table_name} (id text COLLATE "C" PRIMARY KEY, record '
+         "bytea NOT NULL, last_accessed bigint NOT NULL, deadline bigint, version bigint "
+         "NOT NULL DEFAULT 1, owner text)")  # fmt: skip
+    _sql(pg_cluster, f"CREATE INDEX {table_name}_deadline_idx ON {table_name} (deadline) "
+         "WHERE deadline IS NOT NULL")  # fmt: skip
+    _sql(pg_cluster, f"CREATE INDEX {table_name}_owner_idx ON {table_name} (owner) "
+         "WHERE owner IS NOT NULL")  # fmt: skip
+    _sql(pg_cluster, f"INSERT INTO {META_TABLE} (table_name, schema_version) VALUES (%s, 1)",
+         table_name)  # fmt: skip
+    old_store = (  # schema 1's upsert, as the previous release sent it
+        f"INSERT INTO {table_name} AS s (id, record, last_accessed, deadline) "
+        "VALUES (%s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record, "
+        "last_accessed = EXCLUDED.last_accessed, deadline = EXCLUDED.deadline, "
+        "version = s.version + 1"
+    )
+    for session_id, record in OLD_RECORDS.items():
+        timeout = OLD_TIMEOUTS[session_id]
+        deadline = None if timeout is None else START + timeout
+        _sql(pg_cluster, old_store, session_id, record, START, deadline)
+    _sql(pg_cluster, old_store, "old-kept", OLD_RECORDS["old-kept"], START, START + 60_000)
+
+
 class TestSchemaOneTables:
     def test_a_table_of_schema_1_with_format_1_records_opens_reads_and_works(
         self, open_manager: Callable[..., SessionManager], pg_cluster: Any, table_name: str
@@ -86,30 +114,7 @@ class TestSchemaOneTables:
         (one column added, no row rewritten): its sessions read as version 1 (the version
         column's count where the old code counted re-stores), without an owner or absolute
         timeout; then every operation works on them, cleanup included."""
-        _sql(pg_cluster, f"CREATE TABLE IF NOT EXISTS {META_TABLE} (table_name text PRIMARY "
-             "KEY, schema_version integer NOT NULL, updated_at timestamptz NOT NULL "
-             "DEFAULT now())")  # fmt: skip
-        _sql(pg_cluster, f'CREATE TABLE {table_name} (id text COLLATE "C" PRIMARY KEY, record '
-             "bytea NOT NULL, last_accessed bigint NOT NULL, deadline bigint, version bigint "
-             "NOT NULL DEFAULT 1, owner text)")  # fmt: skip
-        _sql(pg_cluster, f"CREATE INDEX {table_name}_deadline_idx ON {table_name} (deadline) "
-             "WHERE deadline IS NOT NULL")  # fmt: skip
-        _sql(pg_cluster, f"CREATE INDEX {table_name}_owner_idx ON {table_name} (owner) "
-             "WHERE owner IS NOT NULL")  # fmt: skip
-        _sql(pg_cluster, f"INSERT INTO {META_TABLE} (table_name, schema_version) VALUES (%s, 1)",
-             table_name)  # fmt: skip
-        old_store = (  # schema 1's upsert, as the previous release sent it
-            f"INSERT INTO {table_name} AS s (id, record, last_accessed, deadline) "
-            "VALUES (%s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record, "
-            "last_accessed = EXCLUDED.last_accessed, deadline = EXCLUDED.deadline, "
-            "version = s.version + 1"
-        )
-        for session_id, record in OLD_RECORDS.items():
-            timeout = OLD_TIMEOUTS[session_id]
-            deadline = None if timeout is None else START + timeout
-            _sql(pg_cluster, old_store, session_id, record, START, deadline)
-        _sql(pg_cluster, old_store, "old-kept", OLD_RECORDS["old-kept"], START, START + 60_000)
-
+        _schema_1_table(pg_cluster, table_name)
         manager = open_manager()
         assert _sql(
             pg_cluster, f"SELECT schema_version FROM {META_TABLE} WHERE table_name = %s",
@@ -136,6 +141,32 @@ class TestSchemaOneTables:
         assert manager.cleanup_expired() == 1
         assert manager.take("old-forever").metadata == {}
         assert manager.list() == ["old-kept"]
+
+    def test_a_table_of_schema_1_opens_read_only_and_reads_without_migrating(
+        self, open_manager: Callable[..., SessionManager], pg_cluster: Any, table_name: str
+    ) -> None:
+        """Opened read-only (as a migration opens its source), a table of schema 1 is read as
+        it is — sessions, listing and a full export — and left at schema 1, untouched."""
+        _schema_1_table(pg_cluster, table_name)
+        reader = open_manager(read_only=True)
+        assert sorted(reader.list()) == sorted(OLD_RECORDS)
+        exported = {s.id: s for s in reader.iter_sessions(include_expired=True)}
+        assert sorted(exported) == sorted(OLD_RECORDS)
+        assert exported["old-kept"].version == 2
+        assert {(s.owner, s.absolute_timeout_ms) for s in exported.values()} == {(None, None)}
+        assert reader.peek("old-short").metadata == {"n": 2}
+        with pytest.raises(StorageError, match="read-only"):
+            reader.store(reader.peek("old-short"))
+        assert _sql(
+            pg_cluster, f"SELECT schema_version FROM {META_TABLE} WHERE table_name = %s",
+            table_name,
+        ) == [(1,)]  # fmt: skip
+        columns = _sql(
+            pg_cluster,
+            "SELECT column_name FROM information_schema.columns WHERE table_name = %s",
+            table_name,
+        )
+        assert ("absolute_deadline",) not in columns
 
 
 class TestColumns:

@@ -345,9 +345,13 @@ class PostgresBackend:
 
     def _prepare_table(self, conn: Connection, statements: Statements) -> None:
         """Bring the table to :data:`LATEST_VERSION`; refuse a newer one. Read-only: only
-        check that it is there at the latest version."""
+        check that it is there, at the latest version or an older one whose rows it reads as
+        they are (a migration's source is opened read-only)."""
         version = self._schema_version(conn, statements)
         if version == LATEST_VERSION:
+            return
+        if self.context.read_only and version is not None and 1 <= version < LATEST_VERSION:
+            statements.version = version
             return
         if version is not None and version > LATEST_VERSION:
             raise StorageError(

@@ -141,6 +141,9 @@ class Statements:
     def __init__(self, schema: str, table: str) -> None:
         self.schema = schema
         self.table = table
+        #: The table's schema version: older than :data:`LATEST_VERSION` only when a table
+        #: not migrated yet is opened read-only (the reads then name only its columns).
+        self.version = LATEST_VERSION
 
     @property
     def qualified(self) -> sql.Identifier:
@@ -290,6 +293,11 @@ class Statements:
 
     @cached_property
     def page(self) -> bytes:
+        if self.version < 2:  # no absolute_deadline column yet: none of its rows has one
+            return self._render(
+                "SELECT id, record, last_accessed, deadline, version, owner, NULL::bigint "
+                "FROM {table} WHERE id > %s ORDER BY id LIMIT %s"
+            )
         return self._render(
             "SELECT id, record, last_accessed, deadline, version, owner, absolute_deadline "
             "FROM {table} WHERE id > %s ORDER BY id LIMIT %s"
