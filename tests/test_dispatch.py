@@ -142,7 +142,8 @@ class TestWrappersSeeEveryCall:
             clock=clock,
             plugins=[wrapper],
         )
-        assert wrapper.calls == {"open": 1}
+        # inline_hooks is asked once at opening, after open (issue 15).
+        assert wrapper.calls == {"open": 1, "inline_hooks": 1}
         session = sessions.create(timeout_ms=600_000)
         sessions.store(session)
         assert sessions.store_many([session.replace(metadata={"n": 1})]) == 1
@@ -162,6 +163,7 @@ class TestWrappersSeeEveryCall:
         assert check_store(sessions.config, plugins=[wrapper]) is not None
         assert wrapper.calls == {
             "open": 1,
+            "inline_hooks": 1,
             "store": 2,
             "session_created": 1,
             "store_many": 1,

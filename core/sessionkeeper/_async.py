@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
 import itertools
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar, Unpack
+from typing import Any, Final, ParamSpec, TypeVar, Unpack
 
 import attrs
 
@@ -31,12 +34,55 @@ log = logging.getLogger("sessionkeeper")
 P = ParamSpec("P")
 R = TypeVar("R")
 
+#: Worker threads of one async manager for the operations that may block: enough for a durable
+#: backend's group commit to gather several writers, few enough to stay cheap. Threads start on
+#: the first operation that needs one (a manager whose operations are all inline starts none).
+WORKERS: Final = 8
+
+#: The backend hooks each operation of the async manager may call (without the prefix
+#: ``sessionkeeper_``). It runs on the event loop when the backend declares every one of them
+#: inline (:func:`~sessionkeeper.hookspecs.sessionkeeper_inline_hooks`), else in a worker.
+OPERATION_HOOKS: Final[dict[str, tuple[str, ...]]] = {
+    "create": ("store",),
+    "store": ("fetch", "store", "store_if"),
+    "store_many": ("store", "store_many"),
+    "fetch": ("fetch", "touch"),
+    "peek": ("fetch",),
+    "touch": ("fetch", "touch"),
+    "delete": ("delete",),
+    "list": ("list",),
+    "count": ("count",),
+    "list_owner": ("list_owner", "iter_sessions"),
+    "count_owner": ("count_owner", "iter_sessions"),
+    "update": ("fetch", "store_if"),
+    "take": ("take",),
+    "rotate": ("fetch", "rotate"),
+    "delete_owner": ("delete_owner",),
+    "cleanup_expired": ("cleanup_expired",),
+    "iter_sessions": ("iter_sessions",),
+    "identity": ("identity",),
+    "stats": ("count", "stats"),
+    "close": ("close",),
+}
+
+
+def inline_operations(inline_hooks: frozenset[str]) -> frozenset[str]:
+    """The operations of :data:`OPERATION_HOOKS` whose every hook is in ``inline_hooks``."""
+    return frozenset(
+        operation
+        for operation, hooks in OPERATION_HOOKS.items()
+        if all("sessionkeeper_" + hook in inline_hooks for hook in hooks)
+    )
+
 
 class AsyncSessionManager(AsyncConcurrentOperations):
     """:class:`~sessionkeeper.SessionManager`'s operations as coroutines.
 
-    Operations of a backend whose capabilities say ``blocking`` run in a worker thread so the
-    event loop never waits on I/O; the memory backend runs inline. The cleanup scheduler is an
+    An operation runs on the event loop when the backend serves every hook it may call without
+    blocking (:func:`~sessionkeeper.hookspecs.sessionkeeper_inline_hooks`; every hook of a
+    backend with ``blocking=False``, such as the memory backend), and in one of the manager's few
+    worker threads otherwise (:attr:`inline_operations` says which run where), so the event loop
+    never waits on I/O. The cleanup scheduler is an
     asyncio task, started on ``async with`` (or :meth:`start`) and cancelled by :meth:`aclose`::
 
         async with await AsyncSessionManager.open(backend="memory") as sessions:
@@ -111,7 +157,9 @@ class AsyncSessionManager(AsyncConcurrentOperations):
         self._schedule = options.schedule
         self._task: asyncio.Task[None] | None = None
         self._sweeping = asyncio.Lock()  # binds to a loop at first use, not here
-        self._inline = not sync.capabilities.blocking
+        #: The operations that run on the event loop (the others go to the worker threads).
+        self.inline_operations = inline_operations(sync.inline_hooks)
+        self._executor: ThreadPoolExecutor | None = None
 
     @property
     def config(self) -> Config:
@@ -121,10 +169,23 @@ class AsyncSessionManager(AsyncConcurrentOperations):
     def backend_name(self) -> str:
         return self.sync.backend_name
 
-    async def _run(self, function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
-        if self._inline:
+    async def _run(
+        self, operation: str, function: Callable[P, R], *args: P.args, **kwargs: P.kwargs
+    ) -> R:
+        """``function(*args, **kwargs)``: on the loop when ``operation`` is inline, else in a
+        worker thread (with the caller's context variables, as :func:`asyncio.to_thread`)."""
+        if operation in self.inline_operations:
             return function(*args, **kwargs)
-        return await asyncio.to_thread(function, *args, **kwargs)
+        return await self._hop(function, *args, **kwargs)
+
+    async def _hop(self, function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        executor = self._executor
+        if executor is None:
+            executor = self._executor = ThreadPoolExecutor(
+                WORKERS, thread_name_prefix=f"sessionkeeper-{self.backend_name}"
+            )
+        call = functools.partial(contextvars.copy_context().run, function, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(executor, call)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -151,7 +212,12 @@ class AsyncSessionManager(AsyncConcurrentOperations):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        await self._run(self.sync.close)
+        try:
+            await self._run("close", self.sync.close)
+        finally:
+            if self._executor is not None:
+                self._executor.shutdown(wait=False)  # idle now: nothing waits on the loop
+                self._executor = None
 
     async def __aenter__(self) -> AsyncSessionManager:
         self.start()
@@ -177,6 +243,7 @@ class AsyncSessionManager(AsyncConcurrentOperations):
     ) -> Session:
         """See :meth:`SessionManager.create`."""
         return await self._run(
+            "create",
             self.sync.create,
             timeout_ms,
             metadata,
@@ -186,55 +253,61 @@ class AsyncSessionManager(AsyncConcurrentOperations):
 
     async def store(self, session: Session, *, if_version: int | None = None) -> Session:
         """See :meth:`SessionManager.store`."""
-        return await self._run(self.sync.store, session, if_version=if_version)
+        if "store" in self.inline_operations:
+            return self.sync.store(session, if_version=if_version)
+        return await self._hop(self.sync.store, session, if_version=if_version)
 
     async def store_many(self, sessions: Iterable[Session]) -> int:
         """See :meth:`SessionManager.store_many`."""
-        return await self._run(self.sync.store_many, list(sessions))
+        return await self._run("store_many", self.sync.store_many, list(sessions))
 
     async def fetch(self, session_id: str) -> Session:
         """See :meth:`SessionManager.fetch`."""
-        return await self._run(self.sync.fetch, session_id)
+        if "fetch" in self.inline_operations:  # _run written inline: the hottest path
+            return self.sync.fetch(session_id)
+        return await self._hop(self.sync.fetch, session_id)
 
     async def peek(self, session_id: str, *, include_expired: bool = False) -> Session:
         """See :meth:`SessionManager.peek`."""
-        return await self._run(self.sync.peek, session_id, include_expired=include_expired)
+        return await self._run("peek", self.sync.peek, session_id, include_expired=include_expired)
 
     async def touch(self, session_id: str) -> Session:
         """See :meth:`SessionManager.touch`."""
-        return await self._run(self.sync.touch, session_id)
+        return await self._run("touch", self.sync.touch, session_id)
 
     async def delete(self, session_id: str) -> bool:
         """See :meth:`SessionManager.delete`."""
-        return await self._run(self.sync.delete, session_id)
+        return await self._run("delete", self.sync.delete, session_id)
 
     async def list(self, owner: str | None = None) -> list[str]:
         """See :meth:`SessionManager.list`."""
-        return await self._run(self.sync.list, owner)
+        return await self._run("list" if owner is None else "list_owner", self.sync.list, owner)
 
     async def count(self, owner: str | None = None) -> int:
         """See :meth:`SessionManager.count`."""
-        return await self._run(self.sync.count, owner)
+        return await self._run("count" if owner is None else "count_owner", self.sync.count, owner)
 
     async def cleanup_expired(self) -> int:
         """See :meth:`SessionManager.cleanup_expired`."""
         async with self._sweeping:
-            return await self._run(self.sync.cleanup_expired)
+            return await self._run("cleanup_expired", self.sync.cleanup_expired)
 
     async def identity(self) -> str | None:
         """See :meth:`SessionManager.identity`."""
-        return await self._run(self.sync.identity)
+        return await self._run("identity", self.sync.identity)
 
     async def stats(self) -> dict[str, Any]:
         """See :meth:`SessionManager.stats`."""
-        return await self._run(self.sync.stats)
+        return await self._run("stats", self.sync.stats)
 
     async def iter_sessions(
         self, *, include_expired: bool = False, batch_size: int = 1000
     ) -> AsyncIterator[Session]:
         """Every stored session (see :meth:`SessionManager.iter_sessions`), read in batches."""
         sessions = self.sync.iter_sessions(include_expired=include_expired)
-        while batch := await self._run(list, itertools.islice(sessions, batch_size)):
+        while batch := await self._run(
+            "iter_sessions", list, itertools.islice(sessions, batch_size)
+        ):
             for session in batch:
                 yield session
 

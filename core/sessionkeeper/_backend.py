@@ -17,7 +17,10 @@ class Capabilities:
     :param persistent: sessions survive a restart of the process that stored them.
     :param shared: several processes see the same sessions (not only the one that opened it).
     :param replicated: sessions are copied to several machines and survive the loss of one.
-    :param blocking: operations may block on I/O; the async manager runs them in a thread.
+    :param blocking: operations may block on I/O; the async manager runs them in a worker
+        thread, except those whose hooks the backend declares inline
+        (:func:`~sessionkeeper.hookspecs.sessionkeeper_inline_hooks`). ``False``: every hook
+        is inline, every operation runs on the event loop.
     :param read_only_open: the backend honours :attr:`BackendContext.read_only`, so the CLI can
         inspect a store while its owning process runs.
     :param atomic: the backend implements the atomic hooks (``sessionkeeper_store_if``,

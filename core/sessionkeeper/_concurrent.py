@@ -283,13 +283,16 @@ class ConcurrentOperations:
 
 class AsyncConcurrentOperations:
     """The concurrent-state operations of :class:`~sessionkeeper.AsyncSessionManager`: each
-    runs the sync manager's in a worker thread (inline for a non-blocking backend); ``update``
+    runs the sync manager's on the event loop when the backend serves its hooks inline, else in
+    a worker thread; ``update``
     waits between attempts with :func:`asyncio.sleep`, never blocking the event loop."""
 
     if TYPE_CHECKING:
         sync: SessionManager
 
-        async def _run(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any: ...
+        async def _run(
+            self, operation: str, function: Callable[..., Any], *args: Any, **kwargs: Any
+        ) -> Any: ...
 
     async def update(
         self, session_id: str, fn: UpdateFunction, *, attempts: int = DEFAULT_ATTEMPTS
@@ -302,7 +305,7 @@ class AsyncConcurrentOperations:
         _check_attempts(attempts)
         for attempt in range(attempts):
             try:
-                stored: Session = await self._run(sync._update_once, session_id, fn)
+                stored: Session = await self._run("update", sync._update_once, session_id, fn)
                 return stored
             except VersionConflict:
                 if attempt + 1 >= attempts:
@@ -312,16 +315,16 @@ class AsyncConcurrentOperations:
 
     async def take(self, session_id: str) -> Session:
         """See :meth:`SessionManager.take <sessionkeeper.SessionManager.take>`."""
-        taken: Session = await self._run(self.sync.take, session_id)
+        taken: Session = await self._run("take", self.sync.take, session_id)
         return taken
 
     async def rotate(self, session_id: str) -> Session:
         """See :meth:`SessionManager.rotate <sessionkeeper.SessionManager.rotate>`."""
-        rotated: Session = await self._run(self.sync.rotate, session_id)
+        rotated: Session = await self._run("rotate", self.sync.rotate, session_id)
         return rotated
 
     async def delete_owner(self, owner: str) -> int:
         """See :meth:`SessionManager.delete_owner
         <sessionkeeper.SessionManager.delete_owner>`."""
-        removed: int = await self._run(self.sync.delete_owner, owner)
+        removed: int = await self._run("delete_owner", self.sync.delete_owner, owner)
         return removed

@@ -264,6 +264,33 @@ def sessionkeeper_identity() -> str | None:
     """
 
 
+@hookspec(firstresult=True)
+def sessionkeeper_inline_hooks() -> Iterable[str] | None:
+    """Return the names of the hooks this opened backend serves without blocking. *Optional.*
+
+    A hook is *inline* when a call never waits on I/O (disk, network, a peer) nor on a lock held
+    across I/O, and costs microseconds: it reads or writes memory (a cached copy, a write buffer
+    flushed by a thread of the backend's own, a replica acknowledged locally). The
+    :class:`~sessionkeeper.AsyncSessionManager` runs an operation on the event loop when every
+    hook it may call is inline, and in its worker threads otherwise: decided per operation, not
+    per backend. Name hooks as the specification does (``"sessionkeeper_fetch"``); an unknown
+    name makes the manager refuse the backend (:class:`~sessionkeeper.PluginValidationError`).
+    Wrapper plugins still see every call: they run where the operation runs (so a wrapper must
+    not block either).
+
+    A backend whose capabilities say ``blocking=False`` (the memory backend) need not implement
+    it: every hook is inline. A backend that returns nothing (or does not implement it) has every
+    operation run in a worker thread. The answer may depend on the options (an interval store
+    buffers its writes, a durable one commits them), so it is asked once, after
+    :func:`sessionkeeper_open`, and kept for the manager's life.
+
+    Stops at first non-None result, see :ref:`firstresult`.
+
+    Where it is called: once, when a manager opens (the answer is
+    ``SessionManager.inline_hooks``, which :class:`~sessionkeeper.AsyncSessionManager` reads).
+    """
+
+
 @hookspec
 def sessionkeeper_session_created(session: Session) -> None:
     """Notification that the manager created ``session`` (after it was stored).
