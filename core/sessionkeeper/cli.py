@@ -29,6 +29,8 @@ Exit codes:
      (:class:`~sessionkeeper.ExportFormatError`)
  6   ``migrate``'s verification found the target different from the source
      (:class:`~sessionkeeper.VerificationFailed`)
+ 7   a conditional write found another version than it named; nothing was written
+     (:class:`~sessionkeeper.VersionConflict`)
 ===  ===================================================================================
 """
 
@@ -96,6 +98,7 @@ Exit codes:
   4  storage error, or any other sessionkeeper error; check found problems
   5  bad input data: an import file that cannot be used, or rejected lines
   6  migrate: the verification found the target different from the source
+  7  conflict: a conditional write found another version (nothing written)
 """
 
 #: Entry-point group of commands that plugins add to ``sessionkeeper`` (name -> click command).
