@@ -55,7 +55,12 @@ class SqliteDictBackend:
 
     options_class: ClassVar[type[SqliteDictOptions]] = SqliteDictOptions
     capabilities: ClassVar[Capabilities] = Capabilities(
-        persistent=True, shared=False, replicated=False, blocking=True, read_only_open=True
+        persistent=True,
+        shared=False,
+        replicated=False,
+        blocking=True,
+        read_only_open=True,
+        atomic=True,
     )
     #: The engine's mode, as ``stats`` and ``repr`` show it.
     mode: ClassVar[str] = "?"
@@ -166,6 +171,24 @@ class SqliteDictBackend:
         raise NotImplementedError
 
     def sessionkeeper_cleanup_expired(self, now: int) -> int:
+        raise NotImplementedError
+
+    def sessionkeeper_store_if(self, session: Any, if_version: int | None, now: int) -> Any:
+        raise NotImplementedError
+
+    def sessionkeeper_take(self, session_id: str, now: int) -> Any:
+        raise NotImplementedError
+
+    def sessionkeeper_rotate(self, session_id: str, new_id: str, now: int) -> Any:
+        raise NotImplementedError
+
+    def sessionkeeper_list_owner(self, owner: str, now: int) -> list[str]:
+        raise NotImplementedError
+
+    def sessionkeeper_count_owner(self, owner: str, now: int) -> int:
+        raise NotImplementedError
+
+    def sessionkeeper_delete_owner(self, owner: str) -> int:
         raise NotImplementedError
 
     def flush(self) -> int:

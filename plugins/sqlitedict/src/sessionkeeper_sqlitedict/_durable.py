@@ -14,7 +14,14 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Final, cast
 
-from sessionkeeper import BackendContext, Session, StorageError, hookimpl
+from sessionkeeper import (
+    BackendContext,
+    Session,
+    SessionKeeperError,
+    StorageError,
+    VersionConflict,
+    hookimpl,
+)
 
 from ._group import GroupCommit, Request
 from ._options import SqliteDictOptions
@@ -27,27 +34,60 @@ __all__ = ["DurableStore"]
 _STORE: Final = 0
 _TOUCH: Final = 1
 _DELETE: Final = 2
-_OPERATIONS: Final = ("store", "touch a session", "delete a session")
+_STORE_IF: Final = 3
+_TAKE: Final = 4
+_ROTATE: Final = 5
+_DELETE_OWNER: Final = 6
+_OPERATIONS: Final = (
+    "store",
+    "touch a session",
+    "delete a session",
+    "store",
+    "take a session",
+    "rotate a session",
+    "delete an owner's sessions",
+)
 
 
 class _Write(Request):
-    """A durable store, touch or delete on its way to a commit, and how it turned out.
+    """A durable write on its way to a commit, and how it turned out.
 
-    The group's leader fills in ``result``, or ``error`` (and ``cause``), when it settles it.
+    ``session_id`` is the id written (the owner, for ``_DELETE_OWNER``); ``last_accessed`` is
+    a touch's instant, or the clock (``now``) of an atomic operation; ``if_version`` a
+    conditional store's condition; ``new_id`` a rotation's target. The group's leader fills in
+    ``result``, or ``error`` (and ``cause``), when it settles it.
     """
 
-    __slots__ = ("cause", "error", "kind", "last_accessed", "result", "session", "session_id")
+    __slots__ = (
+        "cause",
+        "error",
+        "if_version",
+        "kind",
+        "last_accessed",
+        "new_id",
+        "result",
+        "session",
+        "session_id",
+    )
 
     def __init__(
-        self, kind: int, session_id: str, session: Session | None = None, last_accessed: int = 0
+        self,
+        kind: int,
+        session_id: str,
+        session: Session | None = None,
+        last_accessed: int = 0,
+        if_version: int | None = None,
+        new_id: str = "",
     ) -> None:
         super().__init__()
         self.kind = kind
         self.session_id = session_id
         self.session = session
         self.last_accessed = last_accessed
-        self.result: Session | bool | None = None
-        self.error: StorageError | None = None
+        self.if_version = if_version
+        self.new_id = new_id
+        self.result: Session | bool | int | None = None
+        self.error: SessionKeeperError | None = None
         self.cause: BaseException | None = None
 
 
@@ -67,7 +107,7 @@ class DurableStore(OwnerStore):
 
     # -- writes -------------------------------------------------------------------------------
 
-    def _durable(self, write: _Write) -> Session | bool | None:
+    def _durable(self, write: _Write) -> Session | bool | int | None:
         """Commit ``write`` (alone or in a group); return its result or raise its error.
 
         Each group is applied and committed under the table's lock, like every other write, so
@@ -109,6 +149,36 @@ class DurableStore(OwnerStore):
         """Remove the session (or an undecodable row with this key) and commit; ``False`` if
         there was none."""
         return self._durable(_Write(_DELETE, session_id)) is True
+
+    # -- atomic operations (issue 14): each is one write of a group, applied to the copy by
+    # the leader under the table's lock and acknowledged once its transaction committed.
+
+    @hookimpl
+    def sessionkeeper_store_if(
+        self, session: Session, if_version: int | None, now: int
+    ) -> Session | None:
+        """Store ``session`` with the next version if the live version is ``if_version``
+        (``None``: whatever it is), and commit; raise :class:`~sessionkeeper.VersionConflict`
+        otherwise."""
+        write = _Write(_STORE_IF, session.id, session, now, if_version)
+        return cast("Session", self._durable(write))
+
+    @hookimpl
+    def sessionkeeper_take(self, session_id: str, now: int) -> Session | None:
+        """Remove the session and commit; return it if it was live at ``now``."""
+        return cast("Session | None", self._durable(_Write(_TAKE, session_id, last_accessed=now)))
+
+    @hookimpl
+    def sessionkeeper_rotate(self, session_id: str, new_id: str, now: int) -> Session | None:
+        """Move the live session to ``new_id`` and commit; ``None`` when none is live."""
+        write = _Write(_ROTATE, session_id, last_accessed=now, new_id=new_id)
+        return cast("Session | None", self._durable(write))
+
+    @hookimpl
+    def sessionkeeper_delete_owner(self, owner: str) -> int:
+        """Delete every session of ``owner`` (expired ones included) in one transaction;
+        return how many."""
+        return cast("int", self._durable(_Write(_DELETE_OWNER, owner)))
 
     def _commit_group(self, batch: list[_Write]) -> None:
         """Apply ``batch`` to the copy in order, then commit its changes in one transaction
@@ -160,7 +230,7 @@ class DurableStore(OwnerStore):
                             undo.append((key, current, None))
                             changes[key] = touched
                             depends = True
-                else:
+                elif kind == _DELETE:
                     current = remove(key)
                     bad = undecodable.pop(key, None) if undecodable else None
                     if current is None and bad is None:
@@ -170,6 +240,8 @@ class DurableStore(OwnerStore):
                         changes[key] = None
                         write.result = True
                         depends = True
+                else:
+                    depends = self._apply_atomic(write, undo, changes) or depends
                 if depends:
                     held.append(write)
             if not changes:
@@ -199,6 +271,75 @@ class DurableStore(OwnerStore):
         self._writes += len(undo)
         self._committed += len(undo)
         self._commits += 1
+
+    def _apply_atomic(
+        self,
+        write: _Write,
+        undo: list[tuple[str, Session | None, str | None]],
+        changes: dict[str, Session | None],
+    ) -> bool:
+        """Apply an atomic ``write`` of a group to the copy (lock held), recording its undo and
+        its changes; return whether its outcome depends on the transaction (it changed the
+        copy). A refusal (a conflict, an undecodable row) is settled here and changes nothing.
+        """
+        key = write.session_id
+        now = write.last_accessed
+        kind = write.kind
+        table = self._table
+        undecodable = self._undecodable
+        if kind == _STORE_IF:
+            session = write.session
+            assert session is not None
+            if write.if_version is not None:
+                error = self._undecodable_error(key)
+                if error is not None:
+                    write.error = error
+                    return False
+            previous = self._get(key)
+            try:
+                stored = self._store_if(session, write.if_version, now)
+            except VersionConflict as exc:
+                write.error = exc
+                return False
+            bad = undecodable.pop(key, None) if undecodable else None
+            undo.append((key, previous, bad))
+            changes[key] = write.result = stored
+            return True
+        if kind == _DELETE_OWNER:
+            ids = table.owners.get(key)
+            if not ids:
+                write.result = 0
+                return False
+            removed = 0
+            for session_id in list(ids):  # each removal shrinks ``ids``
+                previous = self._remove(session_id)
+                undo.append((session_id, previous, None))
+                changes[session_id] = None
+                removed += 1
+            write.result = removed
+            return True
+        current = self._get(key)
+        if current is None:
+            write.error = self._undecodable_error(key)
+            write.result = None
+            return False
+        if kind == _TAKE:
+            self._remove(key)
+            undo.append((key, current, None))
+            changes[key] = None
+            write.result = None if current.is_expired(now) else current
+            return True
+        rotated = table.rotate_unlocked(key, write.new_id, now)
+        if rotated is None:  # expired: nothing moves
+            write.result = None
+            return False
+        new_id = write.new_id
+        undo.append((key, current, None))
+        bad = undecodable.pop(new_id, None) if undecodable else None
+        undo.append((new_id, None, bad))
+        changes[key] = None
+        changes[new_id] = write.result = rotated
+        return True
 
     def _commit_error(self, exc: BaseException) -> StorageError:
         """The error a writer of a group whose commit failed with ``exc`` raises (one each)."""

@@ -147,6 +147,103 @@ class IntervalStore(OwnerStore):
         finally:
             self._release()
 
+    # -- atomic operations (issue 14): the copy and the buffer change under one hold of the
+    # lock, like every other write, so each is linearizable with every write of this process
+    # (the only one that writes the file); the buffer reaches the file with the next window.
+
+    @hookimpl
+    def sessionkeeper_store_if(
+        self, session: Session, if_version: int | None, now: int
+    ) -> Session | None:
+        """Store ``session`` with the next version if the live version is ``if_version``
+        (``None``: whatever it is); raise :class:`~sessionkeeper.VersionConflict` otherwise."""
+        session_id = session.id
+        self._acquire()
+        try:
+            if not self._writable:
+                self._refuse("store")
+            undecodable = self._undecodable
+            if undecodable:
+                if if_version is not None:
+                    error = self._undecodable_error(session_id)
+                    if error is not None:
+                        raise error
+                stored = self._store_if(session, if_version, now)
+                undecodable.pop(session_id, None)
+            else:
+                stored = self._store_if(session, if_version, now)
+            self._pending[session_id] = stored
+            self._writes += 1
+            return stored
+        finally:
+            self._release()
+
+    @hookimpl
+    def sessionkeeper_take(self, session_id: str, now: int) -> Session | None:
+        """Remove the session and return it if it was live at ``now`` (an expired one is
+        removed too)."""
+        self._acquire()
+        try:
+            if not self._writable:
+                self._refuse("take a session")
+            if self._get(session_id) is None:
+                error = self._undecodable_error(session_id)
+                if error is not None:
+                    raise error
+                return None
+            taken = self._table.take_unlocked(session_id, now)
+            self._pending[session_id] = None
+            self._writes += 1
+            return taken
+        finally:
+            self._release()
+
+    @hookimpl
+    def sessionkeeper_rotate(self, session_id: str, new_id: str, now: int) -> Session | None:
+        """Move the live session to ``new_id`` (one more version, ``last_accessed = now``)."""
+        self._acquire()
+        try:
+            if not self._writable:
+                self._refuse("rotate a session")
+            if self._get(session_id) is None:
+                error = self._undecodable_error(session_id)
+                if error is not None:
+                    raise error
+                return None
+            rotated = self._table.rotate_unlocked(session_id, new_id, now)
+            if rotated is None:
+                return None
+            if self._undecodable:
+                self._undecodable.pop(new_id, None)
+            pending = self._pending
+            pending[session_id] = None
+            pending[new_id] = rotated
+            self._writes += 2
+            return rotated
+        finally:
+            self._release()
+
+    @hookimpl
+    def sessionkeeper_delete_owner(self, owner: str) -> int:
+        """Delete every session of ``owner`` (expired ones included) under one hold of the
+        lock; return how many."""
+        self._acquire()
+        try:
+            if not self._writable:
+                self._refuse("delete an owner's sessions")
+            ids = self._table.owners.get(owner)
+            if not ids:
+                return 0
+            ids = set(ids)
+            removed = self._table.delete_owner_unlocked(owner)
+            pending = self._pending
+            for session_id in ids:
+                pending[session_id] = None
+            self._writes += len(ids)
+            return removed
+        finally:
+            self._release()
+
     def _swept(self, deleted: list[Session]) -> None:
         """Buffer the deletion of a cleanup batch."""
         pending = self._pending

@@ -86,6 +86,7 @@ class OwnerStore(SqliteDictBackend):
         self._put = table.put_unlocked
         self._touch = table.touch_unlocked
         self._remove = table.delete_unlocked
+        self._store_if = table.store_if_unlocked
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -272,6 +273,25 @@ class OwnerStore(SqliteDictBackend):
     def sessionkeeper_count(self, now: int) -> int:
         """Sessions live at ``now``: the stored ones less the expired ones the index finds."""
         return self._table.count_live(now)
+
+    @hookimpl
+    def sessionkeeper_list_owner(self, owner: str, now: int) -> list[str]:
+        """The ids of ``owner``'s live sessions, from the copy's owner index (cost: what the
+        owner holds)."""
+        return self._table.list_owner(owner, now)
+
+    @hookimpl
+    def sessionkeeper_count_owner(self, owner: str, now: int) -> int:
+        """How many of ``owner``'s sessions are live, from the owner index."""
+        return self._table.count_owner(owner, now)
+
+    def _undecodable_error(self, session_id: str) -> StorageError | None:
+        """The :class:`~sessionkeeper.StorageError` an operation that depends on what the row
+        of ``session_id`` holds (a conditional store, a take, a rotate) raises when that row
+        does not decode; ``None`` when it does (or there is none). An unconditional store
+        does not ask: it replaces such a row, which counts as absent (version 0) there."""
+        reason = self._undecodable.get(session_id) if self._undecodable else None
+        return None if reason is None else self._row_error(RowError(session_id, reason))
 
     # -- cleanup ------------------------------------------------------------------------------
 

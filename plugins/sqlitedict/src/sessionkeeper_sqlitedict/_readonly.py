@@ -206,3 +206,38 @@ class ReadOnlyStore(SqliteDictBackend):
     def sessionkeeper_cleanup_expired(self, now: int) -> int:
         """Refused: the store was opened read-only."""
         self._refuse("clean up expired sessions")
+
+    # -- concurrent state (issue 14): the owner reads scan, the atomic writes are refused ----
+
+    @hookimpl
+    def sessionkeeper_list_owner(self, owner: str, now: int) -> list[str]:
+        """The ids of ``owner``'s live sessions: a scan of the file (nothing is loaded here,
+        so there is no owner index; inspection only)."""
+        return [s.id for s in self._sessions() if s.owner == owner and not s.is_expired(now)]
+
+    @hookimpl
+    def sessionkeeper_count_owner(self, owner: str, now: int) -> int:
+        """How many of ``owner``'s sessions are live: a scan of the file."""
+        return len(self.sessionkeeper_list_owner(owner, now))
+
+    @hookimpl
+    def sessionkeeper_store_if(
+        self, session: Session, if_version: int | None, now: int
+    ) -> Session | None:
+        """Refused: the store was opened read-only."""
+        self._refuse("store")
+
+    @hookimpl
+    def sessionkeeper_take(self, session_id: str, now: int) -> Session | None:
+        """Refused: the store was opened read-only."""
+        self._refuse("take a session")
+
+    @hookimpl
+    def sessionkeeper_rotate(self, session_id: str, new_id: str, now: int) -> Session | None:
+        """Refused: the store was opened read-only."""
+        self._refuse("rotate a session")
+
+    @hookimpl
+    def sessionkeeper_delete_owner(self, owner: str) -> int:
+        """Refused: the store was opened read-only."""
+        self._refuse("delete an owner's sessions")
