@@ -76,6 +76,13 @@ def acked_creates(cluster: ChaosCluster, start: int, end: int, nodes: str) -> in
     )
 
 
+def acked_deletes(cluster: ChaosCluster, start: int) -> int:
+    """Deletes acknowledged that started at or after ``start`` and have ended."""
+    return sum(
+        1 for op in ops_between(cluster.history, start, wall_ms(), "delete") if op.outcome == "ok"
+    )
+
+
 class TestNodeLoss:
     """F1/F3/F6: SIGKILL of a node under write load; the survivors go on, it comes back."""
 
@@ -117,15 +124,13 @@ class TestRejoin:
             cluster.kill("b")
             down = wall_ms()
             time.sleep(1.5)
+            # On a loaded machine the first writes after the kill may wait out their timeout:
+            # wait (generously) for a delete acknowledged while b is down.
+            wait_for(lambda: acked_deletes(cluster, down) > 0, "a delete while b is down", 120)
             cluster.restart("b")
             cluster.wait_settled()
             time.sleep(0.5)
-        deletes = [
-            op
-            for op in ops_between(cluster.history, down, wall_ms(), "delete")
-            if op.outcome == "ok"
-        ]
-        assert deletes, "no delete was acknowledged while b was away"
+        assert acked_deletes(cluster, down) > 0, "no delete was acknowledged while b was away"
         settle_and_check(cluster)
         assert cluster.state("b")["syncs_taken"] >= 1
 
