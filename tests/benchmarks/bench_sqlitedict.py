@@ -574,6 +574,99 @@ def bench_reopen(sizes: Sizes, directory: Path) -> list[NotedFigure]:
     ]
 
 
+# --- concurrent state (issue 14) -----------------------------------------------------------
+
+
+def _bump(metadata: dict[str, Any]) -> dict[str, Any]:
+    return {**metadata, "n": metadata.get("n", 0) + 1}
+
+
+def bench_update(sizes: Sizes, directory: Path) -> list[NotedFigure]:
+    """``update`` (atomic read-modify-write) against ``fetch`` + ``store`` of the same change,
+    and ``store(if_version=)`` against ``store``, in the same run: interval mode (the call
+    alone) and durable mode (alternating, each write a commit)."""
+    clock = Clock()
+    figures: list[NotedFigure] = []
+    n, repeats = sizes.ops, sizes.repeats
+    sessions = make_sessions(n, prefix="u-")
+    ids = [s.id for s in sessions]
+    with manager(directory / "update-interval.sqlite", clock, 600_000) as store:
+        store.store_many(sessions)
+
+        def fetch_store(session_id: str) -> object:
+            current = store.fetch(session_id)
+            return store.store(current.replace(metadata=_bump(current.metadata)))
+
+        def update(session_id: str) -> object:
+            return store.update(session_id, _bump)
+
+        def conditional(session_id: str) -> object:
+            current = store.peek(session_id)
+            return store.store(current, if_version=current.version)
+
+        def plain(session_id: str) -> object:
+            return store.store(store.peek(session_id))
+
+        pairs = [(per_op(update, ids, 1), per_op(fetch_store, ids, 1)) for _ in range(repeats)]
+        conds = [(per_op(conditional, ids, 1), per_op(plain, ids, 1)) for _ in range(repeats)]
+    value, floor = (statistics.median(x) for x in zip(*pairs, strict=True))
+    ratio = value / floor
+    figures.append(
+        NotedFigure(
+            "update, interval mode",
+            value,
+            "us",
+            floor,
+            "fetch + store (interval)",
+            "<= 1.3x floor",
+            ratio <= 1.3,
+            f"{ratio:.2f}x",
+        )
+    )
+    value, floor = (statistics.median(x) for x in zip(*conds, strict=True))
+    figures.append(
+        NotedFigure(
+            "store(if_version=), interval mode (peek + store)",
+            value,
+            "us",
+            floor,
+            "peek + store (interval)",
+            "-",
+            None,
+            f"{value / floor:.2f}x",
+        )
+    )
+    durable = make_sessions(sizes.block, prefix="ud-")
+    ours: list[float] = []
+    theirs: list[float] = []
+    with manager(directory / "update-durable.sqlite", clock, 0) as store:
+        store.store_many(durable)
+        for i in range(sizes.durable):
+            session_id = durable[i % len(durable)].id
+            began = time.perf_counter()
+            store.update(session_id, _bump)
+            middle = time.perf_counter()
+            current = store.fetch(session_id)
+            store.store(current.replace(metadata=_bump(current.metadata)))
+            ended = time.perf_counter()
+            ours.append((middle - began) * 1e6)
+            theirs.append((ended - middle) * 1e6)
+    value, floor = statistics.median(ours), statistics.median(theirs)
+    figures.append(
+        NotedFigure(
+            "update, durable mode",
+            value,
+            "us",
+            floor,
+            "fetch + store (durable)",
+            "<= 1.3x floor",
+            value / floor <= 1.3,
+            f"{value / floor:.2f}x, alternating",
+        )
+    )
+    return figures
+
+
 # --- the run ----------------------------------------------------------------------------------
 
 
@@ -586,6 +679,7 @@ def measure(args: argparse.Namespace) -> _bench.Run:
             + bench_interval_store(sizes, directory)
             + bench_durable_store(sizes, directory)
             + bench_durable_threads(sizes, directory)
+            + bench_update(sizes, directory)
             + bench_reopen(sizes, directory)
         )
     notes = []
