@@ -66,6 +66,10 @@ class SqliteDictBackend:
     mode: ClassVar[str] = "?"
     read_only: ClassVar[bool] = False
     durable: ClassVar[bool] = False
+    #: The hooks this engine serves without blocking (``sessionkeeper_inline_hooks``): none
+    #: here; each engine names what it serves from memory without waiting on a lock held
+    #: across I/O.
+    inline_hooks: ClassVar[frozenset[str]] = frozenset()
 
     def __new__(cls, options: SqliteDictOptions, context: BackendContext) -> SqliteDictBackend:
         engine = _engine(options, context) if cls is SqliteDictBackend else cls
@@ -220,6 +224,12 @@ class SqliteDictBackend:
         }
         figures.update(self._figures())
         return figures
+
+    @hookimpl
+    def sessionkeeper_inline_hooks(self) -> frozenset[str] | None:
+        """The hooks the async manager may call on its event loop (the engine's
+        :attr:`inline_hooks`); ``None`` when there are none (every call in a worker thread)."""
+        return self.inline_hooks or None
 
     @hookimpl
     def sessionkeeper_identity(self) -> str | None:

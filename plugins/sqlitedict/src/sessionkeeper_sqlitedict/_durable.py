@@ -95,6 +95,10 @@ class DurableStore(OwnerStore):
     """The single owner in durable mode: acknowledged means committed."""
 
     mode = "durable"
+    #: Only ``fetch`` (one ``dict.get``, no lock): every write holds the table's lock across its
+    #: commit and fsync, and ``list``, ``count`` and the owner reads take that lock, so they may
+    #: wait on a commit and run in a worker thread.
+    inline_hooks = frozenset({"sessionkeeper_fetch"})
     durable = True
 
     def __init__(self, options: SqliteDictOptions, context: BackendContext) -> None:

@@ -32,6 +32,31 @@ class IntervalStore(OwnerStore):
     window."""
 
     mode = "interval"
+    #: Served from memory: the reads never lock across I/O (``fetch`` takes no lock; the others
+    #: hold the table's lock, which no one holds across I/O here), and the writes change the copy
+    #: and the buffer under the table's lock, which :meth:`_flush` releases before it commits
+    #: (the batch is swapped out under the lock; the commit and fsync run outside it).
+    #: ``iter_sessions`` copies the table under the lock, as ``list`` does; it is named so that
+    #: the owner reads, which the manager may fall back on it for, run on the loop too.
+    #: ``delete_owner``, ``store_many`` and ``cleanup_expired`` are memory too, but their cost
+    #: grows with what they change, so they stay in a worker thread.
+    inline_hooks = frozenset(
+        "sessionkeeper_" + name
+        for name in (
+            "fetch",
+            "touch",
+            "store",
+            "store_if",
+            "delete",
+            "take",
+            "rotate",
+            "list",
+            "count",
+            "list_owner",
+            "count_owner",
+            "iter_sessions",
+        )
+    )
 
     def __init__(self, options: SqliteDictOptions, context: BackendContext) -> None:
         super().__init__(options, context)
