@@ -248,7 +248,12 @@ class ZmqBackend:
             self.wal.close(self.replica)
 
     def set_ack(self, level: AckLevel) -> None:
-        """Change the acknowledgement level of stores and deletes from now on."""
+        """Change the acknowledgement level of stores and deletes from now on.
+
+        For sync callers and benchmarks: an async manager asked :meth:`sessionkeeper_inline_hooks`
+        once, at open, so one opened at ``ack = "local"`` keeps running stores and deletes on
+        its event loop, where a higher level would block the loop while acknowledgements come.
+        """
         self._ack_level, self._ack = self._level(level)
 
     def wait_ready(self, timeout_s: float) -> bool:
@@ -259,6 +264,33 @@ class ZmqBackend:
     def ready(self) -> bool:
         """True once this node has caught up with its peers."""
         return self.agent is not None and self.agent.ready.is_set()
+
+    @hookimpl
+    def sessionkeeper_inline_hooks(self) -> frozenset[str]:
+        """The hooks served from this node's memory, which the async manager calls on its
+        event loop.
+
+        ``fetch`` is one ``dict.get`` of the replica (a miss while the node is catching up with
+        its peers asks them, waiting 0.2 s at most: that window is the exception). ``list`` and
+        ``count`` hold the replica's lock, which a write holds across an fsync with
+        ``disc_copies`` and ``fsync = "always"``: then they stay in a worker thread. Writes
+        return without waiting when one node's acknowledgement is enough (``ack = "local"``,
+        ``1``, or any level in a cluster of one) and the write-ahead log does not fsync each
+        record: ``store`` and ``delete`` by ``ack``, ``touch`` by ``touch_ack``. ``store_if``
+        is named with them although this backend does not implement it (it is not ``atomic``:
+        the manager refuses conditional stores before any call), because the async manager's
+        ``store`` operation counts it among the hooks it may call.
+        """
+        options = self.options
+        syncs_each_write = options.disc_copies and options.fsync == "always"
+        names = {"fetch"}
+        if not syncs_each_write:
+            names |= {"list", "count"}
+            if self._ack <= 1:
+                names |= {"store", "store_if", "delete"}
+            if self._touch_ack <= 1:
+                names.add("touch")
+        return frozenset("sessionkeeper_" + name for name in names)
 
     # -- writes -----------------------------------------------------------------------------------
 
