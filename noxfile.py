@@ -198,6 +198,7 @@ def mcp(session: nox.Session, sdk: str) -> None:
         session,
         "plugins/memory",
         "plugins/sqlitedict",
+        "plugins/zmq",
         "contrib/redis",
         folder,
         groups=("test",),

@@ -466,9 +466,10 @@ class TestWriter:
         path = tmp_path / "s.sqlite"
         with SessionManager(backend="sqlitedict", backend_opts={"file_path": str(path)}) as m:
             m.store(Session("good", 1, 2))
+        import contextlib
         import sqlite3
 
-        with sqlite3.connect(path) as raw:
+        with contextlib.closing(sqlite3.connect(path)) as raw, raw:
             raw.execute("INSERT INTO sessions VALUES ('bad', x'00ff')")
         with (
             SessionManager(

@@ -19,7 +19,7 @@ checks, replaces and closes every connection:
 from __future__ import annotations
 
 import threading
-from typing import Final, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 import psycopg
 from psycopg.pq import TransactionStatus
@@ -30,7 +30,7 @@ __all__ = ["FLUSH_EVERY", "Lender"]
 #: Hand-backs between two returns of every kept connection to the pool.
 FLUSH_EVERY: Final = 1_000
 
-C = TypeVar("C", bound=psycopg.Connection)  # type: ignore[type-arg]
+C = TypeVar("C", bound="psycopg.Connection[Any]")
 
 _IDLE: Final = int(TransactionStatus.IDLE)  # pgconn.transaction_status is a plain int
 
