@@ -84,12 +84,16 @@ class TestPerOperation:
 
     def test_no_declaration_means_every_operation_in_a_worker(self, tmp_path: Path) -> None:
         """A blocking backend that declares nothing has no inline operation: fetch runs in a
-        worker thread."""
+        worker thread. (sqlitedict declares its in-memory hooks; an empty answer registered
+        after it, so asked first, stands for a backend that declares nothing.)"""
         where = Where()
 
         async def main() -> int:
             async with await AsyncSessionManager.open(
-                "sqlitedict", sqlite_opts(tmp_path), cleanup_interval=0, plugins=[where]
+                "sqlitedict",
+                sqlite_opts(tmp_path),
+                cleanup_interval=0,
+                plugins=[Declares(()), where],
             ) as sessions:
                 assert sessions.inline_operations == frozenset()
                 await sessions.fetch((await sessions.create()).id)
