@@ -15,6 +15,7 @@ import pytest
 
 from sessionkeeper import (
     AsyncSessionManager,
+    InvalidSession,
     PluginValidationError,
     Session,
     SessionManager,
@@ -360,3 +361,17 @@ class TestKitCatchesRacyBackends:
             pytest.raises(AssertionError, match="updates were lost"),
         ):
             race_updates(manager, 4, 25, store=store)
+
+
+class TestVersionCeilingWithoutAtomic:
+    def test_non_atomic_backend_refuses_a_write_past_the_top(self, plain: SessionManager) -> None:
+        """On a backend without ``atomic``, where the manager counts the version itself, a
+        write past 2**63-1 is refused with InvalidSession naming the version, and nothing is
+        written."""
+        top = 2**63 - 1
+        assert not plain.capabilities.atomic
+        session = plain.create(timeout_ms=None)
+        plain.store_many([session.with_version(top)])  # as an import carries it
+        with pytest.raises(InvalidSession, match="version"):
+            plain.store(session)
+        assert plain.peek(session.id).version == top

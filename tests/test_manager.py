@@ -654,18 +654,6 @@ class TestVersionCeiling:
         assert manager.delete(session.id)
         assert manager.store(session.with_version(self.TOP)).version == 1
 
-    def test_non_atomic_backend_refuses_too(self, tmp_path: Path, clock: ManualClock) -> None:
-        """On a backend without ``atomic`` (sqlitedict), where the manager counts the version
-        itself, the write past the top is refused the same way and nothing is written."""
-        opts = {"file_path": str(tmp_path / "s.sqlite"), "auto_save": 0}
-        with SessionManager("sqlitedict", opts, cleanup_interval=0, clock=clock) as sessions:
-            assert not sessions.capabilities.atomic
-            session = sessions.create(timeout_ms=None)
-            sessions.store_many([session.with_version(self.TOP)])
-            with pytest.raises(InvalidSession, match="version"):
-                sessions.store(session)
-            assert sessions.peek(session.id).version == self.TOP
-
 
 class TestExitCodesOfConcurrentErrors:
     """The CLI's exit status for the errors of issue 14's operations."""
@@ -674,7 +662,7 @@ class TestExitCodesOfConcurrentErrors:
         """Unsupported says the operation was asked of a backend that cannot do it: exit 2
         (usage), not 4 (storage), which says the store failed."""
         from sessionkeeper import Unsupported
-        from sessionkeeper._cli_common import ExitCode, exit_code_for
+        from sessionkeeper.cli import ExitCode, exit_code_for
 
         assert exit_code_for(Unsupported("sqlitedict")) == ExitCode.USAGE == 2
 
@@ -682,7 +670,7 @@ class TestExitCodesOfConcurrentErrors:
         """VersionConflict (nothing written; read again and retry) exits with 7, distinct
         from every other status."""
         from sessionkeeper import VersionConflict
-        from sessionkeeper._cli_common import ExitCode, exit_code_for
+        from sessionkeeper.cli import ExitCode, exit_code_for
 
         code = exit_code_for(VersionConflict("abc", 3, 4))
         assert code == ExitCode.CONFLICT == 7
