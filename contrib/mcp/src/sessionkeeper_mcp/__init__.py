@@ -11,6 +11,8 @@ created them. This package keeps them in the configured sessionkeeper store inst
   ``Resolve`` dependency of ``MCPServer`` tools), atomic update, revoke, per principal.
 - :class:`SingleUseRequestStateCodec`: each sealed ``requestState`` used at most once, on any
   worker (``RequestStateSecurity(codec=...)``).
+- :class:`RedisSubscriptionBus`: ``MCPServer(subscriptions=...)`` shared by every worker
+  (Redis pub/sub), so change notifications reach listen streams on any worker (mcp 2.x).
 - :func:`persistent_http_app`: one call for an ``mcp`` 1.x ``FastMCP`` or 2.x ``MCPServer``;
   :func:`sessionkeeper_mcp.fastmcp.persistent_http_app` for ``fastmcp``.
 
@@ -20,6 +22,7 @@ Importing this package checks the installed ``mcp`` release (:data:`SUPPORTED_SD
 from importlib.metadata import PackageNotFoundError, version
 
 from ._app import lowlevel_server, persistent_http_app, persistent_session_manager
+from ._bus import RedisSubscriptionBus
 from ._compat import SDK_VERSION, SKIP_VERSION_CHECK_ENV, SUPPORTED_SDK, UnsupportedSDK, check_sdk
 from ._events import SessionEventStore, SessionKeeperEventStore, purge_session_events
 from ._handles import UNKNOWN_HANDLE, Handle, HandleNotFound, Handles, authenticated_principal
@@ -48,6 +51,7 @@ __all__ = [
     "SessionEventStore",
     "SessionKeeperEventStore",
     "SessionRecord",
+    "RedisSubscriptionBus",
     "SessionStateStore",
     "SingleUseRequestStateCodec",
     "UnsupportedSDK",
