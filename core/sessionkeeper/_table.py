@@ -218,40 +218,9 @@ class SessionTable:
         replacement only when its deadline moved to an earlier bucket (or had none). The owner
         index follows a new id or a changed owner.
         """
-        # The hot path of every plain store: put_unlocked written inline (one call frame less),
-        # and the deadlines too (the ``expires_at`` property costs a call): with no absolute
-        # timeout the deadline is ``last_accessed + timeout_ms``.
-        session_id = session.id
-        sessions = self.sessions
         self._acquire()
         try:
-            previous = sessions.get(session_id)
-            sessions[session_id] = session
-            timeout = session.timeout_ms
-            if session.absolute_timeout_ms is None:
-                deadline = None if timeout is None else session.last_accessed + timeout
-            else:
-                deadline = session.expires_at
-            if previous is None:
-                owner = session.owner
-                if owner is not None:
-                    self._own(owner, session_id)
-                if deadline is not None:
-                    self._file(session_id, deadline // BUCKET_MS)
-                return None
-            if previous.owner != session.owner:
-                self._reown(previous.owner, session.owner, session_id)
-            if deadline is not None:
-                bucket = deadline // BUCKET_MS
-                timeout = previous.timeout_ms
-                if previous.absolute_timeout_ms is None:
-                    old = None if timeout is None else previous.last_accessed + timeout
-                else:
-                    old = previous.expires_at
-                if old is None or old // BUCKET_MS > bucket:
-                    self._file(session_id, bucket)
-                    self.index.compact_if_stale(sessions)
-            return previous
+            return self.put_unlocked(session)
         finally:
             self._release()
 
@@ -396,7 +365,11 @@ class SessionTable:
     # -- writes under the caller's lock -------------------------------------------------------
 
     def put_unlocked(self, session: Session) -> Session | None:
-        """:meth:`put` for a caller holding :attr:`lock` (the same code: see :meth:`put`)."""
+        """:meth:`put` for a caller holding :attr:`lock`.
+
+        The deadlines are computed inline (the ``expires_at`` property costs a call): with no
+        absolute timeout the deadline is ``last_accessed + timeout_ms``.
+        """
         session_id = session.id
         sessions = self.sessions
         previous = sessions.get(session_id)
