@@ -28,15 +28,15 @@ from click.testing import CliRunner
 
 import sessionkeeper
 from sessionkeeper import Capabilities, hookspecs
-from sessionkeeper._cli_new_backend import (
+from sessionkeeper._errors import KNOWN_BACKENDS
+from sessionkeeper.cli import ExitCode, cli
+from sessionkeeper.cli._new_backend import (
     EXIT_WRITE_FAILED,
     TEMPLATE,
     BackendNames,
     new_backend,
     planned_files,
 )
-from sessionkeeper._errors import KNOWN_BACKENDS
-from sessionkeeper.cli import ExitCode, cli
 from sessionkeeper.testing import BackendConformance
 
 ROOT = Path(__file__).resolve().parents[1]

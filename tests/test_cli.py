@@ -35,8 +35,8 @@ from sessionkeeper import (
     SessionNotFound,
     StorageError,
 )
-from sessionkeeper._cli_render import format_time
 from sessionkeeper.cli import ExitCode, cli, exit_code_for
+from sessionkeeper.cli._render import format_time
 
 HOUR = 3_600_000
 COMMANDS = ("backends", "list", "show", "delete", "cleanup", "stats", "check")

@@ -26,11 +26,10 @@ import pytest
 from click.testing import CliRunner, Result
 
 from sessionkeeper import EXPORT_FORMAT, EXPORT_VERSION, Session, SessionManager
-from sessionkeeper._cli_common import exit_code_for
 from sessionkeeper._errors import ExportTargetError, SameStoreError
 from sessionkeeper._plugins import installed_backends
 from sessionkeeper._transfer_backup import backup_name, backup_sessions
-from sessionkeeper.cli import ExitCode, cli
+from sessionkeeper.cli import ExitCode, cli, exit_code_for
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "docs" / "examples"

@@ -668,7 +668,7 @@ class TestReaderFiles:
         page = tmp_path / "page.md"
         page.write_text(
             "As DESIGN §2 says, see `design/cluster.md` and [the kit](nosuch.md).\n"
-            "Fine: `core/sessionkeeper/cli.py`, `plugins/<name>/`, `docs/_build/html`, "
+            "Fine: `core/sessionkeeper/cli/`, `plugins/<name>/`, `docs/_build/html`, "
             "[usage](https://example.org/x.md), `data/sessions.sqlite`.\n",
             encoding="utf-8",
         )

@@ -47,7 +47,7 @@ def node(ctx: click.Context, config_path: Path | None, status_interval: float) -
     if ctx.invoked_subcommand is not None:
         return
     from sessionkeeper import SessionKeeperError, SessionManager, load_config
-    from sessionkeeper._cli_common import exit_code_for
+    from sessionkeeper.cli import exit_code_for
 
     try:
         config = load_config(config_path, named_by="--config")

@@ -1,7 +1,7 @@
 """The operators' transfer commands: ``export``, ``import``, ``migrate`` and ``backup``.
 
 :mod:`sessionkeeper.cli` adds them to the ``sessionkeeper`` group; what they share with the other
-commands comes from :mod:`sessionkeeper._cli_common`. Each command streams (constant memory),
+commands comes from :mod:`sessionkeeper.cli._common`. Each command streams (constant memory),
 reads without touching, shows a rich progress bar on a terminal (``--quiet`` turns it and the
 summary off), prints a summary (``--json``: as JSON on stdout), and reports failures through the
 exit codes of :class:`~sessionkeeper.cli.ExitCode`: 2 for an export target that is not a new
@@ -30,15 +30,15 @@ from rich.progress import (
 from rich.progress import Progress as RichProgress
 from rich.text import Text
 
-from ._cli_common import ExitCode, common_options, emit_json, fail, is_per_process
-from ._cli_render import error_console, output_console, plain
-from ._cli_render import table as make_table
-from ._config import Config, load_config
-from ._errors import ExportFormatError, ExportTargetError, SameStoreError, VerificationFailed
-from ._manager import SessionManager
-from ._transfer import export_sessions, import_sessions, migrate_sessions
-from ._transfer_backup import backup_sessions
-from ._transfer_common import ImportReport, MigrationReport, Progress
+from .._config import Config, load_config
+from .._errors import ExportFormatError, ExportTargetError, SameStoreError, VerificationFailed
+from .._manager import SessionManager
+from .._transfer import export_sessions, import_sessions, migrate_sessions
+from .._transfer_backup import backup_sessions
+from .._transfer_common import ImportReport, MigrationReport, Progress
+from ._common import ExitCode, common_options, emit_json, fail, is_per_process
+from ._render import error_console, output_console, plain
+from ._render import table as make_table
 
 __all__ = ["backup", "export_command", "import_command", "migrate"]
 

@@ -1,13 +1,15 @@
-"""What every ``sessionkeeper`` command shares: exit codes, error reporting, common options.
+"""What every ``sessionkeeper`` command shares: exit codes, error reporting, common options, and
+opening the configured manager.
 
-:mod:`sessionkeeper.cli` assembles the group; the command modules (``_cli_ops`` …) import from
-here, never from :mod:`sessionkeeper.cli`, so there is no import cycle.
+:mod:`sessionkeeper.cli` assembles the group; the command modules (``_sessions``, ``_ops`` …)
+import from here, never from :mod:`sessionkeeper.cli`, so there is no import cycle.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from enum import IntEnum
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -15,8 +17,8 @@ from typing import Any, Final, TypeVar
 import click
 from rich.text import Text
 
-from ._cli_render import error_console
-from ._errors import (
+from .._config import load_config
+from .._errors import (
     ConfigError,
     ExportFormatError,
     ExportTargetError,
@@ -28,7 +30,8 @@ from ._errors import (
     VerificationFailed,
     VersionConflict,
 )
-from ._manager import SessionManager
+from .._manager import SessionManager
+from ._render import error_console
 
 __all__ = [
     "DEBUG_ENV",
@@ -39,6 +42,7 @@ __all__ = [
     "fail",
     "group_options",
     "is_per_process",
+    "open_manager",
     "pass_down",
 ]
 
@@ -175,3 +179,22 @@ def emit_json(data: object) -> None:
 def is_per_process(manager: SessionManager) -> bool:
     caps = manager.capabilities
     return manager.backend_name == "memory" or not (caps.persistent or caps.shared)
+
+
+@contextmanager
+def open_manager(config_path: Path | None, *, read_only: bool) -> Iterator[SessionManager]:
+    """Open the configured manager; note on stderr when its backend lives in one process.
+
+    The cleanup scheduler stays off: a command is short, and ``cleanup`` sweeps explicitly.
+    """
+    config = load_config(config_path)
+    with SessionManager.from_settings(config, read_only=read_only, schedule=False) as manager:
+        if is_per_process(manager):
+            error_console().print(
+                Text(
+                    f"note: the {manager.backend_name} backend is per process: this command "
+                    "sees its own store, not the sessions of a running server."
+                ),
+                style="yellow",
+            )
+        yield manager

@@ -14,10 +14,10 @@ from typing import Any
 import attrs
 import pluggy
 
-from ._backend import Capabilities
-from ._errors import PluginValidationError
-from ._plugins import BACKEND_GROUP, PLUGIN_GROUP, check_backend_class
-from .hookspecs import PROJECT_NAME
+from .._backend import Capabilities
+from .._errors import PluginValidationError
+from .._plugins import BACKEND_GROUP, PLUGIN_GROUP, check_backend_class
+from ..hookspecs import PROJECT_NAME
 
 __all__ = ["BACKEND_GROUP", "PLUGIN_GROUP", "EntryPointInfo", "describe_group"]
 

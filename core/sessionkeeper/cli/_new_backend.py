@@ -21,8 +21,8 @@ import attrs
 import click
 from rich.text import Text
 
-from . import __version__
-from ._cli_render import error_console, output_console
+from .. import __version__
+from ._render import error_console, output_console
 
 __all__ = [
     "EXIT_WRITE_FAILED",
