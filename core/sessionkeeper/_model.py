@@ -1,4 +1,4 @@
-"""The session model (DESIGN §2).
+"""The session model: :class:`Session` and the validation of its fields.
 
 A :class:`Session` keeps its metadata packed (msgpack bytes, validated once when the session is
 built) and unpacks a fresh ``dict`` each time :attr:`Session.metadata` is read. That is what keeps a
@@ -91,7 +91,7 @@ def _check_json(value: object, where: str, depth: int) -> None:
 
 
 def pack_metadata(metadata: object) -> PackedMetadata:
-    """Validate ``metadata`` (DESIGN §2) and return it packed; raise :class:`InvalidSession`."""
+    """Validate ``metadata`` (see Session) and return it packed; raise :class:`InvalidSession`."""
     if metadata is None:
         return EMPTY_METADATA
     if not isinstance(metadata, dict):

@@ -246,27 +246,9 @@ class SessionTable:
         ``session`` with version ``current + 1`` and return it as stored (``session`` itself
         when it already carries that version: no copy).
         """
-        # store_if_unlocked written inline (one call frame less): every store of a manager
-        # on an atomic backend comes this way.
         self._acquire()
         try:
-            stored = self.sessions.get(session.id)
-            if stored is None:
-                current = 0
-            else:
-                timeout = stored.timeout_ms
-                if stored.absolute_timeout_ms is None:
-                    live = timeout is None or now - stored.last_accessed <= timeout
-                else:
-                    live = not stored.is_expired(now)
-                current = stored.version if live else 0
-            if if_version is not None and current != if_version:
-                raise VersionConflict(session.id, if_version, current)
-            version = current + 1
-            if session.version != version:
-                session = session.with_version(version)
-            self.put_unlocked(session)
-            return session
+            return self.store_if_unlocked(session, if_version, now)
         finally:
             self._release()
 

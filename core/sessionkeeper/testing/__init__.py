@@ -7,7 +7,7 @@ A backend author subclasses :class:`BackendConformance` in the backend's own tes
     class TestMyBackendConformance(BackendConformance):
         backend = "mybackend"          # the entry-point name in group sessionkeeper.backends
 
-and gets one test per shared semantic (DESIGN §3) plus a Hypothesis comparison with a dict model
+and gets one test per shared semantic plus a Hypothesis comparison with a dict model
 (:class:`BackendStateMachine`). :class:`ManualClock` is the clock those tests move by hand;
 :class:`TickingClock` also moves on every read, to catch an operation that reads the clock twice.
 

@@ -2,7 +2,7 @@
 
 Every test drives a real :class:`~sessionkeeper.SessionManager` over the backend under test, with a
 :class:`~sessionkeeper.testing.ManualClock` so that expiry is exercised without sleeping. Each test
-checks one semantic of DESIGN §3 and its docstring states it.
+checks one shared semantic (docs/backends.md) and its docstring states it.
 """
 
 from __future__ import annotations
@@ -162,7 +162,7 @@ def _run_threads(count: int, work: Callable[[int], None]) -> None:
 
 @pytest.mark.sessionkeeper_conformance
 class BackendConformance(AtomicConformance):
-    """The semantics every backend must share (DESIGN §3), as a test class to subclass.
+    """The semantics every backend must share (docs/backends.md), as a test class to subclass.
 
     A backend's test suite subclasses it, names its entry point and, if the backend needs
     options, says how to build them for one test::

@@ -1,4 +1,4 @@
-"""The shared semantics (DESIGN §3) as small pure functions the kit and the model both use."""
+"""The semantics every backend shares as small pure functions the kit and the model both use."""
 
 from __future__ import annotations
 

@@ -84,7 +84,7 @@ class BackendStateMachine(RuleBasedStateMachine):
     """Drives a :class:`~sessionkeeper.SessionManager` and a ``dict`` model side by side.
 
     The model holds every stored session (expired ones too, until a cleanup) and applies the
-    rules of DESIGN §3 itself: expiry is ``now - last_accessed > timeout_ms`` or ``now -
+    shared rules themselves: expiry is ``now - last_accessed > timeout_ms`` or ``now -
     created_at > absolute_timeout_ms``, a fetch writes ``last_accessed`` back only beyond the
     touch window, ``touch`` always writes, and nothing moves ``last_accessed`` backwards. It
     counts versions (every accepted ``store`` gives the live version + 1, ``store_many`` writes
