@@ -90,6 +90,8 @@ class CatchUp:
         # asked, no answer yet).
         self.delta: dict[str, int | None] = {}
         self.delta_at = 0.0
+        #: When the delta began (late peers are waited for ``suspect_after_ms`` from then).
+        self.delta_began = 0.0
         self.delta_progress = 0
         self.delta_req = 0
         # Snapshot.
@@ -174,28 +176,47 @@ class CatchUp:
     # -- delta ------------------------------------------------------------------------------------
 
     def drive_delta(self, now: float) -> None:
-        """Ask the live peers for a delta, then wait for every one to reach its target."""
+        """Ask every peer for a delta once it is connected, then wait for each to reach its
+        target.
+
+        The delta starts as soon as one peer answers, and a peer whose connection comes back
+        later (its PONG lost while the connection was being made, a busy machine) is asked
+        then, as long as the delta runs: it ends once every peer asked has reached its target
+        and either every peer was asked or ``suspect_after_ms`` passed since the start (a peer
+        silent that long counts as down; its part comes back by its own resends later).
+        Ending as soon as the first peer's part was in used to leave the late peer's part to
+        a resend after the node already said it was ready.
+        """
         node = self.node
         seen = node.stream.seen
+        live = [p for p in node.peers.values() if p.connected]
         if not self.delta:
-            live = [p for p in node.peers.values() if p.connected]
             if not live:
                 self.maybe_alone(now)
                 return
-            missing = [p for p in live if p.id not in seen]
-            if missing:
-                self.begin_sync(prefer=missing[0])  # its stream is not on disc here
-                return
             self.delta_req = node.next_req()
-            self.delta_at = now
+            self.delta_at = self.delta_began = now
             self.delta_progress = -1
-            for peer in live:
-                inc, seq = seen[peer.id]
-                if node.transport.send(peer, Delta(self.delta_req, inc, seq)):
-                    self.delta[peer.id] = None
-            return
+        for peer in live:
+            if peer.id in self.delta:
+                continue
+            if peer.id not in seen:
+                self.begin_sync(prefer=peer)  # its stream is not on disc here
+                return
+            inc, seq = seen[peer.id]
+            if node.transport.send(peer, Delta(self.delta_req, inc, seq)):
+                self.delta[peer.id] = None
+        if not self.delta:
+            return  # nothing could be sent: start again next round
         # Done first: reaching the target just as the deadline passes is success.
-        if all(top is not None and seen[origin][1] >= top for origin, top in self.delta.items()):
+        reached = all(
+            top is not None and seen[origin][1] >= top for origin, top in self.delta.items()
+        )
+        waits_for_peers = (
+            len(self.delta) < len(node.peers)
+            and now - self.delta_began < node.options.suspect_after_ms / 1000
+        )
+        if reached and not waits_for_peers:
             node.counters["deltas_taken"] += 1
             self.start_ae_round(exclude=None)
             return
