@@ -97,6 +97,51 @@ class TestReplication:
         assert len(figures["digest"]) == 32
 
 
+class TestOwners:
+    """Listing and counting by owner come from each node's owner index (issue 19)."""
+
+    def test_owner_reads_use_the_index_on_every_node_and_follow_replication(
+        self, make_cluster: Any
+    ) -> None:
+        """A session created on a with an owner is listed and counted by that owner on b
+        and c; a replacement on b that changes the owner moves it in every node's index; a
+        delete on c removes it everywhere. No read by owner scans every session
+        (``iter_sessions`` is never called), and the backend still declares no ``atomic``
+        (``delete_owner`` is refused with ``Unsupported``)."""
+        from sessionkeeper import Unsupported
+        from sessionkeeper.backend import hookimpl
+
+        class Calls:
+            def __init__(self) -> None:
+                self.names: list[str] = []
+
+            @hookimpl(wrapper=True)
+            def sessionkeeper_iter_sessions(self) -> Any:
+                self.names.append("iter_sessions")
+                return (yield)
+
+        a, b, c = make_cluster()
+        calls = Calls()
+        for manager in (a, b, c):
+            manager.register(calls)
+        alice = [a.create(owner="alice") for _ in range(3)]
+        a.create(owner="bob")
+        for manager in (a, b, c):
+            assert sorted(manager.list(owner="alice")) == sorted(s.id for s in alice)
+            assert manager.count(owner="alice") == 3
+            assert manager.count(owner="bob") == 1
+        b.store(alice[0].replace(owner="bob"))
+        c.delete(alice[1].id)
+        for manager in (a, b, c):
+            assert manager.list(owner="alice") == [alice[2].id]
+            assert manager.count(owner="bob") == 2
+            assert manager.list(owner="nobody") == []
+        assert calls.names == []
+        assert not a.capabilities.atomic
+        with pytest.raises(Unsupported):
+            a.delete_owner("alice")
+
+
 class TestAckLevels:
     """What each acknowledgement level refuses or waits for."""
 
