@@ -100,3 +100,50 @@ class TestLender:
         assert lender.kept == 0
         lender.put(lender.get())
         assert lender.kept == 0
+
+    def test_threads_lending_giving_back_and_flushing_never_share_a_connection(
+        self, pool: ConnectionPool[Any]
+    ) -> None:
+        """Lent without a lock on the common path: four threads each lending and giving back
+        a connection 500 times, while another flushes the kept ones to the pool, never hold one
+        connection at the same time, and none waits on the pool past its timeout (every
+        connection given back while another thread waits reaches it)."""
+        lender = Lender(pool)
+        holders: dict[int, int] = {}
+        shared: list[str] = []
+        errors: list[BaseException] = []
+        guard = threading.Lock()
+        done = threading.Event()
+
+        def borrow(number: int) -> None:
+            try:
+                for _ in range(500):
+                    conn = lender.get()
+                    with guard:
+                        if id(conn) in holders:
+                            shared.append(f"thread {number} got thread {holders[id(conn)]}'s")
+                        holders[id(conn)] = number
+                    with guard:
+                        del holders[id(conn)]
+                    lender.put(conn)
+            except BaseException as exc:  # a PoolTimeout would mean a lost hand-over
+                errors.append(exc)
+
+        def flusher() -> None:
+            while not done.is_set():
+                lender.flush()
+                time.sleep(0)
+
+        threads = [threading.Thread(target=borrow, args=(n,)) for n in range(4)]
+        sweeper = threading.Thread(target=flusher)
+        sweeper.start()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(DEADLINE_S * 2)
+        done.set()
+        sweeper.join(DEADLINE_S)
+        assert errors == []
+        assert shared == []
+        lender.close()
+        assert lender.kept == 0

@@ -11,9 +11,17 @@ checks, replaces and closes every connection:
   transaction) goes to the pool, which replaces or resets it;
 - when an operation waits on the pool for a connection, every connection given back meanwhile
   goes to the pool (so the waiter gets it: a connection is never kept idle here while a
-  client waits there), and the two decisions are taken under one lock (no lost hand-over);
+  client waits there);
 - every :data:`FLUSH_EVERY` hand-backs, and whenever the backend checks the pool or closes,
   every kept connection returns to the pool, whose lifetime and idle limits then apply.
+
+The common path takes no lock: the kept connections are a list, and ``list.pop`` and
+``list.append`` are each atomic, so a connection is taken off the list by exactly one caller
+(lent, or handed to the pool), never both. A lock only counts the operations that wait on the
+pool. No hand-over is lost without it: a waiter counts itself, then looks at the list again
+before it waits; a connection given back is first appended, then the count is read. Whichever
+comes second sees the other (the waiter finds the connection, or the giver sees the waiter
+and hands what is kept to the pool); the same order covers :meth:`Lender.close`.
 """
 
 from __future__ import annotations
@@ -57,12 +65,17 @@ class Lender(Generic[C]):
     def get(self) -> C:
         """A connection: the one given back last, else the pool's (which may wait, and
         raises :class:`~psycopg_pool.PoolTimeout` or :class:`~psycopg_pool.PoolClosed`)."""
+        try:
+            return self._kept.pop()
+        except IndexError:
+            pass
         with self._lock:
-            if self._kept:
-                return self._kept.pop()
             self._waiting += 1
         try:
-            return self.pool.getconn()
+            try:  # given back since we looked, before it could see us waiting
+                return self._kept.pop()
+            except IndexError:
+                return self.pool.getconn()
         finally:
             with self._lock:
                 self._waiting -= 1
@@ -70,25 +83,23 @@ class Lender(Generic[C]):
     def put(self, conn: C) -> None:
         """Take ``conn`` back: kept when it is idle and nobody waits on the pool, else given
         to the pool."""
-        if conn.pgconn.transaction_status == _IDLE:
-            with self._lock:
-                self._returns += 1
-                if not (self._waiting or self._closed or self._returns >= FLUSH_EVERY):
-                    self._kept.append(conn)
-                    return
-                flush = self._returns >= FLUSH_EVERY
-        else:
-            flush = False
-        self.pool.putconn(conn)
-        if flush:
+        if conn.pgconn.transaction_status != _IDLE or self._closed:
+            self.pool.putconn(conn)
+            return
+        self._returns += 1  # a count lost to a race only delays the next flush
+        self._kept.append(conn)
+        if self._waiting or self._closed or self._returns >= FLUSH_EVERY:
             self.flush()
 
     def flush(self) -> None:
         """Give every kept connection back to the pool."""
-        with self._lock:
-            kept, self._kept = self._kept, []
-            self._returns = 0
-        for conn in kept:
+        self._returns = 0
+        kept = self._kept
+        while True:
+            try:
+                conn = kept.pop()
+            except IndexError:
+                return
             self.pool.putconn(conn)
 
     def check(self) -> None:
@@ -100,6 +111,5 @@ class Lender(Generic[C]):
     def close(self) -> None:
         """Keep nothing from now on: what is kept, and what is given back later, goes to the
         pool (to be closed with it)."""
-        with self._lock:
-            self._closed = True
+        self._closed = True
         self.flush()
