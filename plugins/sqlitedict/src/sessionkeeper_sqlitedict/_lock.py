@@ -19,6 +19,13 @@ are compared as SQLite compares them, ignoring ASCII case.
 Opening the file follows the configured path, but never trusts it: the path must lead to a
 regular file (a FIFO would block the open, a directory is named as one), and once locked the
 path must still lead to the locked file, else the lock is taken again.
+
+Shared mode (:class:`SharedLock`) takes ``LOCK_SH`` on the same two files instead: any number of
+shared processes hold it together, and a single owner and shared processes refuse each other,
+each error naming the other mode and, from ``/proc/locks``, the other processes' pids. Within
+one process the shared lock is one descriptor per file, counted per store, and a file this
+process owns (or shares) is never opened a second time just to be refused: closing any
+descriptor of a file drops every POSIX lock the process's SQLite connections hold on it.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ from sessionkeeper import StorageError
 
 from ._sql import mode_problem
 
-__all__ = ["LOCK_SUFFIX", "OwnerLock", "holder_pid", "lock_path"]
+__all__ = ["LOCK_SUFFIX", "OwnerLock", "SharedLock", "holder_pid", "lock_path"]
 
 #: Appended to the SQLite file's name to name its lock file.
 LOCK_SUFFIX: Final = ".lock"
@@ -59,25 +66,48 @@ def holder_pid(path: Path) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def _kernel_holder(identity: tuple[int, int]) -> int | None:
-    """The pid holding a ``flock`` write lock on the file ``identity`` (``/proc/locks``)."""
+def kernel_locks(identity: tuple[int, int], kind: str) -> list[tuple[str, int, str, str]]:
+    """The locks of kind ``kind`` (``FLOCK``, ``POSIX``) on the file ``identity``, from
+    ``/proc/locks``: ``(READ|WRITE, pid, start, end)`` each, pids unknown (OFD locks) left out."""
     device, inode = identity
     want = f"{os.major(device):02x}:{os.minor(device):02x}:{inode}"
+    found: list[tuple[str, int, str, str]] = []
     try:
         with open("/proc/locks", encoding="ascii", errors="replace") as table:
             for line in table:
                 # "1: FLOCK  ADVISORY  WRITE <pid> <major>:<minor>:<inode> 0 EOF"
+                # (a lock someone waits for is listed again as "1: -> FLOCK ...")
                 fields = line.split()
                 if (
-                    fields[1:4] == ["FLOCK", "ADVISORY", "WRITE"]
+                    fields[1:3] == [kind, "ADVISORY"]
                     and fields[5:6] == [want]
                     and fields[4].isdigit()
                     and int(fields[4]) > 0
+                    and len(fields) >= 8
                 ):
-                    return int(fields[4])
+                    found.append((fields[3], int(fields[4]), fields[6], fields[7]))
     except OSError:
         pass
+    return found
+
+
+def _kernel_holder(identity: tuple[int, int]) -> int | None:
+    """The pid holding a ``flock`` write lock on the file ``identity`` (``/proc/locks``)."""
+    for mode, pid, _, _ in kernel_locks(identity, "FLOCK"):
+        if mode == "WRITE":
+            return pid
     return None
+
+
+def _kernel_sharers(identity: tuple[int, int]) -> list[int]:
+    """The pids holding a ``flock`` read lock on the file ``identity``: shared-mode users."""
+    return sorted({pid for mode, pid, _, _ in kernel_locks(identity, "FLOCK") if mode == "READ"})
+
+
+def _pids(pids: list[int]) -> str:
+    shown = ", ".join(map(str, pids[:8]))
+    more = f" and {len(pids) - 8} more" if len(pids) > 8 else ""
+    return f"process{'es' if len(pids) > 1 else ''} {shown}{more}"
 
 
 class _Held:
@@ -164,6 +194,12 @@ class OwnerLock:
                 if identity is not None and identity in _held:
                     self._share(_held[identity], identity)
                     return
+                if identity is not None and identity in _shared:
+                    raise self._fail(
+                        f"{self.path} is open in shared mode (shared = true) in this process "
+                        f"(pid {os.getpid()}): a single owner cannot open it for writing beside "
+                        "it; close those managers, or set shared = true here too"
+                    )
             fd, identity = self._open()
             try:
                 with _held_lock:
@@ -242,7 +278,19 @@ class OwnerLock:
         except OSError as exc:
             if exc.errno not in _BUSY:
                 raise self._fail(f"cannot lock {self.path}: {exc.strerror or exc}") from None
-            raise self._locked(_kernel_holder(identity) or holder_pid(self.path)) from None
+            holder = _kernel_holder(identity)
+            if holder is None:
+                sharers = _kernel_sharers(identity)
+                if sharers:
+                    raise self._shared_by(sharers) from None
+            raise self._locked(holder or holder_pid(self.path)) from None
+
+    def _shared_by(self, pids: list[int]) -> StorageError:
+        return self._fail(
+            f"{self.path} is open in shared mode (shared = true) by {_pids(pids)}: a single "
+            "owner cannot open it for writing beside them. Stop them, or set shared = true "
+            "here too (or open this store read-only to inspect it)"
+        )
 
     def _locked(self, pid: int | None) -> StorageError:
         holder = f"process {pid}" if pid is not None else "another process"
@@ -290,4 +338,151 @@ class OwnerLock:
             if held.tables:
                 return
             del _held[identity]
+            held.close()
+
+
+class _Shared:
+    """The shared lock this process holds on one file: its descriptors and how many stores
+    use it."""
+
+    __slots__ = ("fd", "others", "pid_fd", "users")
+
+    def __init__(self, fd: int, pid_fd: int) -> None:
+        self.fd = fd
+        self.pid_fd = pid_fd
+        #: Other descriptors of the file opened meanwhile, closed with ``fd``.
+        self.others: list[int] = []
+        self.users = 0
+
+    def close(self) -> None:
+        for fd in (self.pid_fd, self.fd, *self.others):
+            with contextlib.suppress(OSError):
+                os.close(fd)  # closing drops the flock
+
+
+#: (st_dev, st_ino) of each file this process shares -> its lock.
+_shared: dict[tuple[int, int], _Shared] = {}
+
+
+def _forget_shared_after_fork() -> None:
+    # The child's copies of the descriptors are closed without unlocking: LOCK_UN would unlock
+    # the open file description the parent still uses. The parent's lock stays.
+    for held in _shared.values():
+        held.close()
+    _shared.clear()
+
+
+os.register_at_fork(after_in_child=_forget_shared_after_fork)
+
+
+class SharedLock(OwnerLock):
+    """The right to read and write the SQLite file ``path`` in shared mode, beside other
+    processes that hold it too (``flock(LOCK_SH)``; see the module docstring).
+
+    Refused, naming the owner's pid, while a single owner holds the file (in this process or
+    another). Every table of the file is shared alike: the lock is the file's.
+    """
+
+    def __init__(self, path: Path, table: str, *, backend: str) -> None:
+        super().__init__(path, table, backend=backend, create=True)
+
+    def acquire(self) -> None:
+        """Take the shared lock, or raise :class:`StorageError` naming the single owner."""
+        if self._identity is not None:
+            return
+        for _ in range(_ATTEMPTS):
+            identity = self._stat()
+            with _held_lock:
+                if identity is not None and self._joined(identity):
+                    return
+            fd, identity = self._open()
+            try:
+                with _held_lock:
+                    if self._joined(identity):  # created or switched meanwhile: shared here
+                        _shared[identity].others.append(fd)  # closed with the others
+                        fd = -1
+                        return
+                    self._lock_shared(fd, identity)
+                    if self._stat() != identity:  # the path now leads to another file
+                        fcntl.flock(fd, fcntl.LOCK_UN)
+                        os.close(fd)
+                        fd = -1
+                        continue
+                    held = _shared[identity] = _Shared(fd, self._shared_pid_file())
+                    fd = -1
+                    held.users += 1
+                    self._identity = identity
+                    return
+            except BaseException:
+                if fd >= 0:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+                raise
+        raise self._fail(f"{self.path} kept changing to another file while being locked")
+
+    def _joined(self, identity: tuple[int, int]) -> bool:
+        """Join this process's shared lock on the file, if it holds one (``_held_lock`` held);
+        refuse when this process owns the file."""
+        if identity in _held:
+            raise self._fail(
+                f"{self.path} is owned for writing in this process (pid {os.getpid()}) by a "
+                "single-owner manager (shared = false): close it before opening the file in "
+                "shared mode, or open every manager of the file with shared = true"
+            )
+        held = _shared.get(identity)
+        if held is None:
+            return False
+        held.users += 1
+        self._identity = identity
+        return True
+
+    def _lock_shared(self, fd: int, identity: tuple[int, int]) -> None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in _BUSY:
+                raise self._fail(f"cannot lock {self.path}: {exc.strerror or exc}") from None
+            raise self._owned(_kernel_holder(identity) or holder_pid(self.path)) from None
+
+    def _owned(self, pid: int | None) -> StorageError:
+        holder = f"process {pid}" if pid is not None else "another process"
+        real = os.path.realpath(self.path)
+        alias = "" if real == os.path.abspath(self.path) else f" (the file {real})"
+        return self._fail(
+            f"{self.path}{alias} is owned by {holder} in single-owner mode (shared = false), "
+            "which keeps every other writer out: stop it, or open every process's store with "
+            "shared = true"
+        )
+
+    def _shared_pid_file(self) -> int:
+        """Lock the pid file shared too (an older version's owner locked only that file)."""
+        where = lock_path(self.path)
+        try:
+            fd = os.open(where, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise self._fail(
+                f"cannot create the lock file {where}: {exc.strerror or exc}"
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in _BUSY:
+                raise self._fail(f"cannot lock {where}: {exc.strerror or exc}") from None
+            raise self._owned(holder_pid(self.path)) from None
+        return fd
+
+    def release(self) -> None:
+        """Give the lock up (dropped when the last store of the file in this process closes)."""
+        identity, self._identity = self._identity, None
+        if identity is None:
+            return
+        with _held_lock:
+            held = _shared.get(identity)
+            if held is None:
+                return  # forgotten after a fork
+            held.users -= 1
+            if held.users > 0:
+                return
+            del _shared[identity]
             held.close()
