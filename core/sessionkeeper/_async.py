@@ -16,6 +16,13 @@ from typing import Any, Final, ParamSpec, TypeVar, Unpack
 
 import attrs
 
+from ._async_native import (
+    NativeOperations,
+    async_close,
+    backend_hooks,
+    check_async_twins,
+    native_operations,
+)
 from ._concurrent import AsyncConcurrentOperations
 from ._config import Config, load_config
 from ._manager import DEFAULT, SessionManager, _Default
@@ -78,11 +85,14 @@ def inline_operations(inline_hooks: frozenset[str]) -> frozenset[str]:
 class AsyncSessionManager(AsyncConcurrentOperations):
     """:class:`~sessionkeeper.SessionManager`'s operations as coroutines.
 
-    An operation runs on the event loop when the backend serves every hook it may call without
-    blocking (:func:`~sessionkeeper.hookspecs.sessionkeeper_inline_hooks`; every hook of a
-    backend with ``blocking=False``, such as the memory backend), and in one of the manager's few
-    worker threads otherwise (:attr:`inline_operations` says which run where), so the event loop
-    never waits on I/O. The cleanup scheduler is an
+    Each operation takes one of three paths, chosen per operation when the manager opens:
+    *native*, awaited on the backend's asyncio client when it implements the ``async_`` twin of
+    every hook the operation calls (:attr:`native_operations`); *inline*, a plain call on the
+    event loop when the backend serves every hook it may call without blocking
+    (:func:`~sessionkeeper.hookspecs.sessionkeeper_inline_hooks`; every hook of a backend with
+    ``blocking=False``, such as the memory backend; :attr:`inline_operations`); otherwise in one
+    of the manager's few worker threads, so the event loop never waits on I/O. The cleanup
+    scheduler is an
     asyncio task, started on ``async with`` (or :meth:`start`) and cancelled by :meth:`aclose`::
 
         async with await AsyncSessionManager.open(backend="memory") as sessions:
@@ -157,9 +167,22 @@ class AsyncSessionManager(AsyncConcurrentOperations):
         self._schedule = options.schedule
         self._task: asyncio.Task[None] | None = None
         self._sweeping = asyncio.Lock()  # binds to a loop at first use, not here
-        #: The operations that run on the event loop (the others go to the worker threads).
-        self.inline_operations = inline_operations(sync.inline_hooks)
         self._executor: ThreadPoolExecutor | None = None
+        implemented = backend_hooks(sync)
+        try:
+            check_async_twins(sync.backend_name, implemented)
+        except BaseException:
+            sync.close()
+            raise
+        native = native_operations(implemented)
+        self._native: NativeOperations | None = NativeOperations(sync, native) if native else None
+        #: Operation -> its native coroutine (the backend's ``async_`` hooks), for :meth:`_run`.
+        self._natives = self._native.table() if self._native is not None else {}
+        #: The operations awaited on the backend's asyncio client (its ``async_`` hooks).
+        self.native_operations: frozenset[str] = native
+        #: The operations that run on the event loop as plain calls (the others, neither native
+        #: nor inline, go to the worker threads).
+        self.inline_operations = inline_operations(sync.inline_hooks) - native
 
     @property
     def config(self) -> Config:
@@ -172,10 +195,16 @@ class AsyncSessionManager(AsyncConcurrentOperations):
     async def _run(
         self, operation: str, function: Callable[P, R], *args: P.args, **kwargs: P.kwargs
     ) -> R:
-        """``function(*args, **kwargs)``: on the loop when ``operation`` is inline, else in a
-        worker thread (with the caller's context variables, as :func:`asyncio.to_thread`)."""
+        """``function(*args, **kwargs)``: on the loop when ``operation`` is inline; natively
+        (the coroutine of :class:`~sessionkeeper._async_native.NativeOperations` with the same
+        signature) when it is native; else in a worker thread (with the caller's context
+        variables, as :func:`asyncio.to_thread`)."""
         if operation in self.inline_operations:
             return function(*args, **kwargs)
+        native = self._natives.get(operation)
+        if native is not None:
+            result: R = await native(*args, **kwargs)
+            return result
         return await self._hop(function, *args, **kwargs)
 
     async def _hop(self, function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
@@ -206,12 +235,18 @@ class AsyncSessionManager(AsyncConcurrentOperations):
                 log.exception("scheduled cleanup failed; retrying in %.3f s", interval)
 
     async def aclose(self) -> None:
-        """Cancel the cleanup task and close the backend."""
+        """Cancel the cleanup task, close the backend's asyncio client (its
+        ``sessionkeeper_async_close``, on this loop) and then the backend."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._native is not None:
+            self._natives = {}  # the closed sync manager raises ManagerClosed from now on
+            await self._native.aclose()
+        elif not self.sync.closed:
+            await async_close(self.sync)  # a plugin other than the backend may hold one
         try:
             await self._run("close", self.sync.close)
         finally:
@@ -253,9 +288,9 @@ class AsyncSessionManager(AsyncConcurrentOperations):
 
     async def store(self, session: Session, *, if_version: int | None = None) -> Session:
         """See :meth:`SessionManager.store`."""
-        if "store" in self.inline_operations:
+        if "store" in self.inline_operations:  # _run written inline: a hot path
             return self.sync.store(session, if_version=if_version)
-        return await self._hop(self.sync.store, session, if_version=if_version)
+        return await self._run("store", self.sync.store, session, if_version=if_version)
 
     async def store_many(self, sessions: Iterable[Session]) -> int:
         """See :meth:`SessionManager.store_many`."""
@@ -265,6 +300,10 @@ class AsyncSessionManager(AsyncConcurrentOperations):
         """See :meth:`SessionManager.fetch`."""
         if "fetch" in self.inline_operations:  # _run written inline: the hottest path
             return self.sync.fetch(session_id)
+        native = self._natives.get("fetch")
+        if native is not None:
+            session: Session = await native(session_id)
+            return session
         return await self._hop(self.sync.fetch, session_id)
 
     async def peek(self, session_id: str, *, include_expired: bool = False) -> Session:

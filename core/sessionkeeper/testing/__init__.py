@@ -8,8 +8,12 @@ A backend author subclasses :class:`BackendConformance` in the backend's own tes
         backend = "mybackend"          # the entry-point name in group sessionkeeper.backends
 
 and gets one test per shared semantic plus a Hypothesis comparison with a dict model
-(:class:`BackendStateMachine`). :class:`ManualClock` is the clock those tests move by hand;
-:class:`TickingClock` also moves on every read, to catch an operation that reads the clock twice.
+(:class:`BackendStateMachine`). :class:`AsyncConformance`, subclassed the same way, runs the
+contract through :class:`~sessionkeeper.AsyncSessionManager` (whichever path each operation
+takes there: the backend's async hooks, the event loop, a worker thread), with tasks of one
+loop racing ``update``, ``take`` and inserts. :class:`ManualClock` is the clock those tests
+move by hand; :class:`TickingClock` also moves on every read, to catch an operation that reads
+the clock twice.
 
 The kit is also a pytest plugin (entry point ``pytest11`` named ``sessionkeeper``, module
 :mod:`sessionkeeper.testing.plugin`), loaded automatically wherever sessionkeeper is installed: it
@@ -28,10 +32,12 @@ from typing import TYPE_CHECKING, Any, Final
 if TYPE_CHECKING:
     from ._clock import ManualClock, TickingClock
     from ._kit import BackendConformance, ManagerFactory
+    from ._kit_async import AsyncConformance
     from ._rules import touch_window
     from ._stateful import BackendStateMachine
 
 __all__ = [
+    "AsyncConformance",
     "BackendConformance",
     "BackendStateMachine",
     "ManagerFactory",
@@ -42,6 +48,7 @@ __all__ = [
 
 #: Public name -> the private module that defines it.
 _WHERE: Final = {
+    "AsyncConformance": "._kit_async",
     "BackendConformance": "._kit",
     "BackendStateMachine": "._stateful",
     "ManagerFactory": "._kit",
@@ -53,7 +60,7 @@ _WHERE: Final = {
 #: The kit's modules, for :func:`pytest.register_assert_rewrite`.
 KIT_MODULES: Final = tuple(
     f"{__name__}.{module}"
-    for module in ("_clock", "_kit", "_kit_atomic", "_races", "_rules", "_stateful")
+    for module in ("_clock", "_kit", "_kit_async", "_kit_atomic", "_races", "_rules", "_stateful")
 )
 
 
