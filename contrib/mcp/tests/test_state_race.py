@@ -12,7 +12,9 @@ import anyio
 import pytest
 
 from sessionkeeper import Config, Session
-from sessionkeeper_mcp import McpStores, SessionStateStore
+from sessionkeeper_mcp import McpStores, SessionRecord, SessionStateStore
+
+RECORD = SessionRecord({"protocolVersion": "2025-11-25"}, "2025-11-25", None).to_metadata()
 
 PUTS = 30
 
@@ -47,7 +49,7 @@ class TestConcurrentPuts:
             kv = SessionStateStore(shared_stores)
             sid = uuid.uuid4().hex
             now = shared_stores.sessions.sync.clock()
-            await shared_stores.sessions.store(Session(sid, now, now, 60_000, {"mcp": 1}))
+            await shared_stores.sessions.store(Session(sid, now, now, 60_000, RECORD))
 
             async def put(n: int) -> None:
                 await kv.put(f"{sid}:k{n}", {"n": n}, collection="fastmcp_state", ttl=3600)
@@ -86,6 +88,9 @@ class TestPurgeFallbacks:
             async with stores:
                 kv = SessionStateStore(stores, check_session=False)
                 mine, other = uuid.uuid4().hex, uuid.uuid4().hex
+                now = stores.sessions.sync.clock()
+                for sid in (mine, other):
+                    await stores.sessions.store(Session(sid, now, now, 60_000, RECORD))
                 for n in range(3):
                     await kv.put(f"{mine}:k{n}", {"n": n})
                 await kv.put(f"{other}:k", {"n": 9})
@@ -110,6 +115,7 @@ class TestPurgeFallbacks:
                 sid = uuid.uuid4().hex
                 digest = _digest("c", f"{sid}:old")
                 now = stores.state.sync.clock()
+                await stores.sessions.store(Session(sid, now, now, 60_000, RECORD))
                 old = {"c": "c", "k": f"{sid}:old", "v": {"n": 1}}
                 await stores.state.store(Session("s." + digest, now, now, None, old))
                 await stores.state.store(Session("s." + sid, now, now, None, {"keys": [digest]}))

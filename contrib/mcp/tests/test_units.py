@@ -26,6 +26,22 @@ from sessionkeeper_mcp import (
 )
 from sessionkeeper_mcp._compat import load_message
 
+#: The metadata of a recorded transport session (what PersistentSessionManager stores).
+RECORD = SessionRecord({"protocolVersion": "2025-11-25"}, "2025-11-25", None).to_metadata()
+
+
+def kv_error(name: str) -> type[Exception]:
+    """The error class ``name`` SessionStateStore raises: py-key-value's own when it is
+    installed (with fastmcp), else the stand-in of the same name."""
+    import importlib
+
+    try:
+        module = importlib.import_module("key_value.aio.errors")
+    except ImportError:
+        module = importlib.import_module("sessionkeeper_mcp._kv_errors")
+    found: type[Exception] = getattr(module, name)
+    return found
+
 
 def run(function: Callable[[], Any]) -> Any:
     """Run an async test body."""
@@ -378,7 +394,7 @@ class TestStateStore:
             async with stores:
                 sid = uuid.uuid4().hex
                 now = clock()
-                await stores.sessions.store(Session(sid, now, now, 60_000, {"mcp": 1}))
+                await stores.sessions.store(Session(sid, now, now, 60_000, RECORD))
                 await kv.put(f"{sid}:count", {"value": 3}, collection="fastmcp_state", ttl=86400)
                 await kv.put(f"{sid}:other", {"value": 4}, collection="fastmcp_state", ttl=86400)
                 assert await kv.get(f"{sid}:count", collection="fastmcp_state") == {"value": 3}
@@ -389,16 +405,98 @@ class TestStateStore:
 
         run(body)
 
-    def test_unserializable_value_is_a_value_error(self) -> None:
-        """A value that is not JSON-compatible raises ValueError naming the key."""
+    def test_bad_values_and_ttls_raise_py_key_value_errors(self) -> None:
+        """A value that is not JSON-compatible raises py-key-value's SerializationError naming
+        the key; a ttl that is zero, negative, a bool, not a number or not finite raises its
+        InvalidTTLError; nothing is stored."""
+        serialization_error, invalid_ttl = (
+            kv_error("SerializationError"),
+            kv_error("InvalidTTLError"),
+        )
 
         async def body() -> None:
             kv, stores, _ = self._state()
             async with stores:
-                with pytest.raises(ValueError, match="serialize the value of state key 'k'"):
-                    await kv.put("k", {"v": object()})
-                with pytest.raises(ValueError, match="ttl"):
-                    await kv.put("k", {"v": 1}, ttl=0)
+                for bad in ({"v": object()}, {"v": {1, 2}}, {"v": float("nan")}):
+                    with pytest.raises(serialization_error, match="key 'k'"):
+                        await kv.put("k", bad)
+                for ttl in (0, -100, True, "soon", float("inf")):
+                    with pytest.raises(invalid_ttl):
+                        await kv.put("k", {"v": 1}, ttl=ttl)  # type: ignore[arg-type]
+                assert await live_ids(stores.state) == []
+
+        run(body)
+
+    def test_value_size_limit_is_configurable_and_named(self) -> None:
+        """A value over ``max_value_bytes`` raises ValueTooLargeError whose message names its
+        size and the limit, and is not stored; one at the limit is. The default limit is what
+        the table's max_metadata_bytes leaves beside the key; a limit over that is refused."""
+        too_large = kv_error("ValueTooLargeError")
+
+        async def body() -> None:
+            clock = ManualClock()
+            stores = stores_with(clock)
+            async with stores:
+                kv = SessionStateStore(stores, max_value_bytes=100)
+                # {"s": "a" * n} packs to n + 4 bytes (map, key, str header) below 32 chars,
+                # n + 5 from 32 to 255
+                await kv.put("k", {"s": "a" * 95})
+                with pytest.raises(too_large, match=r"size: 101;max_size: 100"):
+                    await kv.put("big", {"s": "a" * 96})
+                assert await kv.get("big") is None
+                assert await kv.get("k") == {"s": "a" * 95}
+                table = stores.state.config.max_metadata_bytes
+                # beside the value: the map and its three keys (7), "default" (8), "key" (4)
+                with pytest.raises(too_large, match=rf"max_size: {table - 19}"):
+                    await SessionStateStore(stores).put("key", {"s": "a" * table})
+                for bad in (0, table + 1, True, 1.5):
+                    with pytest.raises(ValueError, match="max_value_bytes"):
+                        SessionStateStore(stores, max_value_bytes=bad)  # type: ignore[arg-type]
+
+        run(body)
+
+    def test_session_shaped_key_without_a_transport_session_is_a_plain_key(self) -> None:
+        """On the sessionless protocol a key shaped like ``<32 hex digits>:<key>`` is a key
+        like any other: it reads back, has no owner, and no purge removes it (issue 18; before,
+        it read as missing because no transport session of that id was live)."""
+
+        async def body() -> None:
+            kv, stores, _ = self._state()
+            async with stores:
+                key = f"{uuid.uuid4().hex}:count"
+                await kv.put(key, {"value": 1}, ttl=60)
+                assert await kv.get(key) == {"value": 1}
+                assert await kv.purge(key.split(":")[0]) == 0
+                assert await kv.get(key) == {"value": 1}
+                [record] = await live_ids(stores.state)
+                assert (await stores.state.peek(record)).owner is None
+
+        run(body)
+
+    def test_ttl_counts_from_the_put_not_from_reads(self) -> None:
+        """Reads do not extend an entry's life: it expires ``ttl`` after the put, as in
+        py-key-value's stores."""
+
+        async def body() -> None:
+            kv, stores, clock = self._state()
+            async with stores:
+                await kv.put("k", {"v": 1}, ttl=10)
+                for _ in range(3):
+                    clock.advance(3_000)
+                    assert await kv.get("k") == {"v": 1}
+                clock.advance(1_001)
+                assert await kv.ttl("k") == (None, None)
+
+        run(body)
+
+    def test_empty_collection_is_the_default_one(self) -> None:
+        """``collection=""`` names the default collection, as in py-key-value's stores."""
+
+        async def body() -> None:
+            kv, stores, _ = self._state()
+            async with stores:
+                await kv.put("k", {"v": 1}, collection="")
+                assert await kv.get("k") == {"v": 1}
 
         run(body)
 
