@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from sessionkeeper import AsyncSessionManager, PluginValidationError, Session, hookimpl
+from sessionkeeper import AsyncSessionManager, Session
+from sessionkeeper.backend import PluginValidationError, hookimpl
 
 REQUEST: contextvars.ContextVar[str] = contextvars.ContextVar("request", default="-")
 

@@ -27,8 +27,9 @@ import pytest
 from click.testing import CliRunner
 
 import sessionkeeper
-from sessionkeeper import Capabilities, hookspecs
+from sessionkeeper import hookspecs
 from sessionkeeper._errors import KNOWN_BACKENDS
+from sessionkeeper.backend import Capabilities
 from sessionkeeper.cli import ExitCode, cli
 from sessionkeeper.cli._new_backend import (
     EXIT_WRITE_FAILED,
@@ -669,8 +670,10 @@ class TestGuide:
         guide = GUIDE.read_text(encoding="utf-8")
         for flag in Capabilities().as_dict():
             assert re.search(rf"^\| `{flag}` \|", guide, re.M), flag
-        for error in ("StorageError", "CodecError", "FieldError", "ConfigError", "SessionNotFound"):
+        for error in ("StorageError", "ConfigError", "SessionNotFound"):
             assert f"~sessionkeeper.{error}" in guide, error
+        for error in ("CodecError", "FieldError"):
+            assert f"~sessionkeeper.backend.{error}" in guide, error
 
     def test_the_kit_settings_the_guide_lists_exist(self) -> None:
         """Every name in the guide's table of conformance-kit settings is an attribute of
@@ -731,7 +734,7 @@ class TestGuide:
         guide = " ".join(GUIDE.read_text(encoding="utf-8").split())
         said = "`Capabilities()` with no arguments declares `blocking=True` and every other flag"
         assert said in guide
-        assert "{class}`~sessionkeeper.ExpiryIndex`" in guide
+        assert "{class}`~sessionkeeper.backend.ExpiryIndex`" in guide
 
     def test_partial_includes_point_at_code_that_exists(self) -> None:
         """Every ``:pyobject:``, ``:start-at:`` and ``:end-at:`` of the guide finds its target,

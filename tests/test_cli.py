@@ -25,16 +25,15 @@ from click.testing import CliRunner, Result
 
 from sessionkeeper import (
     BackendNotFound,
-    CodecError,
     ConfigError,
     InvalidSession,
-    PluginValidationError,
     Session,
     SessionKeeperError,
     SessionManager,
     SessionNotFound,
     StorageError,
 )
+from sessionkeeper.backend import CodecError, PluginValidationError
 from sessionkeeper.cli import ExitCode, cli, exit_code_for
 from sessionkeeper.cli._render import format_time
 
@@ -334,7 +333,7 @@ class TestBackends:
             "sessionkeeper-audit",
             {
                 "sk_cli_audit": """\
-                from sessionkeeper import hookimpl
+                from sessionkeeper.backend import hookimpl
 
                 @hookimpl(wrapper=True)
                 def sessionkeeper_delete(session_id):
@@ -736,7 +735,8 @@ class TestConfigErrors:
 
 
 FAULTY_BACKENDS = """\
-from sessionkeeper import StorageError, hookimpl
+from sessionkeeper import StorageError
+from sessionkeeper.backend import hookimpl
 from sk_stub_backend import StubBackend
 
 

@@ -29,7 +29,8 @@ import json
 
 import attrs
 
-from sessionkeeper import StorageError, hookimpl
+from sessionkeeper import StorageError
+from sessionkeeper.backend import hookimpl
 from sk_stub_backend import StubBackend
 
 

@@ -25,11 +25,12 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from sessionkeeper import EXPORT_FORMAT, EXPORT_VERSION, Session, SessionManager
+from sessionkeeper import Session, SessionManager
 from sessionkeeper._errors import ExportTargetError, SameStoreError
 from sessionkeeper._plugins import installed_backends
 from sessionkeeper._transfer_backup import backup_name, backup_sessions
 from sessionkeeper.cli import ExitCode, cli, exit_code_for
+from sessionkeeper.transfer import EXPORT_FORMAT, EXPORT_VERSION
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "docs" / "examples"
@@ -165,7 +166,7 @@ class TestExport:
         result = invoke(runner, "export", tmp_path / "o.jsonl", "--config", config)
         assert result.exit_code == ExitCode.CONFIG
         assert "the memory backend is per process" in result.stderr
-        assert "sessionkeeper.export_sessions(manager" in result.stderr
+        assert "sessionkeeper.transfer.export_sessions(manager" in result.stderr
         assert not (tmp_path / "o.jsonl").exists()
 
     def test_memory_table_shared_in_process_exports(
@@ -402,7 +403,7 @@ class TestMigrateCommand:
         result = runner.invoke(cli, ["migrate", "--config", str(memory), "--to", str(source)])
         assert result.exit_code == ExitCode.CONFIG
         assert "the memory backend is per process" in result.stderr
-        assert "sessionkeeper.migrate_sessions(manager" in result.stderr
+        assert "sessionkeeper.transfer.migrate_sessions(manager" in result.stderr
 
     def test_locked_target_exits_4(self, runner: CliRunner, tmp_path: Path) -> None:
         """A target owned by another process is refused with 4; the source is untouched."""

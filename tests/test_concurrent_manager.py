@@ -16,7 +16,6 @@ import pytest
 from sessionkeeper import (
     AsyncSessionManager,
     InvalidSession,
-    PluginValidationError,
     Session,
     SessionManager,
     SessionNotFound,
@@ -24,6 +23,7 @@ from sessionkeeper import (
     VersionConflict,
 )
 from sessionkeeper._concurrent import BACKOFF_BASE_S, BACKOFF_CAP_S, backoff_delay
+from sessionkeeper.backend import PluginValidationError
 from sessionkeeper.testing import BackendConformance, ManualClock
 from sessionkeeper.testing._races import (
     race_inserts_if_absent,
@@ -190,7 +190,7 @@ class TestBackendContract:
             {
                 "sk_liar": """
                 from sk_dict_backend import DictBackend
-                from sessionkeeper import Capabilities
+                from sessionkeeper.backend import Capabilities
 
                 class Liar(DictBackend):
                     capabilities = Capabilities(blocking=False, atomic=True)
@@ -213,7 +213,7 @@ class TestBackendContract:
             {
                 "sk_draft": """
                 from sk_dict_backend import AtomicDictBackend
-                from sessionkeeper import hookimpl
+                from sessionkeeper.backend import hookimpl
 
                 class Draft(AtomicDictBackend):
                     @hookimpl

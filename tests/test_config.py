@@ -12,11 +12,11 @@ from sessionkeeper import (
     BackendNotFound,
     Config,
     ConfigError,
-    FieldError,
     SessionManager,
     load_config,
 )
 from sessionkeeper._config import MAX_CONFIG_DEPTH, MAX_DURATION_MS
+from sessionkeeper.backend import FieldError
 
 
 def write(path: Path, text: str) -> Path:

@@ -26,8 +26,6 @@ from sessionkeeper import (
     ConfigError,
     SessionManager,
     SessionNotFound,
-    check_store,
-    hookimpl,
     hookspecs,
 )
 from sessionkeeper._manager import _OPERATIONS
@@ -37,6 +35,7 @@ from sessionkeeper._settings import (
     ManagerKeywords,
     OptionKeywords,
 )
+from sessionkeeper.backend import check_store, hookimpl
 from sessionkeeper.testing import ManualClock, TickingClock
 
 MakeDist = Callable[..., Path]
@@ -495,7 +494,7 @@ class TestSettings:
 
 BLOCKING_OPEN = """
 import threading
-from sessionkeeper import Capabilities, hookimpl
+from sessionkeeper.backend import Capabilities, hookimpl
 from sk_stub_backend import StubBackend
 
 entered = threading.Event()

@@ -1,4 +1,4 @@
-"""The core :class:`~sessionkeeper.ExpiryIndex`: bounded by what is stored, O(expired) sweeps.
+"""Core :class:`~sessionkeeper.backend.ExpiryIndex`: bounded by what is stored, O(expired) sweeps.
 
 Driven through :class:`~sessionkeeper._table.SessionTable` (the way backends use it) or directly,
 with a ``dict`` that counts its lookups: every index entry a sweep examines costs one
@@ -7,9 +7,10 @@ with a ``dict`` that counts its lookups: every index entry a sweep examines cost
 
 from __future__ import annotations
 
-from sessionkeeper import ExpiryIndex, Session
+from sessionkeeper import Session
 from sessionkeeper._expiry import BATCH, BUCKET_MS, SLACK, bucket_of
 from sessionkeeper._table import SessionTable
+from sessionkeeper.backend import ExpiryIndex
 
 START = 1_700_000_000_000
 HOUR = 3_600_000

@@ -21,8 +21,9 @@ from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sessionkeeper import EXPORT_FORMAT, EXPORT_VERSION, Session, SessionManager, export_sessions
+from sessionkeeper import Session, SessionManager
 from sessionkeeper.cli import ExitCode, cli
+from sessionkeeper.transfer import EXPORT_FORMAT, EXPORT_VERSION, export_sessions
 
 NOW = 1_700_000_000_000
 

@@ -19,9 +19,9 @@ from sessionkeeper import (
     Session,
     SessionManager,
     SessionNotFound,
-    hookimpl,
 )
 from sessionkeeper._scheduler import CleanupScheduler
+from sessionkeeper.backend import hookimpl
 from sessionkeeper.testing import ManualClock, TickingClock
 
 

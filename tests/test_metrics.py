@@ -16,12 +16,10 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from sessionkeeper import (
+from sessionkeeper import Session, SessionManager, SessionNotFound
+from sessionkeeper.metrics import (
     METRIC_NAMES,
     MetricsCollector,
-    Session,
-    SessionManager,
-    SessionNotFound,
     metrics_registry,
     metrics_text,
     start_metrics_server,

@@ -12,16 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sessionkeeper import (
-    FORMAT_VERSION,
-    CodecError,
-    InvalidSession,
-    Session,
-    decode_session,
-    encode_session,
-    generate_id,
-    validate_id,
-)
+from sessionkeeper import InvalidSession, Session, generate_id, validate_id
+from sessionkeeper.backend import FORMAT_VERSION, CodecError, decode_session, encode_session
 
 VISIBLE = "".join(chr(c) for c in range(0x21, 0x7F))
 

@@ -18,19 +18,18 @@ from sessionkeeper import (
     Config,
     ConfigError,
     InvalidSession,
-    PluginValidationError,
     SessionManager,
     StorageError,
-    check_store,
     installed_backends,
 )
+from sessionkeeper.backend import PluginValidationError, check_store
 
 MakeDist = Callable[..., Path]
 
 # A complete backend written only against the public API; {extra} lets a test break it.
 BACKEND_SOURCE = """
 import attrs
-from sessionkeeper import Capabilities, hookimpl
+from sessionkeeper.backend import Capabilities, hookimpl
 
 @attrs.frozen
 class Options:
@@ -244,7 +243,7 @@ class TestBackendDiscovery:
 
 
 WRAPPER_SOURCE = """
-from sessionkeeper import hookimpl
+from sessionkeeper.backend import hookimpl
 
 seen = []
 

@@ -27,7 +27,9 @@ from typing import Any
 
 import pytest
 
-from sessionkeeper import (
+from sessionkeeper import Session, SessionManager, StorageError
+from sessionkeeper._plugins import installed_backends
+from sessionkeeper.transfer import (
     EXPORT_FORMAT,
     EXPORT_VERSION,
     ExportFormatError,
@@ -35,16 +37,12 @@ from sessionkeeper import (
     ExportReader,
     ExportWriter,
     LineError,
-    Session,
     SessionDigest,
-    SessionManager,
-    StorageError,
     TransferAborted,
     export_sessions,
     import_sessions,
     migrate_sessions,
 )
-from sessionkeeper._plugins import installed_backends
 
 HOUR = 3_600_000
 DAY = 24 * HOUR

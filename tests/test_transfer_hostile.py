@@ -27,22 +27,21 @@ from click.testing import CliRunner, Result
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sessionkeeper import (
+from sessionkeeper import Session, SessionManager
+from sessionkeeper._errors import ExportTargetError, SameStoreError
+from sessionkeeper._plugins import installed_backends
+from sessionkeeper._transfer_common import Fingerprints
+from sessionkeeper.backend import hookimpl
+from sessionkeeper.cli import ExitCode, cli
+from sessionkeeper.transfer import (
     EXPORT_FORMAT,
     EXPORT_VERSION,
     ExportHeader,
     ExportWriter,
-    Session,
-    SessionManager,
     export_sessions,
-    hookimpl,
     import_sessions,
     migrate_sessions,
 )
-from sessionkeeper._errors import ExportTargetError, SameStoreError
-from sessionkeeper._plugins import installed_backends
-from sessionkeeper._transfer_common import Fingerprints
-from sessionkeeper.cli import ExitCode, cli
 
 NOW = 1_700_000_000_000
 DAY = 86_400_000

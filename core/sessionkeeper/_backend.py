@@ -75,7 +75,7 @@ class BackendPlugin(Protocol):
       rejected; use :class:`NoOptions` when there are none),
     - has ``capabilities``, a :class:`Capabilities`,
     - is built as ``cls(options, context)`` and implements every hook in
-      :data:`~sessionkeeper.hookspecs.REQUIRED_HOOKS` with :data:`~sessionkeeper.hookimpl`.
+      :data:`~sessionkeeper.hookspecs.REQUIRED_HOOKS` with :data:`~sessionkeeper.backend.hookimpl`.
     """
 
     options_class: ClassVar[type[Any]]

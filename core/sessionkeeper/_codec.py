@@ -3,7 +3,8 @@
 A record is the msgpack array ``[2, id, created_at, last_accessed, timeout_ms, metadata, version,
 owner, absolute_timeout_ms]`` where ``2`` is the format version and ``metadata`` is a msgpack
 ``bin`` holding the packed metadata map. Decoding checks the version, every field's type and range,
-and the metadata's JSON-compatibility; anything else raises :class:`~sessionkeeper.CodecError`.
+and the metadata's JSON-compatibility; anything else raises
+:class:`~sessionkeeper.backend.CodecError`.
 Nothing is ever unpickled.
 
 Every older format stays readable: a version-1 record ``[1, id, created_at, last_accessed,
@@ -82,8 +83,8 @@ def _int_field(record: tuple[object, ...], index: int, name: str) -> int:
 def decode_session(data: bytes) -> Session:
     """Decode and validate a record written by :func:`encode_session`.
 
-    Raises :class:`~sessionkeeper.CodecError` saying what is wrong: not msgpack, a foreign or
-    newer format version, a missing field, a value of the wrong type, invalid metadata.
+    Raises :class:`~sessionkeeper.backend.CodecError` saying what is wrong: not msgpack, a foreign
+    or newer format version, a missing field, a value of the wrong type, invalid metadata.
     """
     if not isinstance(data, bytes | bytearray | memoryview):
         raise CodecError(f"expected bytes, got {type(data).__name__}")

@@ -94,7 +94,7 @@ def _encode_v1(session: Session) -> bytes:
 
 
 #: What each export format version hashes of a session. Version 2 hashes the session codec's
-#: record (:func:`~sessionkeeper.encode_session`, its format 2: every field); when the codec
+#: record (:func:`~sessionkeeper.backend.encode_session`, its format 2: every field); when the codec
 #: moves on, the export format version moves with it and the old record is kept here, as
 #: version 1's is, so that an older file's digest can still be checked (a test pins the digest
 #: of a fixed session for each version).
@@ -105,8 +105,8 @@ class SessionDigest:
     """An order-independent digest of a set of sessions, and how many were added.
 
     Each session is hashed (BLAKE2b, 128 bits) over its msgpack record: with ``version`` 2 (the
-    default) its encoded record (:func:`~sessionkeeper.encode_session`: every field, metadata as
-    packed); with ``version`` 1, the five fields export format version 1 had. The hashes
+    default) its encoded record (:func:`~sessionkeeper.backend.encode_session`: every field,
+    metadata as packed); with ``version`` 1, the five fields export format version 1 had. The hashes
     are added modulo 2**128, so two stores holding the same sessions in any order have the same
     digest. Migration prints it for both sides; the export's end line carries it.
     """

@@ -278,7 +278,7 @@ class SessionManager(Closing, ConcurrentOperations):
             raise PluginValidationError(
                 self.config.backend,
                 f"{type(self.backend).__qualname__} does not mark {', '.join(missing)} "
-                "with @sessionkeeper.hookimpl",
+                "with @sessionkeeper.backend.hookimpl",
             )
 
     def _rebind(self) -> None:

@@ -189,7 +189,7 @@ def load_backend_class(
     Raises :class:`~sessionkeeper.BackendNotFound` naming the backend, a near name, the installed
     ones and, for the project's own backends, the ``pip install`` that would add it, when it is
     missing or fails to import (``note`` says why it was asked for); and
-    :class:`~sessionkeeper.PluginValidationError` when what it names is not a backend class.
+    :class:`~sessionkeeper.backend.PluginValidationError` when what it names is not a backend class.
     """
     from pathlib import Path
 
@@ -211,7 +211,8 @@ def load_backend_class(
 
 
 def check_backend_class(name: str, cls: object) -> None:
-    """Raise :class:`~sessionkeeper.PluginValidationError` unless ``cls`` is a backend class."""
+    """Raise :class:`~sessionkeeper.backend.PluginValidationError` unless ``cls`` is a backend
+    class."""
     if not inspect.isclass(cls):
         raise PluginValidationError(
             name, f"the entry point must name a backend class, got {type(cls).__name__}"
@@ -223,7 +224,7 @@ def check_backend_class(name: str, cls: object) -> None:
         )
     if not isinstance(getattr(cls, "capabilities", None), Capabilities):
         raise PluginValidationError(
-            name, f"{cls.__qualname__}.capabilities must be a sessionkeeper.Capabilities"
+            name, f"{cls.__qualname__}.capabilities must be a sessionkeeper.backend.Capabilities"
         )
     missing = [hook for hook in hookspecs.REQUIRED_HOOKS if not callable(getattr(cls, hook, None))]
     if missing:

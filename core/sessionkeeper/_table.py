@@ -3,8 +3,9 @@
 Every backend that keeps its sessions in process memory — ``memory`` (the table itself),
 ``sqlitedict`` (a write-through copy of its file), ``zmq`` (a node's replica) — needs the same
 four things: a ``dict`` id -> :class:`~sessionkeeper.Session` read without a lock, an
-:class:`~sessionkeeper.ExpiryIndex` for O(expired) cleanup, a lock that keeps the two consistent,
-and a sweep lock so that one cleanup runs at a time and releases the lock between batches.
+:class:`~sessionkeeper.backend.ExpiryIndex` for O(expired) cleanup, a lock that keeps the two
+consistent, and a sweep lock so that one cleanup runs at a time and releases the lock between
+batches.
 :class:`SessionTable` is that, written once.
 
 Two layers of writes:
@@ -96,14 +97,14 @@ class SessionTable:
         """:param lock: the write lock, when the backend wants to pass its own (default: a new
             :func:`threading.Lock`).
         :param slack: index entries allowed beyond twice the stored sessions before the index
-            is rebuilt (see :meth:`~sessionkeeper.ExpiryIndex.compact_if_stale`).
+            is rebuilt (see :meth:`~sessionkeeper.backend.ExpiryIndex.compact_if_stale`).
         """
         #: id -> session, expired ones included until a sweep removes them.
         self.sessions: dict[str, Session] = {}
         #: owner -> ids of its stored sessions (expired included); an owner with no session
         #: has no entry. Read it under :attr:`lock`.
         self.owners: dict[str, set[str]] = {}
-        #: The lazy deadline buckets (see :class:`~sessionkeeper.ExpiryIndex`).
+        #: The lazy deadline buckets (see :class:`~sessionkeeper.backend.ExpiryIndex`).
         self.index = ExpiryIndex(slack=slack)
         #: Guards every write to :attr:`sessions`, :attr:`owners` and :attr:`index`.
         self.lock: Lock = threading.Lock() if lock is None else lock

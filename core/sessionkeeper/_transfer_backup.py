@@ -74,9 +74,9 @@ def backup_sessions(
 
     ``directory`` is created (mode 0700) when missing; a name already taken (by anything, even a
     dangling symbolic link) gets a ``-1``, ``-2`` … suffix. The file is written as
-    :func:`~sessionkeeper.export_sessions` writes (mode 0600, in place only once complete), and
-    older backups are deleted only after it is. Raises :class:`ExportTargetError` when the
-    directory cannot be created.
+    :func:`~sessionkeeper.transfer.export_sessions` writes (mode 0600, in place only once
+    complete), and older backups are deleted only after it is. Raises :class:`ExportTargetError`
+    when the directory cannot be created.
     """
     if keep is not None and keep < 1:
         raise ValueError(f"keep must be at least 1, got {keep}")

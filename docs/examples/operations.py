@@ -3,7 +3,9 @@ sessions no other process can see, and serving Prometheus metrics."""
 
 import http.client
 
-from sessionkeeper import SessionManager, migrate_sessions, start_metrics_server
+from sessionkeeper import SessionManager
+from sessionkeeper.metrics import start_metrics_server
+from sessionkeeper.transfer import migrate_sessions
 
 # start-in-process
 with SessionManager(backend="memory") as sessions:  # the running application's store

@@ -3,7 +3,8 @@
 # start-wrapper
 from collections.abc import Generator
 
-from sessionkeeper import Session, SessionManager, hookimpl
+from sessionkeeper import Session, SessionManager
+from sessionkeeper.backend import hookimpl
 
 
 class AuditLog:

@@ -47,7 +47,8 @@ import _bench
 import attrs
 from _bench import START, Clock, Figure, figure, paired
 
-from sessionkeeper import Session, SessionManager, __version__, decode_session, encode_session
+from sessionkeeper import Session, SessionManager, __version__
+from sessionkeeper.backend import decode_session, encode_session
 
 try:
     import plyvel  # type: ignore[import-untyped]

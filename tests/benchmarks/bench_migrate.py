@@ -5,10 +5,12 @@ bench`` runs it; pytest never does). It
 
 1. writes a sqlitedict file of N sessions (1,000,000; ``--quick``: 100,000) straight in the
    documented table format (``key TEXT PRIMARY KEY, value BLOB`` holding
-   :func:`sessionkeeper.encode_session` records), in batches, so building it costs no memory;
-2. runs :func:`sessionkeeper.migrate_sessions` from that file (opened read-only, as ``sessionkeeper
-   migrate`` opens it) into a new LevelDB database (``sync = false``; ``--target memory`` for the
-   memory backend) in a child process, which samples its own resident memory (``VmRSS``) when
+   :func:`sessionkeeper.backend.encode_session` records), in batches, so building it costs
+   no memory;
+2. runs :func:`sessionkeeper.transfer.migrate_sessions` from that file (opened read-only, as
+   ``sessionkeeper migrate`` opens it) into a new LevelDB database (``sync = false``;
+   ``--target memory`` for the memory backend) in a child process, which samples its own resident
+   memory (``VmRSS``) when
    10 %, 50 % and 100 % of the sessions are copied and after the verification, and reads its peak
    (``VmHWM``) at the end;
 3. reports the rates of the phases (the count for the progress bar's total, the copy, the
@@ -37,7 +39,9 @@ from typing import Any
 
 import _bench
 
-from sessionkeeper import Session, SessionManager, __version__, encode_session, migrate_sessions
+from sessionkeeper import Session, SessionManager, __version__
+from sessionkeeper.backend import encode_session
+from sessionkeeper.transfer import migrate_sessions
 
 DAY = 86_400_000
 FULL = 1_000_000

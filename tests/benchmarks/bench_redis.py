@@ -52,7 +52,8 @@ import attrs
 import redis
 from _bench import Clock, Figure, figure, paired
 
-from sessionkeeper import Session, SessionManager, __version__, encode_session, generate_id
+from sessionkeeper import Session, SessionManager, __version__, generate_id
+from sessionkeeper.backend import encode_session
 
 TIMEOUT = 1_800_000  # the default timeout: 30 minutes
 TOUCH_RESOLUTION = 1_000

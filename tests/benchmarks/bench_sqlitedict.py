@@ -50,7 +50,8 @@ import _bench
 import attrs
 from _bench import START, Clock, NotedFigure
 
-from sessionkeeper import Session, SessionManager, __version__, decode_session, encode_session
+from sessionkeeper import Session, SessionManager, __version__
+from sessionkeeper.backend import decode_session, encode_session
 from sessionkeeper_sqlitedict import SessionDict, open_sqlitedict
 
 try:

@@ -548,7 +548,7 @@ def bench_nowait(a: SessionManager, ack: str, count: int, window: int = 256) -> 
 def bench_migrate_in(a: SessionManager, directory: Path, n: int) -> dict[str, Any]:
     """``migrate_sessions`` from a sqlitedict file of ``n`` sessions into node a at quorum:
     batches of ``store_many`` wait once each for their acknowledgements."""
-    from sessionkeeper import migrate_sessions
+    from sessionkeeper.transfer import migrate_sessions
 
     a_backend: Any = a.backend
     a_backend.set_ack("quorum")

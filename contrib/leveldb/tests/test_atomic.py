@@ -24,14 +24,8 @@ import plyvel  # type: ignore[import-untyped]
 import pytest
 from hypothesis import given, settings
 
-from sessionkeeper import (
-    Session,
-    SessionManager,
-    SessionNotFound,
-    StorageError,
-    VersionConflict,
-    decode_session,
-)
+from sessionkeeper import Session, SessionManager, SessionNotFound, StorageError, VersionConflict
+from sessionkeeper.backend import decode_session
 from sessionkeeper.testing import ManualClock
 from sessionkeeper_leveldb import LAYOUT_VERSION, LevelDBBackend, TableKeys
 

@@ -18,10 +18,10 @@ from sessionkeeper import (
     SessionManager,
     SessionNotFound,
     StorageError,
-    check_store,
     installed_backends,
     load_config,
 )
+from sessionkeeper.backend import check_store
 from sessionkeeper.testing import ManualClock
 from sessionkeeper_postgres import (
     CLEANUP_BATCH,

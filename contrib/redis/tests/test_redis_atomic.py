@@ -15,15 +15,8 @@ import redis
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sessionkeeper import (
-    Session,
-    SessionManager,
-    SessionNotFound,
-    StorageError,
-    VersionConflict,
-    decode_session,
-    encode_session,
-)
+from sessionkeeper import Session, SessionManager, SessionNotFound, StorageError, VersionConflict
+from sessionkeeper.backend import decode_session, encode_session
 from sessionkeeper.testing import ManualClock
 from sessionkeeper_redis._backend import _pack_uint, split_record
 

@@ -22,12 +22,10 @@ from sessionkeeper import (
     SessionManager,
     SessionNotFound,
     StorageError,
-    check_store,
-    decode_session,
-    encode_session,
     installed_backends,
     load_config,
 )
+from sessionkeeper.backend import check_store, decode_session, encode_session
 from sessionkeeper.testing import ManualClock
 from sessionkeeper_redis import (
     MAX_TTL_MS,
@@ -96,7 +94,7 @@ class TestPackaging:
     def test_constructor_does_no_io(self) -> None:
         """Building the backend for an address where nothing listens does not connect: only
         ``sessionkeeper_open`` does."""
-        from sessionkeeper import BackendContext
+        from sessionkeeper.backend import BackendContext
 
         backend = RedisBackend(
             RedisOptions(url="redis://127.0.0.1:1/0"), BackendContext(name="redis")

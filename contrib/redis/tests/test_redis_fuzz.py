@@ -13,7 +13,8 @@ import redis
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from sessionkeeper import Session, SessionManager, SessionNotFound, StorageError, encode_session
+from sessionkeeper import Session, SessionManager, SessionNotFound, StorageError
+from sessionkeeper.backend import encode_session
 from sessionkeeper.testing import ManualClock
 
 START = 1_700_000_000_000

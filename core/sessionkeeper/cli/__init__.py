@@ -26,13 +26,13 @@ Exit codes:
  2   usage error: a bad option or argument, including an invalid session id (click's)
  3   configuration error: bad config file, unknown backend, invalid plugin
      (:class:`~sessionkeeper.ConfigError`, :class:`~sessionkeeper.BackendNotFound`,
-     :class:`~sessionkeeper.PluginValidationError`)
+     :class:`~sessionkeeper.backend.PluginValidationError`)
  4   storage error (:class:`~sessionkeeper.StorageError`) or any other sessionkeeper error,
      and ``check`` finding problems it did not repair
  5   bad input data: a file ``import`` cannot use, or lines of it that were rejected
-     (:class:`~sessionkeeper.ExportFormatError`)
+     (:class:`~sessionkeeper.transfer.ExportFormatError`)
  6   ``migrate``'s verification found the target different from the source
-     (:class:`~sessionkeeper.VerificationFailed`)
+     (:class:`~sessionkeeper.transfer.VerificationFailed`)
  7   a conditional write found another version than it named; nothing was written
      (:class:`~sessionkeeper.VersionConflict`)
 ===  ===================================================================================

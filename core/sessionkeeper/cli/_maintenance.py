@@ -41,7 +41,7 @@ Examples:
     type=click.Choice(["table", "json", "prometheus"]),
     default=None,
     help="table (the default), json (as --json) or prometheus (the text exposition format "
-    "of the metrics an application serves with sessionkeeper.start_metrics_server).",
+    "of the metrics an application serves with sessionkeeper.metrics.start_metrics_server).",
 )
 @_common_options
 def stats(config_path: Path | None, as_json: bool, output_format: str | None) -> None:
@@ -49,7 +49,7 @@ def stats(config_path: Path | None, as_json: bool, output_format: str | None) ->
 
     Opens the store read-only. Operation counters appear only when the configuration
     turns them on (stats = true); they count this command's own manager, not the server's
-    (an application exports its own with sessionkeeper.start_metrics_server).
+    (an application exports its own with sessionkeeper.metrics.start_metrics_server).
     """
     if as_json and output_format not in (None, "json"):
         raise click.UsageError(f"--json and --format {output_format} contradict each other")

@@ -223,7 +223,7 @@ def export_command(
     """
     if file == "-" and as_json:
         raise click.UsageError("--json prints on stdout, which carries the export with FILE '-'")
-    inside = "sessionkeeper.export_sessions(manager, 'sessions.jsonl')"
+    inside = "sessionkeeper.transfer.export_sessions(manager, 'sessions.jsonl')"
     with (
         _source(config_path, read_only=True, what="export", inside=inside) as manager,
         _Bars(quiet) as progress,
@@ -442,7 +442,7 @@ def migrate(
     if _same_store(source_config, target_config):
         raise click.UsageError("--to names the same store as --config: nothing to migrate")
     inside = (
-        "sessionkeeper.migrate_sessions(manager, "
+        "sessionkeeper.transfer.migrate_sessions(manager, "
         "sessionkeeper.SessionManager.from_config('OTHER.toml'))"
     )
     with (
@@ -557,7 +557,7 @@ def backup(
     Older backups of the same prefix are deleted only after the new one is written.
     Restore one with sessionkeeper import FILE. DIR is created (mode 0700) if missing.
     """
-    inside = "sessionkeeper.export_sessions(manager, 'backup.jsonl.gz')"
+    inside = "sessionkeeper.transfer.export_sessions(manager, 'backup.jsonl.gz')"
     with (
         _source(config_path, read_only=True, what="back up", inside=inside) as manager,
         _Bars(quiet) as progress,

@@ -176,7 +176,7 @@ class BackendConformance(AtomicConformance):
                 return {"file_path": str(tmp_path / "sessions.db")}
 
     Tests that need a capability (persistence, read-only opening, ``atomic``) skip themselves
-    when the backend's :class:`~sessionkeeper.Capabilities` do not declare it. The tests of
+    when the backend's :class:`~sessionkeeper.backend.Capabilities` do not declare it. The tests of
     concurrent state come from :class:`~sessionkeeper.testing._kit_atomic.AtomicConformance`:
     a backend whose store several processes can open overrides :meth:`shared_store_config` so
     that the atomicity races also run across processes. Every test is marked

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import attrs
 
-from sessionkeeper import BackendContext, FieldError
+from sessionkeeper.backend import BackendContext, FieldError
 
 
 # start-file-options

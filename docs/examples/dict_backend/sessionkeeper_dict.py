@@ -14,7 +14,8 @@ from typing import Any
 
 import attrs
 
-from sessionkeeper import BackendContext, Capabilities, Session, StorageError, hookimpl
+from sessionkeeper import Session, StorageError
+from sessionkeeper.backend import BackendContext, Capabilities, hookimpl
 
 __all__ = ["DictBackend", "DictOptions"]
 

@@ -11,7 +11,8 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
-from sessionkeeper import AsyncSessionManager, Session, SessionManager, hookimpl
+from sessionkeeper import AsyncSessionManager, Session, SessionManager
+from sessionkeeper.backend import hookimpl
 from sessionkeeper.testing import ManualClock
 
 #: The hooks interval mode serves from memory.

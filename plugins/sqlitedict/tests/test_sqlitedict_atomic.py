@@ -18,14 +18,8 @@ from typing import Any
 
 import pytest
 
-from sessionkeeper import (
-    Session,
-    SessionManager,
-    SessionNotFound,
-    StorageError,
-    VersionConflict,
-    decode_session,
-)
+from sessionkeeper import Session, SessionManager, SessionNotFound, StorageError, VersionConflict
+from sessionkeeper.backend import decode_session
 from sessionkeeper.testing import ManualClock
 
 NOW = 1_700_000_000_000

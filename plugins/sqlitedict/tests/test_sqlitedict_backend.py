@@ -18,15 +18,8 @@ from typing import Any
 import pytest
 from sqlitedict import SqliteDict
 
-from sessionkeeper import (
-    ExpiryIndex,
-    Session,
-    SessionKeeperError,
-    SessionManager,
-    StorageError,
-    decode_session,
-    encode_session,
-)
+from sessionkeeper import Session, SessionKeeperError, SessionManager, StorageError
+from sessionkeeper.backend import ExpiryIndex, decode_session, encode_session
 from sessionkeeper.testing import ManualClock
 from sessionkeeper_sqlitedict import SqliteDictBackend, lock_path, open_sqlitedict
 

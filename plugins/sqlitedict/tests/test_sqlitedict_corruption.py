@@ -22,13 +22,8 @@ from typing import Any
 import pytest
 from sqlitedict import SqliteDict
 
-from sessionkeeper import (
-    Session,
-    SessionManager,
-    SessionNotFound,
-    StorageError,
-    encode_session,
-)
+from sessionkeeper import Session, SessionManager, SessionNotFound, StorageError
+from sessionkeeper.backend import encode_session
 from sessionkeeper_sqlitedict import check_file
 
 NOW = 1_700_000_000_000

@@ -19,15 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sessionkeeper import (
-    CodecError,
-    Session,
-    SessionManager,
-    SessionNotFound,
-    StorageError,
-    decode_session,
-    encode_session,
-)
+from sessionkeeper import Session, SessionManager, SessionNotFound, StorageError
+from sessionkeeper.backend import CodecError, decode_session, encode_session
 from sessionkeeper.testing import ManualClock
 from sessionkeeper_sqlitedict import check_file
 

@@ -23,7 +23,8 @@ import zmq
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sessionkeeper import Config, ConfigError, Session, SessionManager, encode_session
+from sessionkeeper import Config, ConfigError, Session, SessionManager
+from sessionkeeper.backend import encode_session
 from sessionkeeper_zmq import ZmqOptions
 from sessionkeeper_zmq._messages import decode
 from sessionkeeper_zmq._options import BOUNDS

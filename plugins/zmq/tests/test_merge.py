@@ -7,7 +7,8 @@ from functools import reduce
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sessionkeeper import Session, decode_session, encode_session
+from sessionkeeper import Session
+from sessionkeeper.backend import decode_session, encode_session
 from sessionkeeper_zmq import Entry, merge_entries
 from sessionkeeper_zmq._replica import HLC, Replica
 

@@ -15,7 +15,8 @@ import msgpack
 import pytest
 import zmq
 
-from sessionkeeper import Session, encode_session
+from sessionkeeper import Session
+from sessionkeeper.backend import encode_session
 from sessionkeeper_zmq import _messages as msg
 from sessionkeeper_zmq._catchup import Phase
 from sessionkeeper_zmq._node import SERVES, Agent

@@ -8,18 +8,14 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar, NoReturn
 
-from sessionkeeper import (
+from sessionkeeper import Session, SessionKeeperError, StorageError, VersionConflict, validate_id
+from sessionkeeper.backend import (
     BackendContext,
     Capabilities,
     CodecError,
-    Session,
-    SessionKeeperError,
-    StorageError,
-    VersionConflict,
     decode_session,
     encode_session,
     hookimpl,
-    validate_id,
 )
 
 from ._handles import DB, Handle, Reader, WriteBatch, acquire, release

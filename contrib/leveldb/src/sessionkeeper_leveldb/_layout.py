@@ -6,7 +6,7 @@ tag:
 
 ``<prefix>s<id>``
     the session ``id`` (ASCII), whose value is the record of
-    :func:`sessionkeeper.encode_session` (versioned msgpack; never pickle).
+    :func:`sessionkeeper.backend.encode_session` (versioned msgpack; never pickle).
 ``<prefix>x<deadline><id>``
     one expiry-index entry per session that can expire, with an empty value. ``deadline`` is
     :attr:`Session.expires_at <sessionkeeper.Session.expires_at>` as 8 big-endian bytes, so

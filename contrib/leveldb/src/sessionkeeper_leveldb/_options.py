@@ -6,7 +6,7 @@ from typing import Final
 
 import attrs
 
-from sessionkeeper import FieldError
+from sessionkeeper.backend import FieldError
 
 __all__ = ["LevelDBOptions"]
 

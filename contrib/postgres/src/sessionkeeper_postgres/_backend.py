@@ -52,9 +52,6 @@ class Connection(psycopg.Connection[Row]):
     """
 
     sk_cursor: psycopg.Cursor[Row]
-    #: Polls the connection's socket for input: an idle connection has none (see
-    #: :meth:`PostgresBackend._sound_conn`).
-    sk_poll: select.poll
 
 
 def _storable_id(session_id: object) -> bool:
@@ -176,8 +173,6 @@ class PostgresBackend:
             ),
         )
         conn.sk_cursor = conn.cursor(binary=True)
-        conn.sk_poll = select.poll()
-        conn.sk_poll.register(conn.pgconn.socket, select.POLLIN)
 
     def _probe(self, operation: str) -> None:
         """Connect directly: fail now, with libpq's reason, when the server is unreachable."""
@@ -206,19 +201,18 @@ class PostgresBackend:
         """A pooled connection the server has not hung up on, for an operation that is never
         sent twice (its first attempt may have done its work).
 
-        An idle connection has nothing to read: one that has input, an error or a hang-up on
-        its socket holds the server's goodbye (a restart's "terminating connection", or the
-        end of the stream). It is closed (the pool replaces it) and another taken, so that a
-        restart between operations stays invisible to them too. One ``poll`` with no timeout,
-        under a microsecond (the poll object is the connection's, made once).
+        An idle connection has nothing to read: one that is readable holds the server's
+        goodbye (a restart's "terminating connection", or the end of the stream). It is closed
+        (the pool replaces it) and another taken, so that a restart between operations stays
+        invisible to them too. One ``select`` with no timeout, about a microsecond.
         """
         for _ in range(self.options.pool_max_size + 1):
             conn = self._getconn(pool, operation)
             try:
-                sound = not conn.sk_poll.poll(0)
-            except (OSError, ValueError):
-                sound = False
-            if sound:
+                readable = select.select([conn.fileno()], [], [], 0)[0]
+            except (OSError, ValueError, psycopg.Error):
+                readable = [True]
+            if not readable:
                 return conn
             conn.close()
             pool.put(conn)
@@ -290,29 +284,6 @@ class PostgresBackend:
             write=write,
             retry=False,
         )
-
-    def _once(self, operation: str, query: bytes, params: Params, *, returning: bool) -> Any:
-        """One write that is never sent twice (its first attempt may have done its work), on
-        a connection checked to be sound: the first row it returns with ``returning``, else
-        its row count. The short path of ``delete`` and ``take`` (no closure): the same errors
-        as :meth:`_run` with ``retry=False``."""
-        pool = self._pool
-        if pool is None or self.context.read_only:
-            self._refuse(operation)
-        conn = self._sound_conn(pool, operation)
-        try:
-            cursor = conn.sk_cursor.execute(query, params)
-            return cursor.fetchone() if returning else cursor.rowcount
-        except psycopg.Error as exc:
-            error = exc
-            lost = isinstance(exc, psycopg.OperationalError) and conn.broken
-        finally:
-            pool.put(conn)
-        if lost:
-            self._suspect = True
-            with contextlib.suppress(psycopg.Error):
-                pool.check()
-        raise self._failed(operation, error) from error
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -609,10 +580,14 @@ class PostgresBackend:
     def sessionkeeper_delete(self, session_id: str) -> bool:
         """Remove the row; ``False`` when there was none. Not retried after a lost connection
         (the first attempt may have deleted it), so that the answer is never wrong."""
+        query = self.statements.delete
         if not _storable_id(session_id):
             return False
-        query = self.statements.delete
-        return bool(self._once("delete", query, (session_id,), returning=False) > 0)
+
+        def work(conn: Connection) -> int:
+            return conn.sk_cursor.execute(query, (session_id,)).rowcount
+
+        return self._run("delete", work, write=True, retry=False) > 0
 
     @hookimpl
     def sessionkeeper_take(self, session_id: str, now: int) -> Session | None:
@@ -621,7 +596,12 @@ class PostgresBackend:
         expired row is removed too. Not retried after a lost connection."""
         if not _storable_id(session_id):
             return None
-        row = self._once("take", self.statements.take, (session_id,), returning=True)
+        query = self.statements.take
+
+        def work(conn: Connection) -> Any:
+            return conn.sk_cursor.execute(query, (session_id,)).fetchone()
+
+        row = self._run("take", work, write=True, retry=False)
         if row is None:
             return None
         record, last_accessed, version, deadline = row

@@ -18,7 +18,7 @@ from typing import Any
 
 import psycopg
 
-from sessionkeeper import CodecError, decode_session
+from sessionkeeper.backend import CodecError, decode_session
 
 from ._schema import LATEST_VERSION, PAGE_SIZE, Statements, deadlines
 

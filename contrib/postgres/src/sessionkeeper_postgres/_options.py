@@ -16,7 +16,7 @@ import attrs
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from sessionkeeper import FieldError
+from sessionkeeper.backend import FieldError
 
 __all__ = [
     "IDENTIFIER_MAX",

@@ -14,14 +14,12 @@ from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
-from sessionkeeper import (
+from sessionkeeper import Session, StorageError, VersionConflict
+from sessionkeeper.backend import (
     FORMAT_VERSION,
     BackendContext,
     Capabilities,
     CodecError,
-    Session,
-    StorageError,
-    VersionConflict,
     decode_session,
     encode_session,
     hookimpl,
@@ -79,8 +77,8 @@ def _pack_str(text: str) -> bytes:
 
 def _tail_length(session: Session) -> int:
     """How many bytes end the record of ``session`` after its version: the encoded owner and
-    absolute timeout (msgpack's shortest forms, as :func:`sessionkeeper.encode_session` writes
-    them)."""
+    absolute timeout (msgpack's shortest forms, as :func:`sessionkeeper.backend.encode_session`
+    writes them)."""
     owner = session.owner
     if owner is None:
         length = 1

@@ -20,7 +20,8 @@ import re
 from collections.abc import Iterator
 from typing import Any, Final
 
-from sessionkeeper import CodecError, Session, decode_session
+from sessionkeeper import Session
+from sessionkeeper.backend import CodecError, decode_session
 
 __all__ = ["check_table", "glob_escape"]
 

@@ -12,7 +12,7 @@ import attrs
 from redis import connection
 from redis.connection import SSLConnection
 
-from sessionkeeper import FieldError
+from sessionkeeper.backend import FieldError
 
 __all__ = [
     "MAX_DB",

@@ -4,8 +4,8 @@ Key layout of a table (every key carries the hash tag ``{table}``, so Redis Clus
 table in one slot and every script may touch any key of the table):
 
 ``{table}:s:<id>``
-    a string: the session's record exactly as :func:`sessionkeeper.encode_session` writes it
-    (``GET`` it and :func:`sessionkeeper.decode_session` reads it). Its TTL is
+    a string: the session's record exactly as :func:`sessionkeeper.backend.encode_session` writes it
+    (``GET`` it and :func:`sessionkeeper.backend.decode_session` reads it). Its TTL is
     ``expires_at - last_accessed + ttl_margin_ms`` from the last write (``expires_at``: the
     earlier of the idle and the absolute deadline), so Redis drops forgotten sessions by
     itself; a session that never expires has no TTL.

@@ -8,14 +8,8 @@ from typing import Any, ClassVar, NoReturn
 
 import attrs
 
-from sessionkeeper import (
-    BackendContext,
-    Capabilities,
-    FieldError,
-    Session,
-    StorageError,
-    hookimpl,
-)
+from sessionkeeper import Session, StorageError
+from sessionkeeper.backend import BackendContext, Capabilities, FieldError, hookimpl
 
 from ._table import Table, acquire, release
 

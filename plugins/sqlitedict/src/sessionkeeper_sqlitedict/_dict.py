@@ -14,7 +14,8 @@ from typing import Any
 
 from sqlitedict import SqliteDict, SqliteMultithread  # type: ignore[import-untyped]
 
-from sessionkeeper import Session, StorageError, decode_session
+from sessionkeeper import Session, StorageError
+from sessionkeeper.backend import decode_session
 
 from ._sql import file_problem
 
@@ -62,12 +63,12 @@ class SessionDict(SqliteDict):  # type: ignore[misc]
 def open_sqlitedict(path: str | os.PathLike[str], table_name: str = "sessions") -> Any:
     """Open table ``table_name`` of the session file ``path`` as a read-only ``SqliteDict``.
 
-    Values are decoded with :func:`sessionkeeper.decode_session` (never with pickle), so
+    Values are decoded with :func:`sessionkeeper.backend.decode_session` (never with pickle), so
     ``d[session_id]`` is a :class:`~sessionkeeper.Session` and ``d.items()`` yields
     ``(id, Session)`` pairs; a row that does not decode raises
-    :class:`~sessionkeeper.CodecError`. It sees what the owning process has committed. Writes
-    are refused: a store is written through a :class:`~sessionkeeper.SessionManager` only, which
-    holds the file's owner lock. Use it in a ``with`` block, or call ``close()``.
+    :class:`~sessionkeeper.backend.CodecError`. It sees what the owning process has committed.
+    Writes are refused: a store is written through a :class:`~sessionkeeper.SessionManager` only,
+    which holds the file's owner lock. Use it in a ``with`` block, or call ``close()``.
 
     Raises :class:`FileNotFoundError` for a missing file, and
     :class:`~sessionkeeper.StorageError` for a path that is not a regular file (a directory,

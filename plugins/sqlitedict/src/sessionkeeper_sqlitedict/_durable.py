@@ -14,14 +14,8 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Final, cast
 
-from sessionkeeper import (
-    BackendContext,
-    Session,
-    SessionKeeperError,
-    StorageError,
-    VersionConflict,
-    hookimpl,
-)
+from sessionkeeper import Session, SessionKeeperError, StorageError, VersionConflict
+from sessionkeeper.backend import BackendContext, hookimpl
 
 from ._group import GroupCommit, Request
 from ._options import SqliteDictOptions

@@ -15,7 +15,8 @@ import sqlite3
 import threading
 from collections.abc import Sequence
 
-from sessionkeeper import BackendContext, Session, hookimpl
+from sessionkeeper import Session
+from sessionkeeper.backend import BackendContext, hookimpl
 
 from ._backend import CLOSE_WAIT_S
 from ._flusher import Flusher

@@ -31,8 +31,9 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from sessionkeeper import BackendContext, Session, StorageError, hookimpl
+from sessionkeeper import Session, StorageError
 from sessionkeeper._table import SessionTable
+from sessionkeeper.backend import BackendContext, hookimpl
 
 from ._backend import CLOSE_WAIT_S, SqliteDictBackend
 from ._lock import OwnerLock

@@ -15,7 +15,8 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 
-from sessionkeeper import BackendContext, Session, StorageError, hookimpl
+from sessionkeeper import Session, StorageError
+from sessionkeeper.backend import BackendContext, hookimpl
 
 from ._backend import CLOSE_WAIT_S, SqliteDictBackend
 from ._options import SqliteDictOptions

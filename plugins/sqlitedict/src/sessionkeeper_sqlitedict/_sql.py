@@ -5,10 +5,10 @@ The table is exactly what ``sqlitedict.SqliteDict`` creates and reads::
     CREATE TABLE "<table_name>" (key TEXT PRIMARY KEY, value BLOB)
 
 with the session id as ``key`` and the core's versioned msgpack record
-(:func:`sessionkeeper.encode_session`) as ``value``: a plain
-``SqliteDict(file, tablename=..., decode=sessionkeeper.decode_session)`` reads the file. Rows are
-written with an upsert (``ON CONFLICT(key) DO UPDATE``), which keeps a row's ``rowid`` when it is
-replaced, so a read-only iteration in ``rowid`` order sees each session once.
+(:func:`sessionkeeper.backend.encode_session`) as ``value``: a plain
+``SqliteDict(file, tablename=..., decode=sessionkeeper.backend.decode_session)`` reads the file.
+Rows are written with an upsert (``ON CONFLICT(key) DO UPDATE``), which keeps a row's ``rowid`` when
+it is replaced, so a read-only iteration in ``rowid`` order sees each session once.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
-from sessionkeeper import CodecError, Session, decode_session
+from sessionkeeper import Session
+from sessionkeeper.backend import CodecError, decode_session
 
 __all__ = [
     "RowError",

@@ -7,7 +7,7 @@ from typing import Any, Final
 
 import attrs
 
-from sessionkeeper import FieldError
+from sessionkeeper.backend import FieldError
 
 __all__ = ["AckLevel", "NodeSpec", "ZmqOptions", "required_acks"]
 

@@ -4,7 +4,7 @@ The replicated state of one session id is an :data:`Entry`::
 
     (key, hlc, node, last_accessed, blob, timeout_ms)
 
-``blob`` is the session encoded with :func:`sessionkeeper.encode_session`, or ``None`` for a
+``blob`` is the session encoded with :func:`sessionkeeper.backend.encode_session`, or ``None`` for a
 tombstone (a delete). ``(hlc, node)`` is the version of the data: a store or a delete takes a
 fresh hybrid-logical-clock stamp from the node that made it. A touch keeps the version and moves
 ``last_accessed`` forward. Merging two entries for one key keeps the larger
@@ -36,8 +36,9 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Final
 
-from sessionkeeper import Session, decode_session, encode_session
+from sessionkeeper import Session
 from sessionkeeper._table import BATCH, SessionTable
+from sessionkeeper.backend import decode_session, encode_session
 
 __all__ = ["BUCKETS", "HLC", "Entry", "Replica", "entry_bucket", "entry_hash", "merge_entries"]
 

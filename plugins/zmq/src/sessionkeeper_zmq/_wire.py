@@ -15,7 +15,8 @@ from typing import Any, Final
 
 import msgpack
 
-from sessionkeeper import CodecError, InvalidSession, Session, decode_session, validate_id
+from sessionkeeper import InvalidSession, Session, validate_id
+from sessionkeeper.backend import CodecError, decode_session
 
 from ._replica import Entry
 

@@ -21,13 +21,12 @@ from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import attrs
-from sessionkeeper import (
+from sessionkeeper import Session, StorageError
+from sessionkeeper.backend import (
     BackendContext,
     Capabilities,
     CodecError,
     FieldError,
-    Session,
-    StorageError,
     decode_session,
     encode_session,
     hookimpl,
@@ -74,7 +73,7 @@ class MystoreBackend:
     def __init__(self, options: MystoreOptions, context: BackendContext) -> None:
         self.options = options
         self.context = context
-        #: The storage: session id -> record of :func:`sessionkeeper.encode_session`.
+        #: The storage: session id -> record of :func:`sessionkeeper.backend.encode_session`.
         self.records: dict[str, bytes] = {}
         self._heap: list[tuple[int, str]] = []
         self._filed: dict[str, int] = {}

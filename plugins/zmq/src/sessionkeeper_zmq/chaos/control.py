@@ -41,14 +41,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from sessionkeeper import (
-    Session,
-    SessionManager,
-    SessionNotFound,
-    StorageError,
-    decode_session,
-    system_clock,
-)
+from sessionkeeper import Session, SessionManager, SessionNotFound, StorageError
+from sessionkeeper.backend import decode_session, system_clock
 
 from .._backend import CLOCK_OFFSET_ENV, NotEnoughReplicas, WriteTimeout, ZmqBackend
 from .._transport import MessageFaults
