@@ -1,7 +1,9 @@
-"""Fixtures of the end-to-end tests: a shared store (Redis) and the processes of one test.
+"""Fixtures of the end-to-end tests: a shared store and the processes of one test.
 
 Workers in several processes need a store shared between processes: the ``redis`` backend
-(``sessionkeeper-redis`` and a ``redis-server`` binary); without them those tests are skipped.
+(``sessionkeeper-redis`` and a ``redis-server`` binary), or, on one host, the ``sqlitedict``
+backend with ``shared = true``; without them those tests are skipped. ``cluster`` runs on Redis;
+``store_cluster`` runs its test once on each of the two.
 """
 
 from __future__ import annotations
@@ -61,12 +63,45 @@ def shared_config(tmp_path: Path, redis_url: str) -> Path:
     return write_config(tmp_path / "shared.toml", "redis", {"url": redis_url, "table_name": table})
 
 
+#: The stores several worker processes can share, as ``store_cluster`` names them.
+SHARED_STORES = ("sqlite-shared", "redis")
+
+
+@pytest.fixture(params=SHARED_STORES)
+def store_config(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+    """A config on one store several processes share: a sqlitedict file in shared mode, or
+    Redis; tables of this test's own."""
+    if request.param == "redis":
+        config: Path = request.getfixturevalue("shared_config")
+        return config
+    if find_spec("sessionkeeper_sqlitedict") is None:
+        pytest.skip("the shared sqlite store needs sessionkeeper-sqlitedict (plugins/sqlitedict)")
+    opts: dict[str, str | int | bool] = {
+        "file_path": str(tmp_path / "shared.sqlite"),
+        "shared": True,
+    }
+    return write_config(tmp_path / "sqlite-shared.toml", "sqlitedict", opts)
+
+
+@pytest.fixture
+def store_cluster(
+    store_config: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Cluster]:
+    """Processes on ``store_config`` (each store in turn), stopped after the test."""
+    yield from _processes(store_config, tmp_path, request)
+
+
 @pytest.fixture
 def cluster(
     shared_config: Path, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[Cluster]:
     """Processes on the shared store, stopped after the test (their logs shown on failure)."""
-    found = Cluster(shared_config, tmp_path)
+    yield from _processes(shared_config, tmp_path, request)
+
+
+def _processes(config: Path, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """A :class:`Cluster` on ``config``, stopped afterwards (its logs shown on failure)."""
+    found = Cluster(config, tmp_path)
     try:
         yield found
     finally:

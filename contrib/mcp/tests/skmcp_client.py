@@ -52,6 +52,42 @@ async def call_text(session: Any, tool: str, arguments: dict[str, Any] | None = 
     return str(result.content[0].text)
 
 
+# --- the 2.x client in its default mode (protocol 2026-07-28) ---------------------------------
+
+
+@contextlib.asynccontextmanager
+async def client(url: str, name: str) -> AsyncIterator[Any]:
+    """The SDK's own client in its default mode, authenticated as ``name``."""
+    import httpx2
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    auth = {"Authorization": f"Bearer token-{name}"}
+    async with (
+        httpx2.AsyncClient(headers=auth) as http,
+        Client(streamable_http_client(url, http_client=http)) as session,
+    ):
+        assert session.protocol_version == "2026-07-28"
+        yield session
+
+
+async def call(session: Any, tool: str, **arguments: Any) -> Any:
+    """A tool's structured result; a tool error raises AssertionError with its text."""
+    result = await session.call_tool(tool, arguments)
+    text = result.content[0].text if result.content else ""
+    if result.is_error:
+        raise AssertionError(text)
+    return result.structured_content["result"]
+
+
+async def refused(session: Any, tool: str, **arguments: Any) -> str:
+    """The error text of a tool call that must fail."""
+    result = await session.call_tool(tool, arguments)
+    assert result.is_error, result
+    text: str = result.content[0].text
+    return text
+
+
 # --- raw HTTP ---------------------------------------------------------------------------------
 
 

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -141,15 +142,21 @@ class Cluster:
         )
 
 
+def _toml(value: str | int | bool) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value) if isinstance(value, int) else f'"{value}"'
+
+
 def write_config(
-    path: Path, backend: str, backend_opts: dict[str, str | int], cleanup: int = 1000
+    path: Path,
+    backend: str,
+    backend_opts: Mapping[str, str | int | bool],
+    cleanup: int = 1000,
 ) -> Path:
     """A sessionkeeper config file."""
     lines = ["[sessionkeeper]", f'backend = "{backend}"', f"cleanup_interval = {cleanup}", "",
              "[sessionkeeper.backend_opts]"]  # fmt: skip
-    lines += [
-        f"{key} = {value}" if isinstance(value, int) else f'{key} = "{value}"'
-        for key, value in backend_opts.items()
-    ]
+    lines += [f"{key} = {_toml(value)}" for key, value in backend_opts.items()]
     path.write_text("\n".join(lines) + "\n")
     return path

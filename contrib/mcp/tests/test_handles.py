@@ -1,6 +1,6 @@
 """State handles (issue 18): the store's rules in one process, then the SDK's own 2.x client in
 its default mode (protocol 2026-07-28, no transport session) against ``MCPServer`` workers
-behind a round-robin proxy, sharing one Redis store."""
+behind a round-robin proxy, sharing one store (a sqlite file in shared mode, and Redis)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import anyio
 import pytest
-from skmcp_client import SDK1
+from skmcp_client import SDK1, call, client, refused
 from skmcp_procs import Cluster
 
 from sessionkeeper import AsyncSessionManager, Config, Unsupported
@@ -173,48 +173,19 @@ class TestHandleStore:
 # --- end to end: the SDK's 2.x client, MCPServer workers, one Redis store ----------------------
 
 
-@asynccontextmanager
-async def client(url: str, name: str) -> AsyncIterator[Any]:
-    """The SDK's own client in its default mode, authenticated as ``name``."""
-    import httpx2
-    from mcp import Client
-    from mcp.client.streamable_http import streamable_http_client
-
-    auth = {"Authorization": f"Bearer token-{name}"}
-    async with (
-        httpx2.AsyncClient(headers=auth) as http,
-        Client(streamable_http_client(url, http_client=http)) as session,
-    ):
-        assert session.protocol_version == "2026-07-28"
-        yield session
-
-
-async def call(session: Any, tool: str, **arguments: Any) -> Any:
-    """A tool's structured result; a tool error raises AssertionError with its text."""
-    result = await session.call_tool(tool, arguments)
-    text = result.content[0].text if result.content else ""
-    if result.is_error:
-        raise AssertionError(text)
-    return result.structured_content["result"]
-
-
-async def refused(session: Any, tool: str, **arguments: Any) -> str:
-    """The error text of a tool call that must fail."""
-    result = await session.call_tool(tool, arguments)
-    assert result.is_error, result
-    text: str = result.content[0].text
-    return text
-
-
 @pytest.mark.skipif(SDK1, reason="MCPServer, Resolve and protocol 2026-07-28 are mcp 2.x")
+@pytest.mark.sessionkeeper_slow
 class TestHandlesEndToEnd:
-    """Three ``MCPServer`` workers behind a round-robin proxy on one Redis store."""
+    """Three ``MCPServer`` workers behind a round-robin proxy on one shared store (a sqlite
+    file in shared mode, then Redis)."""
 
-    def test_parallel_counter_is_exact_across_workers_and_a_restart(self, cluster: Cluster) -> None:
+    def test_parallel_counter_is_exact_across_workers_and_a_restart(
+        self, store_cluster: Cluster
+    ) -> None:
         """8 clients adding 1 five times each at once, every call on the next worker, then a
         worker restarted, then the same again: the counter is exactly 80 (no lost update)."""
-        workers = [cluster.worker(name, HANDLES_APP) for name in "ABC"]
-        url = cluster.route(*workers, mode="round_robin")
+        workers = [store_cluster.worker(name, HANDLES_APP) for name in "ABC"]
+        url = store_cluster.route(*workers, mode="round_robin")
 
         async def adds() -> None:
             async def one_client() -> None:
@@ -231,7 +202,7 @@ class TestHandlesEndToEnd:
             async with client(url, "alice") as session:
                 handle = await call(session, "new_counter", start=0)
             await adds()
-            cluster.route(workers[0], workers[1].restart(), workers[2], mode="round_robin")
+            store_cluster.route(workers[0], workers[1].restart(), workers[2], mode="round_robin")
             await adds()
             async with client(url, "alice") as session:
                 seen = [(await call(session, "read", handle=handle)) for _ in range(4)]
@@ -241,11 +212,11 @@ class TestHandlesEndToEnd:
         handle = ""
         anyio.run(body)
 
-    def test_another_principal_cannot_use_the_handle(self, cluster: Cluster) -> None:
+    def test_another_principal_cannot_use_the_handle(self, store_cluster: Cluster) -> None:
         """Bob gets, on every worker, exactly the answer an unknown handle gets, cannot change
         or revoke Alice's handle, and lists none of it."""
-        workers = [cluster.worker(name, HANDLES_APP) for name in "ABC"]
-        url = cluster.route(*workers, mode="round_robin")
+        workers = [store_cluster.worker(name, HANDLES_APP) for name in "ABC"]
+        url = store_cluster.route(*workers, mode="round_robin")
 
         async def body() -> None:
             async with client(url, "alice") as alice:
@@ -263,10 +234,10 @@ class TestHandlesEndToEnd:
 
         anyio.run(body)
 
-    def test_revoked_handle_is_refused_everywhere(self, cluster: Cluster) -> None:
+    def test_revoked_handle_is_refused_everywhere(self, store_cluster: Cluster) -> None:
         """Once its owner revoked it on one worker, the handle is refused on every worker."""
-        workers = [cluster.worker(name, HANDLES_APP) for name in "ABC"]
-        url = cluster.route(*workers, mode="round_robin")
+        workers = [store_cluster.worker(name, HANDLES_APP) for name in "ABC"]
+        url = store_cluster.route(*workers, mode="round_robin")
 
         async def body() -> None:
             async with client(url, "alice") as alice:
