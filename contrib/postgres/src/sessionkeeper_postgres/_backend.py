@@ -6,35 +6,28 @@ import contextlib
 import select
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, ClassVar, Final, NoReturn, TypeVar
+from typing import Any, ClassVar, NoReturn, TypeVar
 
 import psycopg
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
-from sessionkeeper import Session, StorageError, VersionConflict
+from sessionkeeper import Session, StorageError
 from sessionkeeper.backend import (
     BackendContext,
     Capabilities,
     CodecError,
     decode_session,
-    encode_session,
     hookimpl,
 )
 
+from ._async import AsyncHooks
 from ._check import check_table
 from ._lender import Lender
 from ._options import PostgresOptions
-from ._schema import CLEANUP_BATCH, LATEST_VERSION, PAGE_SIZE, Statements, deadlines
+from ._plans import STORE_CHUNK, StoreIf, chunks, drive, rotate_steps, storable_id, write_params
+from ._schema import CLEANUP_BATCH, LATEST_VERSION, PAGE_SIZE, Statements
 
 __all__ = ["STORE_CHUNK", "PostgresBackend"]
-
-#: Sessions ``store_many`` writes per statement (one ``INSERT … SELECT FROM unnest``): bounds
-#: the request, up to ``max_metadata_bytes`` per session.
-STORE_CHUNK: Final = 1_000
-
-#: Times a conditional write is sent again when the version read after its refusal is the one
-#: it expected (the row changed twice in between): then the write's outcome is re-decided.
-CONDITIONAL_ATTEMPTS: Final = 3
 
 T = TypeVar("T")
 Row = tuple[Any, ...]
@@ -52,15 +45,12 @@ class Connection(psycopg.Connection[Row]):
     """
 
     sk_cursor: psycopg.Cursor[Row]
+    #: Polls the connection's socket for input: an idle connection has none (see
+    #: :meth:`PostgresBackend._sound_conn`).
+    sk_poll: select.poll
 
 
-def _storable_id(session_id: object) -> bool:
-    """Whether ``session_id`` could be a stored id: a ``str`` without NUL (which a PostgreSQL
-    ``text`` cannot hold). The manager validates ids itself when nothing is found."""
-    return type(session_id) is str and "\x00" not in session_id
-
-
-class PostgresBackend:
+class PostgresBackend(AsyncHooks):
     """Sessions in one PostgreSQL table, shared by every process and host that names it.
 
     Every operation is one statement in its own transaction (autocommit), so one round trip:
@@ -153,26 +143,44 @@ class PostgresBackend:
                 options.conninfo(), autocommit=True, **options.connect_kwargs()
             )
         except psycopg.Error as exc:
-            raise StorageError(
-                self.context.name,
-                f"{operation} failed: cannot connect to {self.server}: "
-                f"{type(exc).__name__}: {str(exc).strip()}",
-            ) from exc
+            raise self._unreachable(operation, exc) from exc
 
-    def _configure(self, conn: Connection) -> None:
-        """Each pooled connection's settings, in one statement, and its kept cursor."""
+    def _unreachable(self, operation: str, exc: psycopg.Error) -> StorageError:
+        return StorageError(
+            self.context.name,
+            f"{operation} failed: cannot connect to {self.server}: "
+            f"{type(exc).__name__}: {str(exc).strip()}",
+        )
+
+    def _all_busy(self, operation: str) -> StorageError:
+        return StorageError(
+            self.context.name,
+            f"{operation} failed on {self.server} (table {self.table}): no pooled connection "
+            f"became free within {self.options.connect_timeout_ms} ms although the server "
+            f"accepts connections: all {self.options.pool_max_size} are busy (raise "
+            "pool_max_size, or the server's max_connections)",
+        )
+
+    def _settings(self) -> tuple[bytes, tuple[str, str, str]]:
+        """The statement that applies the options to a pooled connection (sync or async)."""
         options = self.options
-        conn.execute(
-            "SELECT set_config('statement_timeout', %s, false), "
-            "set_config('synchronous_commit', %s, false), "
-            "set_config('default_transaction_read_only', %s, false)",
+        return (
+            b"SELECT set_config('statement_timeout', %s, false), "
+            b"set_config('synchronous_commit', %s, false), "
+            b"set_config('default_transaction_read_only', %s, false)",
             (
                 str(options.statement_timeout_ms),
                 options.synchronous_commit,
                 "on" if self.context.read_only else "off",
             ),
         )
+
+    def _configure(self, conn: Connection) -> None:
+        """Each pooled connection's settings, in one statement, and its kept cursor."""
+        conn.execute(*self._settings())
         conn.sk_cursor = conn.cursor(binary=True)
+        conn.sk_poll = select.poll()
+        conn.sk_poll.register(conn.pgconn.socket, select.POLLIN)
 
     def _probe(self, operation: str) -> None:
         """Connect directly: fail now, with libpq's reason, when the server is unreachable."""
@@ -189,30 +197,25 @@ class PostgresBackend:
         except PoolClosed:
             self._refuse(operation)
         self._probe(operation)  # unreachable: StorageError with the reason
-        raise StorageError(
-            self.context.name,
-            f"{operation} failed on {self.server} (table {self.table}): no pooled connection "
-            f"became free within {self.options.connect_timeout_ms} ms although the server "
-            f"accepts connections: all {self.options.pool_max_size} are busy (raise "
-            "pool_max_size, or the server's max_connections)",
-        )
+        raise self._all_busy(operation)
 
     def _sound_conn(self, pool: Lender[Connection], operation: str) -> Connection:
         """A pooled connection the server has not hung up on, for an operation that is never
         sent twice (its first attempt may have done its work).
 
-        An idle connection has nothing to read: one that is readable holds the server's
-        goodbye (a restart's "terminating connection", or the end of the stream). It is closed
-        (the pool replaces it) and another taken, so that a restart between operations stays
-        invisible to them too. One ``select`` with no timeout, about a microsecond.
+        An idle connection has nothing to read: one that has input, an error or a hang-up on
+        its socket holds the server's goodbye (a restart's "terminating connection", or the
+        end of the stream). It is closed (the pool replaces it) and another taken, so that a
+        restart between operations stays invisible to them too. One ``poll`` with no timeout,
+        under a microsecond (the poll object is the connection's, made once).
         """
         for _ in range(self.options.pool_max_size + 1):
             conn = self._getconn(pool, operation)
             try:
-                readable = select.select([conn.fileno()], [], [], 0)[0]
-            except (OSError, ValueError, psycopg.Error):
-                readable = [True]
-            if not readable:
+                sound = not conn.sk_poll.poll(0)
+            except (OSError, ValueError):
+                sound = False
+            if sound:
                 return conn
             conn.close()
             pool.put(conn)
@@ -285,6 +288,29 @@ class PostgresBackend:
             retry=False,
         )
 
+    def _once(self, operation: str, query: bytes, params: Params, *, returning: bool) -> Any:
+        """One write that is never sent twice (its first attempt may have done its work), on
+        a connection checked to be sound: the first row it returns with ``returning``, else
+        its row count. The short path of ``delete`` and ``take`` (no closure): the same errors
+        as :meth:`_run` with ``retry=False``."""
+        pool = self._pool
+        if pool is None or self.context.read_only:
+            self._refuse(operation)
+        conn = self._sound_conn(pool, operation)
+        try:
+            cursor = conn.sk_cursor.execute(query, params)
+            return cursor.fetchone() if returning else cursor.rowcount
+        except psycopg.Error as exc:
+            error = exc
+            lost = isinstance(exc, psycopg.OperationalError) and conn.broken
+        finally:
+            pool.put(conn)
+        if lost:
+            self._suspect = True
+            with contextlib.suppress(psycopg.Error):
+                pool.check()
+        raise self._failed(operation, error) from error
+
     # -- lifecycle --------------------------------------------------------------------------------
 
     @hookimpl
@@ -301,19 +327,8 @@ class PostgresBackend:
                 self._prepare_table(conn, statements)
         except psycopg.Error as exc:
             raise self._failed("open", exc) from exc
-        options = self.options
-        kwargs = {"autocommit": True, **options.connect_kwargs()}
         pool: ConnectionPool[Connection] = ConnectionPool(
-            options.conninfo(),
-            kwargs=kwargs,
-            min_size=options.pool_min_size,
-            max_size=options.pool_max_size,
-            open=False,
-            connection_class=Connection,
-            configure=self._configure,
-            timeout=self._timeout_s,
-            reconnect_timeout=max(self._timeout_s, 1.0),
-            name=f"sessionkeeper-{self.table}",
+            connection_class=Connection, configure=self._configure, **self._pool_args()
         )
         try:  # min_size connections before the first operation (none made in its path)
             pool.open(wait=True, timeout=self._timeout_s)
@@ -322,6 +337,21 @@ class PostgresBackend:
         self._sql = statements
         self._identity = identity
         self._pool = Lender(pool)
+
+    def _pool_args(self) -> dict[str, Any]:
+        """What the sync and the async pool are made with, but their connection class and
+        ``configure``."""
+        options = self.options
+        return {
+            "conninfo": options.conninfo(),
+            "kwargs": {"autocommit": True, **options.connect_kwargs()},
+            "min_size": options.pool_min_size,
+            "max_size": options.pool_max_size,
+            "open": False,
+            "timeout": self._timeout_s,
+            "reconnect_timeout": max(self._timeout_s, 1.0),
+            "name": f"sessionkeeper-{self.table}",
+        }
 
     def _inspect(self, conn: Connection) -> tuple[str, str]:
         """The table's schema and the store's identity, from the server itself."""
@@ -449,47 +479,19 @@ class PostgresBackend:
     @hookimpl
     def sessionkeeper_fetch(self, session_id: str) -> Session | None:
         """The stored session (expired or not), or ``None``: one primary-key lookup."""
-        if not _storable_id(session_id):
+        if not storable_id(session_id):
             return None  # no such session (the manager says why the id is bad)
         row = self._one("fetch", self.statements.fetch, (session_id,))
         if row is None:
             return None
         return self._decode(session_id, row[0], row[1], row[2])
 
-    @staticmethod
-    def _row(session: Session, record: bytes | None = None) -> dict[str, Any]:
-        """The parameters of a write of ``session`` (its own version; ``record`` when the
-        caller encoded it already)."""
-        deadline, absolute_deadline = deadlines(session)
-        return {
-            "id": session.id,
-            "record": encode_session(session) if record is None else record,
-            "last_accessed": session.last_accessed,
-            "deadline": deadline,
-            "absolute_deadline": absolute_deadline,
-            "version": session.version,
-            "owner": session.owner,
-        }
-
-    @staticmethod
-    def _columns(session: Session) -> tuple[Any, ...]:
-        deadline, absolute_deadline = deadlines(session)
-        return (
-            session.id,
-            encode_session(session),
-            session.last_accessed,
-            deadline,
-            absolute_deadline,
-            session.version,
-            session.owner,
-        )
-
     @hookimpl
     def sessionkeeper_store(self, session: Session) -> None:
         """Insert or replace ``session`` exactly as given (its version included: what
         ``create``, import and migrate write): one upsert."""
         query = self.statements.store
-        params = self._row(session)
+        params = write_params(session)
 
         def work(conn: Connection) -> None:
             conn.sk_cursor.execute(query, params)
@@ -501,16 +503,12 @@ class PostgresBackend:
         """Insert or replace each session as given: one ``INSERT … SELECT FROM unnest(…)``
         (one round trip, one transaction) per :data:`STORE_CHUNK` sessions."""
         query = self.statements.store_many
-        row = self._columns
-        for start in range(0, len(sessions), STORE_CHUNK):
-            rows = map(row, sessions[start : start + STORE_CHUNK])
-            columns = tuple(list(column) for column in zip(*rows, strict=True))
+        for columns in chunks(sessions):
 
             def work(conn: Connection, columns: tuple[list[Any], ...] = columns) -> None:
                 conn.sk_cursor.execute(query, columns)
 
-            if columns:
-                self._run("store_many", work, write=True)
+            self._run("store_many", work, write=True)
         return len(sessions)
 
     @hookimpl
@@ -527,48 +525,19 @@ class PostgresBackend:
         write is retried after a lost connection (it may count one version more); a
         conditional one is not: its first attempt may have succeeded.
         """
-        statements = self.statements
-        if if_version is None:
-            # The record carries our guess (the caller's version + 1, right when nobody wrote
-            # in between); the version column, which readers take, is what the server counted.
-            stored = session.with_version(session.version + 1)
-            params = self._row(stored)
-            params["now"] = now
-            row = self._one("store", statements.store_counted, params, write=True)
-            version = row[0]
-            return stored if version == stored.version else stored.with_version(version)
-        stored = (
-            session if session.version == if_version + 1 else session.with_version(if_version + 1)
-        )
-        params = self._row(stored)
-        params["now"] = now
-        params["expected"] = if_version
-        query = statements.store_if_absent if if_version == 0 else statements.store_if_version
-        live_version = statements.live_version
-
-        def work(conn: Connection) -> int:
-            cursor = conn.sk_cursor
-            actual = if_version
-            for _ in range(CONDITIONAL_ATTEMPTS):
-                if cursor.execute(query, params).rowcount == 1:
-                    return -1
-                row = cursor.execute(live_version, params).fetchone()
-                actual = 0 if row is None else int(row[0])
-                if actual != if_version:
-                    break
-            return actual
-
-        actual = self._run("store", work, write=True, retry=False)
-        if actual >= 0:
-            raise VersionConflict(session.id, if_version, actual)
-        return stored
+        plan = StoreIf(self.statements, session, if_version, now)
+        if plan.counted:
+            return plan.counted_result(self._one("store", plan.query, plan.params, write=True))
+        steps = plan.steps
+        actual = self._run("store", lambda c: drive(c.sk_cursor, steps()), write=True, retry=False)
+        return plan.outcome(actual)
 
     @hookimpl
     def sessionkeeper_touch(self, session_id: str, last_accessed: int) -> Session | None:
         """Move ``last_accessed`` and the deadline forward (never back, never past the absolute
         deadline) in one ``UPDATE … RETURNING``; ``None`` when the row is gone (it is never
         recreated)."""
-        if not _storable_id(session_id):
+        if not storable_id(session_id):
             return None
         params = {"at": last_accessed, "id": session_id}
         row = self._one("touch", self.statements.touch, params, write=True)
@@ -580,35 +549,31 @@ class PostgresBackend:
     def sessionkeeper_delete(self, session_id: str) -> bool:
         """Remove the row; ``False`` when there was none. Not retried after a lost connection
         (the first attempt may have deleted it), so that the answer is never wrong."""
-        query = self.statements.delete
-        if not _storable_id(session_id):
+        if not storable_id(session_id):
             return False
-
-        def work(conn: Connection) -> int:
-            return conn.sk_cursor.execute(query, (session_id,)).rowcount
-
-        return self._run("delete", work, write=True, retry=False) > 0
+        query = self.statements.delete
+        return bool(self._once("delete", query, (session_id,), returning=False) > 0)
 
     @hookimpl
     def sessionkeeper_take(self, session_id: str, now: int) -> Session | None:
         """Remove the row and return its session if it was live at ``now``: one ``DELETE …
         RETURNING`` (of concurrent takes, the one whose delete found the row gets it). An
         expired row is removed too. Not retried after a lost connection."""
-        if not _storable_id(session_id):
+        if not storable_id(session_id):
             return None
-        query = self.statements.take
-
-        def work(conn: Connection) -> Any:
-            return conn.sk_cursor.execute(query, (session_id,)).fetchone()
-
-        row = self._run("take", work, write=True, retry=False)
+        row = self._once("take", self.statements.take, (session_id,), returning=True)
         if row is None:
             return None
-        record, last_accessed, version, deadline = row
         try:
-            session = self._decode(session_id, record, last_accessed, version)
+            return self._taken(session_id, row, now)
         except StorageError as exc:
-            raise self._keep_damaged(session_id, record, last_accessed, exc) from None
+            raise self._keep_damaged(session_id, row[0], row[1], exc) from None
+
+    def _taken(self, session_id: str, row: Any, now: int) -> Session | None:
+        """The session of the row a take removed, if it was live at ``now``; ``StorageError``
+        when it does not decode (the caller keeps its bytes: :meth:`_keep_damaged`)."""
+        record, last_accessed, version, deadline = row
+        session = self._decode(session_id, record, last_accessed, version)
         if deadline is not None and deadline < now:
             return None
         return session
@@ -650,25 +615,14 @@ class PostgresBackend:
         live row (locking it), then ``INSERT`` it under the new id with version + 1 and
         ``last_accessed`` now; both ids change at the commit, so no reader sees both or
         neither. ``None`` (nothing changed) when no live session has the id."""
-        if not _storable_id(session_id):
+        if not storable_id(session_id):
             return None
         statements = self.statements
 
         def work(conn: Connection) -> Session | None:
-            cursor = conn.sk_cursor
             with conn.transaction():
-                row = cursor.execute(
-                    statements.rotate_remove, {"id": session_id, "now": now}
-                ).fetchone()
-                if row is None:
-                    return None
-                old = self._decode(session_id, row[0], row[1], row[2])
-                rotated = old.replace(
-                    id=new_id,
-                    last_accessed=max(now, old.last_accessed),
-                    version=old.version + 1,
-                )
-                cursor.execute(statements.insert, self._row(rotated))
+                steps = rotate_steps(statements, session_id, new_id, now, self._decode)
+                rotated: Session | None = drive(conn.sk_cursor, steps)
             return rotated
 
         return self._run("rotate", work, write=True, retry=False)

@@ -31,14 +31,15 @@ from typing import Any, Final, Generic, TypeVar
 
 import psycopg
 from psycopg.pq import TransactionStatus
-from psycopg_pool import ConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-__all__ = ["FLUSH_EVERY", "Lender"]
+__all__ = ["FLUSH_EVERY", "AsyncLender", "Lender"]
 
 #: Hand-backs between two returns of every kept connection to the pool.
 FLUSH_EVERY: Final = 1_000
 
 C = TypeVar("C", bound="psycopg.Connection[Any]")
+A = TypeVar("A", bound="psycopg.AsyncConnection[Any]")
 
 _IDLE: Final = int(TransactionStatus.IDLE)  # pgconn.transaction_status is a plain int
 
@@ -113,3 +114,70 @@ class Lender(Generic[C]):
         pool (to be closed with it)."""
         self._closed = True
         self.flush()
+
+
+class AsyncLender(Generic[A]):
+    """:class:`Lender` for an :class:`~psycopg_pool.AsyncConnectionPool`, on its event loop.
+
+    The same rules, simpler: everything runs on one thread, so nothing can come between a look
+    at the kept list or the waiter count and what follows it. A connection given back while
+    an operation waits on the pool goes to the pool (which hands it to the waiter).
+
+    :param pool: the pool the connections come from and return to.
+    """
+
+    def __init__(self, pool: AsyncConnectionPool[A]) -> None:
+        self.pool = pool
+        self._kept: list[A] = []
+        self._waiting = 0
+        self._returns = 0
+        self._closed = False
+
+    @property
+    def kept(self) -> int:
+        """How many connections are kept here, idle, right now."""
+        return len(self._kept)
+
+    async def get(self) -> A:
+        """A connection: the one given back last, else the pool's."""
+        if self._kept:
+            return self._kept.pop()
+        self._waiting += 1
+        try:
+            return await self.pool.getconn()
+        finally:
+            self._waiting -= 1
+
+    async def put(self, conn: A) -> None:
+        """Take ``conn`` back: kept when it is idle and nobody waits on the pool, else given
+        to the pool."""
+        self._returns += 1
+        if (
+            conn.pgconn.transaction_status != _IDLE
+            or self._closed
+            or self._waiting
+            or self._returns >= FLUSH_EVERY
+        ):
+            await self.pool.putconn(conn)
+            if self._returns >= FLUSH_EVERY:
+                await self.flush()
+            return
+        self._kept.append(conn)
+
+    async def flush(self) -> None:
+        """Give every kept connection back to the pool."""
+        self._returns = 0
+        while self._kept:
+            await self.pool.putconn(self._kept.pop())
+
+    async def check(self) -> None:
+        """After a lost connection: give back what is kept, and let the pool check its idle
+        connections."""
+        await self.flush()
+        await self.pool.check()
+
+    async def close(self) -> None:
+        """Keep nothing from now on, then close the pool."""
+        self._closed = True
+        await self.flush()
+        await self.pool.close()

@@ -1,0 +1,405 @@
+"""The backend's native async path: the ``sessionkeeper_async_*`` hooks, on psycopg's
+:class:`~psycopg.AsyncConnection` pooled by an :class:`~psycopg_pool.AsyncConnectionPool`.
+
+The :class:`~sessionkeeper.AsyncSessionManager` awaits these instead of sending the sync hooks
+to a worker thread. They send the same statements (:mod:`._schema`) with the same parameters
+and read the rows with the same code (:mod:`._plans`, the backend's ``_decode``); only the
+driver differs, and it follows the sync one rule for rule:
+
+- the async pool is opened on the event loop at the first async call (the sync open, which
+  runs off the loop, checked the server and made the table), and closed by
+  ``sessionkeeper_async_close`` on the same loop; connections given back are kept and lent
+  again by an :class:`~._lender.AsyncLender`;
+- psycopg errors become :class:`~sessionkeeper.StorageError` naming the server and the
+  table; a connection lost under a read or an idempotent write (``store``, ``store_many``,
+  ``touch``, a counting ``store``, ``cleanup``) is retried once on a connection checked to be
+  sound; the writes whose first attempt may have done their work (``delete``, ``take``,
+  conditional stores, ``rotate``, ``delete_owner``) are never sent twice, and start on a
+  connection checked for the server's goodbye, so that a restart between calls stays
+  invisible to them too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import select
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
+
+from sessionkeeper import Session, StorageError
+from sessionkeeper.backend import hookimpl
+
+from ._lender import AsyncLender
+from ._plans import (
+    ALL,
+    NOTHING,
+    ONE,
+    ROWCOUNT,
+    Steps,
+    StoreIf,
+    chunks,
+    rotate_steps,
+    storable_id,
+    write_params,
+)
+from ._schema import CLEANUP_BATCH
+
+if TYPE_CHECKING:
+    import threading
+
+    from sessionkeeper.backend import BackendContext
+
+    from ._lender import Lender
+    from ._options import PostgresOptions
+    from ._schema import Statements
+
+__all__ = ["AsyncConnection", "AsyncHooks", "adrive"]
+
+Row = tuple[Any, ...]
+
+
+class AsyncConnection(psycopg.AsyncConnection[Row]):
+    """A pooled async connection with one binary cursor kept for its life and a poll of its
+    socket, as the sync path's connections."""
+
+    sk_cursor: psycopg.AsyncCursor[Row]
+    sk_poll: select.poll
+
+
+async def adrive(cursor: psycopg.AsyncCursor[Any], steps: Steps) -> Any:
+    """Run ``steps`` (see :mod:`._plans`) on an async ``cursor``; return what it returns."""
+    try:
+        query, params, want = next(steps)
+        while True:
+            await cursor.execute(query, params)
+            if want == ROWCOUNT:
+                answer: Any = cursor.rowcount
+            elif want == ONE:
+                answer = await cursor.fetchone()
+            elif want == ALL:
+                answer = await cursor.fetchall()
+            else:
+                answer = None
+            query, params, want = steps.send(answer)
+    except StopIteration as done:
+        return done.value
+
+
+class AsyncHooks:
+    """The async hooks of :class:`~sessionkeeper_postgres.PostgresBackend` (its base class)."""
+
+    if TYPE_CHECKING:  # what the backend itself provides
+        options: PostgresOptions
+        context: BackendContext
+        _pool: Lender[Any] | None
+        _suspect: bool
+        _timeout_s: float
+        _counter_lock: threading.Lock
+        _removed: int
+
+        @property
+        def statements(self) -> Statements: ...
+        def _failed(self, operation: str, exc: BaseException) -> StorageError: ...
+        def _refuse(self, operation: str) -> NoReturn: ...
+        def _unreachable(self, operation: str, exc: psycopg.Error) -> StorageError: ...
+        def _all_busy(self, operation: str) -> StorageError: ...
+        def _settings(self) -> tuple[bytes, tuple[str, str, str]]: ...
+        def _pool_args(self) -> dict[str, Any]: ...
+        def _decode(
+            self, session_id: str, record: object, last_accessed: object, version: object
+        ) -> Session: ...
+        def _taken(self, session_id: str, row: Any, now: int) -> Session | None: ...
+        def _keep_damaged(
+            self, session_id: str, record: object, last_accessed: object, error: StorageError
+        ) -> StorageError: ...
+
+    _alender: AsyncLender[AsyncConnection] | None = None
+    _aopening: asyncio.Lock | None = None
+
+    # -- connections ------------------------------------------------------------------------------
+
+    async def _aconfigure(self, conn: AsyncConnection) -> None:
+        await conn.execute(*self._settings())
+        conn.sk_cursor = conn.cursor(binary=True)
+        conn.sk_poll = select.poll()
+        conn.sk_poll.register(conn.pgconn.socket, select.POLLIN)
+
+    async def _aprobe(self, operation: str) -> None:
+        """Connect directly: fail now, with libpq's reason, when the server is unreachable."""
+        options = self.options
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                options.conninfo(), autocommit=True, **options.connect_kwargs()
+            )
+        except psycopg.Error as exc:
+            raise self._unreachable(operation, exc) from exc
+        await conn.close()
+        self._suspect = False
+
+    async def _alend(self, operation: str, write: bool) -> AsyncLender[AsyncConnection]:
+        """The async lender, its pool opened on this loop at the first call."""
+        if self._pool is None or (write and self.context.read_only):
+            self._refuse(operation)
+        lender = self._alender
+        if lender is not None:
+            return lender
+        if self._aopening is None:
+            self._aopening = asyncio.Lock()
+        async with self._aopening:
+            if self._alender is None:
+                pool: AsyncConnectionPool[AsyncConnection] = AsyncConnectionPool(
+                    connection_class=AsyncConnection,
+                    configure=self._aconfigure,
+                    **self._pool_args(),
+                )
+                try:
+                    await pool.open(wait=True, timeout=self._timeout_s)
+                except PoolTimeout as exc:
+                    await pool.close()
+                    await self._aprobe(operation)  # unreachable: libpq's reason
+                    raise self._failed(operation, exc) from exc
+                self._alender = AsyncLender(pool)
+            return self._alender
+
+    async def _aget(self, lender: AsyncLender[AsyncConnection], operation: str) -> AsyncConnection:
+        if self._suspect:
+            await self._aprobe(operation)
+        try:
+            return await lender.get()
+        except PoolTimeout:
+            pass
+        except PoolClosed:
+            self._refuse(operation)
+        await self._aprobe(operation)
+        raise self._all_busy(operation)
+
+    async def _asound(
+        self, lender: AsyncLender[AsyncConnection], operation: str
+    ) -> AsyncConnection:
+        """A connection the server has not hung up on (the sync ``_sound_conn``)."""
+        for _ in range(self.options.pool_max_size + 1):
+            conn = await self._aget(lender, operation)
+            try:
+                sound = not conn.sk_poll.poll(0)
+            except (OSError, ValueError):
+                sound = False
+            if sound:
+                return conn
+            await conn.close()
+            await lender.put(conn)
+            self._suspect = True
+            with contextlib.suppress(psycopg.Error):
+                await lender.check()
+        return await self._aget(lender, operation)
+
+    async def _aexec(
+        self,
+        operation: str,
+        query: bytes,
+        params: Any,
+        want: int,
+        *,
+        write: bool = False,
+        retry: bool = True,
+    ) -> Any:
+        """One statement; its answer as ``want`` says (:mod:`._plans`). With ``retry``, sent
+        once more on a sound connection when the first was lost under it; without, started on
+        a sound connection and never sent twice."""
+        lender = await self._alend(operation, write)
+        conn = await (self._aget(lender, operation) if retry else self._asound(lender, operation))
+        for attempt in (0, 1):
+            try:
+                cursor = await conn.sk_cursor.execute(query, params)
+                if want == ONE:
+                    return await cursor.fetchone()
+                if want == ROWCOUNT:
+                    return cursor.rowcount
+                return await cursor.fetchall() if want == ALL else None
+            except psycopg.Error as exc:
+                error = exc
+                lost = isinstance(exc, psycopg.OperationalError) and conn.broken
+            finally:
+                await lender.put(conn)
+            if lost:
+                self._suspect = True
+                with contextlib.suppress(psycopg.Error):
+                    await lender.check()
+            if not lost or attempt or not retry:
+                raise self._failed(operation, error) from error
+            conn = await self._asound(lender, operation)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _adrive(
+        self, operation: str, make_steps: Callable[[], Steps], *, transaction: bool
+    ) -> Any:
+        """Several statements (:mod:`._plans` steps) on one sound connection, in one
+        transaction with ``transaction``; never sent twice."""
+        lender = await self._alend(operation, True)
+        conn = await self._asound(lender, operation)
+        try:
+            if not transaction:
+                return await adrive(conn.sk_cursor, make_steps())
+            async with conn.transaction():
+                return await adrive(conn.sk_cursor, make_steps())
+        except psycopg.Error as exc:
+            error = exc
+            lost = isinstance(exc, psycopg.OperationalError) and conn.broken
+        finally:
+            await lender.put(conn)
+        if lost:
+            self._suspect = True
+            with contextlib.suppress(psycopg.Error):
+                await lender.check()
+        raise self._failed(operation, error) from error
+
+    # -- the hooks --------------------------------------------------------------------------------
+
+    @hookimpl
+    async def sessionkeeper_async_fetch(self, session_id: str) -> Session | None:
+        """``sessionkeeper_fetch`` on the async pool."""
+        if not storable_id(session_id):
+            return None
+        row = await self._aexec("fetch", self.statements.fetch, (session_id,), ONE)
+        return None if row is None else self._decode(session_id, row[0], row[1], row[2])
+
+    @hookimpl
+    async def sessionkeeper_async_store(self, session: Session) -> None:
+        """``sessionkeeper_store`` on the async pool."""
+        await self._aexec(
+            "store", self.statements.store, write_params(session), NOTHING, write=True
+        )
+
+    @hookimpl
+    async def sessionkeeper_async_store_many(self, sessions: Sequence[Session]) -> int:
+        """``sessionkeeper_store_many`` on the async pool (one statement a chunk)."""
+        query = self.statements.store_many
+        for columns in chunks(sessions):
+            await self._aexec("store_many", query, columns, NOTHING, write=True)
+        return len(sessions)
+
+    @hookimpl
+    async def sessionkeeper_async_store_if(
+        self, session: Session, if_version: int | None, now: int
+    ) -> Session | None:
+        """``sessionkeeper_store_if`` on the async pool."""
+        plan = StoreIf(self.statements, session, if_version, now)
+        if plan.counted:
+            row = await self._aexec("store", plan.query, plan.params, ONE, write=True)
+            return plan.counted_result(row)
+        return plan.outcome(await self._adrive("store", plan.steps, transaction=False))
+
+    @hookimpl
+    async def sessionkeeper_async_touch(
+        self, session_id: str, last_accessed: int
+    ) -> Session | None:
+        """``sessionkeeper_touch`` on the async pool."""
+        if not storable_id(session_id):
+            return None
+        params = {"at": last_accessed, "id": session_id}
+        row = await self._aexec("touch", self.statements.touch, params, ONE, write=True)
+        return None if row is None else self._decode(session_id, row[0], row[1], row[2])
+
+    @hookimpl
+    async def sessionkeeper_async_delete(self, session_id: str) -> bool:
+        """``sessionkeeper_delete`` on the async pool (never sent twice)."""
+        if not storable_id(session_id):
+            return False
+        query = self.statements.delete
+        count = await self._aexec("delete", query, (session_id,), ROWCOUNT, write=True, retry=False)
+        return bool(count > 0)
+
+    @hookimpl
+    async def sessionkeeper_async_take(self, session_id: str, now: int) -> Session | None:
+        """``sessionkeeper_take`` on the async pool (never sent twice). A removed row that does
+        not decode is kept in the quarantine table by the sync path, in a thread (rare)."""
+        if not storable_id(session_id):
+            return None
+        query = self.statements.take
+        row = await self._aexec("take", query, (session_id,), ONE, write=True, retry=False)
+        if row is None:
+            return None
+        try:
+            return self._taken(session_id, row, now)
+        except StorageError as exc:
+            kept = await asyncio.to_thread(self._keep_damaged, session_id, row[0], row[1], exc)
+            raise kept from None
+
+    @hookimpl
+    async def sessionkeeper_async_rotate(
+        self, session_id: str, new_id: str, now: int
+    ) -> Session | None:
+        """``sessionkeeper_rotate`` on the async pool: one transaction, never sent twice."""
+        if not storable_id(session_id):
+            return None
+        statements = self.statements
+
+        def steps() -> Steps:
+            return rotate_steps(statements, session_id, new_id, now, self._decode)
+
+        rotated: Session | None = await self._adrive("rotate", steps, transaction=True)
+        return rotated
+
+    @hookimpl
+    async def sessionkeeper_async_list(self, now: int) -> list[str]:
+        """``sessionkeeper_list`` on the async pool."""
+        rows = await self._aexec("list", self.statements.list_live, (now,), ALL)
+        return [row[0] for row in rows]
+
+    @hookimpl
+    async def sessionkeeper_async_count(self, now: int) -> int:
+        """``sessionkeeper_count`` on the async pool."""
+        row = await self._aexec("count", self.statements.count_live, (now,), ONE)
+        return int(row[0]) if row else 0
+
+    @hookimpl
+    async def sessionkeeper_async_list_owner(self, owner: str, now: int) -> list[str]:
+        """``sessionkeeper_list_owner`` on the async pool (the owner index)."""
+        params = {"owner": owner, "now": now}
+        rows = await self._aexec("list", self.statements.list_owner, params, ALL)
+        return [row[0] for row in rows]
+
+    @hookimpl
+    async def sessionkeeper_async_count_owner(self, owner: str, now: int) -> int:
+        """``sessionkeeper_count_owner`` on the async pool (the owner index)."""
+        params = {"owner": owner, "now": now}
+        row = await self._aexec("count", self.statements.count_owner, params, ONE)
+        return int(row[0]) if row else 0
+
+    @hookimpl
+    async def sessionkeeper_async_delete_owner(self, owner: str) -> int:
+        """``sessionkeeper_delete_owner`` on the async pool (never sent twice)."""
+        query = self.statements.delete_owner
+        count = await self._aexec(
+            "delete_owner", query, (owner,), ROWCOUNT, write=True, retry=False
+        )
+        return int(count)
+
+    @hookimpl
+    async def sessionkeeper_async_cleanup_expired(self, now: int) -> int:
+        """``sessionkeeper_cleanup_expired`` on the async pool: the same batches."""
+        query = self.statements.cleanup
+        params = (now, CLEANUP_BATCH)
+        removed = 0
+        try:
+            while True:
+                done: int = await self._aexec(
+                    "cleanup_expired", query, params, ROWCOUNT, write=True
+                )
+                removed += done
+                if done < CLEANUP_BATCH:
+                    return removed
+        finally:
+            with self._counter_lock:
+                self._removed += removed
+
+    @hookimpl
+    async def sessionkeeper_async_close(self) -> None:
+        """Close the async pool on its loop. Idempotent."""
+        lender, self._alender = self._alender, None
+        self._aopening = None
+        if lender is not None:
+            await lender.close()
