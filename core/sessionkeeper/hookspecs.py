@@ -15,7 +15,7 @@ clock, so backends never read the time themselves and tests never sleep.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import pluggy
@@ -23,7 +23,14 @@ import pluggy
 if TYPE_CHECKING:
     from ._model import Session
 
-__all__ = ["ATOMIC_HOOKS", "PROJECT_NAME", "REQUIRED_HOOKS", "hookimpl", "hookspec"]
+__all__ = [
+    "ASYNC_HOOKS",
+    "ATOMIC_HOOKS",
+    "PROJECT_NAME",
+    "REQUIRED_HOOKS",
+    "hookimpl",
+    "hookspec",
+]
 
 #: The pluggy project name: hook names start with ``sessionkeeper_``.
 PROJECT_NAME: Final = "sessionkeeper"
@@ -481,3 +488,323 @@ ATOMIC_HOOKS: Final = (
     "sessionkeeper_count_owner",
     "sessionkeeper_delete_owner",
 )
+
+
+# --- Native async implementations (issue 15) --------------------------------------------------
+#
+# Optional. pluggy calls are synchronous, so an async implementation is a plain function that
+# *returns an awaitable* (``return self._afetch(session_id)`` over an ``async def``), and the
+# AsyncSessionManager awaits it. The rules they share are in docs/hooks.md ("Native async
+# implementations").
+
+
+@hookspec(firstresult=True)
+def sessionkeeper_async_store(session: Session) -> Awaitable[None] | None:
+    """:func:`sessionkeeper_store` on the backend's asyncio client. *Optional.*
+
+    Return an awaitable (do no I/O before returning it) whose result and exceptions are those of
+    :func:`sessionkeeper_store`, with the same contract. A backend that implements it implements
+    :func:`sessionkeeper_store` too. See :ref:`async-hooks`.
+
+    Stops at first non-None result, see :ref:`firstresult`.
+
+    :param session: as for :func:`sessionkeeper_store`.
+
+    Where it is called: :meth:`AsyncSessionManager.create
+    <sessionkeeper.AsyncSessionManager.create>` and
+    :meth:`~sessionkeeper.AsyncSessionManager.store` (``store`` on a backend without
+    ``atomic``), when the backend implements the ``async_`` twin of every hook the operation
+    calls. Never by the sync manager.
+    """
+
+
+@hookspec(firstresult=True)
+def sessionkeeper_async_store_many(sessions: Sequence[Session]) -> Awaitable[int | None] | None:
+    """:func:`sessionkeeper_store_many` on the backend's asyncio client. *Optional.*
+
+    Return an awaitable (do no I/O before returning it) whose result and exceptions are those of
+    :func:`sessionkeeper_store_many`, with the same contract. A backend that implements it
+    implements :func:`sessionkeeper_store_many` too. See :ref:`async-hooks`.
+
+    Stops at first non-None result, see :ref:`firstresult`.
+
+    :param sessions: as for :func:`sessionkeeper_store_many`.
+
+    Where it is called: :meth:`AsyncSessionManager.store_many
+    <sessionkeeper.AsyncSessionManager.store_many>`, when the backend implements the ``async_``
+    twin of every hook the operation calls. Never by the sync manager.
+    """
+
+
+@hookspec(firstresult=True)
+def sessionkeeper_async_fetch(session_id: str) -> Awaitable[Session | None] | None:
+    """:func:`sessionkeeper_fetch` on the backend's asyncio client. *Optional.*
+
+    Return an awaitable (do no I/O before returning it) whose result and exceptions are those of
+    :func:`sessionkeeper_fetch`, with the same contract. A backend that implements it implements
+    :func:`sessionkeeper_fetch` too. See :ref:`async-hooks`.
+
+    Stops at first non-None result, see :ref:`firstresult`.
+
+    :param session_id: as for :func:`sessionkeeper_fetch`.
+
+    Where it is called: :meth:`AsyncSessionManager.fetch
+    <sessionkeeper.AsyncSessionManager.fetch>`, :meth:`~sessionkeeper.AsyncSessionManager.peek`,
+    :meth:`~sessionkeeper.AsyncSessionManager.touch`,
+    :meth:`~sessionkeeper.AsyncSessionManager.update` and
+    :meth:`~sessionkeeper.AsyncSessionManager.rotate`, when the backend implements the
+    ``async_`` twin of every hook the operation calls. Never by the sync manager.
+    """
+
+
+@hookspec(firstresult=True)
+def sessionkeeper_async_touch(
+    session_id: str, last_accessed: int
+) -> Awaitable[Session | None] | None:
+    """:func:`sessionkeeper_touch` on the backend's asyncio client. *Optional.*
+
+    Return an awaitable (do no I/O before returning it) whose result and exceptions are those of
+    :func:`sessionkeeper_touch`, with the same contract. A backend that implements it implements
+    :func:`sessionkeeper_touch` too. See :ref:`async-hooks`.
+
+    Stops at first non-None result, see :ref:`firstresult`.
+
+    :param session_id: as for :func:`sessionkeeper_touch`.
+    :param last_accessed: as for :func:`sessionkeeper_touch`.
+
+    Where it is called: :meth:`AsyncSessionManager.fetch
+    <sessionkeeper.AsyncSessionManager.fetch>` and
+    :meth:`~sessionkeeper.AsyncSessionManager.touch`, when the backend implements the ``async_``
+    twin of every hook the operation calls. Never by the sync manager.
+    """
+
+
+@hookspec(firstresult=True)
+def sessionkeeper_async_delete(session_id: str) -> Awaitable[bool | None] | None:
+    """:func:`sessionkeeper_delete` on the backend's asyncio client. *Optional.*
+
+    Return an awaitable (do no I/O before returning it) whose result and exceptions are those of
+    :func:`sessionkeeper_delete`, with the same contract. A backend that implements it
+    implements :func:`sessionkeeper_delete` too. See :ref:`async-hooks`.
+
+    Stops at first non-None result, see :ref:`firstresult`.
+
+    :param session_id: as for :func:`sessionkeeper_delete`.
+
+    Where it is called: :meth:`AsyncSessionManager.delete
+    <sessionkeeper.AsyncSessionManager.delete>`, when the backend implements the ``async_`` twin
+    of every hook the operation calls. Never by the sync manager.
+    """
+
+
+@hookspec(firstresult=True)
+def sessionkeeper_async_list(now: int) -> Awaitable[list[str] | None] | None:
+    """:func:`sessionkeeper_list` on the backend's asyncio client. *Optional.*
+
+    Return an awaitable (do no I/O before returning it) whose result and exceptions are those of
+    :func:`sessionkeeper_list`, with the same contract. A backend that implements it implements
+    :func:`sessionkeeper_list` too. See :ref:`async-hooks`.
+
+    Stops at first non-None result, see :ref:`firstresult`.
+
+    :param now: as for :func:`sessionkeeper_list`.
+
+    Where it is called: :meth:`AsyncSessionManager.list
+    <sessionkeeper.AsyncSessionManager.list>`, when the backend implements the ``async_`` twin
+    of every hook the operation calls. Never by the sync manager.
+    """
+
+
+@hookspec(firstresult=True)
+def sessionkeeper_async_count(now: int) -> Awaitable[int | None] | None:
+    """:func:`sessionkeeper_count` on the backend's asyncio client. *Optional.*
+
+    Return an awaitable (do no I/O before returning it) whose result and exceptions are those of
+    :func:`sessionkeeper_count`, with the same contract. A backend that implements it implements
+    :func:`sessionkeeper_count` too. See :ref:`async-hooks`.
+
+    Stops at first non-None result, see :ref:`firstresult`.
+
+    :param now: as for :func:`sessionkeeper_count`.
+
+    Where it is called: :meth:`AsyncSessionManager.count
+    <sessionkeeper.AsyncSessionManager.count>` and
+    :meth:`~sessionkeeper.AsyncSessionManager.stats`, when the backend implements the ``async_``
+    twin of every hook the operation calls. Never by the sync manager.
+    """
+
+
+@hookspec(firstresult=True)
+def sessionkeeper_async_cleanup_expired(now: int) -> Awaitable[int | None] | None:
+    """:func:`sessionkeeper_cleanup_expired` on the backend's asyncio client. *Optional.*
+
+    Return an awaitable (do no I/O before returning it) whose result and exceptions are those of
+    :func:`sessionkeeper_cleanup_expired`, with the same contract. A backend that implements it
+    implements :func:`sessionkeeper_cleanup_expired` too. See :ref:`async-hooks`.
+
+    Stops at first non-None result, see :ref:`firstresult`.
+
+    :param now: as for :func:`sessionkeeper_cleanup_expired`.
+
+    Where it is called: :meth:`AsyncSessionManager.cleanup_expired
+    <sessionkeeper.AsyncSessionManager.cleanup_expired>` and the cleanup task, when the backend
+    implements the ``async_`` twin of every hook the operation calls. Never by the sync manager.
+    """
+
+
+@hookspec(firstresult=True)
+def sessionkeeper_async_store_if(
+    session: Session, if_version: int | None, now: int
+) -> Awaitable[Session | None] | None:
+    """:func:`sessionkeeper_store_if` on the backend's asyncio client. *Optional.*
+
+    Return an awaitable (do no I/O before returning it) whose result and exceptions are those of
+    :func:`sessionkeeper_store_if`, with the same contract. A backend that implements it
+    implements :func:`sessionkeeper_store_if` too. See :ref:`async-hooks`.
+
+    Stops at first non-None result, see :ref:`firstresult`.
+
+    :param session: as for :func:`sessionkeeper_store_if`.
+    :param if_version: as for :func:`sessionkeeper_store_if`.
+    :param now: as for :func:`sessionkeeper_store_if`.
+
+    Where it is called: :meth:`AsyncSessionManager.store
+    <sessionkeeper.AsyncSessionManager.store>` and
+    :meth:`~sessionkeeper.AsyncSessionManager.update`, when the backend implements the
+    ``async_`` twin of every hook the operation calls. Never by the sync manager.
+    """
+
+
+@hookspec(firstresult=True)
+def sessionkeeper_async_take(session_id: str, now: int) -> Awaitable[Session | None] | None:
+    """:func:`sessionkeeper_take` on the backend's asyncio client. *Optional.*
+
+    Return an awaitable (do no I/O before returning it) whose result and exceptions are those of
+    :func:`sessionkeeper_take`, with the same contract. A backend that implements it implements
+    :func:`sessionkeeper_take` too. See :ref:`async-hooks`.
+
+    Stops at first non-None result, see :ref:`firstresult`.
+
+    :param session_id: as for :func:`sessionkeeper_take`.
+    :param now: as for :func:`sessionkeeper_take`.
+
+    Where it is called: :meth:`AsyncSessionManager.take
+    <sessionkeeper.AsyncSessionManager.take>`, when the backend implements the ``async_`` twin
+    of every hook the operation calls. Never by the sync manager.
+    """
+
+
+@hookspec(firstresult=True)
+def sessionkeeper_async_rotate(
+    session_id: str, new_id: str, now: int
+) -> Awaitable[Session | None] | None:
+    """:func:`sessionkeeper_rotate` on the backend's asyncio client. *Optional.*
+
+    Return an awaitable (do no I/O before returning it) whose result and exceptions are those of
+    :func:`sessionkeeper_rotate`, with the same contract. A backend that implements it
+    implements :func:`sessionkeeper_rotate` too. See :ref:`async-hooks`.
+
+    Stops at first non-None result, see :ref:`firstresult`.
+
+    :param session_id: as for :func:`sessionkeeper_rotate`.
+    :param new_id: as for :func:`sessionkeeper_rotate`.
+    :param now: as for :func:`sessionkeeper_rotate`.
+
+    Where it is called: :meth:`AsyncSessionManager.rotate
+    <sessionkeeper.AsyncSessionManager.rotate>`, when the backend implements the ``async_`` twin
+    of every hook the operation calls. Never by the sync manager.
+    """
+
+
+@hookspec(firstresult=True)
+def sessionkeeper_async_list_owner(owner: str, now: int) -> Awaitable[list[str] | None] | None:
+    """:func:`sessionkeeper_list_owner` on the backend's asyncio client. *Optional.*
+
+    Return an awaitable (do no I/O before returning it) whose result and exceptions are those of
+    :func:`sessionkeeper_list_owner`, with the same contract. A backend that implements it
+    implements :func:`sessionkeeper_list_owner` too. See :ref:`async-hooks`.
+
+    Stops at first non-None result, see :ref:`firstresult`.
+
+    :param owner: as for :func:`sessionkeeper_list_owner`.
+    :param now: as for :func:`sessionkeeper_list_owner`.
+
+    Where it is called: :meth:`AsyncSessionManager.list
+    <sessionkeeper.AsyncSessionManager.list>` with ``owner=``, when the backend implements the
+    ``async_`` twin of every hook the operation calls. Never by the sync manager.
+    """
+
+
+@hookspec(firstresult=True)
+def sessionkeeper_async_count_owner(owner: str, now: int) -> Awaitable[int | None] | None:
+    """:func:`sessionkeeper_count_owner` on the backend's asyncio client. *Optional.*
+
+    Return an awaitable (do no I/O before returning it) whose result and exceptions are those of
+    :func:`sessionkeeper_count_owner`, with the same contract. A backend that implements it
+    implements :func:`sessionkeeper_count_owner` too. See :ref:`async-hooks`.
+
+    Stops at first non-None result, see :ref:`firstresult`.
+
+    :param owner: as for :func:`sessionkeeper_count_owner`.
+    :param now: as for :func:`sessionkeeper_count_owner`.
+
+    Where it is called: :meth:`AsyncSessionManager.count
+    <sessionkeeper.AsyncSessionManager.count>` with ``owner=``, when the backend implements the
+    ``async_`` twin of every hook the operation calls. Never by the sync manager.
+    """
+
+
+@hookspec(firstresult=True)
+def sessionkeeper_async_delete_owner(owner: str) -> Awaitable[int | None] | None:
+    """:func:`sessionkeeper_delete_owner` on the backend's asyncio client. *Optional.*
+
+    Return an awaitable (do no I/O before returning it) whose result and exceptions are those of
+    :func:`sessionkeeper_delete_owner`, with the same contract. A backend that implements it
+    implements :func:`sessionkeeper_delete_owner` too. See :ref:`async-hooks`.
+
+    Stops at first non-None result, see :ref:`firstresult`.
+
+    :param owner: as for :func:`sessionkeeper_delete_owner`.
+
+    Where it is called: :meth:`AsyncSessionManager.delete_owner
+    <sessionkeeper.AsyncSessionManager.delete_owner>`, when the backend implements the
+    ``async_`` twin of every hook the operation calls. Never by the sync manager.
+    """
+
+
+@hookspec
+def sessionkeeper_async_close() -> Awaitable[None] | None:
+    """Release what the ``async_`` hooks acquired on the event loop (an asyncio client).
+
+    Called on the running loop before :func:`sessionkeeper_close`, so that a client bound to
+    that loop is closed on it. Return an awaitable (``None`` when there is nothing to release).
+    Must be idempotent. Errors are logged by the manager, naming the plugin, and do not stop
+    the plugins from closing.
+
+    .. note::
+        Every plugin's implementation is called (this hook is not ``firstresult``), the last
+        registered first; the manager awaits every awaitable returned.
+
+    Where it is called: :meth:`AsyncSessionManager.aclose
+    <sessionkeeper.AsyncSessionManager.aclose>` (and on leaving ``async with``). Never by the
+    sync manager.
+    """
+
+
+#: Each operation hook that has an async twin -> the twin's name.
+ASYNC_HOOKS: Final = {
+    "sessionkeeper_store": "sessionkeeper_async_store",
+    "sessionkeeper_store_many": "sessionkeeper_async_store_many",
+    "sessionkeeper_fetch": "sessionkeeper_async_fetch",
+    "sessionkeeper_touch": "sessionkeeper_async_touch",
+    "sessionkeeper_delete": "sessionkeeper_async_delete",
+    "sessionkeeper_list": "sessionkeeper_async_list",
+    "sessionkeeper_count": "sessionkeeper_async_count",
+    "sessionkeeper_cleanup_expired": "sessionkeeper_async_cleanup_expired",
+    "sessionkeeper_store_if": "sessionkeeper_async_store_if",
+    "sessionkeeper_take": "sessionkeeper_async_take",
+    "sessionkeeper_rotate": "sessionkeeper_async_rotate",
+    "sessionkeeper_list_owner": "sessionkeeper_async_list_owner",
+    "sessionkeeper_count_owner": "sessionkeeper_async_count_owner",
+    "sessionkeeper_delete_owner": "sessionkeeper_async_delete_owner",
+}

@@ -3,8 +3,8 @@
 Run ``python tests/benchmarks/bench_postgres.py [--quick] [--durable] [--json PATH] [--strict]``
 (``nox -s bench`` runs it; pytest never does). The script starts its own throwaway PostgreSQL
 cluster (``contrib/postgres/tests/skpg_cluster.py``: the machine's PostgreSQL, else the
-``pgserver`` wheel's) on a free loopback port and removes it at the end. Each figure is the
-median of several repeats, measured beside a *floor*: raw psycopg 3 sending the very statements
+``pgserver`` wheel's) on a free loopback port and removes it at the end. Each figure is measured
+beside a *floor*: raw psycopg 3 sending the very statements
 the backend sends, on one autocommit connection over the same loopback TCP, through one cursor
 kept for the whole run and reading binary results, as the backend does (the cheapest way
 psycopg sends a statement: a new cursor per statement, what ``Connection.execute`` does, costs
@@ -26,7 +26,14 @@ backend's (same columns and indexes), with the same rows:
 - cleanup of ``expired`` sessions among ``stored`` against the same batched
   ``DELETE … FOR UPDATE SKIP LOCKED`` statements sent in a loop.
 
-The targets (DESIGN §5, issue 17): within 1.2x of the floor. The floor leaves out only what the
+Rounds: the machine's two cores are shared, and single timings of a round trip move by a third
+either way from one second to the next. So each comparison runs many short rounds (a few hundred
+calls a side), the backend and the floor back to back in each, the side going first alternating;
+the figure is the median of the rounds' ratios (the value and floor columns are the medians of
+each side), and the note gives the quartiles of those ratios: a target is met when the median
+ratio is within it, and the quartiles say how far one run can be trusted.
+
+The targets (issue 17): within 1.2x of the floor. The floor leaves out only what the
 backend adds: the pool, the codec where the floor has none, and the manager. Beside them, when a
 ``redis-server`` is found (``sessionkeeper_redis.testing.find_redis_server``), the redis
 backend's fetch, store, update and cleanup on the same machine, with the postgres figure as the
@@ -36,7 +43,7 @@ Commits: by default both sides run with ``synchronous_commit = off``, so a write
 the client and the server do, not the disk's flush (``fsync`` stays on; the flush is the same
 for the backend and the floor, and on a slow disk its milliseconds drown the difference being
 measured). ``--durable`` runs with ``synchronous_commit = on`` (the backend's default).
-``--quick`` uses fewer sessions and repeats (well under a minute); the full run loads 1,000,000
+``--quick`` uses fewer sessions and rounds (well under a minute); the full run loads 1,000,000
 rows (COPY) and takes a few minutes.
 """
 
@@ -61,7 +68,7 @@ from typing import Any
 import _bench
 import attrs
 import psycopg
-from _bench import Clock, Figure, figure
+from _bench import Clock, Figure, NotedFigure, figure
 
 from sessionkeeper import Session, SessionManager, __version__, generate_id
 from sessionkeeper.backend import decode_session, encode_session
@@ -86,14 +93,15 @@ RATIO = 1.2
 class Sizes:
     """How big each benchmark is."""
 
-    ops: int  # sessions for the per-operation timings
+    ops: int  # sessions for the per-operation timings (calls per side in a round)
     stored: int  # rows in the table for the cleanup
     expired: int  # expired sessions per cleanup
-    repeats: int  # repeats of each timing (the median is reported)
+    rounds: int  # rounds of each per-operation comparison (the median ratio is reported)
+    cleanup_rounds: int  # rounds of the cleanup comparison
 
 
-FULL = Sizes(ops=2_000, stored=1_000_000, expired=10_000, repeats=5)
-QUICK = Sizes(ops=500, stored=50_000, expired=2_000, repeats=3)
+FULL = Sizes(ops=400, stored=1_000_000, expired=10_000, rounds=41, cleanup_rounds=15)
+QUICK = Sizes(ops=200, stored=50_000, expired=2_000, rounds=11, cleanup_rounds=5)
 
 Row = tuple[str, bytes, int, int | None]
 
@@ -133,32 +141,92 @@ def add_one(metadata: dict[str, Any]) -> dict[str, Any]:
     return {**metadata, "n": metadata["n"] + 1}
 
 
-def paired(
+@attrs.frozen
+class Paired:
+    """The µs per call of the backend and of its floor, one figure per round."""
+
+    values: list[float]
+    floors: list[float]
+
+    @property
+    def ratios(self) -> list[float]:
+        """Each round's backend / floor: the two sides of one round met the same load."""
+        return [value / floor for value, floor in zip(self.values, self.floors, strict=True)]
+
+
+def rounds(
     function: Callable[..., object],
     floor: Callable[..., object],
     *arguments: Sequence[Any],
     floor_arguments: tuple[Sequence[Any], ...] | None = None,
-    repeats: int,
+    count: int,
     setup: Callable[[], object] | None = None,
-) -> tuple[float, float]:
-    """Median µs per call of ``function`` and of ``floor`` (as :func:`_bench.paired`), with
-    ``setup`` before each repeat and the order alternating: the first run of a repeat meets
-    the server right after the previous one's writes (WAL writer, hint bits, checkpoints), so
-    neither side always pays for it."""
-    count = len(arguments[0])
+) -> Paired:
+    """``count`` rounds, each ``setup()`` then ``function`` and ``floor`` mapped over the
+    arguments, one right after the other, the side going first alternating by round.
+
+    A round is short (a few hundred calls): a burst of load from elsewhere on the machine
+    (other processes share its two cores) mostly falls on both sides of one round, so the
+    ratio of each round holds where the absolute figures move; the figure is the median of the
+    rounds' ratios, and the spread of those ratios says how far to trust it. Alternating the
+    order matters too: the first side of a round meets the server right after the previous
+    writes (WAL writer, hint bits, checkpoints), so neither side always pays for it."""
+    calls = len(arguments[0])
     floor_args = arguments if floor_arguments is None else floor_arguments
+    assert len(floor_args[0]) == calls
     timings: dict[int, list[float]] = {0: [], 1: []}
     sides = ((0, function, arguments), (1, floor, floor_args))
-    for repeat in range(repeats):
+    for number in range(count):
         if setup is not None:
             setup()
-        for side, callable_, args in sides if repeat % 2 == 0 else sides[::-1]:
+        for side, callable_, args in sides if number % 2 == 0 else sides[::-1]:
 
             def run(callable_: Callable[..., object] = callable_, args: Any = args) -> None:
                 deque(map(callable_, *args), 0)
 
-            timings[side].append(timeit.Timer(run).timeit(number=1) / count * 1e6)
-    return statistics.median(timings[0]), statistics.median(timings[1])
+            timings[side].append(timeit.Timer(run).timeit(number=1) / calls * 1e6)
+    return Paired(timings[0], timings[1])
+
+
+@attrs.frozen
+class RoundsFigure(NotedFigure):
+    """A row whose ratio is the median of the rounds' ratios (not the ratio of the medians),
+    with their spread in the note."""
+
+    median_ratio: float | None = None
+
+    @property
+    def ratio(self) -> float | None:
+        return self.median_ratio
+
+
+def compared(
+    operation: str,
+    paired: Paired,
+    floor_name: str,
+    *,
+    unit: str = "us",
+    per_call: float = 1.0,
+    ratio: float | None = None,
+) -> Figure:
+    """The row of ``paired``: the median value and floor (times ``per_call``), the median of
+    the rounds' ratios against ``ratio`` (no target when ``None``), and in the note the middle
+    half of those ratios (quartiles) and the number of rounds."""
+    ratios = sorted(paired.ratios)
+    middle = statistics.median(ratios)
+    low, _, high = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+    note = f"{len(ratios)} rounds, quartiles {low:.2f}-{high:.2f}x"
+    return RoundsFigure(
+        operation,
+        statistics.median(paired.values) * per_call,
+        unit,
+        statistics.median(paired.floors) * per_call,
+        floor_name,
+        "-" if ratio is None else f"median ratio <= {ratio:g}x",
+        None if ratio is None else middle <= ratio,
+        note,
+        middle,
+    )
 
 
 def raw_statement(manager: SessionManager, name: str) -> bytes:
@@ -180,7 +248,7 @@ def bench_operations(manager: SessionManager, raw: Any, clock: Clock, sizes: Siz
     cursor = raw.cursor(binary=True)  # as the backend reads
     execute = cursor.execute
     figures: list[Figure] = []
-    repeats = sizes.repeats
+    count = sizes.rounds
 
     def raw_store(session: Session) -> object:
         return execute(counted_sql, params(session, now=clock.now)).fetchone()
@@ -206,64 +274,63 @@ def bench_operations(manager: SessionManager, raw: Any, clock: Clock, sizes: Siz
         return execute(delete_sql, (r[0],))
 
     store, fetch, peek = manager.store, manager.fetch, manager.peek
-    value, floor = paired(store, raw_store, stored, repeats=repeats)
-    figures.append(figure("store", value, floor, "raw counting upsert", ratio=RATIO))
+    paired = rounds(store, raw_store, stored, count=count)
+    figures.append(compared("store", paired, "raw counting upsert", ratio=RATIO))
     batches = [stored[i : i + BATCH_SIZE] for i in range(0, len(stored), BATCH_SIZE)]
     raw_batches = [columns(batch) for batch in batches]
 
     def raw_many(arrays: tuple[list[Any], ...]) -> object:
         return execute(many_sql, arrays)
 
-    value, floor = paired(
-        manager.store_many, raw_many, batches, floor_arguments=(raw_batches,), repeats=repeats
+    paired = rounds(
+        manager.store_many, raw_many, batches, floor_arguments=(raw_batches,), count=count
     )
-    per_session = len(batches) / len(stored)
     figures.append(
-        figure(f"store_many, batches of {BATCH_SIZE} (per session)", value * per_session,
-               floor * per_session, "raw INSERT ... unnest", ratio=RATIO)
+        compared(f"store_many, batches of {BATCH_SIZE} (per session)", paired,
+                 "raw INSERT ... unnest", per_call=len(batches) / len(stored), ratio=RATIO)
     )  # fmt: skip
     ids = [s.id for s in stored]
-    value, floor = paired(fetch, raw_fetch, ids, floor_arguments=(rows,), repeats=repeats)
-    figures.append(figure("fetch (no write-back)", value, floor, "raw SELECT"))
-    value, floor = paired(peek, raw_fetch, ids, floor_arguments=(rows,), repeats=repeats)
-    figures.append(figure("peek", value, floor, "raw SELECT"))
-    value, floor = paired(fetch, raw_read, ids, repeats=repeats)
-    figures.append(
-        figure("fetch (no write-back)", value, floor, "raw SELECT + decode", ratio=RATIO)
-    )
+    paired = rounds(fetch, raw_fetch, ids, floor_arguments=(rows,), count=count)
+    figures.append(compared("fetch (no write-back)", paired, "raw SELECT"))
+    paired = rounds(peek, raw_fetch, ids, floor_arguments=(rows,), count=count)
+    figures.append(compared("peek", paired, "raw SELECT"))
+    paired = rounds(fetch, raw_read, ids, count=count)
+    figures.append(compared("fetch (no write-back)", paired, "raw SELECT + decode", ratio=RATIO))
 
     def later() -> None:
         clock.now += TOUCH_RESOLUTION + 1
 
-    value, floor = paired(
-        fetch, raw_fetch_touch, ids, floor_arguments=(rows,), repeats=repeats, setup=later
-    )
+    paired = rounds(fetch, raw_fetch_touch, ids, floor_arguments=(rows,), count=count, setup=later)
     figures.append(
-        figure(
+        compared(
             "fetch writing a touch back",
-            value,
-            floor,
+            paired,
             "raw SELECT + decode + UPDATE ... RETURNING + decode",
             ratio=RATIO,
         )
     )
-    figures += bench_concurrent(manager, execute, clock, ids, if_version_sql, raw_read, repeats)
+    figures += bench_concurrent(manager, execute, clock, ids, if_version_sql, raw_read, count)
     stored_now = [manager.peek(session_id) for session_id in ids]
 
     def raw_take(session: Session) -> object:
-        record, last_accessed, version, _deadline = execute(take_sql, (session.id,)).fetchone()
-        return decode_session(record).with_version(version).touched(last_accessed)
+        record, last_accessed, version, deadline = execute(take_sql, (session.id,)).fetchone()
+        taken = decode_session(record)  # what the hook does with the row it removed
+        if version != taken.version:
+            taken = taken.with_version(version)
+        if last_accessed > taken.last_accessed:
+            taken = taken.touched(last_accessed)
+        return None if deadline is not None and deadline < clock.now else taken
 
-    def restore() -> None:
+    def restore() -> None:  # both tables hold every session again before each round
         manager.store_many(stored_now)
         execute(many_sql, columns(stored_now))
 
-    value, floor = paired(manager.take, raw_take, ids, floor_arguments=(stored_now,),
-                          repeats=repeats, setup=restore)  # fmt: skip
-    figures.append(figure("take", value, floor, "raw DELETE ... RETURNING + decode", ratio=RATIO))
-    restore()
-    value, floor = paired(manager.delete, raw_delete, ids, floor_arguments=(rows,), repeats=1)
-    figures.append(figure("delete", value, floor, "raw DELETE", ratio=RATIO))
+    paired = rounds(manager.take, raw_take, ids, floor_arguments=(stored_now,), count=count,
+                    setup=restore)  # fmt: skip
+    figures.append(compared("take", paired, "raw DELETE ... RETURNING + decode", ratio=RATIO))
+    paired = rounds(manager.delete, raw_delete, ids, floor_arguments=(rows,), count=count,
+                    setup=restore)  # fmt: skip
+    figures.append(compared("delete", paired, "raw DELETE", ratio=RATIO))
     return figures
 
 
@@ -274,7 +341,7 @@ def bench_concurrent(
     ids: list[str],
     if_version_sql: bytes,
     raw_read: Callable[[str], Session],
-    repeats: int,
+    count: int,
 ) -> list[Figure]:
     """``update`` against the raw statements and against ``fetch`` + ``store``;
     ``store(if_version=)`` against ``store``."""
@@ -299,13 +366,13 @@ def bench_concurrent(
         return manager.store(read.replace(metadata=add_one(read.metadata)))
 
     figures = []
-    value, floor = paired(update, raw_update, ids, repeats=repeats)
+    paired = rounds(update, raw_update, ids, count=count)
     figures.append(
-        figure("update (a read, one conditional write)", value, floor,
-               "raw SELECT + decode + encode + UPDATE ... WHERE version", ratio=RATIO)
+        compared("update (a read, one conditional write)", paired,
+                 "raw SELECT + decode + encode + UPDATE ... WHERE version", ratio=RATIO)
     )  # fmt: skip
-    value, floor = paired(update, fetch_and_store, ids, repeats=repeats)
-    figures.append(figure("update", value, floor, "fetch + store, same backend", ratio=RATIO))
+    paired = rounds(update, fetch_and_store, ids, count=count)
+    figures.append(compared("update", paired, "fetch + store, same backend", ratio=RATIO))
     current = [manager.peek(session_id) for session_id in ids]
     versions = {s.id: s.version for s in current}
 
@@ -319,8 +386,8 @@ def bench_concurrent(
         versions[session.id] = stored.version
         return stored
 
-    value, floor = paired(store_if, store, current, repeats=repeats)
-    figures.append(figure("store(if_version=)", value, floor, "store, same backend", ratio=RATIO))
+    paired = rounds(store_if, store, current, count=count)
+    figures.append(compared("store(if_version=)", paired, "store, same backend", ratio=RATIO))
     return figures
 
 
@@ -357,7 +424,7 @@ def bench_cleanup(manager: SessionManager, raw: Any, clock: Clock, sizes: Sizes)
         raw.execute(f"VACUUM ANALYZE {table}")  # type: ignore[arg-type]
     cleanup_sql = raw_statement(manager, "cleanup")
     values, floors = [], []
-    for _ in range(sizes.repeats):
+    for number in range(sizes.cleanup_rounds):
         doomed = [(generate_id(), template, now, now + 1_000) for _ in range(sizes.expired)]
         for table in (TABLE, RAW):
             copy_rows(raw, table, doomed)
@@ -372,7 +439,7 @@ def bench_cleanup(manager: SessionManager, raw: Any, clock: Clock, sizes: Sizes)
             while raw.execute(cleanup_sql, (now + 2_000, CLEANUP_BATCH)).rowcount == CLEANUP_BATCH:
                 pass
 
-        if len(values) % 2:  # alternate which goes first, as paired() does
+        if number % 2:  # alternate which goes first, as rounds() does
             floors.append(once(raw_cleanup))
             values.append(once(cleanup))
         else:
@@ -382,10 +449,9 @@ def bench_cleanup(manager: SessionManager, raw: Any, clock: Clock, sizes: Sizes)
             raise SystemExit(f"cleanup removed {removed}, expected {sizes.expired}")
     clock.now = now
     return [
-        figure(
+        compared(
             f"cleanup of {sizes.expired:,} expired among {sizes.stored:,}",
-            statistics.median(values),
-            statistics.median(floors),
+            Paired(values, floors),
             f"raw batched DELETE ({CLEANUP_BATCH} a statement)",
             unit="ms",
             ratio=RATIO,
@@ -461,12 +527,12 @@ def bench_redis(sizes: Sizes, postgres: dict[str, float]) -> list[Figure]:
         stored = sessions(sizes.ops, clock.now)
         ids = [s.id for s in stored]
         timings = {
-            "store": _median(sizes.repeats, lambda: deque(map(manager.store, stored), 0)),
+            "store": _median(min(sizes.rounds, 7), lambda: deque(map(manager.store, stored), 0)),
             "fetch (no write-back)": _median(
-                sizes.repeats, lambda: deque(map(manager.fetch, ids), 0)
+                min(sizes.rounds, 7), lambda: deque(map(manager.fetch, ids), 0)
             ),
             "update": _median(
-                sizes.repeats, lambda: deque((manager.update(i, add_one) for i in ids), 0)
+                min(sizes.rounds, 7), lambda: deque((manager.update(i, add_one) for i in ids), 0)
             ),
         }
         for name in names[:3]:
@@ -493,7 +559,7 @@ def redis_cleanup(manager: SessionManager, clock: Clock, sizes: Sizes, postgres:
             [template.replace(id=generate_id()) for _ in range(min(5_000, live - start))]
         )
     values = []
-    for _ in range(sizes.repeats):
+    for _ in range(min(sizes.rounds, 7)):
         manager.store_many(
             [Session(generate_id(), now, now, 1_000, METADATA) for _ in range(sizes.expired)]
         )
@@ -555,7 +621,8 @@ def measure(args: argparse.Namespace) -> _bench.Run:
         title=f"sessionkeeper {__version__}, postgres backend {backend_version} (PostgreSQL "
         f"{server}, psycopg {psycopg.__version__}, fsync on, synchronous_commit {commit}); "
         f"Python {platform.python_version()} on {platform.machine()}, {sizes.ops:,} sessions "
-        f"for timings, medians of {sizes.repeats}",
+        f"a side per round, median ratio of {sizes.rounds} rounds ({sizes.cleanup_rounds} for "
+        "the cleanup)",
         about={
             "sessionkeeper": __version__,
             "sessionkeeper_postgres": backend_version,

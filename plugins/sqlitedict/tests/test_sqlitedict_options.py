@@ -64,6 +64,11 @@ class TestOptions:
             ({"file_path": "data/."}, "file_path", "names a directory"),
             ({"file_path": ".."}, "file_path", "names a directory"),
             ({"autocommit": True}, "autocommit", "unknown key"),
+            ({"shared": "yes"}, "shared", "true or false"),
+            ({"shared": 1}, "shared", "true or false"),
+            ({"shared": True, "journal_mode": "DELETE"}, "journal_mode", "WAL with shared"),
+            ({"sweep_lease": 0}, "sweep_lease", "between 10 and"),
+            ({"sweep_lease": 3_600_001}, "sweep_lease", "between 10 and"),
         ],
         ids=lambda value: str(value)[:40],
     )
@@ -75,6 +80,20 @@ class TestOptions:
             open_with(tmp_path, **{"file_path": "s.sqlite", **opts})
         assert info.value.key == f"{KEY}.{field}"
         assert not (tmp_path / "s.sqlite").exists()
+
+    def test_shared_mode_defaults(self) -> None:
+        """``shared`` is off by default; with it, ``synchronous`` defaults to NORMAL (the single
+        owner's stays FULL), an explicit level is kept, and the sweep lease lasts 30 s."""
+        assert SqliteDictOptions(file_path="s").shared is False
+        options = SqliteDictOptions(file_path="s", shared=True)
+        assert (options.journal_mode, options.synchronous, options.sweep_lease) == (
+            "WAL",
+            "NORMAL",
+            30_000,
+        )
+        assert SqliteDictOptions(file_path="s", shared=True, synchronous="full").synchronous == (
+            "full"
+        )
 
     def test_case_of_pragma_values_does_not_matter(self, tmp_path: Path) -> None:
         """journal_mode and synchronous are accepted in any case and applied."""

@@ -144,7 +144,16 @@ def test_touch_waiting_on_peers_and_fsync_per_write(key_dir: Path, tmp_path: Pat
         wait_ready([node_a, node_b])
         assert node_a.inline_hooks == {
             "sessionkeeper_" + name
-            for name in ("fetch", "list", "count", "store", "store_if", "delete")
+            for name in (
+                "fetch",
+                "list",
+                "count",
+                "list_owner",
+                "count_owner",
+                "store",
+                "store_if",
+                "delete",
+            )
         }
     (opts,) = cluster_opts(
         key_dir, 1, curve=False, disc_copies=True, data_dir=str(tmp_path), fsync="always"

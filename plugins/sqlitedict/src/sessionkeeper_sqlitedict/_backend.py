@@ -15,14 +15,17 @@ engine                                 when
 :class:`~._readonly.ReadOnlyStore`     ``read_only`` (the CLI's ``list``, ``show``, ``stats``)
 :class:`~._durable.DurableStore`       the owner, ``auto_save = 0``: commit before returning
 :class:`~._interval.IntervalStore`     the owner, ``auto_save > 0``: buffer, commit each window
+:class:`~._shared.SharedStore`         ``shared``: every process of the host reads and writes
+                                       the file, each read a ``SELECT``, each write a
+                                       transaction
 =====================================  ====================================================
 
 The two owner engines share :class:`~._owner.OwnerStore` (the lock on the file, the load into a
 :class:`~sessionkeeper._table.SessionTable`, reads from it, cleanup, close, fork). The pieces
 they use live apart: :mod:`._writer` (the connection), :mod:`._group` (group commit),
-:mod:`._flusher` (the interval thread), :mod:`._lock` (the file's owner lock). A future engine —
-several processes on one file, every write a transaction — is one more class beside these,
-chosen in :func:`_engine`.
+:mod:`._flusher` (the interval thread), :mod:`._lock` (the file's owner lock). The shared
+engine has its own pieces: :mod:`._shared_sql` (the index table beside sqlitedict's),
+:mod:`._lease` (one sweep at a time across processes), :mod:`._busy` (who holds SQLite's lock).
 
 This base holds what every engine shares: the options and paths, the error wording, the table's
 column check, and the ``stats``, ``identity`` and ``check`` hooks.
@@ -259,6 +262,10 @@ def _engine(options: SqliteDictOptions, context: BackendContext) -> type[SqliteD
         from ._readonly import ReadOnlyStore
 
         return ReadOnlyStore
+    if options.shared:
+        from ._shared import SharedStore
+
+        return SharedStore
     if options.durable:
         from ._durable import DurableStore
 

@@ -10,7 +10,13 @@ import attrs
 
 from sessionkeeper.backend import FieldError
 
-__all__ = ["JOURNAL_MODES", "MAX_AUTO_SAVE", "SYNCHRONOUS_LEVELS", "SqliteDictOptions"]
+__all__ = [
+    "JOURNAL_MODES",
+    "MAX_AUTO_SAVE",
+    "MAX_SWEEP_LEASE",
+    "SYNCHRONOUS_LEVELS",
+    "SqliteDictOptions",
+]
 
 #: Journal modes that keep the file consistent through a crash (``MEMORY`` and ``OFF`` do not).
 JOURNAL_MODES: Final = ("WAL", "DELETE", "TRUNCATE", "PERSIST")
@@ -20,6 +26,8 @@ SYNCHRONOUS_LEVELS: Final = ("FULL", "EXTRA", "NORMAL")
 MAX_AUTO_SAVE: Final = 86_400_000
 #: The longest ``busy_timeout`` accepted: ten minutes.
 MAX_BUSY_TIMEOUT: Final = 600_000
+#: The longest ``sweep_lease`` accepted: one hour.
+MAX_SWEEP_LEASE: Final = 3_600_000
 _TABLE_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 T = TypeVar("T")
@@ -72,6 +80,23 @@ def _between(low: int, high: int, unit: str) -> Validator[int]:
     return check
 
 
+def _shared_journal(
+    instance: SqliteDictOptions, attribute: attrs.Attribute[str], value: str
+) -> None:
+    # Validators run once every field is set, so ``shared`` is known here.
+    if instance.shared and value.upper() != "WAL":
+        raise FieldError(
+            attribute.name,
+            f"must be WAL with shared = true (several processes read while one writes only in "
+            f"WAL mode), got {value!r}",
+        )
+
+
+def _default_synchronous(instance: SqliteDictOptions) -> str:
+    """``FULL`` for the single owner, ``NORMAL`` in shared mode (see the class docstring)."""
+    return "NORMAL" if instance.shared else "FULL"
+
+
 @attrs.frozen(kw_only=True)
 class SqliteDictOptions:
     """``backend_opts`` of the ``sqlitedict`` backend (names from the Erlang original).
@@ -83,14 +108,24 @@ class SqliteDictOptions:
         one its own store). A plain SQL name: letters, digits and underscores.
     :param auto_save: milliseconds between commits of buffered writes (*interval mode*); ``0``
         selects *durable mode*, where ``store``, ``touch`` and ``delete`` return only once the
-        change is committed (and, with ``synchronous = "FULL"``, fsynced).
+        change is committed (and, with ``synchronous = "FULL"``, fsynced). Not used in shared
+        mode, where every write is a transaction committed before it returns.
     :param journal_mode: SQLite's journal mode: ``WAL`` (the default, lets the CLI read beside
         the running owner), ``DELETE``, ``TRUNCATE`` or ``PERSIST``.
-    :param synchronous: SQLite's ``synchronous`` level: ``FULL`` (the default: every commit is
-        fsynced), ``EXTRA``, or ``NORMAL`` (in WAL mode a commit survives a crash of the process
-        but not a power loss; roughly ten times cheaper).
+    :param synchronous: SQLite's ``synchronous`` level: ``FULL`` (every commit is fsynced),
+        ``EXTRA``, or ``NORMAL`` (in WAL mode a commit survives a crash of the process but not a
+        power loss; roughly ten times cheaper). The default is ``FULL`` for the single owner and
+        ``NORMAL`` in shared mode, where every ``fetch`` that slides ``last_accessed`` is a
+        commit too.
     :param busy_timeout: milliseconds a commit waits for SQLite's own lock (held briefly by a
-        reader's checkpoint or by another table of the same file) before failing.
+        reader's checkpoint or by another table of the same file; in shared mode by another
+        process's transaction) before failing.
+    :param shared: *shared mode*: any number of processes of one host open the file for
+        reading and writing, every read a ``SELECT`` and every write a transaction (WAL only).
+        ``False`` (the default): one owning process per file, with the copy in memory.
+    :param sweep_lease: shared mode: milliseconds a process's claim to sweep expired sessions
+        lasts without being renewed (each batch renews it); a sweeper killed mid-sweep is
+        replaced at once when its process is gone, else once the claim runs out.
     """
 
     file_path: str = attrs.field(validator=[attrs.validators.instance_of(str), _file_path])
@@ -98,9 +133,16 @@ class SqliteDictOptions:
         default="sessions", validator=[attrs.validators.instance_of(str), _table_name]
     )
     auto_save: int = attrs.field(default=60_000, validator=_between(0, MAX_AUTO_SAVE, "ms"))
-    journal_mode: str = attrs.field(default="WAL", validator=_one_of(JOURNAL_MODES))
-    synchronous: str = attrs.field(default="FULL", validator=_one_of(SYNCHRONOUS_LEVELS))
+    shared: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    journal_mode: str = attrs.field(
+        default="WAL", validator=[_one_of(JOURNAL_MODES), _shared_journal]
+    )
+    synchronous: str = attrs.field(
+        default=attrs.Factory(_default_synchronous, takes_self=True),
+        validator=_one_of(SYNCHRONOUS_LEVELS),
+    )
     busy_timeout: int = attrs.field(default=5_000, validator=_between(0, MAX_BUSY_TIMEOUT, "ms"))
+    sweep_lease: int = attrs.field(default=30_000, validator=_between(10, MAX_SWEEP_LEASE, "ms"))
 
     @property
     def durable(self) -> bool:

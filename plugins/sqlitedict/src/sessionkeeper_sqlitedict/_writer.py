@@ -22,6 +22,7 @@ from sessionkeeper import Session
 from sessionkeeper.backend import encode_session
 
 from ._options import SqliteDictOptions
+from ._shared_sql import invalidate_index
 from ._sql import Statements, close_connection, connect_writer, table_columns
 
 __all__ = ["READ_BATCH", "Writer"]
@@ -68,6 +69,9 @@ class Writer:
             connection.execute(f"PRAGMA synchronous = {options.synchronous.upper()}")
             connection.execute(self._sql.create)
             columns = table_columns(connection, self._sql.table)
+            # This owner writes the table alone from now on: shared mode's index of it, if
+            # the file has one, is stale until a shared open rebuilds it.
+            invalidate_index(connection, self._sql.table)
         except BaseException:
             connection.close()
             raise

@@ -265,9 +265,11 @@ class ZmqBackend:
         event loop.
 
         ``fetch`` is one ``dict.get`` of the replica (a miss while the node is catching up with
-        its peers asks them, waiting 0.2 s at most: that window is the exception). ``list`` and
-        ``count`` hold the replica's lock, which a write holds across an fsync with
-        ``disc_copies`` and ``fsync = "always"``: then they stay in a worker thread. Writes
+        its peers asks them, waiting 0.2 s at most: that window is the exception). ``list``,
+        ``count`` and their owner forms hold the replica's lock, which a write holds across an
+        fsync with ``disc_copies`` and ``fsync = "always"``: then they stay in a worker thread
+        (the async manager's ``list(owner=)`` also names ``iter_sessions``, its fallback, which
+        is not inline: a snapshot of every session). Writes
         return without waiting when one node's acknowledgement is enough (``ack = "local"``,
         ``1``, or any level in a cluster of one) and the write-ahead log does not fsync each
         record: ``store`` and ``delete`` by ``ack``, ``touch`` by ``touch_ack``. ``store_if``
@@ -279,7 +281,7 @@ class ZmqBackend:
         syncs_each_write = options.disc_copies and options.fsync == "always"
         names = {"fetch"}
         if not syncs_each_write:
-            names |= {"list", "count"}
+            names |= {"list", "count", "list_owner", "count_owner"}
             if self._ack <= 1:
                 names |= {"store", "store_if", "delete"}
             if self._touch_ack <= 1:
@@ -456,6 +458,26 @@ class ZmqBackend:
         """Sessions live at ``now`` on this node."""
         self.replica.note_now(now)
         return self.replica.count_live(now)
+
+    @hookimpl
+    def sessionkeeper_list_owner(self, owner: str, now: int) -> list[str]:
+        """Ids of ``owner``'s sessions live at ``now`` on this node, from the replica's owner
+        index (cost: what the owner holds, not what the node holds).
+
+        A read, served like :meth:`sessionkeeper_list`: the index is the table's, kept exact
+        by every write the replica applies (local or merged), delete and cleanup. It is not
+        one of the atomic operations: this backend does not declare ``atomic``, so the manager
+        still refuses ``update``, ``take``, ``rotate``, conditional stores and
+        ``delete_owner`` on it.
+        """
+        self.replica.note_now(now)
+        return self.replica.table.list_owner(owner, now)
+
+    @hookimpl
+    def sessionkeeper_count_owner(self, owner: str, now: int) -> int:
+        """How many of ``owner``'s sessions are live at ``now`` on this node (owner index)."""
+        self.replica.note_now(now)
+        return self.replica.table.count_owner(owner, now)
 
     @hookimpl
     def sessionkeeper_iter_sessions(self) -> Iterator[Session]:
