@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -496,6 +497,23 @@ class TestToolsBesideRunningWriters:
         writer.kill()
         with owner(tmp_path / "copy.sqlite") as copy:
             assert copy.peek(f"w{seen}").metadata == {"i": seen}
+
+
+def test_the_documented_shared_config_opens_one_file_for_several_managers(tmp_path: Path) -> None:
+    """docs/examples/sqlitedict_shared.toml (docs/sqlitedict.md) loads, and two managers opened
+    from it share one file in shared mode at synchronous NORMAL."""
+    example = Path(__file__).resolve().parents[3] / "docs" / "examples" / "sqlitedict_shared.toml"
+    config = tmp_path / "sessionkeeper.toml"
+    shutil.copy(example, config)
+    with (
+        SessionManager.from_config(config, schedule=False) as first,
+        SessionManager.from_config(config, schedule=False) as second,
+    ):
+        created = first.create(owner="worker-1")
+        assert second.peek(created.id).owner == "worker-1"
+        stats = second.stats()["backend_stats"]
+        assert (stats["mode"], stats["synchronous"]) == ("shared", "NORMAL")
+    assert (tmp_path / "data" / "sessions.sqlite").is_file()
 
 
 def test_update_conflicts_are_exact_across_managers(tmp_path: Path) -> None:
