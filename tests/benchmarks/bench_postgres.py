@@ -3,13 +3,13 @@
 Run ``python tests/benchmarks/bench_postgres.py [--quick] [--durable] [--json PATH] [--strict]``
 (``nox -s bench`` runs it; pytest never does). The script starts its own throwaway PostgreSQL
 cluster (``contrib/postgres/tests/skpg_cluster.py``: the machine's PostgreSQL, else the
-``pgserver`` wheel's) on a free loopback port and removes it at the end. Each figure is measured
-beside a *floor*: raw psycopg 3 sending the very statements
-the backend sends, on one autocommit connection over the same loopback TCP, through one cursor
-kept for the whole run and reading binary results, as the backend does (the cheapest way
-psycopg sends a statement: a new cursor per statement, what ``Connection.execute`` does, costs
-the client about as much as decoding the record), to a second table made ``LIKE`` the
-backend's (same columns and indexes), with the same rows:
+``pgserver`` wheel's) on a free loopback port and removes it at the end. Each figure is
+measured beside a *floor*: raw psycopg 3 sending the very statements the backend sends, on one
+autocommit connection over the same loopback TCP, through one cursor kept for the whole run
+and reading binary results, as the backend does (the cheapest way psycopg sends a statement: a
+new cursor per statement, what ``Connection.execute`` does, costs the client about as much as
+decoding the record), to a second table made ``LIKE`` the backend's (same columns and indexes),
+with the same rows:
 
 - fetch and peek against the primary-key ``SELECT`` (no target: the floor does not even decode
   what it read), and fetch against that ``SELECT`` plus the core codec's validating decode, the
@@ -24,7 +24,14 @@ backend's (same columns and indexes), with the same rows:
   the manager's own ``fetch`` + ``store`` of the same change; ``store(if_version=)`` against
   ``store``; ``take`` against the raw ``DELETE … RETURNING`` plus decode;
 - cleanup of ``expired`` sessions among ``stored`` against the same batched
-  ``DELETE … FOR UPDATE SKIP LOCKED`` statements sent in a loop.
+  ``DELETE … FOR UPDATE SKIP LOCKED`` statements sent in a loop;
+- through :class:`~sessionkeeper.AsyncSessionManager`: fetch, store and update on the native
+  path (the backend's ``sessionkeeper_async_*`` hooks on psycopg's async pool) against raw
+  psycopg's ``AsyncConnection`` sending the same statements (plus the decode, and for update
+  the encode), and the thread path (the same manager made to send every operation to its
+  worker threads) beside them; then ``tasks`` concurrent tasks fetching, native against raw
+  psycopg's ``AsyncConnectionPool`` of as many connections, and against the native path with
+  its connections not kept between calls (every call through the pool's ``getconn``).
 
 Rounds: the machine's two cores are shared, and single timings of a round trip move by a third
 either way from one second to the next. So each comparison runs many short rounds (a few hundred
@@ -50,6 +57,7 @@ rows (COPY) and takes a few minutes.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import platform
 import signal
 import socket
@@ -60,7 +68,7 @@ import tempfile
 import time
 import timeit
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -70,7 +78,7 @@ import attrs
 import psycopg
 from _bench import Clock, Figure, NotedFigure, figure
 
-from sessionkeeper import Session, SessionManager, __version__, generate_id
+from sessionkeeper import AsyncSessionManager, Session, SessionManager, __version__, generate_id
 from sessionkeeper.backend import decode_session, encode_session
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "contrib" / "postgres" / "tests"))
@@ -459,6 +467,156 @@ def bench_cleanup(manager: SessionManager, raw: Any, clock: Clock, sizes: Sizes)
     ]
 
 
+#: Concurrent tasks (and pooled connections on both sides) in the async throughput rows.
+TASKS = 20
+ASYNC_TABLE = "bench_async"
+
+
+async def timed_rounds(
+    sides: dict[str, Callable[[str], Awaitable[object]]],
+    ids: Sequence[str],
+    count: int,
+    *,
+    tasks: int = 1,
+) -> dict[str, list[float]]:
+    """µs per call of each side, one figure per round, sides back to back in each round in an
+    order that rotates by round; with ``tasks``, the ids are shared out among that many
+    concurrent tasks (then the figure is wall time per call: the inverse of throughput)."""
+    timings: dict[str, list[float]] = {name: [] for name in sides}
+    names = list(sides)
+    for number in range(count):
+        shift = number % len(names)
+        for name in names[shift:] + names[:shift]:
+            call = sides[name]
+
+            async def worker(
+                part: Sequence[str], call: Callable[[str], Awaitable[object]] = call
+            ) -> None:
+                for session_id in part:
+                    await call(session_id)
+
+            began = time.perf_counter()
+            await asyncio.gather(*(worker(ids[i::tasks]) for i in range(tasks)))
+            timings[name].append((time.perf_counter() - began) / len(ids) * 1e6)
+    return timings
+
+
+async def bench_async(dsn: str, commit: str, sizes: Sizes) -> list[Figure]:
+    """The async rows (see the module): native, thread path and raw psycopg async."""
+    from psycopg_pool import AsyncConnectionPool
+
+    clock = Clock()
+    options = {"dsn": dsn, "table_name": ASYNC_TABLE, "synchronous_commit": commit,
+               "pool_max_size": TASKS}  # fmt: skip
+    kwargs: dict[str, Any] = {
+        "backend_opts": options,
+        "cleanup_interval": 0,
+        "clock": clock,
+        "touch_resolution": TOUCH_RESOLUTION,
+        "default_timeout": TIMEOUT,
+    }
+    native = await AsyncSessionManager.open("postgres", **kwargs)
+    threaded = await AsyncSessionManager.open("postgres", **kwargs)
+    threaded._natives = {}  # every operation to the worker threads: the thread path
+    raw = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        dsn, kwargs={"autocommit": True}, min_size=TASKS, max_size=TASKS, open=False
+    )
+    await pool.open(wait=True)
+    figures: list[Figure] = []
+    try:
+        await raw.execute(f"SET synchronous_commit = {commit}")  # type: ignore[arg-type]
+        statements = native.sync.backend.statements
+        fetch_sql, counted_sql, if_version_sql = (
+            statements.fetch,
+            statements.store_counted,
+            statements.store_if_version,
+        )  # the same table: each side reads and writes the same rows
+        stored = sessions(sizes.ops, clock.now)
+        await native.store_many(stored)
+        ids = [s.id for s in stored]
+        by_id = {s.id: s for s in stored}
+        cursor = raw.cursor(binary=True)
+
+        async def raw_read(session_id: str) -> Session:
+            await cursor.execute(fetch_sql, (session_id,))
+            record, last_accessed, version = await cursor.fetchone()  # type: ignore[misc]
+            session = decode_session(record)
+            if version != session.version:
+                session = session.with_version(version)
+            return session.touched(last_accessed)
+
+        async def raw_store(session_id: str) -> object:
+            await cursor.execute(counted_sql, params(by_id[session_id], now=clock.now))
+            return await cursor.fetchone()
+
+        async def raw_update(session_id: str) -> object:
+            read = await raw_read(session_id)
+            changed = Session(
+                read.id, read.created_at, max(clock.now, read.last_accessed), read.timeout_ms,
+                add_one(read.metadata), version=read.version + 1,
+            )  # fmt: skip
+            await cursor.execute(
+                if_version_sql, params(changed, now=clock.now, expected=read.version)
+            )
+            return changed
+
+        def store_of(manager: AsyncSessionManager) -> Callable[[str], Awaitable[object]]:
+            return lambda session_id: manager.store(by_id[session_id])
+
+        def update_of(manager: AsyncSessionManager) -> Callable[[str], Awaitable[object]]:
+            return lambda session_id: manager.update(session_id, add_one)
+
+        rows = (
+            ("fetch (no write-back)", native.fetch, threaded.fetch, raw_read,
+             "raw async SELECT + decode"),
+            ("store", store_of(native), store_of(threaded), raw_store,
+             "raw async counting upsert"),
+            ("update", update_of(native), update_of(threaded), raw_update,
+             "raw async SELECT + decode + encode + UPDATE ... WHERE version"),
+        )  # fmt: skip
+        for name, native_call, thread_call, raw_call, floor_name in rows:
+            timings = await timed_rounds(
+                {"native": native_call, "thread": thread_call, "raw": raw_call}, ids, sizes.rounds
+            )
+            floor = timings["raw"]
+            figures.append(compared(f"async {name}: native", Paired(timings["native"], floor),
+                                    floor_name, ratio=RATIO))  # fmt: skip
+            figures.append(compared(f"async {name}: thread path", Paired(timings["thread"], floor),
+                                    floor_name))  # fmt: skip
+
+        async def pooled_read(session_id: str) -> object:
+            async with pool.connection() as conn:
+                cur = conn.cursor(binary=True)
+                await cur.execute(fetch_sql, (session_id,))
+                record, last_accessed, version = await cur.fetchone()  # type: ignore[misc]
+                return decode_session(record).with_version(version).touched(last_accessed)
+
+        unkept = await AsyncSessionManager.open("postgres", **kwargs)
+        try:
+            await unkept.count()  # opens its async pool
+            unkept.sync.backend._alender._closed = True  # every call through the pool's getconn
+            timings = await timed_rounds(
+                {"native": native.fetch, "unkept": unkept.fetch, "raw": pooled_read},
+                ids, sizes.rounds, tasks=TASKS,
+            )  # fmt: skip
+        finally:
+            await unkept.aclose()
+        floor = timings["raw"]
+        floor_name = f"raw AsyncConnectionPool of {TASKS}, SELECT + decode"
+        native_row = f"async fetch, {TASKS} tasks: native (wall time per call)"
+        unkept_row = f"async fetch, {TASKS} tasks: native, connections not kept"
+        figures.append(compared(native_row, Paired(timings["native"], floor), floor_name,
+                                ratio=RATIO))  # fmt: skip
+        figures.append(compared(unkept_row, Paired(timings["unkept"], floor), floor_name))
+    finally:
+        await pool.close()
+        await raw.close()
+        await threaded.aclose()
+        await native.aclose()
+    return figures
+
+
 @contextmanager
 def redis_server(binary: str, directory: Path) -> Iterator[str]:
     """Run ``binary`` (a ``redis-server``) on a free loopback port, persistence off; yield its
@@ -607,13 +765,16 @@ def measure(args: argparse.Namespace) -> _bench.Run:
             server = raw.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
             figures = bench_operations(manager, raw, clock, sizes)
             figures += bench_cleanup(manager, raw, clock, sizes)
+            figures += asyncio.run(bench_async(cluster.dsn(), commit, sizes))
     finally:
         cluster.destroy()
     postgres = {f.operation: f.value for f in figures if f.value is not None}
     postgres["update"] = next(
         f.value for f in figures if f.operation.startswith("update (") and f.value is not None
     )
-    postgres["cleanup"] = figures[-1].value  # type: ignore[assignment]
+    postgres["cleanup"] = next(
+        f.value for f in figures if f.operation.startswith("cleanup") and f.value is not None
+    )
     figures += bench_redis(sizes, postgres)
     return _bench.Run(
         figures,
