@@ -16,8 +16,9 @@
 ``sweep``
     a shared manager running ``cleanup_expired`` once: ``swept <n>``;
 ``open``
-    a manager opened with ``shared = true`` when ``ARG`` is ``shared``, else a single owner:
-    ``opened <pid>`` (or ``error <message>``), then it waits for its stdin to close.
+    a manager opened with ``shared = true`` when ``ARG`` is ``shared``, else a single owner
+    (a second ``ARG``: its ``busy_timeout``): ``opened <pid> <index rebuilds>`` (or ``error
+    <message>``), then it waits for its stdin to close.
 """
 
 from __future__ import annotations
@@ -91,15 +92,20 @@ def sweep(path: str) -> None:
         say(f"swept {sessions.cleanup_expired()}")
 
 
-def open_store(path: str, mode: str) -> None:
-    opts = {"file_path": path} if mode != "shared" else {"file_path": path, "shared": True}
+def open_store(path: str, mode: str, busy_timeout: int | None = None) -> None:
+    opts: dict[str, Any] = {"file_path": path}
+    if mode == "shared":
+        opts["shared"] = True
+    if busy_timeout is not None:
+        opts["busy_timeout"] = busy_timeout
     try:
         sessions = SessionManager(backend="sqlitedict", backend_opts=opts, cleanup_interval=0)
     except StorageError as exc:
         say(f"error {exc}")
         return
     with sessions:
-        say(f"opened {os.getpid()}")
+        rebuilds = sessions.stats()["backend_stats"].get("index_rebuilds", 0)
+        say(f"opened {os.getpid()} {rebuilds}")
         sys.stdin.read()
 
 
@@ -114,7 +120,7 @@ def main() -> None:
     elif mode == "sweep":
         sweep(path)
     elif mode == "open":
-        open_store(path, rest[0])
+        open_store(path, rest[0], int(rest[1]) if len(rest) > 1 else None)
     else:
         raise SystemExit(f"unknown mode {mode!r}")
 

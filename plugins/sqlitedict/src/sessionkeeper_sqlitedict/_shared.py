@@ -50,12 +50,15 @@ from ._shared_sql import (
 from ._sql import RowError, connect_writer, decode_row, table_columns, table_exists
 from ._writer import READ_BATCH
 
-__all__ = ["SWEEP_BATCH", "SharedStore"]
+__all__ = ["OPEN_WAIT_MS", "SWEEP_BATCH", "SharedStore"]
 
 log = logging.getLogger("sessionkeeper.sqlitedict")
 
 #: Expired sessions deleted per transaction by ``cleanup_expired``.
 SWEEP_BATCH: Final = 1_000
+#: How long an open waits for the write lock to create the tables or rebuild the index (another
+#: process may be rebuilding the index of a large file), at least.
+OPEN_WAIT_MS: Final = 120_000
 
 T = TypeVar("T")
 
@@ -236,6 +239,18 @@ class SharedStore(SqliteDictBackend):
             connection.execute("COMMIT")
         if ready:
             return
+        # Another process may be rebuilding the index of a large file (seconds per million
+        # rows): wait for it longer than for one operation, then find the index ready.
+        wait = max(self.options.busy_timeout, OPEN_WAIT_MS)
+        connection.execute(f"PRAGMA busy_timeout = {wait}")
+        try:
+            self._build(connection)
+        finally:
+            connection.execute(f"PRAGMA busy_timeout = {self.options.busy_timeout}")
+
+    def _build(self, connection: sqlite3.Connection) -> None:
+        """Create the tables and rebuild the index if it is still not ready, in one write
+        transaction."""
         connection.execute("BEGIN IMMEDIATE")
         try:
             for statement in self._s.schema:
