@@ -584,7 +584,7 @@ class TestIdentity:
             for node in options["nodes"]
         ]
         from sessionkeeper_zmq import ZmqOptions
-        from sessionkeeper_zmq._backend import cluster_identity
+        from sessionkeeper_zmq._options import cluster_identity
 
         assert cluster_identity(ZmqOptions(**{**options, "nodes": respelled})) == first
         assert cluster_identity(ZmqOptions(**{**options, "cluster_id": "other"})) != first

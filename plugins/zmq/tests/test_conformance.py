@@ -128,6 +128,20 @@ class TestClusterConformance(BackendConformance):
 
         def make(**overrides: Any) -> RoundRobin:
             overrides.pop("backend_opts", None)
+            if overrides.get("read_only") and opened:
+                # What the CLI opens: a reader on each node's configuration of the running
+                # cluster, through its admin socket.
+                readers = [
+                    SessionManager(
+                        backend="zmq",
+                        backend_opts=manager.config.backend_opts,
+                        clock=clock,
+                        **overrides,
+                    )
+                    for manager in opened[-1].managers
+                ]
+                opened.append(RoundRobin(readers))
+                return opened[-1]
             cluster = open_cluster(self.key_dir, clock, **overrides)
             opened.append(cluster)
             return cluster

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -16,11 +13,13 @@ import zmq
 from sessionkeeper import ConfigError, Session, StorageError
 from sessionkeeper.backend import BackendContext, Capabilities, hookimpl
 
+from ._admin import AdminClient, AdminServer, admin_socket_path
+from ._keys import load_keys
 from ._node import Agent
-from ._options import AckLevel, ZmqOptions
+from ._options import AckLevel, ZmqOptions, cluster_identity
 from ._replica import HLC, Entry, Replica
-from ._replication import Waiter
 from ._wal import Wal
+from ._writes import NotEnoughReplicas, PendingWrite, Version, WriteTimeout
 
 __all__ = [
     "CLOCK_OFFSET_ENV",
@@ -36,101 +35,8 @@ log = logging.getLogger("sessionkeeper.zmq")
 #: Fault injection for tests: milliseconds added to this node's hybrid-clock wall time.
 CLOCK_OFFSET_ENV = "SESSIONKEEPER_ZMQ_CLOCK_OFFSET_MS"
 
-#: The version of a store or delete: ``(hybrid-clock stamp, node id)``; larger wins.
-Version = tuple[int, str]
-
 #: Writes of one ``store_many`` applied before waiting for their acknowledgement.
 _MANY_CHUNK = 1_000
-
-
-class NotEnoughReplicas(StorageError):
-    """A write refused before it was applied: too few nodes are reachable for its ``ack``.
-
-    Nothing was written anywhere; retrying later is safe.
-    """
-
-
-class WriteTimeout(StorageError):
-    """A write applied on this node whose acknowledgements did not all arrive in time.
-
-    Its outcome is undetermined: it may or may not become visible on the other nodes.
-    :attr:`version` is the version it was applied with here.
-    """
-
-    def __init__(self, backend: str, message: str, version: Version) -> None:
-        super().__init__(backend, message)
-        self.version = version
-
-
-def cluster_identity(options: ZmqOptions) -> str:
-    """``zmq:<cluster_id>:<hash of the sorted (id, public_key) of every member>``."""
-    members = sorted((node.id, node.public_key) for node in options.nodes)
-    text = json.dumps([options.cluster_id, members], separators=(",", ":"))
-    return f"zmq:{options.cluster_id}:{hashlib.blake2b(text.encode(), digest_size=16).hexdigest()}"
-
-
-def load_keys(path: Path) -> tuple[bytes, bytes]:
-    """``(public, secret)`` Z85 keys from a key file written by ``keygen``."""
-    import zmq.auth
-
-    if not path.exists():
-        raise ConfigError(f"no such file: {path} (secret_key_file)", path=path)
-    if not path.is_file():
-        raise ConfigError(f"not a regular file: {path} (secret_key_file)", path=path)
-    try:
-        public, secret = zmq.auth.load_certificate(path)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read the CURVE secret key file: {exc}", path=path) from None
-    if not secret:
-        raise ConfigError(
-            "no secret-key in this file (it is a public key file; use the .key_secret file)",
-            path=path,
-        )
-    return public, secret
-
-
-class PendingWrite:
-    """A store applied on this node whose acknowledgements may still be on their way
-    (:meth:`ZmqBackend.store_nowait`): many can be in flight from one thread."""
-
-    __slots__ = ("_backend", "_deadline", "_level", "_waiter", "version")
-
-    def __init__(
-        self, backend: ZmqBackend, version: Version, waiter: Waiter | None, level: AckLevel
-    ) -> None:
-        self._backend = backend
-        self._waiter = waiter
-        self._level = level
-        self._deadline = time.monotonic() + backend._timeout_s
-        #: The version the store was applied with.
-        self.version = version
-
-    def done(self) -> bool:
-        """True once enough nodes hold the write (or it cannot wait any more)."""
-        return self._waiter is None or self._waiter.event.is_set()
-
-    def wait(self) -> Version:
-        """Block until enough nodes hold the write; return its version.
-
-        Raises :class:`WriteTimeout` when they did not within ``write_timeout_ms`` of the
-        store.
-        """
-        waiter = self._waiter
-        if waiter is None:
-            return self.version
-        waiter.event.wait(max(0.0, self._deadline - time.monotonic()))
-        got = len(waiter.acks) + 1
-        if got < waiter.needed:
-            backend = self._backend
-            raise WriteTimeout(
-                backend.context.name,
-                f"store timed out: held by {got} of the {waiter.needed} nodes "
-                f"ack={self._level!r} needs after {backend.options.write_timeout_ms} ms; it is "
-                f"applied on node {backend.options.node_id} and may or may not become visible "
-                "on the others",
-                self.version,
-            )
-        return self.version
 
 
 class ZmqBackend:
@@ -143,7 +49,7 @@ class ZmqBackend:
 
     options_class: ClassVar[type[ZmqOptions]] = ZmqOptions
     capabilities: ClassVar[Capabilities] = Capabilities(
-        persistent=False, shared=True, replicated=True, blocking=True, read_only_open=False
+        persistent=False, shared=True, replicated=True, blocking=True, read_only_open=True
     )
 
     def __init__(self, options: ZmqOptions, context: BackendContext) -> None:
@@ -162,6 +68,12 @@ class ZmqBackend:
         self._sessions = self.replica.sessions
         self.agent: Agent | None = None
         self.wal: Wal | None = None
+        #: The admin socket this node serves (see :mod:`._admin`), and why not when it cannot.
+        self.admin: AdminServer | None = None
+        self.admin_problem: str | None = None
+        #: Opened read-only (the CLI): no node runs here; reads go to a running node's admin
+        #: socket through this client.
+        self.client: AdminClient | None = None
         self._open = False
 
     def __repr__(self) -> str:
@@ -177,9 +89,11 @@ class ZmqBackend:
             return
         options = self.options
         if self.context.read_only:
-            raise StorageError(
-                self.context.name, "a cluster node cannot be opened read-only (ask a running node)"
-            )
+            client = AdminClient(self._admin_path(), options, self.context.name)
+            client.connect()
+            self.client = client
+            self._open = True
+            return
         public = secret = None
         if options.curve:
             assert options.secret_key_file is not None
@@ -215,12 +129,15 @@ class ZmqBackend:
             raise StorageError(
                 self.context.name,
                 f"node {options.node_id} cannot listen on {options.bind or options.me.endpoint}: "
-                f"{exc}",
+                f"{exc} (if node {options.node_id} is already running: list, show, stats, "
+                "export and backup read it through its admin socket; writes go through it)",
             ) from None
         self.agent = agent
         self._open = True
         if self.wal is not None:
             self.wal.in_contact = agent.in_contact
+        if options.admin:
+            self._serve_admin()
         waits = bool(options.ready_timeout_ms and agent.peers)
         if waits and not agent.ready.wait(options.ready_timeout_ms / 1000):
             log.warning(
@@ -230,12 +147,36 @@ class ZmqBackend:
                 options.ready_timeout_ms,
             )
 
+    def _admin_path(self) -> Path:
+        return admin_socket_path(self.options, self.context.resolve)
+
+    def _serve_admin(self) -> None:
+        """Start the admin socket; a node that cannot serve it runs anyway and says why (in
+        the log and in ``stats``): the CLI then cannot inspect it, the cluster is unharmed."""
+        server = AdminServer(self._admin_path(), self)
+        try:
+            server.start()
+        except (OSError, zmq.ZMQError) as exc:
+            server.stop()
+            self.admin_problem = str(exc)
+            log.warning(
+                "zmq node %s serves no admin socket (the CLI cannot inspect it): %s",
+                self.options.node_id,
+                exc,
+            )
+            return
+        self.admin = server
+
     @hookimpl
     def sessionkeeper_close(self) -> None:
         """Leave the cluster (peers are told), stop the I/O thread, flush the log. Idempotent."""
         if not self._open:
             return
         self._open = False
+        if self.client is not None:
+            self.client.close()
+        if self.admin is not None:
+            self.admin.stop()
         if self.agent is not None:
             self.agent.stop()
         if self.wal is not None:
@@ -277,6 +218,8 @@ class ZmqBackend:
         the manager refuses conditional stores before any call), because the async manager's
         ``store`` operation counts it among the hooks it may call.
         """
+        if self.client is not None:
+            return frozenset()  # every read is a round trip to the node
         options = self.options
         syncs_each_write = options.disc_copies and options.fsync == "always"
         names = {"fetch"}
@@ -291,6 +234,12 @@ class ZmqBackend:
     # -- writes -----------------------------------------------------------------------------------
 
     def _agent(self, operation: str) -> Agent:
+        if self.client is not None:
+            raise StorageError(
+                self.context.name,
+                f"cannot {operation}: opened read-only, this manager reads node "
+                f"{self.options.node_id} through its admin socket (write through a member)",
+            )
         agent = self.agent
         if agent is None or not self._open:
             raise StorageError(self.context.name, f"cannot {operation}: the node is not open")
@@ -435,8 +384,11 @@ class ZmqBackend:
         """The session from this node's replica (one ``dict.get``); a miss while catching up
         asks the peers."""
         session = self._sessions.get(session_id)
-        if session is None and self.agent is not None and not self.agent.ready.is_set():
-            return self._miss(session_id)
+        if session is None:
+            if self.client is not None:
+                return self.client.get(session_id)
+            if self.agent is not None and not self.agent.ready.is_set():
+                return self._miss(session_id)
         return session
 
     def _miss(self, session_id: str) -> Session | None:
@@ -450,12 +402,16 @@ class ZmqBackend:
     @hookimpl
     def sessionkeeper_list(self, now: int) -> list[str]:
         """Ids of the sessions live at ``now`` on this node."""
+        if self.client is not None:
+            return self.client.ids(now)
         self.replica.note_now(now)
         return self.replica.table.list_live(now)
 
     @hookimpl
     def sessionkeeper_count(self, now: int) -> int:
         """Sessions live at ``now`` on this node."""
+        if self.client is not None:
+            return self.client.count(now)
         self.replica.note_now(now)
         return self.replica.count_live(now)
 
@@ -470,18 +426,24 @@ class ZmqBackend:
         still refuses ``update``, ``take``, ``rotate``, conditional stores and
         ``delete_owner`` on it.
         """
+        if self.client is not None:
+            return self.client.ids(now, owner)
         self.replica.note_now(now)
         return self.replica.table.list_owner(owner, now)
 
     @hookimpl
     def sessionkeeper_count_owner(self, owner: str, now: int) -> int:
         """How many of ``owner``'s sessions are live at ``now`` on this node (owner index)."""
+        if self.client is not None:
+            return self.client.count(now, owner)
         self.replica.note_now(now)
         return self.replica.table.count_owner(owner, now)
 
     @hookimpl
     def sessionkeeper_iter_sessions(self) -> Iterator[Session]:
         """Every session this node holds (expired included), from a snapshot."""
+        if self.client is not None:
+            return self.client.sessions()
         replica = self.replica
 
         def generate() -> Iterator[Session]:
@@ -510,7 +472,10 @@ class ZmqBackend:
 
     @hookimpl
     def sessionkeeper_stats(self) -> dict[str, Any]:
-        """This node's view: ready, peers (alive, lag, digest), counters."""
+        """This node's view: ready, peers (alive, lag, digest), counters; opened read-only,
+        the running node's, as its admin socket answers (and ``via_admin_socket``)."""
+        if self.client is not None:
+            return {**self.client.stats(), "via_admin_socket": str(self.client.path)}
         replica = self.replica
         figures: dict[str, Any] = {
             "node_id": self.options.node_id,
@@ -526,6 +491,13 @@ class ZmqBackend:
         }
         if self.agent is not None:
             figures.update(self.agent.describe())
+        if self.options.admin:
+            admin = self.admin
+            figures["admin"] = (
+                {"socket": str(self._admin_path()), "problem": self.admin_problem}
+                if admin is None
+                else admin.describe()
+            )
         if self.wal is not None:
             figures["wal"] = self.wal.describe()
             # Also at the top level: a lost record must not hide in a sub-dictionary.

@@ -76,10 +76,17 @@ def node(ctx: click.Context, config_path: Path | None, status_interval: float) -
     click.echo(
         f"node {node_id} running (ready: {backend.ready}, opened in {opened:.1f} s)", err=True
     )
-    announced = backend.ready
+    # Announced also when opening returned ready: one line to wait for, whatever the timing.
+    announced = False
     next_status = time.monotonic() + status_interval
+
+    def pause() -> float:
+        if not announced:
+            return 0.0 if backend.ready else 0.1
+        return min(status_interval or 3600, 3600)
+
     try:
-        while not stop.wait(0.1 if not announced else min(status_interval or 3600, 3600)):
+        while not stop.wait(pause()):
             if not announced and backend.ready:
                 announced = True
                 took = time.monotonic() - started

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import zmq
 
-__all__ = ["write_key_pair"]
+from sessionkeeper import ConfigError
+
+__all__ = ["load_keys", "write_key_pair"]
 
 _TEMPLATE = """#   ****  sessionkeeper zmq node key: {what}  ****
 #   {note}
@@ -59,3 +61,23 @@ def write_key_pair(
             )
         )
     return public_path, secret_path, public.decode()
+
+
+def load_keys(path: Path) -> tuple[bytes, bytes]:
+    """``(public, secret)`` Z85 keys from a key file written by ``keygen``."""
+    import zmq.auth
+
+    if not path.exists():
+        raise ConfigError(f"no such file: {path} (secret_key_file)", path=path)
+    if not path.is_file():
+        raise ConfigError(f"not a regular file: {path} (secret_key_file)", path=path)
+    try:
+        public, secret = zmq.auth.load_certificate(path)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read the CURVE secret key file: {exc}", path=path) from None
+    if not secret:
+        raise ConfigError(
+            "no secret-key in this file (it is a public key file; use the .key_secret file)",
+            path=path,
+        )
+    return public, secret

@@ -159,9 +159,10 @@ class Message:
     """What every message class has: its kind, its wire fields, decoding and encoding.
 
     A subclass is made a frozen attrs class as it is defined; given ``kind`` (``class
-    Ack(Message, kind=b"ACK")``) it is the message of that kind, registered in :data:`KINDS`,
-    and its wire fields are the ones declared with :func:`wire` (inherited ones first).
-    Without, it is a shape that several kinds share.
+    Ack(Message, kind=b"ACK")``) it is the message of that kind, registered in :data:`KINDS`
+    (or in ``registry``: the admin protocol's kinds are not the peers', see
+    :mod:`._admin_messages`), and its wire fields are the ones declared with :func:`wire`
+    (inherited ones first). Without, it is a shape that several kinds share.
     """
 
     #: The first frame of the message.
@@ -169,7 +170,12 @@ class Message:
     #: ``(name, check)`` of each wire field, in wire order.
     WIRE: ClassVar[tuple[tuple[str, Check], ...]]
 
-    def __init_subclass__(cls, kind: bytes | None = None, **kwargs: Any) -> None:
+    def __init_subclass__(
+        cls,
+        kind: bytes | None = None,
+        registry: dict[bytes, type[Message]] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init_subclass__(**kwargs)
         # Not slotted: attrs then patches this very class (a slotted one would be a copy).
         attrs.frozen(cls, slots=False)
@@ -180,7 +186,7 @@ class Message:
         )
         if kind is not None:
             cls.KIND = kind
-            KINDS[kind] = cls
+            (KINDS if registry is None else registry)[kind] = cls
 
     @classmethod
     def decode(cls, body: object, nodes: Collection[str]) -> Self:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from typing import Any, Final
 
@@ -9,7 +11,7 @@ import attrs
 
 from sessionkeeper.backend import FieldError
 
-__all__ = ["AckLevel", "NodeSpec", "ZmqOptions", "required_acks"]
+__all__ = ["AckLevel", "NodeSpec", "ZmqOptions", "cluster_identity", "required_acks"]
 
 #: The symbolic acknowledgement levels (an integer is also accepted).
 AckLevel = str | int
@@ -194,6 +196,11 @@ class ZmqOptions:
     :param max_clock_skew_ms: a peer whose clock is further ahead than this raises an alarm.
     :param fsync: ``disc_copies`` only: ``"always"`` (each write), ``"group"`` (every few ms,
         the default) or ``"os"``.
+    :param admin: serve the admin socket, through which ``sessionkeeper list``, ``show``,
+        ``stats``, ``export`` and ``backup`` read this running node (default on).
+    :param admin_socket: where the admin socket is (relative to the config file); default
+        ``DATA_DIR/admin.sock`` with ``disc_copies``, else a file in
+        ``TMPDIR/sessionkeeper-UID/``. Its directory must be closed to other users.
     """
 
     node_id: str
@@ -217,6 +224,8 @@ class ZmqOptions:
     tombstone_ttl_ms: int = attrs.field(default=86_400_000, validator=_bounded)
     max_clock_skew_ms: int = attrs.field(default=500, validator=_bounded)
     fsync: str = "group"
+    admin: bool = True
+    admin_socket: str | None = None
 
     def __attrs_post_init__(self) -> None:
         if not self.nodes:
@@ -240,7 +249,7 @@ class ZmqOptions:
             problem = _endpoint_problem(_text("bind", self.bind))
             if problem is not None:
                 raise FieldError("bind", f"{self.bind!r:.80} {problem}")
-        for name in ("data_dir", "secret_key_file"):
+        for name in ("data_dir", "secret_key_file", "admin_socket"):
             if getattr(self, name) is not None:
                 _text(name, getattr(self, name))
         _text("fsync", self.fsync)
@@ -289,3 +298,10 @@ class ZmqOptions:
     def acks_needed(self, level: AckLevel) -> int:
         """Nodes (this one included) that must hold a write at ``level``."""
         return required_acks(level, len(self.nodes))
+
+
+def cluster_identity(options: ZmqOptions) -> str:
+    """``zmq:<cluster_id>:<hash of the sorted (id, public_key) of every member>``."""
+    members = sorted((node.id, node.public_key) for node in options.nodes)
+    text = json.dumps([options.cluster_id, members], separators=(",", ":"))
+    return f"zmq:{options.cluster_id}:{hashlib.blake2b(text.encode(), digest_size=16).hexdigest()}"
