@@ -21,7 +21,7 @@ Run ``python tests/benchmarks/bench_shared.py [--quick] [--json PATH] [--strict]
     of the row and of its index entry, ``COMMIT``; the codec work is every peer's.
 
   The three stores on SQLite commit at the same ``synchronous`` level (``--synchronous``, by
-  default the backend's own default). Each (peer, process count) is timed ``repeats`` times,
+  default shared mode's own default). Each (peer, process count) is timed ``repeats`` times,
   the peers in a rotating order, and the median is reported; the targets (DESIGN §5): with 4
   processes, shared ≥ 2× the redis backend and within 1.5× of raw ``sqlite3``;
 - **latency in one process**: ``fetch`` (random over the 100,000) beside the raw point select +
@@ -546,8 +546,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--synchronous",
         choices=sorted(DISKCACHE_LEVELS, key=DISKCACHE_LEVELS.__getitem__),
         type=str.upper,
-        default=attrs.fields(SqliteDictOptions).synchronous.default,
-        help="PRAGMA synchronous of every SQLite peer (default: the backend's default)",
+        default=SqliteDictOptions(file_path="shared.sqlite", shared=True).synchronous,
+        help="PRAGMA synchronous of every SQLite peer (default: shared mode's default)",
     )
     args = parser.parse_args(argv)
     code: int = _bench.run(args, "shared", measure, digits={"us": 2, "/s": 0, "x": 2})
