@@ -140,9 +140,10 @@ def plugin_folders(*, all_folders: bool = False) -> list[str]:
 def install(
     session: nox.Session, *local: str, groups: tuple[str, ...] = (), extra: tuple[str, ...] = ()
 ) -> None:
-    """Install the core, the given local distributions and dependency groups in one resolve."""
+    """Install the core (with its ``metrics`` extra, which the tests, the docs' autodoc and mypy
+    need), the given local distributions and dependency groups in one resolve."""
     requirements = nox.project.dependency_groups(PYPROJECT, *groups) if groups else ()
-    session.install(".", *local, *requirements, *extra)
+    session.install(".[metrics]", *local, *requirements, *extra)
 
 
 def run_pytest(session: nox.Session, *args: str) -> None:

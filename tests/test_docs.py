@@ -877,7 +877,7 @@ class TestReadme:
 
     def test_the_all_extra_holds_every_backend(self) -> None:
         """``sessionkeeper[all]`` pulls every backend that has an extra of its own, and every
-        backend of this repository has one."""
+        backend of this repository has one; and the ``metrics`` extra's requirements."""
         from sessionkeeper._install import CHECKOUT_FOLDERS
 
         extras = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))["project"][
@@ -885,7 +885,9 @@ class TestReadme:
         ]
         backends = {name: extras[name] for name in CHECKOUT_FOLDERS}
         assert all(reqs == [f"sessionkeeper-{name}"] for name, reqs in backends.items())
-        assert sorted(extras["all"]) == sorted(f"sessionkeeper-{name}" for name in backends)
+        assert sorted(extras["all"]) == sorted(
+            [*(f"sessionkeeper-{name}" for name in backends), *extras["metrics"]]
+        )
 
     def test_links_to_the_docs(self) -> None:
         """The README points readers to the documentation pages."""

@@ -6,10 +6,14 @@ checked as Prometheus would read it.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -141,3 +145,126 @@ class TestServer:
             assert value(text, "sessionkeeper_sessions_created_total") == 1
         with pytest.raises(urllib.error.URLError, match="refused"):
             urllib.request.urlopen(server.url, timeout=2)
+
+
+# --- without prometheus-client (the ``metrics`` extra not installed) ---------------------------
+
+#: Run first in a child interpreter: a meta-path finder that refuses ``prometheus_client``, as
+#: an environment without the extra would (the package stays on disk; nothing of ours is
+#: replaced).
+NO_PROMETHEUS = """
+import sys
+
+class _Refuse:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] == "prometheus_client":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, _Refuse())
+"""
+
+
+def without_prometheus(code: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter where ``prometheus_client`` cannot be imported."""
+    return subprocess.run(
+        [sys.executable, "-W", "error", "-c", NO_PROMETHEUS + textwrap.dedent(code)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+class TestWithoutTheExtra:
+    def test_the_refusing_finder_refuses(self, tmp_path: Path) -> None:
+        """The child really has no prometheus_client (so the tests below test something)."""
+        result = without_prometheus("import prometheus_client", tmp_path)
+        assert result.returncode == 1
+        assert "No module named 'prometheus_client'" in result.stderr
+
+    def test_the_core_imports_and_works(self, tmp_path: Path) -> None:
+        """The package, its other public modules, the CLI and a manager work without it, and
+        none of them imports it."""
+        result = without_prometheus(
+            """
+            import sys
+            import sessionkeeper, sessionkeeper.backend, sessionkeeper.transfer
+            import sessionkeeper.cli, sessionkeeper.testing
+            with sessionkeeper.SessionManager(cleanup_interval=0) as manager:
+                session = manager.create(metadata={"user": "ada"})
+                assert manager.fetch(session.id).metadata == {"user": "ada"}
+            assert "prometheus_client" not in sys.modules
+            print("core ok")
+            """,
+            tmp_path,
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == "core ok\n"
+
+    def test_the_metrics_module_names_the_extra(self, tmp_path: Path) -> None:
+        """``import sessionkeeper.metrics`` fails with an ImportError that gives the pip
+        command, not a bare "No module named"."""
+        result = without_prometheus(
+            """
+            try:
+                import sessionkeeper.metrics
+            except ImportError as exc:
+                print(type(exc).__name__, isinstance(exc, ImportError), exc, sep="|")
+            """,
+            tmp_path,
+        )
+        assert result.returncode == 0, result.stderr
+        name, is_import_error, message = result.stdout.strip().split("|")
+        assert (name, is_import_error) == ("ImportError", "True")
+        assert "prometheus-client, which is not installed" in message
+        assert "pip install 'sessionkeeper[metrics]'" in message
+
+    def test_the_functions_name_the_extra(self, tmp_path: Path) -> None:
+        """Each way of starting metrics from the private module (as the CLI does) raises the
+        same error before touching the manager."""
+        result = without_prometheus(
+            """
+            from sessionkeeper import ConfigError, SessionManager
+            from sessionkeeper._metrics import (
+                MetricsCollector, metrics_registry, metrics_text, start_metrics_server,
+            )
+            with SessionManager(cleanup_interval=0) as manager:
+                calls = {
+                    "collect": lambda: list(MetricsCollector(manager).collect()),
+                    "metrics_registry": lambda: metrics_registry(manager),
+                    "metrics_text": lambda: metrics_text(manager),
+                    "start_metrics_server": lambda: start_metrics_server(manager, 0),
+                }
+                for name, call in calls.items():
+                    try:
+                        call()
+                    except ConfigError as exc:
+                        print(name, "pip install 'sessionkeeper[metrics]'" in str(exc))
+            """,
+            tmp_path,
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.split("\n") == [
+            "collect True",
+            "metrics_registry True",
+            "metrics_text True",
+            "start_metrics_server True",
+            "",
+        ]
+
+    def test_the_cli_names_the_extra(self, tmp_path: Path) -> None:
+        """``sessionkeeper stats --format prometheus`` exits with the configuration error code
+        and one line giving the pip command (no traceback); ``stats`` without it works."""
+        from sessionkeeper.cli import ExitCode
+
+        main = "from sessionkeeper.cli import main; main({args!r})"
+        failed = without_prometheus(main.format(args=["stats", "--format", "prometheus"]), tmp_path)
+        assert failed.returncode == ExitCode.CONFIG, failed.stderr
+        assert "pip install 'sessionkeeper[metrics]'" in failed.stderr
+        assert "Traceback" not in failed.stderr
+        assert failed.stdout == ""
+        table = without_prometheus(main.format(args=["stats", "--json"]), tmp_path)
+        assert table.returncode == 0, table.stderr
+        assert '"live_sessions": 0' in table.stdout

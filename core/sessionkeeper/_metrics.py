@@ -7,8 +7,11 @@ counters and latency summaries come from the built-in stats wrapper plugin, whic
 configuration turns on with ``stats = true``; without it only the live count, the scheduler's
 figures and ``sessionkeeper_up`` are exported.
 
-``prometheus_client`` is imported when a collector first collects or a server starts, not when
-``sessionkeeper`` is imported.
+``prometheus-client`` is the optional extra ``metrics``: the core installs and imports without
+it. It is imported when :mod:`sessionkeeper.metrics` is (which then raises an
+:class:`ImportError` without it), or when a collector first collects or a server starts
+(``sessionkeeper stats --format prometheus`` goes through here without the public module), which
+raise :class:`MetricsUnavailable` without it. Both messages give the ``pip install`` to run.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from ._closing import Closing
-from ._errors import SessionKeeperError
+from ._errors import ConfigError, SessionKeeperError
 from ._manager import SessionManager
 
 if TYPE_CHECKING:
@@ -28,15 +31,40 @@ if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry
 
 __all__ = [
+    "INSTALL_METRICS",
     "METRIC_NAMES",
     "MetricsCollector",
     "MetricsServer",
+    "MetricsUnavailable",
     "metrics_registry",
     "metrics_text",
+    "require_prometheus",
     "start_metrics_server",
 ]
 
 _NS: Final = "sessionkeeper"
+
+#: What installs the metrics' dependency.
+INSTALL_METRICS: Final = "pip install 'sessionkeeper[metrics]'"
+
+
+class MetricsUnavailable(ConfigError):
+    """``prometheus-client`` is not installed, so there are no metrics; the message says how to
+    add it. A :class:`~sessionkeeper.ConfigError`: the command line reports it as a
+    configuration problem, as it does a backend that is not installed. (Importing
+    :mod:`sessionkeeper.metrics` raises an :class:`ImportError` with the same message.)"""
+
+
+def require_prometheus() -> None:
+    """Import ``prometheus_client``, or raise :class:`MetricsUnavailable` naming the extra."""
+    try:
+        import prometheus_client  # noqa: F401 - imported to find out whether it is there
+    except ImportError as exc:
+        raise MetricsUnavailable(
+            f"the metrics need prometheus-client, which is not installed ({exc}); "
+            f"install it with: {INSTALL_METRICS}"
+        ) from exc
+
 
 #: Counters of the stats plugin (``stats()["counters"]``) -> (metric name without ``_total``,
 #: help text).
@@ -86,6 +114,7 @@ class MetricsCollector:
 
     def collect(self) -> Iterator[Metric]:
         """The metric families of one scrape."""
+        require_prometheus()
         from prometheus_client.core import (
             CounterMetricFamily,
             GaugeMetricFamily,
@@ -185,6 +214,7 @@ def metrics_registry(
 ) -> CollectorRegistry:
     """A fresh ``prometheus_client`` registry holding a :class:`MetricsCollector` of ``manager``
     (and nothing else: no process or platform collectors)."""
+    require_prometheus()
     from prometheus_client import CollectorRegistry
 
     registry = CollectorRegistry(auto_describe=False)
@@ -195,6 +225,7 @@ def metrics_registry(
 def metrics_text(manager: SessionManager, labels: Mapping[str, str] | None = None) -> str:
     """``manager``'s metrics in the Prometheus text exposition format (what
     ``sessionkeeper stats --format prometheus`` prints)."""
+    require_prometheus()
     from prometheus_client import generate_latest
 
     return generate_latest(metrics_registry(manager, labels)).decode("utf-8")
@@ -244,6 +275,7 @@ def start_metrics_server(
     Prometheus server on another machine. ``port=0`` picks a free port (see
     :attr:`MetricsServer.port`). Each scrape calls ``manager.stats()`` once.
     """
+    require_prometheus()
     from prometheus_client import start_http_server
 
     server, thread = start_http_server(port, addr, registry=metrics_registry(manager, labels))
