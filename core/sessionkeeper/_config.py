@@ -1,6 +1,7 @@
 """The TOML configuration: lookup, validation with cattrs, errors that name the file and the key.
 
-All (de)serialisation of configuration goes through the private converter built here.
+The configuration is structured through the one private converter (:mod:`._converter`), on
+which this module registers :class:`Config`.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import attrs
-import cattrs
-from cattrs.gen import make_dict_structure_fn, override
+from cattrs.gen import override
 
+from ._converter import FieldError, converter, register_class, strict_int, strict_str
+from ._converter import problems as _problems
+from ._converter import type_name as _type_name
 from ._errors import ConfigError
 from ._model import HARD_METADATA_LIMIT
 
@@ -45,17 +48,6 @@ MAX_DURATION_MS: Final = 10 * 365 * 24 * 3600 * 1000
 MAX_CONFIG_DEPTH: Final = 32
 
 T = TypeVar("T")
-
-
-class FieldError(ValueError):
-    """Raised by options-class validators: names the field so the error names the key.
-
-    Backends may raise it from their own attrs validators too.
-    """
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
 
 
 def _bound_text(minimum: int, maximum: int) -> str:
@@ -147,7 +139,7 @@ class Config:
         problems: list[tuple[str, str]] = []
         config: Config | None = None
         try:
-            config = _converter.structure(data, cls)
+            config = converter.structure(data, cls)
         except Exception as exc:  # cattrs wraps validator and hook errors in (nested) groups
             problems.extend(_problems(exc, _TABLE) or [(_TABLE, str(exc))])
         problems.extend(_backend_option_problems(data))
@@ -156,41 +148,7 @@ class Config:
         return attrs.evolve(config, source=source)
 
 
-# --- the private converter -------------------------------------------------------------------
-
-_converter = cattrs.Converter(forbid_extra_keys=True)
-
-
-def _type_name(value: object) -> str:
-    return type(value).__name__
-
-
-def _strict_int(value: object, _: type) -> int:
-    if type(value) is not int:
-        raise TypeError(f"expected an integer, got {_type_name(value)} {value!r}")
-    return value
-
-
-def _strict_bool(value: object, _: type) -> bool:
-    if type(value) is not bool:
-        raise TypeError(f"expected true or false, got {_type_name(value)} {value!r}")
-    return value
-
-
-def _strict_str(value: object, _: type) -> str:
-    if type(value) is not str:
-        raise TypeError(f"expected a string, got {_type_name(value)} {value!r}")
-    return value
-
-
-def _strict_float(value: object, _: type) -> float:
-    if type(value) not in (int, float):
-        raise TypeError(f"expected a number, got {_type_name(value)} {value!r}")
-    return float(value)  # type: ignore[arg-type]
-
-
-def _strict_path(value: object, _: type) -> Path:
-    return Path(_strict_str(value, str))
+# --- the configuration's hooks on the converter -----------------------------------------------
 
 
 def _timeout(value: object, _: type) -> int | None:
@@ -208,7 +166,7 @@ def _bounded_int(minimum: int, maximum: int) -> Any:
     key at fault, not only the first validator that fails)."""
 
     def hook(value: object, _: type) -> int:
-        number = _strict_int(value, int)
+        number = strict_int(value, int)
         _check_bounds(number, minimum, maximum)
         return number
 
@@ -216,7 +174,7 @@ def _bounded_int(minimum: int, maximum: int) -> Any:
 
 
 def _backend_hook(value: object, _: type) -> str:
-    name = _strict_str(value, str)
+    name = strict_str(value, str)
     if not name.strip():
         raise ValueError(_BACKEND_EXPECTED)
     return name
@@ -248,58 +206,16 @@ def _too_deep(value: object, depth: int) -> str | None:
     return None
 
 
-_converter.register_structure_hook(int, _strict_int)
-_converter.register_structure_hook(bool, _strict_bool)
-_converter.register_structure_hook(str, _strict_str)
-_converter.register_structure_hook(float, _strict_float)
-_converter.register_structure_hook(Path, _strict_path)
-_converter.register_structure_hook(
-    int | None, lambda v, _: None if v is None else _strict_int(v, int)
-)
-_converter.register_structure_hook(
+register_class(
     Config,
-    make_dict_structure_fn(
-        Config,
-        _converter,
-        _cattrs_forbid_extra_keys=True,
-        backend=override(struct_hook=_backend_hook),
-        cleanup_interval=override(struct_hook=_bounded_int(0, MAX_DURATION_MS)),
-        touch_resolution=override(struct_hook=_bounded_int(0, MAX_DURATION_MS)),
-        max_metadata_bytes=override(struct_hook=_bounded_int(1, HARD_METADATA_LIMIT)),
-        default_timeout=override(struct_hook=_timeout),
-        backend_opts=override(struct_hook=_options_table),
-        source=override(omit=True),
-    ),
+    backend=override(struct_hook=_backend_hook),
+    cleanup_interval=override(struct_hook=_bounded_int(0, MAX_DURATION_MS)),
+    touch_resolution=override(struct_hook=_bounded_int(0, MAX_DURATION_MS)),
+    max_metadata_bytes=override(struct_hook=_bounded_int(1, HARD_METADATA_LIMIT)),
+    default_timeout=override(struct_hook=_timeout),
+    backend_opts=override(struct_hook=_options_table),
+    source=override(omit=True),
 )
-
-
-def _format(exc: BaseException, type_: type | None) -> str:
-    if isinstance(exc, cattrs.ForbiddenExtraKeysError):
-        allowed = ""
-        if exc.cl is not None and attrs.has(exc.cl):
-            names = [a.name for a in attrs.fields(exc.cl) if a.init and a.name != "source"]
-            allowed = f" (allowed: {', '.join(names) or 'none'})"
-        return "|".join(f"{key}\0unknown key{allowed}" for key in sorted(exc.extra_fields))
-    if isinstance(exc, FieldError):
-        return f"{exc.field}\0{exc}"
-    if isinstance(exc, KeyError):
-        return "required key is missing"
-    if isinstance(exc, TypeError | ValueError):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _problems(exc: BaseException, prefix: str) -> list[tuple[str, str]]:
-    """``(dotted key, message)`` for every leaf error cattrs collected."""
-    if not isinstance(exc, cattrs.BaseValidationError):
-        return [(prefix, f"{type(exc).__name__}: {exc}")]
-    found: list[tuple[str, str]] = []
-    for line in cattrs.transform_error(exc, path=prefix, format_exception=_format):
-        text, _, where = line.rpartition(" @ ")
-        for part in text.split("|"):
-            key, sep, message = part.partition("\0")
-            found.append((f"{where}.{key}", message) if sep else (where, part))
-    return found
 
 
 def _config_error(problems: list[tuple[str, str]], source: Path | None) -> ConfigError:
@@ -315,7 +231,7 @@ def _option_problems(
 ) -> tuple[Any, list[tuple[str, str]]]:
     """Structure ``cls`` from ``data``: ``(result, [])`` or ``(None, every problem)``."""
     try:
-        return _converter.structure(dict(data), cls), []
+        return converter.structure(dict(data), cls), []
     except RecursionError:
         return None, [(prefix, f"nested deeper than {MAX_CONFIG_DEPTH} levels")]
     except Exception as exc:  # cattrs wraps validator and hook errors in (nested) groups

@@ -21,9 +21,10 @@ read: its session lines have exactly the first five fields, and each reads as a 
 version 1, without an owner and without an absolute timeout; its end line's digest is checked the
 way version 1 computed it. Every older version stays readable (:data:`READABLE_VERSIONS`).
 
-Records are validated with a private cattrs converter (the record's shape: keys and types) and
-then by :class:`~sessionkeeper.Session` itself (the model's rules), so a bad line is reported with
-its line number and what is wrong with it. The writer is :mod:`._export_writer`, the reader
+Records are validated with the private cattrs converter of :mod:`._converter`, the one the
+configuration uses too (the record's shape: keys and strict types), and then by
+:class:`~sessionkeeper.Session` itself (the model's rules), so a bad line is reported with its line
+number and what is wrong with it. The writer is :mod:`._export_writer`, the reader
 :mod:`._export_reader`; the transfers built on them are in :mod:`._transfer`.
 """
 
@@ -36,12 +37,11 @@ from collections.abc import Callable
 from typing import Any, Final
 
 import attrs
-import cattrs
 import msgpack
-from cattrs.gen import make_dict_structure_fn, override
+from cattrs.gen import override
 
 from ._codec import encode_session
-from ._config import _problems, _strict_bool, _strict_int, _strict_str
+from ._converter import converter, problems, register_class
 from ._errors import InvalidSession
 from ._model import Session
 
@@ -216,34 +216,11 @@ def _metadata_object(value: object, _: type) -> dict[str, Any]:
     return value
 
 
-def _optional_int(value: object, _: type) -> int | None:
-    return None if value is None else _strict_int(value, int)
-
-
-def _optional_str(value: object, _: type) -> str | None:
-    return None if value is None else _strict_str(value, str)
-
-
-_converter = cattrs.Converter(forbid_extra_keys=True)
-_converter.register_structure_hook(int, _strict_int)
-_converter.register_structure_hook(bool, _strict_bool)
-_converter.register_structure_hook(str, _strict_str)
-_converter.register_structure_hook(int | None, _optional_int)
-_converter.register_structure_hook(str | None, _optional_str)
+# The records are structured by the one converter (:mod:`._converter`), with its strict types.
 for _record in (_SessionRecordV1, _SessionRecord):
-    _converter.register_structure_hook(
-        _record,
-        make_dict_structure_fn(
-            _record,
-            _converter,
-            _cattrs_forbid_extra_keys=True,
-            metadata=override(struct_hook=_metadata_object),
-        ),
-    )
+    register_class(_record, metadata=override(struct_hook=_metadata_object))
 for _cls in (ExportHeader, EndRecord):
-    _converter.register_structure_hook(
-        _cls, make_dict_structure_fn(_cls, _converter, _cattrs_forbid_extra_keys=True)
-    )
+    register_class(_cls)
 
 
 def _json_type(value: object) -> str:
@@ -260,10 +237,10 @@ def structure(data: object, cls: type[Any], what: str) -> Any:
     if type(data) is not dict:
         raise ValueError(f"{what} must be a JSON object, got {_json_type(data)}")
     try:
-        return _converter.structure(data, cls)
+        return converter.structure(data, cls)
     except Exception as exc:  # cattrs groups every field's error
-        problems = _problems(exc, "")
-        text = "; ".join(f"{key.lstrip('.') or what}: {message}" for key, message in problems)
+        found = problems(exc, "")
+        text = "; ".join(f"{key.lstrip('.') or what}: {message}" for key, message in found)
         raise ValueError(f"{what}: {text}") from None
 
 
