@@ -401,6 +401,17 @@ def _expired_and_live(path: Path, expired: int, live: int) -> None:
         )
 
 
+def write_lease(path: Path, pid: int, deadline_ns: int) -> None:
+    """Write a sweep lease held by process ``pid`` until ``deadline_ns`` (monotonic clock), as
+    a sweeper of that process would."""
+    connection = raw(path)
+    connection.execute(
+        "INSERT OR REPLACE INTO sessionkeeper_meta VALUES ('sessions:sweep', ?)",
+        (f"{boot_id()} {pid} t0ken {deadline_ns}",),
+    )
+    connection.close()
+
+
 class TestSweep:
     def test_one_sweep_at_a_time_and_a_dead_sweepers_lease_is_taken_over(
         self, tmp_path: Path, workers: list[Worker]
@@ -412,12 +423,7 @@ class TestSweep:
         _expired_and_live(path, 50, 5)
         holder = start(workers, "open", path, "shared")
         pid = int(holder.expect("opened").split()[0])
-        lease = f"{boot_id()} {pid} t0ken {time.monotonic_ns() + 3_600 * 10**9}"
-        connection = raw(path)
-        connection.execute(
-            "INSERT OR REPLACE INTO sessionkeeper_meta VALUES ('sessions:sweep', ?)", (lease,)
-        )
-        connection.close()
+        write_lease(path, pid, time.monotonic_ns() + 3_600 * 10**9)
         with shared(path) as sessions:
             assert sessions.cleanup_expired() == 0
             assert sessions.stats()["backend_stats"]["sweep_lease_holder_pid"] == pid
@@ -435,12 +441,7 @@ class TestSweep:
         _expired_and_live(path, 10, 1)
         holder = start(workers, "open", path, "shared")
         pid = int(holder.expect("opened").split()[0])
-        lease = f"{boot_id()} {pid} t0ken {time.monotonic_ns() - 1}"
-        connection = raw(path)
-        connection.execute(
-            "INSERT OR REPLACE INTO sessionkeeper_meta VALUES ('sessions:sweep', ?)", (lease,)
-        )
-        connection.close()
+        write_lease(path, pid, time.monotonic_ns() - 1)
         with shared(path) as sessions:
             assert sessions.cleanup_expired() == 10
 

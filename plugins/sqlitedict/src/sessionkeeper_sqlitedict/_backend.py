@@ -138,6 +138,17 @@ class SqliteDictBackend:
             self.context.name, f"{self._where()}: cannot {operation}: {self._refusal}"
         )
 
+    def _make_directory(self) -> None:
+        """Create the file's missing parent directories (mode 0700), or raise
+        :class:`~sessionkeeper.StorageError` saying why not."""
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(
+                self.context.name,
+                f"cannot create the directory {self.path.parent}: {exc.strerror or exc}",
+            ) from None
+
     def _check_columns(self, columns: list[str]) -> None:
         """Refuse a table that is not sqlitedict's ``(key, value)``."""
         if tuple(columns) != COLUMNS:

@@ -302,8 +302,9 @@ class OwnerLock:
             "open this store read-only to inspect it"
         )
 
-    def _pid_file(self) -> int:
-        """Lock the pid file too (see the module docstring) and write this process's pid."""
+    def _lock_pid_file(self, operation: int) -> int:
+        """Lock the pid file too (see the module docstring) with ``operation`` (``LOCK_EX``
+        for the owner, ``LOCK_SH`` shared); return its descriptor."""
         where = lock_path(self.path)
         try:
             fd = os.open(where, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -312,12 +313,20 @@ class OwnerLock:
                 f"cannot create the lock file {where}: {exc.strerror or exc}"
             ) from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, operation | fcntl.LOCK_NB)
         except OSError as exc:
             os.close(fd)
             if exc.errno not in _BUSY:
                 raise self._fail(f"cannot lock {where}: {exc.strerror or exc}") from None
-            raise self._locked(holder_pid(self.path)) from None
+            raise self._pid_file_busy() from None
+        return fd
+
+    def _pid_file_busy(self) -> StorageError:
+        return self._locked(holder_pid(self.path))
+
+    def _pid_file(self) -> int:
+        """Lock the pid file exclusively and write this process's pid."""
+        fd = self._lock_pid_file(fcntl.LOCK_EX)
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
@@ -408,7 +417,9 @@ class SharedLock(OwnerLock):
                         os.close(fd)
                         fd = -1
                         continue
-                    held = _shared[identity] = _Shared(fd, self._shared_pid_file())
+                    # The pid file is locked shared too: an older version's owner locked only
+                    # that file.
+                    held = _shared[identity] = _Shared(fd, self._lock_pid_file(fcntl.LOCK_SH))
                     fd = -1
                     held.users += 1
                     self._identity = identity
@@ -454,23 +465,8 @@ class SharedLock(OwnerLock):
             "shared = true"
         )
 
-    def _shared_pid_file(self) -> int:
-        """Lock the pid file shared too (an older version's owner locked only that file)."""
-        where = lock_path(self.path)
-        try:
-            fd = os.open(where, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
-            raise self._fail(
-                f"cannot create the lock file {where}: {exc.strerror or exc}"
-            ) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno not in _BUSY:
-                raise self._fail(f"cannot lock {where}: {exc.strerror or exc}") from None
-            raise self._owned(holder_pid(self.path)) from None
-        return fd
+    def _pid_file_busy(self) -> StorageError:
+        return self._owned(holder_pid(self.path))
 
     def release(self) -> None:
         """Give the lock up (dropped when the last store of the file in this process closes)."""

@@ -97,13 +97,7 @@ class OwnerStore(SqliteDictBackend):
         if self._open:
             return
         path = self.path
-        try:
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StorageError(
-                self.context.name,
-                f"cannot create the directory {path.parent}: {exc.strerror or exc}",
-            ) from None
+        self._make_directory()
         owner = OwnerLock(path, self.table, backend=self.context.name, create=True)
         owner.acquire()  # creates the file (mode 0600) if needed
         try:

@@ -27,6 +27,7 @@ from ._sql import (
     decode_row,
     file_problem,
     hot_journal_hint,
+    paged_rows,
     table_columns,
 )
 from ._writer import READ_BATCH
@@ -129,20 +130,17 @@ class ReadOnlyStore(SqliteDictBackend):
         connection = self._connection
         if connection is None:
             self._refuse("read")
-        after = -(2**63)
-        while True:
+
+        def page(after: int) -> list[tuple[int, object, object]]:
             try:
                 with self._db_lock:
-                    rows = connection.execute(
+                    return connection.execute(
                         self._sql.select_batch, (after, READ_BATCH)
                     ).fetchall()
             except sqlite3.Error as exc:
                 raise self._error("read", exc) from exc
-            for rowid, key, value in rows:
-                yield key, value
-                after = rowid
-            if len(rows) < READ_BATCH:
-                return
+
+        return paged_rows(page, READ_BATCH)
 
     def _sessions(self) -> Iterator[Session]:
         """The sessions of the table; undecodable rows are skipped and logged."""

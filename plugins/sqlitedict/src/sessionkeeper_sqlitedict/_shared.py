@@ -47,7 +47,14 @@ from ._shared_sql import (
     index_entry,
     index_rows,
 )
-from ._sql import RowError, connect_writer, decode_row, table_columns, table_exists
+from ._sql import (
+    RowError,
+    connect_writer,
+    decode_row,
+    paged_rows,
+    table_columns,
+    table_exists,
+)
 from ._writer import READ_BATCH
 
 __all__ = ["OPEN_WAIT_MS", "SWEEP_BATCH", "SharedStore"]
@@ -195,13 +202,7 @@ class SharedStore(SqliteDictBackend):
         if self._open:
             return
         path = self.path
-        try:
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StorageError(
-                self.context.name,
-                f"cannot create the directory {path.parent}: {exc.strerror or exc}",
-            ) from None
+        self._make_directory()
         lock = SharedLock(path, self.table, backend=self.context.name)
         lock.acquire()  # creates the file (mode 0600) if needed
         connection: sqlite3.Connection | None = None
@@ -355,10 +356,12 @@ class SharedStore(SqliteDictBackend):
             idle.append(connection)
             if not self._open:
                 self._drain()
-        if row is None:
-            return None
+        return None if row is None else self._session_of(session_id, row[0])
+
+    def _session_of(self, session_id: str, value: object) -> Session:
+        """The session a row holds; :class:`~sessionkeeper.StorageError` when it is not one."""
         try:
-            return decode_row(session_id, row[0])
+            return decode_row(session_id, value)
         except RowError as exc:
             raise self._row_error(exc) from None
 
@@ -394,17 +397,15 @@ class SharedStore(SqliteDictBackend):
 
     def _iter_file(self) -> Iterator[Session]:
         bad: list[RowError] = []
-        after = -(2**63)
-        while True:
-            rows = self._query("read", self._s.select_page, (after, READ_BATCH))
-            for rowid, key, value in rows:
-                after = rowid
-                try:
-                    yield decode_row(key, value)
-                except RowError as exc:
-                    bad.append(exc)
-            if len(rows) < READ_BATCH:
-                break
+
+        def page(after: int) -> list[tuple[int, object, object]]:
+            return self._query("read", self._s.select_page, (after, READ_BATCH))
+
+        for key, value in paged_rows(page, READ_BATCH):
+            try:
+                yield decode_row(key, value)
+            except RowError as exc:
+                bad.append(exc)
         if bad:
             raise self._left_out(len(bad), bad[0])
 
@@ -425,12 +426,7 @@ class SharedStore(SqliteDictBackend):
         """The session stored under ``session_id`` (in the caller's transaction); an
         undecodable row raises :class:`~sessionkeeper.StorageError`."""
         row = connection.execute(self._select, (session_id,)).fetchone()
-        if row is None:
-            return None
-        try:
-            return decode_row(session_id, row[0])
-        except RowError as exc:
-            raise self._row_error(exc) from None
+        return None if row is None else self._session_of(session_id, row[0])
 
     @hookimpl
     def sessionkeeper_store(self, session: Session) -> None:

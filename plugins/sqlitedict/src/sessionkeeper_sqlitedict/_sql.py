@@ -18,7 +18,7 @@ import os
 import sqlite3
 import stat
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -36,6 +36,7 @@ __all__ = [
     "file_problem",
     "hot_journal_hint",
     "mode_problem",
+    "paged_rows",
     "quote",
     "table_columns",
     "table_exists",
@@ -126,6 +127,22 @@ def close_connection(
         log.exception("closing %s failed", where)
     finally:
         lock.release()
+
+
+def paged_rows(
+    page: Callable[[int], list[tuple[int, object, object]]], size: int
+) -> Iterator[tuple[object, object]]:
+    """Every ``(key, value)`` of a table in ``rowid`` order, from ``page(after)``: the rows
+    ``(rowid, key, value)`` after ``rowid`` ``after``, at most ``size`` of them (one read each:
+    bounded memory, no long transaction)."""
+    after = -(2**63)
+    while True:
+        rows = page(after)
+        for rowid, key, value in rows:
+            yield key, value
+            after = rowid
+        if len(rows) < size:
+            return
 
 
 def table_exists(connection: sqlite3.Connection, table: str) -> bool:
