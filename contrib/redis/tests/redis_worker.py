@@ -7,17 +7,23 @@ Usage::
                                                     # touches them until all are gone, prints
                                                     # {"touches": n, "gone": [...], "pending": []}
     python redis_worker.py show URL TABLE ID...     # prints {id: session dict or null}
+    python redis_worker.py aupdate URL TABLE ID TASKS COUNT
+                                    # TASKS asyncio tasks each add 1 COUNT times with update
+                                    # (the native redis.asyncio path), prints the updates done
 
-Every command uses a real :class:`~sessionkeeper.SessionManager` with the system clock.
+Every command uses a real :class:`~sessionkeeper.SessionManager` (``aupdate``: an
+:class:`~sessionkeeper.AsyncSessionManager`) with the system clock.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import time
+from typing import Any
 
-from sessionkeeper import SessionManager, SessionNotFound
+from sessionkeeper import AsyncSessionManager, SessionManager, SessionNotFound
 
 #: A touch loop gives up after this long (the test that started it has failed by then).
 _GIVE_UP_S = 60.0
@@ -32,8 +38,29 @@ def _manager(url: str, table: str) -> SessionManager:
     )
 
 
+async def _aupdate(url: str, table: str, session_id: str, tasks: int, count: int) -> int:
+    def add_one(metadata: dict[str, Any]) -> dict[str, Any]:
+        return {**metadata, "n": metadata["n"] + 1}
+
+    async with await AsyncSessionManager.open(
+        "redis", {"url": url, "table_name": table}, cleanup_interval=0
+    ) as sessions:
+        assert "update" in sessions.native_operations, sessions.native_operations
+
+        async def worker() -> int:
+            for _ in range(count):
+                await sessions.update(session_id, add_one, attempts=10_000)
+            return count
+
+        return sum(await asyncio.gather(*(worker() for _ in range(tasks))))
+
+
 def main(argv: list[str]) -> int:
     command, url, table, *rest = argv
+    if command == "aupdate":
+        session_id, tasks, count = rest[0], int(rest[1]), int(rest[2])
+        print(json.dumps(asyncio.run(_aupdate(url, table, session_id, tasks, count))))
+        return 0
     with _manager(url, table) as sessions:
         if command == "create":
             created = [

@@ -25,7 +25,7 @@ from sessionkeeper import (
     installed_backends,
     load_config,
 )
-from sessionkeeper.backend import check_store, decode_session, encode_session
+from sessionkeeper.backend import BackendContext, check_store, decode_session, encode_session
 from sessionkeeper.testing import ManualClock
 from sessionkeeper_redis import (
     MAX_TTL_MS,
@@ -486,7 +486,7 @@ class TestKeyLayout:
 
         backend = RedisBackend(
             RedisOptions(url="redis://127.0.0.1/0", table_name=table_name),
-            __import__("sessionkeeper").BackendContext(name="redis"),
+            BackendContext(name="redis"),
         )
         keys = [backend.session_key("a"), backend.session_key("{x}*?[]\\"), *backend.index_keys]
         assert len({key_slot(key.encode()) for key in keys}) == 1

@@ -12,17 +12,13 @@ import pytest
 import redis
 
 from sessionkeeper import SessionManager, StorageError
-from sessionkeeper.testing import BackendConformance
+from sessionkeeper.testing import AsyncConformance, BackendConformance
 
 
-class TestRedisClusterConformance(BackendConformance):
-    """Every shared semantic (DESIGN §3) on a Redis Cluster (one primary holding every slot and
-    its replica), with ``wait_replicas = 1``: the scripts work because a table's keys (owner
-    sets included) share one hash tag, and ``WAIT`` runs on the connection that wrote. The
-    atomicity races run with threads and with separate processes."""
+class OnCluster:
+    """The store of each test: a fresh table on the run's cluster, ``wait_replicas = 1``."""
 
     backend = "redis"
-    many = 300
 
     @pytest.fixture(autouse=True)
     def _cluster(self, redis_cluster: Any) -> None:
@@ -36,6 +32,15 @@ class TestRedisClusterConformance(BackendConformance):
             "wait_replicas": 1,
         }
 
+
+class TestRedisClusterConformance(OnCluster, BackendConformance):
+    """Every shared semantic (DESIGN §3) on a Redis Cluster (one primary holding every slot and
+    its replica), with ``wait_replicas = 1``: the scripts work because a table's keys (owner
+    sets included) share one hash tag, and ``WAIT`` runs on the connection that wrote. The
+    atomicity races run with threads and with separate processes."""
+
+    many = 300
+
     def shared_store_config(self, backend_opts: Mapping[str, Any]) -> Mapping[str, Any] | None:
         # Another process opens the same table through the same cluster.
         return backend_opts
@@ -44,6 +49,12 @@ class TestRedisClusterConformance(BackendConformance):
         key = manager.backend.session_key(session_id)
         with redis.Redis.from_url(self.cluster.primary.url) as client:
             assert client.set(key, b"\xc1 not a msgpack record", keepttl=True, xx=True)
+
+
+class TestRedisClusterAsyncConformance(OnCluster, AsyncConformance):
+    """The contract through AsyncSessionManager on the cluster, every operation awaited on
+    ``redis.asyncio``'s cluster client, each write followed by ``WAIT`` on the node that wrote,
+    with tasks racing."""
 
 
 class TestClusterWait:

@@ -11,11 +11,11 @@ import pytest
 import redis
 
 from sessionkeeper import SessionManager
-from sessionkeeper.testing import BackendConformance
+from sessionkeeper.testing import AsyncConformance, BackendConformance
 
 
-class TestRedisConformance(BackendConformance):
-    """Every shared semantic (DESIGN §3), checked on the ``redis`` backend over one server."""
+class OneServer:
+    """The store of each test: a fresh table on the one server of the run."""
 
     backend = "redis"
 
@@ -33,6 +33,10 @@ class TestRedisConformance(BackendConformance):
             "ttl_margin_ms": 3_600_000,
         }
 
+
+class TestRedisConformance(OneServer, BackendConformance):
+    """Every shared semantic (DESIGN §3), checked on the ``redis`` backend over one server."""
+
     def shared_store_config(self, backend_opts: Mapping[str, Any]) -> Mapping[str, Any] | None:
         # Another process opens the same table on the same server.
         return backend_opts
@@ -41,3 +45,10 @@ class TestRedisConformance(BackendConformance):
         key = manager.backend.session_key(session_id)
         with redis.Redis.from_url(self.url) as client:
             assert client.set(key, b"\xc1 not a msgpack record", keepttl=True, xx=True)
+
+
+class TestRedisAsyncConformance(OneServer, AsyncConformance):
+    """The contract through AsyncSessionManager, every operation awaited on redis.asyncio
+    (issue 15), with 50 tasks of one loop in each race."""
+
+    race_tasks = 50

@@ -3,11 +3,12 @@ replica, and no write acknowledged with ``wait_replicas = 1`` is lost."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
-from sessionkeeper import SessionManager, StorageError
+from sessionkeeper import AsyncSessionManager, SessionManager, StorageError
 
 SERVICE = "mymaster"
 #: How long the test waits for Sentinel to promote the replica (a deadline, not a timing check).
@@ -149,3 +150,38 @@ class TestSentinelFailover:
         }
         with pytest.raises(StorageError, match=f"sentinels 127.0.0.1:{unused_port}"):
             SessionManager(backend="redis", backend_opts=opts, cleanup_interval=0)
+
+
+class TestSentinelAsync:
+    def test_the_async_path_finds_the_primary_through_sentinel(
+        self, redis_servers: Any, table_name: str
+    ) -> None:
+        """Through Sentinel, every operation is awaited on redis.asyncio's Sentinel client: 20
+        tasks racing update leave an exact count, and aclose() closes the client and its
+        Sentinel connections (the sync client then closes too)."""
+        primary = redis_servers()
+        sentinel = redis_servers(sentinel_config=_sentinel_lines(primary.port))
+        opts = {
+            "sentinel": {"hosts": [sentinel.address], "service_name": SERVICE},
+            "table_name": table_name,
+        }
+
+        async def main() -> tuple[int, int]:
+            sessions = await AsyncSessionManager.open("redis", opts, cleanup_interval=0)
+            async with sessions:
+                assert {"fetch", "update", "take"} <= sessions.native_operations
+                created = await sessions.create(metadata={"n": 0})
+
+                async def worker() -> None:
+                    for _ in range(5):
+                        await sessions.update(
+                            created.id, lambda md: {"n": md["n"] + 1}, attempts=10_000
+                        )
+
+                await asyncio.gather(*(worker() for _ in range(20)))
+                final = await sessions.fetch(created.id)
+                assert sessions.sync.backend._asentinel is not None
+            assert sessions.sync.backend._asentinel is None
+            return final.metadata["n"], final.version
+
+        assert asyncio.run(main()) == (100, 101)

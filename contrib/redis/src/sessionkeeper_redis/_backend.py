@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import threading
-from collections.abc import Iterator, Sequence
-from typing import Any, ClassVar, Final, NoReturn
+from collections.abc import Awaitable, Iterator, Sequence
+from typing import Any, ClassVar, Final, NoReturn, TypeVar
 
+import attrs
 import redis
+import redis.asyncio
+import redis.asyncio.cluster
+import redis.asyncio.retry
+import redis.asyncio.sentinel
 from redis.backoff import ExponentialBackoff
 from redis.cluster import ClusterNode, RedisCluster
-from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
@@ -27,10 +32,12 @@ from sessionkeeper.backend import (
 
 from . import _scripts
 from ._check import check_table
+from ._drivers import REDIS_ERRORS, Batch, Call, Command, Steps, Writes, arun, load_scripts, run
 from ._options import MAX_TTL_MS, RedisOptions
-from ._scripts import Script
 
 __all__ = ["RedisBackend"]
+
+T = TypeVar("T")
 
 #: The record formats the scripts read (see :mod:`sessionkeeper_redis._scripts`); they write
 #: the last one.
@@ -105,8 +112,40 @@ _ID_BYTES_AND_NEWLINE: Final = bytes(range(0x21, 0x7F)) + b"\n"
 #: A session id as the server holds it: 1-256 visible ASCII characters.
 _SESSION_ID: Final = re.compile(rb"[\x21-\x7e]{1,256}")
 
-#: What redis-py raises: its own errors, cluster errors (not RedisErrors) and socket errors.
-_REDIS_ERRORS: Final = (RedisError, RedisClusterException, OSError)
+
+#: Connections of one backend's ``redis.asyncio`` client to a standalone server: tasks past
+#: that many wait for a free one (up to ``socket_timeout_ms``) instead of failing.
+ASYNC_CONNECTIONS: Final = 64
+
+
+def _async_from_url(url: str, **options: Any) -> Any:
+    """A ``redis.asyncio`` client of ``url`` on a blocking pool of :data:`ASYNC_CONNECTIONS`:
+    a thousand tasks of one loop share the connections instead of opening one each."""
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
+        url, max_connections=ASYNC_CONNECTIONS, timeout=options["socket_timeout"], **options
+    )
+    return redis.asyncio.Redis.from_pool(pool)
+
+
+@attrs.frozen
+class _Flavour:
+    """The client classes of one I/O path of redis-py: sync, or ``redis.asyncio``."""
+
+    from_url: Any
+    cluster: Any
+    node: Any
+    sentinel: Any
+    retry: Any
+
+
+_SYNC: Final = _Flavour(redis.Redis.from_url, RedisCluster, ClusterNode, Sentinel, Retry)
+_ASYNC: Final = _Flavour(
+    _async_from_url,
+    redis.asyncio.cluster.RedisCluster,
+    redis.asyncio.cluster.ClusterNode,
+    redis.asyncio.sentinel.Sentinel,
+    redis.asyncio.retry.Retry,
+)
 #: How a script says that a record it read is damaged (the rest of the message says how).
 _DAMAGED: Final = "DAMAGED session record: "
 
@@ -148,7 +187,17 @@ class RedisBackend:
         self._margin = str(options.ttl_margin_ms)
         self._max_ttl = str(MAX_TTL_MS)
         self._client: Any = None
-        self._sentinel: Sentinel | None = None
+        self._sentinel: Any = None
+        #: The redis.asyncio client of the async hooks, its Sentinel, and the loop it is bound to.
+        self._aclient: Any = None
+        self._asentinel: Any = None
+        self._aloop: asyncio.AbstractEventLoop | None = None
+        self._writes = Writes(
+            wait=options.wait_replicas,
+            timeout_ms=options.wait_timeout_ms,
+            cluster=options.cluster is not None,
+            unacknowledged=self._unacknowledged,
+        )
         self._counter_lock = threading.Lock()
         self._removed = 0
         self._dropped_by_redis = 0
@@ -242,32 +291,32 @@ class RedisBackend:
 
     # -- lifecycle --------------------------------------------------------------------------------
 
-    def _connect(self) -> Any:
-        """A new client of the configured server; ``StorageError`` naming the server when it
-        cannot be made (nothing is left open then)."""
+    def _connect(self, flavour: _Flavour = _SYNC) -> Any:
+        """A new client of the configured server (sync, or ``redis.asyncio`` for ``_ASYNC``);
+        ``StorageError`` naming the server when it cannot be made (nothing is left open then)."""
         try:
-            return self._new_client()
-        except _REDIS_ERRORS as exc:
-            self._close_sentinels()
+            return self._new_client(flavour)
+        except REDIS_ERRORS as exc:
+            if flavour is _SYNC:
+                self._close_sentinels()
             raise StorageError(
                 self.context.name, f"cannot connect to {self.server}: {type(exc).__name__}: {exc}"
             ) from exc
 
-    def _new_client(self) -> Any:
+    def _new_client(self, flavour: _Flavour) -> Any:
         options = self.options
         common: dict[str, Any] = {
             "socket_timeout": options.socket_timeout_ms / 1000,
             "socket_connect_timeout": options.connect_timeout_ms / 1000,
-            "retry": Retry(ExponentialBackoff(cap=1.0, base=0.01), options.retries),
+            "retry": flavour.retry(ExponentialBackoff(cap=1.0, base=0.01), options.retries),
         }
         if options.username is not None:
             common["username"] = options.username
         if options.password is not None:
             common["password"] = options.password
         if options.cluster is not None:
-            node: Any = ClusterNode  # redis-py leaves it unannotated
-            nodes = [node(host, port) for host, port in options.cluster.addresses()]
-            return RedisCluster(startup_nodes=nodes, **common)
+            nodes = [flavour.node(host, port) for host, port in options.cluster.addresses()]
+            return flavour.cluster(startup_nodes=nodes, **common)
         # redis-py 5 retries only the errors listed here; later versions add them anyway.
         common["retry_on_error"] = [redis.ConnectionError, redis.TimeoutError]
         if options.sentinel is not None:
@@ -280,13 +329,15 @@ class RedisBackend:
                 sentinel_kwargs["username"] = sentinel_options.username
             if sentinel_options.password is not None:
                 sentinel_kwargs["password"] = sentinel_options.password
-            sentinel_class: Any = Sentinel  # redis-py leaves it unannotated
-            sentinel = sentinel_class(
+            sentinel = flavour.sentinel(
                 sentinel_options.addresses(), sentinel_kwargs=sentinel_kwargs, **common
             )
-            self._sentinel = sentinel
+            if flavour is _SYNC:
+                self._sentinel = sentinel
+            else:
+                self._asentinel = sentinel
             return sentinel.master_for(sentinel_options.service_name, db=options.db or 0, **common)
-        return redis.Redis.from_url(options.url or "", **common)
+        return flavour.from_url(options.url or "", **common)
 
     @hookimpl
     def sessionkeeper_open(self) -> None:
@@ -304,8 +355,8 @@ class RedisBackend:
         try:
             client.ping()
             if not self.context.read_only:
-                self._load_scripts(client)
-        except _REDIS_ERRORS as exc:
+                load_scripts(client)
+        except REDIS_ERRORS as exc:
             self._close_client(client)
             raise StorageError(
                 self.context.name, f"cannot open {self.server}: {type(exc).__name__}: {exc}"
@@ -314,8 +365,10 @@ class RedisBackend:
 
     @hookimpl
     def sessionkeeper_close(self) -> None:
-        """Close every connection. Idempotent."""
+        """Close every connection of the sync client. Idempotent. (The async client is closed
+        by :meth:`sessionkeeper_async_close`, on its loop; one left open is dropped.)"""
         client, self._client = self._client, None
+        self._aclient = self._asentinel = self._aloop = None
         if client is not None:
             self._close_client(client)
 
@@ -334,63 +387,7 @@ class RedisBackend:
             for node in sentinel.sentinels:
                 node.close()
 
-    # -- script calls -----------------------------------------------------------------------------
-
-    @staticmethod
-    def _load_scripts(client: Any) -> None:
-        for script in _scripts.SCRIPTS:
-            client.script_load(script.source)
-
-    def _eval(self, client: Any, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """Run ``script`` by its SHA; reload the scripts once if the server lost them."""
-        try:
-            return client.evalsha(script.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            self._load_scripts(client)
-            return client.evalsha(script.sha, len(keys), *keys, *args)
-
-    def _write(self, client: Any, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """Run a writing script; with ``wait_replicas``, ``WAIT`` follows it in one round trip on
-        the same connection, and too few acknowledgements raise ``StorageError``."""
-        if not self.options.wait_replicas:
-            return self._eval(client, script, keys, args)
-        return self._write_pipelined(client, script, ((keys, args),))[0]
-
-    def _write_pipelined(
-        self, client: Any, script: Script, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]
-    ) -> list[Any]:
-        """Run ``script`` once per ``(keys, args)`` of ``calls``, in order, in one pipeline (one
-        round trip); return their results. With ``wait_replicas``, ``WAIT`` ends the pipeline on
-        the connection that wrote (the node of the table's slot on a cluster), and too few
-        acknowledgements raise ``StorageError``. When the server lost the scripts they are
-        reloaded and ``calls`` sent again, once (each script call stores the same whole value
-        again)."""
-        wait = self.options.wait_replicas
-        sha = script.sha
-        for attempt in (0, 1):
-            pipe = client.pipeline(transaction=False)
-            for keys, args in calls:
-                pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
-            if wait:
-                target: dict[str, Any] = {}
-                if self.options.cluster is not None:  # WAIT must reach the node that wrote
-                    target["target_nodes"] = client.get_node_from_key(calls[0][0][0])
-                pipe.execute_command("WAIT", wait, self.options.wait_timeout_ms, **target)
-            try:
-                results: list[Any] = pipe.execute()
-            except NoScriptError:
-                if attempt:
-                    raise
-                self._load_scripts(client)
-                continue
-            finally:
-                pipe.reset()
-            if wait:
-                acknowledged = results.pop()
-                if int(acknowledged) < wait:
-                    raise self._unacknowledged(len(calls), acknowledged)
-            return results
-        raise AssertionError("unreachable")  # pragma: no cover
+    # -- driving the steps ------------------------------------------------------------------------
 
     def _unacknowledged(self, writes: int, acknowledged: object) -> StorageError:
         """``WAIT`` saw too few replicas acknowledge the last ``writes`` writes."""
@@ -406,6 +403,33 @@ class RedisBackend:
             f"within {self.options.wait_timeout_ms} ms; {they} may be lost if the primary fails "
             "now",
         )
+
+    async def _arun(self, operation: str, write: bool, steps: Steps[T]) -> T:
+        """Run ``steps`` on this backend's ``redis.asyncio`` client (see :meth:`_async_client`)."""
+        return await arun(self._async_client(operation, write), self._writes, steps)
+
+    def _async_client(self, operation: str, write: bool) -> Any:
+        """The ``redis.asyncio`` client of the running event loop: made on the first async call
+        (no connection until its first command), one per backend, so one per manager. A loop
+        that replaced the one it was made on (the old loop closed) gets a new one. The open,
+        read-only and closed states are the sync client's: the manager opened and closes both."""
+        (self._writer if write else self._reader)(operation)
+        loop = asyncio.get_running_loop()
+        client = self._aclient
+        if client is None or self._aloop is not loop:
+            client = self._aclient = self._connect(_ASYNC)
+            self._aloop = loop
+        return client
+
+    @hookimpl
+    def sessionkeeper_async_close(self) -> Awaitable[None] | None:
+        """Close the ``redis.asyncio`` client (and its Sentinel connections), on its loop."""
+        client, self._aclient = self._aclient, None
+        sentinel, self._asentinel = self._asentinel, None
+        loop, self._aloop = self._aloop, None
+        if client is None or loop is not asyncio.get_running_loop():
+            return None  # never made, or made on a loop that is gone: nothing to await here
+        return _aclose(client, sentinel)
 
     # -- decoding ---------------------------------------------------------------------------------
 
@@ -447,44 +471,35 @@ class RedisBackend:
             "wrote it (sessionkeeper check --repair removes it)",
         )
 
-    # -- the hooks --------------------------------------------------------------------------------
+    # -- the steps of each operation (shared by both drivers, see _drivers) -------------------
 
-    @hookimpl
-    def sessionkeeper_fetch(self, session_id: str) -> Session | None:
-        """The stored session (expired or not), or ``None``: one ``GET``."""
+    def _fetch(self, session_id: str) -> Steps[Session | None]:
         try:
             key = self._prefix + session_id
         except TypeError:  # not a str: no such session (the manager says why the id is bad)
             return None
         try:
-            record = self._reader("fetch").execute_command("GET", key)
-        except _REDIS_ERRORS as exc:
+            record = yield Command(("GET", key))
+        except REDIS_ERRORS as exc:
             raise self._read_failed("fetch", key, exc) from exc
         if record is None:
             return None
         return self._decode(key, record)
 
-    @hookimpl
-    def sessionkeeper_store(self, session: Session) -> None:
-        """Insert or replace ``session`` (record, TTL and index entries in one script)."""
+    def _store(self, session: Session) -> Steps[None]:
         keys, args = self._store_call(session)
-        client = self._writer("store")
         try:
-            self._write(client, _scripts.STORE, keys, args)
-        except _REDIS_ERRORS as exc:
+            yield Call(_scripts.STORE, keys, args, write=True)
+        except REDIS_ERRORS as exc:
             raise self._failed("store", exc) from exc
 
-    @hookimpl
-    def sessionkeeper_store_many(self, sessions: Sequence[Session]) -> int:
-        """Insert or replace each session with the store script, as :meth:`sessionkeeper_store`
-        does, pipelined: one round trip (and one ``WAIT``) per ``STORE_CHUNK`` sessions."""
-        client = self._writer("store")
+    def _store_many(self, sessions: Sequence[Session]) -> Steps[int]:
         call = self._store_call
         try:
             for start in range(0, len(sessions), STORE_CHUNK):
                 chunk = [call(session) for session in sessions[start : start + STORE_CHUNK]]
-                self._write_pipelined(client, _scripts.STORE, chunk)
-        except _REDIS_ERRORS as exc:
+                yield Batch(_scripts.STORE, chunk)
+        except REDIS_ERRORS as exc:
             raise self._failed("store_many", exc) from exc
         return len(sessions)
 
@@ -519,43 +534,29 @@ class RedisBackend:
         ttl_ms = max(expires_at - session.last_accessed, 0) + self.options.ttl_margin_ms
         return str(expires_at), str(ttl_ms) if ttl_ms <= MAX_TTL_MS else ""
 
-    @hookimpl
-    def sessionkeeper_touch(self, session_id: str, last_accessed: int) -> Session | None:
-        """Move ``last_accessed`` forward (never back) and refresh the TTL, atomically; ``None``
-        when the session is gone (it is never recreated)."""
+    def _touch(self, session_id: str, last_accessed: int) -> Steps[Session | None]:
         key = self._prefix + session_id
-        client = self._writer("touch a session")
         encoded = _pack_uint(last_accessed)
         args = (session_id, encoded, str(last_accessed), self._margin, self._max_ttl)
         try:
-            record = self._write(client, _scripts.TOUCH, (key, self._exp_key), args)
-        except _REDIS_ERRORS as exc:
+            record = yield Call(_scripts.TOUCH, (key, self._exp_key), args, write=True)
+        except REDIS_ERRORS as exc:
             raise self._script_failed("touch", key, exc) from exc
         if record is None:
             return None
         return self._decode(key, record)
 
-    @hookimpl
-    def sessionkeeper_delete(self, session_id: str) -> bool:
-        """Remove the session and its index entries; ``False`` when there was none."""
+    def _delete(self, session_id: str) -> Steps[bool]:
         key = self._prefix + session_id
-        client = self._writer("delete a session")
         keys = (key, self._ids_key, self._exp_key, self._own_key)
         try:
-            removed = self._write(client, _scripts.DELETE, keys, (session_id, self._owners))
-        except _REDIS_ERRORS as exc:
+            removed = yield Call(_scripts.DELETE, keys, (session_id, self._owners), write=True)
+        except REDIS_ERRORS as exc:
             raise self._failed("delete", exc) from exc
         return bool(removed)
 
-    # -- atomic operations and owners (issue 14) ------------------------------------------------
-
-    @hookimpl
-    def sessionkeeper_store_if(self, session: Session, if_version: int | None, now: int) -> Session:
-        """Store ``session`` if the live stored version is ``if_version`` (``None``: whatever
-        it is), with that version + 1; return it as stored. One script: the check and the write
-        are one step on the server, so concurrent writers of one id are serialised there."""
+    def _store_if(self, session: Session, if_version: int | None, now: int) -> Steps[Session]:
         key = self._prefix + session.id
-        client = self._writer("store")
         head, tail = split_record(session)
         deadline, ttl = self._expiry(session)
         owner = session.owner
@@ -570,14 +571,10 @@ class RedisBackend:
             now,
             "" if if_version is None else _pack_uint(if_version),
         )
+        keys = (key, self._ids_key, self._exp_key, self._own_key)
         try:
-            done, version = self._write(
-                client,
-                _scripts.STORE_IF,
-                (key, self._ids_key, self._exp_key, self._own_key),
-                args,
-            )
-        except _REDIS_ERRORS as exc:
+            done, version = yield Call(_scripts.STORE_IF, keys, args, write=True)
+        except REDIS_ERRORS as exc:
             raise self._script_failed("store", key, exc) from exc
         version = _unpack_uint(version)
         if not done:
@@ -585,28 +582,20 @@ class RedisBackend:
             raise VersionConflict(session.id, if_version, version)
         return session if session.version == version else session.with_version(version)
 
-    @hookimpl
-    def sessionkeeper_take(self, session_id: str, now: int) -> Session | None:
-        """Remove the session and return it if it was live at ``now``: one script, so of
-        concurrent takes (and deletes, rotations) of one id at most one gets it."""
+    def _take(self, session_id: str, now: int) -> Steps[Session | None]:
         key = self._prefix + session_id
-        client = self._writer("take a session")
         keys = (key, self._ids_key, self._exp_key, self._own_key)
         try:
-            record = self._write(client, _scripts.TAKE, keys, (session_id, self._owners, now))
-        except _REDIS_ERRORS as exc:
+            record = yield Call(_scripts.TAKE, keys, (session_id, self._owners, now), write=True)
+        except REDIS_ERRORS as exc:
             raise self._script_failed("take", key, exc) from exc
         if record is None:
             return None
         return self._decode(key, record)
 
-    @hookimpl
-    def sessionkeeper_rotate(self, session_id: str, new_id: str, now: int) -> Session | None:
-        """Move the live session to ``new_id`` (version + 1, ``last_accessed`` now) and remove
-        the old id, in one script: no reader sees both ids, nor neither."""
+    def _rotate(self, session_id: str, new_id: str, now: int) -> Steps[Session | None]:
         key = self._prefix + session_id
         new_key = self._prefix + new_id
-        client = self._writer("rotate a session")
         keys = (key, new_key, self._ids_key, self._exp_key, self._own_key)
         args = (
             session_id,
@@ -619,34 +608,215 @@ class RedisBackend:
             self._max_ttl,
         )
         try:
-            record = self._write(client, _scripts.ROTATE, keys, args)
-        except _REDIS_ERRORS as exc:
+            record = yield Call(_scripts.ROTATE, keys, args, write=True)
+        except REDIS_ERRORS as exc:
             raise self._script_failed("rotate", key, exc) from exc
         if record is None:
             return None
         return self._decode(new_key, record)
 
+    def _list_owner(self, owner: str, now: int) -> Steps[list[str]]:
+        key = self._owners + owner
+        try:
+            page = yield Call(_scripts.OWNER_LIVE, (key, self._exp_key), (now, 0))
+        except REDIS_ERRORS as exc:
+            raise self._failed("list", exc) from exc
+        return self._ids(key, page)
+
+    def _count_owner(self, owner: str, now: int) -> Steps[int]:
+        key = self._owners + owner
+        try:
+            return int((yield Call(_scripts.OWNER_LIVE, (key, self._exp_key), (now, 1))))
+        except REDIS_ERRORS as exc:
+            raise self._failed("count", exc) from exc
+
+    def _delete_owner(self, owner: str) -> Steps[int]:
+        keys = (self._owners + owner, self._ids_key, self._exp_key, self._own_key)
+        args = (owner, self._prefix, OWNER_PAGE)
+        removed = 0
+        try:
+            while True:
+                deleted, taken = yield Call(_scripts.DELETE_OWNER, keys, args, write=True)
+                removed += int(deleted)
+                if int(taken) < OWNER_PAGE:
+                    return removed
+        except REDIS_ERRORS as exc:
+            raise self._failed("delete_owner", exc) from exc
+
+    def _list(self, now: int) -> Steps[list[str]]:
+        live: list[str] = []
+        start: str | bytes = "-"
+        keys = (self._ids_key, self._exp_key)
+        try:
+            while True:
+                last, page = yield Call(_scripts.LIST_PAGE, keys, (start, PAGE_SIZE, now))
+                live.extend(self._ids(self._ids_key, page))
+                if last is None:
+                    return live
+                start = b"(" + last
+        except REDIS_ERRORS as exc:
+            raise self._failed("list", exc) from exc
+
+    def _count(self, now: int) -> Steps[int]:
+        try:
+            return int((yield Call(_scripts.COUNT, (self._ids_key, self._exp_key), (now,))))
+        except REDIS_ERRORS as exc:
+            raise self._failed("count", exc) from exc
+
+    def _cleanup_expired(self, now: int) -> Steps[int]:
+        """Reads only the expired entries of the deadline index, a page at a time. Sessions
+        Redis already dropped through their TTL are counted too (their index entries are
+        removed)."""
+        removed = dropped = 0
+        bound = f"({now}"
+        # Members as the server holds them (bytes): an entry another program wrote that is no
+        # id expires like the others, instead of stopping every cleanup.
+        prefix = self._prefix.encode("ascii")
+        try:
+            while True:
+                page = yield Command(
+                    ("ZRANGEBYSCORE", self._exp_key, "-inf", bound, "LIMIT", 0, PAGE_SIZE)
+                )
+                if not page:
+                    break
+                keys = [
+                    self._ids_key,
+                    self._exp_key,
+                    self._own_key,
+                    *(prefix + member for member in page),
+                ]
+                done = yield Call(_scripts.EXPIRE_PAGE, keys, (now, self._owners, *page), True)
+                removed += int(done[0])
+                dropped += int(done[1])
+                if len(page) < PAGE_SIZE or not (done[0] or done[1]):
+                    break
+        except REDIS_ERRORS as exc:
+            raise self._failed("cleanup_expired", exc) from exc
+        finally:
+            with self._counter_lock:
+                self._removed += removed
+                self._dropped_by_redis += dropped
+        return removed + dropped
+
+    # -- the hooks: each runs its steps on the sync client, its async twin on redis.asyncio -------
+
+    @hookimpl
+    def sessionkeeper_fetch(self, session_id: str) -> Session | None:
+        """The stored session (expired or not), or ``None``: one ``GET``."""
+        return run(self._reader("fetch"), self._writes, self._fetch(session_id))
+
+    @hookimpl
+    def sessionkeeper_async_fetch(self, session_id: str) -> Awaitable[Session | None]:
+        """:meth:`sessionkeeper_fetch` on ``redis.asyncio``."""
+        return self._arun("fetch", False, self._fetch(session_id))
+
+    @hookimpl
+    def sessionkeeper_store(self, session: Session) -> None:
+        """Insert or replace ``session`` (record, TTL and index entries in one script)."""
+        run(self._writer("store"), self._writes, self._store(session))
+
+    @hookimpl
+    def sessionkeeper_async_store(self, session: Session) -> Awaitable[None]:
+        """:meth:`sessionkeeper_store` on ``redis.asyncio``."""
+        return self._arun("store", True, self._store(session))
+
+    @hookimpl
+    def sessionkeeper_store_many(self, sessions: Sequence[Session]) -> int:
+        """Insert or replace each session with the store script, as :meth:`sessionkeeper_store`
+        does, pipelined: one round trip (and one ``WAIT``) per ``STORE_CHUNK`` sessions."""
+        return run(self._writer("store"), self._writes, self._store_many(sessions))
+
+    @hookimpl
+    def sessionkeeper_async_store_many(self, sessions: Sequence[Session]) -> Awaitable[int]:
+        """:meth:`sessionkeeper_store_many` on ``redis.asyncio``."""
+        return self._arun("store", True, self._store_many(sessions))
+
+    @hookimpl
+    def sessionkeeper_touch(self, session_id: str, last_accessed: int) -> Session | None:
+        """Move ``last_accessed`` forward (never back) and refresh the TTL, atomically; ``None``
+        when the session is gone (it is never recreated)."""
+        client = self._writer("touch a session")
+        return run(client, self._writes, self._touch(session_id, last_accessed))
+
+    @hookimpl
+    def sessionkeeper_async_touch(
+        self, session_id: str, last_accessed: int
+    ) -> Awaitable[Session | None]:
+        """:meth:`sessionkeeper_touch` on ``redis.asyncio``."""
+        return self._arun("touch a session", True, self._touch(session_id, last_accessed))
+
+    @hookimpl
+    def sessionkeeper_delete(self, session_id: str) -> bool:
+        """Remove the session and its index entries; ``False`` when there was none."""
+        return run(self._writer("delete a session"), self._writes, self._delete(session_id))
+
+    @hookimpl
+    def sessionkeeper_async_delete(self, session_id: str) -> Awaitable[bool]:
+        """:meth:`sessionkeeper_delete` on ``redis.asyncio``."""
+        return self._arun("delete a session", True, self._delete(session_id))
+
+    # -- atomic operations and owners (issue 14) ------------------------------------------------
+
+    @hookimpl
+    def sessionkeeper_store_if(self, session: Session, if_version: int | None, now: int) -> Session:
+        """Store ``session`` if the live stored version is ``if_version`` (``None``: whatever
+        it is), with that version + 1; return it as stored. One script: the check and the write
+        are one step on the server, so concurrent writers of one id are serialised there."""
+        steps = self._store_if(session, if_version, now)
+        return run(self._writer("store"), self._writes, steps)
+
+    @hookimpl
+    def sessionkeeper_async_store_if(
+        self, session: Session, if_version: int | None, now: int
+    ) -> Awaitable[Session]:
+        """:meth:`sessionkeeper_store_if` on ``redis.asyncio``."""
+        return self._arun("store", True, self._store_if(session, if_version, now))
+
+    @hookimpl
+    def sessionkeeper_take(self, session_id: str, now: int) -> Session | None:
+        """Remove the session and return it if it was live at ``now``: one script, so of
+        concurrent takes (and deletes, rotations) of one id at most one gets it."""
+        return run(self._writer("take a session"), self._writes, self._take(session_id, now))
+
+    @hookimpl
+    def sessionkeeper_async_take(self, session_id: str, now: int) -> Awaitable[Session | None]:
+        """:meth:`sessionkeeper_take` on ``redis.asyncio``."""
+        return self._arun("take a session", True, self._take(session_id, now))
+
+    @hookimpl
+    def sessionkeeper_rotate(self, session_id: str, new_id: str, now: int) -> Session | None:
+        """Move the live session to ``new_id`` (version + 1, ``last_accessed`` now) and remove
+        the old id, in one script: no reader sees both ids, nor neither."""
+        steps = self._rotate(session_id, new_id, now)
+        return run(self._writer("rotate a session"), self._writes, steps)
+
+    @hookimpl
+    def sessionkeeper_async_rotate(
+        self, session_id: str, new_id: str, now: int
+    ) -> Awaitable[Session | None]:
+        """:meth:`sessionkeeper_rotate` on ``redis.asyncio``."""
+        return self._arun("rotate a session", True, self._rotate(session_id, new_id, now))
+
     @hookimpl
     def sessionkeeper_list_owner(self, owner: str, now: int) -> list[str]:
         """The ids of ``owner``'s sessions live at ``now``: the owner's set, each id judged by
         its deadline entry, in one script (cost: what the owner holds)."""
-        client = self._reader("list sessions")
-        key = self._owners + owner
-        try:
-            page = self._eval(client, _scripts.OWNER_LIVE, (key, self._exp_key), (now, 0))
-        except _REDIS_ERRORS as exc:
-            raise self._failed("list", exc) from exc
-        return self._ids(key, page)
+        return run(self._reader("list sessions"), self._writes, self._list_owner(owner, now))
+
+    @hookimpl
+    def sessionkeeper_async_list_owner(self, owner: str, now: int) -> Awaitable[list[str]]:
+        """:meth:`sessionkeeper_list_owner` on ``redis.asyncio``."""
+        return self._arun("list sessions", False, self._list_owner(owner, now))
 
     @hookimpl
     def sessionkeeper_count_owner(self, owner: str, now: int) -> int:
         """How many of ``owner``'s sessions are live at ``now`` (cost: what the owner holds)."""
-        client = self._reader("count sessions")
-        key = self._owners + owner
-        try:
-            return int(self._eval(client, _scripts.OWNER_LIVE, (key, self._exp_key), (now, 1)))
-        except _REDIS_ERRORS as exc:
-            raise self._failed("count", exc) from exc
+        return run(self._reader("count sessions"), self._writes, self._count_owner(owner, now))
+
+    @hookimpl
+    def sessionkeeper_async_count_owner(self, owner: str, now: int) -> Awaitable[int]:
+        """:meth:`sessionkeeper_count_owner` on ``redis.asyncio``."""
+        return self._arun("count sessions", False, self._count_owner(owner, now))
 
     @hookimpl
     def sessionkeeper_delete_owner(self, owner: str) -> int:
@@ -658,47 +828,44 @@ class RedisBackend:
         after the last call is kept.
         """
         client = self._writer("delete an owner's sessions")
-        keys = (self._owners + owner, self._ids_key, self._exp_key, self._own_key)
-        args = (owner, self._prefix, OWNER_PAGE)
-        removed = 0
-        try:
-            while True:
-                deleted, taken = self._write(client, _scripts.DELETE_OWNER, keys, args)
-                removed += int(deleted)
-                if int(taken) < OWNER_PAGE:
-                    return removed
-        except _REDIS_ERRORS as exc:
-            raise self._failed("delete_owner", exc) from exc
+        return run(client, self._writes, self._delete_owner(owner))
+
+    @hookimpl
+    def sessionkeeper_async_delete_owner(self, owner: str) -> Awaitable[int]:
+        """:meth:`sessionkeeper_delete_owner` on ``redis.asyncio``."""
+        return self._arun("delete an owner's sessions", True, self._delete_owner(owner))
 
     @hookimpl
     def sessionkeeper_list(self, now: int) -> list[str]:
         """The ids live at ``now``, read from the id index a page per round trip."""
-        client = self._reader("list sessions")
-        live: list[str] = []
-        start = "-"
-        try:
-            while True:
-                last, page = self._eval(
-                    client,
-                    _scripts.LIST_PAGE,
-                    (self._ids_key, self._exp_key),
-                    (start, PAGE_SIZE, now),
-                )
-                live.extend(self._ids(self._ids_key, page))
-                if last is None:
-                    return live
-                start = b"(" + last
-        except _REDIS_ERRORS as exc:
-            raise self._failed("list", exc) from exc
+        return run(self._reader("list sessions"), self._writes, self._list(now))
+
+    @hookimpl
+    def sessionkeeper_async_list(self, now: int) -> Awaitable[list[str]]:
+        """:meth:`sessionkeeper_list` on ``redis.asyncio``."""
+        return self._arun("list sessions", False, self._list(now))
 
     @hookimpl
     def sessionkeeper_count(self, now: int) -> int:
         """Sessions stored less those past their deadline at ``now``: two index lookups."""
-        client = self._reader("count sessions")
-        try:
-            return int(self._eval(client, _scripts.COUNT, (self._ids_key, self._exp_key), (now,)))
-        except _REDIS_ERRORS as exc:
-            raise self._failed("count", exc) from exc
+        return run(self._reader("count sessions"), self._writes, self._count(now))
+
+    @hookimpl
+    def sessionkeeper_async_count(self, now: int) -> Awaitable[int]:
+        """:meth:`sessionkeeper_count` on ``redis.asyncio``."""
+        return self._arun("count sessions", False, self._count(now))
+
+    @hookimpl
+    def sessionkeeper_cleanup_expired(self, now: int) -> int:
+        """Remove the sessions whose deadline is before ``now``; return how many (see
+        :meth:`_cleanup_expired`)."""
+        client = self._writer("clean up expired sessions")
+        return run(client, self._writes, self._cleanup_expired(now))
+
+    @hookimpl
+    def sessionkeeper_async_cleanup_expired(self, now: int) -> Awaitable[int]:
+        """:meth:`sessionkeeper_cleanup_expired` on ``redis.asyncio``."""
+        return self._arun("clean up expired sessions", True, self._cleanup_expired(now))
 
     @hookimpl
     def sessionkeeper_iter_sessions(self) -> Iterator[Session]:
@@ -717,7 +884,7 @@ class RedisBackend:
                     ids = self._ids(self._ids_key, page)
                     keys = [self._prefix + session_id for session_id in ids]
                     records = client.execute_command("MGET", *keys)
-                except _REDIS_ERRORS as exc:
+                except REDIS_ERRORS as exc:
                     raise self._failed("iter_sessions", exc) from exc
                 for key, record in zip(keys, records, strict=True):
                     if record is not None:  # deleted or dropped by Redis since it was listed
@@ -727,45 +894,6 @@ class RedisBackend:
                 start = b"(" + page[-1]
 
         return generate()
-
-    @hookimpl
-    def sessionkeeper_cleanup_expired(self, now: int) -> int:
-        """Remove the sessions whose deadline is before ``now``; return how many.
-
-        Reads only the expired entries of the deadline index, a page at a time. Sessions Redis
-        already dropped through their TTL are counted too (their index entries are removed).
-        """
-        client = self._writer("clean up expired sessions")
-        removed = dropped = 0
-        bound = f"({now}"
-        try:
-            while True:
-                page = client.execute_command(
-                    "ZRANGEBYSCORE", self._exp_key, "-inf", bound, "LIMIT", 0, PAGE_SIZE
-                )
-                if not page:
-                    break
-                # Members as the server holds them (bytes): an entry another program wrote that
-                # is no id expires like the others, instead of stopping every cleanup.
-                prefix = self._prefix.encode("ascii")
-                keys = [
-                    self._ids_key,
-                    self._exp_key,
-                    self._own_key,
-                    *(prefix + member for member in page),
-                ]
-                done = self._write(client, _scripts.EXPIRE_PAGE, keys, (now, self._owners, *page))
-                removed += int(done[0])
-                dropped += int(done[1])
-                if len(page) < PAGE_SIZE or not (done[0] or done[1]):
-                    break
-        except _REDIS_ERRORS as exc:
-            raise self._failed("cleanup_expired", exc) from exc
-        finally:
-            with self._counter_lock:
-                self._removed += removed
-                self._dropped_by_redis += dropped
-        return removed + dropped
 
     @hookimpl
     def sessionkeeper_identity(self) -> str | None:
@@ -787,7 +915,7 @@ class RedisBackend:
             else:
                 info = client.info("server")
                 db = int(client.connection_pool.connection_kwargs.get("db") or 0)
-        except _REDIS_ERRORS as exc:
+        except REDIS_ERRORS as exc:
             raise self._failed("identity", exc) from exc
         run_id = info.get("run_id") if isinstance(info, dict) else None
         if run_id is None or run_id == "":
@@ -809,7 +937,7 @@ class RedisBackend:
             pipe.execute_command("ZCARD", self._exp_key)
             stored, expiring = pipe.execute()
             pipe.reset()
-        except _REDIS_ERRORS as exc:
+        except REDIS_ERRORS as exc:
             raise self._failed("stats", exc) from exc
         return {
             "server": self.server,
@@ -837,10 +965,23 @@ class RedisBackend:
             report = check_table(
                 client, self.options.table_name, repair=repair, scan_options=scan_options
             )
-        except _REDIS_ERRORS as exc:
+        except REDIS_ERRORS as exc:
             raise self._failed("check", exc) from exc
         finally:
             self._close_client(client)
         report["server"] = self.server
         report["table_name"] = self.options.table_name
         return report
+
+
+async def _aclose(client: Any, sentinel: Any) -> None:
+    """Close a ``redis.asyncio`` client, its pool and its Sentinel connections."""
+    try:
+        await client.aclose()
+        pool = getattr(client, "connection_pool", None)
+        if pool is not None:
+            await pool.disconnect()
+    finally:
+        if sentinel is not None:
+            for node in sentinel.sentinels:
+                await node.aclose()

@@ -1,0 +1,211 @@
+"""One protocol, two drivers: the backend's operations as generators of Redis calls, run by a
+sync driver (redis-py's client) or an async one (``redis.asyncio``, issue 15).
+
+Every operation of :class:`~sessionkeeper_redis.RedisBackend` is written once, as a generator
+(its *steps*) that yields the calls it needs (:class:`Command`, :class:`Call`, :class:`Batch`)
+and receives each result, or has the client's exception thrown in at the ``yield`` (so it maps
+errors to :class:`~sessionkeeper.StorageError` itself, the same on both paths); its return
+value is the hook's result. The keys, the Lua scripts of :mod:`sessionkeeper_redis._scripts`,
+the encoding and the error mapping are therefore shared; only :func:`run` and :func:`arun`
+differ, by an ``await``. Both reload the scripts once when the server lost them (a restart, a
+``SCRIPT FLUSH``), and follow a write by ``WAIT`` in the same round trip when
+``wait_replicas`` asks for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+from typing import Any, Final, TypeVar
+
+import attrs
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
+
+from . import _scripts
+from ._scripts import Script
+
+__all__ = ["REDIS_ERRORS", "Batch", "Call", "Command", "Steps", "Writes", "arun", "run"]
+
+T = TypeVar("T")
+
+#: What redis-py raises, sync or asyncio: its own errors, cluster errors (not RedisErrors) and
+#: socket errors.
+REDIS_ERRORS: Final = (RedisError, RedisClusterException, OSError)
+
+
+@attrs.frozen
+class Command:
+    """One plain command: ``client.execute_command(*args)``."""
+
+    args: tuple[Any, ...]
+
+
+@attrs.frozen
+class Call:
+    """One script call (``EVALSHA``). A ``write`` is followed by ``WAIT`` when the backend's
+    ``wait_replicas`` asks for it; its result is the script's."""
+
+    script: Script
+    keys: Sequence[str | bytes]
+    args: Sequence[Any]
+    write: bool = False
+
+
+@attrs.frozen
+class Batch:
+    """Several calls of one writing script in one pipeline (one round trip, one ``WAIT``); its
+    result is the list of the scripts' results."""
+
+    script: Script
+    calls: Sequence[tuple[Sequence[str], Sequence[Any]]]
+
+
+#: The steps of one operation: yields calls, receives their results, returns the hook's result.
+Steps = Generator[Command | Call | Batch, Any, T]
+
+
+@attrs.frozen
+class Writes:
+    """How writes are acknowledged: ``wait`` replicas (0: the primary alone) within
+    ``timeout_ms``; ``cluster``: ``WAIT`` must be sent to the node of the table's slot."""
+
+    wait: int
+    timeout_ms: int
+    cluster: bool
+    unacknowledged: Any  # (writes, acknowledged) -> the StorageError to raise
+
+
+def run(client: Any, writes: Writes, steps: Steps[T]) -> T:
+    """Run ``steps`` on redis-py's sync ``client``."""
+    try:
+        call = next(steps)
+        while True:
+            try:
+                result = _perform(client, writes, call)
+            except REDIS_ERRORS as exc:
+                call = steps.throw(exc)
+            else:
+                call = steps.send(result)
+    except StopIteration as stop:
+        value: T = stop.value
+        return value
+
+
+async def arun(client: Any, writes: Writes, steps: Steps[T]) -> T:
+    """Run ``steps`` on a ``redis.asyncio`` ``client``: :func:`run`, awaited."""
+    try:
+        call = next(steps)
+        while True:
+            try:
+                result = await _aperform(client, writes, call)
+            except REDIS_ERRORS as exc:
+                call = steps.throw(exc)
+            else:
+                call = steps.send(result)
+    except StopIteration as stop:
+        value: T = stop.value
+        return value
+
+
+def load_scripts(client: Any) -> None:
+    """``SCRIPT LOAD`` every script (sync client)."""
+    for script in _scripts.SCRIPTS:
+        client.script_load(script.source)
+
+
+async def aload_scripts(client: Any) -> None:
+    """``SCRIPT LOAD`` every script (asyncio client)."""
+    for script in _scripts.SCRIPTS:
+        await client.script_load(script.source)
+
+
+def _perform(client: Any, writes: Writes, call: Command | Call | Batch) -> Any:
+    if isinstance(call, Command):
+        return client.execute_command(*call.args)
+    if type(call) is Call and not (call.write and writes.wait):
+        try:
+            return client.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+        except NoScriptError:
+            load_scripts(client)
+            return client.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+    script, calls = _pipelined(call)
+    for attempt in (0, 1):
+        pipe = client.pipeline(transaction=False)
+        _queue(pipe, client, writes, script, calls)
+        try:
+            results: list[Any] = pipe.execute()
+        except NoScriptError:
+            if attempt:
+                raise
+            load_scripts(client)
+            continue
+        finally:
+            pipe.reset()
+        return _acknowledged(writes, call, calls, results)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _aperform(client: Any, writes: Writes, call: Command | Call | Batch) -> Any:
+    if isinstance(call, Command):
+        return await client.execute_command(*call.args)
+    if type(call) is Call and not (call.write and writes.wait):
+        try:
+            return await client.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+        except NoScriptError:
+            await aload_scripts(client)
+            return await client.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+    script, calls = _pipelined(call)
+    if writes.wait and writes.cluster:
+        # WAIT is sent to the node of the table's slot, which a new asyncio cluster client
+        # learns on its first command: make sure it knows the slots (at once once it does).
+        await client.initialize()
+    for attempt in (0, 1):
+        pipe = client.pipeline(transaction=False)
+        _queue(pipe, client, writes, script, calls)
+        try:
+            results: list[Any] = await pipe.execute()
+        except NoScriptError:
+            if attempt:
+                raise
+            await aload_scripts(client)
+            continue
+        finally:
+            await pipe.reset()
+        return _acknowledged(writes, call, calls, results)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _pipelined(call: Call | Batch) -> tuple[Script, Sequence[tuple[Sequence[Any], Sequence[Any]]]]:
+    if type(call) is Call:
+        return call.script, ((call.keys, call.args),)
+    assert type(call) is Batch
+    return call.script, call.calls
+
+
+def _queue(
+    pipe: Any,
+    client: Any,
+    writes: Writes,
+    script: Script,
+    calls: Sequence[tuple[Sequence[Any], Sequence[Any]]],
+) -> None:
+    """Queue one ``EVALSHA`` per call and, with ``wait_replicas``, ``WAIT`` on the connection
+    that wrote (the node of the table's slot on a cluster)."""
+    for keys, args in calls:
+        pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+    if writes.wait:
+        target: dict[str, Any] = {}
+        if writes.cluster:
+            target["target_nodes"] = client.get_node_from_key(calls[0][0][0])
+        pipe.execute_command("WAIT", writes.wait, writes.timeout_ms, **target)
+
+
+def _acknowledged(
+    writes: Writes, call: Call | Batch, calls: Sequence[Any], results: list[Any]
+) -> Any:
+    """The pipeline's results without ``WAIT``'s, which must count ``wait`` replicas; a
+    :class:`Call`'s own result, a :class:`Batch`'s list."""
+    if writes.wait:
+        acknowledged = results.pop()
+        if int(acknowledged) < writes.wait:
+            raise writes.unacknowledged(len(calls), acknowledged)
+    return results[0] if type(call) is Call else results
