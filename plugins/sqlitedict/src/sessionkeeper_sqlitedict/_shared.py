@@ -147,15 +147,28 @@ class SharedStore(SqliteDictBackend):
             )
         return self._error(operation, exc)
 
-    def _transaction(self, operation: str, work: Callable[..., T], *args: Any) -> T:
-        """``work(connection, *args)`` inside ``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back when
-        it raises (a conflict, an undecodable row, SQLite's error)."""
+    @contextlib.contextmanager
+    def _pooled(self, operation: str) -> Iterator[sqlite3.Connection]:
+        """A connection of the pool for one operation (given back after it); SQLite's errors
+        become :class:`~sessionkeeper.StorageError` (:meth:`_failure`)."""
         idle = self._idle
         try:
             connection = idle.pop()
         except IndexError:
             connection = self._connect()
         try:
+            yield connection
+        except sqlite3.Error as exc:
+            raise self._failure(operation, exc) from exc
+        finally:
+            idle.append(connection)
+            if not self._open:
+                self._drain()
+
+    def _transaction(self, operation: str, work: Callable[..., T], *args: Any) -> T:
+        """``work(connection, *args)`` inside ``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back when
+        it raises (a conflict, an undecodable row, SQLite's error)."""
+        with self._pooled(operation) as connection:
             connection.execute("BEGIN IMMEDIATE")
             try:
                 result = work(connection, *args)
@@ -170,28 +183,11 @@ class SharedStore(SqliteDictBackend):
                         )
                 raise
             return result
-        except sqlite3.Error as exc:
-            raise self._failure(operation, exc) from exc
-        finally:
-            idle.append(connection)
-            if not self._open:
-                self._drain()
 
     def _query(self, operation: str, statement: str, parameters: tuple[Any, ...]) -> list[Any]:
         """Every row of one read."""
-        idle = self._idle
-        try:
-            connection = idle.pop()
-        except IndexError:
-            connection = self._connect()
-        try:
+        with self._pooled(operation) as connection:
             return connection.execute(statement, parameters).fetchall()
-        except sqlite3.Error as exc:
-            raise self._failure(operation, exc) from exc
-        finally:
-            idle.append(connection)
-            if not self._open:
-                self._drain()
 
     # -- lifecycle ----------------------------------------------------------------------------
 
