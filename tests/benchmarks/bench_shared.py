@@ -32,7 +32,7 @@ Run ``python tests/benchmarks/bench_shared.py [--quick] [--json PATH] [--strict]
 Every manager runs with ``cleanup_interval=0`` and an injected clock that stays at the instant
 the sessions were stored, so a fetch never writes a touch back (the benchmark measures reads as
 reads). ``--quick`` uses 10,000 sessions, shorter timings and one repeat (under a minute); the
-full run takes four to five minutes.
+full run takes about six minutes (on the 2-core machine, loaded).
 """
 
 from __future__ import annotations
