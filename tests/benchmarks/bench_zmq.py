@@ -23,6 +23,9 @@ measured in the same run:
   backlogs (``by_delta``: "moves only what changed", the target), the time to reload its log
   (spawn to first status line), to catch up (first status line to ready) and until it holds
   every write made before it was ready;
+- admin socket: ``list``, ``count`` and a full ``iter_sessions`` of 10,000 sessions read
+  through node b's admin socket (what ``sessionkeeper list/stats/export`` do on a running
+  cluster), beside the same calls on node a in this process;
 - rejoin: SIGKILL of c holding 100,000 sessions (10,000 with ``--quick``) and a restart; the time
   from the restarted process's first status line to ready, and from spawn to ready (target ≤ 5 s).
 """
@@ -525,6 +528,63 @@ def bench_disc_rejoin(
     }
 
 
+def bench_admin(cluster: Cluster, a: SessionManager, n: int, runs: int = 5) -> dict[str, Any]:
+    """What reading a running node through its admin socket costs (what ``sessionkeeper
+    list/stats/export`` do), against the same read on a node in its own process: ``n``
+    sessions on every node; ``list``, ``count`` and a full ``iter_sessions`` (an export's
+    read) through node b's admin socket (b a separate process) beside the same call on node a.
+    Medians of ``runs``; opening the read-only manager (connect and greeting) timed once."""
+    a_backend: Any = a.backend
+    agent = a_backend.agent
+    now = int(time.time() * 1000)
+    for i in range(n):
+        a_backend.replica.local_store(Session(f"adm-{i}", now, now, None, {"user": i}))
+        if i % 1000 == 0:
+            agent.wake()
+    agent.wake()
+    wait_for(
+        lambda: all(p.acked >= a_backend.replica.seq for p in agent.peers.values()),
+        "b and c to hold the sessions",
+        300,
+    )
+
+    def median(call: Callable[[], object]) -> float:
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    start = time.perf_counter()
+    reader = SessionManager(backend="zmq", backend_opts=cluster.opts("b"), read_only=True)
+    opened = time.perf_counter() - start
+    try:
+        assert len(reader.list()) == len(a.list())
+        figures = {
+            "sessions": len(a.list()),
+            "open_ms": round(opened * 1000, 2),
+        }
+        for name, call_admin, call_node in (
+            ("list", reader.list, a.list),
+            ("count", reader.count, a.count),
+            (
+                "iter_sessions",
+                lambda: list(reader.iter_sessions()),
+                lambda: list(a.iter_sessions()),
+            ),
+        ):
+            via_admin, on_node = median(call_admin), median(call_node)
+            figures[name] = {
+                "admin_ms": round(via_admin * 1000, 3),
+                "node_ms": round(on_node * 1000, 3),
+                "ratio": round(via_admin / on_node, 1),
+            }
+    finally:
+        reader.close()
+    return figures
+
+
 def bench_nowait(a: SessionManager, ack: str, count: int, window: int = 256) -> dict[str, Any]:
     """Writes/s from one thread keeping up to ``window`` writes in flight (``store_nowait``),
     waiting on the oldest half whenever the window is full: pipelining without threads."""
@@ -597,6 +657,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cluster = Cluster(directory, "quorum")
         try:
             a = cluster.start()
+            results["admin"] = bench_admin(cluster, a, 10_000)
             results["raw_zmq_round_trip"] = echo_round_trip(directory, writes)
             results["write_local"] = bench_writes(a, "local", writes, 8)
             results["write_quorum"] = bench_writes(a, "quorum", writes, 8)

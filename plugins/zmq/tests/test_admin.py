@@ -23,7 +23,7 @@ from sessionkeeper_zmq import _admin_messages as am
 from sessionkeeper_zmq._admin import AdminClient, admin_socket_path
 from sessionkeeper_zmq._options import ZmqOptions
 from sessionkeeper_zmq._wire import WireError, pack
-from sessionkeeper_zmq.testing import cluster_opts, wait_for
+from sessionkeeper_zmq.testing import cluster_opts, free_ports, wait_for
 
 
 def read_only(opts: dict[str, Any], **kwargs: Any) -> SessionManager:
@@ -122,6 +122,26 @@ class TestWhenNoNodeAnswers:
         assert f"ipc://{path}" in message
         assert "node 'a'" in message
         assert "sessionkeeper node --config" in message
+
+    def test_the_cli_exits_4_naming_the_socket(self, tmp_path: Path) -> None:
+        """``sessionkeeper stats`` (and list, show, export, backup) on the configuration of a
+        node that is not running exits with 4 (storage error) and names the socket."""
+        from click.testing import CliRunner
+
+        from sessionkeeper.cli import cli
+
+        [port] = free_ports(1)
+        config = tmp_path / "a.toml"
+        config.write_text(
+            '[sessionkeeper]\nbackend = "zmq"\n[sessionkeeper.backend_opts]\nnode_id = "a"\n'
+            'curve = false\nadmin_socket = "a.sock"\n'
+            f'nodes = [{{ id = "a", endpoint = "tcp://127.0.0.1:{port}" }}]\n'
+        )
+        for command in (["stats"], ["list"], ["show", "some-id"], ["export", "-"]):
+            result = CliRunner().invoke(cli, ["--config", str(config), *command])
+            assert result.exit_code == 4, (command, result.output)
+            assert f"ipc://{tmp_path / 'a.sock'}" in result.output.replace("\n", "")
+            assert "no running node reachable" in result.output
 
     def test_a_socket_left_by_a_killed_node_is_told_apart(
         self, key_dir: Path, tmp_path: Path

@@ -32,8 +32,8 @@ import attrs
 from sessionkeeper import InvalidSession, Session, validate_id
 from sessionkeeper.backend import CodecError, decode_session
 
-from ._messages import Message, wire
-from ._wire import WireError, as_bool, as_bytes, as_int, as_list, as_str, unpack
+from ._messages import Message, decode, wire
+from ._wire import WireError, as_bool, as_bytes, as_int, as_list, as_str
 
 __all__ = [
     "ADMIN_KINDS",
@@ -282,12 +282,4 @@ ANSWERS: Final = frozenset((Welcome, Figures, Number, Found, IdsPage, SessionsPa
 
 def decode_admin(kind: bytes, body: bytes) -> Message:
     """Check one admin message; return it or raise :class:`~._wire.WireError`."""
-    cls = ADMIN_KINDS.get(kind)
-    if cls is None:
-        raise WireError(f"unknown admin message kind {kind[:16]!r}")
-    try:
-        return cls.decode(unpack(body), ())
-    except WireError:
-        raise
-    except (ValueError, TypeError) as exc:  # wrong arity when unpacking a list
-        raise WireError(f"malformed {kind.decode()} message: {exc}") from None
+    return decode(kind, body, (), ADMIN_KINDS)

@@ -405,9 +405,15 @@ class ReadReply(_Entries, kind=b"RREP"):
     """The answer to :class:`Read`."""
 
 
-def decode(kind: bytes, body: bytes, nodes: Collection[str]) -> Message:
-    """Check one message; return it or raise :class:`WireError`."""
-    cls = KINDS.get(kind)
+def decode(
+    kind: bytes,
+    body: bytes,
+    nodes: Collection[str],
+    registry: Mapping[bytes, type[Message]] = KINDS,
+) -> Message:
+    """Check one message of a kind in ``registry`` (the peers' by default); return it or
+    raise :class:`WireError`."""
+    cls = registry.get(kind)
     if cls is None:
         raise WireError(f"unknown message kind {kind[:16]!r}")
     try:
