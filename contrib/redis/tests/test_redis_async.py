@@ -221,6 +221,21 @@ class TestRaces:
     """Tasks of one loop racing update: test_redis_conformance's TestRedisAsyncConformance (50
     tasks); here, processes too."""
 
+    def test_more_tasks_at_once_than_redis_asyncio_default_pool_all_succeed(
+        self, redis_server: Any, table_name: str
+    ) -> None:
+        """300 tasks fetch and touch at the same moment (redis.asyncio's default pool holds
+        100 connections and fails the 101st task with MaxConnectionsError): every one gets its
+        session."""
+
+        async def body(sessions: AsyncSessionManager) -> list[str]:
+            created = [await sessions.create() for _ in range(300)]
+            fetched = await asyncio.gather(*(sessions.touch(s.id) for s in created))
+            assert [s.id for s in fetched] == [s.id for s in created]
+            return [s.id for s in fetched]
+
+        assert len(_run(redis_server, table_name, body)) == 300
+
     @pytest.mark.sessionkeeper_slow
     def test_two_processes_of_racing_tasks_and_this_one_lose_nothing(
         self, redis_server: Any, table_name: str

@@ -113,18 +113,16 @@ _ID_BYTES_AND_NEWLINE: Final = bytes(range(0x21, 0x7F)) + b"\n"
 _SESSION_ID: Final = re.compile(rb"[\x21-\x7e]{1,256}")
 
 
-#: Connections of one backend's ``redis.asyncio`` client to a standalone server: tasks past
-#: that many wait for a free one (up to ``socket_timeout_ms``) instead of failing.
-ASYNC_CONNECTIONS: Final = 64
+#: The most connections one backend's ``redis.asyncio`` client opens to a standalone server: one
+#: per task awaiting a command at the same moment, kept for the next ones (redis.asyncio's own
+#: default, 100, makes the 101st concurrent task fail). A pool that makes tasks wait for a free
+#: connection instead costs a fifth of a round trip on every command (its lock and timer).
+ASYNC_MAX_CONNECTIONS: Final = 2**16
 
 
 def _async_from_url(url: str, **options: Any) -> Any:
-    """A ``redis.asyncio`` client of ``url`` on a blocking pool of :data:`ASYNC_CONNECTIONS`:
-    a thousand tasks of one loop share the connections instead of opening one each."""
-    pool = redis.asyncio.BlockingConnectionPool.from_url(
-        url, max_connections=ASYNC_CONNECTIONS, timeout=options["socket_timeout"], **options
-    )
-    return redis.asyncio.Redis.from_pool(pool)
+    """A ``redis.asyncio`` client of ``url`` whose pool grows to :data:`ASYNC_MAX_CONNECTIONS`."""
+    return redis.asyncio.Redis.from_url(url, max_connections=ASYNC_MAX_CONNECTIONS, **options)
 
 
 @attrs.frozen
