@@ -15,6 +15,7 @@ import pytest
 
 from sessionkeeper import AsyncSessionManager, Session
 from sessionkeeper.backend import PluginValidationError, hookimpl
+from sessionkeeper.testing import AsyncConformance
 
 REQUEST: contextvars.ContextVar[str] = contextvars.ContextVar("request", default="-")
 
@@ -144,3 +145,32 @@ class TestBadDeclarations:
             await sessions.aclose()
 
         asyncio.run(reopen())
+
+
+class TestMemoryAsyncConformance(AsyncConformance):
+    """The contract through AsyncSessionManager on memory: every operation inline."""
+
+    backend = "memory"
+
+    def backend_opts(self, tmp_path: Path) -> dict[str, Any]:
+        return {"table_name": f"async-{tmp_path.name}"}
+
+
+class TestSqlitedictIntervalAsyncConformance(AsyncConformance):
+    """On sqlitedict in interval mode: its in-memory hooks inline, the rest in workers."""
+
+    backend = "sqlitedict"
+
+    def backend_opts(self, tmp_path: Path) -> dict[str, Any]:
+        return sqlite_opts(tmp_path)
+
+
+class TestSqlitedictDurableAsyncConformance(AsyncConformance):
+    """On sqlitedict in durable mode: fetch inline, every write in a worker thread (tasks
+    racing there reach the group commit together)."""
+
+    backend = "sqlitedict"
+    race_tasks = 10
+
+    def backend_opts(self, tmp_path: Path) -> dict[str, Any]:
+        return {"file_path": str(tmp_path / "s.sqlite"), "auto_save": 0}
