@@ -206,6 +206,33 @@ class MystoreBackend:
                     self._file(session_id, expires_at)  # touched since it was filed
         return removed
 
+    # -- an asyncio path (optional) -------------------------------------------------------------
+    #
+    # AsyncSessionManager, the API of asyncio servers, runs this backend's operations as plain
+    # calls on the event loop: its capabilities say blocking=False (a dict never waits). A
+    # storage that waits on I/O says blocking=True, and then each operation runs in a worker
+    # thread, unless the backend gives each operation hook an async twin: the same arguments,
+    # returning a coroutine that the manager awaits on the storage's own asyncio client, with no
+    # thread (``sessions.native_operations`` lists the operations that take this path). Keep the
+    # keys, queries and encoding in one place both paths call, and keep the sync hooks: the sync
+    # manager calls only those. tests/test_conformance.py runs AsyncConformance on every path.
+    # For fetch (an operation is native once every hook it calls has a twin: fetch needs
+    # sessionkeeper_async_touch too, update sessionkeeper_async_store_if):
+    #
+    #     @hookimpl
+    #     def sessionkeeper_async_fetch(self, session_id: str) -> Awaitable[Session | None]:
+    #         return self._afetch(session_id)  # do no I/O before the coroutine is awaited
+    #
+    #     async def _afetch(self, session_id: str) -> Session | None:
+    #         record = await self._aclient().get(session_id)  # made on the running loop
+    #         return None if record is None else self._decode(session_id, record)
+    #
+    #     @hookimpl
+    #     def sessionkeeper_async_close(self) -> Awaitable[None] | None:
+    #         return self._aclose()  # closes the asyncio client on its loop
+    #
+    # See "An asyncio path" in sessionkeeper's guide "Writing a backend", and contrib/redis.
+
     @hookimpl
     def sessionkeeper_stats(self) -> dict[str, Any]:
         """Figures shown by ``sessionkeeper stats`` (JSON-compatible)."""
