@@ -16,13 +16,8 @@ from typing import Any, Final, ParamSpec, TypeVar, Unpack
 
 import attrs
 
-from ._async_native import (
-    NativeOperations,
-    async_close,
-    backend_hooks,
-    check_async_twins,
-    native_operations,
-)
+from . import hookspecs
+from ._async_native import NativeOperations, async_close, backend_hooks, check_async_twins
 from ._concurrent import AsyncConcurrentOperations
 from ._config import Config, load_config
 from ._manager import DEFAULT, SessionManager, _Default
@@ -71,6 +66,29 @@ OPERATION_HOOKS: Final[dict[str, tuple[str, ...]]] = {
     "stats": ("count", "stats"),
     "close": ("close",),
 }
+
+
+#: The operations that may be awaited on the backend's ``sessionkeeper_async_*`` hooks, with the
+#: hooks each calls on that path: those of :data:`OPERATION_HOOKS` but the scan of
+#: ``iter_sessions`` (no async twin) by which the owner reads stand in for a missing owner index.
+NATIVE_HOOKS: Final[dict[str, tuple[str, ...]]] = {
+    operation: tuple(hook for hook in hooks if hook != "iter_sessions")
+    for operation, hooks in OPERATION_HOOKS.items()
+    if operation not in ("iter_sessions", "identity", "stats", "close")
+}
+
+
+def native_operations(implemented: frozenset[str]) -> frozenset[str]:
+    """The operations of :data:`NATIVE_HOOKS` that run natively on a backend implementing the
+    hooks ``implemented``: it implements the ``async_`` twin of each of the operation's hooks
+    that it implements, and of one at least (``list_owner`` without an owner index scans
+    ``iter_sessions``: it stays in a worker thread)."""
+    return frozenset(
+        operation
+        for operation, hooks in NATIVE_HOOKS.items()
+        if (present := ["sessionkeeper_" + h for h in hooks if "sessionkeeper_" + h in implemented])
+        and all(hookspecs.ASYNC_HOOKS[hook] in implemented for hook in present)
+    )
 
 
 def inline_operations(inline_hooks: frozenset[str]) -> frozenset[str]:

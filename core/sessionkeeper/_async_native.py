@@ -8,7 +8,8 @@ backend's own when it is the lone implementation and nothing monitors the calls,
 dispatch (rebound whenever a plugin or a monitor comes or goes, as the sync manager does).
 
 An operation is native when the backend implements the ``async_`` twin of every hook the
-operation may call (:data:`NATIVE_HOOKS`) among those it implements at all. Its semantics are the
+operation may call (``NATIVE_HOOKS`` of :mod:`sessionkeeper._async`) among those it implements
+at all. Its semantics are the
 sync manager's, step for step: the same validation, expiry, touch coalescing, version rules and
 errors, from the same helpers; ``update``'s retry loop is the one of
 :class:`~sessionkeeper._concurrent.AsyncConcurrentOperations`, which calls :meth:`_update_once`
@@ -53,32 +54,9 @@ from ._model import (
 if TYPE_CHECKING:
     from ._manager import SessionManager
 
-__all__ = ["NATIVE_HOOKS", "NativeOperations", "native_operations"]
+__all__ = ["NativeOperations", "async_close", "backend_hooks", "check_async_twins"]
 
 log = logging.getLogger("sessionkeeper")
-
-#: The sync hooks (without the prefix ``sessionkeeper_``) each operation of the async manager may
-#: call on its native path. The operation is native when the backend implements the ``async_``
-#: twin of each of them that it implements, and of one at least (``list_owner`` without an owner
-#: index scans ``iter_sessions``, which has no twin: it stays in a worker thread).
-NATIVE_HOOKS: Final[dict[str, tuple[str, ...]]] = {
-    "create": ("store",),
-    "store": ("fetch", "store", "store_if"),
-    "store_many": ("store", "store_many"),
-    "fetch": ("fetch", "touch"),
-    "peek": ("fetch",),
-    "touch": ("fetch", "touch"),
-    "delete": ("delete",),
-    "list": ("list",),
-    "count": ("count",),
-    "list_owner": ("list_owner",),
-    "count_owner": ("count_owner",),
-    "update": ("fetch", "store_if"),
-    "take": ("take",),
-    "rotate": ("fetch", "rotate"),
-    "delete_owner": ("delete_owner",),
-    "cleanup_expired": ("cleanup_expired",),
-}
 
 _PREFIX: Final = "sessionkeeper_"
 _ASYNC_CLOSE: Final = "sessionkeeper_async_close"
@@ -115,17 +93,6 @@ def check_async_twins(backend: str, implemented: frozenset[str]) -> None:
             f"implements {pairs}: an async hook is the twin of a sync hook, which the sync "
             "manager calls; implement both",
         )
-
-
-def native_operations(implemented: frozenset[str]) -> frozenset[str]:
-    """The operations of :data:`NATIVE_HOOKS` that run natively on a backend implementing the
-    hooks ``implemented``."""
-    native = set()
-    for operation, hooks in NATIVE_HOOKS.items():
-        present = [_PREFIX + hook for hook in hooks if _PREFIX + hook in implemented]
-        if present and all(hookspecs.ASYNC_HOOKS[hook] in implemented for hook in present):
-            native.add(operation)
-    return frozenset(native)
 
 
 def _binding(caller: Any, argnames: tuple[str, ...], monitored: bool) -> Callable[..., Any] | None:

@@ -105,13 +105,23 @@ def _pairs_per_second(
     return _per_second(worker, tasks, n)
 
 
-def _per_second(worker: Callable[[int], Awaitable[None]], tasks: int, n: int) -> float:
-    """``tasks * n`` divided by the seconds ``tasks`` concurrent ``worker(k)`` take."""
+def _per_second(
+    worker: Callable[[int], Awaitable[None]],
+    tasks: int,
+    n: int,
+    after: Callable[[], Awaitable[object]] | None = None,
+) -> float:
+    """``tasks * n`` divided by the seconds ``tasks`` concurrent ``worker(k)`` take (then
+    ``after()`` is awaited in the same loop)."""
 
     async def main() -> float:
         began = time.perf_counter()
-        await asyncio.gather(*(worker(k) for k in range(tasks)))
-        return time.perf_counter() - began
+        try:
+            await asyncio.gather(*(worker(k) for k in range(tasks)))
+            return time.perf_counter() - began
+        finally:
+            if after is not None:
+                await after()
 
     return tasks * n / asyncio.run(main())
 
@@ -405,23 +415,15 @@ def _redis_tasks(
     tasks, n = sizes.tasks, sizes.pairs_per_task
 
     def raw_pairs() -> float:
-        async def main() -> float:
-            raw = aioredis.Redis.from_url(url, max_connections=tasks)
-            try:
+        raw = aioredis.Redis.from_url(url, max_connections=tasks)
 
-                async def worker(k: int) -> None:
-                    for i in range(n):
-                        session_id = ids[(k * n + i) % len(ids)]
-                        await raw.get(keys[session_id])
-                        await raw.set(keys[session_id] + ":raw", values[session_id])
+        async def worker(k: int) -> None:
+            for i in range(n):
+                session_id = ids[(k * n + i) % len(ids)]
+                await raw.get(keys[session_id])
+                await raw.set(keys[session_id] + ":raw", values[session_id])
 
-                began = time.perf_counter()
-                await asyncio.gather(*(worker(k) for k in range(tasks)))
-                return tasks * n / (time.perf_counter() - began)
-            finally:
-                await raw.aclose()
-
-        return asyncio.run(main())
+        return _per_second(worker, tasks, n, raw.aclose)
 
     runs: dict[str, list[float]] = {"raw": [], "native": [], "thread": []}
     for _ in range(sizes.repeats):

@@ -33,6 +33,7 @@ from sessionkeeper import (
 )
 
 from ._clock import ManualClock
+from ._kit import BackendConformance
 from ._rules import assert_same_session, touch_window
 
 __all__ = ["AsyncConformance", "AsyncRunner"]
@@ -116,13 +117,8 @@ class AsyncConformance:
         return run
 
     def _backend_name(self) -> str:
-        name = getattr(self, "backend", None)
-        if not isinstance(name, str) or not name:
-            raise TypeError(
-                f"{type(self).__name__} must set the class attribute `backend` to the backend's "
-                "entry-point name (group sessionkeeper.backends)"
-            )
-        return name
+        # BackendConformance's check, which reads only the class attribute ``backend``.
+        return BackendConformance._backend_name(self)  # type: ignore[arg-type]
 
     # --- the paths ----------------------------------------------------------------------------
 
