@@ -438,7 +438,8 @@ def measure_throughput(targets: dict[str, Target], sizes: Sizes) -> list[NotedFi
         for peer, rate in rates.items():
             floor = None if peer == "raw" else rates["raw"]
             name = f"90/10 mix, {processes} proc: {LABELS[peer]}"
-            figures.append(NotedFigure(name, rate, "/s", floor, "raw sqlite3", "-", None))
+            spread = f"{min(timings[peer]):.0f}-{max(timings[peer]):.0f} /s over the repeats"
+            figures.append(NotedFigure(name, rate, "/s", floor, "raw sqlite3", "-", None, spread))
         for peer in [p for p in rates if p != "shared"]:
             target = RATIO_TARGETS[peer] if processes == PROCESSES[-1] else None
             value = rates["shared"] / rates[peer]
