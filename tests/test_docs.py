@@ -539,9 +539,9 @@ class TestOperationsWalkthrough:
 #: The files a reader follows: the README, every page, every example the pages include.
 READER_FILES = [README, *PAGES, *(p for p in example_files() if p.suffix != ".txt")]
 #: Pages whose owners have yet to mark their install lines (issue 19); each still must not crash.
-INSTALL_LINES_PENDING = {"postgres.md", "zmq.md"}
+INSTALL_LINES_PENDING = {"postgres.md"}
 #: Pages whose owners have yet to drop a citation of a file outside the repository (issue 19).
-CITATIONS_PENDING = {"zmq.md"}
+CITATIONS_PENDING: set[str] = set()
 #: Objects whose docstrings (rendered by autodoc) still cite DESIGN; their modules' owners replace
 #: each with the page that says it (issue 19). Empty since InvalidSession links Session instead;
 #: it may not grow.
