@@ -11,7 +11,11 @@ targets, the backend and version details of its header line — and hands the re
   :func:`figure`, which builds a row from its absolute and ratio targets;
 - :func:`arguments`, the flags every script takes (``--quick``, ``--json PATH``, ``--strict``);
 - :func:`run`, the ``main`` of a script that reports a table: it times the script's ``measure``,
-  prints :func:`report`, writes the JSON (:func:`write_json`) and returns :func:`exit_code`.
+  prints :func:`report`, writes the JSON (:func:`write_json`) and returns :func:`exit_code`;
+- for the scripts that time a backend through a manager: :func:`manager_settings` (no scheduler,
+  the injected clock, :data:`TIMEOUT`, :data:`TOUCH_RESOLUTION`) and the concurrent-state
+  figures measured alike on every backend, :func:`time_update`, :func:`time_store_if` and
+  :func:`time_owner_lists`.
 """
 
 from __future__ import annotations
@@ -24,9 +28,12 @@ import timeit
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
+
+if TYPE_CHECKING:
+    from sessionkeeper import SessionManager
 
 #: The clock's starting point, in ms since the epoch (November 2023).
 START = 1_700_000_000_000
@@ -78,6 +85,93 @@ def paired(
                 deque(map(callable_, *args), 0)
 
             results.append(timeit.Timer(run).timeit(number=1) / count * 1e6)
+    return statistics.median(timings[0]), statistics.median(timings[1])
+
+
+# --- a backend through a manager ---------------------------------------------------------------
+
+#: The sessions' idle timeout: the default, 30 minutes.
+TIMEOUT = 1_800_000
+#: The managers' touch resolution: a fetch writes a touch back once the clock moved further.
+TOUCH_RESOLUTION = 1_000
+#: Sessions of the one owner that ``list(owner=)`` finds.
+OWNED = 10
+
+
+def manager_settings(clock: Clock) -> dict[str, Any]:
+    """The keywords of every benchmarked manager besides its backend: no cleanup running behind
+    the measurements, the injected ``clock`` (so the benchmark decides when a fetch writes a
+    touch back), :data:`TIMEOUT` and :data:`TOUCH_RESOLUTION`."""
+    return {
+        "cleanup_interval": 0,
+        "touch_resolution": TOUCH_RESOLUTION,
+        "default_timeout": TIMEOUT,
+        "clock": clock,
+    }
+
+
+def bump(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The change every update benchmark makes: the counter ``n`` up by one."""
+    metadata["n"] += 1
+    return metadata
+
+
+def time_update(sessions: SessionManager, ids: Sequence[str], repeats: int) -> tuple[float, float]:
+    """Median µs of ``update(id, bump)`` and of the ``fetch`` + ``store`` doing the same change
+    (what update replaces, not atomic), over ``ids`` whose metadata hold ``n = 0``; checks
+    afterwards that no update was lost."""
+    fetch, store = sessions.fetch, sessions.store
+
+    def update(session_id: str) -> None:
+        sessions.update(session_id, bump)
+
+    def fetch_store(session_id: str) -> None:
+        session = fetch(session_id)
+        store(session.replace(metadata=bump(session.metadata)))
+
+    timed = paired(update, fetch_store, ids, repeats=repeats)
+    # Each id is bumped once per repeat by each of the two.
+    assert sessions.peek(ids[0]).metadata["n"] == 2 * repeats, "an update was lost"
+    return timed
+
+
+def time_store_if(
+    sessions: SessionManager, ids: Sequence[str], repeats: int
+) -> tuple[float, float]:
+    """Median µs of ``store(if_version=)`` and of a plain ``store``, on disjoint halves of
+    ``ids`` (a plain store bumps the version the conditional one names)."""
+    store = sessions.store
+    half = len(ids) // 2
+    conditional = [sessions.peek(sid) for sid in ids[:half]]
+    plain = [sessions.peek(sid) for sid in ids[half : 2 * half]]
+
+    def store_if(position: int) -> None:
+        session = conditional[position]
+        conditional[position] = store(session, if_version=session.version)
+
+    def store_plain(position: int) -> None:
+        plain[position] = store(plain[position])
+
+    timed = paired(store_if, store_plain, range(half), repeats=repeats)
+    assert conditional[0].version == plain[0].version, "versions drifted apart"
+    return timed
+
+
+def time_owner_lists(
+    large: SessionManager, small: SessionManager, owner: str, repeats: int
+) -> tuple[float, float]:
+    """Median µs of ``list(owner=owner)`` on ``large`` and on ``small``, timed alternately (so
+    that load from elsewhere weighs on both alike), each checked first to find the
+    :data:`OWNED` sessions."""
+    timers = []
+    for sessions in (large, small):
+        assert len(sessions.list(owner=owner)) == OWNED
+        timers.append(timeit.Timer(lambda sessions=sessions: sessions.list(owner=owner)))
+    calls = 2_000
+    timings: tuple[list[float], list[float]] = ([], [])
+    for _ in range(3 * repeats):
+        for timer, results in zip(timers, timings, strict=True):
+            results.append(timer.timeit(number=calls) / calls * 1e6)
     return statistics.median(timings[0]), statistics.median(timings[1])
 
 

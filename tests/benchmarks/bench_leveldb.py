@@ -22,8 +22,9 @@ manager):
 
 Every manager runs with ``cleanup_interval=0`` and an injected clock, so nothing runs behind the
 measurements and the benchmark decides when a fetch writes a touch back. Targets are the disk
-targets of DESIGN §5 (fetch <= 10 us, store in interval mode <= 20 us, durable store <= 1.5x the
-raw fsynced write). ``--quick`` shrinks every size tenfold (a few seconds).
+targets of docs/backends.md ("Performance targets": fetch <= 10 us, store in interval mode
+<= 20 us, durable store <= 1.5x the raw fsynced write). ``--quick`` shrinks every size tenfold
+(a few seconds).
 """
 
 from __future__ import annotations
@@ -37,15 +38,26 @@ import statistics
 import sys
 import tempfile
 import time
-import timeit
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import _bench
 import attrs
-from _bench import START, Clock, Figure, figure, paired
+from _bench import (
+    OWNED,
+    START,
+    TIMEOUT,
+    TOUCH_RESOLUTION,
+    Clock,
+    Figure,
+    figure,
+    manager_settings,
+    paired,
+    time_owner_lists,
+    time_store_if,
+    time_update,
+)
 
 from sessionkeeper import Session, SessionManager, __version__
 from sessionkeeper.backend import decode_session, encode_session
@@ -58,8 +70,6 @@ try:
 except ImportError:  # pragma: no cover - the plugin is optional
     sys.exit("bench_leveldb.py needs sessionkeeper-leveldb: pip install -e contrib/leveldb")
 
-TIMEOUT = 1_800_000  # the default timeout: 30 minutes
-TOUCH_RESOLUTION = 1_000
 BATCH_SIZE = 500  # sessions per store_many call
 
 
@@ -89,10 +99,7 @@ def manager(clock: Clock, directory: Path, *, sync: bool, table: str = "bench") 
             "table_name": table,
             "sync": sync,
         },
-        cleanup_interval=0,
-        touch_resolution=TOUCH_RESOLUTION,
-        default_timeout=TIMEOUT,
-        clock=clock,
+        **manager_settings(clock),
     )
 
 
@@ -250,12 +257,6 @@ def bench_cleanup(sizes: Sizes, directory: Path) -> Figure:
     )
 
 
-def bump(metadata: dict[str, Any]) -> dict[str, Any]:
-    """The change every update benchmark makes: one counter up by one."""
-    metadata["n"] += 1
-    return metadata
-
-
 def bench_atomic(sizes: Sizes, directory: Path) -> list[Figure]:
     """update against fetch + store, store(if_version=) against store, over ``sizes.ops``
     sessions (sync off); then list(owner=) among them against a table of 1,000."""
@@ -270,35 +271,11 @@ def bench_atomic(sizes: Sizes, directory: Path) -> list[Figure]:
         sessions.store_many(stored)
         ids = [s.id for s in stored]
         random.Random(7).shuffle(ids)
-        fetch, store = sessions.fetch, sessions.store
-
-        def update(session_id: str) -> None:
-            sessions.update(session_id, bump)
-
-        def fetch_store(session_id: str) -> None:  # what update replaces: not atomic
-            session = fetch(session_id)
-            store(session.replace(metadata=bump(session.metadata)))
-
-        updated, floor = paired(update, fetch_store, ids, repeats=repeats)
-        assert sessions.peek(ids[0]).metadata["n"] == 2 * repeats, "an update was lost"
+        updated, floor = time_update(sessions, ids, repeats)
         figures.append(
             figure("update (sync off), random", updated, floor, "fetch + store", ratio=1.3)
         )
-
-        # Disjoint halves: a plain store bumps the version the conditional one names.
-        half = n // 2
-        conditional = [sessions.peek(sid) for sid in ids[:half]]
-        plain = [sessions.peek(sid) for sid in ids[half : 2 * half]]
-
-        def store_if(position: int) -> None:
-            session = conditional[position]
-            conditional[position] = store(session, if_version=session.version)
-
-        def store_plain(position: int) -> None:
-            plain[position] = store(plain[position])
-
-        timed, floor = paired(store_if, store_plain, range(half), repeats=repeats)
-        assert conditional[0].version == plain[0].version, "versions drifted apart"
+        timed, floor = time_store_if(sessions, ids, repeats)
         figures.append(figure("store(if_version=) (sync off), random", timed, floor, "store"))
 
         with manager(clock, directory, sync=False, table="atomic-small") as small:
@@ -317,24 +294,6 @@ def bench_atomic(sizes: Sizes, directory: Path) -> list[Figure]:
             )
         )
     return figures
-
-
-#: Sessions of the one owner that list(owner=) finds.
-OWNED = 10
-
-
-def time_owner_lists(
-    large: SessionManager, small: SessionManager, owner: str, repeats: int
-) -> tuple[float, float]:
-    """Median µs of ``list(owner=owner)`` on ``large`` and on ``small``, timed alternately."""
-    calls = 2_000
-    timings: tuple[list[float], list[float]] = ([], [])
-    for _ in range(repeats):
-        for results, sessions in zip(timings, (large, small), strict=True):
-            assert len(sessions.list(owner=owner)) == OWNED
-            timer = timeit.Timer(lambda sessions=sessions: sessions.list(owner=owner))
-            results.append(timer.timeit(number=calls) / calls * 1e6)
-    return statistics.median(timings[0]), statistics.median(timings[1])
 
 
 def measure(args: argparse.Namespace) -> _bench.Run:

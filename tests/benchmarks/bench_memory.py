@@ -2,7 +2,8 @@
 
 Run ``python tests/benchmarks/bench_memory.py [--quick] [--json PATH]`` (``nox -s bench`` runs it;
 pytest never does). Each figure is the median of several repeats, measured beside a *floor* — the
-least plain Python can do for the same work — and checked against the targets of DESIGN §5:
+least plain Python can do for the same work — and checked against the performance targets
+(docs/backends.md, "Performance targets"):
 
 - fetch (in order and in random order over 200,000 sessions) against a function doing the
   ``dict`` lookup plus the expiry check (with the same clock call);
@@ -39,12 +40,22 @@ from typing import Any
 
 import _bench
 import attrs
-from _bench import START, Clock, Figure, figure, paired
+from _bench import (
+    OWNED,
+    START,
+    TIMEOUT,
+    TOUCH_RESOLUTION,
+    Clock,
+    Figure,
+    figure,
+    manager_settings,
+    paired,
+    time_owner_lists,
+    time_store_if,
+    time_update,
+)
 
 from sessionkeeper import Session, SessionManager, __version__, generate_id
-
-TIMEOUT = 1_800_000  # the default timeout: 30 minutes
-TOUCH_RESOLUTION = 1_000
 
 
 @attrs.frozen
@@ -69,12 +80,7 @@ QUICK = Sizes(
 
 def manager(clock: Clock, table: str) -> SessionManager:
     return SessionManager(
-        backend="memory",
-        backend_opts={"table_name": table},
-        cleanup_interval=0,
-        touch_resolution=TOUCH_RESOLUTION,
-        default_timeout=TIMEOUT,
-        clock=clock,
+        backend="memory", backend_opts={"table_name": table}, **manager_settings(clock)
     )
 
 
@@ -124,8 +130,8 @@ def bench_operations(sizes: Sizes) -> list[Figure]:
             ("random", shuffled, random_sessions),
         ):
             fetch, floor = paired(sessions.fetch, floor_fetch, keys, repeats=repeats)
-            # The ratio targets are set for random order over 200,000 sessions (DESIGN §5): a
-            # smaller table fits in the CPU caches, which flatters the floor.
+            # The ratio targets are set for random order over 200,000 sessions: a smaller table
+            # fits in the CPU caches, which flatters the floor.
             ratios = order == "random" and sizes.ops >= FULL.ops
             figures.append(
                 figure(
@@ -171,12 +177,6 @@ def bench_operations(sizes: Sizes) -> list[Figure]:
     return figures
 
 
-def bump(metadata: dict[str, Any]) -> dict[str, Any]:
-    """The change every update benchmark makes: one counter up by one."""
-    metadata["n"] += 1
-    return metadata
-
-
 def bench_atomic(sizes: Sizes) -> list[Figure]:
     """update against fetch + store, store(if_version=) against store, over ``sizes.ops``."""
     n, repeats = sizes.ops, sizes.repeats
@@ -185,37 +185,11 @@ def bench_atomic(sizes: Sizes) -> list[Figure]:
     with manager(clock, "bench-atomic") as sessions:
         ids = [sessions.create(metadata={"user_id": f"user_{i}", "n": 0}).id for i in range(n)]
         random.Random(7).shuffle(ids)
-        fetch, store = sessions.fetch, sessions.store
-
-        def update(session_id: str) -> None:
-            sessions.update(session_id, bump)
-
-        def fetch_store(session_id: str) -> None:  # what update replaces: not atomic
-            session = fetch(session_id)
-            store(session.replace(metadata=bump(session.metadata)))
-
-        updated, floor = paired(update, fetch_store, ids, repeats=repeats)
-        expected = 2 * repeats  # each id bumped once per repeat by each of the two
-        assert sessions.peek(ids[0]).metadata["n"] == expected, "an update was lost"
+        updated, floor = time_update(sessions, ids, repeats)
         figures.append(
             figure("update, random", updated, floor, "fetch + store, same change", ratio=1.3)
         )
-
-        # Disjoint halves: a plain store bumps the version the conditional one names.
-        half = n // 2
-        conditional = [sessions.peek(sid) for sid in ids[:half]]
-        plain = [sessions.peek(sid) for sid in ids[half : 2 * half]]
-
-        def store_if(position: int) -> None:
-            session = conditional[position]
-            conditional[position] = store(session, if_version=session.version)
-
-        def store_plain(position: int) -> None:
-            plain[position] = store(plain[position])
-
-        positions = range(half)
-        timed, floor = paired(store_if, store_plain, positions, repeats=repeats)
-        assert conditional[0].version == plain[0].version, "versions drifted apart"
+        timed, floor = time_store_if(sessions, ids, repeats)
         figures.append(figure("store(if_version=), random", timed, floor, "store"))
     return figures
 
@@ -315,26 +289,6 @@ def bench_memory_and_cleanup(sizes: Sizes) -> list[Figure]:
     finally:
         sessions.close()
     return figures
-
-
-OWNED = 10  # sessions of the one owner listed
-
-
-def time_owner_lists(
-    large: SessionManager, small: SessionManager, owner: str, repeats: int
-) -> tuple[float, float]:
-    """Median µs of ``list(owner=owner)`` on ``large`` and on ``small``, timed alternately
-    (so that load from elsewhere weighs on both alike), each checked to find the sessions."""
-    timers = []
-    for sessions in (large, small):
-        assert len(sessions.list(owner=owner)) == OWNED
-        timers.append(timeit.Timer(lambda sessions=sessions: sessions.list(owner=owner)))
-    calls = 2_000
-    timings: tuple[list[float], list[float]] = ([], [])
-    for _ in range(3 * repeats):
-        for timer, results in zip(timers, timings, strict=True):
-            results.append(timer.timeit(number=calls) / calls * 1e6)
-    return statistics.median(timings[0]), statistics.median(timings[1])
 
 
 def bench_owner(sizes: Sizes, sessions: SessionManager, clock: Clock) -> list[Figure]:
