@@ -1,4 +1,4 @@
-"""The session model and the shared codec (DESIGN §2, §3): validation, round trips, bad bytes."""
+"""The session model and the shared codec: validation, round trips, bad bytes."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ Run ``python tests/benchmarks/bench_shared.py [--quick] [--json PATH] [--strict]
 
   The three stores on SQLite commit at the same ``synchronous`` level (``--synchronous``, by
   default shared mode's own default). Each (peer, process count) is timed ``repeats`` times,
-  the peers in a rotating order, and the median is reported; the targets (DESIGN §5): with 4
+  the peers in a rotating order, and the median is reported; the targets (docs/backends.md): with 4
   processes, shared ≥ 2× the redis backend and within 1.5× of raw ``sqlite3``;
 - **latency in one process**: ``fetch`` (random over the 100,000) beside the raw point select +
   decode (target ≤ 10 µs), and a durable ``update`` beside the raw ``sqlite3`` transaction of the

@@ -2,7 +2,8 @@
 
 Run ``python tests/benchmarks/bench_sqlitedict.py [--quick] [--json PATH] [--dir DIR]`` (``nox -s
 bench`` runs it; pytest never does). Every figure is a median, measured in the same run beside a
-*floor* — what the storage underneath costs for the same work — and checked against DESIGN §5:
+*floor* — what the storage underneath costs for the same work — and checked against the
+performance targets of docs/backends.md:
 
 - fetch (random order) against a raw ``sqlite3`` point select on the same table (target
   ≤ 10 µs, stretch ≤ 2 µs); plain ``sqlitedict`` get and ``diskcache`` get for comparison;

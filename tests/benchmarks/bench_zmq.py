@@ -1,4 +1,4 @@
-"""Benchmarks of the ``zmq`` cluster backend: 3 nodes on loopback (DESIGN §5).
+"""Benchmarks of the ``zmq`` cluster backend: 3 nodes on loopback (targets: docs/backends.md).
 
 Run ``python tests/benchmarks/bench_zmq.py [--quick] [--json PATH] [--strict]`` (pytest never
 does; ``--json DIR`` writes ``DIR/zmq.json``). Node ``a`` runs in this process (it is the node
