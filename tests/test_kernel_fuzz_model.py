@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from sessionkeeper import InvalidSession, Session, SessionManager
@@ -154,3 +154,48 @@ def test_session_and_store_succeed_or_name_the_field(
             "metadata",
         }, error
     assert_sentinel_kept(sessions)
+
+
+class _Text(str):
+    """A subclass of a JSON type: the full check accepts it, the fast path leaves it to it."""
+
+
+@given(
+    metadata=hostile_metadata
+    | st.dictionaries(st.builds(_Text, st.text(max_size=3)), _values, max_size=2)
+    | st.integers(min_value=30, max_value=34).map(_deep)
+)
+@example(metadata={"a": [1.5, float("nan")]})
+@example(metadata={"a": {"b": float("-inf")}})
+@example(metadata={"a": 2**64})
+@example(metadata={"a": -(2**63) - 1})
+@example(metadata={"a": {1: "int key"}})
+@example(metadata={"a": b"bytes"})
+@example(metadata={"a": {1, 2}})
+@example(metadata=_deep(31))
+@example(metadata=_deep(32))
+def test_the_fast_json_check_never_accepts_what_the_full_check_refuses(metadata: object) -> None:
+    """``_is_json`` (the decode and pack fast path) accepts only metadata that the full check
+    ``_explain_json`` accepts too, so skipping the full check on a ``True`` can let nothing
+    through; on plain JSON types the two agree both ways."""
+    from sessionkeeper._model import _explain_json, _is_json
+
+    try:
+        _explain_json(metadata, "metadata", 0)
+    except InvalidSession:
+        accepted = False
+    else:
+        accepted = True
+    if _is_json(metadata, 0):
+        assert accepted
+    elif accepted:
+        # Only a subclass of a JSON type sends valid metadata down the slow path.
+        assert "_Text" in repr(type(metadata)) or "_Text" in _type_names(metadata)
+
+
+def _type_names(value: object) -> str:
+    if isinstance(value, dict):
+        return " ".join(type(k).__name__ + _type_names(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return " ".join(_type_names(v) for v in value)
+    return type(value).__name__

@@ -19,7 +19,7 @@ import math
 import re
 import secrets
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, final
 
 import attrs
 import msgpack
@@ -59,7 +59,43 @@ def _describe(value: object) -> str:
     return type(value).__name__
 
 
+def _is_json(value: object, depth: int) -> bool:
+    """Whether ``value`` is JSON-compatible metadata, exactly the plain types only.
+
+    The fast path of :func:`_check_json`: it builds no message and no path for each item (those
+    f-strings made a decode eight times slower than the unpacking). A ``False`` here is not yet
+    a verdict: subclasses of the JSON types are accepted by the full check, which also says what
+    is wrong and where.
+    """
+    cls = value.__class__
+    if cls is str or value is None or cls is bool:
+        return True
+    if cls is int:
+        return _INT_MIN <= value <= _INT_MAX  # type: ignore[operator]
+    if cls is float:
+        return math.isfinite(value)  # type: ignore[arg-type]
+    if depth >= MAX_METADATA_DEPTH:
+        return False
+    if cls is dict:
+        for key, item in value.items():  # type: ignore[attr-defined]
+            if key.__class__ is not str or not _is_json(item, depth + 1):
+                return False
+        return True
+    if cls is list or cls is tuple:
+        for item in value:  # type: ignore[attr-defined]  # noqa: SIM110 (a loop: no generator)
+            if not _is_json(item, depth + 1):
+                return False
+        return True
+    return False
+
+
 def _check_json(value: object, where: str, depth: int) -> None:
+    """Raise :class:`InvalidSession` naming the first thing in ``value`` JSON cannot hold."""
+    if not _is_json(value, depth):
+        _explain_json(value, where, depth)
+
+
+def _explain_json(value: object, where: str, depth: int) -> None:
     # bool before int (bool is an int); subclasses of the JSON types are accepted.
     if value is None or isinstance(value, str | bool):
         return
@@ -77,11 +113,11 @@ def _check_json(value: object, where: str, depth: int) -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise InvalidSession(where, f"keys must be str, got {_describe(key)} key {key!r}")
-            _check_json(item, f"{where}[{key!r}]", depth + 1)
+            _explain_json(item, f"{where}[{key!r}]", depth + 1)
         return
     if isinstance(value, list | tuple):
         for index, item in enumerate(value):
-            _check_json(item, f"{where}[{index}]", depth + 1)
+            _explain_json(item, f"{where}[{index}]", depth + 1)
         return
     raise InvalidSession(
         where,
@@ -217,6 +253,7 @@ def generate_id() -> str:
     return secrets.token_urlsafe(32)
 
 
+@final  # the manager stores exactly Session; copies are built as Session (see _Filling)
 @attrs.frozen(init=False, eq=False, repr=False, slots=True, weakref_slot=False)
 class Session:
     """One session. Immutable; build a changed copy with :meth:`replace`.
@@ -274,8 +311,9 @@ class Session:
         if absolute_timeout_ms is not None:
             check_absolute_timeout(absolute_timeout_ms)
         packed = metadata if isinstance(metadata, PackedMetadata) else pack_metadata(metadata)
-        _build(
-            self,
+        _object_setattr(self, "__class__", _Filling)
+        _fill(
+            self,  # type: ignore[arg-type]
             id,
             created_at,
             last_accessed,
@@ -298,7 +336,8 @@ class Session:
         absolute_timeout_ms: int | None = None,
     ) -> Session:
         """Build without validation, from values that were validated before (codec, touch)."""
-        return _made(
+        return _fill(
+            _new(_Filling),
             id,
             created_at,
             last_accessed,
@@ -360,7 +399,8 @@ class Session:
         like every other field, is unchanged."""
         if now <= self.last_accessed:
             return self
-        return _made(
+        return _fill(
+            _new(_Filling),
             self.id,
             self.created_at,
             now,
@@ -373,18 +413,17 @@ class Session:
 
     def with_version(self, version: int) -> Session:
         """This session with another ``version`` (not validated: the store computes it)."""
-        # _made's body, inline: every store on an atomic backend makes this copy.
-        new = _new(_Filling)
-        new.id = self.id
-        new.created_at = self.created_at
-        new.last_accessed = self.last_accessed
-        new.timeout_ms = self.timeout_ms
-        new._metadata = self._metadata
-        new.version = version
-        new.owner = self.owner
-        new.absolute_timeout_ms = self.absolute_timeout_ms
-        new.__class__ = Session  # type: ignore[assignment]
-        return new  # type: ignore[return-value]
+        return _fill(
+            _new(_Filling),
+            self.id,
+            self.created_at,
+            self.last_accessed,
+            self.timeout_ms,
+            self._metadata,
+            version,
+            self.owner,
+            self.absolute_timeout_ms,
+        )
 
     def replace(self, **changes: Any) -> Session:
         """A copy with the given fields changed, validated like the constructor."""
@@ -450,12 +489,12 @@ _new = object.__new__
 class _Filling:
     """A :class:`Session` being filled: the same slots, without the frozen ``__setattr__``.
 
-    A session built from trusted values (a copy with a new version on every store, a touch, a
-    decoded record) is made as one of these, filled with plain attribute stores, which CPython
-    turns into direct slot writes, and then made a :class:`Session` by assigning its
-    ``__class__``, which CPython allows between classes with the same slots. That is about three
-    times cheaper than calling each slot's descriptor, and the object is never seen half-filled
-    or mutable outside :func:`_made`.
+    Every session is filled as one of these, with plain attribute stores, which CPython turns
+    into direct slot writes, and then made a :class:`Session` by assigning its ``__class__``,
+    which CPython allows between classes with the same slots. That is about half the cost of
+    calling each slot's descriptor, and it counts: every store on an atomic backend copies the
+    session with its new version. The object is never seen half-filled or mutable outside
+    :func:`_fill` (and the constructor, which validates first).
     """
 
     __slots__ = Session.__slots__
@@ -470,7 +509,13 @@ class _Filling:
     absolute_timeout_ms: int | None
 
 
-def _made(
+#: ``object.__setattr__``, for the constructor: its ``self`` is a Session, whose own
+#: ``__setattr__`` refuses every assignment, ``__class__`` included.
+_object_setattr = object.__setattr__
+
+
+def _fill(
+    new: _Filling,
     id: str,
     created_at: int,
     last_accessed: int,
@@ -480,8 +525,7 @@ def _made(
     owner: str | None,
     absolute_timeout_ms: int | None,
 ) -> Session:
-    """A new session of these (already valid) values."""
-    new = _new(_Filling)
+    """Fill the empty ``new`` with these (already valid) values and make it a Session."""
     new.id = id
     new.created_at = created_at
     new.last_accessed = last_accessed
@@ -492,38 +536,3 @@ def _made(
     new.absolute_timeout_ms = absolute_timeout_ms
     new.__class__ = Session  # type: ignore[assignment]
     return new  # type: ignore[return-value]
-
-
-# The slots' own setters, for the constructor, whose ``self`` is already a Session: each field
-# written with one C call, without the frozen class's __setattr__.
-_set_id = Session.__dict__["id"].__set__
-_set_created_at = Session.__dict__["created_at"].__set__
-_set_last_accessed = Session.__dict__["last_accessed"].__set__
-_set_timeout_ms = Session.__dict__["timeout_ms"].__set__
-_set_metadata = Session.__dict__["_metadata"].__set__
-_set_version = Session.__dict__["version"].__set__
-_set_owner = Session.__dict__["owner"].__set__
-_set_absolute_timeout_ms = Session.__dict__["absolute_timeout_ms"].__set__
-
-
-def _build(
-    self: Session,
-    id: str,
-    created_at: int,
-    last_accessed: int,
-    timeout_ms: int | None,
-    metadata: PackedMetadata,
-    version: int,
-    owner: str | None,
-    absolute_timeout_ms: int | None,
-) -> Session:
-    """Fill the slots of the new, empty ``self`` and return it."""
-    _set_id(self, id)
-    _set_created_at(self, created_at)
-    _set_last_accessed(self, last_accessed)
-    _set_timeout_ms(self, timeout_ms)
-    _set_metadata(self, metadata)
-    _set_version(self, version)
-    _set_owner(self, owner)
-    _set_absolute_timeout_ms(self, absolute_timeout_ms)
-    return self
