@@ -1,7 +1,6 @@
-"""The copies the core makes of a session (a new version on each store, a touch, a decoded
-record) are whole, frozen :class:`~sessionkeeper.Session` objects, like those the constructor
-makes: they are built by a cheaper route (the slots filled on a mutable twin class, then the
-class switched), and nothing of that route may show."""
+"""Every session the core makes (the constructor's, a new version on each store, a touch, a
+decoded record) is a whole, frozen :class:`~sessionkeeper.Session`: they are all filled on a
+mutable twin class whose ``__class__`` is then switched, and nothing of that route may show."""
 
 from __future__ import annotations
 
@@ -22,6 +21,8 @@ BASE = Session("s" * 43, 10, 10, 1_000, {"user": "ada"}, owner="ada", absolute_t
         pytest.param(lambda s: s.with_version(7), id="with_version"),
         pytest.param(lambda s: s.touched(500), id="touched"),
         pytest.param(lambda s: decode_session(encode_session(s)), id="decoded"),
+        pytest.param(lambda s: Session(**s.to_dict()), id="constructor"),
+        pytest.param(lambda s: s.replace(version=3), id="replace"),
     ],
 )
 def test_copies_are_frozen_sessions(copy: Callable[[Session], Session]) -> None:
