@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import select
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
@@ -33,6 +33,7 @@ from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 from sessionkeeper import Session, StorageError
 from sessionkeeper.backend import hookimpl
 
+from ._base import BackendBase, lost_under, watch
 from ._lender import AsyncLender
 from ._plans import (
     ALL,
@@ -42,20 +43,12 @@ from ._plans import (
     Steps,
     StoreIf,
     chunks,
+    quarantine_steps,
     rotate_steps,
     storable_id,
     write_params,
 )
 from ._schema import CLEANUP_BATCH
-
-if TYPE_CHECKING:
-    import threading
-
-    from sessionkeeper.backend import BackendContext
-
-    from ._lender import Lender
-    from ._options import PostgresOptions
-    from ._schema import Statements
 
 __all__ = ["AsyncConnection", "AsyncHooks", "adrive"]
 
@@ -89,33 +82,8 @@ async def adrive(cursor: psycopg.AsyncCursor[Any], steps: Steps) -> Any:
         return done.value
 
 
-class AsyncHooks:
-    """The async hooks of :class:`~sessionkeeper_postgres.PostgresBackend` (its base class)."""
-
-    if TYPE_CHECKING:  # what the backend itself provides
-        options: PostgresOptions
-        context: BackendContext
-        _pool: Lender[Any] | None
-        _suspect: bool
-        _timeout_s: float
-        _counter_lock: threading.Lock
-        _removed: int
-
-        @property
-        def statements(self) -> Statements: ...
-        def _failed(self, operation: str, exc: BaseException) -> StorageError: ...
-        def _refuse(self, operation: str) -> NoReturn: ...
-        def _unreachable(self, operation: str, exc: psycopg.Error) -> StorageError: ...
-        def _all_busy(self, operation: str) -> StorageError: ...
-        def _settings(self) -> tuple[bytes, tuple[str, str, str]]: ...
-        def _pool_args(self) -> dict[str, Any]: ...
-        def _decode(
-            self, session_id: str, record: object, last_accessed: object, version: object
-        ) -> Session: ...
-        def _taken(self, session_id: str, row: Any, now: int) -> Session | None: ...
-        def _keep_damaged(
-            self, session_id: str, record: object, last_accessed: object, error: StorageError
-        ) -> StorageError: ...
+class AsyncHooks(BackendBase):
+    """The async hooks of :class:`~sessionkeeper_postgres.PostgresBackend` (one of its bases)."""
 
     _alender: AsyncLender[AsyncConnection] | None = None
     _aopening: asyncio.Lock | None = None
@@ -125,8 +93,7 @@ class AsyncHooks:
     async def _aconfigure(self, conn: AsyncConnection) -> None:
         await conn.execute(*self._settings())
         conn.sk_cursor = conn.cursor(binary=True)
-        conn.sk_poll = select.poll()
-        conn.sk_poll.register(conn.pgconn.socket, select.POLLIN)
+        conn.sk_poll = watch(conn)
 
     async def _aprobe(self, operation: str) -> None:
         """Connect directly: fail now, with libpq's reason, when the server is unreachable."""
@@ -191,10 +158,14 @@ class AsyncHooks:
                 return conn
             await conn.close()
             await lender.put(conn)
-            self._suspect = True
-            with contextlib.suppress(psycopg.Error):
-                await lender.check()
+            await self._aforget(lender)
         return await self._aget(lender, operation)
+
+    async def _aforget(self, lender: AsyncLender[AsyncConnection]) -> None:
+        """After a lost connection (the sync ``_forget``)."""
+        self._suspect = True
+        with contextlib.suppress(psycopg.Error):
+            await lender.check()
 
     async def _aexec(
         self,
@@ -221,13 +192,11 @@ class AsyncHooks:
                 return await cursor.fetchall() if want == ALL else None
             except psycopg.Error as exc:
                 error = exc
-                lost = isinstance(exc, psycopg.OperationalError) and conn.broken
+                lost = lost_under(conn, exc)
             finally:
                 await lender.put(conn)
             if lost:
-                self._suspect = True
-                with contextlib.suppress(psycopg.Error):
-                    await lender.check()
+                await self._aforget(lender)
             if not lost or attempt or not retry:
                 raise self._failed(operation, error) from error
             conn = await self._asound(lender, operation)
@@ -247,14 +216,26 @@ class AsyncHooks:
                 return await adrive(conn.sk_cursor, make_steps())
         except psycopg.Error as exc:
             error = exc
-            lost = isinstance(exc, psycopg.OperationalError) and conn.broken
+            lost = lost_under(conn, exc)
         finally:
             await lender.put(conn)
         if lost:
-            self._suspect = True
-            with contextlib.suppress(psycopg.Error):
-                await lender.check()
+            await self._aforget(lender)
         raise self._failed(operation, error) from error
+
+    async def _akeep_damaged(self, session_id: str, row: Any, error: StorageError) -> StorageError:
+        """The sync ``_keep_damaged`` on the async pool: the bytes of a removed row that does
+        not decode are moved to ``<table>_quarantine`` before the error is reported."""
+        statements, problem = self.statements, self._problem(error)
+
+        def steps() -> Steps:
+            return quarantine_steps(statements, session_id, row[0], row[1], problem)
+
+        try:
+            await self._adrive("take", steps, transaction=True)
+        except StorageError as exc:
+            return self._take_damaged(problem, exc)
+        return self._take_damaged(problem, None)
 
     # -- the hooks --------------------------------------------------------------------------------
 
@@ -314,8 +295,8 @@ class AsyncHooks:
 
     @hookimpl
     async def sessionkeeper_async_take(self, session_id: str, now: int) -> Session | None:
-        """``sessionkeeper_take`` on the async pool (never sent twice). A removed row that does
-        not decode is kept in the quarantine table by the sync path, in a thread (rare)."""
+        """``sessionkeeper_take`` on the async pool (never sent twice); a removed row that
+        does not decode is kept in the quarantine table."""
         if not storable_id(session_id):
             return None
         query = self.statements.take
@@ -325,8 +306,7 @@ class AsyncHooks:
         try:
             return self._taken(session_id, row, now)
         except StorageError as exc:
-            kept = await asyncio.to_thread(self._keep_damaged, session_id, row[0], row[1], exc)
-            raise kept from None
+            raise await self._akeep_damaged(session_id, row, exc) from None
 
     @hookimpl
     async def sessionkeeper_async_rotate(
@@ -381,20 +361,13 @@ class AsyncHooks:
     @hookimpl
     async def sessionkeeper_async_cleanup_expired(self, now: int) -> int:
         """``sessionkeeper_cleanup_expired`` on the async pool: the same batches."""
-        query = self.statements.cleanup
-        params = (now, CLEANUP_BATCH)
+        query, params = self.statements.cleanup, (now, CLEANUP_BATCH)
         removed = 0
-        try:
-            while True:
-                done: int = await self._aexec(
-                    "cleanup_expired", query, params, ROWCOUNT, write=True
-                )
-                removed += done
-                if done < CLEANUP_BATCH:
-                    return removed
-        finally:
-            with self._counter_lock:
-                self._removed += removed
+        while True:
+            done = int(await self._aexec("cleanup_expired", query, params, ROWCOUNT, write=True))
+            removed += done
+            if not self._swept(done):
+                return removed
 
     @hookimpl
     async def sessionkeeper_async_close(self) -> None:

@@ -32,8 +32,9 @@ __all__ = [
     "Decode",
     "StoreIf",
     "Steps",
-    "drive",
     "chunks",
+    "drive",
+    "quarantine_steps",
     "rotate_steps",
     "row_values",
     "storable_id",
@@ -203,3 +204,13 @@ def rotate_steps(
     )
     yield statements.insert, write_params(rotated), NOTHING
     return rotated
+
+
+def quarantine_steps(
+    statements: Statements, session_id: str, record: object, last_accessed: object, problem: str
+) -> Steps:
+    """What keeps the bytes of a row a ``take`` removed but cannot decode, to run inside one
+    transaction: the ``<table>_quarantine`` table (made if need be) gains the row and its
+    ``problem``."""
+    yield statements.create_quarantine, None, NOTHING
+    yield statements.insert_quarantine, (session_id, record, last_accessed, problem), NOTHING
