@@ -220,6 +220,7 @@ class TestWithoutTheExtra:
         assert (name, is_import_error) == ("ImportError", "True")
         assert "prometheus-client, which is not installed" in message
         assert "pip install 'sessionkeeper[metrics]'" in message
+        assert "from a checkout of the repository: pip install './[metrics]'" in message
 
     def test_the_functions_name_the_extra(self, tmp_path: Path) -> None:
         """Each way of starting metrics from the private module (as the CLI does) raises the

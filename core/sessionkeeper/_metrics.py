@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "INSTALL_METRICS",
+    "INSTALL_METRICS_FROM_CHECKOUT",
     "METRIC_NAMES",
     "MetricsCollector",
     "MetricsServer",
@@ -44,8 +45,10 @@ __all__ = [
 
 _NS: Final = "sessionkeeper"
 
-#: What installs the metrics' dependency.
+#: What installs the metrics' dependency: the extra once sessionkeeper is on the package index;
+#: until then, from a checkout's root, the same extra of the folder.
 INSTALL_METRICS: Final = "pip install 'sessionkeeper[metrics]'"
+INSTALL_METRICS_FROM_CHECKOUT: Final = "pip install './[metrics]'"
 
 
 class MetricsUnavailable(ConfigError):
@@ -62,7 +65,8 @@ def require_prometheus() -> None:
     except ImportError as exc:
         raise MetricsUnavailable(
             f"the metrics need prometheus-client, which is not installed ({exc}); "
-            f"install it with: {INSTALL_METRICS}"
+            f"install it with: {INSTALL_METRICS} (from a checkout of the repository: "
+            f"{INSTALL_METRICS_FROM_CHECKOUT})"
         ) from exc
 
 
