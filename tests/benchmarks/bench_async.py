@@ -13,10 +13,12 @@ sqlitedict durable mode (``auto_save = 0``): 100 concurrent tasks storing agains
 (target >= 3x: the worker threads' concurrent commits share one group commit).
 
 redis (a ``redis-server`` of our own, when one is found): fetch and store awaited on
-``redis.asyncio`` (the native path) against raw ``redis.asyncio`` GET and SET (target <= 1.15x),
-the worker-thread path (what a backend without async hooks takes) and the sync manager; 100
-concurrent tasks of fetch+store on both paths against raw ``redis.asyncio`` GET+SET (target:
->= 0.9x its pairs/s).
+``redis.asyncio`` (the native path) against raw ``redis.asyncio`` GET of the session's key and
+SET ... PX of its record (target <= 1.15x), the worker-thread path (what a backend without async
+hooks takes) and the sync manager; 100 concurrent tasks of fetch+store on both paths against raw
+``redis.asyncio`` GET+SET (target: >= 0.9x its pairs/s). The redis rows alternate the backend
+and its floor in rounds and hold the median of the rounds' ratios (``_rounds``), all on one
+event loop (a native manager stays on the loop it first ran on).
 
 Run ``python tests/benchmarks/bench_async.py [--quick] [--json PATH] [--strict]``.
 """
@@ -35,9 +37,11 @@ from typing import Any
 
 import _bench
 import _redis_server
+import _rounds
 import attrs
 
 from sessionkeeper import AsyncSessionManager, __version__
+from sessionkeeper.backend import encode_session
 
 #: Asyncio operations served from memory: at most this many times the sync path.
 INLINE_RATIO = 1.2
@@ -89,10 +93,16 @@ def _median_us(
 
 
 def _pairs_per_second(
-    sessions: AsyncSessionManager, ids: list[str], tasks: int, n: int, *, fetch: bool = True
+    sessions: AsyncSessionManager,
+    ids: list[str],
+    tasks: int,
+    n: int,
+    *,
+    fetch: bool = True,
+    loop: asyncio.AbstractEventLoop | None = None,
 ) -> float:
     """fetch+store pairs (stores alone without ``fetch``) per second of ``tasks`` concurrent
-    tasks, ``n`` each."""
+    tasks, ``n`` each (on ``loop`` when given, else in a new one)."""
 
     async def worker(k: int) -> None:
         for i in range(n):
@@ -102,7 +112,7 @@ def _pairs_per_second(
             else:
                 await sessions.store(sessions.sync.peek(session_id))
 
-    return _per_second(worker, tasks, n)
+    return _per_second(worker, tasks, n, loop=loop)
 
 
 def _per_second(
@@ -110,9 +120,12 @@ def _per_second(
     tasks: int,
     n: int,
     after: Callable[[], Awaitable[object]] | None = None,
+    *,
+    loop: asyncio.AbstractEventLoop | None = None,
 ) -> float:
     """``tasks * n`` divided by the seconds ``tasks`` concurrent ``worker(k)`` take (then
-    ``after()`` is awaited in the same loop)."""
+    ``after()`` is awaited in the same loop): on ``loop`` when given (a manager with a native
+    asyncio client stays on the loop it first ran on), else in a new one."""
 
     async def main() -> float:
         began = time.perf_counter()
@@ -123,6 +136,8 @@ def _per_second(
             if after is not None:
                 await after()
 
+    if loop is not None:
+        return tasks * n / loop.run_until_complete(main())
     return tasks * n / asyncio.run(main())
 
 
@@ -304,12 +319,15 @@ def _durable_rows(path: Path, sizes: Sizes, clock: _bench.Clock) -> list[_bench.
 
 
 def _redis_rows(directory: Path, sizes: Sizes, clock: _bench.Clock) -> list[_bench.Figure]:
-    """redis: the native path against raw redis.asyncio, the worker-thread path and sync."""
+    """redis: the native path against raw redis.asyncio, the worker-thread path and sync. Every
+    async step runs on one event loop: a manager with a native asyncio client stays on the loop
+    it first ran on."""
     binary = _redis_server.find_binary()
     if binary is None:
         return [_bench.NotedFigure("redis", None, "us", None, "-", "-", None, note="no server")]
     import redis.asyncio as aioredis
 
+    loop = asyncio.new_event_loop()
     with _redis_server.redis_server(binary, directory) as url:
         opts = {"url": url, "table_name": "bench-async", "ttl_margin_ms": 3_600_000}
         native = AsyncSessionManager("redis", opts, cleanup_interval=0, clock=clock)
@@ -319,136 +337,159 @@ def _redis_rows(directory: Path, sizes: Sizes, clock: _bench.Clock) -> list[_ben
         try:
             ids = [native.sync.create(timeout_ms=None).id for _ in range(count)]
             by_id = {i: native.sync.peek(i) for i in ids}
-            keys = {i: native.sync.backend.session_key(i) for i in ids}
-            values = {i: b"x" * 120 for i in ids}
-            return _redis_measure(native, threaded, aioredis, url, ids, by_id, keys, values, sizes)
+            floor = _RawFloor(
+                aioredis,
+                url,
+                {i: native.sync.backend.session_key(i) for i in ids},
+                {i: encode_session(by_id[i]) for i in ids},
+            )
+            rows = _redis_measure(loop, native, threaded, floor, ids, by_id, sizes)
+            return rows + _redis_tasks(loop, native, threaded, floor, ids, sizes)
         finally:
-            asyncio.run(native.aclose())
-            asyncio.run(threaded.aclose())
+            loop.run_until_complete(native.aclose())
+            loop.run_until_complete(threaded.aclose())
+            loop.close()
+
+
+@attrs.frozen
+class _RawFloor:
+    """What the redis rows are measured against: raw ``redis.asyncio`` on the same server,
+    ``GET`` of each session's key and ``SET ... PX`` of its record under a key beside it."""
+
+    aioredis: Any
+    url: str
+    keys: dict[str, str]
+    values: dict[str, bytes]
+    ttl: int = 3_600_000
+
+    def client(self, **options: Any) -> Any:
+        return self.aioredis.Redis.from_url(self.url, **options)
 
 
 def _redis_measure(
+    loop: asyncio.AbstractEventLoop,
     native: AsyncSessionManager,
     threaded: AsyncSessionManager,
-    aioredis: Any,
-    url: str,
+    floor: _RawFloor,
     ids: list[str],
     by_id: dict[str, Any],
-    keys: dict[str, str],
-    values: dict[str, bytes],
     sizes: Sizes,
 ) -> list[_bench.Figure]:
-    repeats = sizes.repeats
+    """Each native operation against its raw redis.asyncio floor in alternating rounds (the
+    row holds the median of the rounds' ratios); the worker-thread path against the native
+    one the same way."""
+    repeats = 2 * sizes.repeats + 1
+    keys, values = floor.keys, floor.values
 
-    async def timed(call: Callable[[str], Awaitable[object]]) -> float:
-        began = time.perf_counter()
-        for session_id in ids:
-            await call(session_id)
-        return (time.perf_counter() - began) / len(ids) * 1e6
-
-    async def measure_all() -> dict[str, list[float]]:
-        raw = aioredis.Redis.from_url(url)
-        calls: dict[str, Callable[[str], Awaitable[object]]] = {
-            "raw GET": lambda i: raw.get(keys[i]),
-            "raw SET": lambda i: raw.set(keys[i] + ":raw", values[i]),
-            "native fetch": native.fetch,
-            "native store": lambda i: native.store(by_id[i]),
-            "thread fetch": threaded.fetch,
-            "thread store": lambda i: threaded.store(by_id[i]),
-        }
-        found: dict[str, list[float]] = {name: [] for name in calls}
+    async def measure_all() -> dict[str, _rounds.Rounds]:
+        raw = floor.client()
         try:
-            for _ in range(repeats):
-                for name, call in calls.items():  # alternating, repeat by repeat
-                    found[name].append(await timed(call))
+            await raw.get(keys[ids[0]])  # connected before the first round
+            await native.count()
+            return {
+                "fetch": await _rounds.arounds(
+                    native.fetch, lambda i: raw.get(keys[i]), ids, repeats=repeats
+                ),
+                "store": await _rounds.arounds(
+                    lambda i: native.store(by_id[i]),
+                    lambda i: raw.set(keys[i] + ":raw", values[i], px=floor.ttl),
+                    ids,
+                    repeats=repeats,
+                ),
+                "thread fetch": await _rounds.arounds(
+                    threaded.fetch, native.fetch, ids, repeats=sizes.repeats
+                ),
+                "thread store": await _rounds.arounds(
+                    lambda i: threaded.store(by_id[i]),
+                    lambda i: native.store(by_id[i]),
+                    ids,
+                    repeats=sizes.repeats,
+                ),
+            }
         finally:
             await raw.aclose()
-        return found
 
-    found = asyncio.run(measure_all())
+    found = loop.run_until_complete(measure_all())
+    sync = native.sync
     sync_us = {
-        op: _median_us(call, call_async, ids, repeats)[0]
-        for op, call, call_async in (
-            ("fetch", native.sync.fetch, native.fetch),
-            ("store", lambda i: native.sync.store(by_id[i]), lambda i: native.store(by_id[i])),
-        )
+        "fetch": _sync_us(sync.fetch, ids, sizes.repeats),
+        "store": _sync_us(lambda i: sync.store(by_id[i]), ids, sizes.repeats),
     }
-    us = {name: statistics.median(times) for name, times in found.items()}
     rows: list[_bench.Figure] = []
-    for op, raw in (("fetch", "raw GET"), ("store", "raw SET")):
+    for op, raw_name in (("fetch", "raw GET"), ("store", "raw SET ... PX")):
         rows.append(
-            _bench.figure(
+            _rounds.ratio_figure(
                 f"redis async {op} (native, redis.asyncio)",
-                us[f"native {op}"],
-                us[raw],
-                f"{raw} redis.asyncio",
+                found[op],
+                f"{raw_name} redis.asyncio",
                 ratio=REDIS_RATIO,
             )
         )
         rows.append(
-            _bench.NotedFigure(
+            _rounds.ratio_figure(
                 f"redis async {op} (worker thread)",
-                us[f"thread {op}"],
-                "us",
-                us[f"native {op}"],
+                found[f"thread {op}"],
                 "native path",
-                "-",
-                None,
                 note=f"sync manager in the same run: {sync_us[op]:.1f} us",
             )
         )
-    rows += _redis_tasks(native, threaded, aioredis, url, ids, by_id, keys, values, sizes)
     return rows
 
 
+def _sync_us(call: Callable[[str], object], ids: list[str], repeats: int) -> float:
+    """Median µs per sync ``call`` over ``ids``."""
+    timings = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        for session_id in ids:
+            call(session_id)
+        timings.append((time.perf_counter() - began) / len(ids) * 1e6)
+    return statistics.median(timings)
+
+
 def _redis_tasks(
+    loop: asyncio.AbstractEventLoop,
     native: AsyncSessionManager,
     threaded: AsyncSessionManager,
-    aioredis: Any,
-    url: str,
+    floor: _RawFloor,
     ids: list[str],
-    by_id: dict[str, Any],
-    keys: dict[str, str],
-    values: dict[str, bytes],
     sizes: Sizes,
 ) -> list[_bench.Figure]:
+    """100 tasks of fetch+store: native against raw redis.asyncio GET+SET, the worker-thread
+    path against native, round by round (the rows hold the median of the rounds' ratios)."""
     tasks, n = sizes.tasks, sizes.pairs_per_task
+    keys, values = floor.keys, floor.values
 
     def raw_pairs() -> float:
-        raw = aioredis.Redis.from_url(url, max_connections=tasks)
+        raw = floor.client(max_connections=tasks)
 
         async def worker(k: int) -> None:
             for i in range(n):
                 session_id = ids[(k * n + i) % len(ids)]
                 await raw.get(keys[session_id])
-                await raw.set(keys[session_id] + ":raw", values[session_id])
+                await raw.set(keys[session_id] + ":raw", values[session_id], px=floor.ttl)
 
-        return _per_second(worker, tasks, n, raw.aclose)
+        return _per_second(worker, tasks, n, raw.aclose, loop=loop)
 
     runs: dict[str, list[float]] = {"raw": [], "native": [], "thread": []}
-    for _ in range(sizes.repeats):
+    for _ in range(2 * sizes.repeats + 1):
         runs["raw"].append(raw_pairs())
-        runs["native"].append(_pairs_per_second(native, ids, tasks, n))
-        runs["thread"].append(_pairs_per_second(threaded, ids, tasks, n))
-    pairs = {name: statistics.median(values_) for name, values_ in runs.items()}
+        runs["native"].append(_pairs_per_second(native, ids, tasks, n, loop=loop))
+        runs["thread"].append(_pairs_per_second(threaded, ids, tasks, n, loop=loop))
     return [
-        _bench.Figure(
+        _rounds.ratio_figure(
             f"redis {tasks} tasks fetch+store, native (pairs/s)",
-            pairs["native"],
-            "/s",
-            pairs["raw"],
+            _rounds.Rounds(runs["native"], runs["raw"]),
             "raw redis.asyncio GET+SET",
-            f">= {REDIS_TASKS_SHARE:g}x floor",
-            pairs["native"] >= REDIS_TASKS_SHARE * pairs["raw"],
+            ratio=REDIS_TASKS_SHARE,
+            at_least=True,
+            unit="/s",
         ),
-        _bench.Figure(
+        _rounds.ratio_figure(
             f"redis {tasks} tasks fetch+store, worker thread (pairs/s)",
-            pairs["thread"],
-            "/s",
-            pairs["native"],
+            _rounds.Rounds(runs["thread"], runs["native"]),
             "native path",
-            "-",
-            None,
+            unit="/s",
         ),
     ]
 

@@ -23,6 +23,10 @@ kind, with values of the same size:
   ``list(owner=)`` of 10 sessions among ``listed`` against the same among 1,000 (target: the
   store's size does not matter) and against a scan of every session.
 
+The per-operation rows alternate the operation and its floor in rounds and hold the median of
+the rounds' ratios (``_rounds``); two rows call the backend's ``store_if`` and ``fetch`` hooks
+directly, to tell the backend's share from the manager's.
+
 Every manager runs with ``cleanup_interval=0`` and an injected clock, so nothing runs behind the
 measurements and the benchmark decides when a fetch writes a touch back. ``--quick`` uses ten
 times fewer sessions and fewer repeats (a few seconds); the full run takes about a minute.
@@ -51,6 +55,7 @@ import _bench
 import attrs
 import redis
 from _bench import Clock, Figure, figure, paired
+from _rounds import ratio_figure, rounds
 
 from sessionkeeper import Session, SessionManager, __version__, generate_id
 from sessionkeeper.backend import encode_session
@@ -192,8 +197,8 @@ def bench_operations(url: str, raw: redis.Redis, sizes: Sizes) -> list[Figure]:
     repeats = sizes.repeats
     with manager(url, clock) as sessions_:
         store, fetch, peek = sessions_.store, sessions_.fetch, sessions_.peek
-        value, floor = paired(lambda s, _k, _v: store(s), set_floor, *rows, repeats=repeats)
-        figures.append(figure("store", value, floor, "SET ... PX", ratio=1.5))
+        timed = rounds(lambda s, _k, _v: store(s), set_floor, *rows, repeats=repeats)
+        figures.append(ratio_figure("store", timed, "SET ... PX", ratio=1.5))
         batches = [stored[i : i + BATCH_SIZE] for i in range(0, len(stored), BATCH_SIZE)]
 
         def one_by_one(batch: list[Session]) -> None:
@@ -205,27 +210,35 @@ def bench_operations(url: str, raw: redis.Redis, sizes: Sizes) -> list[Figure]:
             figure(f"store_many, batches of {BATCH_SIZE}", value * per_session,
                    floor * per_session, "store, one by one")
         )  # fmt: skip
-        value, floor = paired(lambda s, _k, _v: fetch(s.id), get_floor, *rows, repeats=repeats)
-        figures.append(figure("fetch (no write-back)", value, floor, "GET", ratio=1.5))
-        value, floor = paired(lambda s, _k, _v: peek(s.id), get_floor, *rows, repeats=repeats)
-        figures.append(figure("peek", value, floor, "GET"))
+        timed = rounds(lambda s, _k, _v: fetch(s.id), get_floor, *rows, repeats=repeats)
+        figures.append(ratio_figure("fetch (no write-back)", timed, "GET", ratio=1.5))
+        timed = rounds(lambda s, _k, _v: peek(s.id), get_floor, *rows, repeats=repeats)
+        figures.append(ratio_figure("peek", timed, "GET"))
+        # The backend's own share: its hooks called directly, without the manager.
+        backend = sessions_.backend
+        store_if, fetch_hook = backend.sessionkeeper_store_if, backend.sessionkeeper_fetch
+        now = clock.now
+        timed = rounds(lambda s, _k, _v: store_if(s, None, now), set_floor, *rows, repeats=repeats)
+        figures.append(ratio_figure("store: the backend's hook alone", timed, "SET ... PX"))
+        timed = rounds(lambda s, _k, _v: fetch_hook(s.id), get_floor, *rows, repeats=repeats)
+        figures.append(ratio_figure("fetch: the backend's hook alone", timed, "GET"))
 
         def later() -> None:
             clock.now += TOUCH_RESOLUTION + 1
 
-        value, floor = paired(
+        timed = rounds(
             lambda s, _k, _v: fetch(s.id), get_set_floor, *rows, repeats=repeats, setup=later
         )
-        figures.append(figure("fetch writing a touch back", value, floor, "GET, then SET ... PX"))
+        figures.append(ratio_figure("fetch writing a touch back", timed, "GET, then SET ... PX"))
         create = sessions_.create
 
         def set_new_floor(_session: Session, _key: str, value: bytes) -> object:
             return raw_set(f"raw:{generate_id()}", value, px=ttl)
 
-        value, floor = paired(
+        timed = rounds(
             lambda _s, _k, _v: create(metadata=METADATA), set_new_floor, *rows, repeats=repeats
         )
-        figures.append(figure("create", value, floor, "SET ... PX of a new key"))
+        figures.append(ratio_figure("create", timed, "SET ... PX of a new key"))
         delete = sessions_.delete
         value, floor = paired(lambda s, _k, _v: delete(s.id), delete_floor, *rows, repeats=1)
         figures.append(figure("delete", value, floor, "DEL"))
@@ -255,10 +268,10 @@ def bench_atomic(url: str, sizes: Sizes) -> list[Figure]:
             session = fetch(session_id)
             store(session.replace(metadata=bump(session.metadata)))
 
-        value, floor = paired(update, fetch_store, ids, repeats=repeats)
+        timed = rounds(update, fetch_store, ids, repeats=repeats)
         if peek(ids[0]).metadata["n"] != 2 * repeats:
             raise SystemExit("an update was lost")
-        figures.append(figure("update", value, floor, "fetch + store, same change", ratio=1.2))
+        figures.append(ratio_figure("update", timed, "fetch + store, same change", ratio=1.2))
 
         # Disjoint halves: a plain store bumps the version the conditional one names.
         half = len(ids) // 2
@@ -272,8 +285,8 @@ def bench_atomic(url: str, sizes: Sizes) -> list[Figure]:
         def store_plain(position: int) -> None:
             plain[position] = store(plain[position])
 
-        value, floor = paired(store_if, store_plain, range(half), repeats=repeats)
-        figures.append(figure("store(if_version=)", value, floor, "store", ratio=1.2))
+        timed = rounds(store_if, store_plain, range(half), repeats=repeats)
+        figures.append(ratio_figure("store(if_version=)", timed, "store", ratio=1.2))
 
         # take and rotate consume their session: each repeat gets fresh ones.
         takes: list[float] = []
@@ -374,10 +387,10 @@ def bench_wait(url: str, raw: redis.Redis, sizes: Sizes) -> list[Figure]:
 
     with manager(url, clock, wait_replicas=1) as sessions_:
         store = sessions_.store
-        value, floor = paired(
+        timed = rounds(
             lambda s, _k, _v: store(s), set_wait, stored, raw_keys, records, repeats=sizes.repeats
         )
-    return [figure("store, wait_replicas = 1", value, floor, "SET + WAIT 1", ratio=1.5)]
+    return [ratio_figure("store, wait_replicas = 1", timed, "SET + WAIT 1", ratio=1.5)]
 
 
 def bench_table(url: str, raw: redis.Redis, sizes: Sizes) -> list[Figure]:

@@ -1,0 +1,123 @@
+"""Rounds: an operation and its floor timed alternately, reported as the median of the ratios.
+
+Not a benchmark itself (``nox -s bench`` runs only ``bench_*.py``). On a loaded machine the
+median of each side (``_bench.paired``) can come from different moments of the run; the ratio
+of one round compares two timings taken back to back, and the median of those ratios is what a
+row is held to. :func:`rounds` times sync calls (one :func:`_bench.paired` per round),
+:func:`arounds` awaited ones, and :func:`ratio_figure` makes the row: the value and floor
+columns show the medians of each side, the ratio column (and the target) the median ratio.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import _bench
+import attrs
+
+
+@attrs.frozen
+class Rounds:
+    """The timings of each round: ``values[i]`` and ``floors[i]`` were taken back to back."""
+
+    values: Sequence[float]
+    floors: Sequence[float]
+
+    @property
+    def value(self) -> float:
+        return statistics.median(self.values)
+
+    @property
+    def floor(self) -> float:
+        return statistics.median(self.floors)
+
+    @property
+    def ratio(self) -> float:
+        """The median of the rounds' ratios."""
+        return statistics.median(v / f for v, f in zip(self.values, self.floors, strict=True))
+
+
+@attrs.frozen
+class RatioFigure(_bench.NotedFigure):
+    """A row whose ratio is the median of per-round ratios (not the ratio of the medians)."""
+
+    median_ratio: float = 0.0
+
+    @property
+    def ratio(self) -> float | None:
+        return self.median_ratio
+
+
+def rounds(
+    function: Callable[..., object],
+    floor: Callable[..., object],
+    *arguments: Sequence[Any],
+    repeats: int,
+    **keywords: Any,
+) -> Rounds:
+    """``repeats`` rounds of :func:`_bench.paired` (one repeat each, the same keywords)."""
+    pairs = [
+        _bench.paired(function, floor, *arguments, repeats=1, **keywords) for _ in range(repeats)
+    ]
+    return Rounds([p[0] for p in pairs], [p[1] for p in pairs])
+
+
+async def arounds(
+    function: Callable[[Any], Awaitable[object]],
+    floor: Callable[[Any], Awaitable[object]],
+    items: Sequence[Any],
+    *,
+    repeats: int,
+) -> Rounds:
+    """µs per awaited call of ``function`` and of ``floor`` over ``items``, alternately, in
+    ``repeats`` rounds (which of the two goes first alternates too)."""
+
+    async def timed(call: Callable[[Any], Awaitable[object]]) -> float:
+        began = time.perf_counter()
+        for item in items:
+            await call(item)
+        return (time.perf_counter() - began) / len(items) * 1e6
+
+    values: list[float] = []
+    floors: list[float] = []
+    for round_ in range(repeats):
+        if round_ % 2:
+            floors.append(await timed(floor))
+            values.append(await timed(function))
+        else:
+            values.append(await timed(function))
+            floors.append(await timed(floor))
+    return Rounds(values, floors)
+
+
+def ratio_figure(
+    operation: str,
+    timed: Rounds,
+    floor_name: str,
+    *,
+    ratio: float | None = None,
+    at_least: bool = False,
+    unit: str = "us",
+    note: str = "",
+) -> RatioFigure:
+    """The row of ``timed``, held to ``median ratio <= ratio`` (``>=`` with ``at_least``, for
+    rates such as pairs/s); no target without ``ratio``."""
+    passed: bool | None = None
+    target = "-"
+    if ratio is not None:
+        passed = timed.ratio >= ratio if at_least else timed.ratio <= ratio
+        target = f"{'>=' if at_least else '<='} {ratio:g}x floor (median ratio)"
+    return RatioFigure(
+        operation,
+        timed.value,
+        unit,
+        timed.floor,
+        floor_name,
+        target,
+        passed,
+        note=note or f"{len(timed.values)} rounds",
+        median_ratio=timed.ratio,
+    )
