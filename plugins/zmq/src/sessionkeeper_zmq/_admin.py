@@ -64,6 +64,11 @@ _CURSOR_IDLE_S: Final = 60.0
 #: How long the client waits for the node's welcome, and for any other answer.
 HELLO_TIMEOUT_S: Final = 5.0
 ANSWER_TIMEOUT_S: Final = 60.0
+#: How long :meth:`AdminServer.stop` waits for its thread (which then closes its socket).
+STOP_WAIT_S = 5.0
+#: The client waits for an answer in slices this long, so that :meth:`AdminClient.close`
+#: from another thread never waits long for a request in progress.
+_POLL_SLICE_MS: Final = 100
 
 A = TypeVar("A", bound=Message)
 
@@ -157,11 +162,22 @@ class AdminServer:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop serving, close the socket and remove its file (if it is still ours)."""
+        """Stop serving and remove the socket's file (if it is still ours). The thread closes
+        its socket as it ends; a thread still answering a request after :data:`STOP_WAIT_S`
+        is left to end by itself (closing its socket under it would abort the process)."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._ctx.destroy(linger=0)
+        thread = self._thread
+        if thread is None:
+            self._ctx.destroy(linger=0)  # never served: this thread owns the socket
+        else:
+            thread.join(timeout=STOP_WAIT_S)
+            if thread.is_alive():
+                log.warning(
+                    "the admin socket thread of node %s did not stop within %.0f s; it closes "
+                    "its socket when its current request is answered",
+                    self.backend.options.node_id,
+                    STOP_WAIT_S,
+                )
         with contextlib.suppress(OSError):
             if self._inode and self.path.stat().st_ino == self._inode:
                 self.path.unlink()
@@ -177,20 +193,26 @@ class AdminServer:
 
     # -- the thread -------------------------------------------------------------------------------
 
+    @property
+    def closed(self) -> bool:
+        """The socket is closed (the thread ended, or never ran)."""
+        return bool(self._ctx.closed)
+
     def _run(self) -> None:
         sock = self._sock
         assert sock is not None
-        while not self._stop.is_set():
-            try:
-                if not sock.poll(100):
-                    self._expire()
+        try:
+            while not self._stop.is_set():
+                try:
+                    if not sock.poll(100):
+                        self._expire()
+                        continue
+                    frames = sock.recv_multipart(zmq.NOBLOCK)
+                except zmq.ZMQError:
                     continue
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.ZMQError:
-                if self._stop.is_set():
-                    return
-                continue
-            self._serve(frames)
+                self._serve(frames)
+        finally:
+            self._ctx.destroy(linger=0)  # the socket's one thread closes it
 
     def _serve(self, frames: list[bytes]) -> None:
         if len(frames) != 3:
@@ -326,7 +348,10 @@ class AdminClient:
         self.path = path
         self.options = options
         self.backend = backend
+        #: One request at a time, and the socket closed by the thread that holds it.
         self._lock = threading.Lock()
+        #: Set by :meth:`close`: a request waiting for its answer gives up at its next slice.
+        self._closing = False
         self._req = itertools.count(1)
         self._ctx: zmq.Context[Any] | None = None
         self._sock: zmq.Socket[bytes] | None = None
@@ -358,6 +383,7 @@ class AdminClient:
             )
         if not _answers(path):
             raise self._unreachable("nothing listens there (the node stopped or was killed)")
+        self._closing = False
         self._ctx = zmq.Context()
         sock = self._sock = self._ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
@@ -388,11 +414,14 @@ class AdminClient:
         self.close()
 
     def close(self) -> None:
-        """Drop the connection. Idempotent."""
-        if self._ctx is not None:
-            self._ctx.destroy(linger=0)
-            self._ctx = None
-            self._sock = None
+        """Drop the connection (any thread: a request in progress on another gives up within
+        a poll slice, and the socket is closed only once it has). Idempotent."""
+        self._closing = True
+        with self._lock:
+            if self._ctx is not None:
+                self._ctx.destroy(linger=0)
+                self._ctx = None
+                self._sock = None
 
     def ask(self, request: Message, answer: type[A], timeout_s: float = ANSWER_TIMEOUT_S) -> A:
         """Send ``request`` (its ``req`` replaced by a fresh one) and return the answer of
@@ -400,7 +429,7 @@ class AdminClient:
         an answer that is not what was asked."""
         with self._lock:
             sock = self._sock
-            if sock is None:
+            if sock is None or self._closing:
                 raise StorageError(self.backend, "the admin connection is closed")
             req = next(self._req)
             request = attrs.evolve(cast(Any, request), req=req)
@@ -408,12 +437,16 @@ class AdminClient:
             deadline = time.monotonic() + timeout_s
             while True:
                 left = deadline - time.monotonic()
-                if left <= 0 or not sock.poll(int(left * 1000) + 1):
+                if left <= 0:
                     raise StorageError(
                         self.backend,
                         f"node {self.options.node_id!r} did not answer within {timeout_s:.0f} s "
                         f"on ipc://{self.path}",
                     )
+                if not sock.poll(min(int(left * 1000) + 1, _POLL_SLICE_MS)):
+                    if self._closing:
+                        raise StorageError(self.backend, "the admin connection was closed")
+                    continue
                 frames = sock.recv_multipart()
                 if len(frames) != 2:
                     continue

@@ -44,6 +44,8 @@ log = logging.getLogger("sessionkeeper.zmq")
 
 #: The granularity of the timers (pings, suspicion, resends, catch-up, anti-entropy).
 _TICK_S: Final = 0.005
+#: How long :meth:`Agent.stop` waits for the agent thread (which then closes its sockets).
+STOP_WAIT_S = 5.0
 #: Requests a node answers from what it holds (refused while it may be stale).
 SERVES: Final = frozenset((msg.Sync, msg.Credit, msg.Delta, msg.Digest, msg.Pull, msg.Read))
 
@@ -192,14 +194,29 @@ class Agent:
         self._thread.start()
 
     def stop(self) -> None:
-        """Say goodbye to the peers, stop the thread, close the sockets. Idempotent."""
+        """Stop the thread, which says goodbye to the peers and closes its sockets. Idempotent.
+
+        Waits :data:`STOP_WAIT_S` at most: an agent thread still busy then (a handler waiting
+        for the replica's lock across a slow fsync, a machine starved of CPU) closes its
+        sockets itself when its loop ends; they are never closed under it from here (libzmq
+        aborts the process on a socket closed while another thread is inside a call on it).
+        """
         if self._stop:
             return
         self._stop = True
-        self.wake()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self.transport.close()
+        thread = self._thread
+        if thread is None:
+            self.transport.close()  # never started: this thread owns the sockets
+        else:
+            self.wake()
+            thread.join(timeout=STOP_WAIT_S)
+            if thread.is_alive():
+                log.warning(
+                    "the zmq node agent of %s did not stop within %.0f s; it closes its "
+                    "sockets when its current step ends",
+                    self.node_id,
+                    STOP_WAIT_S,
+                )
         self.stream.release_waiters()
 
     def wake(self) -> None:
@@ -265,7 +282,10 @@ class Agent:
             self.failure = f"{type(exc).__name__}: {exc}"
             log.exception("the zmq node agent of %s stopped", self.node_id)
         finally:
-            transport.say_goodbye(self.inc)
+            try:
+                transport.say_goodbye(self.inc)
+            finally:
+                transport.close()  # the sockets' one thread closes them
 
     # -- dispatch ---------------------------------------------------------------------------------
 

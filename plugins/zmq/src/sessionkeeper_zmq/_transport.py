@@ -1,7 +1,9 @@
 """A node's sockets: how messages leave and arrive, and who may send them.
 
 ZeroMQ sockets are not thread-safe, so only the agent thread (:mod:`._node`) calls into a
-:class:`Transport` (except :meth:`Transport.wake`, which any thread may call):
+:class:`Transport` (except :meth:`Transport.wake`, which any thread may call), and that thread
+also closes them (:meth:`Transport.close`, at the end of its loop): a socket closed or a
+context destroyed by another thread while the agent is inside libzmq aborts the process.
 
 - one ROUTER, bound to this node's endpoint, CURVE server: receives every request from peers
   and answers on the same connection;
@@ -26,6 +28,7 @@ import contextlib
 import logging
 import os
 import random
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, Final
@@ -170,6 +173,10 @@ class Transport:
         self._rfd, self._wfd = os.pipe()
         os.set_blocking(self._rfd, False)
         os.set_blocking(self._wfd, False)
+        #: Guards the pipe's descriptors against :meth:`close`: a wake() after it must not
+        #: write to a descriptor number the process may have reused (a file, a socket).
+        self._pipe_lock = threading.Lock()
+        self._pipe_open = True
         #: A wake-up byte is in the pipe (or being written): later wake() calls write nothing.
         self.signalled = False
         #: Test-only: drop or duplicate outgoing messages (see :class:`MessageFaults`).
@@ -246,13 +253,29 @@ class Transport:
                 peer.dealer.send_multipart([Bye.KIND, body], flags=zmq.NOBLOCK)
 
     def close(self) -> None:
-        """Stop the authenticator, close the sockets and the pipe (after the agent stopped)."""
-        if self.auth is not None:
-            self.auth.stop()
-        self.ctx.destroy(linger=0)
-        for fd in (self._rfd, self._wfd):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        """Stop the authenticator, close the sockets and the pipe. Idempotent.
+
+        Called by the thread that uses the sockets: the agent's, as its loop ends, or the one
+        that built the transport when no agent thread ever ran (``ctx.destroy`` closes every
+        socket from the calling thread: from any other, it races the agent inside libzmq).
+        """
+        if self.ctx.closed:
+            return
+        try:
+            if self.auth is not None:
+                self.auth.stop()
+        finally:
+            self.ctx.destroy(linger=0)
+            with self._pipe_lock:
+                self._pipe_open = False
+                for fd in (self._rfd, self._wfd):
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+
+    @property
+    def closed(self) -> bool:
+        """The sockets are closed (the agent thread ended, or never ran)."""
+        return bool(self.ctx.closed)
 
     def reconnect(self, peer: Peer) -> None:
         """Connect the DEALER to ``peer`` again now: the peer restarted, and ZeroMQ would
@@ -269,11 +292,14 @@ class Transport:
     # -- waking and polling ---------------------------------------------------------------------
 
     def wake(self) -> None:
-        """Make the agent look at its queues now (any thread)."""
+        """Make the agent look at its queues now (any thread; nothing once closed)."""
         if not self.signalled:
-            self.signalled = True
-            with contextlib.suppress(BlockingIOError, OSError):
-                os.write(self._wfd, b"\0")
+            with self._pipe_lock:
+                if not self._pipe_open:
+                    return
+                self.signalled = True
+                with contextlib.suppress(BlockingIOError, OSError):
+                    os.write(self._wfd, b"\0")
 
     def poll(self, timeout_ms: int) -> tuple[bool, list[Peer]]:
         """Wait up to ``timeout_ms`` for input; return whether the ROUTER has some, and the
