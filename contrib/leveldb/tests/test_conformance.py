@@ -13,7 +13,7 @@ from sessionkeeper_leveldb import LevelDBBackend
 
 
 class TestLevelDBConformance(BackendConformance):
-    """Every shared semantic (DESIGN §3), checked on the ``leveldb`` backend with sync writes."""
+    """Every shared semantic, checked on the ``leveldb`` backend with sync writes."""
 
     backend = "leveldb"
     # No example database: the kit's state machine has one Hypothesis key for every backend, so

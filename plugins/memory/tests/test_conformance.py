@@ -10,7 +10,7 @@ from sessionkeeper.testing import BackendConformance
 
 
 class TestMemoryConformance(BackendConformance):
-    """Every shared semantic (DESIGN §3), checked on the ``memory`` backend."""
+    """Every shared semantic, checked on the ``memory`` backend."""
 
     backend = "memory"
 

@@ -34,7 +34,7 @@ class _SqliteDictConformance(BackendConformance):
 
 
 class TestDurableConformance(_SqliteDictConformance):
-    """Every shared semantic (DESIGN §3) in durable mode: each write committed and fsynced."""
+    """Every shared semantic in durable mode: each write committed and fsynced."""
 
     def backend_opts(self, tmp_path: Path) -> dict[str, Any]:
         # Relative: resolved against the manager's base_dir (the test's directory).
