@@ -1,7 +1,7 @@
 """Behaviour specific to the ``memory`` backend: shared named tables, the lazy expiry index,
 batched cleanup under concurrent writes, and option validation.
 
-The shared semantics (docs/backends.md) are checked by the conformance kit in ``test_conformance.py``.
+The shared semantics (docs/backends.md) are the conformance kit's, in ``test_conformance.py``.
 Every test uses the real :class:`~sessionkeeper.SessionManager` with an injected clock, and a
 table name of its own so that tests never share a table by accident.
 """
