@@ -8,6 +8,7 @@ they fail with the command that installs it.
 from __future__ import annotations
 
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from sessionkeeper import SessionManager
 
 # The cluster helper lives beside this file (the benchmark imports it too).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -68,6 +71,27 @@ def table_name() -> str:
     return f"t_{uuid.uuid4().hex[:20]}"
 
 
+@pytest.fixture
+def open_manager(
+    pg_cluster: PostgresCluster, table_name: str
+) -> Iterator[Callable[..., SessionManager]]:
+    """``open_manager(cluster=pg_cluster, backend_opts={...}, **manager_kwargs)``: a manager
+    on the test's table (no scheduled cleanup unless given); all closed after the test."""
+    opened: list[SessionManager] = []
+
+    def make(cluster: PostgresCluster = pg_cluster, **overrides: Any) -> SessionManager:
+        backend_opts = {"dsn": cluster.dsn(), "table_name": table_name}
+        backend_opts.update(overrides.pop("backend_opts", {}))
+        kwargs: dict[str, Any] = {"cleanup_interval": 0, **overrides}
+        manager = SessionManager(backend="postgres", backend_opts=backend_opts, **kwargs)
+        opened.append(manager)
+        return manager
+
+    yield make
+    for manager in reversed(opened):
+        manager.close()
+
+
 def wait_for(condition: Callable[[], Any], what: str, deadline_s: float = DEADLINE_S) -> Any:
     """Poll ``condition`` until it returns something truthy; at the deadline, fail naming
     ``what``."""
@@ -89,3 +113,21 @@ def wait_for(condition: Callable[[], Any], what: str, deadline_s: float = DEADLI
 def wait_until() -> Callable[..., Any]:
     """``wait_until(condition, what, deadline_s=30)``: poll until ``condition()`` is truthy."""
     return wait_for
+
+
+def restart_after_use(cluster: PostgresCluster, manager: SessionManager, connections: int) -> None:
+    """``connections`` concurrent ``count`` calls on ``manager`` (so that its pooled connections
+    have served it and sit idle), then an immediate restart of ``cluster``: every pooled
+    connection is dead, and the client does not know yet."""
+    threads = [threading.Thread(target=manager.count) for _ in range(connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    cluster.restart(immediate=True)
+
+
+@pytest.fixture
+def restart_server() -> Callable[[PostgresCluster, SessionManager, int], None]:
+    """``restart_server(cluster, manager, connections)``: see :func:`restart_after_use`."""
+    return restart_after_use

@@ -127,6 +127,13 @@ class PostgresCluster:
         """A raw autocommit psycopg connection (the caller closes it)."""
         return psycopg.connect(self.dsn(dbname), autocommit=True, connect_timeout=5, **kwargs)  # type: ignore[arg-type]
 
+    def sql(self, query: str, *params: object) -> list[tuple[object, ...]]:
+        """Run ``query`` with ``params`` on a connection of its own; the rows it returns (none
+        for a statement without a result)."""
+        with self.connect() as conn:
+            cursor = conn.execute(query, params or None)  # type: ignore[arg-type]
+            return cursor.fetchall() if cursor.description else []
+
     # -- processes ------------------------------------------------------------------------------
 
     def _popen(self, command: list[str], **kwargs: object) -> subprocess.Popen[bytes]:

@@ -116,21 +116,14 @@ class TestNative:
 
         async def body(sessions: AsyncSessionManager) -> None:
             await sessions.store(_session("bad"))
-            with pg_cluster.connect() as conn:
-                conn.execute(
-                    f"UPDATE {table_name} SET record = %s WHERE id = 'bad'",  # type: ignore[arg-type]
-                    (b"\xc1 garbage",),
-                )
+            pg_cluster.sql(f"UPDATE {table_name} SET record = %s WHERE id = 'bad'", b"\xc1 garbage")
             with pytest.raises(StorageError, match=rf"'bad' in table public.{table_name}.*damaged"):
                 await sessions.fetch("bad")
             with pytest.raises(StorageError, match="quarantine"):
                 await sessions.take("bad")
 
         _run(pg_cluster, table_name, body)
-        with pg_cluster.connect() as conn:
-            kept = conn.execute(
-                f"SELECT record FROM {table_name}_quarantine WHERE id = 'bad'"  # type: ignore[arg-type]
-            ).fetchall()
+        kept = pg_cluster.sql(f"SELECT record FROM {table_name}_quarantine WHERE id = 'bad'")
         assert kept == [(b"\xc1 garbage",)]
 
 
@@ -204,6 +197,4 @@ def test_the_pages_async_example_runs(pg_cluster: Any) -> None:
     namespace: dict[str, Any] = {}
     exec(compile(example, f"{page}:async", "exec"), namespace)  # the page's own code
     asyncio.run(namespace["main"](pg_cluster.dsn()))
-    with pg_cluster.connect() as conn:
-        rows = conn.execute("SELECT owner, version FROM sessions").fetchall()
-    assert rows == [("user_456", 2)]
+    assert pg_cluster.sql("SELECT owner, version FROM sessions") == [("user_456", 2)]

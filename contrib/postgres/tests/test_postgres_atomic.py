@@ -5,8 +5,7 @@ server restart. (The kit runs the races with threads and with processes against 
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -44,28 +43,17 @@ OLD_TIMEOUTS = {"old-kept": 60_000, "old-short": 1_000, "old-forever": None}
 
 
 @pytest.fixture
-def open_manager(pg_cluster: Any, table_name: str) -> Iterator[Callable[..., SessionManager]]:
-    """Open managers on the shared cluster and the test's table; all closed after the test."""
-    opened: list[SessionManager] = []
+def open_manager(
+    open_manager: Callable[..., SessionManager],
+) -> Callable[..., SessionManager]:
+    """The conftest's ``open_manager``, each manager on a ``ManualClock`` of its own at
+    ``START`` unless given a clock."""
 
-    def make(cluster: Any = pg_cluster, **overrides: Any) -> SessionManager:
-        backend_opts = {"dsn": cluster.dsn(), "table_name": table_name}
-        backend_opts.update(overrides.pop("backend_opts", {}))
-        kwargs: dict[str, Any] = {"cleanup_interval": 0, "clock": ManualClock(START)}
-        kwargs.update(overrides)
-        manager = SessionManager(backend="postgres", backend_opts=backend_opts, **kwargs)
-        opened.append(manager)
-        return manager
+    def make(*args: Any, **overrides: Any) -> SessionManager:
+        overrides.setdefault("clock", ManualClock(START))
+        return open_manager(*args, **overrides)
 
-    yield make
-    for manager in reversed(opened):
-        manager.close()
-
-
-def _sql(cluster: Any, query: str, *params: Any) -> list[tuple[Any, ...]]:
-    with cluster.connect() as conn:
-        cursor = conn.execute(query, params or None)
-        return cursor.fetchall() if cursor.description else []
+    return make
 
 
 def _plan(cluster: Any, statement: bytes, *values: Any) -> str:
@@ -74,24 +62,24 @@ def _plan(cluster: Any, statement: bytes, *values: Any) -> str:
     for name in ("%(owner)s", "%(now)s", "%s"):
         text = text.replace(name, "{}")
     rendered = text.format(*(f"'{v}'" if isinstance(v, str) else v for v in values))
-    return "\n".join(row[0] for row in _sql(cluster, "EXPLAIN " + rendered))
+    return "\n".join(row[0] for row in cluster.sql("EXPLAIN " + rendered))
 
 
 def _schema_1_table(pg_cluster: Any, table_name: str) -> None:
     """A table as schema-1 code created it, holding :data:`OLD_RECORDS` as that code stored
     them (``old-kept`` stored twice: its version column counted 2)."""
-    _sql(pg_cluster, f"CREATE TABLE IF NOT EXISTS {META_TABLE} (table_name text PRIMARY "
-         "KEY, schema_version integer NOT NULL, updated_at timestamptz NOT NULL "
-         "DEFAULT now())")  # fmt: skip
-    _sql(pg_cluster, f'CREATE TABLE {table_name} (id text COLLATE "C" PRIMARY KEY, record '
-         "bytea NOT NULL, last_accessed bigint NOT NULL, deadline bigint, version bigint "
-         "NOT NULL DEFAULT 1, owner text)")  # fmt: skip
-    _sql(pg_cluster, f"CREATE INDEX {table_name}_deadline_idx ON {table_name} (deadline) "
-         "WHERE deadline IS NOT NULL")  # fmt: skip
-    _sql(pg_cluster, f"CREATE INDEX {table_name}_owner_idx ON {table_name} (owner) "
-         "WHERE owner IS NOT NULL")  # fmt: skip
-    _sql(pg_cluster, f"INSERT INTO {META_TABLE} (table_name, schema_version) VALUES (%s, 1)",
-         table_name)  # fmt: skip
+    pg_cluster.sql(f"CREATE TABLE IF NOT EXISTS {META_TABLE} (table_name text PRIMARY "
+                   "KEY, schema_version integer NOT NULL, updated_at timestamptz NOT NULL "
+                   "DEFAULT now())")  # fmt: skip
+    pg_cluster.sql(f'CREATE TABLE {table_name} (id text COLLATE "C" PRIMARY KEY, record '
+                   "bytea NOT NULL, last_accessed bigint NOT NULL, deadline bigint, version bigint "
+                   "NOT NULL DEFAULT 1, owner text)")  # fmt: skip
+    pg_cluster.sql(f"CREATE INDEX {table_name}_deadline_idx ON {table_name} (deadline) "
+                   "WHERE deadline IS NOT NULL")  # fmt: skip
+    pg_cluster.sql(f"CREATE INDEX {table_name}_owner_idx ON {table_name} (owner) "
+                   "WHERE owner IS NOT NULL")  # fmt: skip
+    pg_cluster.sql(f"INSERT INTO {META_TABLE} (table_name, schema_version) VALUES (%s, 1)",
+                   table_name)  # fmt: skip
     old_store = (  # schema 1's upsert, as the previous release sent it
         f"INSERT INTO {table_name} AS s (id, record, last_accessed, deadline) "
         "VALUES (%s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record, "
@@ -101,8 +89,8 @@ def _schema_1_table(pg_cluster: Any, table_name: str) -> None:
     for session_id, record in OLD_RECORDS.items():
         timeout = OLD_TIMEOUTS[session_id]
         deadline = None if timeout is None else START + timeout
-        _sql(pg_cluster, old_store, session_id, record, START, deadline)
-    _sql(pg_cluster, old_store, "old-kept", OLD_RECORDS["old-kept"], START, START + 60_000)
+        pg_cluster.sql(old_store, session_id, record, START, deadline)
+    pg_cluster.sql(old_store, "old-kept", OLD_RECORDS["old-kept"], START, START + 60_000)
 
 
 class TestSchemaOneTables:
@@ -116,8 +104,8 @@ class TestSchemaOneTables:
         timeout; then every operation works on them, cleanup included."""
         _schema_1_table(pg_cluster, table_name)
         manager = open_manager()
-        assert _sql(
-            pg_cluster, f"SELECT schema_version FROM {META_TABLE} WHERE table_name = %s",
+        assert pg_cluster.sql(
+            f"SELECT schema_version FROM {META_TABLE} WHERE table_name = %s",
             table_name,
         ) == [(LATEST_VERSION,)]  # fmt: skip
         forever = manager.peek("old-forever")
@@ -157,12 +145,11 @@ class TestSchemaOneTables:
         assert reader.peek("old-short").metadata == {"n": 2}
         with pytest.raises(StorageError, match="read-only"):
             reader.store(reader.peek("old-short"))
-        assert _sql(
-            pg_cluster, f"SELECT schema_version FROM {META_TABLE} WHERE table_name = %s",
+        assert pg_cluster.sql(
+            f"SELECT schema_version FROM {META_TABLE} WHERE table_name = %s",
             table_name,
         ) == [(1,)]  # fmt: skip
-        columns = _sql(
-            pg_cluster,
+        columns = pg_cluster.sql(
             "SELECT column_name FROM information_schema.columns WHERE table_name = %s",
             table_name,
         )
@@ -184,14 +171,14 @@ class TestColumns:
             Session("idle", START, START, 1_000, {}),
         ])  # fmt: skip
         query = f"SELECT id, deadline, absolute_deadline, owner FROM {table_name} ORDER BY id"
-        assert _sql(pg_cluster, query) == [
+        assert pg_cluster.sql(query) == [
             ("absolute", START + 2_000, START + 2_000, None),
             ("both", START + 1_000, START + 1_500, "o"),
             ("idle", START + 1_000, None, None),
         ]
         for session_id in ("both", "absolute", "idle"):
             manager.backend.sessionkeeper_touch(session_id, START + 800)
-        assert _sql(pg_cluster, query) == [
+        assert pg_cluster.sql(query) == [
             ("absolute", START + 2_000, START + 2_000, None),
             ("both", START + 1_500, START + 1_500, "o"),
             ("idle", START + 1_800, None, None),
@@ -209,7 +196,7 @@ class TestColumns:
         manager = open_manager()
         stored = manager.store(Session("s", START, START, None, {"k": 1}, version=7))
         assert stored.version == 1  # a new id starts at 1, whatever the session said
-        assert _sql(pg_cluster, f"SELECT version FROM {table_name}") == [(1,)]
+        assert pg_cluster.sql(f"SELECT version FROM {table_name}") == [(1,)]
         assert manager.peek("s").version == 1
         assert [s.version for s in manager.iter_sessions()] == [1]
         again = manager.store(manager.peek("s"))
@@ -232,7 +219,7 @@ class TestStatements:
         with pytest.raises(VersionConflict) as info:
             manager.store(read.replace(metadata={"n": 2}), if_version=read.version)
         assert (info.value.expected, info.value.actual) == (1, 0)
-        assert _sql(pg_cluster, f"SELECT count(*) FROM {table_name}") == [(0,)]
+        assert pg_cluster.sql(f"SELECT count(*) FROM {table_name}") == [(0,)]
         again = manager.create(timeout_ms=1_000)
         manager.clock.advance(1_001)  # type: ignore[attr-defined]
         with pytest.raises(VersionConflict):
@@ -249,7 +236,7 @@ class TestStatements:
             Session(f"s{n}", START, START, None, {}, owner=f"user-{n % 2_000}")
             for n in range(20_000)
         ])  # fmt: skip
-        _sql(pg_cluster, f"ANALYZE {table_name}")
+        pg_cluster.sql(f"ANALYZE {table_name}")
         statements = manager.backend.statements
         for statement, values in (
             (statements.list_owner, ("user-7", START)),
@@ -270,19 +257,22 @@ class TestStatements:
         id, and the bytes it removed are kept in the quarantine table (never lost)."""
         manager = open_manager()
         manager.create(timeout_ms=None)
-        _sql(pg_cluster, f"INSERT INTO {table_name} (id, record, last_accessed) VALUES "
+        pg_cluster.sql(f"INSERT INTO {table_name} (id, record, last_accessed) VALUES "
              "('bad', %s, 1)", b"\xc1 not a record")  # fmt: skip
         with pytest.raises(StorageError, match=r"'bad'.*quarantine"):
             manager.take("bad")
-        assert _sql(
-            pg_cluster, f"SELECT id, record, last_accessed FROM {table_name}_quarantine"
-        ) == [("bad", b"\xc1 not a record", 1)]
+        assert pg_cluster.sql(f"SELECT id, record, last_accessed FROM {table_name}_quarantine") == [
+            ("bad", b"\xc1 not a record", 1)
+        ]
         assert manager.count() == 1
 
 
 class TestRestart:
     def test_a_restart_is_invisible_to_the_writes_that_are_never_sent_twice(
-        self, open_manager: Callable[..., SessionManager], pg_clusters: Callable[..., Any]
+        self,
+        open_manager: Callable[..., SessionManager],
+        pg_clusters: Callable[..., Any],
+        restart_server: Callable[..., None],
     ) -> None:
         """``delete``, ``take``, ``rotate``, conditional stores, ``update`` and
         ``delete_owner`` are not retried after a lost connection (their first attempt may have
@@ -300,11 +290,6 @@ class TestRestart:
             lambda: manager.delete_owner("o"),
         ]
         for operation in operations:
-            threads = [threading.Thread(target=manager.count) for _ in range(3)]
-            for thread in threads:  # every pooled connection was used before the restart
-                thread.start()
-            for thread in threads:
-                thread.join()
-            cluster.restart(immediate=True)
+            restart_server(cluster, manager, 3)  # every pooled connection used, then dead
             operation()
         assert manager.count() == 0

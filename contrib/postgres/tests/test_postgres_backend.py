@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,30 +34,6 @@ from sessionkeeper_postgres import (
 WORKER = Path(__file__).with_name("pg_worker.py")
 START = 1_700_000_000_000
 SECRET = "s3cr3t-pa55word"
-
-
-@pytest.fixture
-def open_manager(pg_cluster: Any, table_name: str) -> Iterator[Callable[..., SessionManager]]:
-    """Open managers on the shared cluster and the test's table; all closed after the test."""
-    opened: list[SessionManager] = []
-
-    def make(**overrides: Any) -> SessionManager:
-        backend_opts = {"dsn": pg_cluster.dsn(), "table_name": table_name}
-        backend_opts.update(overrides.pop("backend_opts", {}))
-        kwargs: dict[str, Any] = {"cleanup_interval": 0, **overrides}
-        manager = SessionManager(backend="postgres", backend_opts=backend_opts, **kwargs)
-        opened.append(manager)
-        return manager
-
-    yield make
-    for manager in reversed(opened):
-        manager.close()
-
-
-def _sql(pg_cluster: Any, query: str, *params: Any) -> list[tuple[Any, ...]]:
-    with pg_cluster.connect() as conn:
-        cursor = conn.execute(query, params or None)
-        return cursor.fetchall() if cursor.description else []
 
 
 def _check(tmp_path: Path, opts: dict[str, Any], *, repair: bool = False) -> dict[str, Any]:
@@ -201,8 +177,7 @@ class TestTable:
         the absolute deadline of the concurrent-state sessions), the deadline and owner
         indexes, and records the schema version in the meta table."""
         open_manager()
-        columns = _sql(
-            pg_cluster,
+        columns = pg_cluster.sql(
             "SELECT column_name, data_type, is_nullable FROM information_schema.columns "
             "WHERE table_name = %s ORDER BY ordinal_position",
             table_name,
@@ -217,10 +192,10 @@ class TestTable:
             ("absolute_deadline", "bigint", "YES"),
         ]
         query = "SELECT indexname FROM pg_indexes WHERE tablename = %s"
-        indexes = {row[0] for row in _sql(pg_cluster, query, table_name)}
+        indexes = {row[0] for row in pg_cluster.sql(query, table_name)}
         assert {f"{table_name}_deadline_idx", f"{table_name}_owner_idx"} <= indexes
-        assert _sql(
-            pg_cluster, f"SELECT schema_version FROM {META_TABLE} WHERE table_name = %s", table_name
+        assert pg_cluster.sql(
+            f"SELECT schema_version FROM {META_TABLE} WHERE table_name = %s", table_name
         ) == [(LATEST_VERSION,)]
 
     def test_store_writes_the_columns_and_counts_versions(
@@ -232,14 +207,14 @@ class TestTable:
         manager.store(Session("s", START, START, 1_000, {"k": 1}))
         manager.store(Session("forever", START, START, None, {}))
         query = f"SELECT last_accessed, deadline, version FROM {table_name} WHERE id = %s"
-        assert _sql(pg_cluster, query, "s") == [(START, START + 1_000, 1)]
-        assert _sql(pg_cluster, query, "forever") == [(START, None, 1)]
+        assert pg_cluster.sql(query, "s") == [(START, START + 1_000, 1)]
+        assert pg_cluster.sql(query, "forever") == [(START, None, 1)]
         manager.store(Session("s", START, START, 2_000, {"k": 2}))
-        assert _sql(pg_cluster, query, "s") == [(START, START + 2_000, 2)]
+        assert pg_cluster.sql(query, "s") == [(START, START + 2_000, 2)]
         manager.backend.sessionkeeper_touch("s", START + 500)
-        assert _sql(pg_cluster, query, "s") == [(START + 500, START + 2_500, 2)]
+        assert pg_cluster.sql(query, "s") == [(START + 500, START + 2_500, 2)]
         manager.backend.sessionkeeper_touch("s", START + 100)
-        assert _sql(pg_cluster, query, "s") == [(START + 500, START + 2_500, 2)]
+        assert pg_cluster.sql(query, "s") == [(START + 500, START + 2_500, 2)]
 
     def test_cleanup_reads_the_deadline_index_not_the_table(
         self, open_manager: Callable[..., SessionManager], pg_cluster: Any, table_name: str
@@ -248,12 +223,12 @@ class TestTable:
         through the primary key: its plan has no sequential scan of a table of 20,000 rows."""
         manager = open_manager(clock=ManualClock(START))
         manager.store_many([Session(f"s{n}", START, START, 10**9, {}) for n in range(20_000)])
-        _sql(pg_cluster, f"ANALYZE {table_name}")
+        pg_cluster.sql(f"ANALYZE {table_name}")
         statement = manager.backend.statements.cleanup.decode()
         plan = "\n".join(
             row[0]
-            for row in _sql(
-                pg_cluster, "EXPLAIN " + statement.replace("%s", "{}").format(START, CLEANUP_BATCH)
+            for row in pg_cluster.sql(
+                "EXPLAIN " + statement.replace("%s", "{}").format(START, CLEANUP_BATCH)
             )
         )
         assert f"{table_name}_deadline_idx" in plan, plan
@@ -269,7 +244,7 @@ class TestTable:
         manager = open_manager(clock=ManualClock(START))
         manager.store(Session("far", START, START, big, {}))
         manager.backend.sessionkeeper_touch("far", START + 10)
-        assert _sql(pg_cluster, f"SELECT deadline FROM {table_name}") == [(big,)]
+        assert pg_cluster.sql(f"SELECT deadline FROM {table_name}") == [(big,)]
         assert manager.list() == ["far"]
 
     def test_a_newer_schema_version_is_refused(
@@ -278,8 +253,7 @@ class TestTable:
         """A table whose recorded schema is newer than this code knows is not opened: the error
         says to upgrade, and nothing is changed."""
         open_manager().close()
-        _sql(
-            pg_cluster,
+        pg_cluster.sql(
             f"UPDATE {META_TABLE} SET schema_version = %s WHERE table_name = %s",
             LATEST_VERSION + 1,
             table_name,
@@ -292,11 +266,11 @@ class TestTable:
         self, open_manager: Callable[..., SessionManager], pg_cluster: Any, table_name: str
     ) -> None:
         """An existing table of the same name with no schema record is never written into."""
-        _sql(pg_cluster, f"CREATE TABLE {table_name} (x int)")
-        _sql(pg_cluster, f"INSERT INTO {table_name} VALUES (1)")
+        pg_cluster.sql(f"CREATE TABLE {table_name} (x int)")
+        pg_cluster.sql(f"INSERT INTO {table_name} VALUES (1)")
         with pytest.raises(StorageError, match="sessionkeeper did not create it"):
             open_manager()
-        assert _sql(pg_cluster, f"SELECT x FROM {table_name}") == [(1,)]
+        assert pg_cluster.sql(f"SELECT x FROM {table_name}") == [(1,)]
 
     def test_read_only_open_of_a_missing_table_says_so(
         self, open_manager: Callable[..., SessionManager]
@@ -310,10 +284,10 @@ class TestTable:
         self, open_manager: Callable[..., SessionManager], pg_cluster: Any, table_name: str
     ) -> None:
         """With ``schema``, the table and its meta table live in that schema."""
-        _sql(pg_cluster, "CREATE SCHEMA IF NOT EXISTS sk_other")
+        pg_cluster.sql("CREATE SCHEMA IF NOT EXISTS sk_other")
         manager = open_manager(backend_opts={"schema": "sk_other"})
         manager.store(Session("x", START, START, None, {}))
-        assert _sql(pg_cluster, f"SELECT id FROM sk_other.{table_name}") == [("x",)]
+        assert pg_cluster.sql(f"SELECT id FROM sk_other.{table_name}") == [("x",)]
         assert manager.stats()["backend_stats"]["table"] == f"sk_other.{table_name}"
 
 
@@ -323,7 +297,7 @@ class TestIdentity:
     ) -> None:
         """127.0.0.1, localhost, the Unix socket and discrete parameters name one store: the
         same identity, built from the cluster's system identifier."""
-        sysid = _sql(pg_cluster, "SELECT system_identifier FROM pg_control_system()")[0][0]
+        sysid = pg_cluster.sql("SELECT system_identifier FROM pg_control_system()")[0][0]
         spellings = [
             {"dsn": pg_cluster.dsn()},
             {"dsn": pg_cluster.dsn(host="localhost")},
@@ -455,19 +429,17 @@ class TestCheck:
             [Session("s5", START, START, 1_000, {}, owner="o", absolute_timeout_ms=500)]
         )
         # What schema-1 code wrote for a session with an owner: no owner column, no absolute.
-        _sql(
-            pg_cluster,
+        pg_cluster.sql(
             f"UPDATE {table_name} SET owner = NULL, absolute_deadline = NULL, "
             "deadline = %s WHERE id = 's5'",
             START + 1_000,
         )
-        _sql(pg_cluster, f"UPDATE {table_name} SET record = %s WHERE id = 's1'", b"\xc1garbage")
-        _sql(
-            pg_cluster,
+        pg_cluster.sql(f"UPDATE {table_name} SET record = %s WHERE id = 's1'", b"\xc1garbage")
+        pg_cluster.sql(
             f"UPDATE {table_name} SET record = (SELECT record FROM {table_name} WHERE id = 's3') "
             "WHERE id = 's2'",
         )
-        _sql(pg_cluster, f"UPDATE {table_name} SET deadline = 5 WHERE id = 's4'")
+        pg_cluster.sql(f"UPDATE {table_name} SET deadline = 5 WHERE id = 's4'")
         opts = {"dsn": pg_cluster.dsn(), "table_name": table_name}
         report = _check(tmp_path, opts)
         assert report["ok"] is False
@@ -489,14 +461,11 @@ class TestCheck:
         )
         assert sorted(manager.list()) == ["s0", "s3", "s4", "s5"]
         assert manager.list(owner="o") == ["s5"]
-        assert _sql(
-            pg_cluster,
+        assert pg_cluster.sql(
             f"SELECT deadline, absolute_deadline, owner FROM {table_name} WHERE id = 's5'",
         ) == [(START + 500, START + 500, "o")]
         assert manager.peek("s4").metadata == {"n": 4}
-        quarantined = _sql(
-            pg_cluster, f"SELECT id, record FROM {table_name}_quarantine ORDER BY id"
-        )
+        quarantined = pg_cluster.sql(f"SELECT id, record FROM {table_name}_quarantine ORDER BY id")
         assert [row[0] for row in quarantined] == ["s1", "s2"]
         assert quarantined[0][1] == b"\xc1garbage"
         assert _check(tmp_path, opts)["ok"] is True

@@ -113,21 +113,41 @@ class TestConnectionLoss:
         assert sorted(manager.list()) == ["after", "before"]
 
     def test_a_restart_between_operations_is_invisible(
-        self, own_cluster: Any, manager_on: Callable[..., SessionManager]
+        self,
+        own_cluster: Any,
+        manager_on: Callable[..., SessionManager],
+        restart_server: Callable[..., None],
     ) -> None:
         """After a restart, the pool's connections are all dead; the next operations still
         succeed (a lost connection is replaced and the operation retried once)."""
         manager = manager_on(own_cluster, pool_min_size=3, pool_max_size=3)
         manager.store(_session("kept", n=1))
-        threads = [threading.Thread(target=manager.list) for _ in range(3)]
-        for thread in threads:  # use all three connections
-            thread.start()
-        for thread in threads:
-            thread.join()
-        own_cluster.restart(immediate=True)
+        restart_server(own_cluster, manager, 3)
         for _ in range(5):
             assert manager.peek("kept").metadata == {"n": 1}
             manager.store(_session("kept", n=1))
+
+    def test_a_restart_is_invisible_to_the_plain_store_and_store_many(
+        self,
+        own_cluster: Any,
+        manager_on: Callable[..., SessionManager],
+        restart_server: Callable[..., None],
+    ) -> None:
+        """The writes of the store hook (``create``, import, migrate) and of ``store_many``,
+        sent first on an unchecked connection, succeed on their first call after a restart
+        that killed every pooled connection: the lost attempt is sent again on a sound one."""
+        manager = manager_on(own_cluster, pool_min_size=2, pool_max_size=2)
+        created: list[Session] = []
+        writes: dict[str, Callable[[], object]] = {
+            "create": lambda: created.append(manager.create(metadata={"n": 1})),
+            "store_many": lambda: manager.store_many([_session("many-1"), _session("many-2")]),
+        }
+        for name, write in writes.items():
+            restart_server(own_cluster, manager, 2)
+            write()  # no StorageError
+            assert manager.count() == len(created) + (2 if name == "store_many" else 0)
+        assert manager.peek(created[0].id).metadata == {"n": 1}
+        assert sorted(manager.list()) == sorted([created[0].id, "many-1", "many-2"])
 
     def test_every_acknowledged_write_survives_a_crash_restart_under_load(
         self, own_cluster: Any, manager_on: Callable[..., SessionManager]

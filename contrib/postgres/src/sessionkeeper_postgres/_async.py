@@ -178,29 +178,27 @@ class AsyncHooks(BackendBase):
         retry: bool = True,
     ) -> Any:
         """One statement; its answer as ``want`` says (:mod:`._plans`). With ``retry``, sent
-        once more on a sound connection when the first was lost under it; without, started on
-        a sound connection and never sent twice."""
+        once more (without ``retry``) when the connection was lost under it; without, started
+        on a sound connection and never sent twice."""
         lender = await self._alend(operation, write)
         conn = await (self._aget(lender, operation) if retry else self._asound(lender, operation))
-        for attempt in (0, 1):
-            try:
-                cursor = await conn.sk_cursor.execute(query, params)
-                if want == ONE:
-                    return await cursor.fetchone()
-                if want == ROWCOUNT:
-                    return cursor.rowcount
-                return await cursor.fetchall() if want == ALL else None
-            except psycopg.Error as exc:
-                error = exc
-                lost = lost_under(conn, exc)
-            finally:
-                await lender.put(conn)
-            if lost:
-                await self._aforget(lender)
-            if not lost or attempt or not retry:
-                raise self._failed(operation, error) from error
-            conn = await self._asound(lender, operation)
-        raise AssertionError("unreachable")  # pragma: no cover
+        try:
+            cursor = await conn.sk_cursor.execute(query, params)
+            if want == ONE:
+                return await cursor.fetchone()
+            if want == ROWCOUNT:
+                return cursor.rowcount
+            return await cursor.fetchall() if want == ALL else None
+        except psycopg.Error as exc:
+            error = exc
+            lost = lost_under(conn, exc)
+        finally:
+            await lender.put(conn)
+        if lost:
+            await self._aforget(lender)
+        if not (lost and retry):
+            raise self._failed(operation, error) from error
+        return await self._aexec(operation, query, params, want, write=write, retry=False)
 
     async def _adrive(
         self, operation: str, make_steps: Callable[[], Steps], *, transaction: bool

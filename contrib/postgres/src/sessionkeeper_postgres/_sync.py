@@ -126,32 +126,30 @@ class SyncDriver(BackendBase):
         retry: bool = True,
     ) -> Any:
         """One statement on a pooled connection's own cursor (no closure, no new cursor); its
-        answer as ``want`` says (:mod:`._plans`). With ``retry``, sent once more on a sound
-        connection when the connection was lost under the first; without, started on a sound
+        answer as ``want`` says (:mod:`._plans`). With ``retry``, sent once more (without
+        ``retry``) when the connection was lost under it; without, started on a sound
         connection and never sent twice. psycopg errors become ``StorageError``."""
         pool = self._pool
         if pool is None or (write and self.context.read_only):
             self._refuse(operation)
         conn = self._getconn(pool, operation) if retry else self._sound_conn(pool, operation)
-        for attempt in (0, 1):
-            try:
-                cursor = conn.sk_cursor.execute(query, params)
-                if want == ONE:
-                    return cursor.fetchone()
-                if want == ROWCOUNT:
-                    return cursor.rowcount
-                return cursor.fetchall() if want == ALL else None
-            except psycopg.Error as exc:
-                error = exc
-                lost = lost_under(conn, exc)
-            finally:
-                pool.put(conn)
-            if lost:
-                self._forget(pool)
-            if not lost or attempt or not retry:
-                raise self._failed(operation, error) from error
-            conn = self._sound_conn(pool, operation)
-        raise AssertionError("unreachable")  # pragma: no cover
+        try:
+            cursor = conn.sk_cursor.execute(query, params)
+            if want == ONE:
+                return cursor.fetchone()
+            if want == ROWCOUNT:
+                return cursor.rowcount
+            return cursor.fetchall() if want == ALL else None
+        except psycopg.Error as exc:
+            error = exc
+            lost = lost_under(conn, exc)
+        finally:
+            pool.put(conn)
+        if lost:
+            self._forget(pool)
+        if not (lost and retry):
+            raise self._failed(operation, error) from error
+        return self._exec(operation, query, params, want, write=write, retry=False)
 
     def _drive(self, operation: str, make_steps: Callable[[], Steps], *, transaction: bool) -> Any:
         """Several statements (:mod:`._plans` steps) on one sound connection, in one
