@@ -108,7 +108,9 @@ def headers(
     return found
 
 
-def initialize_body(name: str = "raw-client", request_id: int = 1) -> dict[str, Any]:
+def initialize_body(
+    name: str = "raw-client", request_id: int = 1, capabilities: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """An ``initialize`` request."""
     return {
         "jsonrpc": "2.0",
@@ -116,7 +118,7 @@ def initialize_body(name: str = "raw-client", request_id: int = 1) -> dict[str, 
         "method": "initialize",
         "params": {
             "protocolVersion": PROTOCOL,
-            "capabilities": {},
+            "capabilities": capabilities or {},
             "clientInfo": {"name": name, "version": "1"},
         },
     }
@@ -150,10 +152,16 @@ def messages(response: httpx.Response) -> list[dict[str, Any]]:
 
 
 def open_session(
-    client: httpx.Client, url: str, *, token: str | None = None, name: str = "raw-client"
+    client: httpx.Client,
+    url: str,
+    *,
+    token: str | None = None,
+    name: str = "raw-client",
+    capabilities: dict[str, Any] | None = None,
 ) -> str:
     """Initialize a session over raw HTTP; return its id."""
-    response = client.post(url, json=initialize_body(name), headers=headers(token=token))
+    body = initialize_body(name, capabilities=capabilities)
+    response = client.post(url, json=body, headers=headers(token=token))
     assert response.status_code == 200, response.text
     session_id = response.headers["mcp-session-id"]
     done = client.post(

@@ -10,7 +10,9 @@
 - ``SKMCP_JSON``: ``1`` for JSON responses instead of SSE.
 - ``SKMCP_RESUMABLE``: ``1`` to keep resumability events in the store.
 
-Bearer tokens ``token-<name>`` authenticate client ``<name>``; no token is anonymous.
+Bearer tokens ``token-<name>`` authenticate client ``<name>``; no token is anonymous. Tools:
+``whoami``; ``story`` and ``long_story`` (log, close the SSE stream, log on and return: a client
+must reconnect); ``ask`` (elicits a name: the client answers with a POST of its own).
 """
 
 import os
@@ -21,6 +23,7 @@ import anyio
 from mcp.server.auth.middleware.auth_context import AuthContextMiddleware
 from mcp.server.auth.middleware.bearer_auth import BearerAuthBackend
 from mcp.server.auth.provider import AccessToken
+from pydantic import BaseModel
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
@@ -30,6 +33,12 @@ import sessionkeeper_mcp
 from sessionkeeper_mcp import McpStores, PersistentSessionManager, SessionKeeperEventStore
 
 WORKER = os.environ.get("SKMCP_WORKER", "?")
+
+
+class Name(BaseModel):
+    """What the ``ask`` tool elicits."""
+
+    name: str
 
 
 class Tokens:
@@ -90,8 +99,22 @@ def _add_tools(server: Any, context: Any) -> None:
         await ctx.info("part 3")
         return f"the end|{WORKER}"
 
-    server.tool()(whoami)
-    server.tool()(story)
+    async def long_story(ctx: context) -> str:  # type: ignore[valid-type]
+        """Log part 1, close the SSE stream, and take a few seconds more to end."""
+        await ctx.info("part 1")
+        await ctx.close_sse_stream()
+        await anyio.sleep(3)  # the client polls meanwhile, on whichever worker
+        await ctx.info("part 2")
+        return f"the end|{WORKER}"
+
+    async def ask(ctx: context) -> str:  # type: ignore[valid-type]
+        """Elicit a name from the client and greet it, with the worker that asked."""
+        answer = await ctx.elicit("Your name?", Name)
+        name = answer.data.name if answer.action == "accept" and answer.data else answer.action
+        return f"hello {name}|{WORKER}"
+
+    for tool in (whoami, story, long_story, ask):
+        server.tool()(tool)
 
 
 def _auth(app: Any) -> Any:

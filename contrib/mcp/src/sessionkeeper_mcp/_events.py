@@ -28,6 +28,7 @@ import hashlib
 import logging
 import math
 import re
+from collections.abc import Container
 from typing import TYPE_CHECKING, Any, Final
 
 from sessionkeeper import (
@@ -46,7 +47,11 @@ if TYPE_CHECKING:
 else:
     EventCallback = Any
 
+import mcp.server.streamable_http as _sdk_http
 from mcp.server.streamable_http import EventMessage, EventStore
+
+#: The stream id of a session's standalone GET stream in the SDK.
+GET_STREAM: Final = str(getattr(_sdk_http, "GET_STREAM_KEY", "_GET_stream"))
 
 __all__ = ["SessionEventStore", "SessionKeeperEventStore", "purge_session_events"]
 
@@ -116,12 +121,18 @@ class SessionEventStore(EventStore):
 
     While :attr:`muted` it stores nothing (the manager mutes it while it replays the handshake
     to bring a session back on a new worker, whose messages no client is waiting for).
+
+    :attr:`running`, when set (the manager sets it), holds the ids of the requests this worker
+    serves for the session: a replay of another request's stream (one running on another
+    worker) ends after the stored events instead of waiting for live ones that will never come
+    here, and the client polls again.
     """
 
     def __init__(self, parent: SessionKeeperEventStore, session_id: str) -> None:
         self.parent = parent
         self.session_id = session_id
         self.muted = False
+        self.running: Container[object] | None = None
         self._streams: dict[str, tuple[int, int]] = {}  # digest -> (first, next)
         self._muted_count = 0
 
@@ -220,6 +231,8 @@ class SessionEventStore(EventStore):
             if not isinstance(payload, dict):
                 continue
             await send_callback(EventMessage(load_message(payload), f"{digest}.{number}"))
+        if self.running is not None and stream_id != GET_STREAM and stream_id not in self.running:
+            return None  # the SDK then ends the replayed stream: the client reconnects later
         return stream_id
 
 

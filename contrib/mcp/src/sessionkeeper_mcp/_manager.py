@@ -22,22 +22,33 @@ sessions with a request in flight (a long GET stream) from expiring, and runs th
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator
 from typing import Any, Final
 from uuid import uuid4
 
 import anyio
-from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from sessionkeeper import InvalidSession, Session, SessionKeeperError, SessionNotFound
 
+from ._asgi import (
+    PROTOCOL_VERSION_HEADER,
+    SESSION_HEADER,
+    Status,
+    body_once,
+    error,
+    header,
+    initialize_params,
+    json_rpc,
+    no_body,
+    replay_scope,
+)
 from ._compat import check_manager_attributes
 from ._events import SessionEventStore, SessionKeeperEventStore, purge_session_events
 from ._record import SessionRecord
+from ._roaming import RoamingRequests, TrackingTransport
 from ._state import purge_session_state
 from ._stores import McpStores
 
@@ -46,7 +57,6 @@ from mcp.server.auth.middleware.bearer_auth import (  # isort: skip
     authorization_context,
 )
 from mcp.server.streamable_http import (  # isort: skip
-    MCP_SESSION_ID_HEADER,
     StreamableHTTPServerTransport,
 )
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager  # isort: skip
@@ -55,13 +65,6 @@ __all__ = ["PersistentSessionManager"]
 
 log = logging.getLogger("sessionkeeper_mcp")
 
-_PROTOCOL_VERSION_HEADER: Final = b"mcp-protocol-version"
-_SESSION_HEADER: Final = MCP_SESSION_ID_HEADER.encode("ascii")
-#: Headers of the real request copied onto the replayed handshake (the transport's DNS-rebinding
-#: check reads Host and Origin; the rest keeps logs and middleware honest).
-_KEPT_HEADERS: Final = frozenset(
-    {b"host", b"origin", b"user-agent", b"authorization", b"x-forwarded-for"}
-)
 #: The JSON-RPC id of the replayed ``initialize`` request.
 REHYDRATE_REQUEST_ID: Final = "sessionkeeper-rehydrate"
 
@@ -102,6 +105,7 @@ class PersistentSessionManager(StreamableHTTPSessionManager):
         self._in_flight: dict[str, int] = {}
         # Sessions admitted here whose record is not stored yet (their initialize is running).
         self._opening: set[str] = set()
+        self._roaming = RoamingRequests(stores)
         self._server_instances: dict[str, StreamableHTTPServerTransport]
         self._session_owners: dict[str, Any]
 
@@ -159,6 +163,8 @@ class PersistentSessionManager(StreamableHTTPSessionManager):
                 await self._purge(session_id)
                 dropped += 1
                 continue
+            if isinstance(transport, TrackingTransport) and transport.outgoing:
+                await self._roaming.deliver(session_id, transport)
             if (
                 self._in_flight.get(session_id)
                 and timeout is not None
@@ -171,7 +177,7 @@ class PersistentSessionManager(StreamableHTTPSessionManager):
     # --- the request path -------------------------------------------------------------------
 
     async def _handle_stateful_request(self, scope: Scope, receive: Receive, send: Send) -> None:
-        session_id = _header(scope, _SESSION_HEADER)
+        session_id = header(scope, SESSION_HEADER)
         user = scope.get("user")
         requestor = authorization_context(user) if isinstance(user, AuthenticatedUser) else None
         if session_id is None:
@@ -185,7 +191,7 @@ class PersistentSessionManager(StreamableHTTPSessionManager):
             stored = None
         except SessionKeeperError:
             log.exception("session store failed reading session %s", session_id[:64])
-            await _error(503, "Session store unavailable")(scope, receive, send)
+            await error(503, "Session store unavailable")(scope, receive, send)
             return
         record = SessionRecord.from_session(stored) if stored is not None else None
         if record is None:
@@ -193,7 +199,7 @@ class PersistentSessionManager(StreamableHTTPSessionManager):
                 log.info("session %s ended elsewhere; dropping it here", session_id)
                 await self._forget(session_id, transport)
                 await self._purge(session_id)
-            await _error(404, "Session not found")(scope, receive, send)
+            await error(404, "Session not found")(scope, receive, send)
             return
         if not record.owned_by(requestor):
             log.warning(
@@ -201,14 +207,19 @@ class PersistentSessionManager(StreamableHTTPSessionManager):
                 "created the session",
                 session_id[:64],
             )
-            await _error(404, "Session not found")(scope, receive, send)
+            await error(404, "Session not found")(scope, receive, send)
             return
         if transport is None:
             transport = await self._restore(session_id, record, requestor, scope)
             if transport is None:
-                await _error(503, "Could not restore the session")(scope, receive, send)
+                await error(503, "Could not restore the session")(scope, receive, send)
                 return
 
+        if isinstance(transport, TrackingTransport):
+            served = await self._roaming.serve(session_id, transport, scope, receive, send)
+            if served is None:
+                return
+            receive = served
         if scope.get("method") == "DELETE":
             send = self._deleting_send(session_id, send)
         self._in_flight[session_id] = self._in_flight.get(session_id, 0) + 1
@@ -245,7 +256,7 @@ class PersistentSessionManager(StreamableHTTPSessionManager):
             transport = self._admit_session(requestor)
         if transport is None:
             log.warning("Refusing to open a new session: %d sessions are open", self.max_sessions)
-            await _error(503, "Too many open sessions", -32603)(scope, receive, send)
+            await error(503, "Too many open sessions", -32603)(scope, receive, send)
             return
         session_id = transport.mcp_session_id
         assert session_id is not None
@@ -266,13 +277,13 @@ class PersistentSessionManager(StreamableHTTPSessionManager):
                 return
             if message["type"] == "http.response.start" and message["status"] < 400:
                 headers = dict(message.get("headers", []))
-                if headers.get(_SESSION_HEADER, b"").decode("latin-1") == session_id:
+                if headers.get(SESSION_HEADER, b"").decode("latin-1") == session_id:
                     try:
                         recorded = await self._record(session_id, bytes(body), requestor)
                     except SessionKeeperError:
                         log.exception("could not record new session %s", session_id)
                         refused = True
-                        await _error(503, "Session store unavailable")(scope, _no_body, send)
+                        await error(503, "Session store unavailable")(scope, no_body, send)
                         return
             await send(message)
 
@@ -288,7 +299,7 @@ class PersistentSessionManager(StreamableHTTPSessionManager):
 
     async def _record(self, session_id: str, body: bytes, requestor: Any) -> bool:
         """Store the record of a session whose opening request was ``body``."""
-        params = _initialize_params(body)
+        params = initialize_params(body)
         if params is None:
             return False
         version = params.get("protocolVersion")
@@ -333,7 +344,7 @@ class PersistentSessionManager(StreamableHTTPSessionManager):
         if requestor is not None:
             self._session_owners[session_id] = requestor
 
-        initialize = _json_rpc(
+        initialize = json_rpc(
             {
                 "jsonrpc": "2.0",
                 "id": REHYDRATE_REQUEST_ID,
@@ -341,20 +352,20 @@ class PersistentSessionManager(StreamableHTTPSessionManager):
                 "params": record.initialize,
             }
         )
-        status = _Status()
+        status = Status()
         await self._serve_opening_request(
-            transport, _replay_scope(scope, None, None), _body(initialize, status), status.send
+            transport, replay_scope(scope, None, None), body_once(initialize, status), status.send
         )
         if self._server_instances.get(session_id) is not transport or not status.ok:
             log.warning(
                 "could not restore session %s (initialize answered %s)", session_id, status.code
             )
             return None
-        version = _header(scope, _PROTOCOL_VERSION_HEADER) or record.protocol_version or None
-        initialized = _json_rpc({"jsonrpc": "2.0", "method": "notifications/initialized"})
-        status = _Status()
+        version = header(scope, PROTOCOL_VERSION_HEADER) or record.protocol_version or None
+        initialized = json_rpc({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        status = Status()
         await transport.handle_request(
-            _replay_scope(scope, session_id, version), _body(initialized, status), status.send
+            replay_scope(scope, session_id, version), body_once(initialized, status), status.send
         )
         if not status.ok:
             log.warning(
@@ -389,11 +400,11 @@ class PersistentSessionManager(StreamableHTTPSessionManager):
 
     def _new_transport(
         self, session_id: str, view: SessionEventStore | None = None
-    ) -> StreamableHTTPServerTransport:
+    ) -> TrackingTransport:
         event_store: Any = view if view is not None else self._event_view(session_id)
         if event_store is None:
             event_store = self.event_store
-        return StreamableHTTPServerTransport(
+        transport = TrackingTransport(
             mcp_session_id=session_id,
             is_json_response_enabled=self.json_response,
             event_store=event_store,
@@ -401,6 +412,10 @@ class PersistentSessionManager(StreamableHTTPSessionManager):
             retry_interval=self.retry_interval,
             idle_timeout=self.session_idle_timeout,
         )
+        transport.events = event_store
+        if isinstance(event_store, SessionEventStore):
+            event_store.running = transport.running
+        return transport
 
     async def _discard_session(
         self, session_id: str, transport: StreamableHTTPServerTransport
@@ -410,6 +425,7 @@ class PersistentSessionManager(StreamableHTTPSessionManager):
         Only this transport is forgotten: a newer copy restored under the same id stays.
         """
         if self._server_instances.get(session_id) is transport:
+            self._roaming.forget(session_id)
             await super()._discard_session(session_id, transport)
         elif not transport.is_terminated:
             with anyio.CancelScope(shield=True):
@@ -442,90 +458,3 @@ class PersistentSessionManager(StreamableHTTPSessionManager):
             await purge_session_state(self.stores.state, session_id)
         except SessionKeeperError:
             log.exception("could not purge the events and state of session %s", session_id)
-
-
-# --- ASGI helpers --------------------------------------------------------------------------
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key.lower() == name:
-            return bytes(value).decode("latin-1")
-    return None
-
-
-def _initialize_params(body: bytes) -> dict[str, Any] | None:
-    try:
-        message = json.loads(body)
-    except ValueError:
-        return None
-    messages = message if isinstance(message, list) else [message]
-    for item in messages:
-        if isinstance(item, dict) and item.get("method") == "initialize":
-            params = item.get("params")
-            return params if isinstance(params, dict) else None
-    return None
-
-
-def _json_rpc(message: dict[str, Any]) -> bytes:
-    return json.dumps(message, separators=(",", ":")).encode()
-
-
-def _replay_scope(scope: Scope, session_id: str | None, version: str | None) -> Scope:
-    headers = [(k, v) for k, v in scope.get("headers", ()) if k.lower() in _KEPT_HEADERS]
-    headers += [
-        (b"content-type", b"application/json"),
-        (b"accept", b"application/json, text/event-stream"),
-    ]
-    if session_id is not None:
-        headers.append((_SESSION_HEADER, session_id.encode("ascii")))
-    if version is not None:
-        headers.append((_PROTOCOL_VERSION_HEADER, version.encode("latin-1")))
-    replay: MutableMapping[str, Any] = dict(scope)
-    replay.update(method="POST", headers=headers, query_string=b"")
-    return replay
-
-
-class _Status:
-    """A ``send`` that swallows a response and remembers its status and its end."""
-
-    def __init__(self) -> None:
-        self.code: int | None = None
-        self.done = anyio.Event()
-
-    @property
-    def ok(self) -> bool:
-        return self.code is not None and self.code < 400
-
-    async def send(self, message: Message) -> None:
-        if message["type"] == "http.response.start":
-            self.code = message["status"]
-        elif message["type"] == "http.response.body" and not message.get("more_body", False):
-            self.done.set()
-
-
-def _body(data: bytes, status: _Status) -> Callable[[], Awaitable[Message]]:
-    """A ``receive`` that yields ``data`` once, then a disconnect once the response is sent."""
-    sent = False
-
-    async def receive() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": data, "more_body": False}
-        await status.done.wait()
-        return {"type": "http.disconnect"}
-
-    return receive
-
-
-async def _no_body() -> Message:
-    return {"type": "http.disconnect"}
-
-
-def _error(
-    status: int, message: str, code: int = -32600
-) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
-    """The SDK's error response: a JSON-RPC error without an id, with the HTTP status."""
-    body = json.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}})
-    return Response(body, status_code=status, media_type="application/json")
