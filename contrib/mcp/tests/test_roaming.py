@@ -11,10 +11,13 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import anyio
 import httpx
 from skmcp_client import call_tool, headers, open_session, sse_events
 from skmcp_procs import Cluster
 from test_e2e import _replay_until_result
+
+from sessionkeeper_mcp._roaming import read_body
 
 ELICITING = {"elicitation": {}}
 #: The longest a test waits for a result (a hang guard: the SSE keep-alive resets read timeouts).
@@ -108,3 +111,43 @@ class TestPollingOnAnotherWorker:
         assert error["code"] == -32600
         assert "keeps no events" in error["message"]
         assert "resumable=True" in error["message"]
+
+
+class TestReadBody:
+    """How the legacy layer reads a POST body to look for answers."""
+
+    @staticmethod
+    def _receive(chunks: list[bytes]) -> Any:
+        messages = [
+            {"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
+            for i, c in enumerate(chunks)
+        ]
+
+        async def receive() -> Any:
+            return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+        return receive
+
+    def test_body_within_the_limit_is_read_and_replayed(self) -> None:
+        """A body in several chunks is returned whole, and the new receive yields the same
+        chunks to the SDK."""
+
+        async def body() -> None:
+            found, receive = await read_body(self._receive([b'{"a":', b"1}"]), 100)
+            assert found == b'{"a":1}'
+            replayed = [await receive() for _ in range(3)]
+            assert [m.get("body") for m in replayed] == [b'{"a":', b"1}", None]
+
+        anyio.run(body)
+
+    def test_body_over_the_limit_is_passed_on_unread(self) -> None:
+        """Past the limit nothing is kept (the SDK's own size check answers): the body is
+        ``None`` and the SDK still receives every chunk, in order."""
+
+        async def body() -> None:
+            chunks = [b"x" * 60, b"y" * 60, b"z" * 60]
+            found, receive = await read_body(self._receive(chunks), 100)
+            assert found is None
+            assert [(await receive())["body"] for _ in range(3)] == chunks
+
+        anyio.run(body)

@@ -105,7 +105,7 @@ class PersistentSessionManager(StreamableHTTPSessionManager):
         self._in_flight: dict[str, int] = {}
         # Sessions admitted here whose record is not stored yet (their initialize is running).
         self._opening: set[str] = set()
-        self._roaming = RoamingRequests(stores)
+        self._roaming = RoamingRequests(stores, getattr(self, "max_request_body_size", None))
         self._server_instances: dict[str, StreamableHTTPServerTransport]
         self._session_owners: dict[str, Any]
 

@@ -72,6 +72,8 @@ LAST_EVENT_HEADER: Final = b"last-event-id"
 ANSWER_TTL_MS: Final = 300_000
 #: The HTTP status of a request this worker cannot serve because it belongs to another one.
 MISROUTED_STATUS: Final = 409
+#: The largest POST body read when the SDK names no limit.
+DEFAULT_MAX_BODY: Final = 4 * 1024 * 1024
 #: At most this many ids are remembered per session and kind (older ones are forgotten).
 _MAX_TRACKED: Final = 256
 
@@ -159,25 +161,25 @@ class TrackingTransport(StreamableHTTPServerTransport):
             yield read_stream, _Watched(write_stream, self)
 
 
-async def read_body(receive: Receive) -> tuple[bytes, Receive]:
-    """The whole request body, and a ``receive`` that yields it again (then what follows)."""
-    chunks = []
+async def read_body(receive: Receive, limit: int) -> tuple[bytes | None, Receive]:
+    """The whole request body (``None`` past ``limit`` bytes: then it is not kept, and the
+    SDK's own size check answers), and a ``receive`` that yields what was read again, then
+    what follows."""
+    read: list[Message] = []
+    size = 0
     while True:
         message = await receive()
+        read.append(message)
         if message["type"] != "http.request":
             break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
+        size += len(message.get("body", b""))
+        if size > limit or not message.get("more_body", False):
             break
-    body = b"".join(chunks)
-    sent = False
+    complete = size <= limit and read[-1]["type"] == "http.request"
+    body = b"".join(m.get("body", b"") for m in read) if complete else None
 
     async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
+        return read.pop(0) if read else await receive()
 
     return body, replay
 
@@ -266,10 +268,13 @@ class RoamingRequests:
     belong to another worker (see the module docstring); one per manager.
 
     :param stores: relayed answers go to ``stores.events``.
+    :param max_body: the largest POST body read to look for answers (the SDK's
+        ``max_request_body_size``; larger ones are passed on unread).
     """
 
-    def __init__(self, stores: McpStores) -> None:
+    def __init__(self, stores: McpStores, max_body: int | None = None) -> None:
         self.events = stores.events
+        self.max_body = DEFAULT_MAX_BODY if max_body is None else max_body
         # The last request of each session held here (relayed answers are delivered like it).
         self._scopes: dict[str, Scope] = {}
 
@@ -300,8 +305,8 @@ class RoamingRequests:
             return receive
         if method != "POST":
             return receive
-        body, receive = await read_body(receive)
-        found = messages_of(body)
+        body, receive = await read_body(receive, self.max_body)
+        found = [] if body is None else messages_of(body)
         answers = [m for m in found if is_answer(m)]
         if (
             answers
