@@ -153,6 +153,86 @@ class TestPaths:
         assert "sessionkeeper_async_store_many without sessionkeeper_store_many" in message
         assert "test-lone-async" in message
 
+    def test_the_sync_manager_refuses_a_lone_async_hook_too(self, async_backends: None) -> None:
+        """A SessionManager over a backend implementing sessionkeeper_async_store_many without
+        sessionkeeper_store_many is refused as the async manager refuses it (issue 15 follow-up:
+        it used to open), naming the backend and both hooks."""
+        with pytest.raises(PluginValidationError) as info:
+            SessionManager("test-lone-async", cleanup_interval=0)
+        message = str(info.value)
+        assert "sessionkeeper_async_store_many without sessionkeeper_store_many" in message
+        assert "test-lone-async" in message
+
+
+class TestEventLoops:
+    """The backend's asyncio client belongs to one event loop: a manager with native
+    operations binds to the first loop it runs them on, and refuses any other."""
+
+    def test_a_second_asyncio_run_is_refused_naming_the_fix(self, async_backends: None) -> None:
+        """A manager used in one asyncio.run and then in a second is refused there with a
+        RuntimeError saying the first loop is closed and how to open one manager per loop; the
+        refused call reaches no async hook (no new client is made on the second loop). The
+        sessions written on the first loop are kept (the sync manager reads them)."""
+        sessions = _open()
+
+        async def first() -> str:
+            return (await sessions.create(metadata={"n": 1})).id
+
+        session_id = asyncio.run(first())
+        calls = dict(sessions.sync.backend.async_calls)
+
+        async def second() -> None:
+            for call in (
+                sessions.fetch(session_id),
+                sessions.count(),
+                sessions.update(session_id, lambda md: {"n": 2}),
+            ):
+                with pytest.raises(RuntimeError) as info:
+                    await call
+                message = str(info.value)
+                assert "the event loop the manager first ran on (now closed)" in message
+                assert "test-async backend" in message
+                assert "await AsyncSessionManager.open(...)" in message
+
+        asyncio.run(second())
+        assert sessions.sync.backend.async_calls == calls
+        assert sessions.sync.peek(session_id).metadata == {"n": 1}
+        with pytest.warns(ResourceWarning, match="dropped without being closed"):
+            asyncio.run(sessions.aclose())
+        assert sessions.sync.closed
+        assert sessions.sync.backend.async_closed == 0  # its loop is gone: nothing awaited it
+
+    def test_a_loop_running_in_another_thread_is_refused(self, async_backends: None) -> None:
+        """While the manager's first loop still runs (in another thread), a call from a second
+        loop is refused with the same RuntimeError (without "now closed"); the first loop goes
+        on using the manager and closes its client."""
+        sessions = _open()
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever)
+        thread.start()
+        try:
+            created = asyncio.run_coroutine_threadsafe(sessions.create(), loop).result()
+            with pytest.raises(RuntimeError, match=r"first ran on; it cannot run on another"):
+                asyncio.run(sessions.peek(created.id))
+            peeked = asyncio.run_coroutine_threadsafe(sessions.peek(created.id), loop).result()
+            assert peeked == created
+            asyncio.run_coroutine_threadsafe(sessions.aclose(), loop).result()
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join()
+            loop.close()
+        assert sessions.sync.backend.async_closed == 1
+
+    def test_a_manager_without_native_operations_runs_on_any_loop(self) -> None:
+        """The memory backend holds no asyncio client: its manager keeps working across
+        consecutive asyncio.run calls (the binding is the native path's)."""
+        sessions = AsyncSessionManager(cleanup_interval=0)
+        assert sessions.native_operations == frozenset()
+        session = asyncio.run(sessions.create(metadata={"n": 1}))
+        assert asyncio.run(sessions.fetch(session.id)).metadata == {"n": 1}
+        asyncio.run(sessions.aclose())
+        assert sessions.sync.closed
+
 
 class TestWrappersAndMonitors:
     def test_a_counting_wrapper_sees_each_async_call_and_gets_the_awaitable(

@@ -347,11 +347,12 @@ class TestMonitors:
 class TestOperationTable:
     def test_operation_arguments_are_the_hookspecs(self, manager: SessionManager) -> None:
         """The table of bound operations names each hook's arguments exactly as its hookspec
-        does (it is read from them), and covers the required hooks and the two optional ones
-        the manager calls per operation."""
+        does (it is read from them), binds each to ``_<operation>``, and covers the required
+        hooks and the two optional ones the manager calls per operation."""
         hooks = manager.plugin_manager.hook
-        for name, argnames in _OPERATIONS.items():
+        for name, (attribute, argnames) in _OPERATIONS.items():
             assert argnames == tuple(getattr(hooks, name).spec.argnames), name
+            assert attribute == "_" + name.removeprefix("sessionkeeper_"), name
         assert {
             *hookspecs.REQUIRED_HOOKS,
             "sessionkeeper_store_many",

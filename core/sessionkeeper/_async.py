@@ -17,10 +17,10 @@ from typing import Any, Final, ParamSpec, TypeVar, Unpack
 import attrs
 
 from . import hookspecs
-from ._async_native import NativeOperations, async_close, backend_hooks, check_async_twins
+from ._async_native import NativeOperations, async_close
 from ._concurrent import AsyncConcurrentOperations
 from ._config import Config, load_config
-from ._manager import DEFAULT, SessionManager, _Default
+from ._manager import DEFAULT, SessionManager, _Default, backend_hooks
 from ._model import Session
 from ._settings import (
     ManagerKeywords,
@@ -117,6 +117,11 @@ class AsyncSessionManager(AsyncConcurrentOperations):
             s = await sessions.create(metadata={"user_id": "user_456"})
             await sessions.fetch(s.id)
 
+    A manager with native operations awaits an asyncio client, which belongs to one event
+    loop: it runs on the first loop it runs them on, and raises a ``RuntimeError`` saying so
+    on any other (open one manager per loop, and ``aclose()`` it on its loop). A manager
+    without native operations runs on any loop.
+
     Opening the store may wait on I/O too (a file, a lock, a server): :meth:`open` and
     :meth:`open_config` open it in a worker thread, so call them from a running event loop. The
     constructor (same arguments as :class:`~sessionkeeper.SessionManager`'s, ``schedule``
@@ -186,16 +191,13 @@ class AsyncSessionManager(AsyncConcurrentOperations):
         self._task: asyncio.Task[None] | None = None
         self._sweeping = asyncio.Lock()  # binds to a loop at first use, not here
         self._executor: ThreadPoolExecutor | None = None
-        implemented = backend_hooks(sync)
-        try:
-            check_async_twins(sync.backend_name, implemented)
-        except BaseException:
-            sync.close()
-            raise
-        native = native_operations(implemented)
+        # A lone async hook was refused by the sync manager (_check_backend_hooks).
+        native = native_operations(backend_hooks(sync))
         self._native: NativeOperations | None = NativeOperations(sync, native) if native else None
         #: Operation -> its native coroutine (the backend's ``async_`` hooks), for :meth:`_run`.
         self._natives = self._native.table() if self._native is not None else {}
+        #: Called before each native operation: binds the manager to its first loop.
+        self._on_loop = self._native.on_loop if self._native is not None else _anywhere
         #: The operations awaited on the backend's asyncio client (its ``async_`` hooks).
         self.native_operations: frozenset[str] = native
         #: The operations that run on the event loop as plain calls (the others, neither native
@@ -221,6 +223,7 @@ class AsyncSessionManager(AsyncConcurrentOperations):
             return function(*args, **kwargs)
         native = self._natives.get(operation)
         if native is not None:
+            self._on_loop()
             result: R = await native(*args, **kwargs)
             return result
         return await self._hop(function, *args, **kwargs)
@@ -320,6 +323,7 @@ class AsyncSessionManager(AsyncConcurrentOperations):
             return self.sync.fetch(session_id)
         native = self._natives.get("fetch")
         if native is not None:
+            self._on_loop()
             session: Session = await native(session_id)
             return session
         return await self._hop(self.sync.fetch, session_id)
@@ -367,6 +371,10 @@ class AsyncSessionManager(AsyncConcurrentOperations):
         ):
             for session in batch:
                 yield session
+
+
+def _anywhere() -> None:
+    """The loop check of a manager without native operations: it runs on any loop."""
 
 
 def _unscheduled(options: ManagerOptions) -> ManagerOptions:

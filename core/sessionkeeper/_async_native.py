@@ -11,108 +11,49 @@ An operation is native when the backend implements the ``async_`` twin of every 
 operation may call (``NATIVE_HOOKS`` of :mod:`sessionkeeper._async`) among those it implements
 at all. Its semantics are the
 sync manager's, step for step: the same validation, expiry, touch coalescing, version rules and
-errors, from the same helpers; ``update``'s retry loop is the one of
+errors, from the same helpers of the sync manager (only the awaits are written here);
+``update``'s retry loop is the one of
 :class:`~sessionkeeper._concurrent.AsyncConcurrentOperations`, which calls :meth:`_update_once`
 here for one attempt.
+
+The backend's asyncio client belongs to one event loop: redis.asyncio connections and
+psycopg's async pool are closed by coroutines awaited on their own loop (neither library offers
+a close without one, and a loop that has ended runs nothing more). So the native operations bind
+to the loop they first run on, and refuse any other with a ``RuntimeError`` that says what to
+do, rather than make a new client per loop and leave the old one open. :meth:`aclose` on
+another loop closes the rest and warns (``ResourceWarning``) that the client was left open.
 """
 
 from __future__ import annotations
 
-import inspect
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+import threading
+import warnings
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final
 
 from . import hookspecs
-from ._concurrent import (
-    MAX_VERSION,
-    UpdateFunction,
-    _as_stored,
-    _owner_argument,
-    _refuse_past_max,
-    check_if_version,
-)
-from ._errors import (
-    InvalidSession,
-    PluginValidationError,
-    SessionKeeperError,
-    SessionNotFound,
-    Unsupported,
-)
-from ._manager import DEFAULT, _closed, _Default, _plain_impls, _via_pluggy
-from ._model import (
-    PackedMetadata,
-    Session,
-    check_absolute_timeout,
-    check_owner,
-    check_timeout,
-    generate_id,
-    pack_metadata,
-    validate_id,
-)
+from ._concurrent import UpdateFunction, _as_stored, _owner_argument, _refuse_past_max
+from ._errors import SessionKeeperError, SessionNotFound
+from ._manager import _NO_ID, _STORE_TAKES, bind_hooks, hook_table
+from ._model import Session, generate_id, validate_id
 
 if TYPE_CHECKING:
     from ._manager import SessionManager
 
-__all__ = ["NativeOperations", "async_close", "backend_hooks", "check_async_twins"]
+__all__ = ["NativeOperations", "async_close"]
 
 log = logging.getLogger("sessionkeeper")
 
-_PREFIX: Final = "sessionkeeper_"
 _ASYNC_CLOSE: Final = "sessionkeeper_async_close"
 
-
-def backend_hooks(sync: SessionManager) -> frozenset[str]:
-    """The hooks the manager's backend implements itself (not a wrapper's, not another plugin's)."""
-    pm = sync.plugin_manager
-    return frozenset(
-        name
-        for name in vars(hookspecs)
-        if name.startswith(_PREFIX)
-        and any(
-            impl.plugin is sync.backend and not (impl.wrapper or impl.hookwrapper)
-            for impl in getattr(pm.hook, name).get_hookimpls()
-        )
-    )
-
-
-def check_async_twins(backend: str, implemented: frozenset[str]) -> None:
-    """Refuse a backend that implements an ``async_`` hook without its sync twin (the sync
-    manager, and the async one where an operation is not native, call the sync hook)."""
-    alone = sorted(
-        twin
-        for hook, twin in hookspecs.ASYNC_HOOKS.items()
-        if twin in implemented and hook not in implemented
-    )
-    if alone:
-        pairs = ", ".join(
-            f"{twin} without {_PREFIX}{twin.removeprefix(_PREFIX + 'async_')}" for twin in alone
-        )
-        raise PluginValidationError(
-            backend,
-            f"implements {pairs}: an async hook is the twin of a sync hook, which the sync "
-            "manager calls; implement both",
-        )
-
-
-def _binding(caller: Any, argnames: tuple[str, ...], monitored: bool) -> Callable[..., Any] | None:
-    """What to call for one ``async_`` hook: the lone plain implementation directly, when
-    pluggy would call exactly that function with those arguments; else pluggy's dispatch; ``None``
-    when nothing implements it plainly (the operation is then not native)."""
-    impls = caller.get_hookimpls()
-    if not _plain_impls(caller):
-        return None
-    if len(impls) == 1 and not monitored and tuple(impls[0].argnames) == argnames:
-        function: Callable[..., Any] = impls[0].function
-        return function
-    return _via_pluggy(caller, argnames)
-
-
-#: The async hooks :class:`NativeOperations` binds, with the argument names they pass.
-_ARGNAMES: Final = {
-    twin: tuple(inspect.signature(getattr(hookspecs, twin)).parameters)
-    for twin in hookspecs.ASYNC_HOOKS.values()
-}
+#: The async hooks :class:`NativeOperations` binds: ``sessionkeeper_async_fetch`` to
+#: ``_afetch``, ... (see :func:`~sessionkeeper._manager.bind_hooks`).
+_ASYNC_OPERATIONS: Final = hook_table(
+    hookspecs.ASYNC_HOOKS.values(),
+    lambda twin: "_a" + twin.removeprefix("sessionkeeper_async_"),
+)
 
 
 class NativeOperations:
@@ -142,18 +83,34 @@ class NativeOperations:
         #: The operations that run here.
         self.operations = operations
         self._closed = False
+        #: The event loop the backend's asyncio client belongs to: the first one run on.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._binding = threading.Lock()
         self._rebind()
         sync.plugin_manager.add_listener(self._rebind)
 
     def _rebind(self) -> None:
-        pm = self.sync.plugin_manager
-        monitored = pm.monitored
-        for twin, argnames in _ARGNAMES.items():
-            attribute = "_a" + twin.removeprefix(_PREFIX + "async_")
-            function = (
-                _closed if self._closed else _binding(getattr(pm.hook, twin), argnames, monitored)
-            )
-            setattr(self, attribute, function)
+        bind_hooks(self, self.sync.plugin_manager, _ASYNC_OPERATIONS, closed=self._closed)
+
+    def on_loop(self) -> None:
+        """Bind to the running event loop at the first native operation; raise a
+        ``RuntimeError`` that says what to do when run on any other loop after that (see the
+        module). The async manager calls it before every native operation."""
+        loop = asyncio.get_running_loop()
+        if loop is self._loop:
+            return
+        with self._binding:
+            if self._loop is None:
+                self._loop = loop
+                return
+        raise RuntimeError(
+            f"this AsyncSessionManager ({self.sync.backend_name} backend) awaits the backend's "
+            "asyncio client, which belongs to the event loop the manager first ran on"
+            f"{' (now closed)' if self._loop.is_closed() else ''}; it cannot run on another "
+            "loop. Open one manager per event loop: `await AsyncSessionManager.open(...)` in "
+            "the coroutine that asyncio.run() runs (or `async with` it there), and aclose() it "
+            "on that loop before the loop ends"
+        )
 
     def table(self) -> dict[str, Callable[..., Awaitable[Any]]]:
         """Operation -> the coroutine function that runs it natively (what ``_run`` dispatches)."""
@@ -179,114 +136,89 @@ class NativeOperations:
 
     async def aclose(self) -> None:
         """Call ``sessionkeeper_async_close`` (every plugin's, through pluggy), await what each
-        returns, log what fails; then every native call raises ``ManagerClosed``."""
+        returns, log what fails; then every native call raises ``ManagerClosed``. On a loop
+        other than the client's, the client cannot be closed: warn (``ResourceWarning``) and
+        leave it to the sync close, which drops it."""
         self._closed = True
         self._rebind()
-        await async_close(self.sync)
+        bound = self._loop
+        if bound is None or bound is asyncio.get_running_loop():
+            await async_close(self.sync)
+            return
+        warnings.warn(
+            f"the asyncio client of the {self.sync.backend_name} backend belongs to the event "
+            "loop the AsyncSessionManager first ran on, not to the one aclose() runs on: it "
+            "is dropped without being closed (aclose() the manager on the loop that used it)",
+            ResourceWarning,
+            stacklevel=3,
+        )
 
     # --- calls --------------------------------------------------------------------------------
 
     async def _call(
-        self, operation: str, function: Callable[..., Awaitable[Any]], *args: Any
+        self,
+        operation: str,
+        function: Callable[..., Awaitable[Any]],
+        *args: Any,
+        session_id: object = _NO_ID,
     ) -> Any:
+        """``await function(*args)``, an exception it raises made the error the sync manager
+        raises (see :meth:`SessionManager._failure`)."""
         try:
             return await function(*args)
         except SessionKeeperError:
             raise
         except Exception as exc:
-            raise self.sync._failure(operation, exc) from exc
+            raise self.sync._failure(operation, exc, session_id) from exc
 
     async def _stored(self, session_id: str, operation: str) -> Session:
-        sync = self.sync
-        try:
-            session = await self._afetch(session_id)
-        except SessionKeeperError:
-            raise
-        except Exception as exc:
-            raise sync._failure(operation, exc, session_id) from exc
+        """:meth:`SessionManager._stored`, awaited."""
+        session: Session | None = await self._call(
+            operation, self._afetch, session_id, session_id=session_id
+        )
         if session is None:
-            raise sync._not_found(session_id)
+            raise self.sync._not_found(session_id)
         return session
 
     async def _write_touch(self, session_id: str, now: int, read: Session | None = None) -> Session:
-        sync = self.sync
-        if read is not None and sync.read_only:
+        """:meth:`SessionManager._write_touch`, awaited."""
+        if read is not None and self.sync.read_only:
             return read
-        try:
-            touched = await self._atouch(session_id, now)
-        except SessionKeeperError:
-            raise
-        except Exception as exc:
-            raise sync._failure("touch", exc, session_id) from exc
+        touched: Session | None = await self._call(
+            "touch", self._atouch, session_id, now, session_id=session_id
+        )
         if touched is None:
             raise SessionNotFound(session_id)
         return touched
 
     # --- operations ---------------------------------------------------------------------------
 
-    async def create(
-        self,
-        timeout_ms: int | _Default | None = DEFAULT,
-        metadata: Mapping[str, Any] | None = None,
-        *,
-        owner: str | None = None,
-        absolute_timeout_ms: int | None = None,
-    ) -> Session:
-        sync = self.sync
-        session = new_session(sync, timeout_ms, metadata, owner, absolute_timeout_ms)
-        try:
-            await self._astore(session)
-            if sync._session_created is not None:
-                sync._session_created(session)
-        except SessionKeeperError:
-            raise
-        except Exception as exc:
-            raise sync._failure("create", exc) from exc
+    async def create(self, *arguments: Any, **keywords: Any) -> Session:
+        """:meth:`SessionManager.create` (its arguments), awaited."""
+        session = self.sync._new_session(*arguments, **keywords)
+        await self._call("create", self._astore, session)
+        self.sync._created(session)
         return session
 
     async def store(self, session: Session, *, if_version: int | None = None) -> Session:
+        # SessionManager.store and _store_versioned, awaited.
         sync = self.sync
-        if type(session) is not Session:
-            raise InvalidSession(
-                "session", f"store() takes a sessionkeeper.Session, got {type(session).__name__}"
-            )
-        sync._check_size(session._metadata)
+        sync._check_session(session, _STORE_TAKES)
         if sync._atomic:
-            if if_version is not None:
-                check_if_version(if_version)
-                _refuse_past_max(session.id, if_version)
-            elif session.version >= MAX_VERSION:
+            if sync._look_before_store_if(session, if_version):
                 current = await self._call("store", self._afetch, session.id)
-                if current is not None and not current.is_expired(sync.clock()):
-                    _refuse_past_max(session.id, current.version)
+                sync._refuse_live_at_max(session.id, current)
             stored = await self._call("store", self._astore_if, session, if_version, sync.clock())
-            return stored if type(stored) is Session else _as_stored(session, stored)
-        if if_version is not None:
-            check_if_version(if_version)
-            raise Unsupported(sync.backend_name)
+            return _as_stored(session, stored)
+        sync._refuse_condition(if_version)
         now = sync.clock()
         current = await self._call("store", self._afetch, session.id)
-        if current is None or current.is_expired(now):
-            version = 1
-        else:
-            _refuse_past_max(session.id, current.version)
-            version = current.version + 1
-        stored = session if session.version == version else session.with_version(version)
-        await self._call("store", self._astore, stored)
-        return stored
+        counted = sync._counted(session, current, now)
+        await self._call("store", self._astore, counted)
+        return counted
 
     async def store_many(self, sessions: Iterable[Session]) -> int:
-        sync = self.sync
-        batch: dict[str, Session] = {}
-        for session in sessions:
-            if type(session) is not Session:
-                raise InvalidSession(
-                    "session",
-                    "store_many() takes sessionkeeper.Session objects, got "
-                    f"{type(session).__name__}",
-                )
-            sync._check_size(session._metadata)
-            batch[session.id] = session
+        batch = self.sync._batch(sessions)
         if not batch:
             return 0
         if self._astore_many is not None:
@@ -309,15 +241,9 @@ class NativeOperations:
         return session
 
     async def _fetch(self, session_id: str) -> Session:
-        # SessionManager.fetch's rules (the sync manager writes them inline: its hot path).
-        sync = self.sync
         session = await self._stored(session_id, "fetch")
-        now = sync.clock()
-        if session.is_expired(now):
-            raise SessionNotFound(session_id)
-        timeout = session.timeout_ms
-        idle = now - session.last_accessed
-        if (timeout is not None and idle > timeout // 10) or idle > sync._touch_resolution:
+        now = self.sync.clock()
+        if self.sync._accessed(session, now):
             return await self._write_touch(session_id, now, session)
         return session
 
@@ -360,12 +286,11 @@ class NativeOperations:
 
     async def _update_once(self, session_id: str, fn: UpdateFunction) -> Session:
         """One attempt of ``update``: raises ``VersionConflict`` when it lost the race."""
-        sync = self.sync
-        now = sync.clock()
+        now = self.sync.clock()
         read = await self._stored(session_id, "update")
-        changed = updated(sync, read, fn, now)
+        changed = self.sync._updated(read, fn, now)
         stored = await self._call("update", self._astore_if, changed, read.version, now)
-        return stored if type(stored) is Session else _as_stored(changed, stored)
+        return _as_stored(changed, stored)
 
     async def take(self, session_id: str) -> Session:
         sync = self.sync
@@ -394,46 +319,6 @@ class NativeOperations:
         checked = _owner_argument(owner)
         self.sync._require_atomic()
         return int(await self._call("delete_owner", self._adelete_owner, checked) or 0)
-
-
-def new_session(
-    sync: SessionManager,
-    timeout_ms: int | _Default | None,
-    metadata: Mapping[str, Any] | None,
-    owner: str | None,
-    absolute_timeout_ms: int | None,
-) -> Session:
-    """The session ``create`` stores: checked arguments, a fresh id, version 1, now."""
-    timeout = sync._default_timeout if isinstance(timeout_ms, _Default) else timeout_ms
-    check_timeout(timeout)
-    if owner is not None:
-        owner = check_owner(owner)
-    if absolute_timeout_ms is not None:
-        check_absolute_timeout(absolute_timeout_ms)
-    packed: PackedMetadata = pack_metadata(metadata)
-    sync._check_size(packed)
-    now = sync.clock()
-    return Session._trusted(generate_id(), now, now, timeout, packed, 1, owner, absolute_timeout_ms)
-
-
-def updated(sync: SessionManager, read: Session, fn: UpdateFunction, now: int) -> Session:
-    """What one attempt of ``update`` writes over ``read``: ``fn``'s metadata, accessed now,
-    the next version (``SessionNotFound`` when ``read`` has expired at ``now``)."""
-    if read.is_expired(now):
-        raise SessionNotFound(read.id)
-    _refuse_past_max(read.id, read.version)
-    packed = pack_metadata(fn(read.metadata))
-    sync._check_size(packed)
-    return Session._trusted(
-        read.id,
-        read.created_at,
-        now if now > read.last_accessed else read.last_accessed,
-        read.timeout_ms,
-        packed,
-        read.version + 1,
-        read.owner,
-        read.absolute_timeout_ms,
-    )
 
 
 async def async_close(sync: SessionManager) -> None:

@@ -101,8 +101,10 @@ def _owner_argument(owner: object) -> str:
 
 
 def _as_stored(session: Session, result: object) -> Session:
-    """The stored session from a ``sessionkeeper_store_if`` that returned the new version (an
-    int: the hook's first draft, still accepted) instead of the session."""
+    """The stored session from what ``sessionkeeper_store_if`` returned for ``session``: the
+    stored session, or the new version (an int: the hook's first draft, still accepted)."""
+    if type(result) is Session:
+        return result
     if type(result) is not int or result < 1:
         raise TypeError(
             f"sessionkeeper_store_if returned {type(result).__name__} {result!r}, "
@@ -140,32 +142,52 @@ class ConcurrentOperations:
     def _store_versioned(self, session: Session, if_version: int | None) -> Session:
         """What :meth:`SessionManager.store` does once ``session`` is checked: a conditional
         store on an ``atomic`` backend; elsewhere, refuse ``if_version`` and give the session
-        the stored live version + 1 (best effort: not atomic)."""
+        the stored live version + 1 (best effort: not atomic). The async manager's native
+        ``store`` is these steps awaited, with the same helpers."""
         if self._atomic:
-            if if_version is not None:
-                check_if_version(if_version)
-                _refuse_past_max(session.id, if_version)
-            elif session.version >= MAX_VERSION:
-                # Written back after a read at the largest version: look before writing (only
-                # then, so that a plain store reads nothing).
-                current = self._call("store", self._fetch, session.id)
-                if current is not None and not current.is_expired(self.clock()):
-                    _refuse_past_max(session.id, current.version)
+            if self._look_before_store_if(session, if_version):
+                self._refuse_live_at_max(session.id, self._call("store", self._fetch, session.id))
             stored = self._call("store", self._store_if, session, if_version, self.clock())
-            return stored if type(stored) is Session else _as_stored(session, stored)
+            return _as_stored(session, stored)
+        self._refuse_condition(if_version)
+        now = self.clock()
+        stored = self._counted(session, self._call("store", self._fetch, session.id), now)
+        self._call("store", self._store, stored)
+        return stored
+
+    def _look_before_store_if(self, session: Session, if_version: int | None) -> bool:
+        """Check ``if_version`` of a store on an ``atomic`` backend; say whether the stored
+        session must be read first: a session written back after a read at the largest version
+        (only then, so that a plain store reads nothing)."""
+        if if_version is not None:
+            check_if_version(if_version)
+            _refuse_past_max(session.id, if_version)
+            return False
+        return session.version >= MAX_VERSION
+
+    def _refuse_live_at_max(self, session_id: str, current: Session | None) -> None:
+        """Refuse a write over ``current``, the stored session, when it is live at the largest
+        version."""
+        if current is not None and not current.is_expired(self.clock()):
+            _refuse_past_max(session_id, current.version)
+
+    def _refuse_condition(self, if_version: int | None) -> None:
+        """On a backend without ``atomic``: a bad ``if_version`` is invalid, a good one
+        :class:`~sessionkeeper.Unsupported` (never a silent unconditional write)."""
         if if_version is not None:
             check_if_version(if_version)
             raise Unsupported(self.backend_name)
-        now = self.clock()
-        current = self._call("store", self._fetch, session.id)
+
+    @staticmethod
+    def _counted(session: Session, current: Session | None, now: int) -> Session:
+        """``session`` with the version a store without ``atomic`` gives it over ``current``,
+        the stored session: its version + 1 while it is live at ``now``, else 1."""
         if current is None or current.is_expired(now):
             version = 1
         else:
             _refuse_past_max(session.id, current.version)
             version = current.version + 1
-        stored = session if session.version == version else session.with_version(version)
-        self._call("store", self._store, stored)
-        return stored
+        return session if session.version == version else session.with_version(version)
 
     # --- update ---------------------------------------------------------------------------------
 
@@ -202,12 +224,19 @@ class ConcurrentOperations:
         """One attempt of :meth:`update`: raises ``VersionConflict`` when it lost the race."""
         now = self.clock()
         read = self._stored(session_id, "update")
+        changed = self._updated(read, fn, now)
+        return _as_stored(changed, self._call("update", self._store_if, changed, read.version, now))
+
+    def _updated(self, read: Session, fn: UpdateFunction, now: int) -> Session:
+        """What one attempt of ``update`` (both managers') writes over ``read``: ``fn``'s
+        metadata, accessed now, the next version (``SessionNotFound`` when ``read`` has expired
+        at ``now``)."""
         if read.is_expired(now):
-            raise SessionNotFound(session_id)
-        _refuse_past_max(session_id, read.version)
+            raise SessionNotFound(read.id)
+        _refuse_past_max(read.id, read.version)
         packed = pack_metadata(fn(read.metadata))
         self._check_size(packed)
-        changed = Session._trusted(
+        return Session._trusted(
             read.id,
             read.created_at,
             now if now > read.last_accessed else read.last_accessed,
@@ -217,8 +246,6 @@ class ConcurrentOperations:
             read.owner,
             read.absolute_timeout_ms,
         )
-        stored = self._call("update", self._store_if, changed, read.version, now)
-        return stored if type(stored) is Session else _as_stored(changed, stored)
 
     # --- take, rotate ---------------------------------------------------------------------------
 

@@ -68,10 +68,19 @@ from ._settings import (
 )
 from ._stats import StatsPlugin
 
-__all__ = ["Clock", "SessionManager", "check_store", "system_clock"]
+__all__ = [
+    "Clock",
+    "SessionManager",
+    "backend_hooks",
+    "bind_hooks",
+    "check_async_twins",
+    "check_store",
+    "system_clock",
+]
 
 log = logging.getLogger("sessionkeeper")
 
+_PREFIX: Final = "sessionkeeper_"
 _BACKEND_PLUGIN: Final = "backend"
 _STATS_PLUGIN: Final = "sessionkeeper.stats"
 
@@ -90,22 +99,36 @@ class _Default:
 
 DEFAULT: Final = _Default()
 _NO_ID: Final = object()
+#: What ``store`` takes, as its errors say.
+_STORE_TAKES: Final = "store() takes a sessionkeeper.Session"
 
-#: The hooks the manager binds to ``self._<operation>`` (see :meth:`SessionManager._rebind`):
-#: hook name -> the argument names it passes, in order, read from the hookspec itself.
-_OPERATIONS: Final[dict[str, tuple[str, ...]]] = {
-    name: tuple(inspect.signature(getattr(hookspecs, name)).parameters)
-    for name in (
+#: A table of hooks a manager binds (see :func:`bind_hooks`): hook name -> the attribute it is
+#: bound to and the argument names it passes, in order, read from the hookspec itself.
+HookTable = dict[str, tuple[str, tuple[str, ...]]]
+
+
+def hook_table(hooks: Iterable[str], attribute: Callable[[str], str]) -> HookTable:
+    """The :data:`HookTable` of ``hooks``, each bound to the attribute ``attribute(hook)``."""
+    return {
+        hook: (attribute(hook), tuple(inspect.signature(getattr(hookspecs, hook)).parameters))
+        for hook in hooks
+    }
+
+
+#: The hooks the manager binds to ``self._<operation>`` (see :meth:`SessionManager._rebind`).
+_OPERATIONS: Final = hook_table(
+    (
         *hookspecs.REQUIRED_HOOKS,
         "sessionkeeper_store_many",
         "sessionkeeper_session_created",
         *hookspecs.ATOMIC_HOOKS,
-    )
-}
+    ),
+    lambda hook: "_" + hook.removeprefix(_PREFIX),
+)
 
 
 #: Every hook of the specification, by name.
-_ALL_HOOKS: Final = frozenset(name for name in vars(hookspecs) if name.startswith("sessionkeeper_"))
+_ALL_HOOKS: Final = frozenset(name for name in vars(hookspecs) if name.startswith(_PREFIX))
 
 
 def _closed(*args: object) -> Any:
@@ -263,55 +286,25 @@ class SessionManager(Closing, ConcurrentOperations):
         return names
 
     def _check_backend_hooks(self) -> None:
-        pm = self.plugin_manager
+        """Refuse a backend that lacks a required hook (the atomic ones too when its
+        capabilities say ``atomic``) or implements an ``async_`` hook without its sync twin."""
+        implemented = backend_hooks(self)
         required: tuple[str, ...] = hookspecs.REQUIRED_HOOKS
         if self.capabilities.atomic:  # its capability promises the atomic hooks
             required += hookspecs.ATOMIC_HOOKS
-        missing = [
-            name
-            for name in required
-            if not any(
-                impl.plugin is self.backend for impl in getattr(pm.hook, name).get_hookimpls()
-            )
-        ]
+        missing = [name for name in required if name not in implemented]
         if missing:
             raise PluginValidationError(
                 self.config.backend,
                 f"{type(self.backend).__qualname__} does not mark {', '.join(missing)} "
                 "with @sessionkeeper.backend.hookimpl",
             )
+        check_async_twins(self.config.backend, implemented)
 
     def _rebind(self) -> None:
-        """Choose, per operation, a direct call to the lone implementation or pluggy's dispatch.
-
-        Called after every register and unregister and whenever a monitor is added or removed
-        (the plugin manager tells its listeners). An operation is called directly only when
-        pluggy would call exactly that one function with those arguments and nothing else:
-        one plain implementation, no wrapper, no monitor. ``None`` marks an optional hook the
-        manager skips: an answering (``firstresult``) hook nothing answers (only wrapped: the
-        manager does the work another way, e.g. ``store_many`` stores one by one, so there is
-        no call to see), or a notification nothing implements.
-        """
-        if self._closed:
-            for hook in _OPERATIONS:
-                setattr(self, "_" + hook.removeprefix("sessionkeeper_"), _closed)
-            return
-        pm = self.plugin_manager
-        monitored = pm.monitored
-        for hook, argnames in _OPERATIONS.items():
-            caller = getattr(pm.hook, hook)
-            impls = caller.get_hookimpls()
-            plain = _plain_impls(caller)
-            function: Callable[..., Any] | None
-            if not impls or (not plain and caller.spec.opts["firstresult"]):
-                function = None
-            elif (
-                len(impls) == 1 and plain and not monitored and tuple(impls[0].argnames) == argnames
-            ):
-                function = impls[0].function
-            else:
-                function = _via_pluggy(caller, argnames)
-            setattr(self, "_" + hook.removeprefix("sessionkeeper_"), function)
+        """Choose, per operation, a direct call to the lone implementation or pluggy's
+        dispatch (see :func:`bind_hooks`)."""
+        bind_hooks(self, self.plugin_manager, _OPERATIONS, closed=self._closed)
 
     def close(self) -> None:
         """Stop the scheduler and close every plugin (LIFO), logging their errors. Idempotent."""
@@ -373,6 +366,20 @@ class SessionManager(Closing, ConcurrentOperations):
         :param owner: the principal it belongs to (see :meth:`list`, :meth:`delete_owner`).
         :param absolute_timeout_ms: ms after creation at which it expires whatever the activity.
         """
+        session = self._new_session(timeout_ms, metadata, owner, absolute_timeout_ms)
+        self._call("create", self._store, session)
+        self._created(session)
+        return session
+
+    def _new_session(
+        self,
+        timeout_ms: int | _Default | None,
+        metadata: Mapping[str, Any] | None,
+        owner: str | None,
+        absolute_timeout_ms: int | None,
+    ) -> Session:
+        """The session ``create`` stores (both managers'): checked arguments, a fresh id,
+        version 1, created and accessed now."""
         timeout = self._default_timeout if isinstance(timeout_ms, _Default) else timeout_ms
         check_timeout(timeout)
         if owner is not None:
@@ -382,18 +389,15 @@ class SessionManager(Closing, ConcurrentOperations):
         packed = pack_metadata(metadata)
         self._check_size(packed)
         now = self.clock()
-        session = Session._trusted(
+        return Session._trusted(
             generate_id(), now, now, timeout, packed, 1, owner, absolute_timeout_ms
         )
-        try:
-            self._store(session)
-            if self._session_created is not None:
-                self._session_created(session)
-        except SessionKeeperError:
-            raise
-        except Exception as exc:
-            raise self._failure("create", exc) from exc
-        return session
+
+    def _created(self, session: Session) -> None:
+        """Tell the plugins that ``session`` was created (``sessionkeeper_session_created``, when
+        one implements it), after the store of both managers' ``create``."""
+        if self._session_created is not None:
+            self._call("create", self._session_created, session)
 
     def store(self, session: Session, *, if_version: int | None = None) -> Session:
         """Insert ``session`` or replace the one with its id; return it as stored, with the
@@ -405,10 +409,10 @@ class SessionManager(Closing, ConcurrentOperations):
         a backend with the ``atomic`` capability (:class:`~sessionkeeper.Unsupported`
         elsewhere); on a backend without it the version is still counted, but not atomically.
         """
+        # _check_session written inline: the call cost this hot path 1.08x (issue 15 follow-up,
+        # bench_memory's paired timing of the two, alternating, same run).
         if type(session) is not Session:
-            raise InvalidSession(
-                "session", f"store() takes a sessionkeeper.Session, got {type(session).__name__}"
-            )
+            raise InvalidSession("session", f"{_STORE_TAKES}, got {type(session).__name__}")
         if len(session._metadata) > self._max_metadata:
             self._check_size(session._metadata)
         if if_version is None and self._atomic and session.version < _MAX_VERSION:
@@ -420,7 +424,7 @@ class SessionManager(Closing, ConcurrentOperations):
                 raise
             except Exception as exc:
                 raise self._failure("store", exc) from exc
-            return stored if type(stored) is Session else _as_stored(session, stored)
+            return _as_stored(session, stored)
         return self._store_versioned(session, if_version)
 
     def store_many(self, sessions: Iterable[Session]) -> int:
@@ -432,16 +436,7 @@ class SessionManager(Closing, ConcurrentOperations):
         the store fails part-way, any part of the batch may be stored (each session whole):
         store the batch again.
         """
-        batch: dict[str, Session] = {}
-        for session in sessions:
-            if type(session) is not Session:
-                raise InvalidSession(
-                    "session",
-                    f"store_many() takes sessionkeeper.Session objects, got "
-                    f"{type(session).__name__}",
-                )
-            self._check_size(session._metadata)
-            batch[session.id] = session
+        batch = self._batch(sessions)
         if not batch:
             return 0
         try:
@@ -456,6 +451,23 @@ class SessionManager(Closing, ConcurrentOperations):
         except Exception as exc:
             raise self._failure("store_many", exc) from exc
         return len(batch)
+
+    def _batch(self, sessions: Iterable[Session]) -> dict[str, Session]:
+        """``store_many``'s sessions (both managers'), each checked, by id (the last of an id
+        given twice)."""
+        batch: dict[str, Session] = {}
+        for session in sessions:
+            self._check_session(session, "store_many() takes sessionkeeper.Session objects")
+            batch[session.id] = session
+        return batch
+
+    def _check_session(self, session: Session, takes: str) -> None:
+        """Refuse what is not a :class:`Session` (``takes`` says what the method takes), or one
+        whose metadata is over ``max_metadata_bytes``."""
+        if type(session) is not Session:
+            raise InvalidSession("session", f"{takes}, got {type(session).__name__}")
+        if len(session._metadata) > self._max_metadata:
+            self._check_size(session._metadata)
 
     def _check_size(self, packed: PackedMetadata) -> None:
         if len(packed) > self._max_metadata:
@@ -474,19 +486,29 @@ class SessionManager(Closing, ConcurrentOperations):
         """
         session = self._stored(session_id, "fetch")
         now = self.clock()
+        # The rule is _accessed, shared with the async manager's native fetch. Written inline
+        # here it was not measurably faster (issue 15 follow-up: the inline copy against this
+        # call, bench_memory's paired timing, alternating, same run: 1.01x), so it is not.
+        if self._accessed(session, now):
+            return self._write_touch(session_id, now, session)
+        return session
+
+    def _accessed(self, session: Session, now: int) -> bool:
+        """Judge an access to ``session`` at ``now`` (``fetch``'s rule, both managers'): raise
+        ``SessionNotFound`` when it has expired, else say whether the access must be written
+        back (``last_accessed`` would move by more than ``touch_resolution`` or a tenth of the
+        session's timeout)."""
         absolute = session.absolute_timeout_ms
         if absolute is not None and now - session.created_at > absolute:
-            raise SessionNotFound(session_id)
+            raise SessionNotFound(session.id)
         idle = now - session.last_accessed
         timeout = session.timeout_ms
         if timeout is not None:
             if idle > timeout:
-                raise SessionNotFound(session_id)
+                raise SessionNotFound(session.id)
             if idle > timeout // 10:
-                return self._write_touch(session_id, now, session)
-        if idle > self._touch_resolution:
-            return self._write_touch(session_id, now, session)
-        return session
+                return True
+        return idle > self._touch_resolution
 
     def _stored(self, session_id: str, operation: str) -> Session:
         """The stored session ``session_id``, expired or not; raises ``SessionNotFound`` when
@@ -692,6 +714,69 @@ def _config_summary(config: Config) -> dict[str, Any]:
     summary = attrs.asdict(config, filter=lambda a, _: a.name not in ("backend_opts", "source"))
     summary["source"] = str(config.source) if config.source is not None else None
     return summary
+
+
+def bind_hooks(target: object, pm: PluginManager, hooks: HookTable, *, closed: bool) -> None:
+    """Set each attribute of ``hooks`` on ``target`` to what a call of its hook should call:
+    the lone implementation directly, when pluggy would call exactly that function with those
+    arguments and nothing else (one plain implementation, no wrapper, no monitor); else
+    pluggy's dispatch, which wrappers and monitors see. ``None`` marks an optional hook the
+    manager skips: an answering (``firstresult``) hook nothing answers (only wrapped: the
+    manager does the work another way, e.g. ``store_many`` stores one by one, so there is no
+    call to see), or a notification nothing implements. Once ``closed``, each raises
+    :class:`~sessionkeeper.ManagerClosed`.
+
+    What both managers call after every register and unregister and whenever a monitor is
+    added or removed (the plugin manager tells its listeners).
+    """
+    monitored = pm.monitored
+    for hook, (attribute, argnames) in hooks.items():
+        function: Callable[..., Any] | None = _closed
+        if not closed:
+            caller = getattr(pm.hook, hook)
+            impls = caller.get_hookimpls()
+            plain = _plain_impls(caller)
+            if not impls or (not plain and caller.spec.opts["firstresult"]):
+                function = None
+            elif (
+                len(impls) == 1 and plain and not monitored and tuple(impls[0].argnames) == argnames
+            ):
+                function = impls[0].function
+            else:
+                function = _via_pluggy(caller, argnames)
+        setattr(target, attribute, function)
+
+
+def backend_hooks(manager: SessionManager) -> frozenset[str]:
+    """The hooks the manager's backend implements itself (not a wrapper's, not another plugin's)."""
+    hook = manager.plugin_manager.hook
+    return frozenset(
+        name
+        for name in _ALL_HOOKS
+        if any(
+            impl.plugin is manager.backend and not (impl.wrapper or impl.hookwrapper)
+            for impl in getattr(hook, name).get_hookimpls()
+        )
+    )
+
+
+def check_async_twins(backend: str, implemented: frozenset[str]) -> None:
+    """Refuse a backend that implements an ``async_`` hook without its sync twin (the sync
+    manager, and the async one where an operation is not native, call the sync hook)."""
+    alone = sorted(
+        twin
+        for hook, twin in hookspecs.ASYNC_HOOKS.items()
+        if twin in implemented and hook not in implemented
+    )
+    if alone:
+        pairs = ", ".join(
+            f"{twin} without {_PREFIX}{twin.removeprefix(_PREFIX + 'async_')}" for twin in alone
+        )
+        raise PluginValidationError(
+            backend,
+            f"implements {pairs}: an async hook is the twin of a sync hook, which the sync "
+            "manager calls; implement both",
+        )
 
 
 def _via_pluggy(caller: Any, argnames: tuple[str, ...]) -> Callable[..., Any]:
