@@ -6,7 +6,9 @@ created them. This package keeps them in the configured sessionkeeper store inst
 - :class:`PersistentSessionManager`: a drop-in ``StreamableHTTPSessionManager`` that records
   each session and brings it back on any worker, after any restart (owner and expiry checked).
 - :class:`SessionKeeperEventStore`: resumability (``Last-Event-ID``) across workers.
-- :class:`SessionStateStore`: FastMCP's ``session_state_store`` (``ctx.set_state``) in the store.
+- :class:`SessionStateStore`: FastMCP's ``session_state_store`` in the store, a py-key-value
+  ``AsyncKeyValue`` (``SessionId`` / ``UserSession`` state on 2026-07-28, ``ctx.set_state`` on
+  handshake-era sessions).
 - :class:`Handles`: state handles for protocol 2026-07-28 (sessionless): mint, resolve (a
   ``Resolve`` dependency of ``MCPServer`` tools), atomic update, revoke, per principal.
 - :class:`SingleUseRequestStateCodec`: each sealed ``requestState`` used at most once, on any
