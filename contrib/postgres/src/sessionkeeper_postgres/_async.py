@@ -43,6 +43,8 @@ from ._plans import (
     Steps,
     StoreIf,
     chunks,
+    counted_result,
+    counted_write,
     quarantine_steps,
     rotate_steps,
     storable_id,
@@ -265,10 +267,12 @@ class AsyncHooks(BackendBase):
         self, session: Session, if_version: int | None, now: int
     ) -> Session | None:
         """``sessionkeeper_store_if`` on the async pool."""
+        if if_version is None:
+            stored, params = counted_write(session, now)
+            query = self.statements.store_counted
+            row = await self._aexec("store", query, params, ONE, write=True)
+            return counted_result(stored, row)
         plan = StoreIf(self.statements, session, if_version, now)
-        if plan.counted:
-            row = await self._aexec("store", plan.query, plan.params, ONE, write=True)
-            return plan.counted_result(row)
         return plan.outcome(await self._adrive("store", plan.steps, transaction=False))
 
     @hookimpl

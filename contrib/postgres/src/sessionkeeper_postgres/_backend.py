@@ -26,6 +26,8 @@ from ._plans import (
     Steps,
     StoreIf,
     chunks,
+    counted_result,
+    counted_write,
     rotate_steps,
     storable_id,
     write_params,
@@ -107,10 +109,11 @@ class PostgresBackend(Lifecycle, AsyncHooks):
         write is retried after a lost connection (it may count one version more); a
         conditional one is not: its first attempt may have succeeded.
         """
+        if if_version is None:
+            stored, params = counted_write(session, now)
+            row = self._exec("store", self.statements.store_counted, params, ONE, write=True)
+            return counted_result(stored, row)
         plan = StoreIf(self.statements, session, if_version, now)
-        if plan.counted:
-            row = self._exec("store", plan.query, plan.params, ONE, write=True)
-            return plan.counted_result(row)
         return plan.outcome(self._drive("store", plan.steps, transaction=False))
 
     @hookimpl

@@ -33,6 +33,8 @@ __all__ = [
     "StoreIf",
     "Steps",
     "chunks",
+    "counted_result",
+    "counted_write",
     "drive",
     "quarantine_steps",
     "rotate_steps",
@@ -125,45 +127,42 @@ def drive(cursor: psycopg.Cursor[Any], steps: Steps) -> Any:
         return done.value
 
 
-class StoreIf:
-    """One ``sessionkeeper_store_if``: ``if_version`` ``None`` is one upsert that counts the
-    version (:attr:`counted` true: send :attr:`query` with :attr:`params`, then
-    :meth:`counted_result` of the row); otherwise a conditional write (:meth:`steps`, then
-    :meth:`outcome`).
+def counted_write(session: Session, now: int) -> tuple[Session, dict[str, Any]]:
+    """``sessionkeeper_store_if`` with ``if_version`` ``None``: the session to store (the
+    record carries the caller's version + 1) and the parameters of the upsert that counts the
+    version in SQL (``store_counted``); then :func:`counted_result` of the row it returns.
+    Plain functions, not a :class:`StoreIf`: this is every ``store``'s path."""
+    stored = session.with_version(session.version + 1)
+    params = write_params(stored)
+    params["now"] = now
+    return stored, params
 
-    The record carries the version the write expects to give (the caller's + 1, or
-    ``if_version`` + 1); the version column, which readers take, is what the server counted.
+
+def counted_result(stored: Session, row: Any) -> Session:
+    """The session the counting upsert stored: ``stored`` with the version the server counted
+    (the version column, which readers take), from the ``row`` it returned."""
+    version = row[0]
+    return stored if version == stored.version else stored.with_version(version)
+
+
+class StoreIf:
+    """One conditional ``sessionkeeper_store_if`` (``if_version`` N >= 0): :meth:`steps`, then
+    :meth:`outcome`.
+
+    The record carries the version the write expects to give (``if_version`` + 1); the
+    version column is set from it by the same statement that checks the stored one.
     """
 
-    def __init__(
-        self, statements: Statements, session: Session, if_version: int | None, now: int
-    ) -> None:
+    def __init__(self, statements: Statements, session: Session, if_version: int, now: int) -> None:
         self.session = session
         self.if_version = if_version
-        self.counted = if_version is None
-        if if_version is None:
-            stored = session.with_version(session.version + 1)
-            query = statements.store_counted
-        else:
-            stored = (
-                session
-                if session.version == if_version + 1
-                else session.with_version(if_version + 1)
-            )
-            query = statements.store_if_absent if if_version == 0 else statements.store_if_version
-        self.stored = stored
-        self.query = query
-        self.params = write_params(stored)
+        expected = if_version + 1
+        self.stored = session if session.version == expected else session.with_version(expected)
+        self.query = statements.store_if_absent if if_version == 0 else statements.store_if_version
+        self.params = write_params(self.stored)
         self.params["now"] = now
-        if if_version is not None:
-            self.params["expected"] = if_version
+        self.params["expected"] = if_version
         self._live_version = statements.live_version
-
-    def counted_result(self, row: Any) -> Session:
-        """The session stored by the counting upsert that returned ``row``."""
-        version = row[0]
-        stored = self.stored
-        return stored if version == stored.version else stored.with_version(version)
 
     def steps(self) -> Steps:
         """The conditional write; returns -1 when it was done, else the live version (0: none)
@@ -183,7 +182,6 @@ class StoreIf:
     def outcome(self, actual: int) -> Session:
         """The stored session, or :class:`~sessionkeeper.VersionConflict` naming ``actual``."""
         if actual >= 0:
-            assert self.if_version is not None
             raise VersionConflict(self.session.id, self.if_version, actual)
         return self.stored
 
