@@ -5,7 +5,6 @@ by the SDK's own 2.x client (protocol 2026-07-28) against ``MCPServer`` instance
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +22,14 @@ KEY = b"k" * 32
 
 
 @pytest.fixture
-def redis_stores(redis_url: str) -> Iterator[McpStores]:
-    """McpStores on the shared Redis server, tables of this test's own."""
+def redis_config(redis_url: str) -> Config:
+    """A config on the shared Redis server, tables of this test's own (the test opens and
+    closes the stores on its own event loop: the redis backend's asyncio client belongs to the
+    loop that first used it)."""
     table = "q" + uuid.uuid4().hex[:10]
-    stores = McpStores.from_settings(
-        Config.from_mapping(
-            {"backend": "redis", "backend_opts": {"url": redis_url, "table_name": table}}
-        )
+    return Config.from_mapping(
+        {"backend": "redis", "backend_opts": {"url": redis_url, "table_name": table}}
     )
-    yield stores
-    anyio.run(stores.aclose)
 
 
 def build_server(codec: Any) -> Any:
@@ -104,12 +101,16 @@ class TestSingleUse:
 
         anyio.run(body)
 
-    def test_replay_on_another_instance_is_refused(self, redis_stores: McpStores) -> None:
+    def test_replay_on_another_instance_is_refused(self, redis_config: Config) -> None:
         """Two instances sharing keys and a Redis store: the retry completes on A; the same
         requestState replayed on B (and on A) gets the SDK's own invalid-state error, exactly
         what a forged token gets."""
 
         async def body() -> None:
+            async with McpStores.from_settings(redis_config) as redis_stores:
+                await replays(redis_stores)
+
+        async def replays(redis_stores: McpStores) -> None:
             a = build_server(SingleUseRequestStateCodec(sdk_codec(), redis_stores))
             b = build_server(SingleUseRequestStateCodec(sdk_codec(), redis_stores))
             state, answers = await first_round(a)
@@ -123,11 +124,15 @@ class TestSingleUse:
 
         anyio.run(body)
 
-    def test_concurrent_retries_complete_once(self, redis_stores: McpStores) -> None:
+    def test_concurrent_retries_complete_once(self, redis_config: Config) -> None:
         """Six retries of one requestState at once, spread over two instances: exactly one
         completes, the others are refused."""
 
         async def body() -> None:
+            async with McpStores.from_settings(redis_config) as redis_stores:
+                await retries(redis_stores)
+
+        async def retries(redis_stores: McpStores) -> None:
             servers = [
                 build_server(SingleUseRequestStateCodec(sdk_codec(), redis_stores))
                 for _ in range(2)

@@ -4,7 +4,6 @@ purged with it, however many puts ran at once, on the stores several workers sha
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +19,10 @@ PUTS = 30
 
 
 @pytest.fixture(params=["sqlitedict", "redis"])
-def shared_stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[McpStores]:
-    """McpStores on a backend whose operations run in worker threads (real interleaving)."""
+def shared_config(request: pytest.FixtureRequest, tmp_path: Path) -> Config:
+    """A config of a backend whose operations run in worker threads (real interleaving); the
+    test opens and closes its stores on its own event loop (the redis backend's asyncio client
+    belongs to the loop that first used it)."""
     table = "r" + uuid.uuid4().hex[:10]
     opts: dict[str, Any]
     if request.param == "sqlitedict":
@@ -29,23 +30,23 @@ def shared_stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Mc
         opts = {"file_path": str(tmp_path / "state.sqlite"), "table_name": table}
     else:
         opts = {"url": request.getfixturevalue("redis_url"), "table_name": table}
-    stores = McpStores.from_settings(
-        Config.from_mapping({"backend": request.param, "backend_opts": opts, "cleanup_interval": 0})
+    return Config.from_mapping(
+        {"backend": request.param, "backend_opts": opts, "cleanup_interval": 0}
     )
-    try:
-        yield stores
-    finally:
-        anyio.run(stores.aclose)
 
 
 class TestConcurrentPuts:
     """Concurrent ``put``s of one session's keys, then ``purge`` (issue 12 item 14)."""
 
-    def test_purge_after_concurrent_puts_leaves_nothing(self, shared_stores: McpStores) -> None:
+    def test_purge_after_concurrent_puts_leaves_nothing(self, shared_config: Config) -> None:
         """30 puts of distinct keys of one session at once, then purge: every key is gone and
         the state table is empty (before the fix the unlocked index update lost most keys)."""
 
         async def body() -> None:
+            async with McpStores.from_settings(shared_config) as shared_stores:
+                await puts_then_purge(shared_stores)
+
+        async def puts_then_purge(shared_stores: McpStores) -> None:
             kv = SessionStateStore(shared_stores)
             sid = uuid.uuid4().hex
             now = shared_stores.sessions.sync.clock()
