@@ -20,6 +20,7 @@ import pytest
 from sessionkeeper import (
     AsyncSessionManager,
     ManagerClosed,
+    Session,
     SessionManager,
     SessionNotFound,
     VersionConflict,
@@ -365,6 +366,68 @@ class TestSemantics:
                 await sessions.update("some-id", lambda md: md)
 
         asyncio.run(main())
+
+    @pytest.mark.parametrize(
+        ("timeout_ms", "absolute_timeout_ms", "idle", "age"),
+        [
+            (10_000, None, 0, 0),
+            (10_000, None, 1_000, 1_000),  # neither a tenth of the timeout nor the resolution
+            (10_000, None, 1_001, 1_001),  # over both
+            (10_000, None, 10_000, 10_000),  # the last live instant
+            (10_000, None, 10_001, 10_001),  # expired
+            (5_000, None, 501, 501),  # over a tenth of the timeout, under the resolution
+            (None, None, 1_000, 1_000),
+            (None, None, 1_001, 1_001),
+            (None, None, 10**9, 10**9),
+            (None, 3_000, 0, 3_000),  # the absolute limit's last live instant
+            (None, 3_000, 0, 3_001),  # past it, however recent the access
+            (600_000, 3_000, 2_000, 3_001),
+        ],
+    )
+    def test_fetch_judges_expiry_and_touch_as_the_sync_manager_does(
+        self,
+        async_backends: None,
+        timeout_ms: int | None,
+        absolute_timeout_ms: int | None,
+        idle: int,
+        age: int,
+    ) -> None:
+        """The native fetch (SessionManager._accessed) and the sync fetch (the same rule written
+        inline on its hot path) agree on every edge: not found, returned as stored, or touched
+        to now."""
+        clock = ManualClock(10**10)
+        created, accessed = clock() - age, clock() - idle
+
+        def outcome(fetched: Any) -> str:
+            if isinstance(fetched, SessionNotFound):
+                return "not found"
+            return "touched" if fetched.last_accessed == clock() else "as stored"
+
+        async def main() -> tuple[str, str]:
+            async with _open(clock=clock, touch_resolution=1_000) as sessions:
+                results = []
+                for name in ("sync", "native"):
+                    session = Session(
+                        f"judged-{name}",
+                        created,
+                        accessed,
+                        timeout_ms,
+                        {},
+                        absolute_timeout_ms=absolute_timeout_ms,
+                    )
+                    sessions.sync.backend.sessionkeeper_store(session)
+                    try:
+                        if name == "sync":
+                            fetched: Any = sessions.sync.fetch(session.id)
+                        else:
+                            fetched = await sessions.fetch(session.id)
+                    except SessionNotFound as exc:
+                        fetched = exc
+                    results.append(outcome(fetched))
+                return results[0], results[1]
+
+        sync, native = asyncio.run(main())
+        assert native == sync
 
     def test_a_missing_session_is_not_found_on_every_read(self, async_backends: None) -> None:
         """fetch, peek, touch, take and rotate of an unknown id raise SessionNotFound naming it."""
