@@ -6,7 +6,9 @@ a real ``redis-server``."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -213,6 +215,86 @@ class TestFailures:
                             call(sync, name)
                         assert str(info.value).startswith(prefix[name]), str(info.value)
                     server.start()  # so that both close cleanly
+
+        asyncio.run(main())
+
+
+class TestUnansweredServer:
+    """A server that is alive but does not answer (SIGSTOP: its kernel still accepts every
+    byte, so no socket error ever comes) bounds every awaited operation at
+    ``socket_timeout_ms``; the client itself has no socket timeout (see _deadline)."""
+
+    @staticmethod
+    def _stopped(server: Any) -> Any:
+        """A context manager: ``server`` stopped with SIGSTOP inside, continued after."""
+
+        @contextlib.contextmanager
+        def stopped() -> Generator[None, None, None]:
+            assert server.process is not None
+            server.process.send_signal(signal.SIGSTOP)
+            try:
+                yield
+            finally:
+                server.process.send_signal(signal.SIGCONT)
+
+        return stopped()
+
+    def test_a_stopped_server_is_a_storage_error_for_each_task_then_work_resumes(
+        self, redis_servers: Any, table_name: str
+    ) -> None:
+        """With the server stopped, a fetch, a store and 20 tasks fetching at once each raise
+        StorageError naming the operation, the server and the socket timeout (never a hang:
+        the 60 s below is a safety net, not a measurement); once it is continued, the same
+        manager reads and writes again."""
+        server = redis_servers()
+        opts = {**_opts(server, table_name), "socket_timeout_ms": 200, "retries": 0}
+        expected = "no reply within socket_timeout_ms (200 ms)"
+
+        async def main() -> None:
+            sessions = await AsyncSessionManager.open("redis", opts, cleanup_interval=0)
+            async with sessions:
+                session = await sessions.create(metadata={"n": 0})
+                with self._stopped(server):
+                    with pytest.raises(StorageError, match="fetch failed on") as info:
+                        await asyncio.wait_for(sessions.fetch(session.id), 60)
+                    assert expected in str(info.value)
+                    with pytest.raises(StorageError, match="store failed on") as info:
+                        await asyncio.wait_for(sessions.store(session), 60)
+                    assert expected in str(info.value)
+                    many = [sessions.fetch(session.id) for _ in range(20)]
+                    failed = await asyncio.wait_for(
+                        asyncio.gather(*many, return_exceptions=True), 60
+                    )
+                    assert [type(error) for error in failed] == [StorageError] * 20
+                    assert all(expected in str(error) for error in failed)
+                assert (await sessions.fetch(session.id)) == session
+                stored = await sessions.store(session.replace(metadata={"n": 1}))
+                assert stored.version == 2
+                assert (await sessions.peek(session.id)) == stored
+
+        asyncio.run(main())
+
+    def test_the_callers_own_cancellation_is_never_taken_for_a_timeout(
+        self, redis_servers: Any, table_name: str
+    ) -> None:
+        """The caller's asyncio.timeout, shorter than socket_timeout_ms, cancels a fetch
+        awaiting a stopped server: the caller gets its own TimeoutError (not a StorageError,
+        and the cancellation is not swallowed), and the manager works once the server
+        answers again."""
+        server = redis_servers()
+        opts = {**_opts(server, table_name), "socket_timeout_ms": 30_000, "retries": 0}
+
+        async def main() -> None:
+            sessions = await AsyncSessionManager.open("redis", opts, cleanup_interval=0)
+            async with sessions:
+                session = await sessions.create()
+                with self._stopped(server):
+                    with pytest.raises(TimeoutError) as info:
+                        async with asyncio.timeout(0.2):
+                            await sessions.fetch(session.id)
+                    assert not isinstance(info.value, StorageError)
+                    assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+                assert (await sessions.fetch(session.id)) == session
 
         asyncio.run(main())
 

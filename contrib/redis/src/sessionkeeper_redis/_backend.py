@@ -32,6 +32,7 @@ from sessionkeeper.backend import (
 
 from . import _scripts
 from ._check import check_table
+from ._deadline import Watchdog
 from ._drivers import REDIS_ERRORS, Batch, Call, Command, Steps, Writes, arun, load_scripts, run
 from ._options import MAX_TTL_MS, RedisOptions
 
@@ -190,6 +191,7 @@ class RedisBackend:
         self._aclient: Any = None
         self._asentinel: Any = None
         self._aloop: asyncio.AbstractEventLoop | None = None
+        self._watchdog: Watchdog | None = None
         self._writes = Writes(
             wait=options.wait_replicas,
             timeout_ms=options.wait_timeout_ms,
@@ -304,7 +306,9 @@ class RedisBackend:
     def _new_client(self, flavour: _Flavour) -> Any:
         options = self.options
         common: dict[str, Any] = {
-            "socket_timeout": options.socket_timeout_ms / 1000,
+            # The asyncio client has no socket timeout: the driver's Watchdog bounds each round
+            # trip at a fraction of the cost (see _deadline).
+            "socket_timeout": options.socket_timeout_ms / 1000 if flavour is _SYNC else None,
             "socket_connect_timeout": options.connect_timeout_ms / 1000,
             "retry": flavour.retry(ExponentialBackoff(cap=1.0, base=0.01), options.retries),
         }
@@ -320,9 +324,10 @@ class RedisBackend:
         if options.sentinel is not None:
             sentinel_options = options.sentinel
             sentinel_kwargs: dict[str, Any] = {
-                key: common[key]
-                for key in ("socket_timeout", "socket_connect_timeout", "retry", "retry_on_error")
+                key: common[key] for key in ("socket_connect_timeout", "retry", "retry_on_error")
             }
+            # Asking a Sentinel for the primary is bounded by the socket timeout on both paths.
+            sentinel_kwargs["socket_timeout"] = options.socket_timeout_ms / 1000
             if sentinel_options.username is not None:
                 sentinel_kwargs["username"] = sentinel_options.username
             if sentinel_options.password is not None:
@@ -367,6 +372,7 @@ class RedisBackend:
         by :meth:`sessionkeeper_async_close`, on its loop; one left open is dropped.)"""
         client, self._client = self._client, None
         self._aclient = self._asentinel = self._aloop = None
+        self._stop_watchdog()
         if client is not None:
             self._close_client(client)
 
@@ -404,7 +410,10 @@ class RedisBackend:
 
     async def _arun(self, operation: str, write: bool, steps: Steps[T]) -> T:
         """Run ``steps`` on this backend's ``redis.asyncio`` client (see :meth:`_async_client`)."""
-        return await arun(self._async_client(operation, write), self._writes, steps)
+        client = self._async_client(operation, write)
+        watchdog = self._watchdog
+        assert watchdog is not None
+        return await arun(client, self._writes, steps, watchdog)
 
     def _async_client(self, operation: str, write: bool) -> Any:
         """The ``redis.asyncio`` client of the running event loop: made on the first async call
@@ -417,7 +426,14 @@ class RedisBackend:
         if client is None or self._aloop is not loop:
             client = self._aclient = self._connect(_ASYNC)
             self._aloop = loop
+            self._stop_watchdog()
+            self._watchdog = Watchdog(loop, self.options.socket_timeout_ms)
         return client
+
+    def _stop_watchdog(self) -> None:
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None:
+            watchdog.close()
 
     @hookimpl
     def sessionkeeper_async_close(self) -> Awaitable[None] | None:
@@ -425,6 +441,7 @@ class RedisBackend:
         client, self._aclient = self._aclient, None
         sentinel, self._asentinel = self._asentinel, None
         loop, self._aloop = self._aloop, None
+        self._stop_watchdog()
         if client is None or loop is not asyncio.get_running_loop():
             return None  # never made, or made on a loop that is gone: nothing to await here
         return _aclose(client, sentinel)

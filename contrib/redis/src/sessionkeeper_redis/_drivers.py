@@ -14,6 +14,7 @@ differ, by an ``await``. Both reload the scripts once when the server lost them 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Generator, Sequence
 from typing import Any, Final, TypeVar
 
@@ -21,6 +22,7 @@ import attrs
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from . import _scripts
+from ._deadline import Watchdog
 from ._scripts import Script
 
 __all__ = ["REDIS_ERRORS", "Batch", "Call", "Command", "Steps", "Writes", "arun", "run"]
@@ -90,17 +92,28 @@ def run(client: Any, writes: Writes, steps: Steps[T]) -> T:
         return value
 
 
-async def arun(client: Any, writes: Writes, steps: Steps[T]) -> T:
-    """Run ``steps`` on a ``redis.asyncio`` ``client``: :func:`run`, awaited."""
+async def arun(client: Any, writes: Writes, steps: Steps[T], watchdog: Watchdog) -> T:
+    """Run ``steps`` on a ``redis.asyncio`` ``client``: :func:`run`, awaited, each round trip
+    bounded by ``watchdog`` (the client itself has no ``socket_timeout``: see
+    :mod:`sessionkeeper_redis._deadline`)."""
+    task: Any = asyncio.current_task()
     try:
         call = next(steps)
         while True:
+            key = watchdog.enter(task)
             try:
                 result = await _aperform(client, writes, call)
+            except asyncio.CancelledError:
+                late = watchdog.expired(key, task)
+                if late is None:
+                    raise
+                call = steps.throw(late)
             except REDIS_ERRORS as exc:
                 call = steps.throw(exc)
             else:
                 call = steps.send(result)
+            finally:
+                watchdog.leave(key)
     except StopIteration as stop:
         value: T = stop.value
         return value
