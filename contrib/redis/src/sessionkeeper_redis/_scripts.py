@@ -85,26 +85,41 @@ PARSE: Final = """
 local function damaged(why)
   return redis.error_reply('DAMAGED session record: ' .. why)
 end
+local byte = string.byte
 local function uint(r, i)
-  local b = string.byte(r, i)
+  local b = byte(r, i)
   if not b then return nil end
   if b <= 0x7f then return b, i + 1 end
-  local n
-  if b == 0xcc then n = 1 elseif b == 0xcd then n = 2 elseif b == 0xce then n = 4
-  elseif b == 0xcf then n = 8 else return nil end
-  if i + n > #r then return nil end
-  local v = 0
-  for k = i + 1, i + n do v = v * 256 + string.byte(r, k) end
-  return v, i + n + 1
+  if b == 0xcc then
+    local x = byte(r, i + 1)
+    if x then return x, i + 2 end
+  elseif b == 0xcd then
+    local x, y = byte(r, i + 1, i + 2)
+    if y then return x * 256 + y, i + 3 end
+  elseif b == 0xce then
+    local w, x, y, z = byte(r, i + 1, i + 4)
+    if z then return ((w * 256 + x) * 256 + y) * 256 + z, i + 5 end
+  elseif b == 0xcf then
+    local a, c, d, e, g, h, k, l = byte(r, i + 1, i + 8)
+    if l then
+      return ((((((a * 256 + c) * 256 + d) * 256 + e) * 256 + g) * 256 + h) * 256 + k) * 256 + l,
+        i + 9
+    end
+  end
+  return nil
 end
 local function be(r, i, n)
   if i + n - 1 > #r then return nil end
-  local v = 0
-  for k = i, i + n - 1 do v = v * 256 + string.byte(r, k) end
-  return v
+  if n == 1 then return byte(r, i) end
+  if n == 2 then
+    local x, y = byte(r, i, i + 1)
+    return x * 256 + y
+  end
+  local w, x, y, z = byte(r, i, i + 3)
+  return ((w * 256 + x) * 256 + y) * 256 + z
 end
 local function str_at(r, i)
-  local b = string.byte(r, i)
+  local b = byte(r, i)
   local n, head
   if not b then return nil end
   if b >= 0xa0 and b <= 0xbf then n, head = b - 0xa0, 1
@@ -116,7 +131,7 @@ local function str_at(r, i)
   return i + head, i + head + n
 end
 local function bin_end(r, i)
-  local b = string.byte(r, i)
+  local b = byte(r, i)
   local e
   if b == 0xc4 then e = be(r, i + 1, 1); e = e and i + 2 + e
   elseif b == 0xc5 then e = be(r, i + 1, 2); e = e and i + 3 + e
@@ -126,51 +141,56 @@ local function bin_end(r, i)
   return e
 end
 local function parse(r, id)
-  local f = {}
-  local h1, h2 = string.byte(r, 1, 2)
-  if h1 == 0x99 and h2 == 0x02 then f.format = 2
-  elseif h1 == 0x96 and h2 == 0x01 then f.format = 1
+  local h1, h2 = byte(r, 1, 2)
+  local format
+  if h1 == 0x99 and h2 == 0x02 then format = 2
+  elseif h1 == 0x96 and h2 == 0x01 then format = 1
   else return nil, 'not a record of format 1 or 2' end
   local start, i = str_at(r, 3)
   if not i then return nil, 'the id is not a msgpack string' end
-  if string.sub(r, start, i - 1) ~= id then return nil, 'it holds another session' end
-  f.created_at = i
-  f.created, i = uint(r, i)
-  if not f.created then return nil, 'created_at is not an unsigned integer' end
-  f.last_at = i
-  f.last, i = uint(r, i)
-  if not f.last then return nil, 'last_accessed is not an unsigned integer' end
-  f.timeout_at = i
-  if string.byte(r, i) == 0xc0 then i = i + 1 else
-    f.timeout, i = uint(r, i)
-    if not f.timeout then return nil, 'timeout_ms is neither nil nor an unsigned integer' end
+  if i - start ~= #id or string.sub(r, start, i - 1) ~= id then
+    return nil, 'it holds another session'
+  end
+  local created_at, last_at, timeout_at = i, nil, nil
+  local created, last, timeout
+  created, i = uint(r, i)
+  if not created then return nil, 'created_at is not an unsigned integer' end
+  last_at = i
+  last, i = uint(r, i)
+  if not last then return nil, 'last_accessed is not an unsigned integer' end
+  timeout_at = i
+  if byte(r, i) == 0xc0 then i = i + 1 else
+    timeout, i = uint(r, i)
+    if not timeout then return nil, 'timeout_ms is neither nil nor an unsigned integer' end
   end
   i = bin_end(r, i)
   if not i then return nil, 'the metadata is not a msgpack bin' end
-  f.meta_end = i
-  if f.format == 1 then
-    f.version = '\\1'
-  else
-    local version_at, version = i, nil
-    version, i = uint(r, i)
-    if not version then return nil, 'version is not an unsigned integer' end
-    f.version = string.sub(r, version_at, i - 1)
-    f.owner_at = i
-    if string.byte(r, i) == 0xc0 then i = i + 1 else
-      local start
-      start, i = str_at(r, i)
+  local meta_end, version, owner_at, owner, abs = i, '\\1', nil, nil, nil
+  if format == 2 then
+    local version_at, value = i, nil
+    value, i = uint(r, i)
+    if not value then return nil, 'version is not an unsigned integer' end
+    version = string.sub(r, version_at, i - 1)
+    owner_at = i
+    if byte(r, i) == 0xc0 then i = i + 1 else
+      local first
+      first, i = str_at(r, i)
       if not i then return nil, 'owner is neither nil nor a string' end
-      f.owner = string.sub(r, start, i - 1)
+      owner = string.sub(r, first, i - 1)
     end
-    if string.byte(r, i) == 0xc0 then i = i + 1 else
-      f.abs, i = uint(r, i)
-      if not f.abs then
+    if byte(r, i) == 0xc0 then i = i + 1 else
+      abs, i = uint(r, i)
+      if not abs then
         return nil, 'absolute_timeout_ms is neither nil nor an unsigned integer'
       end
     end
   end
   if i ~= #r + 1 then return nil, 'the record does not end after its last field' end
-  return f
+  return {
+    format = format, created_at = created_at, created = created, last_at = last_at,
+    last = last, timeout_at = timeout_at, timeout = timeout, meta_end = meta_end,
+    version = version, owner_at = owner_at, owner = owner, abs = abs,
+  }
 end
 local function expires(f)
   local d = f.timeout and f.last + f.timeout
