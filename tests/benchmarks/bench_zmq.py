@@ -162,9 +162,12 @@ class Cluster:
         proc.send_signal(sig)
         proc.wait()
 
-    def spawn_until_ready(self, name: str) -> tuple[float, float, dict[str, Any]]:
+    def spawn_until_ready(
+        self, name: str, on_first_line: Callable[[], object] = lambda: None
+    ) -> tuple[float, float, dict[str, Any]]:
         """Spawn ``name``; return (spawned, first status line, ready) times and the figures
-        of its first ready status line (its output is drained from then on)."""
+        of its first ready status line (its output is drained from then on). ``on_first_line``
+        is called when the first status line comes (the node has loaded its log)."""
         spawned = time.perf_counter()
         proc = self.spawn(name)
         assert proc.stdout is not None
@@ -173,6 +176,7 @@ class Cluster:
             stamp = time.perf_counter()
             if first_line is None:
                 first_line = stamp
+                on_first_line()
             figures = json.loads(line)
             if figures.get("ready"):
                 threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep draining
@@ -428,7 +432,10 @@ def bench_rejoin(cluster: Cluster, a: SessionManager, n: int) -> dict[str, Any]:
 
 class PacedWriter:
     """A thread storing on node a at about ``rate`` writes/s (quorum, up to 256 in flight,
-    ``store_nowait``), until stopped: the load a rejoining node catches up under."""
+    ``store_nowait``), until stopped: the load a rejoining node catches up under.
+
+    A write that fails is counted by exception type and by the phase it failed in (see
+    :meth:`mark`): a figure of failed writes says what they were and when."""
 
     def __init__(self, a: SessionManager, rate: int, prefix: str) -> None:
         self.backend: Any = a.backend
@@ -436,9 +443,18 @@ class PacedWriter:
         self.prefix = prefix
         self.written = 0
         self.failed = 0
+        #: ``(phase, exception type) -> count`` of the failed writes.
+        self.failures: dict[tuple[str, str], int] = {}
+        #: One message of each exception type, as raised.
+        self.examples: dict[str, str] = {}
+        self.phase = "before the kill"
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="paced-writer", daemon=True)
         self.began = self.ended = 0.0
+
+    def mark(self, phase: str) -> None:
+        """From now on, failures count in ``phase``."""
+        self.phase = phase
 
     def start(self) -> None:
         self.began = time.perf_counter()
@@ -450,20 +466,35 @@ class PacedWriter:
         self._thread.join()
         return self.written / (self.ended - self.began)
 
+    def report(self) -> dict[str, Any]:
+        """The failed writes: ``{phase: {exception type: count}}`` and one message of each."""
+        phases: dict[str, dict[str, int]] = {}
+        for (phase, kind), count in self.failures.items():
+            phases.setdefault(phase, {})[kind] = count
+        return {"by_phase": phases, "examples": self.examples}
+
+    def _failed(self, phase: str, exc: Exception) -> None:
+        self.failed += 1
+        kind = type(exc).__name__
+        key = (phase, kind)
+        self.failures[key] = self.failures.get(key, 0) + 1
+        self.examples.setdefault(kind, str(exc)[:300])
+
     def _run(self) -> None:
-        pending: deque[Any] = deque()
+        pending: deque[tuple[str, Any]] = deque()  # (phase when stored, the write)
         now = int(time.time() * 1000)
         while not self._stop.is_set():
             due = int((time.perf_counter() - self.began) * self.rate) - self.written
             if due <= 0:
                 time.sleep(0.001)
                 continue
+            phase = self.phase
             for _ in range(min(due, 256)):
                 session = Session(f"{self.prefix}-{self.written}", now, now, None, {"n": 1})
                 try:
-                    pending.append(self.backend.store_nowait(session, "quorum"))
-                except Exception:
-                    self.failed += 1
+                    pending.append((phase, self.backend.store_nowait(session, "quorum")))
+                except Exception as exc:
+                    self._failed(phase, exc)
                 self.written += 1
             while len(pending) > 256:
                 self._settle(pending.popleft())
@@ -471,11 +502,12 @@ class PacedWriter:
             self._settle(pending.popleft())
         self.ended = time.perf_counter()
 
-    def _settle(self, write: Any) -> None:
+    def _settle(self, item: tuple[str, Any]) -> None:
+        phase, write = item
         try:
             write.wait()
-        except Exception:
-            self.failed += 1
+        except Exception as exc:
+            self._failed(phase, exc)
 
 
 def bench_disc_rejoin(
@@ -501,10 +533,15 @@ def bench_disc_rejoin(
     writer.start()
     time.sleep(0.5)  # the load is on before c goes down
     cluster.kill("c")
+    writer.mark("c down")
     down_from = writer.written
     wait_for(lambda: writer.written - down_from >= missed, "the writes c misses", 300)
     while_down = writer.written - down_from
-    start_up, catch_up, figures = cluster.spawn_until_ready("c")
+    writer.mark("c reloading its log")
+    start_up, catch_up, figures = cluster.spawn_until_ready(
+        "c", lambda: writer.mark("c catching up")
+    )
+    writer.mark("c ready")
     ready_seq = a_backend.replica.seq
     ready_at = time.perf_counter()
     wait_for(lambda: agent.peers["c"].acked >= ready_seq, "c to hold what was written", 300)
@@ -515,7 +552,9 @@ def bench_disc_rejoin(
     return {
         "writes_per_s_target": rate,
         "writes_per_s": round(achieved),
+        "writes_ok_per_s": round(achieved * (1 - writer.failed / max(1, writer.written))),
         "write_failures": writer.failed,
+        "write_failures_by_phase": writer.report(),
         "missed_while_down": while_down,
         "stored_when_ready": figures["stored"],
         "log_reload_s": round(start_up, 2),

@@ -135,7 +135,6 @@ class TestOptionsFuzz:
         options = ZmqOptions(**config.backend_opts)
         for name, (low, high) in BOUNDS.items():
             assert low <= getattr(options, name) <= high
-        assert 6 * options.heartbeat_ms <= 6_553_599  # ZMQ_HEARTBEAT_TTL's ceiling
         assert options.write_timeout_ms / 1000 < threading.TIMEOUT_MAX
         for node in options.nodes:
             if node.endpoint.startswith("tcp://"):

@@ -1,4 +1,5 @@
-"""Closing a node: each ZeroMQ socket is closed by the one thread that uses it.
+"""Closing a node: each ZeroMQ socket is closed by the one thread that uses it, and no
+connection's end aborts the process.
 
 CI once aborted inside libzmq ("Fatal Python error: Aborted", no Python thread marked as the
 crashing one) while a cluster was closing. ``Agent.stop`` and ``AdminServer.stop`` waited 5 s
@@ -8,12 +9,20 @@ machine) had its sockets closed under it, which libzmq answers with an assertion
 ``abort()``. Now the thread closes its own sockets as it ends, and ``stop`` never does while the
 thread lives. Here the thread is held, deterministically, by the replica's lock (the real one,
 taken by the test), while ``stop`` gives up waiting.
+
+The abort CI saw had a second cause, found by running the suite in a loop with libzmq's stderr
+visible: "Assertion failed: !_io_error (src/stream_engine_base.cpp:310)", in libzmq's I/O
+thread, with ZMTP heartbeats on (a libzmq 4.3 bug). The last test reproduces it in a child
+process (the abort would take pytest down with it).
 """
 
 from __future__ import annotations
 
+import subprocess
 import sys
+import textwrap
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -128,3 +137,57 @@ def test_closing_an_admin_client_from_another_thread(make_cluster: Any) -> None:
     assert len(failures) == 1
     assert "closed" in str(failures[0])
     assert client._sock is None
+
+
+#: Node a and b; an impostor authenticated with b's key takes over b's routing id on a's
+#: ROUTER (as b's own new connection does when it reconnects after a restart); b then leaves,
+#: its BYE arriving on its old connection, which a stopped reading; a lives on for five of its
+#: heartbeat intervals.
+TAKEN_OVER = """
+    import sys, time
+    from pathlib import Path
+    import zmq, zmq.auth
+    from sessionkeeper import SessionManager
+    from sessionkeeper_zmq.testing import cluster_opts, wait_for, wait_ready
+
+    keys = Path(sys.argv[1])
+    opts = cluster_opts(keys, 2, heartbeat_ms=100)
+    a, b = [SessionManager(backend="zmq", backend_opts=o, cleanup_interval=0) for o in opts]
+    wait_ready([a, b])
+    node = a.backend
+    public, secret = zmq.auth.load_certificate(keys / "b.key_secret")
+    ctx = zmq.Context()
+    impostor = ctx.socket(zmq.DEALER)
+    impostor.curve_publickey, impostor.curve_secretkey = public, secret
+    impostor.curve_serverkey = node.options.me.public_key.encode()
+    impostor.routing_id = b"b"
+    impostor.linger = 0
+    impostor.connect(node.options.me.endpoint)
+    impostor.send_multipart([b"NOPE", b""])
+    wait_for(lambda: node.agent.counters["dropped_frames"] > 0, "the impostor's frame")
+    b.close()
+    time.sleep(0.5)
+    ctx.destroy(linger=0)
+    a.close()
+    print("closed")
+"""
+
+
+def test_a_peer_leaving_over_a_connection_taken_over_does_not_abort(
+    key_dir: Path, tmp_path: Path
+) -> None:
+    """A peer that leaves over a connection whose routing id another connection took over
+    does not abort its peer's process: with ZMTP heartbeats on, libzmq's I/O thread failed
+    "Assertion failed: !_io_error" at the next heartbeat (every time in this scenario)."""
+    script = tmp_path / "taken_over.py"
+    script.write_text(textwrap.dedent(TAKEN_OVER))
+    child = subprocess.run(
+        [sys.executable, str(script), str(key_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert "Assertion failed" not in child.stderr, child.stderr
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.strip() == "closed"

@@ -103,8 +103,7 @@ class NodeSpec:
 
 
 #: Upper bounds of the numeric options (each far beyond any sensible setting, and within what
-#: the libraries they reach accept: ZeroMQ's heartbeat TTL tops out near 6,553 s, a thread
-#: wait at ``threading.TIMEOUT_MAX``).
+#: the libraries they reach accept: a thread wait at ``threading.TIMEOUT_MAX``).
 _HOUR: Final = 3_600_000
 BOUNDS: Final[dict[str, tuple[int, int]]] = {
     "write_timeout_ms": (1, _HOUR),

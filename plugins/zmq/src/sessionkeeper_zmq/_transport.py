@@ -185,10 +185,16 @@ class Transport:
     # -- set-up and tear-down -------------------------------------------------------------------
 
     def _tune(self, sock: zmq.Socket[bytes]) -> None:
-        hb = self.options.heartbeat_ms
-        sock.setsockopt(zmq.HEARTBEAT_IVL, hb)
-        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * hb)
-        sock.setsockopt(zmq.HEARTBEAT_TTL, 6 * hb)
+        """Options every socket of the node gets.
+
+        No ZMTP heartbeats (``ZMQ_HEARTBEAT_IVL``): with them, libzmq 4.3 aborts the whole
+        process ("Assertion failed: !_io_error (src/stream_engine_base.cpp)") when a
+        connection whose input it stopped ends before its next heartbeat, which is what a
+        ROUTER does to a connection whose routing id another one took over
+        (``ROUTER_HANDOVER``: a peer reconnecting after a restart, see :meth:`reconnect`)
+        once that peer leaves. Liveness is the nodes' own PING and PONG
+        (``heartbeat_ms``, ``suspect_after_ms``); a peer heard restarting is reconnected.
+        """
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE)
         sock.setsockopt(zmq.SNDHWM, _HWM)
