@@ -200,7 +200,7 @@ PLUGIN_FOLDERS = sorted(
     for path in (ROOT / parent).glob("*/pyproject.toml")
 )
 #: Plugins whose pyproject.toml their owner is still bringing to the skeleton.
-SKELETON_PENDING = {"contrib/postgres"}
+SKELETON_PENDING: set[str] = set()
 #: The tables of a plugin's pyproject.toml, in the skeleton's order. Those of the generated
 #: skeleton are all but the optional ones (extras, plugin CLI commands).
 SKELETON_ORDER = (
