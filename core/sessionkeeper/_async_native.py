@@ -197,7 +197,8 @@ class NativeOperations:
         """:meth:`SessionManager.create` (its arguments), awaited."""
         session = self.sync._new_session(*arguments, **keywords)
         await self._call("create", self._astore, session)
-        self.sync._created(session)
+        if self.sync._session_created is not None:
+            self.sync._call("create", self.sync._session_created, session)
         return session
 
     async def store(self, session: Session, *, if_version: int | None = None) -> Session:

@@ -368,7 +368,8 @@ class SessionManager(Closing, ConcurrentOperations):
         """
         session = self._new_session(timeout_ms, metadata, owner, absolute_timeout_ms)
         self._call("create", self._store, session)
-        self._created(session)
+        if self._session_created is not None:  # checked here: no call when nothing listens
+            self._call("create", self._session_created, session)
         return session
 
     def _new_session(
@@ -392,12 +393,6 @@ class SessionManager(Closing, ConcurrentOperations):
         return Session._trusted(
             generate_id(), now, now, timeout, packed, 1, owner, absolute_timeout_ms
         )
-
-    def _created(self, session: Session) -> None:
-        """Tell the plugins that ``session`` was created (``sessionkeeper_session_created``, when
-        one implements it), after the store of both managers' ``create``."""
-        if self._session_created is not None:
-            self._call("create", self._session_created, session)
 
     def store(self, session: Session, *, if_version: int | None = None) -> Session:
         """Insert ``session`` or replace the one with its id; return it as stored, with the
