@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from sessionkeeper import Session, SessionManager, SessionNotFound, StorageError, VersionConflict
 from sessionkeeper.backend import decode_session, encode_session
 from sessionkeeper.testing import ManualClock
-from sessionkeeper_redis._backend import _pack_uint, split_record
+from sessionkeeper_redis._records import _pack_uint, split_record
 
 START: Final = 1_700_000_000_000
 #: Records exactly as the previous release (record format 1) wrote them: a session with a

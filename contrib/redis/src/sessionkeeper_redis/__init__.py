@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from ._backend import PAGE_SIZE, STORE_CHUNK, RedisBackend
+from ._backend import RedisBackend
+from ._operations import PAGE_SIZE, STORE_CHUNK
 from ._options import MAX_TTL_MS, ClusterOptions, RedisOptions, SentinelOptions
 
 __all__ = [

@@ -1,155 +1,34 @@
-"""The ``redis`` backend plugin: sessions in Redis (standalone, Sentinel or Cluster)."""
+"""The ``redis`` backend plugin: sessions in Redis (standalone, Sentinel or Cluster).
+
+This module holds the plugin class: its connections (opened, checked and closed here, made by
+:mod:`sessionkeeper_redis._clients`) and its hooks, each of which runs the steps of
+:mod:`sessionkeeper_redis._operations` on the sync client or, for its ``sessionkeeper_async_*``
+twin, on ``redis.asyncio``.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import re
-import threading
 from collections.abc import Awaitable, Iterator, Sequence
-from typing import Any, ClassVar, Final, NoReturn, TypeVar
+from typing import Any, ClassVar, NoReturn, TypeVar
 
-import attrs
-import redis
-import redis.asyncio
-import redis.asyncio.cluster
-import redis.asyncio.retry
-import redis.asyncio.sentinel
-from redis.backoff import ExponentialBackoff
-from redis.cluster import ClusterNode, RedisCluster
-from redis.retry import Retry
-from redis.sentinel import Sentinel
+from sessionkeeper import Session, StorageError
+from sessionkeeper.backend import FORMAT_VERSION, BackendContext, Capabilities, hookimpl
 
-from sessionkeeper import Session, StorageError, VersionConflict
-from sessionkeeper.backend import (
-    FORMAT_VERSION,
-    BackendContext,
-    Capabilities,
-    CodecError,
-    decode_session,
-    encode_session,
-    hookimpl,
-)
-
-from . import _scripts
 from ._check import check_table
+from ._clients import ASYNC, SYNC, Flavour, aclose, new_client
 from ._deadline import Watchdog
-from ._drivers import REDIS_ERRORS, Batch, Call, Command, Steps, Writes, arun, load_scripts, run
-from ._options import MAX_TTL_MS, RedisOptions
+from ._drivers import REDIS_ERRORS, Steps, arun, load_scripts, run
+from ._operations import PAGE_SIZE, RedisOperations
+from ._options import RedisOptions
+from ._records import RECORD_FORMATS
 
 __all__ = ["RedisBackend"]
 
 T = TypeVar("T")
 
-#: The record formats the scripts read (see :mod:`sessionkeeper_redis._scripts`); they write
-#: the last one.
-RECORD_FORMATS: Final = (1, 2)
 
-#: Ids read per round trip by ``list``, ``iter_sessions`` and ``cleanup_expired``.
-PAGE_SIZE: Final = 500
-#: Sessions of one owner ``delete_owner`` removes per script call (per round trip): bounds how
-#: long one call holds the server.
-OWNER_PAGE: Final = 1000
-#: Sessions ``store_many`` sends per round trip (followed by one ``WAIT`` with
-#: ``wait_replicas``): bounds the request buffered on the client, up to ``max_metadata_bytes``
-#: per session.
-STORE_CHUNK: Final = 500
-_UINT_FORMATS: Final = ((0xFF, b"\xcc", 1), (0xFFFF, b"\xcd", 2), (0xFFFFFFFF, b"\xce", 4))
-
-
-def _pack_uint(value: int) -> bytes:
-    """``value`` (0 <= value < 2**64) as msgpack writes it: in its shortest form."""
-    if value < 0x80:
-        return bytes((value,))
-    for limit, tag, size in _UINT_FORMATS:
-        if value <= limit:
-            return tag + value.to_bytes(size, "big")
-    return b"\xcf" + value.to_bytes(8, "big")
-
-
-def _unpack_uint(data: bytes) -> int:
-    """The number msgpack encoded as ``data`` (an unsigned integer, as :func:`_pack_uint`
-    writes it)."""
-    return data[0] if len(data) == 1 else int.from_bytes(data[1:], "big")
-
-
-def _pack_str(text: str) -> bytes:
-    """A session id (1-256 ASCII characters) as msgpack writes a string."""
-    data = text.encode()
-    size = len(data)
-    if size < 32:
-        return bytes((0xA0 | size,)) + data
-    if size < 256:
-        return b"\xd9" + bytes((size,)) + data
-    return b"\xda" + size.to_bytes(2, "big") + data
-
-
-def _tail_length(session: Session) -> int:
-    """How many bytes end the record of ``session`` after its version: the encoded owner and
-    absolute timeout (msgpack's shortest forms, as :func:`sessionkeeper.backend.encode_session`
-    writes them)."""
-    owner = session.owner
-    if owner is None:
-        length = 1
-    else:
-        size = len(owner.encode())
-        length = size + (1 if size < 32 else 2 if size < 256 else 3)
-    absolute = session.absolute_timeout_ms
-    if absolute is None:
-        return length + 1
-    return length + len(_pack_uint(absolute))
-
-
-def split_record(session: Session) -> tuple[bytes, bytes]:
-    """The record of ``session`` cut around its version: ``(head, tail)`` such that
-    ``head + <version encoded> + tail`` is the record of the session with that version. The
-    conditional-store script puts in the version it decides on the server."""
-    record = encode_session(session)
-    end = len(record) - _tail_length(session)
-    return record[: end - len(_pack_uint(session.version))], record[end:]
-
-
-#: The bytes of a session id (visible ASCII), and the newline that joins a page of them.
-_ID_BYTES_AND_NEWLINE: Final = bytes(range(0x21, 0x7F)) + b"\n"
-#: A session id as the server holds it: 1-256 visible ASCII characters.
-_SESSION_ID: Final = re.compile(rb"[\x21-\x7e]{1,256}")
-
-
-#: The most connections one backend's ``redis.asyncio`` client opens to a standalone server: one
-#: per task awaiting a command at the same moment, kept for the next ones (redis.asyncio's own
-#: default, 100, makes the 101st concurrent task fail). A pool that makes tasks wait for a free
-#: connection instead costs a fifth of a round trip on every command (its lock and timer).
-ASYNC_MAX_CONNECTIONS: Final = 2**16
-
-
-def _async_from_url(url: str, **options: Any) -> Any:
-    """A ``redis.asyncio`` client of ``url`` whose pool grows to :data:`ASYNC_MAX_CONNECTIONS`."""
-    return redis.asyncio.Redis.from_url(url, max_connections=ASYNC_MAX_CONNECTIONS, **options)
-
-
-@attrs.frozen
-class _Flavour:
-    """The client classes of one I/O path of redis-py: sync, or ``redis.asyncio``."""
-
-    from_url: Any
-    cluster: Any
-    node: Any
-    sentinel: Any
-    retry: Any
-
-
-_SYNC: Final = _Flavour(redis.Redis.from_url, RedisCluster, ClusterNode, Sentinel, Retry)
-_ASYNC: Final = _Flavour(
-    _async_from_url,
-    redis.asyncio.cluster.RedisCluster,
-    redis.asyncio.cluster.ClusterNode,
-    redis.asyncio.sentinel.Sentinel,
-    redis.asyncio.retry.Retry,
-)
-#: How a script says that a record it read is damaged (the rest of the message says how).
-_DAMAGED: Final = "DAMAGED session record: "
-
-
-class RedisBackend:
+class RedisBackend(RedisOperations):
     """Sessions in Redis, shared by every process and host that names the same table.
 
     One string key per session holds the core codec's record, and Lua scripts make every write
@@ -174,17 +53,7 @@ class RedisBackend:
     )
 
     def __init__(self, options: RedisOptions, context: BackendContext) -> None:
-        self.options = options
-        self.context = context
-        self.server = options.server_name()
-        table = options.table_name
-        self._prefix = f"{{{table}}}:s:"
-        self._ids_key = f"{{{table}}}:ids"
-        self._exp_key = f"{{{table}}}:exp"
-        self._own_key = f"{{{table}}}:own"
-        self._owners = f"{{{table}}}:o:"
-        self._margin = str(options.ttl_margin_ms)
-        self._max_ttl = str(MAX_TTL_MS)
+        super().__init__(options, context)
         self._client: Any = None
         self._sentinel: Any = None
         #: The redis.asyncio client of the async hooks, its Sentinel, and the loop it is bound to.
@@ -192,83 +61,10 @@ class RedisBackend:
         self._asentinel: Any = None
         self._aloop: asyncio.AbstractEventLoop | None = None
         self._watchdog: Watchdog | None = None
-        self._writes = Writes(
-            wait=options.wait_replicas,
-            timeout_ms=options.wait_timeout_ms,
-            cluster=options.cluster is not None,
-            unacknowledged=self._unacknowledged,
-        )
-        self._counter_lock = threading.Lock()
-        self._removed = 0
-        self._dropped_by_redis = 0
 
     def __repr__(self) -> str:
         state = "open" if self._client is not None else "closed"
         return f"<RedisBackend table={self.options.table_name!r} on {self.server} {state}>"
-
-    # -- keys -------------------------------------------------------------------------------------
-
-    def session_key(self, session_id: str) -> str:
-        """The Redis key holding the record of ``session_id``: ``{table_name}:s:<id>``."""
-        return self._prefix + session_id
-
-    @property
-    def index_keys(self) -> tuple[str, str]:
-        """The keys of the id index and of the deadline index of this table."""
-        return self._ids_key, self._exp_key
-
-    @property
-    def owner_hash_key(self) -> str:
-        """The key of the hash naming the owner of each owned session: ``{table_name}:own``."""
-        return self._own_key
-
-    def owner_key(self, owner: str) -> str:
-        """The key of the set of ``owner``'s session ids: ``{table_name}:o:<owner>``."""
-        return self._owners + owner
-
-    # -- errors -----------------------------------------------------------------------------------
-
-    def _failed(self, operation: str, exc: BaseException) -> StorageError:
-        detail = str(exc) or type(exc).__name__
-        return StorageError(
-            self.context.name,
-            f"{operation} failed on {self.server} (table {self.options.table_name!r}): "
-            f"{type(exc).__name__}: {detail}",
-        )
-
-    def _damaged(self, key: str, problem: str) -> StorageError:
-        return StorageError(
-            self.context.name,
-            f"the session record at key {key!r} of table {self.options.table_name!r} on "
-            f"{self.server} is damaged: {problem}",
-        )
-
-    def _read_failed(self, operation: str, key: str, exc: BaseException) -> StorageError:
-        """A failed read of ``key``: a key of another type is damage, the rest a failure."""
-        if str(exc).startswith("WRONGTYPE"):
-            return self._damaged(
-                key, "it is not a string: something other than sessionkeeper wrote it"
-            )
-        return self._failed(operation, exc)
-
-    def _script_failed(self, operation: str, key: str, exc: BaseException) -> StorageError:
-        """A failed script that read the record at ``key``: a damaged record (the script
-        says so) or a key of another type is damage, the rest a failure."""
-        text = str(exc)
-        if text.startswith("VERSION "):
-            return StorageError(
-                self.context.name,
-                f"cannot {operation} session at key {key!r} of table "
-                f"{self.options.table_name!r}: {text.removeprefix('VERSION ')} "
-                f"({2**63 - 1}), it cannot grow",
-            )
-        if _DAMAGED in text:
-            return self._damaged(key, text.partition(_DAMAGED)[2])
-        if "WRONGTYPE" in text:
-            return self._damaged(
-                key, "it is not a string: something other than sessionkeeper wrote it"
-            )
-        return self._failed(operation, exc)
 
     def _refuse(self, operation: str) -> NoReturn:
         reason = "it was opened read-only" if self._client is not None else "it is not open"
@@ -291,56 +87,26 @@ class RedisBackend:
 
     # -- lifecycle --------------------------------------------------------------------------------
 
-    def _connect(self, flavour: _Flavour = _SYNC) -> Any:
-        """A new client of the configured server (sync, or ``redis.asyncio`` for ``_ASYNC``);
+    def _connect(self, flavour: Flavour = SYNC) -> Any:
+        """A new client of the configured server (sync, or ``redis.asyncio`` for ``ASYNC``);
         ``StorageError`` naming the server when it cannot be made (nothing is left open then)."""
         try:
-            return self._new_client(flavour)
+            keep = self._keep_sentinel if flavour is SYNC else self._keep_asentinel
+            return new_client(self.options, flavour, keep)
         except REDIS_ERRORS as exc:
-            if flavour is _SYNC:
+            if flavour is SYNC:
                 self._close_sentinels()
             raise StorageError(
                 self.context.name, f"cannot connect to {self.server}: {type(exc).__name__}: {exc}"
             ) from exc
 
-    def _new_client(self, flavour: _Flavour) -> Any:
-        options = self.options
-        common: dict[str, Any] = {
-            # The asyncio client has no socket timeout: the driver's Watchdog bounds each round
-            # trip at a fraction of the cost (see _deadline).
-            "socket_timeout": options.socket_timeout_ms / 1000 if flavour is _SYNC else None,
-            "socket_connect_timeout": options.connect_timeout_ms / 1000,
-            "retry": flavour.retry(ExponentialBackoff(cap=1.0, base=0.01), options.retries),
-        }
-        if options.username is not None:
-            common["username"] = options.username
-        if options.password is not None:
-            common["password"] = options.password
-        if options.cluster is not None:
-            nodes = [flavour.node(host, port) for host, port in options.cluster.addresses()]
-            return flavour.cluster(startup_nodes=nodes, **common)
-        # redis-py 5 retries only the errors listed here; later versions add them anyway.
-        common["retry_on_error"] = [redis.ConnectionError, redis.TimeoutError]
-        if options.sentinel is not None:
-            sentinel_options = options.sentinel
-            sentinel_kwargs: dict[str, Any] = {
-                key: common[key] for key in ("socket_connect_timeout", "retry", "retry_on_error")
-            }
-            # Asking a Sentinel for the primary is bounded by the socket timeout on both paths.
-            sentinel_kwargs["socket_timeout"] = options.socket_timeout_ms / 1000
-            if sentinel_options.username is not None:
-                sentinel_kwargs["username"] = sentinel_options.username
-            if sentinel_options.password is not None:
-                sentinel_kwargs["password"] = sentinel_options.password
-            sentinel = flavour.sentinel(
-                sentinel_options.addresses(), sentinel_kwargs=sentinel_kwargs, **common
-            )
-            if flavour is _SYNC:
-                self._sentinel = sentinel
-            else:
-                self._asentinel = sentinel
-            return sentinel.master_for(sentinel_options.service_name, db=options.db or 0, **common)
-        return flavour.from_url(options.url or "", **common)
+    def _keep_sentinel(self, sentinel: Any) -> None:
+        """Hold the Sentinel of a new sync client, to close its connections with the client."""
+        self._sentinel = sentinel
+
+    def _keep_asentinel(self, sentinel: Any) -> None:
+        """Hold the Sentinel of a new ``redis.asyncio`` client (closed by the async close)."""
+        self._asentinel = sentinel
 
     @hookimpl
     def sessionkeeper_open(self) -> None:
@@ -393,21 +159,6 @@ class RedisBackend:
 
     # -- driving the steps ------------------------------------------------------------------------
 
-    def _unacknowledged(self, writes: int, acknowledged: object) -> StorageError:
-        """``WAIT`` saw too few replicas acknowledge the last ``writes`` writes."""
-        what, they, them = (
-            ("the write is", "it", "it")
-            if writes == 1
-            else (f"{writes} writes are", "they", "them")
-        )
-        return StorageError(
-            self.context.name,
-            f"{what} on the primary of {self.server} but only {acknowledged} of the "
-            f"{self.options.wait_replicas} replicas required (wait_replicas) acknowledged {them} "
-            f"within {self.options.wait_timeout_ms} ms; {they} may be lost if the primary fails "
-            "now",
-        )
-
     async def _arun(self, operation: str, write: bool, steps: Steps[T]) -> T:
         """Run ``steps`` on this backend's ``redis.asyncio`` client (see :meth:`_async_client`)."""
         client = self._async_client(operation, write)
@@ -424,7 +175,7 @@ class RedisBackend:
         loop = asyncio.get_running_loop()
         client = self._aclient
         if client is None or self._aloop is not loop:
-            client = self._aclient = self._connect(_ASYNC)
+            client = self._aclient = self._connect(ASYNC)
             self._aloop = loop
             self._stop_watchdog()
             self._watchdog = Watchdog(loop, self.options.socket_timeout_ms)
@@ -444,274 +195,7 @@ class RedisBackend:
         self._stop_watchdog()
         if client is None or loop is not asyncio.get_running_loop():
             return None  # never made, or made on a loop that is gone: nothing to await here
-        return _aclose(client, sentinel)
-
-    # -- decoding ---------------------------------------------------------------------------------
-
-    def _decode(self, key: str, record: object) -> Session:
-        if not isinstance(record, bytes):
-            raise self._damaged(key, f"it holds {type(record).__name__}, not bytes")
-        try:
-            session = decode_session(record)
-        except CodecError as exc:
-            raise self._damaged(key, str(exc)) from None
-        if key != self._prefix + session.id:
-            raise self._damaged(key, f"it holds session {session.id!r}")
-        return session
-
-    def _ids(self, index: str, page: Sequence[bytes]) -> list[str]:
-        """The members of a page of ``index`` as session ids. A member that is not an id
-        (another program wrote it) is a ``StorageError`` naming the index and the member,
-        never a ``UnicodeDecodeError`` or an id no session can have."""
-        if not page:
-            return []
-        # The whole page at once, in C: ids hold no newline, so joined by newlines, every byte
-        # is visible ASCII or one of the len(page) - 1 newlines, and no line is empty.
-        joined = b"\n".join(page)
-        if (
-            joined
-            and not joined.translate(None, _ID_BYTES_AND_NEWLINE)
-            and joined.count(b"\n") == len(page) - 1
-            and not joined.startswith(b"\n")
-            and not joined.endswith(b"\n")
-            and b"\n\n" not in joined
-            and max(map(len, page)) <= 256
-        ):
-            return joined.decode("ascii").split("\n")
-        bad = next(member for member in page if _SESSION_ID.fullmatch(member) is None)
-        raise StorageError(
-            self.context.name,
-            f"the index {index!r} of table {self.options.table_name!r} on {self.server} holds "
-            f"{bad[:300]!r}, which is not a session id: something other than sessionkeeper "
-            "wrote it (sessionkeeper check --repair removes it)",
-        )
-
-    # -- the steps of each operation (shared by both drivers, see _drivers) -------------------
-
-    def _fetch(self, session_id: str) -> Steps[Session | None]:
-        try:
-            key = self._prefix + session_id
-        except TypeError:  # not a str: no such session (the manager says why the id is bad)
-            return None
-        try:
-            record = yield Command(("GET", key))
-        except REDIS_ERRORS as exc:
-            raise self._read_failed("fetch", key, exc) from exc
-        if record is None:
-            return None
-        return self._decode(key, record)
-
-    def _store(self, session: Session) -> Steps[None]:
-        keys, args = self._store_call(session)
-        try:
-            yield Call(_scripts.STORE, keys, args, write=True)
-        except REDIS_ERRORS as exc:
-            raise self._failed("store", exc) from exc
-
-    def _store_many(self, sessions: Sequence[Session]) -> Steps[int]:
-        call = self._store_call
-        try:
-            for start in range(0, len(sessions), STORE_CHUNK):
-                chunk = [call(session) for session in sessions[start : start + STORE_CHUNK]]
-                yield Batch(_scripts.STORE, chunk)
-        except REDIS_ERRORS as exc:
-            raise self._failed("store_many", exc) from exc
-        return len(sessions)
-
-    def _store_call(self, session: Session) -> tuple[tuple[str, str, str, str], tuple[Any, ...]]:
-        """The keys and arguments of the store script that stores ``session``."""
-        deadline, ttl = self._expiry(session)
-        keys = (self._prefix + session.id, self._ids_key, self._exp_key, self._own_key)
-        owner = session.owner
-        return keys, (
-            session.id,
-            encode_session(session),
-            deadline,
-            ttl,
-            "" if owner is None else owner,
-            self._owners,
-        )
-
-    def _expiry(self, session: Session) -> tuple[str, str]:
-        """The deadline score and the TTL (ms) of ``session``, each ``''`` for none: the
-        deadline is ``expires_at`` (the earlier of the idle and the absolute deadline), the TTL
-        what is left of it after ``last_accessed``, plus ``ttl_margin_ms``."""
-        # Session.expires_at, inline for the common case (no absolute timeout).
-        timeout = session.timeout_ms
-        if session.absolute_timeout_ms is None:
-            if timeout is None:
-                return "", ""
-            expires_at = session.last_accessed + timeout
-        else:
-            expires = session.expires_at
-            assert expires is not None
-            expires_at = expires
-        ttl_ms = max(expires_at - session.last_accessed, 0) + self.options.ttl_margin_ms
-        return str(expires_at), str(ttl_ms) if ttl_ms <= MAX_TTL_MS else ""
-
-    def _touch(self, session_id: str, last_accessed: int) -> Steps[Session | None]:
-        key = self._prefix + session_id
-        encoded = _pack_uint(last_accessed)
-        args = (session_id, encoded, str(last_accessed), self._margin, self._max_ttl)
-        try:
-            record = yield Call(_scripts.TOUCH, (key, self._exp_key), args, write=True)
-        except REDIS_ERRORS as exc:
-            raise self._script_failed("touch", key, exc) from exc
-        if record is None:
-            return None
-        return self._decode(key, record)
-
-    def _delete(self, session_id: str) -> Steps[bool]:
-        key = self._prefix + session_id
-        keys = (key, self._ids_key, self._exp_key, self._own_key)
-        try:
-            removed = yield Call(_scripts.DELETE, keys, (session_id, self._owners), write=True)
-        except REDIS_ERRORS as exc:
-            raise self._failed("delete", exc) from exc
-        return bool(removed)
-
-    def _store_if(self, session: Session, if_version: int | None, now: int) -> Steps[Session]:
-        key = self._prefix + session.id
-        head, tail = split_record(session)
-        deadline, ttl = self._expiry(session)
-        owner = session.owner
-        args = (
-            session.id,
-            head,
-            tail,
-            deadline,
-            ttl,
-            "" if owner is None else owner,
-            self._owners,
-            now,
-            "" if if_version is None else _pack_uint(if_version),
-        )
-        keys = (key, self._ids_key, self._exp_key, self._own_key)
-        try:
-            done, version = yield Call(_scripts.STORE_IF, keys, args, write=True)
-        except REDIS_ERRORS as exc:
-            raise self._script_failed("store", key, exc) from exc
-        version = _unpack_uint(version)
-        if not done:
-            assert if_version is not None
-            raise VersionConflict(session.id, if_version, version)
-        return session if session.version == version else session.with_version(version)
-
-    def _take(self, session_id: str, now: int) -> Steps[Session | None]:
-        key = self._prefix + session_id
-        keys = (key, self._ids_key, self._exp_key, self._own_key)
-        try:
-            record = yield Call(_scripts.TAKE, keys, (session_id, self._owners, now), write=True)
-        except REDIS_ERRORS as exc:
-            raise self._script_failed("take", key, exc) from exc
-        if record is None:
-            return None
-        return self._decode(key, record)
-
-    def _rotate(self, session_id: str, new_id: str, now: int) -> Steps[Session | None]:
-        key = self._prefix + session_id
-        new_key = self._prefix + new_id
-        keys = (key, new_key, self._ids_key, self._exp_key, self._own_key)
-        args = (
-            session_id,
-            new_id,
-            _pack_str(new_id),
-            self._owners,
-            now,
-            _pack_uint(now),
-            self._margin,
-            self._max_ttl,
-        )
-        try:
-            record = yield Call(_scripts.ROTATE, keys, args, write=True)
-        except REDIS_ERRORS as exc:
-            raise self._script_failed("rotate", key, exc) from exc
-        if record is None:
-            return None
-        return self._decode(new_key, record)
-
-    def _list_owner(self, owner: str, now: int) -> Steps[list[str]]:
-        key = self._owners + owner
-        try:
-            page = yield Call(_scripts.OWNER_LIVE, (key, self._exp_key), (now, 0))
-        except REDIS_ERRORS as exc:
-            raise self._failed("list", exc) from exc
-        return self._ids(key, page)
-
-    def _count_owner(self, owner: str, now: int) -> Steps[int]:
-        key = self._owners + owner
-        try:
-            return int((yield Call(_scripts.OWNER_LIVE, (key, self._exp_key), (now, 1))))
-        except REDIS_ERRORS as exc:
-            raise self._failed("count", exc) from exc
-
-    def _delete_owner(self, owner: str) -> Steps[int]:
-        keys = (self._owners + owner, self._ids_key, self._exp_key, self._own_key)
-        args = (owner, self._prefix, OWNER_PAGE)
-        removed = 0
-        try:
-            while True:
-                deleted, taken = yield Call(_scripts.DELETE_OWNER, keys, args, write=True)
-                removed += int(deleted)
-                if int(taken) < OWNER_PAGE:
-                    return removed
-        except REDIS_ERRORS as exc:
-            raise self._failed("delete_owner", exc) from exc
-
-    def _list(self, now: int) -> Steps[list[str]]:
-        live: list[str] = []
-        start: str | bytes = "-"
-        keys = (self._ids_key, self._exp_key)
-        try:
-            while True:
-                last, page = yield Call(_scripts.LIST_PAGE, keys, (start, PAGE_SIZE, now))
-                live.extend(self._ids(self._ids_key, page))
-                if last is None:
-                    return live
-                start = b"(" + last
-        except REDIS_ERRORS as exc:
-            raise self._failed("list", exc) from exc
-
-    def _count(self, now: int) -> Steps[int]:
-        try:
-            return int((yield Call(_scripts.COUNT, (self._ids_key, self._exp_key), (now,))))
-        except REDIS_ERRORS as exc:
-            raise self._failed("count", exc) from exc
-
-    def _cleanup_expired(self, now: int) -> Steps[int]:
-        """Reads only the expired entries of the deadline index, a page at a time. Sessions
-        Redis already dropped through their TTL are counted too (their index entries are
-        removed)."""
-        removed = dropped = 0
-        bound = f"({now}"
-        # Members as the server holds them (bytes): an entry another program wrote that is no
-        # id expires like the others, instead of stopping every cleanup.
-        prefix = self._prefix.encode("ascii")
-        try:
-            while True:
-                page = yield Command(
-                    ("ZRANGEBYSCORE", self._exp_key, "-inf", bound, "LIMIT", 0, PAGE_SIZE)
-                )
-                if not page:
-                    break
-                keys = [
-                    self._ids_key,
-                    self._exp_key,
-                    self._own_key,
-                    *(prefix + member for member in page),
-                ]
-                done = yield Call(_scripts.EXPIRE_PAGE, keys, (now, self._owners, *page), True)
-                removed += int(done[0])
-                dropped += int(done[1])
-                if len(page) < PAGE_SIZE or not (done[0] or done[1]):
-                    break
-        except REDIS_ERRORS as exc:
-            raise self._failed("cleanup_expired", exc) from exc
-        finally:
-            with self._counter_lock:
-                self._removed += removed
-                self._dropped_by_redis += dropped
-        return removed + dropped
+        return aclose(client, sentinel)
 
     # -- the hooks: each runs its steps on the sync client, its async twin on redis.asyncio -------
 
@@ -987,16 +471,3 @@ class RedisBackend:
         report["server"] = self.server
         report["table_name"] = self.options.table_name
         return report
-
-
-async def _aclose(client: Any, sentinel: Any) -> None:
-    """Close a ``redis.asyncio`` client, its pool and its Sentinel connections."""
-    try:
-        await client.aclose()
-        pool = getattr(client, "connection_pool", None)
-        if pool is not None:
-            await pool.disconnect()
-    finally:
-        if sentinel is not None:
-            for node in sentinel.sentinels:
-                await node.aclose()
