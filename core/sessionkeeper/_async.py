@@ -20,7 +20,8 @@ from . import hookspecs
 from ._async_native import NativeOperations, async_close
 from ._concurrent import AsyncConcurrentOperations
 from ._config import Config, load_config
-from ._manager import DEFAULT, SessionManager, _Default, backend_hooks
+from ._dispatch import backend_hooks
+from ._manager import DEFAULT, SessionManager, _Default
 from ._model import Session
 from ._settings import (
     ManagerKeywords,

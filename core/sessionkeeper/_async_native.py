@@ -35,8 +35,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 from . import hookspecs
 from ._concurrent import UpdateFunction, _as_stored, _owner_argument, _refuse_past_max
+from ._dispatch import bind_hooks, hook_table
 from ._errors import SessionKeeperError, SessionNotFound
-from ._manager import _NO_ID, _STORE_TAKES, bind_hooks, hook_table
+from ._manager import _NO_ID, _STORE_TAKES
 from ._model import Session, generate_id, validate_id
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ log = logging.getLogger("sessionkeeper")
 _ASYNC_CLOSE: Final = "sessionkeeper_async_close"
 
 #: The async hooks :class:`NativeOperations` binds: ``sessionkeeper_async_fetch`` to
-#: ``_afetch``, ... (see :func:`~sessionkeeper._manager.bind_hooks`).
+#: ``_afetch``, ... (see :func:`~sessionkeeper._dispatch.bind_hooks`).
 _ASYNC_OPERATIONS: Final = hook_table(
     hookspecs.ASYNC_HOOKS.values(),
     lambda twin: "_a" + twin.removeprefix("sessionkeeper_async_"),

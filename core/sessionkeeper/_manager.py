@@ -1,25 +1,15 @@
 """The :class:`SessionManager`: loads the configured backend and applies the shared semantics.
 
-Every call the manager makes to its plugins is a pluggy hook call, seen by every wrapper plugin
-and every monitor (:meth:`pluggy.PluginManager.add_hookcall_monitoring`, tracing):
-
-- An operation hook (store, fetch, touch, ...; the table :data:`_OPERATIONS`, derived from the
-  hookspecs) whose only implementation is the backend's, while nothing monitors the calls, is
-  called directly — the same function pluggy would call, with the same arguments. The moment a
-  wrapper is registered or a monitor added, the manager rebinds that operation to pluggy's
-  dispatch (and back when they go). That keeps a memory ``fetch`` under a microsecond.
-- ``sessionkeeper_open``, ``_identity`` and ``_check`` are plain pluggy calls.
-- ``sessionkeeper_close`` and ``sessionkeeper_stats`` are one pluggy call each (wrappers and
-  monitors see one call) in which the manager runs every plain implementation itself: so that
-  every plugin closes even when one raises (each failure logged, naming the plugin), and so that
-  each plugin's figures are shown under its name.
+How it calls its plugins (every call a pluggy hook call that wrappers and monitors see) lives in
+:mod:`._dispatch`. The class is long because it is the whole synchronous API, one method per
+operation with its checks inline on the hot paths (fetch and store measured slower through a
+shared helper); the helpers of the conditional operations are in :mod:`._concurrent`.
 """
 
 from __future__ import annotations
 
 import atexit
 import functools
-import inspect
 import logging
 import os
 import threading
@@ -38,6 +28,16 @@ from ._closing import Closing
 from ._concurrent import MAX_VERSION as _MAX_VERSION
 from ._concurrent import ConcurrentOperations, _as_stored
 from ._config import Config, load_config, structure_options
+from ._dispatch import (
+    ALL_HOOKS,
+    backend_hooks,
+    bind_hooks,
+    call_each,
+    check_async_twins,
+    close_plugins,
+    hook_table,
+    plain_impls,
+)
 from ._errors import (
     InvalidSession,
     ManagerClosed,
@@ -71,9 +71,6 @@ from ._stats import StatsPlugin
 __all__ = [
     "Clock",
     "SessionManager",
-    "backend_hooks",
-    "bind_hooks",
-    "check_async_twins",
     "check_store",
     "system_clock",
 ]
@@ -102,19 +99,6 @@ _NO_ID: Final = object()
 #: What ``store`` takes, as its errors say.
 _STORE_TAKES: Final = "store() takes a sessionkeeper.Session"
 
-#: A table of hooks a manager binds (see :func:`bind_hooks`): hook name -> the attribute it is
-#: bound to and the argument names it passes, in order, read from the hookspec itself.
-HookTable = dict[str, tuple[str, tuple[str, ...]]]
-
-
-def hook_table(hooks: Iterable[str], attribute: Callable[[str], str]) -> HookTable:
-    """The :data:`HookTable` of ``hooks``, each bound to the attribute ``attribute(hook)``."""
-    return {
-        hook: (attribute(hook), tuple(inspect.signature(getattr(hookspecs, hook)).parameters))
-        for hook in hooks
-    }
-
-
 #: The hooks the manager binds to ``self._<operation>`` (see :meth:`SessionManager._rebind`).
 _OPERATIONS: Final = hook_table(
     (
@@ -125,14 +109,6 @@ _OPERATIONS: Final = hook_table(
     ),
     lambda hook: "_" + hook.removeprefix(_PREFIX),
 )
-
-
-#: Every hook of the specification, by name.
-_ALL_HOOKS: Final = frozenset(name for name in vars(hookspecs) if name.startswith(_PREFIX))
-
-
-def _closed(*args: object) -> Any:
-    raise ManagerClosed("this SessionManager is closed")
 
 
 class SessionManager(Closing, ConcurrentOperations):
@@ -243,7 +219,7 @@ class SessionManager(Closing, ConcurrentOperations):
             pm.hook.sessionkeeper_open()
             self.inline_hooks: frozenset[str] = self._ask_inline_hooks()
         except BaseException as exc:
-            _close_plugins(pm, self.backend_name)
+            close_plugins(pm, self.backend_name)
             if isinstance(exc, SessionKeeperError) or not isinstance(exc, Exception):
                 raise
             raise StorageError(config.backend, f"cannot open: {type(exc).__name__}: {exc}") from exc
@@ -265,7 +241,7 @@ class SessionManager(Closing, ConcurrentOperations):
         :func:`~sessionkeeper.hookspecs.sessionkeeper_inline_hooks`): every hook when its
         capabilities say ``blocking=False``, else what it answers (nothing when it does not)."""
         if not self.capabilities.blocking:
-            return _ALL_HOOKS
+            return ALL_HOOKS
         answer = self.plugin_manager.hook.sessionkeeper_inline_hooks()
         if answer is None:
             return frozenset()
@@ -276,7 +252,7 @@ class SessionManager(Closing, ConcurrentOperations):
                 "not a collection of hook names",
             )
         names = frozenset(answer)
-        unknown = sorted(map(repr, names - _ALL_HOOKS))
+        unknown = sorted(map(repr, names - ALL_HOOKS))
         if unknown:
             raise PluginValidationError(
                 self.config.backend,
@@ -317,7 +293,7 @@ class SessionManager(Closing, ConcurrentOperations):
             self._rebind()
             self._finalizer.detach()
             _open_managers.discard(self)
-            _close_plugins(self.plugin_manager, self.backend_name)
+            close_plugins(self.plugin_manager, self.backend_name)
 
     @property
     def closed(self) -> bool:
@@ -648,9 +624,9 @@ class SessionManager(Closing, ConcurrentOperations):
             return call
 
         pm = self.plugin_manager
-        _call_each(pm, "sessionkeeper_stats", collect)
+        call_each(pm, "sessionkeeper_stats", collect)
         # In the order the plugins were registered (pluggy calls them the other way round).
-        names = [impl.plugin_name for impl in _plain_impls(pm.hook.sessionkeeper_stats)]
+        names = [impl.plugin_name for impl in plain_impls(pm.hook.sessionkeeper_stats)]
         plugins = {name: plugins[name] for name in names if name in plugins}
         result["backend_stats"] = plugins.pop(_BACKEND_PLUGIN, {})
         if plugins:
@@ -722,144 +698,6 @@ def _config_summary(config: Config) -> dict[str, Any]:
     return summary
 
 
-def bind_hooks(target: object, pm: PluginManager, hooks: HookTable, *, closed: bool) -> None:
-    """Set each attribute of ``hooks`` on ``target`` to what a call of its hook should call:
-    the lone implementation directly, when pluggy would call exactly that function with those
-    arguments and nothing else (one plain implementation, no wrapper, no monitor); else
-    pluggy's dispatch, which wrappers and monitors see. ``None`` marks an optional hook the
-    manager skips: an answering (``firstresult``) hook nothing answers (only wrapped: the
-    manager does the work another way, e.g. ``store_many`` stores one by one, so there is no
-    call to see), or a notification nothing implements. Once ``closed``, each raises
-    :class:`~sessionkeeper.ManagerClosed`.
-
-    What both managers call after every register and unregister and whenever a monitor is
-    added or removed (the plugin manager tells its listeners).
-    """
-    monitored = pm.monitored
-    for hook, (attribute, argnames) in hooks.items():
-        function: Callable[..., Any] | None = _closed
-        if not closed:
-            caller = getattr(pm.hook, hook)
-            impls = caller.get_hookimpls()
-            plain = _plain_impls(caller)
-            if not impls or (not plain and caller.spec.opts["firstresult"]):
-                function = None
-            elif (
-                len(impls) == 1 and plain and not monitored and tuple(impls[0].argnames) == argnames
-            ):
-                function = impls[0].function
-            else:
-                function = _via_pluggy(caller, argnames)
-        setattr(target, attribute, function)
-
-
-def backend_hooks(manager: SessionManager) -> frozenset[str]:
-    """The hooks the manager's backend implements itself (not a wrapper's, not another plugin's)."""
-    hook = manager.plugin_manager.hook
-    return frozenset(
-        name
-        for name in _ALL_HOOKS
-        if any(
-            impl.plugin is manager.backend and not (impl.wrapper or impl.hookwrapper)
-            for impl in getattr(hook, name).get_hookimpls()
-        )
-    )
-
-
-def check_async_twins(backend: str, implemented: frozenset[str]) -> None:
-    """Refuse a backend that implements an ``async_`` hook without its sync twin (the sync
-    manager, and the async one where an operation is not native, call the sync hook)."""
-    alone = sorted(
-        twin
-        for hook, twin in hookspecs.ASYNC_HOOKS.items()
-        if twin in implemented and hook not in implemented
-    )
-    if alone:
-        pairs = ", ".join(
-            f"{twin} without {_PREFIX}{twin.removeprefix(_PREFIX + 'async_')}" for twin in alone
-        )
-        raise PluginValidationError(
-            backend,
-            f"implements {pairs}: an async hook is the twin of a sync hook, which the sync "
-            "manager calls; implement both",
-        )
-
-
-def _via_pluggy(caller: Any, argnames: tuple[str, ...]) -> Callable[..., Any]:
-    """A positional-call adapter over a pluggy hook caller (which takes keywords)."""
-    if not argnames:
-        return lambda: caller()
-    if len(argnames) == 1:
-        (name,) = argnames
-        return lambda value: caller(**{name: value})
-    return lambda *values: caller(**dict(zip(argnames, values, strict=True)))
-
-
-def _plain_impls(caller: Any) -> list[Any]:
-    """The implementations of a hook that are not wrappers, in pluggy's order (called last to
-    first)."""
-    return [i for i in caller.get_hookimpls() if not (i.wrapper or i.hookwrapper)]
-
-
-def _call_each(
-    pm: PluginManager, hook: str, adapt: Callable[[Any], Callable[[], Any]]
-) -> list[Any]:
-    """Call ``hook`` (which takes no arguments) once through pluggy, with each plain
-    implementation ``impl`` replaced by ``adapt(impl)``; return pluggy's result list.
-
-    Wrappers and monitors see one ordinary call, and the adapters are called in the order pluggy
-    would call the implementations (the last registered first). It is built from pluggy's
-    public API: a caller without the plugins that implement the hook plainly
-    (:meth:`~pluggy.PluginManager.subset_hook_caller`), called with the adapters as extra
-    implementations (:meth:`~pluggy.HookCaller.call_extra`). That needs the plugins to be
-    hashable; with one that is not, the adapters are called directly, unseen.
-    """
-    caller = getattr(pm.hook, hook)
-    plain = _plain_impls(caller)
-    adapters = [adapt(impl) for impl in plain]
-    try:
-        wrappers_only = pm.subset_hook_caller(hook, [impl.plugin for impl in plain])
-    except TypeError:  # an unhashable plugin (pluggy keeps the plugins to leave out in a set)
-        log.debug("%s called without its wrappers: a plugin is not hashable", hook)
-        return [result for call in reversed(adapters) if (result := call()) is not None]
-    results: list[Any] = wrappers_only.call_extra(adapters, {})
-    return results
-
-
-def _close_plugins(pm: PluginManager, backend: str) -> None:
-    """Close every plugin, the last registered first (the backend, registered first, last), in
-    one ``sessionkeeper_close`` call that wrappers and monitors see; a plugin whose close raises
-    is logged, by name, and the others still close."""
-
-    pending: dict[int, Any] = {}  # id(impl) -> impl, for the implementations not yet called
-
-    def tolerant(impl: Any) -> Callable[[], None]:
-        pending[id(impl)] = impl
-
-        def close() -> None:
-            pending.pop(id(impl), None)
-            _close_one(impl, backend)
-
-        return close
-
-    try:
-        _call_each(pm, "sessionkeeper_close", tolerant)
-    except Exception:
-        log.exception("a wrapper of sessionkeeper_close of the %s backend failed", backend)
-    finally:
-        # A wrapper that raised before its yield kept pluggy from calling the implementations:
-        # close them anyway, in the same order.
-        for impl in reversed(list(pending.values())):
-            _close_one(impl, backend)
-
-
-def _close_one(impl: Any, backend: str) -> None:
-    try:
-        impl.function()
-    except Exception:
-        log.exception("closing plugin %r of the %s backend failed", impl.plugin_name, backend)
-
-
 _open_managers: weakref.WeakSet[SessionManager] = weakref.WeakSet()
 
 
@@ -876,7 +714,7 @@ def _finalize(pm: PluginManager, backend: str) -> None:
         ResourceWarning,
         stacklevel=1,
     )
-    _close_plugins(pm, backend)
+    close_plugins(pm, backend)
 
 
 def check_store(
