@@ -204,7 +204,7 @@ def _redis(folder: Path) -> Iterator[str | None]:
 
 
 def measure(args: Any) -> _bench.Run:
-    sizes = Sizes(calls=50 if args.quick else 300, repeats=3 if args.quick else 5)
+    sizes = Sizes(calls=50 if args.quick else 100, repeats=3 if args.quick else 11)
     notes = []
     with tempfile.TemporaryDirectory() as tmp, _redis(Path(tmp)) as redis_url:
         folder = Path(tmp)
