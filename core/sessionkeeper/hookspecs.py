@@ -11,6 +11,9 @@ else: plugins import the marker from :mod:`sessionkeeper.backend`::
 
 Times are integers, milliseconds since the Unix epoch; ``now`` always comes from the manager's
 clock, so backends never read the time themselves and tests never sleep.
+
+The module is long because each hook's docstring is its contract, rendered as the hook
+reference (docs/hooks.md): one specification per hook, sync and async, nothing else.
 """
 
 from __future__ import annotations

@@ -8,6 +8,9 @@ exit codes of :class:`~sessionkeeper.cli.ExitCode`: 2 for an export target that 
 path or an earlier export (a FIFO, a device, a symbolic link, another program's file: refused,
 never replaced) and for a migration whose two configs name one store, 5 for an export file that
 cannot be used or lines that were rejected, 6 for a migration whose verification failed.
+
+The module is long because these four commands carry their help texts and options with them;
+the work itself is in :mod:`sessionkeeper.transfer`.
 """
 
 from __future__ import annotations

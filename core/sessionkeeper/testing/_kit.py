@@ -3,6 +3,9 @@
 Every test drives a real :class:`~sessionkeeper.SessionManager` over the backend under test, with a
 :class:`~sessionkeeper.testing.ManualClock` so that expiry is exercised without sleeping. Each test
 checks one shared semantic (docs/backends.md) and its docstring states it.
+
+The module is long because the kit is one class a backend's test subclasses, the whole contract
+in one place to read; the atomic, async and stateful parts live in their own modules.
 """
 
 from __future__ import annotations

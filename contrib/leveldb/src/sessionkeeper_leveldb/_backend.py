@@ -1,4 +1,8 @@
-"""The ``leveldb`` backend plugin: sessions in a LevelDB database, through plyvel."""
+"""The ``leveldb`` backend plugin: sessions in a LevelDB database, through plyvel.
+
+The sample third-party plugin, kept in one module on purpose (beside its key layout, handles and
+options): a backend author reads the whole of a working backend, every hook, in one file.
+"""
 
 from __future__ import annotations
 

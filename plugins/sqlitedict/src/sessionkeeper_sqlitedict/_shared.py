@@ -18,6 +18,9 @@ own transaction; a wait for another process's lock that runs out is a
 
 Each thread takes a connection from a pool (a list: ``pop`` and ``append`` are atomic) and gives
 it back, so that threads of one process read side by side.
+
+The module is long because the engine is one class with one method per hook, each a short
+transaction; its statements are in :mod:`._shared_sql` and its lease in :mod:`._lease`.
 """
 
 from __future__ import annotations

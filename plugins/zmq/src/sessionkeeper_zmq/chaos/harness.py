@@ -8,6 +8,9 @@ restarted with the same config, SIGSTOPped and SIGCONTed; each node's clock can 
 its outgoing messages dropped or duplicated. Every operation issued through the cluster is
 recorded in its :class:`History`, which :func:`~sessionkeeper_zmq.chaos.checker.check` judges
 once the faults are healed and the nodes have converged.
+
+Test tooling, long because a scenario reads end to end here: the nodes' processes, the proxies
+between them and the faults they inject.
 """
 
 from __future__ import annotations
