@@ -70,7 +70,10 @@ MCP_SDKS = ("1.30.0", "2.3.0")
 #: Plugin tests that need another backend installed beside their own: they skip in ``plugin``
 #: (that plugin alone) and run in ``tests`` on the oldest Python, where every backend is
 #: installed.
-CROSS_PLUGIN_TESTS = ("contrib/postgres/tests/test_postgres_migrate.py",)
+CROSS_PLUGIN_TESTS = (
+    "contrib/postgres/tests/test_postgres_migrate.py",
+    "plugins/zmq/tests/test_walkthrough.py",
+)
 #: Plugins that do not install on some newer Pythons: a dependency has no wheel there and its
 #: build needs a system library (plyvel 1.5.1: wheels up to 3.12, else libleveldb-dev). ``tests``
 #: leaves them out on those versions, and the tests that need them skip, saying so.

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from sessionkeeper import SessionManager
+from sessionkeeper import SessionManager, installed_backends
 from sessionkeeper_zmq.testing import free_ports, public_key, wait_for
 
 PAGE = Path(__file__).resolve().parents[3] / "docs" / "zmq.md"
@@ -182,6 +182,11 @@ def walk(tmp_path: Path) -> Iterator[Walk]:
 
 
 @pytest.mark.sessionkeeper_slow
+@pytest.mark.skipif(
+    "sqlitedict" not in installed_backends(),
+    reason="the walkthrough restores its backup into sqlitedict: needs sessionkeeper-sqlitedict "
+    "(nox runs it in the tests session, where every backend is installed)",
+)
 def test_the_operations_walkthrough(walk: Walk) -> None:
     """Three nodes and an application process: ``stats``, ``list`` on the live cluster; node
     c SIGKILLed under the application's writes and restarted, catching up by delta (no
