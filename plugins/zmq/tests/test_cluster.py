@@ -323,8 +323,14 @@ class TestRejoin:
             assert node.wait_ready(30)
             counters = node.agent.counters
             assert (counters["deltas_taken"], counters["syncs_taken"]) == (1, 0)
-            for peer in (a, b):  # each heard c restart and reconnected to it without back-off
-                assert backend(peer).agent.counters["peer_reconnects"] >= 1
+            # Each peer is back in touch with c: through its own reconnect when it first heard
+            # the new c on its ROUTER (``peer_reconnects``), or through ZeroMQ's when the back-off
+            # happened to end first; either way the delta above came without a snapshot.
+            for peer in (a, b):
+                wait_for(
+                    lambda peer=peer: peer.stats()["backend_stats"]["peers"]["c"]["connected"],
+                    "a peer connected to the restarted c",
+                )
             stop.set()
             writer.join()
             wait_for(lambda: len(digests([a, b, restarted])) == 1, "the digests to agree")
