@@ -9,7 +9,7 @@ from typing import Any
 
 import msgpack
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from sessionkeeper import InvalidSession, Session, generate_id, validate_id
@@ -42,6 +42,14 @@ owners = st.none() | st.text(
     alphabet=st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=64
 ).filter(lambda owner: len(owner.encode("utf-8")) <= 256)
 versions = st.integers(min_value=1, max_value=2**63 - 1)
+
+
+def nested(depth: int) -> dict[str, Any]:
+    """Metadata nesting ``depth`` maps (the depth limit is 32)."""
+    metadata: dict[str, Any] = {}
+    for _ in range(depth - 1):
+        metadata = {"k": metadata}
+    return metadata
 
 
 @st.composite
@@ -293,6 +301,45 @@ class TestCodec:
         with pytest.raises(CodecError) as info:
             decode_session(record)
         assert wording in str(info.value)
+
+    @given(
+        st.dictionaries(
+            st.text(max_size=4) | st.binary(max_size=2) | st.integers(-2, 2),
+            st.recursive(
+                json_scalars | st.floats() | st.binary(max_size=3) | st.text(alphabet="éЖ€"),
+                lambda children: (
+                    st.lists(children, max_size=3)
+                    | st.dictionaries(
+                        st.text(max_size=3) | st.binary(max_size=1), children, max_size=3
+                    )
+                ),
+                max_leaves=40,
+            ),
+            max_size=4,
+        )
+        | st.integers(min_value=1, max_value=60).map(nested)
+    )
+    @example({"x": math.nan})
+    @example({"x": [1, {"y": -math.inf}]})
+    @example({"k": b""})
+    @example({b"k": 1})
+    @example({"é": 1.5, "n": 2**64 - 1})
+    @example(nested(32))
+    @example(nested(33))
+    def test_decode_judges_metadata_exactly_as_the_full_check(self, metadata: dict) -> None:
+        """A record whose metadata holds anything msgpack can (bytes, NaN, non-str keys, deep
+        nesting, strings whose bytes look like msgpack types) decodes exactly when the full
+        JSON check accepts that metadata — the scan that skips the check never lets one
+        through — and to that metadata."""
+        blob = msgpack.packb(metadata, use_bin_type=True)
+        record = msgpack.packb([2, "a", 1, 1, None, blob, 1, None, None], use_bin_type=True)
+        try:
+            Session("a", 1, 1, None, msgpack.unpackb(blob, raw=False, strict_map_key=False))
+        except InvalidSession:
+            with pytest.raises(CodecError, match="metadata"):
+                decode_session(record)
+        else:
+            assert decode_session(record).metadata == msgpack.unpackb(blob, raw=False)
 
     def test_non_bytes_input_is_rejected(self) -> None:
         """decode_session of something that is not bytes raises CodecError."""

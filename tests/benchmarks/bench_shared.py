@@ -15,7 +15,8 @@ Run ``python tests/benchmarks/bench_shared.py [--quick] [--json PATH] [--strict]
   - ``diskcache.Cache`` on one directory shared by the processes: ``get`` + decode for a fetch,
     ``get`` + decode + encode + ``set`` for an update (not atomic: its floor, not its peer);
   - raw ``sqlite3`` on a WAL file laid out as shared mode lays it out (the sessions' table and
-    the index of deadlines and owners beside it), doing shared mode's statements: for a fetch a
+    the index of deadlines and owners beside it), read through the same memory map
+  (``mmap_size``), doing shared mode's statements: for a fetch a
     point ``SELECT`` + decode; for an update a read (``SELECT`` + decode), then ``BEGIN
     IMMEDIATE``, the ``SELECT`` again, decode, the version compared, change, encode, the upsert
     of the row and of its index entry, ``COMMIT``; the codec work is every peer's.
@@ -62,6 +63,7 @@ from _redis_server import find_binary, redis_server
 from sessionkeeper import Session, SessionManager, __version__
 from sessionkeeper.backend import decode_session, encode_session
 from sessionkeeper_sqlitedict import SqliteDictOptions
+from sessionkeeper_sqlitedict._options import DEFAULT_MMAP_SIZE
 
 try:
     import diskcache  # type: ignore[import-untyped]
@@ -229,6 +231,7 @@ def raw_connection(path: str, synchronous: str) -> sqlite3.Connection:
     connection = sqlite3.connect(path, timeout=30, isolation_level=None)
     connection.execute("PRAGMA journal_mode = WAL")
     connection.execute(f"PRAGMA synchronous = {synchronous}")
+    connection.execute(f"PRAGMA mmap_size = {DEFAULT_MMAP_SIZE}")  # as shared mode reads
     for statement in SCHEMA:
         connection.execute(statement)
     return connection

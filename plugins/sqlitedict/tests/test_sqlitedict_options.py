@@ -69,6 +69,9 @@ class TestOptions:
             ({"shared": True, "journal_mode": "DELETE"}, "journal_mode", "WAL with shared"),
             ({"sweep_lease": 0}, "sweep_lease", "between 10 and"),
             ({"sweep_lease": 3_600_001}, "sweep_lease", "between 10 and"),
+            ({"mmap_size": -1}, "mmap_size", "between 0 and"),
+            ({"mmap_size": 2**31}, "mmap_size", "between 0 and"),
+            ({"mmap_size": "256MiB"}, "mmap_size", "integer"),
         ],
         ids=lambda value: str(value)[:40],
     )
@@ -83,14 +86,16 @@ class TestOptions:
 
     def test_shared_mode_defaults(self) -> None:
         """``shared`` is off by default; with it, ``synchronous`` defaults to NORMAL (the single
-        owner's stays FULL), an explicit level is kept, and the sweep lease lasts 30 s."""
+        owner's stays FULL), an explicit level is kept, the sweep lease lasts 30 s and reads go
+        through a 256 MiB memory map."""
         assert SqliteDictOptions(file_path="s").shared is False
         options = SqliteDictOptions(file_path="s", shared=True)
-        assert (options.journal_mode, options.synchronous, options.sweep_lease) == (
-            "WAL",
-            "NORMAL",
-            30_000,
-        )
+        assert (
+            options.journal_mode,
+            options.synchronous,
+            options.sweep_lease,
+            options.mmap_size,
+        ) == ("WAL", "NORMAL", 30_000, 256 * 1024 * 1024)
         assert SqliteDictOptions(file_path="s", shared=True, synchronous="full").synchronous == (
             "full"
         )

@@ -232,6 +232,30 @@ class TestReadsAcrossProcesses:
                 assert f"w{i}" in reader.list(owner="writer")
 
 
+def mappings_of(path: Path) -> int:
+    """How many memory maps of ``path`` itself (not its ``-shm`` or ``-wal``) this process has."""
+    name = os.path.realpath(path)
+    with open("/proc/self/maps") as maps:
+        return sum(1 for line in maps if line.rstrip("\n").endswith(" " + name))
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc/self/maps")
+@pytest.mark.parametrize(("mmap_size", "mapped"), [(None, True), (0, False)])
+def test_reads_go_through_a_memory_map_unless_mmap_size_is_0(
+    tmp_path: Path, mmap_size: int | None, mapped: bool
+) -> None:
+    """By default every connection reads the file through a memory map (``mmap_size``, 256
+    MiB); ``mmap_size = 0`` maps nothing, and the reads are the same either way."""
+    path = tmp_path / "s.sqlite"
+    opts = {} if mmap_size is None else {"mmap_size": mmap_size}
+    with shared(path, **opts) as sessions:
+        ids = [sessions.create(metadata={"i": i}).id for i in range(200)]
+        reads = [sessions.peek(session_id).metadata["i"] for session_id in ids]
+        assert reads == list(range(200))
+        assert (mappings_of(path) > 0) is mapped
+    assert mappings_of(path) == 0  # closed: every connection's map is gone
+
+
 class TestIndexInBothModes:
     def test_a_file_last_written_by_a_single_owner_gets_its_index_rebuilt(
         self, tmp_path: Path

@@ -13,6 +13,7 @@ from sessionkeeper.backend import FieldError
 __all__ = [
     "JOURNAL_MODES",
     "MAX_AUTO_SAVE",
+    "MAX_MMAP_SIZE",
     "MAX_SWEEP_LEASE",
     "SYNCHRONOUS_LEVELS",
     "SqliteDictOptions",
@@ -28,6 +29,10 @@ MAX_AUTO_SAVE: Final = 86_400_000
 MAX_BUSY_TIMEOUT: Final = 600_000
 #: The longest ``sweep_lease`` accepted: one hour.
 MAX_SWEEP_LEASE: Final = 3_600_000
+#: The largest ``mmap_size`` accepted: SQLite's own default ceiling (``SQLITE_MAX_MMAP_SIZE``).
+MAX_MMAP_SIZE: Final = 0x7FFF0000
+#: Shared mode's default ``mmap_size``: 256 MiB.
+DEFAULT_MMAP_SIZE: Final = 256 * 1024 * 1024
 _TABLE_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 T = TypeVar("T")
@@ -126,6 +131,12 @@ class SqliteDictOptions:
     :param sweep_lease: shared mode: milliseconds a process's claim to sweep expired sessions
         lasts without being renewed (each batch renews it); a sweeper killed mid-sweep is
         replaced at once when its process is gone, else once the claim runs out.
+    :param mmap_size: shared mode: bytes of the file each connection reads through a memory
+        map (SQLite's ``PRAGMA mmap_size``; default 256 MiB, at most ``0x7FFF0000``). A read
+        then costs no system call, and the pages stay valid when another process commits
+        (the operating system's page cache is shared, SQLite's own cache is not). ``0`` reads
+        with system calls, for a file on storage that may fail under the reader: an I/O error
+        on a mapped page stops the process with ``SIGBUS`` instead of raising an error.
     """
 
     file_path: str = attrs.field(validator=[attrs.validators.instance_of(str), _file_path])
@@ -143,6 +154,9 @@ class SqliteDictOptions:
     )
     busy_timeout: int = attrs.field(default=5_000, validator=_between(0, MAX_BUSY_TIMEOUT, "ms"))
     sweep_lease: int = attrs.field(default=30_000, validator=_between(10, MAX_SWEEP_LEASE, "ms"))
+    mmap_size: int = attrs.field(
+        default=DEFAULT_MMAP_SIZE, validator=_between(0, MAX_MMAP_SIZE, "bytes")
+    )
 
     @property
     def durable(self) -> bool:

@@ -32,6 +32,7 @@ import sqlite3
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, ClassVar, Final, TypeVar
 
 from sessionkeeper import Session, StorageError, VersionConflict
@@ -73,6 +74,18 @@ OPEN_WAIT_MS: Final = 120_000
 T = TypeVar("T")
 
 
+class _Connection(sqlite3.Connection):
+    """A connection of the pool, with the cursor its point reads reuse (a fetch makes none)."""
+
+    reader: sqlite3.Cursor
+
+
+def _connect(path: Path, busy_timeout_ms: int) -> _Connection:
+    connection = connect_writer(path, busy_timeout_ms=busy_timeout_ms, factory=_Connection)
+    connection.reader = connection.cursor()
+    return connection
+
+
 class SharedStore(SqliteDictBackend):
     """The file shared by every process that opens it with ``shared = true`` (see the module
     docstring)."""
@@ -93,8 +106,8 @@ class SharedStore(SqliteDictBackend):
         self._s = SharedStatements(self.table)
         self._select = self._s.select
         #: Connections not in use; every connection ever made, for close.
-        self._idle: list[sqlite3.Connection] = []
-        self._made: list[sqlite3.Connection] = []
+        self._idle: list[_Connection] = []
+        self._made: list[_Connection] = []
         self._made_lock = threading.Lock()
         self._lock: SharedLock | None = None
         self._pid = os.getpid()
@@ -106,19 +119,24 @@ class SharedStore(SqliteDictBackend):
 
     # -- connections --------------------------------------------------------------------------
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self) -> _Connection:
         """A new connection of the pool (refused once the store is closed)."""
         if not self._open:
             self._refuse("use the file")
-        connection = connect_writer(self.path, busy_timeout_ms=self.options.busy_timeout)
+        connection = _connect(self.path, self.options.busy_timeout)
         try:
-            connection.execute(f"PRAGMA synchronous = {self._synchronous}")
+            self._configure(connection)
         except sqlite3.Error as exc:
             connection.close()
             raise self._failure("connecting", exc) from exc
         with self._made_lock:
             self._made.append(connection)
         return connection
+
+    def _configure(self, connection: sqlite3.Connection) -> None:
+        """The per-connection settings: ``synchronous`` and the read map (``mmap_size``)."""
+        connection.execute(f"PRAGMA synchronous = {self._synchronous}")
+        connection.execute(f"PRAGMA mmap_size = {self.options.mmap_size}")
 
     def _drain(self) -> None:
         """Close the idle connections (the store is closed: each one in use is closed when it
@@ -204,9 +222,9 @@ class SharedStore(SqliteDictBackend):
         self._make_directory()
         lock = SharedLock(path, self.table, backend=self.context.name)
         lock.acquire()  # creates the file (mode 0600) if needed
-        connection: sqlite3.Connection | None = None
+        connection: _Connection | None = None
         try:
-            connection = connect_writer(path, busy_timeout_ms=self.options.busy_timeout)
+            connection = _connect(path, self.options.busy_timeout)
             try:
                 self._prepare(connection)
             except sqlite3.Error as exc:
@@ -226,12 +244,13 @@ class SharedStore(SqliteDictBackend):
         _open_stores.add(self)
 
     def _prepare(self, connection: sqlite3.Connection) -> None:
-        """WAL and ``synchronous`` on the opening connection; the schema checked (a read when
-        everything is in place), created or brought up to date (one write transaction)."""
+        """WAL, ``synchronous`` and ``mmap_size`` on the opening connection; the schema checked
+        (a read when everything is in place), created or brought up to date (one write
+        transaction)."""
         mode = str(connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]).upper()
         if mode != "WAL":
             raise sqlite3.OperationalError(f"journal_mode WAL was refused (still {mode})")
-        connection.execute(f"PRAGMA synchronous = {self._synchronous}")
+        self._configure(connection)
         connection.execute("BEGIN")
         try:
             ready = self._ready(connection)
@@ -346,7 +365,7 @@ class SharedStore(SqliteDictBackend):
         except IndexError:
             connection = self._connect()
         try:
-            row = connection.execute(self._select, (session_id,)).fetchone()
+            row = connection.reader.execute(self._select, (session_id,)).fetchone()
         except sqlite3.Error as exc:
             if type(session_id) is not str:  # not an id: the manager says so
                 return None

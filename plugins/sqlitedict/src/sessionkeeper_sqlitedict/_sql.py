@@ -20,7 +20,7 @@ import stat
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 from sessionkeeper import Session
 from sessionkeeper.backend import CodecError, decode_session
@@ -89,13 +89,18 @@ class Statements:
         self.count = f"SELECT count(*) FROM {name}"  # noqa: S608
 
 
-def connect_writer(path: Path, *, busy_timeout_ms: int) -> sqlite3.Connection:
-    """A read-write connection in autocommit mode (transactions are explicit)."""
+C = TypeVar("C", bound=sqlite3.Connection)
+
+
+def connect_writer(path: Path, *, busy_timeout_ms: int, factory: type[C]) -> C:
+    """A read-write connection in autocommit mode (transactions are explicit), of class
+    ``factory``."""
     connection = sqlite3.connect(
         os.fspath(path),
         timeout=busy_timeout_ms / 1000,
         isolation_level=None,
         check_same_thread=False,
+        factory=factory,
     )
     return connection
 

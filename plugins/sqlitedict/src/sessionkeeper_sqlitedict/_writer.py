@@ -57,7 +57,9 @@ class Writer:
         return its columns (for the caller to check). Raises :class:`sqlite3.Error`."""
         # The owner lock created the file with mode 0600 before SQLite could (SQLite gives its
         # -wal and -shm files the database file's mode).
-        connection = connect_writer(path, busy_timeout_ms=options.busy_timeout)
+        connection = connect_writer(
+            path, busy_timeout_ms=options.busy_timeout, factory=sqlite3.Connection
+        )
         try:
             journal_mode = options.journal_mode.upper()
             mode = connection.execute(f"PRAGMA journal_mode = {journal_mode}")
