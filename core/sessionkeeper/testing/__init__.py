@@ -13,7 +13,9 @@ contract through :class:`~sessionkeeper.AsyncSessionManager` (whichever path eac
 takes there: the backend's async hooks, the event loop, a worker thread), with tasks of one
 loop racing ``update``, ``take`` and inserts. :class:`ManualClock` is the clock those tests
 move by hand; :class:`TickingClock` also moves on every read, to catch an operation that reads
-the clock twice.
+the clock twice. :class:`HookThreads` (a wrapper plugin recording the thread of each hook call)
+and :func:`exercise_operations` (each operation once through an async manager) check which hooks
+the async manager runs on the event loop and which in a worker thread.
 
 The kit is also a pytest plugin (entry point ``pytest11`` named ``sessionkeeper``, module
 :mod:`sessionkeeper.testing.plugin`), loaded automatically wherever sessionkeeper is installed: it
@@ -35,14 +37,17 @@ if TYPE_CHECKING:
     from ._kit_async import AsyncConformance
     from ._rules import touch_window
     from ._stateful import BackendStateMachine
+    from ._threads import HookThreads, exercise_operations
 
 __all__ = [
     "AsyncConformance",
     "BackendConformance",
     "BackendStateMachine",
+    "HookThreads",
     "ManagerFactory",
     "ManualClock",
     "TickingClock",
+    "exercise_operations",
     "touch_window",
 ]
 
@@ -51,16 +56,27 @@ _WHERE: Final = {
     "AsyncConformance": "._kit_async",
     "BackendConformance": "._kit",
     "BackendStateMachine": "._stateful",
+    "HookThreads": "._threads",
     "ManagerFactory": "._kit",
     "ManualClock": "._clock",
     "TickingClock": "._clock",
+    "exercise_operations": "._threads",
     "touch_window": "._rules",
 }
 
 #: The kit's modules, for :func:`pytest.register_assert_rewrite`.
 KIT_MODULES: Final = tuple(
     f"{__name__}.{module}"
-    for module in ("_clock", "_kit", "_kit_async", "_kit_atomic", "_races", "_rules", "_stateful")
+    for module in (
+        "_clock",
+        "_kit",
+        "_kit_async",
+        "_kit_atomic",
+        "_races",
+        "_rules",
+        "_stateful",
+        "_threads",
+    )
 )
 
 

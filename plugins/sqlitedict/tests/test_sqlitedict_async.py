@@ -7,15 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Generator
 from pathlib import Path
-from typing import Any
 
-from sessionkeeper import AsyncSessionManager, Session, SessionManager
-from sessionkeeper.backend import hookimpl
-from sessionkeeper.testing import ManualClock
+from sessionkeeper import AsyncSessionManager, SessionManager
+from sessionkeeper.testing import HookThreads, ManualClock, exercise_operations
 
-#: The hooks interval mode serves from memory.
+#: The hooks interval mode serves from memory: those the tests watch.
 INTERVAL_INLINE = {
     "fetch",
     "touch",
@@ -31,101 +28,11 @@ INTERVAL_INLINE = {
 }
 
 
-class Threads:
-    """A wrapper plugin recording, per hook, the threads its calls ran in."""
-
-    def __init__(self) -> None:
-        self.seen: dict[str, set[int]] = {}
-
-    def _note(self, hook: str) -> None:
-        self.seen.setdefault(hook, set()).add(threading.get_ident())
-
-    @hookimpl(wrapper=True)
-    def sessionkeeper_fetch(self, session_id: str) -> Generator[None, Any, Any]:
-        self._note("fetch")
-        return (yield)
-
-    @hookimpl(wrapper=True)
-    def sessionkeeper_touch(self, session_id: str, last_accessed: int) -> Generator[None, Any, Any]:
-        self._note("touch")
-        return (yield)
-
-    @hookimpl(wrapper=True)
-    def sessionkeeper_store(self, session: Session) -> Generator[None, Any, Any]:
-        self._note("store")
-        return (yield)
-
-    @hookimpl(wrapper=True)
-    def sessionkeeper_store_if(
-        self, session: Session, if_version: int | None, now: int
-    ) -> Generator[None, Any, Any]:
-        self._note("store_if")
-        return (yield)
-
-    @hookimpl(wrapper=True)
-    def sessionkeeper_delete(self, session_id: str) -> Generator[None, Any, Any]:
-        self._note("delete")
-        return (yield)
-
-    @hookimpl(wrapper=True)
-    def sessionkeeper_take(self, session_id: str, now: int) -> Generator[None, Any, Any]:
-        self._note("take")
-        return (yield)
-
-    @hookimpl(wrapper=True)
-    def sessionkeeper_rotate(
-        self, session_id: str, new_id: str, now: int
-    ) -> Generator[None, Any, Any]:
-        self._note("rotate")
-        return (yield)
-
-    @hookimpl(wrapper=True)
-    def sessionkeeper_list(self, now: int) -> Generator[None, Any, Any]:
-        self._note("list")
-        return (yield)
-
-    @hookimpl(wrapper=True)
-    def sessionkeeper_count(self, now: int) -> Generator[None, Any, Any]:
-        self._note("count")
-        return (yield)
-
-    @hookimpl(wrapper=True)
-    def sessionkeeper_list_owner(self, owner: str, now: int) -> Generator[None, Any, Any]:
-        self._note("list_owner")
-        return (yield)
-
-    @hookimpl(wrapper=True)
-    def sessionkeeper_count_owner(self, owner: str, now: int) -> Generator[None, Any, Any]:
-        self._note("count_owner")
-        return (yield)
-
-
-async def exercise(sessions: AsyncSessionManager, clock: ManualClock) -> None:
-    """Call every operation whose hooks are in :data:`INTERVAL_INLINE`, checking the results."""
-    session = await sessions.create(metadata={"n": 0}, owner="alice")  # store
-    clock.advance(5_000)
-    fetched = await sessions.fetch(session.id)  # fetch, and touch (moved by more than 1 s)
-    assert fetched.last_accessed == clock.now
-    await sessions.store(fetched)  # store
-    updated = await sessions.update(session.id, lambda md: {"n": md["n"] + 1})  # store_if
-    assert updated.metadata == {"n": 1}
-    rotated = await sessions.rotate(session.id)  # rotate
-    assert await sessions.list() == [rotated.id]  # list
-    assert await sessions.count() == 1  # count
-    assert await sessions.list(owner="alice") == [rotated.id]  # list_owner
-    assert await sessions.count(owner="alice") == 1  # count_owner
-    taken = await sessions.take(rotated.id)  # take
-    assert taken.metadata == {"n": 1}
-    other = await sessions.create()
-    assert await sessions.delete(other.id) is True  # delete
-    assert await sessions.count() == 0
-
-
 def test_interval_mode_runs_its_memory_operations_on_the_loop(tmp_path: Path) -> None:
     """In interval mode (``auto_save > 0``) every hook served from memory — the reads and the
     buffered writes — runs on the event loop's thread: no worker thread is involved, and what
     was written reaches the file at close."""
-    threads, clock = Threads(), ManualClock()
+    threads, clock = HookThreads(INTERVAL_INLINE), ManualClock()
     path = tmp_path / "s.sqlite"
 
     async def main() -> int:
@@ -140,7 +47,7 @@ def test_interval_mode_runs_its_memory_operations_on_the_loop(tmp_path: Path) ->
             assert {"fetch", "store", "update", "take", "rotate", "list_owner"} <= (
                 sessions.inline_operations
             )
-            await exercise(sessions, clock)
+            await exercise_operations(sessions, clock)
             await sessions.create(metadata={"kept": True})
         return threading.get_ident()
 
@@ -158,7 +65,7 @@ def test_durable_mode_commits_in_a_worker_and_peeks_on_the_loop(tmp_path: Path) 
     """In durable mode (``auto_save = 0``) every write commits, and list and count wait on the
     table's lock that a commit holds, so they run in a worker thread; only a peek (a bare
     ``fetch`` of the copy) runs on the loop."""
-    threads, clock = Threads(), ManualClock()
+    threads, clock = HookThreads(INTERVAL_INLINE), ManualClock()
 
     async def main() -> int:
         sessions = await AsyncSessionManager.open(
@@ -175,7 +82,7 @@ def test_durable_mode_commits_in_a_worker_and_peeks_on_the_loop(tmp_path: Path) 
             peek_threads = set(threads.seen["fetch"])
             assert await sessions.delete(session.id) is True
             threads.seen.clear()
-            await exercise(sessions, clock)
+            await exercise_operations(sessions, clock)
             assert peek_threads == {threading.get_ident()}
         return threading.get_ident()
 

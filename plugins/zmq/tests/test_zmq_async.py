@@ -7,75 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Generator
 from pathlib import Path
-from typing import Any
 
-from sessionkeeper import AsyncSessionManager, Session, SessionManager
-from sessionkeeper.backend import hookimpl
-from sessionkeeper.testing import ManualClock
+from sessionkeeper import AsyncSessionManager, SessionManager
+from sessionkeeper.testing import HookThreads, ManualClock, exercise_operations
 from sessionkeeper_zmq.testing import cluster_opts, wait_ready
 
-
-class Threads:
-    """A wrapper plugin recording, per hook, the threads its calls ran in."""
-
-    def __init__(self) -> None:
-        self.seen: dict[str, set[int]] = {}
-
-    def _note(self, hook: str) -> None:
-        self.seen.setdefault(hook, set()).add(threading.get_ident())
-
-    @hookimpl(wrapper=True)
-    def sessionkeeper_fetch(self, session_id: str) -> Generator[None, Any, Any]:
-        self._note("fetch")
-        return (yield)
-
-    @hookimpl(wrapper=True)
-    def sessionkeeper_touch(self, session_id: str, last_accessed: int) -> Generator[None, Any, Any]:
-        self._note("touch")
-        return (yield)
-
-    @hookimpl(wrapper=True)
-    def sessionkeeper_store(self, session: Session) -> Generator[None, Any, Any]:
-        self._note("store")
-        return (yield)
-
-    @hookimpl(wrapper=True)
-    def sessionkeeper_delete(self, session_id: str) -> Generator[None, Any, Any]:
-        self._note("delete")
-        return (yield)
-
-    @hookimpl(wrapper=True)
-    def sessionkeeper_list(self, now: int) -> Generator[None, Any, Any]:
-        self._note("list")
-        return (yield)
-
-    @hookimpl(wrapper=True)
-    def sessionkeeper_count(self, now: int) -> Generator[None, Any, Any]:
-        self._note("count")
-        return (yield)
-
-
-async def exercise(sessions: AsyncSessionManager, clock: ManualClock) -> None:
-    """store, fetch (with a touch written back), list, count and delete, checking results."""
-    session = await sessions.create(metadata={"n": 1})
-    clock.advance(5_000)
-    assert (await sessions.fetch(session.id)).last_accessed == clock.now
-    assert await sessions.list() == [session.id]
-    assert await sessions.count() == 1
-    assert await sessions.delete(session.id) is True
-    assert await sessions.count() == 0
-
-
-def where(threads: Threads, loop_thread: int) -> dict[str, str]:
-    """Each hook seen: ``"loop"`` when all its calls ran on the loop's thread, else
-    ``"worker"`` when none did."""
-    result = {}
-    for hook, ids in threads.seen.items():
-        assert ids == {loop_thread} or loop_thread not in ids, hook
-        result[hook] = "loop" if ids == {loop_thread} else "worker"
-    return result
+#: The hooks the tests watch.
+WATCHED = ("fetch", "touch", "store", "delete", "list", "count")
+#: The operations the tests call: store (by create), fetch (with a touch written back), list,
+#: count and delete.
+OPERATIONS = ("create", "fetch", "list", "count", "delete")
 
 
 def test_single_node_runs_reads_and_local_writes_on_the_loop(key_dir: Path) -> None:
@@ -83,7 +25,7 @@ def test_single_node_runs_reads_and_local_writes_on_the_loop(key_dir: Path) -> N
     ``ack = "local"``), store, fetch, touch, list, count and delete all run on the event loop's
     thread."""
     (opts,) = cluster_opts(key_dir, 1, curve=False, ack="local")
-    threads, clock = Threads(), ManualClock()
+    threads, clock = HookThreads(WATCHED), ManualClock()
 
     async def main() -> int:
         sessions = await AsyncSessionManager.open(
@@ -93,11 +35,11 @@ def test_single_node_runs_reads_and_local_writes_on_the_loop(key_dir: Path) -> N
             assert {"create", "fetch", "store", "delete", "list", "count"} <= (
                 sessions.inline_operations
             )
-            await exercise(sessions, clock)
+            await exercise_operations(sessions, clock, OPERATIONS)
         return threading.get_ident()
 
     loop_thread = asyncio.run(main())
-    assert where(threads, loop_thread) == dict.fromkeys(
+    assert threads.where(loop_thread) == dict.fromkeys(
         ("store", "fetch", "touch", "list", "count", "delete"), "loop"
     )
 
@@ -107,7 +49,7 @@ def test_writes_waiting_on_peers_run_in_a_worker(key_dir: Path) -> None:
     ``touch_ack = "local"``, the writes that wait run in a worker thread, while fetch, the
     touch written back, list and count stay on the loop."""
     opts_a, opts_b = cluster_opts(key_dir, 2, curve=False, ack="all", touch_ack="local")
-    threads, clock = Threads(), ManualClock()
+    threads, clock = HookThreads(WATCHED), ManualClock()
     with SessionManager("zmq", opts_b, cleanup_interval=0, clock=clock) as node_b:
 
         async def main() -> int:
@@ -117,11 +59,11 @@ def test_writes_waiting_on_peers_run_in_a_worker(key_dir: Path) -> None:
             async with sessions:
                 await asyncio.to_thread(wait_ready, [sessions.sync, node_b])
                 assert "store" not in sessions.inline_operations
-                await exercise(sessions, clock)
+                await exercise_operations(sessions, clock, OPERATIONS)
             return threading.get_ident()
 
         loop_thread = asyncio.run(main())
-    assert where(threads, loop_thread) == {
+    assert threads.where(loop_thread) == {
         "store": "worker",
         "fetch": "loop",
         "touch": "loop",
