@@ -36,7 +36,7 @@ import fcntl
 import os
 import threading
 from pathlib import Path
-from typing import Final
+from typing import ClassVar, Final, Generic, TypeVar
 
 from sessionkeeper import StorageError
 
@@ -110,54 +110,97 @@ def _pids(pids: list[int]) -> str:
     return f"process{'es' if len(pids) > 1 else ''} {shown}{more}"
 
 
-class _Held:
-    """The lock one process holds on one file, and the tables it is held for."""
+class _Descriptors:
+    """The descriptors of a lock this process holds on one file: the database file's and the pid
+    file's (both locked), and others of the database file opened meanwhile, kept until the lock
+    goes (closing one would drop the POSIX locks of this process's SQLite connections)."""
 
-    __slots__ = ("fd", "others", "pid_fd", "tables")
+    __slots__ = ("fd", "others", "pid_fd")
 
     def __init__(self, fd: int, pid_fd: int) -> None:
-        self.fd = fd  # the database file's, locked
-        self.pid_fd = pid_fd  # the pid file's, locked
-        #: Other descriptors of the database file opened meanwhile, closed with ``fd``.
+        self.fd = fd
+        self.pid_fd = pid_fd
         self.others: list[int] = []
-        self.tables: set[str | None] = set()
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            os.ftruncate(self.pid_fd, 0)
+        """Close every descriptor (closing drops the flock)."""
         for fd in (self.pid_fd, self.fd, *self.others):
             with contextlib.suppress(OSError):
-                os.close(fd)  # closing drops the flock
+                os.close(fd)
+
+
+class _Held(_Descriptors):
+    """The single-owner lock this process holds on one file, and the tables it is held for."""
+
+    __slots__ = ("tables",)
+
+    def __init__(self, fd: int, pid_fd: int) -> None:
+        super().__init__(fd, pid_fd)
+        self.tables: set[str | None] = set()
+
+    def leave(self, table_key: str | None) -> bool:
+        """Release ``table_key``; whether other tables still hold the lock."""
+        self.tables.discard(table_key)
+        return bool(self.tables)
+
+    def close(self) -> None:
+        """Empty the pid file (no owner left), then close every descriptor."""
+        with contextlib.suppress(OSError):
+            os.ftruncate(self.pid_fd, 0)
+        super().close()
+
+
+class _Shared(_Descriptors):
+    """The shared lock this process holds on one file, and how many stores use it."""
+
+    __slots__ = ("users",)
+
+    def __init__(self, fd: int, pid_fd: int) -> None:
+        super().__init__(fd, pid_fd)
+        self.users = 0
+
+    def leave(self, table_key: str | None) -> bool:
+        """One store fewer; whether others still use the lock."""
+        self.users -= 1
+        return self.users > 0
 
 
 #: (st_dev, st_ino) of each file this process owns -> its lock.
 _held: dict[tuple[int, int], _Held] = {}
+#: (st_dev, st_ino) of each file this process shares -> its lock.
+_shared: dict[tuple[int, int], _Shared] = {}
+#: Guards both tables.
 _held_lock = threading.Lock()
 
 
 def _forget_after_fork() -> None:
-    # A forked child shares the parent's open file description, hence its flock: the child must
-    # not believe it owns the file. Its copies of the descriptors are closed; the parent's lock
-    # stays (flock is released only when every descriptor of the description is closed).
-    for held in _held.values():
-        for fd in (held.pid_fd, held.fd, *held.others):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-    _held.clear()
+    # A forked child shares the parent's open file descriptions, hence its flocks: the child must
+    # not believe it owns or shares the files. Its copies of the descriptors are closed without
+    # unlocking (LOCK_UN would unlock the description the parent still uses) and without emptying
+    # the pid file (the pid is the parent's); the parent's locks stay (a flock is released only
+    # when every descriptor of its description is closed).
+    for table in (_held, _shared):
+        for held in table.values():
+            _Descriptors.close(held)
+        table.clear()
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)
 
+H = TypeVar("H", _Held, _Shared)
 
-class OwnerLock:
-    """The right to write table ``table`` of the SQLite file ``path`` (see the module docstring).
 
-    ``table=None`` asks for the whole file (``check --repair`` rewrites it): refused while any
-    table of it is open for writing, in this process or another.
+class _FileLock(Generic[H]):
+    """What the single-owner and the shared lock share: taking the file's lock (once per process,
+    joined by the other users of this process), and giving it up.
 
-    :param backend: the backend name for error messages.
-    :param create: create the file (mode 0600) when it does not exist.
+    A subclass says which ``flock`` it takes (:attr:`_FLOCK`), how it joins this process's lock
+    on the file (:meth:`_holding`, :meth:`_enter`), how it records a lock it took
+    (:meth:`_hold`) and how it names a refusal (:meth:`_busy`, :meth:`_pid_file_busy`); those
+    taking ``identity`` run with ``_held_lock`` held.
     """
+
+    _FLOCK: ClassVar[int]
 
     def __init__(
         self, path: Path, table: str | None, *, backend: str, create: bool = False
@@ -182,42 +225,61 @@ class OwnerLock:
     def _fail(self, message: str) -> StorageError:
         return StorageError(self.backend, message)
 
+    def _holdings(self) -> dict[tuple[int, int], H]:
+        """The files this process holds this kind of lock on."""
+        raise NotImplementedError
+
+    def _holding(self, identity: tuple[int, int]) -> H | None:
+        """This process's lock on the file, if any; refuses a file held in the other mode."""
+        raise NotImplementedError
+
+    def _enter(self, held: H, identity: tuple[int, int]) -> None:
+        """Join ``held``, this process's lock on the file."""
+        raise NotImplementedError
+
+    def _hold(self, fd: int, identity: tuple[int, int]) -> None:
+        """Record the lock just taken on ``fd``, with the pid file's."""
+        raise NotImplementedError
+
+    def _busy(self, identity: tuple[int, int]) -> StorageError:
+        """The refusal when another process's lock on the file is in the way."""
+        raise NotImplementedError
+
+    def _pid_file_busy(self) -> StorageError:
+        """The refusal when another process's lock on the pid file is in the way."""
+        raise NotImplementedError
+
     def acquire(self) -> None:
-        """Take the lock, or raise :class:`StorageError` naming the file and the holder's pid."""
+        """Take the lock, or raise :class:`StorageError` naming the file and the holders."""
         if self._identity is not None:
             return
         for _ in range(_ATTEMPTS):
-            # Already owned here? Then no descriptor of the file is opened (closing one would
+            # Already held here? Then no descriptor of the file is opened (closing one would
             # drop the POSIX locks SQLite's connections in this process hold on it).
             identity = self._stat()
-            with _held_lock:
-                if identity is not None and identity in _held:
-                    self._share(_held[identity], identity)
-                    return
-                if identity is not None and identity in _shared:
-                    raise self._fail(
-                        f"{self.path} is open in shared mode (shared = true) in this process "
-                        f"(pid {os.getpid()}): a single owner cannot open it for writing beside "
-                        "it; close those managers, or set shared = true here too"
-                    )
+            if identity is not None:
+                with _held_lock:
+                    held = self._holding(identity)
+                    if held is not None:
+                        self._enter(held, identity)
+                        return
             fd, identity = self._open()
             try:
                 with _held_lock:
-                    if identity in _held:  # created or switched meanwhile: owned here
-                        held = _held[identity]
+                    held = self._holding(identity)
+                    if held is not None:  # created or switched meanwhile: held here
                         held.others.append(fd)  # closed with the others, never while in use
                         fd = -1
-                        self._share(held, identity)
+                        self._enter(held, identity)
                         return
                     self._lock(fd, identity)
                     if self._stat() != identity:  # the path now leads to another file
                         fcntl.flock(fd, fcntl.LOCK_UN)
                         os.close(fd)
+                        fd = -1
                         continue
-                    held = _held[identity] = _Held(fd, self._pid_file())
+                    self._hold(fd, identity)
                     fd = -1
-                    held.tables.add(self._table_key)
-                    self._identity = identity
                     return
             except BaseException:
                 if fd >= 0:
@@ -226,28 +288,28 @@ class OwnerLock:
                 raise
         raise self._fail(f"{self.path} kept changing to another file while being locked")
 
+    def release(self) -> None:
+        """Give the lock up: the file's lock is dropped when the last user of it in this process
+        lets go (the last table of a single owner, the last store of a shared file)."""
+        identity, self._identity = self._identity, None
+        if identity is None:
+            return
+        with _held_lock:
+            holdings = self._holdings()
+            held = holdings.get(identity)
+            if held is None:
+                return  # forgotten after a fork
+            if held.leave(self._table_key):
+                return
+            del holdings[identity]
+            held.close()
+
     def _stat(self) -> tuple[int, int] | None:
         try:
             st = os.stat(self.path)
         except OSError:
             return None
         return st.st_dev, st.st_ino
-
-    def _share(self, held: _Held, identity: tuple[int, int]) -> None:
-        """Join this process's lock on the file (called with ``_held_lock`` held)."""
-        if self._table_key is None or None in held.tables:
-            raise self._fail(
-                f"{self.path} is open for writing in this process (pid {os.getpid()}); "
-                "close its managers first"
-            )
-        if self._table_key in held.tables:
-            raise self._fail(
-                f"{self.path}: table {self.table!r} is already open for writing in this "
-                f"process (pid {os.getpid()}) by another manager; close that manager first, "
-                "or open this one read-only"
-            )
-        held.tables.add(self._table_key)
-        self._identity = identity
 
     def _open(self) -> tuple[int, tuple[int, int]]:
         """A descriptor of the file (created if asked), which must be a regular file."""
@@ -274,36 +336,22 @@ class OwnerLock:
 
     def _lock(self, fd: int, identity: tuple[int, int]) -> None:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, self._FLOCK | fcntl.LOCK_NB)
         except OSError as exc:
             if exc.errno not in _BUSY:
                 raise self._fail(f"cannot lock {self.path}: {exc.strerror or exc}") from None
-            holder = _kernel_holder(identity)
-            if holder is None:
-                sharers = _kernel_sharers(identity)
-                if sharers:
-                    raise self._shared_by(sharers) from None
-            raise self._locked(holder or holder_pid(self.path)) from None
+            raise self._busy(identity) from None
 
-    def _shared_by(self, pids: list[int]) -> StorageError:
-        return self._fail(
-            f"{self.path} is open in shared mode (shared = true) by {_pids(pids)}: a single "
-            "owner cannot open it for writing beside them. Stop them, or set shared = true "
-            "here too (or open this store read-only to inspect it)"
-        )
-
-    def _locked(self, pid: int | None) -> StorageError:
+    def _held_by(self, pid: int | None) -> tuple[str, str]:
+        """``(holder, file)``: ``process <pid>`` (or ``another process``), and the path as
+        configured, followed by the real file when it is another name for it."""
         holder = f"process {pid}" if pid is not None else "another process"
         real = os.path.realpath(self.path)
         alias = "" if real == os.path.abspath(self.path) else f" (the file {real})"
-        return self._fail(
-            f"{self.path}{alias} is locked by {holder}, which owns it for writing (one owning "
-            "process per file, whatever name or link it is opened by). Stop that process, or "
-            "open this store read-only to inspect it"
-        )
+        return holder, f"{self.path}{alias}"
 
-    def _lock_pid_file(self, operation: int) -> int:
-        """Lock the pid file too (see the module docstring) with ``operation`` (``LOCK_EX``
+    def _lock_pid_file(self) -> int:
+        """Lock the pid file too (see the module docstring) as the database file (``LOCK_EX``
         for the owner, ``LOCK_SH`` shared); return its descriptor."""
         where = lock_path(self.path)
         try:
@@ -313,7 +361,7 @@ class OwnerLock:
                 f"cannot create the lock file {where}: {exc.strerror or exc}"
             ) from None
         try:
-            fcntl.flock(fd, operation | fcntl.LOCK_NB)
+            fcntl.flock(fd, self._FLOCK | fcntl.LOCK_NB)
         except OSError as exc:
             os.close(fd)
             if exc.errno not in _BUSY:
@@ -321,12 +369,81 @@ class OwnerLock:
             raise self._pid_file_busy() from None
         return fd
 
+
+class OwnerLock(_FileLock[_Held]):
+    """The right to write table ``table`` of the SQLite file ``path`` (see the module docstring).
+
+    ``table=None`` asks for the whole file (``check --repair`` rewrites it): refused while any
+    table of it is open for writing, in this process or another.
+
+    :param backend: the backend name for error messages.
+    :param create: create the file (mode 0600) when it does not exist.
+    """
+
+    _FLOCK = fcntl.LOCK_EX
+
+    def _holdings(self) -> dict[tuple[int, int], _Held]:
+        return _held
+
+    def _holding(self, identity: tuple[int, int]) -> _Held | None:
+        held = _held.get(identity)
+        if held is None and identity in _shared:
+            raise self._fail(
+                f"{self.path} is open in shared mode (shared = true) in this process "
+                f"(pid {os.getpid()}): a single owner cannot open it for writing beside "
+                "it; close those managers, or set shared = true here too"
+            )
+        return held
+
+    def _enter(self, held: _Held, identity: tuple[int, int]) -> None:
+        if self._table_key is None or None in held.tables:
+            raise self._fail(
+                f"{self.path} is open for writing in this process (pid {os.getpid()}); "
+                "close its managers first"
+            )
+        if self._table_key in held.tables:
+            raise self._fail(
+                f"{self.path}: table {self.table!r} is already open for writing in this "
+                f"process (pid {os.getpid()}) by another manager; close that manager first, "
+                "or open this one read-only"
+            )
+        held.tables.add(self._table_key)
+        self._identity = identity
+
+    def _hold(self, fd: int, identity: tuple[int, int]) -> None:
+        held = _held[identity] = _Held(fd, self._pid_file())
+        held.tables.add(self._table_key)
+        self._identity = identity
+
+    def _busy(self, identity: tuple[int, int]) -> StorageError:
+        holder = _kernel_holder(identity)
+        if holder is None:
+            sharers = _kernel_sharers(identity)
+            if sharers:
+                return self._shared_by(sharers)
+        return self._locked(holder or holder_pid(self.path))
+
+    def _shared_by(self, pids: list[int]) -> StorageError:
+        return self._fail(
+            f"{self.path} is open in shared mode (shared = true) by {_pids(pids)}: a single "
+            "owner cannot open it for writing beside them. Stop them, or set shared = true "
+            "here too (or open this store read-only to inspect it)"
+        )
+
+    def _locked(self, pid: int | None) -> StorageError:
+        holder, file = self._held_by(pid)
+        return self._fail(
+            f"{file} is locked by {holder}, which owns it for writing (one owning "
+            "process per file, whatever name or link it is opened by). Stop that process, or "
+            "open this store read-only to inspect it"
+        )
+
     def _pid_file_busy(self) -> StorageError:
         return self._locked(holder_pid(self.path))
 
     def _pid_file(self) -> int:
         """Lock the pid file exclusively and write this process's pid."""
-        fd = self._lock_pid_file(fcntl.LOCK_EX)
+        fd = self._lock_pid_file()
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
@@ -334,57 +451,8 @@ class OwnerLock:
             pass  # the pid only serves error messages
         return fd
 
-    def release(self) -> None:
-        """Give the lock up (the file's lock is dropped when its last table is released)."""
-        identity, self._identity = self._identity, None
-        if identity is None:
-            return
-        with _held_lock:
-            held = _held.get(identity)
-            if held is None:
-                return  # forgotten after a fork
-            held.tables.discard(self._table_key)
-            if held.tables:
-                return
-            del _held[identity]
-            held.close()
 
-
-class _Shared:
-    """The shared lock this process holds on one file: its descriptors and how many stores
-    use it."""
-
-    __slots__ = ("fd", "others", "pid_fd", "users")
-
-    def __init__(self, fd: int, pid_fd: int) -> None:
-        self.fd = fd
-        self.pid_fd = pid_fd
-        #: Other descriptors of the file opened meanwhile, closed with ``fd``.
-        self.others: list[int] = []
-        self.users = 0
-
-    def close(self) -> None:
-        for fd in (self.pid_fd, self.fd, *self.others):
-            with contextlib.suppress(OSError):
-                os.close(fd)  # closing drops the flock
-
-
-#: (st_dev, st_ino) of each file this process shares -> its lock.
-_shared: dict[tuple[int, int], _Shared] = {}
-
-
-def _forget_shared_after_fork() -> None:
-    # The child's copies of the descriptors are closed without unlocking: LOCK_UN would unlock
-    # the open file description the parent still uses. The parent's lock stays.
-    for held in _shared.values():
-        held.close()
-    _shared.clear()
-
-
-os.register_at_fork(after_in_child=_forget_shared_after_fork)
-
-
-class SharedLock(OwnerLock):
+class SharedLock(_FileLock[_Shared]):
     """The right to read and write the SQLite file ``path`` in shared mode, beside other
     processes that hold it too (``flock(LOCK_SH)``; see the module docstring).
 
@@ -392,93 +460,42 @@ class SharedLock(OwnerLock):
     another). Every table of the file is shared alike: the lock is the file's.
     """
 
+    _FLOCK = fcntl.LOCK_SH
+
     def __init__(self, path: Path, table: str, *, backend: str) -> None:
         super().__init__(path, table, backend=backend, create=True)
 
-    def acquire(self) -> None:
-        """Take the shared lock, or raise :class:`StorageError` naming the single owner."""
-        if self._identity is not None:
-            return
-        for _ in range(_ATTEMPTS):
-            identity = self._stat()
-            with _held_lock:
-                if identity is not None and self._joined(identity):
-                    return
-            fd, identity = self._open()
-            try:
-                with _held_lock:
-                    if self._joined(identity):  # created or switched meanwhile: shared here
-                        _shared[identity].others.append(fd)  # closed with the others
-                        fd = -1
-                        return
-                    self._lock_shared(fd, identity)
-                    if self._stat() != identity:  # the path now leads to another file
-                        fcntl.flock(fd, fcntl.LOCK_UN)
-                        os.close(fd)
-                        fd = -1
-                        continue
-                    # The pid file is locked shared too: an older version's owner locked only
-                    # that file.
-                    held = _shared[identity] = _Shared(fd, self._lock_pid_file(fcntl.LOCK_SH))
-                    fd = -1
-                    held.users += 1
-                    self._identity = identity
-                    return
-            except BaseException:
-                if fd >= 0:
-                    with contextlib.suppress(OSError):
-                        os.close(fd)
-                raise
-        raise self._fail(f"{self.path} kept changing to another file while being locked")
+    def _holdings(self) -> dict[tuple[int, int], _Shared]:
+        return _shared
 
-    def _joined(self, identity: tuple[int, int]) -> bool:
-        """Join this process's shared lock on the file, if it holds one (``_held_lock`` held);
-        refuse when this process owns the file."""
+    def _holding(self, identity: tuple[int, int]) -> _Shared | None:
         if identity in _held:
             raise self._fail(
                 f"{self.path} is owned for writing in this process (pid {os.getpid()}) by a "
                 "single-owner manager (shared = false): close it before opening the file in "
                 "shared mode, or open every manager of the file with shared = true"
             )
-        held = _shared.get(identity)
-        if held is None:
-            return False
+        return _shared.get(identity)
+
+    def _enter(self, held: _Shared, identity: tuple[int, int]) -> None:
         held.users += 1
         self._identity = identity
-        return True
 
-    def _lock_shared(self, fd: int, identity: tuple[int, int]) -> None:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in _BUSY:
-                raise self._fail(f"cannot lock {self.path}: {exc.strerror or exc}") from None
-            raise self._owned(_kernel_holder(identity) or holder_pid(self.path)) from None
+    def _hold(self, fd: int, identity: tuple[int, int]) -> None:
+        # The pid file is locked shared too: an older version's owner locked only that file.
+        held = _shared[identity] = _Shared(fd, self._lock_pid_file())
+        self._enter(held, identity)
+
+    def _busy(self, identity: tuple[int, int]) -> StorageError:
+        return self._owned(_kernel_holder(identity) or holder_pid(self.path))
 
     def _owned(self, pid: int | None) -> StorageError:
-        holder = f"process {pid}" if pid is not None else "another process"
-        real = os.path.realpath(self.path)
-        alias = "" if real == os.path.abspath(self.path) else f" (the file {real})"
+        holder, file = self._held_by(pid)
         return self._fail(
-            f"{self.path}{alias} is owned by {holder} in single-owner mode (shared = false), "
+            f"{file} is owned by {holder} in single-owner mode (shared = false), "
             "which keeps every other writer out: stop it, or open every process's store with "
             "shared = true"
         )
 
     def _pid_file_busy(self) -> StorageError:
         return self._owned(holder_pid(self.path))
-
-    def release(self) -> None:
-        """Give the lock up (dropped when the last store of the file in this process closes)."""
-        identity, self._identity = self._identity, None
-        if identity is None:
-            return
-        with _held_lock:
-            held = _shared.get(identity)
-            if held is None:
-                return  # forgotten after a fork
-            held.users -= 1
-            if held.users > 0:
-                return
-            del _shared[identity]
-            held.close()
