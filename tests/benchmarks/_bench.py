@@ -12,6 +12,8 @@ targets, the backend and version details of its header line — and hands the re
 - :func:`arguments`, the flags every script takes (``--quick``, ``--json PATH``, ``--strict``);
 - :func:`run`, the ``main`` of a script that reports a table: it times the script's ``measure``,
   prints :func:`report`, writes the JSON (:func:`write_json`) and returns :func:`exit_code`;
+- :func:`about`, what the JSON says of the run (versions, machine, load), and
+  :func:`platform_line`, the Python and machine part of a report's title;
 - for the scripts that time a backend through a manager: :func:`manager_settings` (no scheduler,
   the injected clock, :data:`TIMEOUT`, :data:`TOUCH_RESOLUTION`) and the concurrent-state
   figures measured alike on every backend, :func:`time_update`, :func:`time_store_if` and
@@ -22,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import statistics
 import time
 import timeit
@@ -31,6 +35,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
+
+from sessionkeeper import __version__
 
 if TYPE_CHECKING:
     from sessionkeeper import SessionManager
@@ -252,6 +258,32 @@ def report(title: str, figures: Sequence[Figure], digits: Mapping[str, int]) -> 
     ]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     return "\n".join(lines)
+
+
+# --- what ran where ----------------------------------------------------------------------------
+
+
+def about(**details: Any) -> dict[str, Any]:
+    """What the JSON says of the run beside the figures: sessionkeeper's version, ``details``
+    (the backend's and its libraries' versions, the script's settings, in the order given), then
+    the machine: Python's version, the architecture, the CPUs and the load average over 1, 5 and
+    15 minutes at the call (a script calls it once it has measured)."""
+    return {
+        "sessionkeeper": __version__,
+        **details,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "load_average": os.getloadavg(),
+    }
+
+
+def platform_line(*details: str) -> str:
+    """``Python <version>[, <detail>...] on <machine>``: the part of a report's title that says
+    where it ran (``details``: e.g. the SQLite library's version)."""
+    return ", ".join((f"Python {platform.python_version()}", *details)) + (
+        f" on {platform.machine()}"
+    )
 
 
 # --- the command line --------------------------------------------------------------------------

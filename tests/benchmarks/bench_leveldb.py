@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import functools
 import gc
-import platform
 import random
 import statistics
 import sys
@@ -308,16 +307,10 @@ def measure(args: argparse.Namespace) -> _bench.Run:
         figures,
         sizes,
         title=f"sessionkeeper {__version__}, leveldb backend {leveldb_version} (plyvel "
-        f"{plyvel.__version__}, LevelDB {plyvel.__leveldb_version__}); Python "
-        f"{platform.python_version()} on {platform.machine()}, {sizes.ops:,} sessions for "
-        f"timings, medians of {sizes.repeats}",
-        about={
-            "sessionkeeper": __version__,
-            "sessionkeeper_leveldb": leveldb_version,
-            "plyvel": plyvel.__version__,
-            "python": platform.python_version(),
-            "machine": platform.machine(),
-        },
+        f"{plyvel.__version__}, LevelDB {plyvel.__leveldb_version__}); "
+        f"{_bench.platform_line()}, {sizes.ops:,} sessions for timings, medians of "
+        f"{sizes.repeats}",
+        about=_bench.about(sessionkeeper_leveldb=leveldb_version, plyvel=plyvel.__version__),
     )
 
 

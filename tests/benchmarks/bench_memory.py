@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import platform
 import random
 import statistics
 import sys
@@ -400,14 +399,9 @@ def measure(args: argparse.Namespace) -> _bench.Run:
     return _bench.Run(
         figures,
         sizes,
-        title=f"sessionkeeper {__version__}, memory backend; Python {platform.python_version()} "
-        f"on {platform.machine()}, {sizes.ops:,} sessions for timings, medians of "
-        f"{sizes.repeats}",
-        about={
-            "sessionkeeper": __version__,
-            "python": platform.python_version(),
-            "machine": platform.machine(),
-        },
+        title=f"sessionkeeper {__version__}, memory backend; {_bench.platform_line()}, "
+        f"{sizes.ops:,} sessions for timings, medians of {sizes.repeats}",
+        about=_bench.about(),
     )
 
 

@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sqlite3
 import subprocess
 import sys
@@ -39,7 +37,7 @@ from typing import Any
 
 import _bench
 
-from sessionkeeper import Session, SessionManager, __version__
+from sessionkeeper import Session, SessionManager
 from sessionkeeper.backend import encode_session
 from sessionkeeper.transfer import migrate_sessions
 
@@ -201,15 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             print(completed.stderr, file=sys.stderr)
             return 1
         result = json.loads(completed.stdout.splitlines()[-1])
-    result.update(
-        benchmark="migrate",
-        source="sqlitedict",
-        target=args.target,
-        python=platform.python_version(),
-        machine=platform.machine(),
-        cpus=os.cpu_count(),
-        sessionkeeper=__version__,
-    )
+    result.update(benchmark="migrate", source="sqlitedict", target=args.target, **_bench.about())
     outcome = checks(result, args.target)
     result["checks"] = {name: passed for name, passed in outcome}
 

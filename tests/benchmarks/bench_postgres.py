@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import platform
 import statistics
 import sys
 import tempfile
@@ -738,18 +737,15 @@ def measure(args: argparse.Namespace) -> _bench.Run:
         sizes,
         title=f"sessionkeeper {__version__}, postgres backend {backend_version} (PostgreSQL "
         f"{server}, psycopg {psycopg.__version__}, fsync on, synchronous_commit {commit}); "
-        f"Python {platform.python_version()} on {platform.machine()}, {sizes.ops:,} sessions "
+        f"{_bench.platform_line()}, {sizes.ops:,} sessions "
         f"a side per round, median ratio of {sizes.rounds} rounds ({sizes.cleanup_rounds} for "
         "the cleanup)",
-        about={
-            "sessionkeeper": __version__,
-            "sessionkeeper_postgres": backend_version,
-            "postgresql": server,
-            "psycopg": psycopg.__version__,
-            "synchronous_commit": commit,
-            "python": platform.python_version(),
-            "machine": platform.machine(),
-        },
+        about=_bench.about(
+            sessionkeeper_postgres=backend_version,
+            postgresql=server,
+            psycopg=psycopg.__version__,
+            synchronous_commit=commit,
+        ),
     )
 
 

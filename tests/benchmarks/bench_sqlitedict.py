@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
-import platform
 import random
 import shutil
 import sqlite3
@@ -690,16 +688,9 @@ def measure(args: argparse.Namespace) -> _bench.Run:
     return _bench.Run(
         figures,
         sizes,
-        title=f"sessionkeeper {__version__}, sqlitedict backend; Python "
-        f"{platform.python_version()}, SQLite {sqlite3.sqlite_version} on {platform.machine()}; "
-        f"medians of {sizes.repeats}",
-        about={
-            "sessionkeeper": __version__,
-            "python": platform.python_version(),
-            "sqlite": sqlite3.sqlite_version,
-            "machine": platform.machine(),
-            "cpus": os.cpu_count(),
-        },
+        title=f"sessionkeeper {__version__}, sqlitedict backend; "
+        f"{_bench.platform_line(f'SQLite {sqlite3.sqlite_version}')}; medians of {sizes.repeats}",
+        about=_bench.about(sqlite=sqlite3.sqlite_version),
         notes=notes,
     )
 

@@ -33,8 +33,6 @@ measured in the same run:
 from __future__ import annotations
 
 import json
-import os
-import platform
 import random
 import signal
 import statistics
@@ -52,7 +50,7 @@ import _bench
 import zmq
 import zmq.auth
 
-from sessionkeeper import Session, SessionManager, __version__
+from sessionkeeper import Session, SessionManager
 from sessionkeeper_zmq import write_key_pair
 from sessionkeeper_zmq.testing import free_ports, public_key, wait_for
 
@@ -684,13 +682,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     writes = 1_000 if args.quick else 5_000
     rejoin = 10_000 if args.quick else 100_000
     began = time.perf_counter()
-    results: dict[str, Any] = {
-        "python": platform.python_version(),
-        "sessionkeeper": __version__,
-        "pyzmq": zmq.__version__,
-        "cpus": os.cpu_count(),
-        "quick": args.quick,
-    }
+    results: dict[str, Any] = {**_bench.about(pyzmq=zmq.__version__), "quick": args.quick}
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         cluster = Cluster(directory, "quorum")
