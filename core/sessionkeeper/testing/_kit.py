@@ -30,15 +30,13 @@ from sessionkeeper import (
 
 from ._clock import ManualClock, TickingClock
 from ._kit_atomic import AtomicConformance
+from ._races import HANG_S, run_threads
 from ._rules import assert_same_session, touch_window
 
 __all__ = ["BackendConformance", "ManagerFactory"]
 
 #: Every visible ASCII character (0x21-0x7E): the whole alphabet of session ids.
 VISIBLE_ASCII = "".join(chr(code) for code in range(0x21, 0x7F))
-#: Longest time a worker thread may take before the test calls it hung (not a timing assertion).
-_HANG_S = 300.0
-
 EDGE_IDS: dict[str, str] = {
     "one-char": "a",
     "max-length": "x" * 256,
@@ -135,32 +133,6 @@ def _assert_not_found(manager: SessionManager, session_id: str, *operations: str
         with pytest.raises(SessionNotFound) as info:
             getattr(manager, operation)(session_id)
         assert info.value.session_id == session_id, f"{operation}({session_id!r})"
-
-
-def _run_threads(count: int, work: Callable[[int], None]) -> None:
-    """Run ``work(index)`` in ``count`` threads started together; re-raise the first failure."""
-    barrier = threading.Barrier(count)
-    failures: list[BaseException] = []
-
-    def run(index: int) -> None:
-        try:
-            barrier.wait()
-            work(index)
-        except BaseException as exc:  # collected and re-raised in the test's thread
-            failures.append(exc)
-
-    threads = [
-        threading.Thread(target=run, args=(index,), name=f"conformance-{index}")
-        for index in range(count)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(_HANG_S)
-    hung = [thread.name for thread in threads if thread.is_alive()]
-    assert not hung, f"threads {hung} did not finish: the backend deadlocked or hung"
-    if failures:
-        raise failures[0]
 
 
 @pytest.mark.sessionkeeper_conformance
@@ -952,7 +924,7 @@ class BackendConformance(AtomicConformance):
                 if i % 3 == 0:
                     assert manager.delete(sid) is True
 
-        _run_threads(self.threads, work)
+        run_threads(self.threads, work)
         expected = {f"t{t}-{i}" for t in range(self.threads) for i in range(per_thread) if i % 3}
         assert set(manager.list()) == expected
         assert manager.count() == len(expected)
@@ -974,7 +946,7 @@ class BackendConformance(AtomicConformance):
                     )
                     manager.fetch(sid)
 
-        _run_threads(self.threads, work)
+        run_threads(self.threads, work)
         assert sorted(manager.list()) == sorted(shared)
         for sid in shared:
             metadata = manager.peek(sid).metadata
@@ -995,7 +967,7 @@ class BackendConformance(AtomicConformance):
         def work(thread: int) -> None:
             if thread == readers:  # the deleter: wait until every reader has fetched a few times
                 for _ in range(readers * 20):
-                    assert fetched.acquire(timeout=_HANG_S), "readers stopped fetching"
+                    assert fetched.acquire(timeout=HANG_S), "readers stopped fetching"
                 assert manager.delete("contested") is True
                 return
             gone = False
@@ -1009,7 +981,7 @@ class BackendConformance(AtomicConformance):
                     assert not gone, "a deleted session came back"
                 fetched.release()
 
-        _run_threads(threads, work)
+        run_threads(threads, work)
         _assert_not_found(manager, "contested", "peek")
         assert _ids(manager, include_expired=True) == []
         assert manager.count() == 0
