@@ -42,6 +42,8 @@ R = TypeVar("R")
 #: the first operation that needs one (a manager whose operations are all inline starts none).
 WORKERS: Final = 8
 
+_ASYNC_CLOSE: Final = "sessionkeeper_async_close"
+
 #: The backend hooks each operation of the async manager may call (without the prefix
 #: ``sessionkeeper_``). It runs on the event loop when the backend declares every one of them
 #: inline (:func:`~sessionkeeper.hookspecs.sessionkeeper_inline_hooks`), else in a worker.
@@ -118,10 +120,10 @@ class AsyncSessionManager(AsyncConcurrentOperations):
             s = await sessions.create(metadata={"user_id": "user_456"})
             await sessions.fetch(s.id)
 
-    A manager with native operations awaits an asyncio client, which belongs to one event
-    loop: it runs on the first loop it runs them on, and raises a ``RuntimeError`` saying so
-    on any other (open one manager per loop, and ``aclose()`` it on its loop). A manager
-    without native operations runs on any loop.
+    A manager whose native operations await an asyncio client (a backend that releases one in
+    ``sessionkeeper_async_close``) belongs to one event loop: it runs on the first loop it
+    runs them on, and raises a ``RuntimeError`` saying so on any other (open one manager per
+    loop, and ``aclose()`` it on its loop). Any other manager runs on any loop.
 
     Opening the store may wait on I/O too (a file, a lock, a server): :meth:`open` and
     :meth:`open_config` open it in a worker thread, so call them from a running event loop. The
@@ -193,12 +195,19 @@ class AsyncSessionManager(AsyncConcurrentOperations):
         self._sweeping = asyncio.Lock()  # binds to a loop at first use, not here
         self._executor: ThreadPoolExecutor | None = None
         # A lone async hook was refused by the sync manager (_check_backend_hooks).
-        native = native_operations(backend_hooks(sync))
+        implemented = backend_hooks(sync)
+        native = native_operations(implemented)
         self._native: NativeOperations | None = NativeOperations(sync, native) if native else None
         #: Operation -> its native coroutine (the backend's ``async_`` hooks), for :meth:`_run`.
         self._natives = self._native.table() if self._native is not None else {}
-        #: Called before each native operation: binds the manager to its first loop.
-        self._on_loop = self._native.on_loop if self._native is not None else _anywhere
+        #: Called before each native operation: binds the manager to its first loop when the
+        #: backend holds something of a loop's (an asyncio client, released by its
+        #: ``sessionkeeper_async_close``); a backend without that hook runs on any loop.
+        self._on_loop = (
+            self._native.on_loop
+            if self._native is not None and _ASYNC_CLOSE in implemented
+            else _anywhere
+        )
         #: The operations awaited on the backend's asyncio client (its ``async_`` hooks).
         self.native_operations: frozenset[str] = native
         #: The operations that run on the event loop as plain calls (the others, neither native

@@ -6,13 +6,19 @@ A store, touch or delete returns only once the transaction holding its change ha
 which change, and how it turned out) and :meth:`DurableStore._commit_group`, which applies a
 group to the copy in order, commits it in one transaction, and puts the copy back when that
 commit fails, so that nothing is acknowledged that is not on disk.
+
+On the async manager's path the writes are native (``sessionkeeper_async_*``): a task's write
+joins the pending group from the event loop and awaits the group's commit, holding no thread
+(:meth:`~._group.GroupCommit.wait`), so one commit serves every task that wrote meanwhile, not
+only as many as there are worker threads. Nothing is bound to a loop (each wait is a future of
+the running loop), so the manager runs on any loop, and there is no ``sessionkeeper_async_close``.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
-from typing import Final, cast
+from collections.abc import Awaitable, Sequence
+from typing import Any, Final, cast
 
 from sessionkeeper import Session, SessionKeeperError, StorageError, VersionConflict
 from sessionkeeper.backend import BackendContext, hookimpl
@@ -91,13 +97,15 @@ class DurableStore(OwnerStore):
     mode = "durable"
     #: Only ``fetch`` (one ``dict.get``, no lock): every write holds the table's lock across its
     #: commit and fsync, and ``list``, ``count`` and the owner reads take that lock, so they may
-    #: wait on a commit and run in a worker thread.
+    #: wait on a commit and run in a worker thread. The writes have native twins instead.
     inline_hooks = frozenset({"sessionkeeper_fetch"})
     durable = True
 
     def __init__(self, options: SqliteDictOptions, context: BackendContext) -> None:
         super().__init__(options, context)
-        self._group_commit: GroupCommit[_Write] = GroupCommit(self._lock, self._commit_group)
+        self._group_commit: GroupCommit[_Write] = GroupCommit(
+            self._lock, self._commit_group, f"sessionkeeper-sqlitedict-commit-{self.table}"
+        )
 
     def _forked(self) -> None:
         super()._forked()
@@ -114,6 +122,14 @@ class DurableStore(OwnerStore):
         of the group being committed, as it could see the one write being committed before).
         """
         self._group_commit.submit(write)
+        if write.error is not None:
+            raise write.error from write.cause
+        return write.result
+
+    async def _adurable(self, write: _Write) -> Any:
+        """:meth:`_durable` awaited: ``write`` joins the next group from the event loop, and
+        the task waits for its commit holding no thread."""
+        await self._group_commit.wait(write)
         if write.error is not None:
             raise write.error from write.cause
         return write.result
@@ -177,6 +193,62 @@ class DurableStore(OwnerStore):
         """Delete every session of ``owner`` (expired ones included) in one transaction;
         return how many."""
         return cast("int", self._durable(_Write(_DELETE_OWNER, owner)))
+
+    # -- native twins for the async manager: the same writes, awaited (see the module) ---------
+
+    @hookimpl
+    def sessionkeeper_async_fetch(self, session_id: str) -> Awaitable[Session | None]:
+        """:meth:`sessionkeeper_fetch` as an awaitable (the operations that read before they
+        write are native only when every hook they call has a twin)."""
+        return self._afetch(session_id)
+
+    async def _afetch(self, session_id: str) -> Session | None:
+        return self.sessionkeeper_fetch(session_id)
+
+    @hookimpl
+    def sessionkeeper_async_store(self, session: Session) -> Awaitable[None]:
+        """:meth:`sessionkeeper_store`, awaited in a group commit."""
+        return self._adurable(_Write(_STORE, session.id, session))
+
+    @hookimpl
+    def sessionkeeper_async_touch(
+        self, session_id: str, last_accessed: int
+    ) -> Awaitable[Session | None]:
+        """:meth:`sessionkeeper_touch`, awaited in a group commit."""
+        write = _Write(_TOUCH, session_id, last_accessed=last_accessed)
+        return self._adurable(write)
+
+    @hookimpl
+    def sessionkeeper_async_delete(self, session_id: str) -> Awaitable[bool | None]:
+        """:meth:`sessionkeeper_delete`, awaited in a group commit."""
+        return self._adurable(_Write(_DELETE, session_id))
+
+    @hookimpl
+    def sessionkeeper_async_store_if(
+        self, session: Session, if_version: int | None, now: int
+    ) -> Awaitable[Session | None]:
+        """:meth:`sessionkeeper_store_if`, awaited in a group commit."""
+        write = _Write(_STORE_IF, session.id, session, now, if_version)
+        return self._adurable(write)
+
+    @hookimpl
+    def sessionkeeper_async_take(self, session_id: str, now: int) -> Awaitable[Session | None]:
+        """:meth:`sessionkeeper_take`, awaited in a group commit."""
+        write = _Write(_TAKE, session_id, last_accessed=now)
+        return self._adurable(write)
+
+    @hookimpl
+    def sessionkeeper_async_rotate(
+        self, session_id: str, new_id: str, now: int
+    ) -> Awaitable[Session | None]:
+        """:meth:`sessionkeeper_rotate`, awaited in a group commit."""
+        write = _Write(_ROTATE, session_id, last_accessed=now, new_id=new_id)
+        return self._adurable(write)
+
+    @hookimpl
+    def sessionkeeper_async_delete_owner(self, owner: str) -> Awaitable[int | None]:
+        """:meth:`sessionkeeper_delete_owner`, awaited in a group commit."""
+        return self._adurable(_Write(_DELETE_OWNER, owner))
 
     def _commit_group(self, batch: list[_Write]) -> None:
         """Apply ``batch`` to the copy in order, then commit its changes in one transaction
