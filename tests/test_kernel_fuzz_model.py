@@ -178,7 +178,7 @@ def test_the_fast_json_check_never_accepts_what_the_full_check_refuses(metadata:
     """``_is_json`` (the decode and pack fast path) accepts only metadata that the full check
     ``_explain_json`` accepts too, so skipping the full check on a ``True`` can let nothing
     through; on plain JSON types the two agree both ways."""
-    from sessionkeeper._model import _explain_json, _is_json
+    from sessionkeeper._metadata import _explain_json, _is_json
 
     try:
         _explain_json(metadata, "metadata", 0)

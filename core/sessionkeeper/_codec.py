@@ -14,21 +14,17 @@ owner and without an absolute timeout.
 
 from __future__ import annotations
 
-import re
 import threading
 from typing import Final
 
 import msgpack
 
 from ._errors import CodecError, InvalidSession
+from ._metadata import HARD_METADATA_LIMIT, PackedMetadata, _check_json, proven_json
 from ._model import (
-    HARD_METADATA_LIMIT,
     MAX_ID_LENGTH,
-    MAX_METADATA_DEPTH,
     MAX_OWNER_BYTES,
-    PackedMetadata,
     Session,
-    _check_json,
     check_absolute_timeout,
     check_owner,
     check_timeout,
@@ -43,16 +39,6 @@ FORMAT_VERSION: Final = 2
 #: Fields of a record, by format version (the version itself included).
 _FIELDS: Final = {1: 6, 2: 9}
 _MAX_RECORD: Final = HARD_METADATA_LIMIT + MAX_ID_LENGTH + MAX_OWNER_BYTES + 96
-
-#: The msgpack type bytes whose values JSON may not hold: ``0xc1`` (never used), bin (bytes: a
-#: value, or a key that is not a str), ext, and float (NaN and the infinities). Any other
-#: msgpack value is nil, a bool, an int of at most 64 bits, a str, an array or a map.
-_NOT_JSON_TYPES: Final = re.compile(b"[\xc1\xc4-\xcb\xd4-\xd8]")
-#: Every byte but the container types (fixmap, fixarray, array 16/32, map 16/32), deleted to
-#: count the containers: as many as the depth limit cannot nest deeper than it.
-_NOT_CONTAINERS: Final = bytes(
-    b for b in range(256) if not (0x80 <= b <= 0x9F or 0xDC <= b <= 0xDF)
-)
 
 _local = threading.local()
 
@@ -149,7 +135,7 @@ def decode_session(data: bytes) -> Session:
         raise CodecError(f"metadata is not msgpack ({type(exc).__name__}: {exc})") from None
     if type(metadata) is not dict:
         raise CodecError(f"metadata is a {type(metadata).__name__}, expected a map")
-    if _may_not_be_json(blob):
+    if not proven_json(blob):
         try:
             _check_json(metadata, "metadata", 0)
         except InvalidSession as exc:
@@ -163,19 +149,4 @@ def decode_session(data: bytes) -> Session:
         version,
         owner,
         absolute,
-    )
-
-
-def _may_not_be_json(blob: bytes) -> bool:
-    """Whether the packed metadata ``blob`` needs the walk of :func:`_check_json` (a scan of its
-    bytes in C, about a fifth of the walk).
-
-    ``False`` is a proof that the unpacked map is JSON-compatible: no byte of ``blob`` is the
-    type of a value JSON cannot hold, and it has no more containers than the depth limit. ``True``
-    may be a false alarm (the same bytes inside a string, many small containers): the walk
-    decides.
-    """
-    return (
-        _NOT_JSON_TYPES.search(blob) is not None
-        or len(blob.translate(None, _NOT_CONTAINERS)) > MAX_METADATA_DEPTH
     )

@@ -15,16 +15,19 @@ Besides the id, the times, the idle timeout and the metadata, a session carries 
 
 from __future__ import annotations
 
-import math
 import re
 import secrets
 from collections.abc import Mapping
 from typing import Any, Final, final
 
 import attrs
-import msgpack
 
 from ._errors import InvalidSession
+from ._metadata import HARD_METADATA_LIMIT as HARD_METADATA_LIMIT
+from ._metadata import MAX_METADATA_DEPTH as MAX_METADATA_DEPTH
+from ._metadata import PackedMetadata as PackedMetadata
+from ._metadata import _describe, unpack_metadata
+from ._metadata import pack_metadata as pack_metadata
 
 __all__ = [
     "MAX_ID_LENGTH",
@@ -39,118 +42,7 @@ __all__ = [
 MAX_ID_LENGTH: Final = 256
 #: The longest owner, in bytes of UTF-8.
 MAX_OWNER_BYTES: Final = 256
-#: How deep metadata may nest (a dict inside a list inside a dict is depth 3).
-MAX_METADATA_DEPTH: Final = 32
-#: An upper bound on packed metadata that no configuration can raise; the manager applies the
-#: configured, smaller ``max_metadata_bytes`` at ``store``.
-HARD_METADATA_LIMIT: Final = 16 * 1024 * 1024
 _MAX_TIME: Final = 2**63 - 1
-_INT_MIN: Final = -(2**63)
-_INT_MAX: Final = 2**64 - 1
-
-
-class PackedMetadata(bytes):
-    """Metadata already validated and packed: the only bytes :class:`Session` takes as metadata."""
-
-    __slots__ = ()
-
-
-def _describe(value: object) -> str:
-    return type(value).__name__
-
-
-def _is_json(value: object, depth: int) -> bool:
-    """Whether ``value`` is JSON-compatible metadata, exactly the plain types only.
-
-    The fast path of :func:`_check_json`: it builds no message and no path for each item (those
-    f-strings made a decode eight times slower than the unpacking). A ``False`` here is not yet
-    a verdict: subclasses of the JSON types are accepted by the full check, which also says what
-    is wrong and where.
-    """
-    cls = value.__class__
-    if cls is str or value is None or cls is bool:
-        return True
-    if cls is int:
-        return _INT_MIN <= value <= _INT_MAX  # type: ignore[operator]
-    if cls is float:
-        return math.isfinite(value)  # type: ignore[arg-type]
-    if depth >= MAX_METADATA_DEPTH:
-        return False
-    if cls is dict:
-        for key, item in value.items():  # type: ignore[attr-defined]
-            if key.__class__ is not str or not _is_json(item, depth + 1):
-                return False
-        return True
-    if cls is list or cls is tuple:
-        for item in value:  # type: ignore[attr-defined]  # noqa: SIM110 (a loop: no generator)
-            if not _is_json(item, depth + 1):
-                return False
-        return True
-    return False
-
-
-def _check_json(value: object, where: str, depth: int) -> None:
-    """Raise :class:`InvalidSession` naming the first thing in ``value`` JSON cannot hold."""
-    if not _is_json(value, depth):
-        _explain_json(value, where, depth)
-
-
-def _explain_json(value: object, where: str, depth: int) -> None:
-    # bool before int (bool is an int); subclasses of the JSON types are accepted.
-    if value is None or isinstance(value, str | bool):
-        return
-    if isinstance(value, int):
-        if not _INT_MIN <= value <= _INT_MAX:
-            raise InvalidSession(where, f"integer {value} does not fit in 64 bits")
-        return
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise InvalidSession(where, f"{value!r} is not a JSON number")
-        return
-    if depth >= MAX_METADATA_DEPTH:
-        raise InvalidSession(where, f"nested deeper than {MAX_METADATA_DEPTH} levels")
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise InvalidSession(where, f"keys must be str, got {_describe(key)} key {key!r}")
-            _explain_json(item, f"{where}[{key!r}]", depth + 1)
-        return
-    if isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            _explain_json(item, f"{where}[{index}]", depth + 1)
-        return
-    raise InvalidSession(
-        where,
-        f"{_describe(value)} is not JSON-compatible "
-        "(use str, int, float, bool, None, list or dict)",
-    )
-
-
-def pack_metadata(metadata: object) -> PackedMetadata:
-    """Validate ``metadata`` (see Session) and return it packed; raise :class:`InvalidSession`."""
-    if metadata is None:
-        return EMPTY_METADATA
-    if not isinstance(metadata, dict):
-        raise InvalidSession("metadata", f"must be a dict with str keys, got {_describe(metadata)}")
-    _check_json(metadata, "metadata", 0)
-    try:
-        packed = msgpack.packb(metadata, use_bin_type=True)
-    except (UnicodeEncodeError, ValueError, TypeError) as exc:
-        raise InvalidSession("metadata", f"cannot be encoded: {exc}") from None
-    if len(packed) > HARD_METADATA_LIMIT:
-        raise InvalidSession(
-            "metadata", f"encodes to {len(packed)} bytes, over the {HARD_METADATA_LIMIT} limit"
-        )
-    return PackedMetadata(packed)
-
-
-def unpack_metadata(packed: bytes) -> dict[str, Any]:
-    """Unpack metadata that :func:`pack_metadata` produced."""
-    result: dict[str, Any] = msgpack.unpackb(packed, raw=False)
-    return result
-
-
-EMPTY_METADATA: Final = PackedMetadata(msgpack.packb({}))
 
 
 def validate_id(session_id: object) -> str:
