@@ -10,28 +10,24 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import random
-import signal
 import sqlite3
 import subprocess
-import sys
 import textwrap
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
+from sqlitedict_procs import HANG_S, WorkerProcess, run_cli
 
 from sessionkeeper import Session, SessionManager, StorageError
 
 WORKER = Path(__file__).with_name("sqlitedict_worker.py")
 KILLS = int(os.environ.get("SESSIONKEEPER_CRASH_KILLS", "20"))
 SEED = int(os.environ.get("SESSIONKEEPER_CRASH_SEED", str(random.randrange(2**32))))
-#: Longest wait for a line from a worker before the test calls it hung (not a timing assertion).
-HANG_S = 120.0
 
 pytestmark = pytest.mark.sessionkeeper_slow
 
@@ -40,46 +36,15 @@ def expected_metadata(i: int) -> dict[str, Any]:
     return {"i": i, "user": f"user_{i}", "payload": "x" * 200, "nested": {"list": [i, str(i)]}}
 
 
-class Worker:
-    """A running ``sqlitedict_worker.py`` whose stdout lines arrive on a queue."""
+class Worker(WorkerProcess):
+    """A running ``sqlitedict_worker.py``."""
 
     def __init__(self, *args: object, stdin: bool = False) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, str(WORKER), *map(str, args)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-            text=True,
-        )
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        assert self.process.stdout is not None
-        self._reader = threading.Thread(target=self._read, args=(self.process.stdout,))
-        self._reader.start()
-
-    def _read(self, stream: IO[str]) -> None:
-        for line in stream:
-            if line.endswith("\n"):  # a line cut short by the kill was never acknowledged
-                self.lines.put(line.strip())
-        self.lines.put(None)
-
-    def next_line(self) -> str | None:
-        """The next complete line, or ``None`` once the worker's stdout closed."""
-        try:
-            return self.lines.get(timeout=HANG_S)
-        except queue.Empty:
-            self.kill()
-            pytest.fail(f"the worker printed nothing for {HANG_S:.0f} s (hung?)")
+        super().__init__(WORKER, *args, stdin=stdin)
 
     def expect(self, word: str) -> list[str]:
-        line = self.next_line()
-        if line is None or not line.startswith(word):
-            raise AssertionError(f"expected {word!r}, got {line!r}; stderr: {self.stderr()}")
-        return line.split()
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-        self.process.wait(HANG_S)
+        """The words of the next line, which must start with ``word``."""
+        return self.next_expected(word).split()
 
     def rest(self) -> Iterator[str]:
         """The lines still to come (after the worker ended)."""
@@ -90,23 +55,10 @@ class Worker:
                 return
             yield line
 
-    def stderr(self) -> str:
-        if self.process.poll() is None:
-            return "(still running)"
-        assert self.process.stderr is not None
-        return self.process.stderr.read()
-
     def finish(self) -> int:
         code = self.process.wait(HANG_S)
         self._reader.join(HANG_S)
         return code
-
-    def close(self) -> None:
-        self.kill()
-        self._reader.join(HANG_S)
-        for stream in (self.process.stdout, self.process.stderr, self.process.stdin):
-            if stream is not None:
-                stream.close()
 
 
 def open_owner(path: Path, **opts: Any) -> SessionManager:
@@ -428,13 +380,7 @@ class TestSecondProcess:
         )
 
         def cli(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run(
-                [sys.executable, "-m", "sessionkeeper", *args, "--config", str(config)],
-                capture_output=True,
-                text=True,
-                timeout=HANG_S,
-                check=False,
-            )
+            return run_cli(config, *args)
 
         listed = cli("list", "--json")
         assert listed.returncode == 0, listed.stderr

@@ -9,19 +9,15 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import shutil
-import signal
 import sqlite3
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
+from sqlitedict_procs import HANG_S, WorkerProcess, run_cli
 
 from sessionkeeper import Session, SessionManager, SessionNotFound, StorageError, VersionConflict
 from sessionkeeper.backend import encode_session
@@ -29,62 +25,22 @@ from sessionkeeper_sqlitedict import check_file
 from sessionkeeper_sqlitedict._lease import boot_id
 
 WORKER = Path(__file__).with_name("shared_worker.py")
-#: Longest wait for a line from a worker before the test calls it hung (not a timing assertion).
-HANG_S = 120.0
 NOW = 1_700_000_000_000
 
 
-class Worker:
-    """A running ``shared_worker.py`` whose stdout lines arrive on a queue."""
+class Worker(WorkerProcess):
+    """A running ``shared_worker.py``, its stdin a pipe."""
 
     def __init__(self, mode: str, path: Path, *args: object) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, str(WORKER), mode, str(path), *map(str, args)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.pid = self.process.pid
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        assert self.process.stdout is not None
-        self._reader = threading.Thread(target=self._read, args=(self.process.stdout,))
-        self._reader.start()
-
-    def _read(self, stream: IO[str]) -> None:
-        for line in stream:
-            if line.endswith("\n"):
-                self.lines.put(line.strip())
-        self.lines.put(None)
+        super().__init__(WORKER, mode, str(path), *args, stdin=True)
 
     def expect(self, word: str) -> str:
         """The rest of the next line, which must start with ``word``."""
-        try:
-            line = self.lines.get(timeout=HANG_S)
-        except queue.Empty:
-            self.kill()
-            pytest.fail(f"the worker printed nothing for {HANG_S:.0f} s (hung?)")
-        if line is None or not line.startswith(word):
-            if self.process.poll() is None:
-                self.process.send_signal(signal.SIGKILL)
-            assert self.process.stderr is not None
-            raise AssertionError(f"expected {word!r}, got {line!r}: {self.process.stderr.read()}")
-        return line[len(word) :].strip()
+        return self.next_expected(word)[len(word) :].strip()
 
     def close_stdin(self) -> None:
         assert self.process.stdin is not None
         self.process.stdin.close()
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
-        self._reader.join(HANG_S)
-        for stream in (self.process.stdin, self.process.stderr):
-            if stream is not None:
-                stream.close()
-        assert self.process.stdout is not None
-        self.process.stdout.close()
 
 
 @pytest.fixture
@@ -92,7 +48,7 @@ def workers() -> Iterator[list[Worker]]:
     started: list[Worker] = []
     yield started
     for worker in started:
-        worker.kill()
+        worker.close()
 
 
 def start(workers: list[Worker], mode: str, path: Path, *args: object) -> Worker:
@@ -489,16 +445,6 @@ class TestSweep:
         assert index_matches_table(path)
 
 
-def _cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sessionkeeper", *args, "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=HANG_S,
-        check=False,
-    )
-
-
 class TestToolsBesideRunningWriters:
     @pytest.mark.sessionkeeper_slow
     def test_list_show_stats_check_export_backup_migrate_while_a_writer_runs(
@@ -520,23 +466,23 @@ class TestToolsBesideRunningWriters:
         writer = start(workers, "write", path)
         writer.expect("ready")
         seen = int(writer.expect("ack"))
-        listed = _cli(config, "list", "--json")
+        listed = run_cli(config, "list", "--json")
         assert listed.returncode == 0, listed.stderr
         assert f"w{seen}" in json.loads(listed.stdout)["ids"] or f"w{seen}" in listed.stdout
-        shown = _cli(config, "show", f"w{seen}", "--json")
+        shown = run_cli(config, "show", f"w{seen}", "--json")
         assert shown.returncode == 0, shown.stderr
-        stats = _cli(config, "stats", "--json")
+        stats = run_cli(config, "stats", "--json")
         assert stats.returncode == 0, stats.stderr
-        checked = _cli(config, "check", "--json")
+        checked = run_cli(config, "check", "--json")
         assert checked.returncode == 0, checked.stdout + checked.stderr
         exported = tmp_path / "export.jsonl"
-        export = _cli(config, "export", str(exported))
+        export = run_cli(config, "export", str(exported))
         assert export.returncode == 0, export.stderr
         assert f'"w{seen}"' in exported.read_text()
-        backup = _cli(config, "backup", str(tmp_path / "backups"), "-q")
+        backup = run_cli(config, "backup", str(tmp_path / "backups"), "-q")
         assert backup.returncode == 0, backup.stderr
         assert len(list((tmp_path / "backups").iterdir())) == 1
-        migrate = _cli(config, "migrate", "--to", str(target))
+        migrate = run_cli(config, "migrate", "--to", str(target))
         assert migrate.returncode in (0, 6), migrate.stdout + migrate.stderr  # 6: source grew
         writer.kill()
         with owner(tmp_path / "copy.sqlite") as copy:
