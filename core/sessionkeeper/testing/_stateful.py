@@ -124,6 +124,27 @@ class BackendStateMachine(RuleBasedStateMachine):
             return None
         return session
 
+    def _unsupported(self, call: Callable[[], object]) -> bool:
+        """Whether the backend lacks ``atomic``: then ``call`` (an atomic operation) raises
+        :class:`~sessionkeeper.Unsupported`, checked here."""
+        if self.atomic:
+            return False
+        with pytest.raises(Unsupported):
+            call()
+        return True
+
+    def _proceeds(self, call: Callable[[], object], expected: Session | None) -> Session | None:
+        """``expected``, the live session, when ``call`` (an atomic operation on its id) is to
+        succeed; else ``None``, once ``call`` was checked to fail: with
+        :class:`~sessionkeeper.Unsupported` without ``atomic``, with
+        :class:`~sessionkeeper.SessionNotFound` when no session is live."""
+        if self._unsupported(call):
+            return None
+        if expected is None:
+            with pytest.raises(SessionNotFound):
+                call()
+        return expected
+
     def _live_ids(self, owner: str | None = None) -> set[str]:
         now = self.clock.now
         return {
@@ -295,9 +316,7 @@ class BackendStateMachine(RuleBasedStateMachine):
         current = self._live_version(session_id)
         if_version = {"right": current, "absent": 0, "wrong": current + 1}[choice]
         session = Session(session_id, now, now, None, metadata)
-        if not self.atomic:
-            with pytest.raises(Unsupported):
-                self.manager.store(session, if_version=if_version)
+        if self._unsupported(lambda: self.manager.store(session, if_version=if_version)):
             return
         if if_version != current:
             with pytest.raises(VersionConflict) as info:
@@ -320,13 +339,8 @@ class BackendStateMachine(RuleBasedStateMachine):
             calls.append(metadata)
             return {**metadata, "_n": add}
 
-        if not self.atomic:
-            with pytest.raises(Unsupported):
-                self.manager.update(session_id, change)
-            return
+        expected = self._proceeds(lambda: self.manager.update(session_id, change), expected)
         if expected is None:
-            with pytest.raises(SessionNotFound):
-                self.manager.update(session_id, change)
             assert calls == [], "update called fn on a session that is not live"
             return
         now = self.clock.now
@@ -343,15 +357,10 @@ class BackendStateMachine(RuleBasedStateMachine):
     def take(self, data: st.DataObject) -> None:
         """take: the live session, removed; an expired one removed and not returned."""
         session_id = self._pick(data)
-        expected = self._live(session_id)
-        if not self.atomic:
-            with pytest.raises(Unsupported):
-                self.manager.take(session_id)
-            return
+        expected = self._proceeds(lambda: self.manager.take(session_id), self._live(session_id))
         if expected is None:
-            with pytest.raises(SessionNotFound):
-                self.manager.take(session_id)
-            self.model.pop(session_id, None)
+            if self.atomic:  # none live: an expired one is removed
+                self.model.pop(session_id, None)
             return
         assert_same_session(self.manager.take(session_id), expected)
         del self.model[session_id]
@@ -360,14 +369,8 @@ class BackendStateMachine(RuleBasedStateMachine):
     def rotate(self, data: st.DataObject) -> None:
         """rotate: the live session under a new id, version + 1, accessed now."""
         session_id = self._pick(data)
-        expected = self._live(session_id)
-        if not self.atomic:
-            with pytest.raises(Unsupported):
-                self.manager.rotate(session_id)
-            return
+        expected = self._proceeds(lambda: self.manager.rotate(session_id), self._live(session_id))
         if expected is None:
-            with pytest.raises(SessionNotFound):
-                self.manager.rotate(session_id)
             return
         rotated = self.manager.rotate(session_id)
         assert rotated.id not in self.model, f"rotate reused the id {rotated.id!r}"
@@ -382,9 +385,7 @@ class BackendStateMachine(RuleBasedStateMachine):
     @rule(owner=owners.filter(lambda owner: owner is not None))
     def delete_owner(self, owner: str) -> None:
         """delete_owner: every session of the owner, expired ones included, counted."""
-        if not self.atomic:
-            with pytest.raises(Unsupported):
-                self.manager.delete_owner(owner)
+        if self._unsupported(lambda: self.manager.delete_owner(owner)):
             return
         doomed = [sid for sid, session in self.model.items() if session.owner == owner]
         assert self.manager.delete_owner(owner) == len(doomed)
