@@ -454,29 +454,32 @@ class BackendConformance(AtomicConformance):
         clock.step = 1
         return clock
 
+    def _accessed_at_one_instant(
+        self, manager: SessionManager, clock: ManualClock, operation: str
+    ) -> None:
+        """A session idle for exactly its timeout, then ``operation`` (``fetch`` or ``touch``)
+        on it once the clock ticks: it returns the session, and stores it, accessed at the
+        instant the operation read."""
+        # Stored while the clock stands still (an atomic backend's store reads it too).
+        manager.store(_session("edge", clock.now, timeout_ms=100, idle=100))
+        ticking = self._ticking(clock)
+        instant = ticking.now
+        assert getattr(manager, operation)("edge").last_accessed == instant
+        assert manager.peek("edge", include_expired=True).last_accessed == instant
+
     def test_touch_decides_and_writes_at_one_instant(
         self, manager: SessionManager, clock: ManualClock
     ) -> None:
         """``touch`` reads the clock once: a session idle for exactly its timeout at that instant
         is live and is touched to that instant, never to a later one at which it had expired."""
-        # Stored while the clock stands still (an atomic backend's store reads it too).
-        manager.store(_session("edge", clock.now, timeout_ms=100, idle=100))
-        ticking = self._ticking(clock)
-        instant = ticking.now
-        assert manager.touch("edge").last_accessed == instant
-        assert manager.peek("edge", include_expired=True).last_accessed == instant
+        self._accessed_at_one_instant(manager, clock, "touch")
 
     def test_fetch_decides_and_writes_at_one_instant(
         self, manager: SessionManager, clock: ManualClock
     ) -> None:
         """``fetch`` reads the clock once: the session live at that instant is written back with
         ``last_accessed`` at that instant."""
-        # Stored while the clock stands still (an atomic backend's store reads it too).
-        manager.store(_session("edge", clock.now, timeout_ms=100, idle=100))
-        ticking = self._ticking(clock)
-        instant = ticking.now
-        assert manager.fetch("edge").last_accessed == instant
-        assert manager.peek("edge", include_expired=True).last_accessed == instant
+        self._accessed_at_one_instant(manager, clock, "fetch")
 
     def test_create_is_created_and_accessed_at_one_instant(
         self, manager: SessionManager, clock: ManualClock
