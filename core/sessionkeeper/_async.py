@@ -9,7 +9,7 @@ import functools
 import itertools
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, Final, ParamSpec, TypeVar, Unpack
@@ -213,6 +213,12 @@ class AsyncSessionManager(AsyncConcurrentOperations):
         #: The operations that run on the event loop as plain calls (the others, neither native
         #: nor inline, go to the worker threads).
         self.inline_operations = inline_operations(sync.inline_hooks) - native
+        # The hottest operations, when inline: a coroutine that calls the sync manager's
+        # method bound once here, with no check or lookup per call (it shadows the method).
+        if "fetch" in self.inline_operations:
+            setattr(self, "fetch", _inline_fetch(sync.fetch))  # noqa: B010
+        if "store" in self.inline_operations:
+            setattr(self, "store", _inline_store(sync.store))  # noqa: B010
 
     @property
     def config(self) -> Config:
@@ -319,8 +325,6 @@ class AsyncSessionManager(AsyncConcurrentOperations):
 
     async def store(self, session: Session, *, if_version: int | None = None) -> Session:
         """See :meth:`SessionManager.store`."""
-        if "store" in self.inline_operations:  # _run written inline: a hot path
-            return self.sync.store(session, if_version=if_version)
         return await self._run("store", self.sync.store, session, if_version=if_version)
 
     async def store_many(self, sessions: Iterable[Session]) -> int:
@@ -329,8 +333,6 @@ class AsyncSessionManager(AsyncConcurrentOperations):
 
     async def fetch(self, session_id: str) -> Session:
         """See :meth:`SessionManager.fetch`."""
-        if "fetch" in self.inline_operations:  # _run written inline: the hottest path
-            return self.sync.fetch(session_id)
         native = self._natives.get("fetch")
         if native is not None:
             self._on_loop()
@@ -381,6 +383,30 @@ class AsyncSessionManager(AsyncConcurrentOperations):
         ):
             for session in batch:
                 yield session
+
+
+def _inline_fetch(fetch: Callable[[str], Session]) -> Callable[[str], Awaitable[Session]]:
+    """:meth:`AsyncSessionManager.fetch` of an inline ``fetch``: the sync manager's ``fetch``
+    awaited with nothing around it (it measured 1.5x the sync call through the method and its
+    per-call check, against the 0.07-0.12 us of the coroutine alone)."""
+
+    async def inline(session_id: str) -> Session:
+        return fetch(session_id)
+
+    inline.__doc__ = AsyncSessionManager.fetch.__doc__
+    return inline
+
+
+def _inline_store(store: Callable[..., Session]) -> Callable[..., Awaitable[Session]]:
+    """:meth:`AsyncSessionManager.store` of an inline ``store`` (see :func:`_inline_fetch`)."""
+
+    async def inline(session: Session, *, if_version: int | None = None) -> Session:
+        if if_version is None:
+            return store(session)
+        return store(session, if_version=if_version)
+
+    inline.__doc__ = AsyncSessionManager.store.__doc__
+    return inline
 
 
 def _anywhere() -> None:
