@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlitedict_stores import open_owner
 
 from sessionkeeper import Session, SessionManager, SessionNotFound, StorageError, VersionConflict
 from sessionkeeper.backend import decode_session
@@ -63,12 +64,7 @@ def open_store(path: Path) -> Iterator[Callable[..., SessionManager]]:
     opened: list[SessionManager] = []
 
     def make(auto_save: int = 0, **opts: Any) -> SessionManager:
-        manager = SessionManager(
-            backend="sqlitedict",
-            backend_opts={"file_path": str(path), "auto_save": auto_save, **opts},
-            cleanup_interval=0,
-            clock=ManualClock(NOW),
-        )
+        manager = open_owner(path, clock=ManualClock(NOW), auto_save=auto_save, **opts)
         opened.append(manager)
         return manager
 

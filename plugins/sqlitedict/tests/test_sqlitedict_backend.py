@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from sqlitedict import SqliteDict
+from sqlitedict_stores import open_owner
 
 from sessionkeeper import Session, SessionKeeperError, SessionManager, StorageError
 from sessionkeeper.backend import ExpiryIndex, decode_session, encode_session
@@ -55,14 +56,7 @@ def open_store(path: Path, clock: ManualClock) -> Iterator[Any]:
     opened: list[SessionManager] = []
 
     def make(**opts: Any) -> SessionManager:
-        read_only = opts.pop("read_only", False)
-        manager = SessionManager(
-            backend="sqlitedict",
-            backend_opts={"file_path": str(path), "auto_save": 0, **opts},
-            cleanup_interval=0,
-            clock=clock,
-            read_only=read_only,
-        )
+        manager = open_owner(path, clock=clock, **opts)
         opened.append(manager)
         return manager
 

@@ -21,8 +21,9 @@ from typing import Any
 
 import pytest
 from sqlitedict import SqliteDict
+from sqlitedict_stores import open_owner as owner
 
-from sessionkeeper import Session, SessionManager, SessionNotFound, StorageError
+from sessionkeeper import Session, SessionNotFound, StorageError
 from sessionkeeper.backend import encode_session
 from sessionkeeper_sqlitedict import check_file
 
@@ -35,14 +36,6 @@ def make_sessions(count: int, *, pad: int = 900) -> list[Session]:
     return [
         Session(f"s{i:05d}", NOW, NOW + i, None, {"i": i, "pad": "p" * pad}) for i in range(count)
     ]
-
-
-def owner(path: Path, **opts: Any) -> SessionManager:
-    return SessionManager(
-        backend="sqlitedict",
-        backend_opts={"file_path": str(path), "auto_save": 0, **opts},
-        cleanup_interval=0,
-    )
 
 
 def build(path: Path, sessions: Iterable[Session], **opts: Any) -> bytes:

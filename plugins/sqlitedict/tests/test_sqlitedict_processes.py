@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from sqlitedict_procs import HANG_S, WorkerProcess, run_cli
+from sqlitedict_stores import open_owner
 
 from sessionkeeper import Session, SessionManager, StorageError
 
@@ -59,14 +60,6 @@ class Worker(WorkerProcess):
         code = self.process.wait(HANG_S)
         self._reader.join(HANG_S)
         return code
-
-
-def open_owner(path: Path, **opts: Any) -> SessionManager:
-    return SessionManager(
-        backend="sqlitedict",
-        backend_opts={"file_path": str(path), "auto_save": 0, **opts},
-        cleanup_interval=0,
-    )
 
 
 def assert_sessions(path: Path, indices: set[int], where: str) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from sqlitedict_procs import HANG_S, WorkerProcess, run_cli
+from sqlitedict_stores import open_owner
 
 from sessionkeeper import Session, SessionManager, SessionNotFound, StorageError, VersionConflict
 from sessionkeeper.backend import encode_session
@@ -67,12 +68,7 @@ def shared(path: Path, *, clock: Any = None, **opts: Any) -> SessionManager:
 
 
 def owner(path: Path, **opts: Any) -> SessionManager:
-    return SessionManager(
-        backend="sqlitedict",
-        backend_opts={"file_path": str(path), "auto_save": 0, **opts},
-        cleanup_interval=0,
-        clock=lambda: NOW,
-    )
+    return open_owner(path, clock=lambda: NOW, **opts)
 
 
 def raw(path: Path) -> sqlite3.Connection:
