@@ -1,5 +1,5 @@
 """The sqlitedict tests' folder on ``sys.path``, so that they import the helpers beside them
-(:mod:`sqlitedict_procs`: the worker processes two test modules drive)."""
+(:mod:`sqlitedict_procs`, the worker processes; :mod:`sqlitedict_stores`, opening a file)."""
 
 from __future__ import annotations
 
