@@ -12,13 +12,10 @@ from typing import Any, Final
 
 import pytest
 import redis
-from hypothesis import given
-from hypothesis import strategies as st
 
 from sessionkeeper import Session, SessionManager, SessionNotFound, StorageError, VersionConflict
-from sessionkeeper.backend import decode_session, encode_session
+from sessionkeeper.backend import decode_session
 from sessionkeeper.testing import ManualClock
-from sessionkeeper_redis._records import _pack_uint, split_record
 
 START: Final = 1_700_000_000_000
 #: Records exactly as the previous release (record format 1) wrote them: a session with a
@@ -326,40 +323,6 @@ class TestConditionalStore:
         for session_id in ids:
             session = manager.peek(session_id)
             assert (session.metadata["n"], session.version) == (80, 81)
-
-
-@given(
-    version=st.integers(1, 2**63 - 1),
-    owner=st.none() | st.text(min_size=1, max_size=80).filter(lambda o: o.isprintable()),
-    absolute=st.none() | st.integers(1, 2**63 - 1),
-    new=st.integers(1, 2**63 - 1),
-)
-@pytest.mark.fuzz
-def test_split_record_cuts_around_the_version(
-    version: int, owner: str | None, absolute: int | None, new: int
-) -> None:
-    """``head + version + tail`` is the record of the session with that version, whatever the
-    widths of the version, the owner (up to 256 UTF-8 bytes) and the absolute timeout."""
-    session = Session(
-        "id",
-        START,
-        START,
-        1_000,
-        {"k": 1},
-        version=version,
-        owner=owner,
-        absolute_timeout_ms=absolute,
-    )
-    head, tail = split_record(session)
-    assert head + _pack_uint(new) + tail == encode_session(session.with_version(new))
-
-
-@pytest.mark.parametrize("size", [31, 32, 255, 256])
-def test_split_record_at_owner_length_boundaries(size: int) -> None:
-    """Owners whose UTF-8 length crosses msgpack's string header widths are cut right."""
-    session = Session("id", START, START, None, owner="é" * (size // 2) + "x" * (size % 2))
-    head, tail = split_record(session)
-    assert head + _pack_uint(9) + tail == encode_session(session.with_version(9))
 
 
 def test_versions_beyond_two_to_the_53_count_exactly(

@@ -15,7 +15,7 @@ from sessionkeeper.backend import BackendContext, CodecError, decode_session, en
 from . import _scripts
 from ._drivers import REDIS_ERRORS, Batch, Call, Command, Steps, Writes
 from ._options import MAX_TTL_MS, RedisOptions
-from ._records import _pack_str, _pack_uint, _unpack_uint, split_record
+from ._records import _pack_str, _pack_uint, _unpack_uint
 
 #: Ids read per round trip by ``list``, ``iter_sessions`` and ``cleanup_expired``.
 PAGE_SIZE: Final = 500
@@ -268,23 +268,10 @@ class RedisOperations:
 
     def _store_if(self, session: Session, if_version: int | None, now: int) -> Steps[Session]:
         key = self._prefix + session.id
-        head, tail = split_record(session)
-        deadline, ttl = self._expiry(session)
-        owner = session.owner
-        args = (
-            session.id,
-            head,
-            tail,
-            deadline,
-            ttl,
-            "" if owner is None else owner,
-            self._owners,
-            now,
-            "" if if_version is None else _pack_uint(if_version),
-        )
-        keys = (key, self._ids_key, self._exp_key, self._own_key)
+        condition = b"" if if_version is None else _pack_uint(if_version)
+        args = (encode_session(session), now, condition, self._margin)
         try:
-            done, version = yield Call(_scripts.STORE_IF, keys, args, write=True)
+            done, version = yield Call(_scripts.STORE_IF, (key,), args, write=True)
         except REDIS_ERRORS as exc:
             raise self._script_failed("store", key, exc) from exc
         version = _unpack_uint(version)

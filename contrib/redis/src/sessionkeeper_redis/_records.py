@@ -1,12 +1,9 @@
-"""The session record as the scripts see it: msgpack's shortest integer and string forms, and a
-record cut around its version (the conditional-store script puts in the version it decides)."""
+"""The session record as the scripts see it: msgpack's shortest integer and string forms (the
+scripts compare and count versions and timestamps on their encodings)."""
 
 from __future__ import annotations
 
 from typing import Final
-
-from sessionkeeper import Session
-from sessionkeeper.backend import encode_session
 
 #: The record formats the scripts read (see :mod:`sessionkeeper_redis._scripts`); they write
 #: the last one.
@@ -39,28 +36,3 @@ def _pack_str(text: str) -> bytes:
     if size < 256:
         return b"\xd9" + bytes((size,)) + data
     return b"\xda" + size.to_bytes(2, "big") + data
-
-
-def _tail_length(session: Session) -> int:
-    """How many bytes end the record of ``session`` after its version: the encoded owner and
-    absolute timeout (msgpack's shortest forms, as :func:`sessionkeeper.backend.encode_session`
-    writes them)."""
-    owner = session.owner
-    if owner is None:
-        length = 1
-    else:
-        size = len(owner.encode())
-        length = size + (1 if size < 32 else 2 if size < 256 else 3)
-    absolute = session.absolute_timeout_ms
-    if absolute is None:
-        return length + 1
-    return length + len(_pack_uint(absolute))
-
-
-def split_record(session: Session) -> tuple[bytes, bytes]:
-    """The record of ``session`` cut around its version: ``(head, tail)`` such that
-    ``head + <version encoded> + tail`` is the record of the session with that version. The
-    conditional-store script puts in the version it decides on the server."""
-    record = encode_session(session)
-    end = len(record) - _tail_length(session)
-    return record[: end - len(_pack_uint(session.version))], record[end:]

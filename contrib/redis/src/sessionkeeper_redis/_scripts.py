@@ -26,9 +26,10 @@ table in one slot and every script may touch any key of the table):
 Every write of a session (store, conditional store, touch, delete, take, rotate, cleanup,
 ``delete_owner``) is one script that updates the record, both indexes, the owner hash and the
 owner sets together: no reader ever sees them disagree. The owner-set keys are derived inside
-the scripts from the prefix ``{table}:o:`` (the previous owner is only known on the server);
-they carry the table's hash tag, so they are in the slot of the keys each call declares, which
-is all Redis Cluster requires of a script.
+the scripts from the prefix ``{table}:o:`` (the previous owner is only known on the server), and
+the store script derives every key of the table from the session key it declares (fewer
+arguments to send); they carry the table's hash tag, so they are in the slot of the keys each
+call declares, which is all Redis Cluster requires of a script.
 
 The scripts read records themselves (:data:`PARSE`): format 1 ``[1, id, created_at,
 last_accessed, timeout_ms, metadata]`` (written before issue 14) and format 2 ``[2, id,
@@ -43,6 +44,8 @@ from __future__ import annotations
 
 import hashlib
 from typing import Final
+
+from ._options import MAX_TTL_MS
 
 __all__ = [
     "COUNT",
@@ -77,7 +80,8 @@ class Script:
 
 #: Lua shared by the scripts that read a record: ``parse(record, id)`` returns a table of its
 #: fields and the positions of their encodings, or ``nil`` and what is wrong (a record of
-#: another id is damage too); ``expires(f)`` the earliest deadline (``nil``: never);
+#: another id is damage too; with ``id`` nil, any id is taken and returned as ``f.id``);
+#: ``expires(f)`` the earliest deadline (``nil``: never);
 #: ``next_version(v)`` the encoding of the version after the one encoded ``v`` (versions are
 #: kept as their msgpack encodings: exact beyond 2**53; ``nil`` past the codec's 2**63 - 1);
 #: ``damaged(why)`` the error the client turns into a ``StorageError`` naming the key.
@@ -148,7 +152,9 @@ local function parse(r, id)
   else return nil, 'not a record of format 1 or 2' end
   local start, i = str_at(r, 3)
   if not i then return nil, 'the id is not a msgpack string' end
-  if i - start ~= #id or string.sub(r, start, i - 1) ~= id then
+  if not id then
+    id = string.sub(r, start, i - 1)
+  elseif i - start ~= #id or string.sub(r, start, i - 1) ~= id then
     return nil, 'it holds another session'
   end
   local created_at, last_at, timeout_at = i, nil, nil
@@ -187,7 +193,7 @@ local function parse(r, id)
   end
   if i ~= #r + 1 then return nil, 'the record does not end after its last field' end
   return {
-    format = format, created_at = created_at, created = created, last_at = last_at,
+    id = id, format = format, created_at = created_at, created = created, last_at = last_at,
     last = last, timeout_at = timeout_at, timeout = timeout, meta_end = meta_end,
     version = version, owner_at = owner_at, owner = owner, abs = abs,
   }
@@ -269,45 +275,95 @@ return 1
 """,
 )
 
-#: KEYS: session key, ids, exp, own. ARGV: id, record head, record tail, deadline, ttl, owner,
-#: owner-set prefix, now, if_version msgpack-encoded ('' = unconditional). ``current`` is the
-#: version of the session stored under the key if it is live at ``now``, else 0; versions
-#: travel msgpack-encoded, so they compare and count exactly. Returns ``{0, current}`` (and
-#: writes nothing) when ``if_version`` is given and is not ``current``; else stores ``head ..
-#: version .. tail`` with version ``current + 1`` and returns ``{1, current + 1}``.
+#: KEYS: the session key. ARGV: the session's record as the codec writes it (format 2; its
+#: version is replaced), now, if_version msgpack-encoded ('' = unconditional), ttl margin.
+#: One key and four arguments (issue 15): the client packs every argument in Python, about a
+#: microsecond each, so the script reads what it needs from the record itself (id, deadline,
+#: owner: the fields :data:`PARSE` finds) and derives the table's other keys from the session
+#: key, ``{table}:s:<id>`` (they share its hash tag, so its slot).
+#: ``current`` is the version of the session stored under the key if it is live at ``now``,
+#: else 0; versions travel msgpack-encoded, so they compare and count exactly. Returns ``{0,
+#: current}`` (and writes nothing) when ``if_version`` is given and is not ``current``; else
+#: stores the record with version ``current + 1`` and returns ``{1, current + 1}``.
 #: What the key holds when it is no record (damage, a key of another type) is an error for a
 #: conditional store (the condition cannot be judged) and counts as absent for an
 #: unconditional one, which replaces it.
+#: Over a record it parsed, the script writes only the index entries that change: every
+#: writer puts a record with its id entry, its deadline entry (at ``expires_at``) and its owner
+#: entries, and removes them with it, so a stored record implies them (``check --repair``
+#: restores the id and deadline entries if something else broke them). Over no record, or
+#: damage, it writes them all.
 STORE_IF: Final = Script(
     "store_if",
     PARSE
     + INDEX
     + """
+local key, new = KEYS[1], ARGV[1]
+local n, bad = parse(new, nil)
+if not n or n.format ~= 2 then
+  return redis.error_reply('BAD RECORD the new record: ' .. (bad or 'not format 2'))
+end
+local id = n.id
+local prefix = string.sub(key, 1, #key - #id - 2)
+if prefix .. 's:' .. id ~= key then
+  return redis.error_reply('BAD RECORD the key is not the one of session ' .. id)
+end
+local exp, own, owners = prefix .. 'exp', prefix .. 'own', prefix .. 'o:'
 local current = '\\0'
-local conditional = ARGV[9] ~= ''
-local record = redis.pcall('GET', KEYS[1])
+local conditional = ARGV[3] ~= ''
+local record = redis.pcall('GET', key)
 if type(record) == 'table' and record.err then
   if conditional then
     return damaged('it is not a string: something other than sessionkeeper wrote it')
   end
   record = false
 end
+local f
 if record then
-  local f, why = parse(record, ARGV[1])
+  local why
+  f, why = parse(record, id)
   if f then
     local deadline = expires(f)
-    if not deadline or tonumber(ARGV[8]) <= deadline then current = f.version end
+    if not deadline or tonumber(ARGV[2]) <= deadline then current = f.version end
   elseif conditional then
     return damaged(why)
   end
 end
-if conditional and ARGV[9] ~= current then return {0, current} end
+if conditional and ARGV[3] ~= current then return {0, current} end
 local version = next_version(current)
 if not version then return redis.error_reply('VERSION the stored version is the largest') end
-put(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[7], ARGV[1],
-    ARGV[2] .. version .. ARGV[3], ARGV[4], ARGV[5], ARGV[6])
+record = string.sub(new, 1, n.meta_end - 1) .. version .. string.sub(new, n.owner_at)
+local deadline = expires(n)
+local score, ttl = '', ''
+if deadline then
+  score = string.format('%.0f', deadline)
+  local ms = math.max(deadline - n.last, 0) + tonumber(ARGV[4])
+  if ms <= MAX_TTL then ttl = string.format('%.0f', ms) end
+end
+if not f then
+  put(key, prefix .. 'ids', exp, own, owners, id, record, score, ttl, n.owner or '')
+  return {1, version}
+end
+if ttl == '' then
+  redis.call('SET', key, record)
+else
+  redis.call('SET', key, record, 'PX', ttl)
+end
+if deadline ~= expires(f) then
+  if deadline then redis.call('ZADD', exp, score, id) else redis.call('ZREM', exp, id) end
+end
+local owner = n.owner
+if owner ~= f.owner then
+  if f.owner then redis.call('SREM', owners .. f.owner, id) end
+  if owner then
+    redis.call('SADD', owners .. owner, id)
+    redis.call('HSET', own, id, owner)
+  else
+    redis.call('HDEL', own, id)
+  end
+end
 return {1, version}
-""",
+""".replace("MAX_TTL", str(MAX_TTL_MS)),
 )
 
 #: KEYS: session key, exp. ARGV: id, new last_accessed msgpack-encoded, the same in decimal,

@@ -1,0 +1,196 @@
+"""The ``redis`` backend's store script (issue 15): one key and four arguments, the record's
+fields read on the server, and over a stored record only the index entries that change.
+
+Whatever sequence of plain and conditional stores, owners, deadlines and keys Redis dropped
+through their TTL, the record is the codec's record with the version the script decided, and
+the id index, the deadline index, the owner hash and the owner sets are exactly what the stored
+sessions imply (the model below computes them from scratch after every step).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import attrs
+import pytest
+import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sessionkeeper import Session, SessionManager, VersionConflict
+from sessionkeeper.backend import encode_session
+from sessionkeeper.testing import ManualClock
+from sessionkeeper_redis import _scripts
+
+START = 1_700_000_000_000
+MARGIN = 60_000
+#: The owners of the examples (the last: 32 UTF-8 bytes, a wider msgpack string header).
+OWNERS = ("ann", "bob", "é" * 16)
+
+
+@attrs.define
+class Table:
+    """A manager on a table of its own, a raw client and the sessions as the model holds
+    them: what each id last stored, and whether Redis dropped its key since."""
+
+    manager: SessionManager
+    raw: redis.Redis
+    clock: ManualClock
+    stored: dict[str, Session] = attrs.Factory(dict)
+    dropped: set[str] = attrs.Factory(set)
+    #: The ids of one example end with it (the examples share the table).
+    suffix: str = ""
+
+    def start(self) -> None:
+        """A new example: new ids, an empty model."""
+        self.suffix = "-" + uuid.uuid4().hex[:8]
+        self.stored.clear()
+        self.dropped.clear()
+
+    def _ours(self, members: Any) -> set[str]:
+        return {m.decode() for m in members if m.decode().endswith(self.suffix)}
+
+    @property
+    def backend(self) -> Any:
+        return self.manager.backend
+
+    def expected_version(self, session_id: str) -> int:
+        """The version a store writes: the live stored one + 1, else 1."""
+        old = self.stored.get(session_id)
+        if old is None or session_id in self.dropped or old.is_expired(self.clock.now):
+            return 1
+        return old.version + 1
+
+    def check(self) -> None:
+        """Records and every index as the model implies them."""
+        backend = self.backend
+        ids, exp = backend.index_keys
+        assert self._ours(self.raw.zrange(ids, 0, -1)) == set(self.stored)
+        scores = dict(self.raw.zrange(exp, 0, -1, withscores=True))
+        assert {m.decode(): scores[m] for m in scores if m.decode().endswith(self.suffix)} == {
+            i: s.expires_at for i, s in self.stored.items() if s.expires_at is not None
+        }
+        owners = {i: s.owner for i, s in self.stored.items() if s.owner is not None}
+        held = self.raw.hgetall(backend.owner_hash_key)
+        assert {k.decode(): held[k].decode() for k in held if k.decode().endswith(self.suffix)} == (
+            owners
+        )
+        for owner in {*owners.values(), *OWNERS}:
+            members = self._ours(self.raw.smembers(backend.owner_key(owner)))
+            assert members == {i for i, o in owners.items() if o == owner}
+        for session_id, session in self.stored.items():
+            key = backend.session_key(session_id)
+            if session_id in self.dropped:
+                assert self.raw.get(key) is None
+                continue
+            assert self.raw.get(key) == encode_session(session)
+            ttl = self.raw.pttl(key)
+            if session.expires_at is None:
+                assert ttl == -1
+            else:
+                left = max(session.expires_at - session.last_accessed, 0) + MARGIN
+                assert 0 < ttl <= left
+
+
+@pytest.fixture(scope="module")
+def table(redis_server: Any) -> Iterator[Table]:
+    """One manager for every example (the examples use tables of their own ids)."""
+    clock = ManualClock(START)
+    opts = {"url": redis_server.url, "table_name": f"store-{uuid.uuid4().hex}"}
+    manager = SessionManager(
+        backend="redis", backend_opts={**opts, "ttl_margin_ms": MARGIN}, clock=clock,
+        cleanup_interval=0,
+    )  # fmt: skip
+    raw = redis.Redis.from_url(redis_server.url)
+    try:
+        yield Table(manager, raw, clock)
+    finally:
+        manager.close()
+        raw.close()
+
+
+_STEP = st.tuples(
+    st.sampled_from(["a", "b", "c"]),  # id
+    st.sampled_from([None, *OWNERS]),
+    st.sampled_from([None, 1_000, 300_000]),  # timeout_ms
+    st.sampled_from([None, 2_000, 10**12]),  # absolute_timeout_ms
+    st.integers(0, 3_000),  # clock advance before the step
+    st.sampled_from(["plain", "conditional", "stale", "drop"]),
+)
+
+
+@pytest.mark.fuzz
+@settings(deadline=None)
+@given(steps=st.lists(_STEP, min_size=1, max_size=12))
+def test_every_store_leaves_the_record_and_the_indexes_exact(
+    table: Table, steps: list[tuple[Any, ...]]
+) -> None:
+    """Plain stores, conditional stores (right and stale versions) and keys dropped by Redis,
+    in any order: after each step the record is the codec's record at the version the script
+    decided (the live one + 1, else 1), its TTL follows ``expires_at``, and the id index, the
+    deadline index, the owner hash and the owner sets are exactly what the stored sessions
+    imply, whichever entries the script skipped writing."""
+    table.start()
+    for name, owner, timeout, absolute, advance, action in steps:
+        session_id = name + table.suffix
+        table.clock.advance(advance)
+        now = table.clock.now
+        if action == "drop":
+            if session_id in table.stored:  # as Redis's TTL would
+                table.raw.delete(table.backend.session_key(session_id))
+                table.dropped.add(session_id)
+            continue
+        session = Session(
+            session_id, now - 500, now, timeout, {"n": advance}, owner=owner,
+            absolute_timeout_ms=absolute,
+        )  # fmt: skip
+        version = table.expected_version(session_id)
+        if action == "plain":
+            stored = table.manager.store(session)
+        else:
+            live = version - 1
+            condition = live if action == "conditional" else live + 1
+            if action == "stale":
+                with pytest.raises(VersionConflict):
+                    table.manager.store(session, if_version=condition)
+                table.check()
+                continue
+            stored = table.manager.store(session, if_version=condition)
+        assert stored.version == version
+        table.stored[session_id] = session.with_version(version)
+        table.dropped.discard(session_id)
+        table.check()
+
+
+@pytest.mark.parametrize("version", [1, 126, 127, 255, 65_535, 2**32 - 1, 2**53 + 1])
+@pytest.mark.parametrize("owner", [None, "x" * 31, "x" * 32, "é" * 127 + "x", "é" * 128])
+def test_the_script_splices_every_width_of_version_and_owner(
+    table: Table, version: int, owner: str | None
+) -> None:
+    """Over a stored version of every msgpack width, and owners whose UTF-8 length crosses the
+    string header widths (31/32, 255/256 bytes), the conditional store writes exactly the
+    codec's record of the session at the next version."""
+    session_id = f"w-{uuid.uuid4().hex[:8]}"
+    now = table.clock.now
+    first = Session(session_id, now, now, None, version=version, owner=owner)
+    table.manager.store_many([first])
+    second = Session(session_id, now, now, 5_000, {"k": 1}, owner=owner, absolute_timeout_ms=7)
+    assert table.manager.store(second, if_version=version).version == version + 1
+    key = table.backend.session_key(session_id)
+    assert table.raw.get(key) == encode_session(second.with_version(version + 1))
+    assert table.manager.delete(session_id)
+
+
+def test_a_record_under_another_key_is_refused_and_nothing_written(table: Table) -> None:
+    """The script reads the id from the record and the table's keys from the session key: a
+    record sent under the key of another id (a client bug) is an error, and nothing changes."""
+    now = table.clock.now
+    record = encode_session(Session("mine", now, now, 1_000, owner="ann"))
+    key = table.backend.session_key("other")
+    table.raw.script_load(_scripts.STORE_IF.source)
+    with pytest.raises(redis.ResponseError, match="BAD RECORD the key is not the one of session"):
+        table.raw.evalsha(_scripts.STORE_IF.sha, 1, key, record, now, "", MARGIN)
+    assert table.raw.get(key) is None
+    assert table.raw.zscore(table.backend.index_keys[0], "mine") is None
