@@ -20,6 +20,12 @@ hooks takes) and the sync manager; 100 concurrent tasks of fetch+store on both p
 and its floor in rounds and hold the median of the rounds' ratios (``_rounds``), all on one
 event loop (a native manager stays on the loop it first ran on).
 
+What a user could pick instead, in the same run (``_async_peers``): py-key-value's ``DiskStore``
+beside sqlitedict (fetch against ``DiskStore.get``, target >= 10x faster; store against
+``DiskStore.put``) and its ``RedisStore`` beside redis on the same server (fetch, store and 100
+tasks; target: ahead on each). zmq: a one-node cluster's async local read against its sync one
+(target <= 1.2x).
+
 Run ``python tests/benchmarks/bench_async.py [--quick] [--json PATH] [--strict]``.
 """
 
@@ -35,6 +41,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import _async_peers
 import _bench
 import _redis_server
 import _rounds
@@ -172,9 +179,11 @@ def _backend_rows(
     label: str | None = None,
     absolute: dict[str, float] | None = None,
     await_us: float = 0.0,
+    peers: Callable[[AsyncSessionManager, list[str]], list[_bench.Figure]] | None = None,
 ) -> list[_bench.Figure]:
     """The rows of one backend: each operation async against sync (target: :data:`INLINE_RATIO`,
-    plus ``absolute`` µs per operation named there), then 100 tasks against one."""
+    plus ``absolute`` µs per operation named there), then 100 tasks against one, then the rows
+    ``peers`` measures on the same manager and sessions."""
     label = label or name
     absolute = absolute or {}
     rows: list[_bench.Figure] = []
@@ -238,6 +247,8 @@ def _backend_rows(
                 note=f"{many / one:.2f}x one task",
             )
         )
+        if peers is not None:
+            rows += peers(sessions, ids)
     finally:
         asyncio.run(sessions.aclose())
     return rows
@@ -277,9 +288,13 @@ def measure(args: Any) -> _bench.Run:
             label="sqlitedict interval",
             absolute={"fetch": SQLITEDICT_FETCH_US},
             await_us=await_us,
+            peers=lambda sessions, ids: _async_peers.disk_rows(
+                sessions, ids[: max(len(ids) // 10, 200)], 2 * sizes.repeats + 1
+            ),
         )
         figures += _durable_rows(Path(tmp) / "durable.sqlite", sizes, clock)
         figures += _redis_rows(Path(tmp) / "redis", sizes, clock)
+    figures += _async_peers.zmq_rows(2 * sizes.repeats + 1, max(sizes.sessions // 4, 500), await_us)
     title = (
         f"bench_async: sessionkeeper {__version__}, Python {platform.python_version()}, "
         f"{platform.machine()}; {sizes.sessions} sessions"
@@ -381,12 +396,12 @@ def _redis_measure(
     repeats = 2 * sizes.repeats + 1
     keys, values = floor.keys, floor.values
 
-    async def measure_all() -> dict[str, _rounds.Rounds]:
+    async def measure_all() -> tuple[dict[str, _rounds.Rounds], dict[str, _rounds.Rounds] | None]:
         raw = floor.client()
         try:
             await raw.get(keys[ids[0]])  # connected before the first round
             await native.count()
-            return {
+            found = {
                 "fetch": await _rounds.arounds(
                     native.fetch, lambda i: raw.get(keys[i]), ids, repeats=repeats
                 ),
@@ -406,10 +421,15 @@ def _redis_measure(
                     repeats=sizes.repeats,
                 ),
             }
+            peer = await _async_peers.redis_rounds(floor.url, native, by_id, ids, repeats)
+            if peer is None:
+                return found, None
+            await peer[1]()
+            return found, peer[0]
         finally:
             await raw.aclose()
 
-    found = loop.run_until_complete(measure_all())
+    found, peer = loop.run_until_complete(measure_all())
     sync = native.sync
     sync_us = {
         "fetch": _sync_us(sync.fetch, ids, sizes.repeats),
@@ -433,7 +453,7 @@ def _redis_measure(
                 note=f"sync manager in the same run: {sync_us[op]:.1f} us",
             )
         )
-    return rows
+    return rows + _async_peers.redis_rows(peer, by_id)
 
 
 def _sync_us(call: Callable[[str], object], ids: list[str], repeats: int) -> float:
@@ -471,12 +491,16 @@ def _redis_tasks(
 
         return _per_second(worker, tasks, n, raw.aclose, loop=loop)
 
-    runs: dict[str, list[float]] = {"raw": [], "native": [], "thread": []}
+    by_id = {i: native.sync.peek(i) for i in ids}
+    peer = _async_peers.redis_tasks_peer(floor.url, by_id, ids, tasks, n, loop)
+    runs: dict[str, list[float]] = {"raw": [], "native": [], "thread": [], "peer": []}
     for _ in range(2 * sizes.repeats + 1):
         runs["raw"].append(raw_pairs())
         runs["native"].append(_pairs_per_second(native, ids, tasks, n, loop=loop))
         runs["thread"].append(_pairs_per_second(threaded, ids, tasks, n, loop=loop))
-    return [
+        if peer is not None:
+            runs["peer"].append(peer())
+    rows: list[_bench.Figure] = [
         _rounds.ratio_figure(
             f"redis {tasks} tasks fetch+store, native (pairs/s)",
             _rounds.Rounds(runs["native"], runs["raw"]),
@@ -492,6 +516,18 @@ def _redis_tasks(
             unit="/s",
         ),
     ]
+    if peer is not None:
+        rows.append(
+            _rounds.ratio_figure(
+                f"redis {tasks} tasks fetch+store, native vs py-key-value RedisStore (pairs/s)",
+                _rounds.Rounds(runs["native"], runs["peer"]),
+                "RedisStore get+put",
+                ratio=1.0,
+                at_least=True,
+                unit="/s",
+            )
+        )
+    return rows
 
 
 def main() -> int:
