@@ -38,8 +38,10 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 #: Worker threads of one async manager for the operations that may block: enough for a durable
-#: backend's group commit to gather several writers, few enough to stay cheap. Threads start on
-#: the first operation that needs one (a manager whose operations are all inline starts none).
+#: backend's group commit to gather several writers, few enough to stay cheap (a backend whose
+#: writes join its group commit natively, as sqlitedict's durable mode does, gathers every
+#: waiting task instead). Threads start on the first operation that needs one (a manager whose
+#: operations are all inline or native starts none).
 WORKERS: Final = 8
 
 _ASYNC_CLOSE: Final = "sessionkeeper_async_close"
