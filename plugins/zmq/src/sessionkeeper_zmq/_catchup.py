@@ -326,21 +326,28 @@ class CatchUp:
 
     def on_digest_keys(self, peer: Peer, message: DigestKeys) -> None:
         """The peer's summaries of the differing buckets: push what it lacks, pull what we
-        lack (the round is done when the last PULL is answered)."""
+        lack (the round is done when the last PULL is answered). Both are bounded by
+        ``anti_entropy_keys``: the pulls by the answer's size, the pushes here."""
         req = message.req
         if req not in self.ae_waiting:
             return
         node = self.node
         replica = node.replica
         theirs = {key: (hlc, origin, la) for key, hlc, origin, la in message.summaries}
+        summary = replica.summary
         pull = []
         for key, state in theirs.items():
-            entry = replica.entry(key)
-            if entry is None or state > (entry[1], entry[2], entry[3]):
+            mine = summary(key)
+            if mine is None or state > mine:
                 pull.append(key)
         push: list[Entry] = []
         if message.buckets:
-            for key, hlc, origin, la in replica.summaries(message.buckets):
+            # As bounded as the answer: this node's entries of the buckets it covers, as many
+            # buckets as anti_entropy_keys allows (the rest in later rounds).
+            budget = node.options.anti_entropy_keys
+            covered, summaries = replica.summaries(message.buckets, budget)
+            node.counters["ae_buckets_deferred"] += len(message.buckets) - len(covered)
+            for key, hlc, origin, la in summaries:
                 known = theirs.get(key)
                 if known is None or known < (hlc, origin, la):
                     entry = replica.entry(key)
@@ -396,6 +403,9 @@ class Source:
     def __init__(self, node: Agent) -> None:
         self.node = node
         self.jobs: dict[tuple[bytes, int], _SyncJob] = {}
+        #: The bucket the next anti-entropy answer starts from: answers bounded by
+        #: ``anti_entropy_keys`` take turns over the differing buckets.
+        self.next_bucket = 0
 
     def on_delta(self, peer: Peer, message: Delta) -> None:
         """A restarted peer holds this node's stream up to ``(inc, seq)``: resend from there if
@@ -462,12 +472,24 @@ class Source:
                 del self.jobs[key]
 
     def on_digest(self, peer: Peer, message: Digest) -> None:
-        """An anti-entropy round: the buckets that differ, and our summaries of them."""
-        replica = self.node.replica
+        """An anti-entropy round: the buckets that differ, and our summaries of them — as
+        many as ``anti_entropy_keys`` entries allow, starting where the last answer stopped
+        (the others wait for later rounds), so that one answer never holds the I/O thread
+        for long whatever the replica's size."""
+        node = self.node
+        replica = node.replica
         mine = replica.digest
-        differing = [b for b in range(BUCKETS) if mine[b] != message.hashes[b]]
-        summaries = replica.summaries(differing) if differing else []
-        self.node.transport.reply(peer.ident, DigestKeys(message.req, differing, summaries))
+        start = self.next_bucket
+        order = [*range(start, BUCKETS), *range(start)]
+        differing = [b for b in order if mine[b] != message.hashes[b]]
+        covered: list[int] = []
+        summaries: list[tuple[str, int, str, int]] = []
+        if differing:
+            covered, summaries = replica.summaries(differing, node.options.anti_entropy_keys)
+            self.next_bucket = (covered[-1] + 1) % BUCKETS
+            if len(covered) < len(differing):
+                node.counters["ae_buckets_deferred"] += len(differing) - len(covered)
+        node.transport.reply(peer.ident, DigestKeys(message.req, covered, summaries))
 
     def on_pull(self, peer: Peer, message: Pull) -> None:
         """The entries anti-entropy asked for."""

@@ -87,6 +87,7 @@ class Agent:
             "ae_rounds": 0,
             "ae_entries_pulled": 0,
             "ae_entries_pushed": 0,
+            "ae_buckets_deferred": 0,
             "clock_skew_alarms": 0,
             "send_would_block": 0,
             "remote_reads": 0,

@@ -110,6 +110,7 @@ BOUNDS: Final[dict[str, tuple[int, int]]] = {
     "heartbeat_ms": (1, 60_000),
     "suspect_after_ms": (1, _HOUR),
     "anti_entropy_ms": (0, 24 * _HOUR),
+    "anti_entropy_keys": (1, 10_000_000),
     "ready_timeout_ms": (0, _HOUR),
     "backlog": (1, 10_000_000),
     "tombstone_ttl_ms": (1, 10 * 365 * 24 * _HOUR),
@@ -187,6 +188,9 @@ class ZmqOptions:
     :param suspect_after_ms: a peer not heard from for this long is considered down (writes
         that need it fail fast instead of waiting).
     :param anti_entropy_ms: interval of the digest comparison with one peer (0: off).
+    :param anti_entropy_keys: the most entries one anti-entropy answer summarises (whole
+        digest buckets, at least one); differing buckets beyond it are compared in later
+        rounds, each answer starting where the last one stopped.
     :param ready_timeout_ms: how long opening waits for the node to catch up with its peers
         before it serves anyway (0: do not wait).
     :param backlog: how many of its own recent writes a node keeps to resend to a peer that
@@ -218,6 +222,7 @@ class ZmqOptions:
     heartbeat_ms: int = attrs.field(default=500, validator=_bounded)
     suspect_after_ms: int = attrs.field(default=1_500, validator=_bounded)
     anti_entropy_ms: int = attrs.field(default=10_000, validator=_bounded)
+    anti_entropy_keys: int = attrs.field(default=4_096, validator=_bounded)
     ready_timeout_ms: int = attrs.field(default=5_000, validator=_bounded)
     backlog: int = attrs.field(default=100_000, validator=_bounded)
     tombstone_ttl_ms: int = attrs.field(default=86_400_000, validator=_bounded)

@@ -148,6 +148,9 @@ class Replica:
         #: ``(deadline, key)`` of tombstones, smallest first; stale once the key changed.
         self._tomb_heap: list[tuple[int, str]] = []
         self.digest = [0] * BUCKETS
+        #: The keys of each digest bucket (tombstones included): what an anti-entropy answer
+        #: summarises, without a pass over every key.
+        self.buckets: list[set[str]] = [set() for _ in range(BUCKETS)]
         #: This node's own operations: their count (the sequence) and the recent ones.
         self.seq = 0
         self.backlog: deque[tuple[int, Entry]] = deque(maxlen=backlog)
@@ -184,23 +187,39 @@ class Replica:
             b"".join(h.to_bytes(8, "big") for h in self.digest), digest_size=16
         ).digest()
 
-    def summaries(self, buckets: Iterable[int]) -> list[tuple[str, int, str, int]]:
-        """``(key, hlc, node, last_accessed)`` of every entry in the given digest buckets."""
-        wanted = set(buckets)
-        result: list[tuple[str, int, str, int]] = []
+    def summaries(
+        self, buckets: Iterable[int], budget: int | None = None
+    ) -> tuple[list[int], list[tuple[str, int, str, int]]]:
+        """``(key, hlc, node, last_accessed)`` of every entry in the given digest buckets, in
+        their order, and the buckets summarised: with a ``budget``, the buckets whose entries
+        fit in it (the first one always), the rest left for a later round. Cost: the entries
+        summarised, not the replica."""
+        covered: list[int] = []
+        keys: list[str] = []
         with self.lock:
-            items = list(self.versions.items())
-        sessions, tombs = self.sessions, self.tombs
-        for key, (hlc, node) in items:
-            if entry_bucket(key) in wanted:
-                session = sessions.get(key)
-                if session is not None:
-                    result.append((key, hlc, node, session.last_accessed))
-                else:
-                    tomb = tombs.get(key)
-                    if tomb is not None:
-                        result.append((key, hlc, node, tomb[0]))
-        return result
+            for bucket in buckets:
+                held = self.buckets[bucket]
+                if budget is not None and covered and len(keys) + len(held) > budget:
+                    break
+                covered.append(bucket)
+                keys.extend(held)
+        summary = self.summary
+        result = [(key, *state) for key in keys if (state := summary(key)) is not None]
+        return covered, result
+
+    def summary(self, key: str) -> tuple[int, str, int] | None:
+        """``(hlc, node, last_accessed)`` of ``key``, what anti-entropy compares (no session
+        is encoded), or ``None``."""
+        version = self.versions.get(key)
+        if version is None:
+            return None
+        session = self.sessions.get(key)
+        if session is not None:
+            return version[0], version[1], session.last_accessed
+        tomb = self.tombs.get(key)
+        if tomb is None:  # changed under us (no lock): left to a later round
+            return None
+        return version[0], version[1], tomb[0]
 
     def count_live(self, now: int) -> int:
         """How many stored sessions are live at ``now``."""
@@ -229,6 +248,8 @@ class Replica:
                 base = self.tombs[key][0]
                 digest[bucket] ^= entry_hash(key, old[0], old[1], base, True)
         self.versions[key] = (hlc, node)
+        if old is None:
+            self.buckets[bucket].add(key)
         if session is not None:
             self.tombs.pop(key, None)
             self.table.put_unlocked(session)
@@ -342,6 +363,7 @@ class Replica:
         self.tombs.clear()
         self._tomb_heap.clear()
         self.digest = [0] * BUCKETS
+        self.buckets = [set() for _ in range(BUCKETS)]
 
     def restart_keeping_own(self, since_ms: int) -> int:
         """Forget every entry except this node's own stores and deletes stamped at or after
@@ -394,13 +416,14 @@ class Replica:
         versions = self.versions
 
         def drop(deleted: list[Session]) -> None:
-            digest = self.digest  # read each batch: a wipe between batches replaces it
+            # Read each batch: a wipe between batches replaces them.
+            digest, buckets = self.digest, self.buckets
             for session in deleted:
                 key = session.id
                 hlc, node = versions.pop(key)
-                digest[entry_bucket(key)] ^= entry_hash(
-                    key, hlc, node, session.last_accessed, False
-                )
+                bucket = entry_bucket(key)
+                digest[bucket] ^= entry_hash(key, hlc, node, session.last_accessed, False)
+                buckets[bucket].discard(key)
 
         return self.table.sweep(now, drop)
 
@@ -417,7 +440,9 @@ class Replica:
                         continue  # stale: gone, a session again, or deleted anew (filed later)
                     del tombs[key]
                     hlc, node = self.versions.pop(key)
-                    self.digest[entry_bucket(key)] ^= entry_hash(key, hlc, node, tomb[0], True)
+                    bucket = entry_bucket(key)
+                    self.digest[bucket] ^= entry_hash(key, hlc, node, tomb[0], True)
+                    self.buckets[bucket].discard(key)
 
 
 def decode_entry_session(entry: Entry) -> Session | None:
