@@ -194,7 +194,9 @@ async def _backend_rows(label: str, settings: dict[str, Any], sizes: Sizes) -> l
 
 
 @contextlib.contextmanager
-def _redis(folder: Path) -> Iterator[str | None]:
+def redis_or_none(folder: Path) -> Iterator[str | None]:
+    """The URL of a ``redis-server`` run in ``folder`` for the ``with`` block, or ``None``
+    when none is found (``bench_mcp_workers`` uses it too)."""
     binary = _redis_server.find_binary()
     if binary is None:
         yield None
@@ -206,7 +208,7 @@ def _redis(folder: Path) -> Iterator[str | None]:
 def measure(args: Any) -> _bench.Run:
     sizes = Sizes(calls=50 if args.quick else 100, repeats=3 if args.quick else 11)
     notes = []
-    with tempfile.TemporaryDirectory() as tmp, _redis(Path(tmp)) as redis_url:
+    with tempfile.TemporaryDirectory() as tmp, redis_or_none(Path(tmp)) as redis_url:
         folder = Path(tmp)
         backends: list[tuple[str, dict[str, Any]]] = [
             ("memory", {"backend": "memory", "backend_opts": {"table_name": "bench-mcp"}}),

@@ -4,10 +4,13 @@ session): a counter kept behind a state handle in the shared store.
 ``uvicorn --factory handles_app:create_app`` with ``SKMCP_CONFIG`` naming the sessionkeeper
 config (the shared store). The SDK authenticates bearer tokens ``token-<name>`` as client
 ``<name>`` (its own ``BearerAuthBackend`` and ``RequireAuthMiddleware``, from ``token_verifier``
-and ``auth``).
+and ``auth``). With ``SKMCP_FLAVOR=stock`` the same tools keep their counters in a dict of the
+process instead (the stock SDK alone: what ``tests/benchmarks/bench_mcp_workers.py`` measures
+the store against; a restart or another worker does not see them).
 """
 
 import os
+import secrets
 import time
 from typing import Annotated, Any
 
@@ -35,9 +38,9 @@ class Tokens:
         )
 
 
-def build_server(handles: Handles) -> MCPServer:
-    """The counter server on ``handles``."""
-    server = MCPServer(
+def _authenticated_server() -> MCPServer:
+    """An ``MCPServer`` that authenticates ``token-<name>`` bearer tokens."""
+    return MCPServer(
         "skmcp-handles",
         token_verifier=Tokens(),
         auth=AuthSettings(
@@ -46,6 +49,11 @@ def build_server(handles: Handles) -> MCPServer:
             validate_token_resource=False,  # the test verifier checks no audience
         ),
     )
+
+
+def build_server(handles: Handles) -> MCPServer:
+    """The counter server on ``handles``."""
+    server = _authenticated_server()
 
     @server.tool()
     async def new_counter(start: int = 0) -> str:
@@ -78,7 +86,38 @@ def build_server(handles: Handles) -> MCPServer:
     return server
 
 
+def build_stock_server() -> MCPServer:
+    """``new_counter``, ``add`` and ``read`` on a dict of this process (no store, no owner
+    check): the stock SDK's version of the counter server."""
+    server = _authenticated_server()
+    counters: dict[str, dict[str, int]] = {}
+
+    @server.tool()
+    async def new_counter(start: int = 0) -> str:
+        """A new counter of this process."""
+        key = secrets.token_urlsafe(32)
+        counters[key] = {"n": start}
+        return key
+
+    @server.tool()
+    async def add(handle: str, amount: int) -> int:
+        """Add ``amount`` to the counter (one of this process: a new one if another process
+        minted it); return the new value."""
+        counter = counters.setdefault(handle, {"n": 0})
+        counter["n"] += amount
+        return counter["n"]
+
+    @server.tool()
+    async def read(handle: str) -> str:
+        """The counter's value and the worker that answered."""
+        return f"{counters.get(handle, {'n': 0})['n']}|{WORKER}"
+
+    return server
+
+
 def create_app() -> Any:
     """The app one worker serves."""
+    if os.environ.get("SKMCP_FLAVOR") == "stock":
+        return build_stock_server().streamable_http_app()
     stores = McpStores.from_config(os.environ["SKMCP_CONFIG"])
     return build_server(Handles(stores)).streamable_http_app()

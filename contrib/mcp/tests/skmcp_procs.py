@@ -3,7 +3,8 @@
 Workers of one test share a store. Across processes that store must be shared: the ``redis``
 backend (``sessionkeeper-redis`` and a ``redis-server`` binary); a single worker restarted in
 place can use ``sqlitedict``. Every wait below is a deadline on a condition, never a timing
-assertion.
+assertion. The benchmark ``tests/benchmarks/bench_mcp_workers.py`` runs its workers with these
+classes too (without pytest: a process that does not start is then a ``RuntimeError``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import pytest
 
 TESTS = Path(__file__).resolve().parent
 START_DEADLINE_S = 30.0
@@ -34,21 +34,31 @@ def free_port() -> int:
         return port
 
 
+def _fail(message: str) -> None:
+    """Fail the running test (``pytest.fail``), or raise ``RuntimeError`` outside pytest."""
+    if "pytest" in sys.modules:
+        import pytest
+
+        pytest.fail(message)
+    raise RuntimeError(message)
+
+
 def _wait_listening(port: int, process: subprocess.Popen[bytes], what: str, log: Path) -> None:
     deadline = time.monotonic() + START_DEADLINE_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            pytest.fail(f"{what} exited with {process.returncode}:\n{log.read_text()[-4000:]}")
+            _fail(f"{what} exited with {process.returncode}:\n{log.read_text()[-4000:]}")
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
             if probe.connect_ex(("127.0.0.1", port)) == 0:
                 return
         time.sleep(0.05)
-    pytest.fail(f"{what} did not listen on port {port} within {START_DEADLINE_S} s")
+    _fail(f"{what} did not listen on port {port} within {START_DEADLINE_S} s")
 
 
 @dataclass
 class Uvicorn:
-    """One uvicorn process serving ``factory`` (a ``module:function`` in this folder)."""
+    """One uvicorn process serving ``factory`` (a ``module:function`` in this folder), run by
+    ``python`` (default: this interpreter; another venv's runs another install of the code)."""
 
     name: str
     factory: str
@@ -57,6 +67,7 @@ class Uvicorn:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     app_dir: Path = TESTS
+    python: str = sys.executable
 
     @property
     def url(self) -> str:
@@ -68,7 +79,7 @@ class Uvicorn:
 
     def start(self) -> Uvicorn:
         command = [
-            sys.executable, "-m", "uvicorn", "--factory", self.factory,
+            self.python, "-m", "uvicorn", "--factory", self.factory,
             "--app-dir", str(self.app_dir), "--host", "127.0.0.1", "--port", str(self.port),
             "--log-level", "warning", "--timeout-graceful-shutdown", "2",
         ]  # fmt: skip
@@ -113,9 +124,21 @@ class Cluster:
     processes: list[Uvicorn] = field(default_factory=list)
     proxy: Uvicorn | None = None
 
-    def worker(self, name: str, factory: str = "worker_app:create_app", **env: str) -> Uvicorn:
-        """Start a worker serving ``factory`` (default ``worker_app``) on the shared store."""
-        worker = Uvicorn(name, factory, {"SKMCP_CONFIG": str(self.config), **env}, self.log_dir)
+    def worker(
+        self,
+        name: str,
+        factory: str = "worker_app:create_app",
+        *,
+        python: str = sys.executable,
+        config: Path | None = None,
+        **env: str,
+    ) -> Uvicorn:
+        """Start a worker serving ``factory`` (default ``worker_app``) on the shared store (or
+        on ``config``), run by ``python``."""
+        store = self.config if config is None else config
+        worker = Uvicorn(
+            name, factory, {"SKMCP_CONFIG": str(store), **env}, self.log_dir, python=python
+        )
         self.processes.append(worker)
         return worker.start()
 
