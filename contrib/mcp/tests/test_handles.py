@@ -114,6 +114,69 @@ class TestHandleStore:
 
         anyio.run(body)
 
+    def test_update_is_one_read_and_one_conditional_write(self) -> None:
+        """update reads the handle once (that read also checks the owner) and writes it once,
+        conditionally: the backend's operation counters show one fetch and one store_if (the
+        owner check used to be a read of its own, before the update's read)."""
+
+        async def body() -> None:
+            table = "h" + uuid.uuid4().hex
+            async with AsyncSessionManager(
+                backend_opts={"table_name": table}, clock=ManualClock(), stats=True
+            ) as manager:
+                handles = Handles(manager)
+                minted = await handles.mint({"n": 1}, owner="alice")
+
+                async def calls() -> dict[str, int]:
+                    operations = (await manager.stats())["counters"]["operations"]
+                    return {name: operations.get(name, {}).get("calls", 0) for name in operations}
+
+                before = await calls()
+                updated = await handles.update(
+                    minted.id, lambda s: {"n": s["n"] + 1}, principal="alice"
+                )
+                after = await calls()
+                assert (updated.state, updated.version, updated.owner) == ({"n": 2}, 2, "alice")
+                changed = {k: after[k] - before.get(k, 0) for k in after}
+                assert {k: n for k, n in changed.items() if n} == {
+                    "fetch": 1,
+                    "store_if": 1,
+                    "count": 1,  # stats() itself
+                }
+
+        anyio.run(body)
+
+    def test_update_reruns_after_a_write_in_between_and_sees_a_revoke(self) -> None:
+        """A write that lands between update's read and its write makes the conditional write
+        fail: fn runs again on the fresh state and both changes are kept. A handle revoked in
+        between is HandleNotFound, not written back."""
+
+        async def body() -> None:
+            async with memory_handles(ManualClock()) as handles:
+                minted = await handles.mint({"n": 0, "log": []}, owner="alice")
+                seen: list[int] = []
+
+                def add_ten(state: dict[str, Any]) -> dict[str, Any]:
+                    seen.append(state["n"])
+                    if len(seen) == 1:  # another worker's update, between read and write
+                        handles.manager.sync.update(minted.id, lambda s: {**s, "n": s["n"] + 1})
+                    return {**state, "n": state["n"] + 10}
+
+                updated = await handles.update(minted.id, add_ten, principal="alice")
+                assert seen == [0, 1]
+                assert (updated.state["n"], updated.version) == (11, 3)
+
+                def revoke_meanwhile(state: dict[str, Any]) -> dict[str, Any]:
+                    handles.manager.sync.delete(minted.id)
+                    return state
+
+                with pytest.raises(HandleNotFound):
+                    await handles.update(minted.id, revoke_meanwhile, principal="alice")
+                with pytest.raises(HandleNotFound):
+                    await handles.resolve(minted.id, principal="alice")
+
+        anyio.run(body)
+
     def test_long_principal_is_digested_consistently(self) -> None:
         """A principal too long to be a sessionkeeper owner is stored as its digest: the same
         principal still resolves and lists its handles, another one does not."""

@@ -15,7 +15,8 @@ serves every handle:
 - it ends after ``idle_timeout`` seconds without use and ``absolute_timeout`` seconds after it
   was minted, whichever comes first, or when revoked (:meth:`Handles.revoke`, or every handle
   of a principal with :meth:`Handles.revoke_all`);
-- :meth:`Handles.update` changes its state atomically (the store's ``update``): parallel
+- :meth:`Handles.update` changes its state atomically (one read, which also checks the owner,
+  and a write conditional on the version read, re-run when another writer came first): parallel
   agents adding to one counter lose nothing, on every backend that declares ``atomic``
   (``memory``, ``sqlitedict``, ``leveldb``, ``redis``, ``postgres``; on ``zmq`` it raises
   :class:`~sessionkeeper.Unsupported`).
@@ -37,15 +38,24 @@ with the SDK's ``ToolError`` (``isError`` result, message :data:`UNKNOWN_HANDLE`
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import math
+import random
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import attrs
 
-from sessionkeeper import AsyncSessionManager, InvalidSession, Session, SessionNotFound
+from sessionkeeper import (
+    AsyncSessionManager,
+    InvalidSession,
+    Session,
+    SessionNotFound,
+    Unsupported,
+    VersionConflict,
+)
 
 from ._stores import McpStores
 
@@ -130,6 +140,9 @@ def _ms(seconds: float | None, name: str) -> int | None:
 
 
 _UNSET: Final[Any] = object()
+#: How many times :meth:`Handles.update` reads and writes before its ``VersionConflict`` stands
+#: (the manager's own ``update`` default), waiting a jittered exponential back-off in between.
+_UPDATE_ATTEMPTS: Final = 10
 
 
 class Handles:
@@ -191,22 +204,23 @@ class Handles:
             raise ValueError(f"cannot keep this handle state: {exc}") from exc
         return Handle.from_session(session)
 
-    async def _checked(self, handle: object, principal: str | None, *, touch: bool) -> Session:
-        """The live session of ``handle`` if the caller may use it, else HandleNotFound."""
+    async def _checked(self, handle: object, caller: str | None, *, touch: bool) -> Session:
+        """The live session of ``handle`` if ``caller`` (a stored owner, see :meth:`_caller`)
+        may use it, else HandleNotFound."""
         if not isinstance(handle, str):
             raise HandleNotFound(handle)
         try:
             session = await (self.manager.fetch(handle) if touch else self.manager.peek(handle))
         except (SessionNotFound, InvalidSession):
             raise HandleNotFound(handle) from None
-        if session.owner is not None and session.owner != self._caller(principal):
+        if session.owner is not None and session.owner != caller:
             raise HandleNotFound(handle)
         return session
 
     async def resolve(self, handle: str, *, principal: str | None = _UNSET) -> Handle:
         """The live handle ``handle`` (its idle time starts again), if the caller's principal
         (default: the current one) owns it. Raises :class:`HandleNotFound` otherwise."""
-        return Handle.from_session(await self._checked(handle, principal, touch=True))
+        return Handle.from_session(await self._checked(handle, self._caller(principal), touch=True))
 
     async def update(
         self,
@@ -221,19 +235,34 @@ class Handles:
         when the handle ends meanwhile), :class:`ValueError` for state that cannot be kept,
         :class:`~sessionkeeper.VersionConflict` after the store's attempts all lost their race,
         :class:`~sessionkeeper.Unsupported` on a backend without ``atomic``."""
-        await self._checked(handle, principal, touch=False)  # the owner never changes
-        try:
-            session = await self.manager.update(handle, fn)
-        except SessionNotFound:
-            raise HandleNotFound(handle) from None
-        except InvalidSession as exc:
-            raise ValueError(f"cannot keep this handle state: {exc}") from exc
-        return Handle.from_session(session)
+        caller = self._caller(principal)
+        if not self.manager.sync.capabilities.atomic:  # never a read before Unsupported
+            raise Unsupported(self.manager.backend_name)
+        for attempt in range(_UPDATE_ATTEMPTS):
+            # One read serves the owner check and the update; the write is conditional on its
+            # version (what the manager's own update does, with the owner checked in between).
+            read = await self._checked(handle, caller, touch=False)
+            now = self.manager.sync.clock()
+            try:
+                changed = read.replace(
+                    metadata=fn(read.metadata), last_accessed=max(now, read.last_accessed)
+                )
+                stored = await self.manager.store(changed, if_version=read.version)
+            except InvalidSession as exc:
+                raise ValueError(f"cannot keep this handle state: {exc}") from exc
+            except VersionConflict:
+                if attempt + 1 >= _UPDATE_ATTEMPTS:
+                    raise
+                # jittered exponential back-off, as the manager's update (not a secret)
+                await asyncio.sleep(random.random() * min(0.05, 0.001 * 2**attempt))  # noqa: S311
+                continue
+            return Handle.from_session(stored)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def revoke(self, handle: str, *, principal: str | None = _UNSET) -> bool:
         """End the handle now, on every worker; True if it was live and the caller's."""
         try:
-            await self._checked(handle, principal, touch=False)
+            await self._checked(handle, self._caller(principal), touch=False)
         except HandleNotFound:
             return False
         return await self.manager.delete(handle)
