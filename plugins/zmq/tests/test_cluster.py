@@ -36,6 +36,13 @@ def reopen(manager: SessionManager, **kwargs: Any) -> SessionManager:
     )
 
 
+def close_all(*managers: SessionManager | None) -> None:
+    """Close each manager in turn (``None``: one that was never opened)."""
+    for manager in managers:
+        if manager is not None:
+            manager.close()
+
+
 def digests(managers: list[SessionManager]) -> set[str]:
     """The distinct digests of the nodes' replicas."""
     return {backend(m).replica.root().hex() for m in managers}
@@ -246,9 +253,7 @@ class TestRejoin:
             else:
                 assert (counters["deltas_taken"], counters["syncs_taken"]) == (0, 1)
         finally:
-            for manager in (a, b, c, restarted):
-                if manager is not None:
-                    manager.close()
+            close_all(a, b, c, restarted)
 
     def test_a_peer_heard_late_is_asked_for_its_delta_too(
         self, key_dir: Path, tmp_path: Path
@@ -288,9 +293,7 @@ class TestRejoin:
             assert served == [1, 1]
             assert {s.id for s in written} <= set(restarted.list())
         finally:
-            for manager in (a, b, c, restarted):
-                if manager is not None:
-                    manager.close()
+            close_all(a, b, c, restarted)
 
     def test_restarted_disc_node_catches_up_by_delta_under_write_load(
         self, key_dir: Path, tmp_path: Path
@@ -339,9 +342,7 @@ class TestRejoin:
             stop.set()
             if writer.is_alive():
                 writer.join()
-            for manager in (a, b, c, restarted):
-                if manager is not None:
-                    manager.close()
+            close_all(a, b, c, restarted)
 
     def test_damaged_snapshot_record_heals_from_the_peers(
         self, key_dir: Path, tmp_path: Path
@@ -379,9 +380,7 @@ class TestRejoin:
             assert restarted.peek(victim) == a.peek(victim)
             assert sorted(restarted.list()) == sorted(s.id for s in sessions)
         finally:
-            for manager in (a, b, c, restarted):
-                if manager is not None:
-                    manager.close()
+            close_all(a, b, c, restarted)
 
     def test_peer_behind_the_backlog_resyncs(self, make_cluster: Any) -> None:
         """When a node writes faster than its peers take the ops and they fall behind its
