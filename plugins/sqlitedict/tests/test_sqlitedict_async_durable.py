@@ -12,6 +12,7 @@ import asyncio
 import os
 import random
 import sqlite3
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -25,6 +26,8 @@ from sessionkeeper import AsyncSessionManager, Session, SessionManager
 #: How long a test waits for a step before it calls it a hang (never a timing assertion).
 HANG = 60.0
 WRITER = Path(__file__).with_name("async_durable_worker.py")
+#: The name of the durable engine's committer thread (and the table's after it).
+COMMITTER = "sessionkeeper-sqlitedict-commit-"
 KILLS = int(os.environ.get("SESSIONKEEPER_CRASH_KILLS", "20"))
 SEED = int(os.environ.get("SESSIONKEEPER_CRASH_SEED", str(random.randrange(2**32))))
 
@@ -130,6 +133,23 @@ class TestGroupCommitOfTasks:
         expected = asyncio.run(main())
         with SessionManager("sqlitedict", durable(path), cleanup_interval=0) as reopened:
             assert {sid: reopened.peek(sid).metadata for sid in reopened.list()} == expected
+
+    def test_closing_leaves_no_committer_thread(self, tmp_path: Path) -> None:
+        """The thread that commits the tasks' groups ends when the manager closes: nothing of
+        the store is left running (it would hold the closed store, and count as a leak)."""
+
+        def committers() -> list[threading.Thread]:
+            return [t for t in threading.enumerate() if t.name == COMMITTER + "closing"]
+
+        async def main() -> None:
+            opts = {**durable(tmp_path / "s.sqlite"), "table_name": "closing"}
+            sessions = await AsyncSessionManager.open("sqlitedict", opts)
+            async with sessions:
+                await sessions.create()
+                assert len(committers()) == 1
+            assert committers() == []
+
+        asyncio.run(main())
 
     def test_the_manager_runs_on_any_loop(self, tmp_path: Path) -> None:
         """The durable engine holds nothing of a loop's (each wait is a future of the running

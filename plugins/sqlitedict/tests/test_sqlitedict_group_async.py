@@ -27,10 +27,12 @@ class Recorder(GroupCommit[Note]):
         self.lock = threading.Lock()
         super().__init__(self.lock, self._record, name="test-committer")
         self.groups: list[tuple[list[str], str]] = []
+        self.threads: list[threading.Thread] = []  # the thread that committed each group
         self.fail_with: Exception | None = None
 
     def _record(self, group: list[Note]) -> None:
         self.groups.append(([note.name for note in group], threading.current_thread().name))
+        self.threads.append(threading.current_thread())
         for note in group:
             note.outcome = "committed" if self.fail_with is None else "failed"
         if self.fail_with is not None:
@@ -176,6 +178,26 @@ class TestCoroutines:
         assert (first.outcome, second.outcome) == ("failed", "failed")
         assert [group for group, _ in recorder.groups] == [["first", "second"], ["after"]]
         assert "disk on fire" in caplog.text
+
+    def test_stop_ends_the_committer_and_a_later_request_starts_another(self) -> None:
+        """``stop`` (what closing the store calls) ends the committer thread; a request made
+        after it is still committed, by a new committer."""
+        recorder = Recorder()
+
+        async def main() -> None:
+            async with asyncio.timeout(HANG):
+                await recorder.wait(Note("first"))
+            recorder.stop(HANG)
+            assert not recorder.threads[0].is_alive()
+            async with asyncio.timeout(HANG):
+                await recorder.wait(Note("second"))
+
+        asyncio.run(main())
+        assert [group for group, _ in recorder.groups] == [["first"], ["second"]]
+        first, second = recorder.threads
+        assert second is not first
+        recorder.stop(HANG)
+        assert not second.is_alive()
 
     def test_tasks_of_two_loops_are_each_woken_on_their_own_loop(self) -> None:
         """Requests of tasks running on two event loops (two threads) share a group; each

@@ -23,6 +23,7 @@ from typing import Any, Final, cast
 from sessionkeeper import Session, SessionKeeperError, StorageError, VersionConflict
 from sessionkeeper.backend import BackendContext, hookimpl
 
+from ._backend import CLOSE_WAIT_S
 from ._group import GroupCommit, Request
 from ._options import SqliteDictOptions
 from ._owner import OwnerStore
@@ -110,6 +111,12 @@ class DurableStore(OwnerStore):
     def _forked(self) -> None:
         super()._forked()
         self._group_commit.reset(self._lock)  # the parent's writers do not exist here
+
+    def _stopping(self) -> BaseException | None:
+        """At close, once writes are refused: end the committer thread (the groups it was
+        woken for are refused first), so that a closed store leaves no thread behind."""
+        self._group_commit.stop(CLOSE_WAIT_S)
+        return super()._stopping()
 
     # -- writes -------------------------------------------------------------------------------
 

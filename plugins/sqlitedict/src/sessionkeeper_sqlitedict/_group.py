@@ -20,7 +20,8 @@ hands the lead on when it was to lead.
 A coroutine joins a group without a thread of its own (:meth:`GroupCommit.wait`): its request
 carries a future of its event loop instead of a lock. It never leads in its own thread (the loop
 must not wait on a commit): when such a request is to lead, the group commit's *committer*
-thread leads for it, started on first need and ended after :data:`IDLE_S` s with nothing to do.
+thread leads for it, started on first need and ended after :data:`IDLE_S` s with nothing to do
+(or by :meth:`GroupCommit.stop`, which the store calls when it closes).
 A leader settles the futures of its group with one call into each loop
 (``call_soon_threadsafe``): one commit and one wake-up serve every task of the group, however
 many, where a thread per waiting writer caps a group at the number of threads.
@@ -103,8 +104,8 @@ class GroupCommit(Generic[R]):
         self._fresh_committer()
 
     def _fresh_committer(self) -> None:
-        #: One item per group the committer is to lead.
-        self._signals: queue.SimpleQueue[None] = queue.SimpleQueue()
+        #: One item per group the committer is to lead (``_STOP``: end now).
+        self._signals: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._starting = threading.Lock()  # _committer, and its decision to end
         self._committer: threading.Thread | None = None
 
@@ -120,6 +121,17 @@ class GroupCommit(Generic[R]):
         self._queue = []
         self._leading = False
         self._fresh_committer()
+
+    def stop(self, wait: float) -> None:
+        """End the committer thread once it has led the groups it was signalled for, waiting
+        ``wait`` s at most (a later coroutine's request starts a new one)."""
+        with self._starting:
+            thread, self._committer = self._committer, None
+            if thread is None:
+                return
+            self._signals.put(_STOP)
+            self._signals = queue.SimpleQueue()  # for a committer started after this one
+        thread.join(wait)
 
     def submit(self, request: R) -> None:
         """Return once ``request`` was committed (or failed) in some group.
@@ -235,22 +247,27 @@ class GroupCommit(Generic[R]):
             self._signals.put(None)
             if self._committer is None:
                 thread = self._committer = threading.Thread(
-                    target=self._run_committer, name=self._name, daemon=True
+                    target=self._run_committer,
+                    args=(self._signals,),
+                    name=self._name,
+                    daemon=True,
                 )
                 thread.start()
 
-    def _run_committer(self) -> None:
-        """The committer thread: lead a group per signal; end after :data:`IDLE_S` s idle."""
-        signals = self._signals
+    def _run_committer(self, signals: queue.SimpleQueue[object]) -> None:
+        """The committer thread: lead a group per signal; end at ``_STOP`` or after
+        :data:`IDLE_S` s idle."""
         while True:
             try:
-                signals.get(timeout=IDLE_S)
+                signal = signals.get(timeout=IDLE_S)
             except queue.Empty:
                 with self._starting:
-                    if signals.empty():  # no signal raced the timeout: end
+                    if signals.empty() and signals is self._signals:  # no signal raced it
                         self._committer = None
                         return
                 continue
+            if signal is _STOP:
+                return
             try:
                 self._lead(None)
             except Exception:  # its writers got the error: keep serving the others
@@ -269,6 +286,10 @@ class GroupCommit(Generic[R]):
                 successor = self._promote()
         if successor is not None:
             successor()
+
+
+#: What :meth:`GroupCommit.stop` sends the committer thread.
+_STOP: Final = object()
 
 
 def _resolve(futures: list[asyncio.Future[None]]) -> None:
