@@ -271,13 +271,13 @@ class RedisOperations:
         condition = b"" if if_version is None else _pack_uint(if_version)
         args = (encode_session(session), now, condition, self._margin)
         try:
-            done, version = yield Call(_scripts.STORE_IF, (key,), args, write=True)
+            stored = yield Call(_scripts.STORE_IF, (key,), args, write=True)
         except REDIS_ERRORS as exc:
             raise self._script_failed("store", key, exc) from exc
-        version = _unpack_uint(version)
-        if not done:
+        if type(stored) is not bytes:  # {0, the live version}: a conflict, nothing written
             assert if_version is not None
-            raise VersionConflict(session.id, if_version, version)
+            raise VersionConflict(session.id, if_version, _unpack_uint(stored[1]))
+        version = _unpack_uint(stored)
         return session if session.version == version else session.with_version(version)
 
     def _take(self, session_id: str, now: int) -> Steps[Session | None]:
