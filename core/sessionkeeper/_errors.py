@@ -142,6 +142,20 @@ class StorageError(SessionKeeperError):
         super().__init__(f"{backend} backend: {message}")
         self.backend = backend
 
+    @classmethod
+    def failed(cls, backend: str, operation: str, where: str, exc: BaseException) -> StorageError:
+        """The error of ``operation`` failing on ``where`` (a server, a table) with ``exc``:
+        ``<operation> failed on <where>: <type>: <text>`` (the type's name again when the
+        exception has no text)."""
+        detail = str(exc).strip() or type(exc).__name__
+        return cls(backend, f"{operation} failed on {where}: {type(exc).__name__}: {detail}")
+
+    @classmethod
+    def damaged(cls, backend: str, record: str, problem: str) -> StorageError:
+        """The error of a stored record that is not a session: ``the session record <record>
+        is damaged: <problem>`` (``record`` says where it is, e.g. ``at key 'x' on host``)."""
+        return cls(backend, f"the session record {record} is damaged: {problem}")
+
 
 class ManagerClosed(SessionKeeperError):
     """The manager was closed; open a new one."""

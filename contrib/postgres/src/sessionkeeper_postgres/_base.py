@@ -80,19 +80,12 @@ class BackendBase:
     # -- errors -----------------------------------------------------------------------------------
 
     def _failed(self, operation: str, exc: BaseException) -> StorageError:
-        detail = str(exc).strip() or type(exc).__name__
-        return StorageError(
-            self.context.name,
-            f"{operation} failed on {self.server} (table {self.table}): "
-            f"{type(exc).__name__}: {detail}",
-        )
+        where = f"{self.server} (table {self.table})"
+        return StorageError.failed(self.context.name, operation, where, exc)
 
     def _damaged(self, session_id: str, problem: str) -> StorageError:
-        return StorageError(
-            self.context.name,
-            f"the session record with id {session_id!r} in table {self.table} on {self.server} "
-            f"is damaged: {problem}",
-        )
+        record = f"with id {session_id!r} in table {self.table} on {self.server}"
+        return StorageError.damaged(self.context.name, record, problem)
 
     def _refuse(self, operation: str) -> NoReturn:
         reason = "it was opened read-only" if self._pool is not None else "it is not open"
