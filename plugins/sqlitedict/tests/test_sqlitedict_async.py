@@ -1,7 +1,8 @@
 """The sqlitedict engines tell the async manager which hooks they serve without blocking (issue
-15): interval mode its reads and buffered writes, durable mode only ``fetch`` (its writes commit,
-and its other reads take the lock a commit holds), read-only mode nothing (it reads the file per
-call). Checked where it matters: the thread each hook call runs in, seen by a wrapper plugin."""
+15): interval mode its reads and buffered writes, read-only mode nothing (it reads the file per
+call); durable mode has native ``async_`` twins of its writes (each joins the pending group
+commit from the loop) and runs the reads that take a commit's lock in a worker thread. Checked
+where it matters: the thread each hook call runs in, seen by a wrapper plugin."""
 
 from __future__ import annotations
 
@@ -61,10 +62,13 @@ def test_interval_mode_runs_its_memory_operations_on_the_loop(tmp_path: Path) ->
         assert reopened.peek(kept).metadata == {"kept": True}
 
 
-def test_durable_mode_commits_in_a_worker_and_peeks_on_the_loop(tmp_path: Path) -> None:
-    """In durable mode (``auto_save = 0``) every write commits, and list and count wait on the
-    table's lock that a commit holds, so they run in a worker thread; only a peek (a bare
-    ``fetch`` of the copy) runs on the loop."""
+def test_durable_mode_awaits_its_writes_and_runs_the_locking_reads_in_a_worker(
+    tmp_path: Path,
+) -> None:
+    """In durable mode (``auto_save = 0``) the writes, and the reads before them, are native:
+    the async manager awaits their ``async_`` twins (each write joins the pending group commit
+    from the loop) and never calls their sync hooks; list, count and the owner reads wait on
+    the table's lock that a commit holds, so they run in a worker thread."""
     threads, clock = HookThreads(INTERVAL_INLINE), ManualClock()
 
     async def main() -> int:
@@ -76,18 +80,14 @@ def test_durable_mode_commits_in_a_worker_and_peeks_on_the_loop(tmp_path: Path) 
             plugins=[threads],
         )
         async with sessions:
-            assert sessions.inline_operations == {"peek"}
-            session = await sessions.create(owner="alice")
-            assert (await sessions.peek(session.id)).id == session.id
-            peek_threads = set(threads.seen["fetch"])
-            assert await sessions.delete(session.id) is True
-            threads.seen.clear()
+            native = {"create", "store", "fetch", "peek", "touch", "update", "delete", "take"}
+            assert native | {"rotate", "delete_owner"} <= sessions.native_operations
+            assert sessions.inline_operations == frozenset()
             await exercise_operations(sessions, clock)
-            assert peek_threads == {threading.get_ident()}
         return threading.get_ident()
 
     loop_thread = asyncio.run(main())
-    assert set(threads.seen) == INTERVAL_INLINE
+    assert set(threads.seen) == {"list", "count", "list_owner", "count_owner"}
     assert {hook for hook, ids in threads.seen.items() if loop_thread in ids} == set()
 
 
