@@ -86,19 +86,12 @@ class RedisOperations:
     # -- errors -----------------------------------------------------------------------------------
 
     def _failed(self, operation: str, exc: BaseException) -> StorageError:
-        detail = str(exc) or type(exc).__name__
-        return StorageError(
-            self.context.name,
-            f"{operation} failed on {self.server} (table {self.options.table_name!r}): "
-            f"{type(exc).__name__}: {detail}",
-        )
+        where = f"{self.server} (table {self.options.table_name!r})"
+        return StorageError.failed(self.context.name, operation, where, exc)
 
     def _damaged(self, key: str, problem: str) -> StorageError:
-        return StorageError(
-            self.context.name,
-            f"the session record at key {key!r} of table {self.options.table_name!r} on "
-            f"{self.server} is damaged: {problem}",
-        )
+        record = f"at key {key!r} of table {self.options.table_name!r} on {self.server}"
+        return StorageError.damaged(self.context.name, record, problem)
 
     def _read_failed(self, operation: str, key: str, exc: BaseException) -> StorageError:
         """A failed read of ``key``: a key of another type is damage, the rest a failure."""
