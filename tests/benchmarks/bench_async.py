@@ -315,7 +315,8 @@ def _durable_rows(path: Path, sizes: Sizes, clock: _bench.Clock) -> list[_bench.
     try:
         ids = [sessions.sync.create(timeout_ms=None).id for _ in range(sizes.tasks)]
         per_task = max(sizes.pairs_per_task // 5, 4)
-        one = _pairs_per_second(sessions, ids, 1, per_task * 5, fetch=False)
+        # At least 200 commits: one task's rate is one fsync per store, noisy over fewer.
+        one = _pairs_per_second(sessions, ids, 1, max(per_task * 5, 200), fetch=False)
         many = _pairs_per_second(sessions, ids, sizes.tasks, per_task, fetch=False)
     finally:
         asyncio.run(sessions.aclose())
@@ -328,7 +329,7 @@ def _durable_rows(path: Path, sizes: Sizes, clock: _bench.Clock) -> list[_bench.
             "1 task (stores/s)",
             f">= {DURABLE_TASKS_GAIN:g}x floor",
             many >= DURABLE_TASKS_GAIN * one,
-            note="store is not inline in durable mode: each task hops to a worker thread",
+            note="each task's store joins the pending group commit from the loop (no thread)",
         )
     ]
 
