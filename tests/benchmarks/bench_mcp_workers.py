@@ -17,9 +17,12 @@ it and checks its owner, ``update`` writes it atomically), every request authent
   rounds, and adds a row per install and workload, with a ``this checkout / <install>`` ratio.
   A store an install cannot open (shared sqlite before it existed) is left out, with a note.
 
-Workloads alternate within each round (the order reversed every other round); each ratio is the
-median of per-round ratios. After the rounds, every counter is read back: the sum must equal the
-calls that succeeded (an update lost is reported). The load average is printed. Run ``python
+Each workload is reported twice: its rate (req/s), and the CPU time its worker processes spent
+per call (ms, from ``/proc``; the balancer, the clients and a redis-server are not counted),
+which other load on the machine disturbs far less than a rate. Workloads alternate within each
+round (the order reversed every other round); each ratio is the median of per-round ratios.
+After the rounds, every counter is read back: the sum must equal the calls that succeeded (an
+update lost is reported). The load average is printed. Run ``python
 tests/benchmarks/bench_mcp_workers.py [--quick] [--json PATH]``.
 """
 
@@ -87,6 +90,7 @@ class Workload:
     workers: list[Any]
     handles: list[str] = attrs.field(factory=list)
     rates: list[float] = attrs.field(factory=list)
+    cpu: list[float] = attrs.field(factory=list)  # ms of the workers' CPU per call, per round
     ok: int = 0
     failed: int = 0
 
@@ -110,9 +114,20 @@ async def _mint(http: Any, url: str, count: int) -> list[str]:
     return [str(_result(await http.post(url, **_request("new_counter", {})))) for _ in range(count)]
 
 
-async def _burst(http: Any, url: str, workload: Workload, seconds: float) -> float:
+def _cpu_seconds(workers: Sequence[Any]) -> float:
+    """The CPU time (user + system) the worker processes have used so far."""
+    total = 0
+    for worker in workers:
+        fields = Path(f"/proc/{worker.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of stat)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+async def _burst(http: Any, url: str, workload: Workload, seconds: float) -> tuple[float, float]:
     """``add`` requests from ``len(workload.handles)`` clients at once for ``seconds`` (each
-    client ends with the request it has in flight); requests/s answered."""
+    client ends with the request it has in flight): requests/s answered, and ms of the
+    workers' CPU per request."""
+    cpu = _cpu_seconds(workload.workers)
     began = time.perf_counter()
     deadline = began + seconds
     requests = [_request("add", {"handle": h, "amount": 1}) for h in workload.handles]
@@ -129,7 +144,8 @@ async def _burst(http: Any, url: str, workload: Workload, seconds: float) -> flo
                 workload.failed += 1
 
     await asyncio.gather(*(client(request) for request in requests))
-    return answered / (time.perf_counter() - began)
+    rate = answered / (time.perf_counter() - began)
+    return rate, (_cpu_seconds(workload.workers) - cpu) * 1000 / answered
 
 
 async def _counted(http: Any, url: str, workload: Workload) -> int:
@@ -210,7 +226,9 @@ async def _rounds_of(
             order = workloads if number % 2 == 0 else list(reversed(workloads))
             for workload in order:
                 cluster.route(*workload.workers, mode="round_robin")
-                workload.rates.append(await _burst(http, url, workload, sizes.seconds))
+                rate, cpu = await _burst(http, url, workload, sizes.seconds)
+                workload.rates.append(rate)
+                workload.cpu.append(cpu)
         for workload in workloads:
             if workload.install == "stock SDK":
                 continue
@@ -221,35 +239,34 @@ async def _rounds_of(
 
 
 def _figures(workloads: Sequence[Workload], floor: Workload) -> list[_bench.Figure]:
-    """Each workload against the floor; each other install's against this checkout."""
+    """Each workload against the floor, then each other install's against this checkout: the
+    rate (req/s) and the workers' CPU per call (ms)."""
     figures: list[_bench.Figure] = []
+    stock = "stock SDK, dict, 1 worker"
     for workload in workloads:
         if workload is floor:
             continue
-        timed = _rounds.Rounds(workload.rates, floor.rates)
-        note = f"{len(timed.values)} rounds" + (
-            f", {workload.failed} failed" * bool(workload.failed)
-        )
-        figures.append(
-            _rounds.ratio_figure(
-                workload.label, timed, "stock SDK, dict, 1 worker", unit="req/s", note=note
-            )
-        )
+        failed = f", {workload.failed} calls failed" if workload.failed else ""
+        for unit, values, floors in (
+            ("req/s", workload.rates, floor.rates),
+            ("ms CPU", workload.cpu, floor.cpu),
+        ):
+            timed = _rounds.Rounds(values, floors)
+            note = f"{len(timed.values)} rounds{failed}"
+            figures.append(_rounds.ratio_figure(workload.label, timed, stock, unit=unit, note=note))
     for workload in workloads:
         if workload.install in (THIS, "stock SDK"):
             continue
         ours = next(
             w for w in workloads if w.label == workload.label.replace(workload.install, THIS)
         )
-        timed = _rounds.Rounds(ours.rates, workload.rates)
-        figures.append(
-            _rounds.ratio_figure(
-                ours.label.replace(f", {THIS}", f": {THIS} / {workload.install}"),
-                timed,
-                workload.install,
-                unit="req/s",
-            )
-        )
+        label = ours.label.replace(f", {THIS}", f": {THIS} / {workload.install}")
+        for unit, values, floors in (
+            ("req/s", ours.rates, workload.rates),
+            ("ms CPU", ours.cpu, workload.cpu),
+        ):
+            timed = _rounds.Rounds(values, floors)
+            figures.append(_rounds.ratio_figure(label, timed, workload.install, unit=unit))
     return figures
 
 
@@ -334,7 +351,7 @@ def main() -> int:
     args = _bench.arguments(
         __doc__, "mcp_workers", quick_help="fewer calls and rounds (a smoke run)"
     ).parse_args()
-    return _bench.run(args, "mcp_workers", measure, digits={"req/s": 0})
+    return _bench.run(args, "mcp_workers", measure, digits={"req/s": 0, "ms CPU": 2})
 
 
 if __name__ == "__main__":
