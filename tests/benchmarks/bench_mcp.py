@@ -241,7 +241,7 @@ def measure(args: Any) -> _bench.Run:
         figures=figures,
         sizes=sizes,
         title=title,
-        about={"sessionkeeper": __version__, "python": platform.python_version()},
+        about=_bench.about(calls=sizes.calls, repeats=sizes.repeats),
         notes=notes,
     )
 

@@ -334,7 +334,7 @@ def measure(args: Any) -> _bench.Run:
         figures=figures,
         sizes=sizes,
         title=title,
-        about={"python": platform.python_version(), "installs": list(installs)},
+        about=_bench.about(installs=installs, clients=sizes.clients),
         notes=notes,
     )
 
