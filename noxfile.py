@@ -295,7 +295,13 @@ def coverage(session: nox.Session) -> None:
 @nox.session(python=PYTHON, default=False)
 def bench(session: nox.Session) -> None:
     """Run every benchmark script in tests/benchmarks (posargs go to each script)."""
-    install(session, *plugin_folders(), extra=BENCH_PEERS)
+    # contrib/mcp too (its own sessions test it against each SDK line): bench_mcp*.py run the
+    # SDK of protocol 2026-07-28 (mcp 2.3) in uvicorn workers behind an httpx proxy.
+    install(
+        session,
+        *plugin_folders(all_folders=True),
+        extra=(*BENCH_PEERS, "mcp==2.3.*", "uvicorn>=0.30", "httpx>=0.27"),
+    )
     scripts = sorted((ROOT / "tests" / "benchmarks").glob("bench_*.py"))
     if not scripts:
         session.error("no tests/benchmarks/bench_*.py script found")
