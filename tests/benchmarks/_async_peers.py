@@ -17,14 +17,14 @@ import asyncio
 import json
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import _bench
 import _rounds
 
-from sessionkeeper import AsyncSessionManager, Session, SessionManager
+from sessionkeeper import AsyncSessionManager, Session
 from sessionkeeper.backend import encode_session
 
 #: sqlitedict's async fetch: at most this share of DiskStore.get's time (>= 10x faster).
@@ -221,7 +221,7 @@ def zmq_rows(repeats: int, count: int, await_us: float) -> list[_bench.Figure]:
         try:
             ids = [sessions.sync.create(timeout_ms=None).id for _ in range(count)]
             where = "inline" if "fetch" in sessions.inline_operations else "not inline"
-            timed = _alternate(sessions.sync, sessions.fetch, ids, repeats)
+            timed = alternate(sessions.sync.fetch, sessions.fetch, ids, repeats)
         finally:
             asyncio.run(sessions.aclose())
     return [
@@ -236,30 +236,39 @@ def zmq_rows(repeats: int, count: int, await_us: float) -> list[_bench.Figure]:
     ]
 
 
-def _alternate(
-    sync: SessionManager,
-    fetch: Callable[[str], Awaitable[object]],
-    ids: list[str],
+def alternate(
+    sync_call: Callable[[str], object],
+    async_call: Callable[[str], Awaitable[object]],
+    ids: Sequence[str],
     repeats: int,
 ) -> _rounds.Rounds:
-    """Awaited ``fetch`` and ``sync.fetch`` over ``ids``, alternately in ``repeats`` rounds."""
-    values: list[float] = []
-    floors: list[float] = []
+    """µs per call of ``async_call`` (awaited in one coroutine, as a handler does; the value)
+    and of ``sync_call`` (the floor) over ``ids``, back to back in ``repeats`` rounds; which
+    of the two goes first alternates, so neither always runs on the other's warm caches."""
 
     async def run_async() -> float:
         began = time.perf_counter()
         for session_id in ids:
-            await fetch(session_id)
+            await async_call(session_id)
         return (time.perf_counter() - began) / len(ids) * 1e6
 
+    def run_sync() -> float:
+        began = time.perf_counter()
+        for session_id in ids:
+            sync_call(session_id)
+        return (time.perf_counter() - began) / len(ids) * 1e6
+
+    values: list[float] = []
+    floors: list[float] = []
     loop = asyncio.new_event_loop()
     try:
-        for _ in range(repeats):
-            values.append(loop.run_until_complete(run_async()))
-            began = time.perf_counter()
-            for session_id in ids:
-                sync.fetch(session_id)
-            floors.append((time.perf_counter() - began) / len(ids) * 1e6)
+        for round_ in range(repeats):
+            if round_ % 2:
+                floors.append(run_sync())
+                values.append(loop.run_until_complete(run_async()))
+            else:
+                values.append(loop.run_until_complete(run_async()))
+                floors.append(run_sync())
     finally:
         loop.close()
     return _rounds.Rounds(values, floors)

@@ -4,10 +4,12 @@ Rows: memory fetch, store and update (every operation inline on the loop: target
 path); sqlitedict interval mode (``auto_save > 0``) fetch, store and update, which it declares
 inline (``sessionkeeper_inline_hooks``): the same 1.2x target, and fetch <= 2 us; a row that ran
 in a worker thread says so in its name and note, and misses; 100 concurrent tasks doing
-fetch+store against one task doing the same, on memory and sqlitedict.
+fetch+store against one task doing the same, on memory and sqlitedict. Each inline row times
+the async and the sync call back to back in rounds (which goes first alternates) and holds the
+median of the rounds' ratios.
 
 The floor of every inline row is measured too: awaiting a coroutine that returns at once (what
-``await sessions.fetch(...)`` costs before any work). The fetch rows say their ratio net of it.
+``await sessions.fetch(...)`` costs before any work). Each inline row says its ratio net of it.
 
 sqlitedict durable mode (``auto_save = 0``): 100 concurrent tasks storing against one task
 (target >= 3x: the worker threads' concurrent commits share one group commit).
@@ -70,33 +72,15 @@ class Sizes:
     pairs_per_task: int
 
 
-def _median_us(
-    sync_call: Callable[[str], object],
-    async_call: Callable[[str], Awaitable[object]],
-    ids: list[str],
-    repeats: int,
-) -> tuple[float, float]:
-    """Median µs per call of ``async_call`` (awaited in one coroutine, as a handler does) and of
-    ``sync_call``, timed alternately."""
-
-    async def run_async() -> float:
-        began = time.perf_counter()
-        for session_id in ids:
-            await async_call(session_id)
-        return time.perf_counter() - began
-
-    loop = asyncio.new_event_loop()
-    timings: tuple[list[float], list[float]] = ([], [])
-    try:
-        for _ in range(repeats):
-            timings[0].append(loop.run_until_complete(run_async()) / len(ids) * 1e6)
-            began = time.perf_counter()
-            for session_id in ids:
-                sync_call(session_id)
-            timings[1].append((time.perf_counter() - began) / len(ids) * 1e6)
-    finally:
-        loop.close()
-    return statistics.median(timings[0]), statistics.median(timings[1])
+def _within(row: _rounds.RatioFigure, absolute: float | None) -> _rounds.RatioFigure:
+    """``row`` also held to ``value <= absolute`` µs, when given."""
+    if absolute is None:
+        return row
+    return attrs.evolve(
+        row,
+        target=f"<= {absolute:g} us, {row.target}",
+        passed=bool(row.passed and row.value is not None and row.value <= absolute),
+    )
 
 
 def _pairs_per_second(
@@ -216,23 +200,29 @@ def _backend_rows(
                 )
             )
         for operation, sync_call, async_call in operations:
-            value, floor = _median_us(sync_call, async_call, ids, sizes.repeats)
+            timed = _async_peers.alternate(sync_call, async_call, ids, 2 * sizes.repeats + 1)
             where = "inline" if operation in inline else "worker thread"
-            row = _bench.figure(
-                f"{label} async {operation} ({where})",
-                value,
-                floor,
-                "sync manager",
-                absolute=absolute.get(operation),
-                ratio=INLINE_RATIO,
+            note = (
+                f"{len(timed.values)} rounds; net of the await floor: "
+                f"{(timed.value - await_us) / timed.floor:.2f}x"
             )
-            note = f"net of the await floor: {(value - await_us) / floor:.2f}x"
             if operation not in inline:
                 note = (
                     f"{name} does not declare every hook of {operation} in "
                     "sessionkeeper_inline_hooks (it is served from memory)"
                 )
-            rows.append(_bench.NotedFigure(**attrs.asdict(row), note=note))
+            rows.append(
+                _within(
+                    _rounds.ratio_figure(
+                        f"{label} async {operation} ({where})",
+                        timed,
+                        "sync manager",
+                        ratio=INLINE_RATIO,
+                        note=note,
+                    ),
+                    absolute.get(operation),
+                )
+            )
         one = _pairs_per_second(sessions, ids, 1, sizes.tasks * sizes.pairs_per_task // 10)
         many = _pairs_per_second(sessions, ids, sizes.tasks, sizes.pairs_per_task)
         rows.append(
