@@ -101,14 +101,19 @@ def fail(exc: BaseException, code: ExitCode) -> click.exceptions.Exit:
 
 def common_options(func: F) -> F:
     """Add ``--config`` and ``--json`` to a command."""
-    func = click.option("--json", "as_json", is_flag=True, help=_JSON_HELP)(func)
+    return _config_and_json(func, config_help=_CONFIG_HELP, json_help=_JSON_HELP)
+
+
+def _config_and_json(func: F, *, config_help: str, json_help: str) -> F:
+    """``func`` with the options ``--config PATH`` and ``--json``, helped as given."""
+    func = click.option("--json", "as_json", is_flag=True, help=json_help)(func)
     return click.option(
         "--config",
         "config_path",
         type=click.Path(dir_okay=False, path_type=Path),
         default=None,
         metavar="PATH",
-        help=_CONFIG_HELP,
+        help=config_help,
     )(func)
 
 
@@ -132,15 +137,7 @@ def group_options(func: F) -> F:
     callback must call :func:`pass_down` with the values, which hands them to the command as
     defaults through click's ``default_map``, so an option given after the command name wins.
     """
-    func = click.option("--json", "as_json", is_flag=True, help=_GROUP_JSON_HELP)(func)
-    return click.option(
-        "--config",
-        "config_path",
-        type=click.Path(dir_okay=False, path_type=Path),
-        default=None,
-        metavar="PATH",
-        help=_GROUP_CONFIG_HELP,
-    )(func)
+    return _config_and_json(func, config_help=_GROUP_CONFIG_HELP, json_help=_GROUP_JSON_HELP)
 
 
 def pass_down(ctx: click.Context, *, config_path: Path | None, as_json: bool) -> None:
