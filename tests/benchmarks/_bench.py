@@ -12,6 +12,8 @@ targets, the backend and version details of its header line — and hands the re
 - :func:`arguments`, the flags every script takes (``--quick``, ``--json PATH``, ``--strict``);
 - :func:`run`, the ``main`` of a script that reports a table: it times the script's ``measure``,
   prints :func:`report`, writes the JSON (:func:`write_json`) and returns :func:`exit_code`;
+  :func:`main`, the whole ``main`` of such a script: what it needs installed, its flags, then
+  :func:`run`;
 - :func:`about`, what the JSON says of the run (versions, machine, load), and
   :func:`platform_line`, the Python and machine part of a report's title;
 - for the scripts that time a backend through a manager: :func:`manager_settings` (no scheduler,
@@ -368,3 +370,35 @@ def run(
         path = write_json(args.json, benchmark, payload)
         print(f"figures written to {path}")
     return exit_code(args.strict, (f.passed for f in result.figures))
+
+
+def main(
+    doc: str | None,
+    benchmark: str,
+    measure: Callable[[argparse.Namespace], Run],
+    *,
+    quick_help: str,
+    digits: Mapping[str, int],
+    argv: Sequence[str] | None = None,
+    flags: Callable[[argparse.ArgumentParser], object] | None = None,
+    requires: Callable[[], object] | None = None,
+    needs: str = "",
+) -> int:
+    """A script's whole ``main``: ``bench_<benchmark>.py`` with ``doc``, its module docstring.
+
+    First ``requires()`` (when given) imports what the script needs beyond the dev install;
+    on an :class:`ImportError` it prints ``bench_<benchmark>: needs <needs>; not run`` and
+    returns 0 (``nox -s bench`` goes on). Then the flags of :func:`arguments` (``quick_help``),
+    plus the script's own added by ``flags(parser)``, parsed from ``argv`` (the command line
+    when ``None``), and :func:`run` with ``measure`` and ``digits``.
+    """
+    if requires is not None:
+        try:
+            requires()
+        except ImportError:
+            print(f"bench_{benchmark}: needs {needs}; not run")
+            return 0
+    parser = arguments(doc, benchmark, quick_help=quick_help)
+    if flags is not None:
+        flags(parser)
+    return run(parser.parse_args(argv), benchmark, measure, digits=digits)

@@ -315,8 +315,14 @@ def measure(args: argparse.Namespace) -> _bench.Run:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _bench.arguments(__doc__, "leveldb", quick_help="smaller sizes, a few seconds")
-    return _bench.run(parser.parse_args(argv), "leveldb", measure, digits={"us": 2, "ms": 1})
+    return _bench.main(
+        __doc__,
+        "leveldb",
+        measure,
+        quick_help="smaller sizes, a few seconds",
+        digits={"us": 2, "ms": 1},
+        argv=argv,
+    )
 
 
 if __name__ == "__main__":

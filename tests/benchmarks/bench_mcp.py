@@ -247,15 +247,15 @@ def measure(args: Any) -> _bench.Run:
 
 
 def main() -> int:
-    try:
-        _sdk()
-    except ImportError:
-        print("bench_mcp: needs mcp 2.x and sessionkeeper-mcp; not run")
-        return 0
-    args = _bench.arguments(
-        __doc__, "mcp", quick_help="fewer calls and repeats (a smoke run)"
-    ).parse_args()
-    return _bench.run(args, "mcp", measure, digits={"us": 0})
+    return _bench.main(
+        __doc__,
+        "mcp",
+        measure,
+        quick_help="fewer calls and repeats (a smoke run)",
+        digits={"us": 0},
+        requires=_sdk,
+        needs="mcp 2.x and sessionkeeper-mcp",
+    )
 
 
 if __name__ == "__main__":

@@ -339,19 +339,24 @@ def measure(args: Any) -> _bench.Run:
     )
 
 
-def main() -> int:
-    try:
-        import uvicorn  # noqa: F401
-        from mcp.server.mcpserver import MCPServer  # noqa: F401
+def requires() -> None:
+    """Import what the benchmark needs beyond the dev install (ImportError when missing)."""
+    import uvicorn  # noqa: F401
+    from mcp.server.mcpserver import MCPServer  # noqa: F401
 
-        import sessionkeeper_mcp  # noqa: F401
-    except ImportError:
-        print("bench_mcp_workers: needs mcp 2.x, uvicorn and sessionkeeper-mcp; not run")
-        return 0
-    args = _bench.arguments(
-        __doc__, "mcp_workers", quick_help="fewer calls and rounds (a smoke run)"
-    ).parse_args()
-    return _bench.run(args, "mcp_workers", measure, digits={"req/s": 0, "ms CPU": 2})
+    import sessionkeeper_mcp  # noqa: F401
+
+
+def main() -> int:
+    return _bench.main(
+        __doc__,
+        "mcp_workers",
+        measure,
+        quick_help="fewer calls and rounds (a smoke run)",
+        digits={"req/s": 0, "ms CPU": 2},
+        requires=requires,
+        needs="mcp 2.x, uvicorn and sessionkeeper-mcp",
+    )
 
 
 if __name__ == "__main__":

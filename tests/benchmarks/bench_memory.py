@@ -406,8 +406,14 @@ def measure(args: argparse.Namespace) -> _bench.Run:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _bench.arguments(__doc__, "memory", quick_help="smaller sizes, under 30 s")
-    return _bench.run(parser.parse_args(argv), "memory", measure, digits={"us": 3, "B": 1, "ms": 1})
+    return _bench.main(
+        __doc__,
+        "memory",
+        measure,
+        quick_help="smaller sizes, under 30 s",
+        digits={"us": 3, "B": 1, "ms": 1},
+        argv=argv,
+    )
 
 
 if __name__ == "__main__":

@@ -750,14 +750,21 @@ def measure(args: argparse.Namespace) -> _bench.Run:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _bench.arguments(__doc__, "postgres", quick_help="smaller sizes, a few seconds")
-    parser.add_argument(
-        "--durable",
-        action="store_true",
-        help="synchronous_commit = on (each write waits for its WAL flush) on both sides",
-    )
-    return _bench.run(
-        parser.parse_args(argv), "postgres", measure, digits={"ms": 2, "us": 1, "B": 1}
+    def flags(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--durable",
+            action="store_true",
+            help="synchronous_commit = on (each write waits for its WAL flush) on both sides",
+        )
+
+    return _bench.main(
+        __doc__,
+        "postgres",
+        measure,
+        quick_help="smaller sizes, a few seconds",
+        digits={"ms": 2, "us": 1, "B": 1},
+        argv=argv,
+        flags=flags,
     )
 
 

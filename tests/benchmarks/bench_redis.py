@@ -473,8 +473,14 @@ def measure(args: argparse.Namespace) -> _bench.Run:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _bench.arguments(__doc__, "redis", quick_help="smaller sizes, a few seconds")
-    return _bench.run(parser.parse_args(argv), "redis", measure, digits={"ms": 3, "us": 1, "B": 1})
+    return _bench.main(
+        __doc__,
+        "redis",
+        measure,
+        quick_help="smaller sizes, a few seconds",
+        digits={"ms": 3, "us": 1, "B": 1},
+        argv=argv,
+    )
 
 
 if __name__ == "__main__":

@@ -507,22 +507,27 @@ def measure(args: argparse.Namespace) -> _bench.Run:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _bench.arguments(
-        __doc__, "shared", quick_help="10,000 sessions, short timings, one repeat"
+    def flags(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--dir", type=Path, default=None, help="where to put the temporary files (a disk)"
+        )
+        parser.add_argument(
+            "--synchronous",
+            choices=sorted(DISKCACHE_LEVELS, key=DISKCACHE_LEVELS.__getitem__),
+            type=str.upper,
+            default=SqliteDictOptions(file_path="shared.sqlite", shared=True).synchronous,
+            help="PRAGMA synchronous of every SQLite peer (default: shared mode's default)",
+        )
+
+    return _bench.main(
+        __doc__,
+        "shared",
+        measure,
+        quick_help="10,000 sessions, short timings, one repeat",
+        digits={"us": 2, "/s": 0, "x": 2},
+        argv=argv,
+        flags=flags,
     )
-    parser.add_argument(
-        "--dir", type=Path, default=None, help="where to put the temporary files (a disk)"
-    )
-    parser.add_argument(
-        "--synchronous",
-        choices=sorted(DISKCACHE_LEVELS, key=DISKCACHE_LEVELS.__getitem__),
-        type=str.upper,
-        default=SqliteDictOptions(file_path="shared.sqlite", shared=True).synchronous,
-        help="PRAGMA synchronous of every SQLite peer (default: shared mode's default)",
-    )
-    args = parser.parse_args(argv)
-    code: int = _bench.run(args, "shared", measure, digits={"us": 2, "/s": 0, "x": 2})
-    return code
 
 
 if __name__ == "__main__":

@@ -696,12 +696,20 @@ def measure(args: argparse.Namespace) -> _bench.Run:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _bench.arguments(__doc__, "sqlitedict", quick_help="sizes divided by ten")
-    parser.add_argument(
-        "--dir", type=Path, default=None, help="where to put the temporary files (a disk)"
+    def flags(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--dir", type=Path, default=None, help="where to put the temporary files (a disk)"
+        )
+
+    return _bench.main(
+        __doc__,
+        "sqlitedict",
+        measure,
+        quick_help="sizes divided by ten",
+        digits={"us": 2, "s": 2, "B": 0, "/s": 0},
+        argv=argv,
+        flags=flags,
     )
-    args = parser.parse_args(argv)
-    return _bench.run(args, "sqlitedict", measure, digits={"us": 2, "s": 2, "B": 0, "/s": 0})
 
 
 if __name__ == "__main__":
