@@ -35,7 +35,6 @@ times fewer sessions and fewer repeats (a few seconds); the full run takes about
 from __future__ import annotations
 
 import argparse
-import platform
 import random
 import statistics
 import sys
@@ -460,15 +459,9 @@ def measure(args: argparse.Namespace) -> _bench.Run:
         figures,
         sizes,
         title=f"sessionkeeper {__version__}, redis backend (Redis {server}, redis-py "
-        f"{redis.__version__}); Python {platform.python_version()} on {platform.machine()}, "
+        f"{redis.__version__}); {_bench.platform_line()}, "
         f"{sizes.ops:,} sessions for timings, medians of {sizes.repeats}",
-        about={
-            "sessionkeeper": __version__,
-            "redis_server": server,
-            "redis_py": redis.__version__,
-            "python": platform.python_version(),
-            "machine": platform.machine(),
-        },
+        about=_bench.about(redis_server=server, redis_py=redis.__version__),
     )
 
 

@@ -493,15 +493,7 @@ def measure(args: argparse.Namespace) -> _bench.Run:
         title=f"sessionkeeper {__version__}, sqlitedict shared mode; Python "
         f"{platform.python_version()}, SQLite {sqlite3.sqlite_version}, {os.cpu_count()} CPUs; "
         f"synchronous={synchronous}; medians of {sizes.repeats}",
-        about={
-            "sessionkeeper": __version__,
-            "python": platform.python_version(),
-            "sqlite": sqlite3.sqlite_version,
-            "machine": platform.machine(),
-            "cpus": os.cpu_count(),
-            "synchronous": synchronous,
-            "load_average": os.getloadavg(),
-        },
+        about=_bench.about(sqlite=sqlite3.sqlite_version, synchronous=synchronous),
         notes=[*notes, f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}"],
     )
 
