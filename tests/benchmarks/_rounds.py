@@ -3,9 +3,10 @@
 Not a benchmark itself (``nox -s bench`` runs only ``bench_*.py``). On a loaded machine the
 median of each side (``_bench.paired``) can come from different moments of the run; the ratio
 of one round compares two timings taken back to back, and the median of those ratios is what a
-row is held to. :func:`rounds` times sync calls (one :func:`_bench.paired` per round),
-:func:`arounds` awaited ones, and :func:`ratio_figure` makes the row: the value and floor
-columns show the medians of each side, the ratio column (and the target) the median ratio.
+row is held to. :func:`rounds` times sync calls (one :func:`_bench.paired` per round, the
+side going first alternating by round when asked), :func:`arounds` awaited ones, and
+:func:`ratio_figure` makes the row: the value and floor columns show the medians of each side,
+the ratio column (and the target) the median ratio.
 """
 
 from __future__ import annotations
@@ -35,9 +36,14 @@ class Rounds:
         return statistics.median(self.floors)
 
     @property
+    def ratios(self) -> list[float]:
+        """Each round's value / floor: the two sides of one round met the same load."""
+        return [v / f for v, f in zip(self.values, self.floors, strict=True)]
+
+    @property
     def ratio(self) -> float:
         """The median of the rounds' ratios."""
-        return statistics.median(v / f for v, f in zip(self.values, self.floors, strict=True))
+        return statistics.median(self.ratios)
 
 
 @attrs.frozen
@@ -55,14 +61,34 @@ def rounds(
     function: Callable[..., object],
     floor: Callable[..., object],
     *arguments: Sequence[Any],
+    floor_arguments: tuple[Sequence[Any], ...] | None = None,
     repeats: int,
-    **keywords: Any,
+    setup: Callable[[], object] | None = None,
+    alternate: bool = False,
 ) -> Rounds:
-    """``repeats`` rounds of :func:`_bench.paired` (one repeat each, the same keywords)."""
-    pairs = [
-        _bench.paired(function, floor, *arguments, repeats=1, **keywords) for _ in range(repeats)
-    ]
-    return Rounds([p[0] for p in pairs], [p[1] for p in pairs])
+    """``repeats`` rounds of :func:`_bench.paired`, one repeat each: ``setup()``, then
+    ``function`` mapped over ``arguments`` and ``floor`` over ``floor_arguments`` (the same
+    when not given), right after one another, ``function`` first.
+
+    With ``alternate``, ``floor`` goes first in every other round: the first side of a round
+    meets what the previous writes left behind (a server's WAL writer, hint bits,
+    checkpoints), so neither side always pays for it.
+    """
+    floor_args = arguments if floor_arguments is None else floor_arguments
+    values: list[float] = []
+    floors: list[float] = []
+    for number in range(repeats):
+        if alternate and number % 2:
+            floor_us, value = _bench.paired(
+                floor, function, *floor_args, floor_arguments=arguments, repeats=1, setup=setup
+            )
+        else:
+            value, floor_us = _bench.paired(
+                function, floor, *arguments, floor_arguments=floor_args, repeats=1, setup=setup
+            )
+        values.append(value)
+        floors.append(floor_us)
+    return Rounds(values, floors)
 
 
 async def arounds(

@@ -71,8 +71,9 @@ from typing import Any
 import _bench
 import attrs
 import psycopg
-from _bench import Clock, Figure, NotedFigure, figure
+from _bench import Clock, Figure, figure
 from _redis_server import find_binary, redis_server
+from _rounds import RatioFigure, Rounds, rounds
 
 from sessionkeeper import AsyncSessionManager, Session, SessionManager, __version__, generate_id
 from sessionkeeper.backend import decode_session, encode_session
@@ -145,91 +146,32 @@ def add_one(metadata: dict[str, Any]) -> dict[str, Any]:
     return {**metadata, "n": metadata["n"] + 1}
 
 
-@attrs.frozen
-class Paired:
-    """The µs per call of the backend and of its floor, one figure per round."""
-
-    values: list[float]
-    floors: list[float]
-
-    @property
-    def ratios(self) -> list[float]:
-        """Each round's backend / floor: the two sides of one round met the same load."""
-        return [value / floor for value, floor in zip(self.values, self.floors, strict=True)]
-
-
-def rounds(
-    function: Callable[..., object],
-    floor: Callable[..., object],
-    *arguments: Sequence[Any],
-    floor_arguments: tuple[Sequence[Any], ...] | None = None,
-    count: int,
-    setup: Callable[[], object] | None = None,
-) -> Paired:
-    """``count`` rounds, each ``setup()`` then ``function`` and ``floor`` mapped over the
-    arguments, one right after the other, the side going first alternating by round.
-
-    A round is short (a few hundred calls): a burst of load from elsewhere on the machine
-    (other processes share its two cores) mostly falls on both sides of one round, so the
-    ratio of each round holds where the absolute figures move; the figure is the median of the
-    rounds' ratios, and the spread of those ratios says how far to trust it. Alternating the
-    order matters too: the first side of a round meets the server right after the previous
-    writes (WAL writer, hint bits, checkpoints), so neither side always pays for it."""
-    calls = len(arguments[0])
-    floor_args = arguments if floor_arguments is None else floor_arguments
-    assert len(floor_args[0]) == calls
-    timings: dict[int, list[float]] = {0: [], 1: []}
-    sides = ((0, function, arguments), (1, floor, floor_args))
-    for number in range(count):
-        if setup is not None:
-            setup()
-        for side, callable_, args in sides if number % 2 == 0 else sides[::-1]:
-
-            def run(callable_: Callable[..., object] = callable_, args: Any = args) -> None:
-                deque(map(callable_, *args), 0)
-
-            timings[side].append(timeit.Timer(run).timeit(number=1) / calls * 1e6)
-    return Paired(timings[0], timings[1])
-
-
-@attrs.frozen
-class RoundsFigure(NotedFigure):
-    """A row whose ratio is the median of the rounds' ratios (not the ratio of the medians),
-    with their spread in the note."""
-
-    median_ratio: float | None = None
-
-    @property
-    def ratio(self) -> float | None:
-        return self.median_ratio
-
-
 def compared(
     operation: str,
-    paired: Paired,
+    timed: Rounds,
     floor_name: str,
     *,
     unit: str = "us",
     per_call: float = 1.0,
     ratio: float | None = None,
 ) -> Figure:
-    """The row of ``paired``: the median value and floor (times ``per_call``), the median of
+    """The row of ``timed``: the median value and floor (times ``per_call``), the median of
     the rounds' ratios against ``ratio`` (no target when ``None``), and in the note the middle
     half of those ratios (quartiles) and the number of rounds."""
-    ratios = sorted(paired.ratios)
+    ratios = sorted(timed.ratios)
     middle = statistics.median(ratios)
     low, _, high = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
     note = f"{len(ratios)} rounds, quartiles {low:.2f}-{high:.2f}x"
-    return RoundsFigure(
+    return RatioFigure(
         operation,
-        statistics.median(paired.values) * per_call,
+        timed.value * per_call,
         unit,
-        statistics.median(paired.floors) * per_call,
+        timed.floor * per_call,
         floor_name,
         "-" if ratio is None else f"median ratio <= {ratio:g}x",
         None if ratio is None else middle <= ratio,
-        note,
-        middle,
+        note=note,
+        median_ratio=middle,
     )
 
 
@@ -278,37 +220,37 @@ def bench_operations(manager: SessionManager, raw: Any, clock: Clock, sizes: Siz
         return execute(delete_sql, (r[0],))
 
     store, fetch, peek = manager.store, manager.fetch, manager.peek
-    paired = rounds(store, raw_store, stored, count=count)
-    figures.append(compared("store", paired, "raw counting upsert", ratio=RATIO))
+    timed = rounds(store, raw_store, stored, repeats=count, alternate=True)
+    figures.append(compared("store", timed, "raw counting upsert", ratio=RATIO))
     batches = [stored[i : i + BATCH_SIZE] for i in range(0, len(stored), BATCH_SIZE)]
     raw_batches = [columns(batch) for batch in batches]
 
     def raw_many(arrays: tuple[list[Any], ...]) -> object:
         return execute(many_sql, arrays)
 
-    paired = rounds(
-        manager.store_many, raw_many, batches, floor_arguments=(raw_batches,), count=count
-    )
+    timed = rounds(manager.store_many, raw_many, batches, floor_arguments=(raw_batches,),
+                   repeats=count, alternate=True)  # fmt: skip
     figures.append(
-        compared(f"store_many, batches of {BATCH_SIZE} (per session)", paired,
+        compared(f"store_many, batches of {BATCH_SIZE} (per session)", timed,
                  "raw INSERT ... unnest", per_call=len(batches) / len(stored), ratio=RATIO)
     )  # fmt: skip
     ids = [s.id for s in stored]
-    paired = rounds(fetch, raw_fetch, ids, floor_arguments=(rows,), count=count)
-    figures.append(compared("fetch (no write-back)", paired, "raw SELECT"))
-    paired = rounds(peek, raw_fetch, ids, floor_arguments=(rows,), count=count)
-    figures.append(compared("peek", paired, "raw SELECT"))
-    paired = rounds(fetch, raw_read, ids, count=count)
-    figures.append(compared("fetch (no write-back)", paired, "raw SELECT + decode", ratio=RATIO))
+    timed = rounds(fetch, raw_fetch, ids, floor_arguments=(rows,), repeats=count, alternate=True)
+    figures.append(compared("fetch (no write-back)", timed, "raw SELECT"))
+    timed = rounds(peek, raw_fetch, ids, floor_arguments=(rows,), repeats=count, alternate=True)
+    figures.append(compared("peek", timed, "raw SELECT"))
+    timed = rounds(fetch, raw_read, ids, repeats=count, alternate=True)
+    figures.append(compared("fetch (no write-back)", timed, "raw SELECT + decode", ratio=RATIO))
 
     def later() -> None:
         clock.now += TOUCH_RESOLUTION + 1
 
-    paired = rounds(fetch, raw_fetch_touch, ids, floor_arguments=(rows,), count=count, setup=later)
+    timed = rounds(fetch, raw_fetch_touch, ids, floor_arguments=(rows,), repeats=count,
+                   alternate=True, setup=later)  # fmt: skip
     figures.append(
         compared(
             "fetch writing a touch back",
-            paired,
+            timed,
             "raw SELECT + decode + UPDATE ... RETURNING + decode",
             ratio=RATIO,
         )
@@ -329,12 +271,12 @@ def bench_operations(manager: SessionManager, raw: Any, clock: Clock, sizes: Siz
         manager.store_many(stored_now)
         execute(many_sql, columns(stored_now))
 
-    paired = rounds(manager.take, raw_take, ids, floor_arguments=(stored_now,), count=count,
-                    setup=restore)  # fmt: skip
-    figures.append(compared("take", paired, "raw DELETE ... RETURNING + decode", ratio=RATIO))
-    paired = rounds(manager.delete, raw_delete, ids, floor_arguments=(rows,), count=count,
-                    setup=restore)  # fmt: skip
-    figures.append(compared("delete", paired, "raw DELETE", ratio=RATIO))
+    timed = rounds(manager.take, raw_take, ids, floor_arguments=(stored_now,), repeats=count,
+                   alternate=True, setup=restore)  # fmt: skip
+    figures.append(compared("take", timed, "raw DELETE ... RETURNING + decode", ratio=RATIO))
+    timed = rounds(manager.delete, raw_delete, ids, floor_arguments=(rows,), repeats=count,
+                   alternate=True, setup=restore)  # fmt: skip
+    figures.append(compared("delete", timed, "raw DELETE", ratio=RATIO))
     return figures
 
 
@@ -370,13 +312,13 @@ def bench_concurrent(
         return manager.store(read.replace(metadata=add_one(read.metadata)))
 
     figures = []
-    paired = rounds(update, raw_update, ids, count=count)
+    timed = rounds(update, raw_update, ids, repeats=count, alternate=True)
     figures.append(
-        compared("update (a read, one conditional write)", paired,
+        compared("update (a read, one conditional write)", timed,
                  "raw SELECT + decode + encode + UPDATE ... WHERE version", ratio=RATIO)
     )  # fmt: skip
-    paired = rounds(update, fetch_and_store, ids, count=count)
-    figures.append(compared("update", paired, "fetch + store, same backend", ratio=RATIO))
+    timed = rounds(update, fetch_and_store, ids, repeats=count, alternate=True)
+    figures.append(compared("update", timed, "fetch + store, same backend", ratio=RATIO))
     current = [manager.peek(session_id) for session_id in ids]
     versions = {s.id: s.version for s in current}
 
@@ -390,8 +332,8 @@ def bench_concurrent(
         versions[session.id] = stored.version
         return stored
 
-    paired = rounds(store_if, store, current, count=count)
-    figures.append(compared("store(if_version=)", paired, "store, same backend", ratio=RATIO))
+    timed = rounds(store_if, store, current, repeats=count, alternate=True)
+    figures.append(compared("store(if_version=)", timed, "store, same backend", ratio=RATIO))
     return figures
 
 
@@ -454,7 +396,7 @@ def bench_cleanup(manager: SessionManager, raw: Any, clock: Clock, sizes: Sizes)
     return [
         compared(
             f"cleanup of {sizes.expired:,} expired among {sizes.stored:,}",
-            Paired(values, floors),
+            Rounds(values, floors),
             f"raw batched DELETE ({CLEANUP_BATCH} a statement)",
             unit="ms",
             ratio=RATIO,
@@ -575,9 +517,9 @@ async def bench_async(dsn: str, commit: str, sizes: Sizes) -> list[Figure]:
                 {"native": native_call, "thread": thread_call, "raw": raw_call}, ids, sizes.rounds
             )
             floor = timings["raw"]
-            figures.append(compared(f"async {name}: native", Paired(timings["native"], floor),
+            figures.append(compared(f"async {name}: native", Rounds(timings["native"], floor),
                                     floor_name, ratio=RATIO))  # fmt: skip
-            figures.append(compared(f"async {name}: thread path", Paired(timings["thread"], floor),
+            figures.append(compared(f"async {name}: thread path", Rounds(timings["thread"], floor),
                                     floor_name))  # fmt: skip
 
         async def pooled_read(session_id: str) -> object:
@@ -601,9 +543,9 @@ async def bench_async(dsn: str, commit: str, sizes: Sizes) -> list[Figure]:
         floor_name = f"raw AsyncConnectionPool of {TASKS}, SELECT + decode"
         native_row = f"async fetch, {TASKS} tasks: native (wall time per call)"
         unkept_row = f"async fetch, {TASKS} tasks: native, connections not kept"
-        figures.append(compared(native_row, Paired(timings["native"], floor), floor_name,
+        figures.append(compared(native_row, Rounds(timings["native"], floor), floor_name,
                                 ratio=RATIO))  # fmt: skip
-        figures.append(compared(unkept_row, Paired(timings["unkept"], floor), floor_name))
+        figures.append(compared(unkept_row, Rounds(timings["unkept"], floor), floor_name))
     finally:
         await pool.close()
         await raw.close()
