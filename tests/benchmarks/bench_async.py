@@ -522,10 +522,13 @@ def _redis_tasks(
 
 
 def main() -> int:
-    args = _bench.arguments(
-        __doc__, "async", quick_help="fewer sessions and repeats (a smoke run)"
-    ).parse_args()
-    return _bench.run(args, "async", measure, digits={"us": 2, "/s": 0})
+    return _bench.main(
+        __doc__,
+        "async",
+        measure,
+        quick_help="fewer sessions and repeats (a smoke run)",
+        digits={"us": 2, "/s": 0},
+    )
 
 
 if __name__ == "__main__":
