@@ -17,14 +17,16 @@ targets, the backend and version details of its header line — and hands the re
 - :func:`about`, what the JSON says of the run (versions, machine, load), and
   :func:`platform_line`, the Python and machine part of a report's title;
 - for the scripts that time a backend through a manager: :func:`manager_settings` (no scheduler,
-  the injected clock, :data:`TIMEOUT`, :data:`TOUCH_RESOLUTION`) and the concurrent-state
-  figures measured alike on every backend, :func:`time_update`, :func:`time_store_if` and
-  :func:`time_owner_lists`.
+  the injected clock, :data:`TIMEOUT`, :data:`TOUCH_RESOLUTION`), :func:`touch_due` (a setup
+  after which every fetch writes a touch back), the concurrent-state figures measured alike on
+  every backend, :func:`time_update`, :func:`time_store_if` and :func:`time_owner_lists`, and
+  the cleanup sweeps, :func:`time_cleanups` and :func:`cleanup_figure`.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -116,6 +118,61 @@ def manager_settings(clock: Clock) -> dict[str, Any]:
         "default_timeout": TIMEOUT,
         "clock": clock,
     }
+
+
+def touch_due(clock: Clock) -> Callable[[], None]:
+    """A ``setup`` for :func:`paired`: it moves ``clock`` on by more than
+    :data:`TOUCH_RESOLUTION`, so that every fetch of the next repeat writes a touch back."""
+
+    def later() -> None:
+        clock.now += TOUCH_RESOLUTION + 1
+
+    return later
+
+
+def time_cleanups(
+    sessions: SessionManager, clock: Clock, *, start: int, expired: int, repeats: int
+) -> list[float]:
+    """ms of each of ``repeats`` ``cleanup_expired()`` sweeps, the clock set to
+    ``start + expired × k`` before the k-th (from 1); each must remove exactly ``expired``
+    sessions (the script stored them so). A collection runs before each, outside its timing."""
+    timings = []
+    for attempt in range(repeats):
+        clock.now = start + expired * (attempt + 1)
+        gc.collect()
+        began = time.perf_counter()
+        removed = sessions.cleanup_expired()
+        timings.append((time.perf_counter() - began) * 1e3)
+        assert removed == expired, f"cleanup removed {removed}, expected {expired}"
+    return timings
+
+
+def cleanup_figure(
+    expired: int,
+    among: int,
+    timings: Sequence[float],
+    floors: Sequence[float],
+    floor_name: str,
+    *,
+    limit_ms: float | None = None,
+) -> Figure:
+    """The row of the cleanup of ``expired`` sessions among ``among``: the median ms of the
+    sweeps (``timings``) beside that of the floor's (``floors``), held to ``<= limit_ms`` when
+    given, else to less than the floor (the sweep reads only the expired part)."""
+    value, floor = statistics.median(timings), statistics.median(floors)
+    if limit_ms is None:
+        target, passed = "O(expired): < floor", value < floor
+    else:
+        target, passed = f"<= {limit_ms:g} ms", value <= limit_ms
+    return Figure(
+        f"cleanup of {expired:,} expired among {among:,}",
+        value,
+        "ms",
+        floor,
+        floor_name,
+        target,
+        passed,
+    )
 
 
 def bump(metadata: dict[str, Any]) -> dict[str, Any]:

@@ -33,7 +33,6 @@ import argparse
 import functools
 import gc
 import random
-import statistics
 import sys
 import tempfile
 import time
@@ -47,15 +46,17 @@ from _bench import (
     OWNED,
     START,
     TIMEOUT,
-    TOUCH_RESOLUTION,
     Clock,
     Figure,
+    cleanup_figure,
     figure,
     manager_settings,
     paired,
+    time_cleanups,
     time_owner_lists,
     time_store_if,
     time_update,
+    touch_due,
 )
 
 from sessionkeeper import Session, SessionManager, __version__
@@ -148,9 +149,6 @@ def bench_operations(sizes: Sizes, directory: Path) -> list[Figure]:
         )
         figures.append(bench_store_many(sessions, shuffled, repeats))
 
-        def later() -> None:  # every fetch now moves last_accessed by more than the resolution
-            clock.now += TOUCH_RESOLUTION + 1
-
         # The floor reads the session and writes a record of the same size, beside the table
         # (writing over the table's records would undo the touches the backend measured).
         shadow_keys = [b"floor\0" + key for key in raw_keys]
@@ -165,7 +163,7 @@ def bench_operations(sizes: Sizes, directory: Path) -> list[Figure]:
             ids,
             floor_arguments=(raw_keys, shadow_keys, records),
             repeats=repeats,
-            setup=later,
+            setup=touch_due(clock),
         )
         assert sessions.peek(ids[0]).last_accessed == clock.now, "fetch did not write back"
         figures.append(figure("touch (fetch writing back)", touch, floor, "plyvel get + put"))
@@ -220,14 +218,9 @@ def bench_cleanup(sizes: Sizes, directory: Path) -> Figure:
             sessions.create(metadata={"user_id": f"user_{i}"})
         backend = backend_of(sessions)
         db, keys = backend.db, backend.keys
-        timings = []
-        for attempt in range(sizes.cleanup_repeats):
-            clock.now = START + TIMEOUT + expired * (attempt + 1)
-            gc.collect()
-            began = time.perf_counter()
-            removed = sessions.cleanup_expired()
-            timings.append((time.perf_counter() - began) * 1e3)
-            assert removed == expired, f"cleanup removed {removed}, expected {expired}"
+        timings = time_cleanups(
+            sessions, clock, start=START + TIMEOUT, expired=expired, repeats=sizes.cleanup_repeats
+        )
 
         def full_scan(now: int) -> int:
             """What a backend without an expiry index does: decode every record."""
@@ -244,16 +237,7 @@ def bench_cleanup(sizes: Sizes, directory: Path) -> Figure:
             began = time.perf_counter()
             full_scan(clock.now + expired)
             floors.append((time.perf_counter() - began) * 1e3)
-    value = statistics.median(timings)
-    return Figure(
-        f"cleanup of {expired:,} expired among {n:,}",
-        value,
-        "ms",
-        statistics.median(floors),
-        "full scan, decode only",
-        "O(expired): < floor",
-        value < statistics.median(floors),
-    )
+    return cleanup_figure(expired, n, timings, floors, "full scan, decode only")
 
 
 def bench_atomic(sizes: Sizes, directory: Path) -> list[Figure]:

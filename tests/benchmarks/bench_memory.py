@@ -43,15 +43,17 @@ from _bench import (
     OWNED,
     START,
     TIMEOUT,
-    TOUCH_RESOLUTION,
     Clock,
     Figure,
+    cleanup_figure,
     figure,
     manager_settings,
     paired,
+    time_cleanups,
     time_owner_lists,
     time_store_if,
     time_update,
+    touch_due,
 )
 
 from sessionkeeper import Session, SessionManager, __version__, generate_id
@@ -158,9 +160,7 @@ def bench_operations(sizes: Sizes) -> list[Figure]:
         peek, floor = paired(sessions.peek, floor_fetch, shuffled, repeats=repeats)
         figures.append(figure("peek, random", peek, floor, "lookup + expiry check"))
 
-        def later() -> None:  # every fetch now moves last_accessed by more than the resolution
-            clock.now += TOUCH_RESOLUTION + 1
-
+        later = touch_due(clock)
         touch, floor = paired(sessions.fetch, floor_fetch, shuffled, repeats=repeats, setup=later)
         assert sessions.peek(shuffled[0]).last_accessed == clock.now, "fetch did not write back"
         figures.append(
@@ -349,14 +349,9 @@ def bench_cleanup(sizes: Sizes, sessions: SessionManager, clock: Clock) -> Figur
     n, expired = sizes.memory, sizes.expired
     # Session j (1..n) was last accessed at START + j; at START + TIMEOUT + e + 1 the first e
     # sessions are expired. Each repeat moves on by ``expired`` and sweeps exactly that many.
-    timings = []
-    for attempt in range(sizes.cleanup_repeats):
-        clock.now = START + TIMEOUT + expired * (attempt + 1) + 1
-        gc.collect()
-        began = time.perf_counter()
-        removed = sessions.cleanup_expired()
-        timings.append((time.perf_counter() - began) * 1e3)
-        assert removed == expired, f"cleanup removed {removed}, expected {expired}"
+    timings = time_cleanups(
+        sessions, clock, start=START + TIMEOUT + 1, expired=expired, repeats=sizes.cleanup_repeats
+    )
     remaining = n - expired * sizes.cleanup_repeats
     table = {s.id: s for s in sessions.iter_sessions(include_expired=True)}
     assert len(table) == remaining
@@ -381,16 +376,7 @@ def bench_cleanup(sizes: Sizes, sessions: SessionManager, clock: Clock) -> Figur
         floors.append((time.perf_counter() - began) * 1e3)
         assert removed == expired
         del copy
-    value = statistics.median(timings)
-    return Figure(
-        f"cleanup of {expired:,} expired among {n:,}",
-        value,
-        "ms",
-        statistics.median(floors),
-        "full scan",
-        "<= 20 ms",
-        value <= 20,
-    )
+    return cleanup_figure(expired, n, timings, floors, "full scan", limit_ms=20)
 
 
 def measure(args: argparse.Namespace) -> _bench.Run:
