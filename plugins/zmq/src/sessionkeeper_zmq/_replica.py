@@ -162,19 +162,30 @@ class Replica:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def entry(self, key: str) -> Entry | None:
-        """The replicated state of ``key``, or ``None``."""
+    def _state(self, key: str) -> tuple[int, str, int, Session | None, int | None] | None:
+        """``(hlc, node, last_accessed, session, timeout_ms)`` of ``key`` (``session`` is
+        ``None`` for a tombstone), or ``None``: not held, or changed under us between the
+        lock-free reads of its version and of its session or tombstone (the caller retries,
+        skips, or leaves it to a later round)."""
         version = self.versions.get(key)
         if version is None:
             return None
         session = self.sessions.get(key)
         if session is not None:
-            blob = encode_session(session)
-            return (key, version[0], version[1], session.last_accessed, blob, session.timeout_ms)
+            return version[0], version[1], session.last_accessed, session, session.timeout_ms
         tomb = self.tombs.get(key)
-        if tomb is None:  # changed under us (no lock); the caller retries or skips
+        if tomb is None:
             return None
-        return (key, version[0], version[1], tomb[0], None, tomb[1])
+        return version[0], version[1], tomb[0], None, tomb[1]
+
+    def entry(self, key: str) -> Entry | None:
+        """The replicated state of ``key``, or ``None``."""
+        state = self._state(key)
+        if state is None:
+            return None
+        hlc, node, la, session, timeout = state
+        blob = None if session is None else encode_session(session)
+        return (key, hlc, node, la, blob, timeout)
 
     def keys(self) -> list[str]:
         """Every key held (tombstones included), as a list taken under the lock."""
@@ -210,16 +221,8 @@ class Replica:
     def summary(self, key: str) -> tuple[int, str, int] | None:
         """``(hlc, node, last_accessed)`` of ``key``, what anti-entropy compares (no session
         is encoded), or ``None``."""
-        version = self.versions.get(key)
-        if version is None:
-            return None
-        session = self.sessions.get(key)
-        if session is not None:
-            return version[0], version[1], session.last_accessed
-        tomb = self.tombs.get(key)
-        if tomb is None:  # changed under us (no lock): left to a later round
-            return None
-        return version[0], version[1], tomb[0]
+        state = self._state(key)
+        return None if state is None else state[:3]
 
     def count_live(self, now: int) -> int:
         """How many stored sessions are live at ``now``."""
