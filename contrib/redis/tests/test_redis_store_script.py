@@ -19,7 +19,7 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sessionkeeper import Session, SessionManager, VersionConflict
+from sessionkeeper import Session, SessionManager, StorageError, VersionConflict
 from sessionkeeper.backend import encode_session
 from sessionkeeper.testing import ManualClock
 from sessionkeeper_redis import _scripts
@@ -194,3 +194,45 @@ def test_a_record_under_another_key_is_refused_and_nothing_written(table: Table)
         table.raw.evalsha(_scripts.STORE_IF.sha, 1, key, record, now, "", MARGIN)
     assert table.raw.get(key) is None
     assert table.raw.zscore(table.backend.index_keys[0], "mine") is None
+
+
+#: (id length, created_at, last_accessed, timeout_ms, metadata string length, version):
+#: between them, every msgpack width of each integer field (fixint, 0xcc-0xcf), of the id
+#: (fixstr, 0xd9, 0xda) and of the metadata (bin 8/16/32) that the script's parser reads.
+_WIDTHS = [
+    (1, 5, 100, None, 0, 1),
+    (31, 200, 300, 127, 10, 128),
+    (32, 60_000, 65_535, 255, 300, 65_535),
+    (255, 2**20, 2**32 - 1, 65_536, 65_530, 2**32 - 1),  # metadata of 65,536 bytes: bin 32
+    (256, START, START, 2**33, 0, 2**40),
+]
+
+
+@pytest.mark.parametrize(("size", "created", "last", "timeout", "meta", "version"), _WIDTHS)
+def test_every_field_width_parses_and_every_cut_of_it_is_damage(
+    table: Table, size: int, created: int, last: int, timeout: int | None, meta: int, version: int
+) -> None:
+    """The store script reads a stored record with each msgpack width of every field: the
+    conditional store counts on from its version when it is live (else from 0) and writes the
+    codec's record. The same record cut at every byte of its headers and fields, or with a byte
+    appended, is damage: the conditional store raises ``StorageError`` naming the key and keeps
+    the bytes."""
+    session_id = (uuid.uuid4().hex * 9)[:size]
+    now = table.clock.now
+    metadata = {"m": "x" * meta} if meta else {}
+    first = Session(session_id, created, last, timeout, metadata, version=version)
+    table.manager.store_many([first])
+    current = 0 if first.is_expired(now) else version
+    second = Session(session_id, now, now, None, {"k": 1})
+    key = table.backend.session_key(session_id)
+    assert table.manager.store(second, if_version=current).version == current + 1
+    assert table.raw.get(key) == encode_session(second.with_version(current + 1))
+    record = encode_session(first)
+    cuts = {*range(min(len(record), 80)), *range(max(len(record) - 40, 0), len(record))}
+    for damaged in [record[:n] for n in sorted(cuts)] + [record + b"\x00"]:
+        table.raw.set(key, damaged)
+        with pytest.raises(StorageError, match="damaged") as info:
+            table.manager.store(second, if_version=current + 1)
+        assert repr(key) in str(info.value)
+        assert table.raw.get(key) == damaged
+    assert table.manager.delete(session_id)

@@ -78,10 +78,15 @@ class Script:
         return f"<Script {self.name} {self.sha[:8]}>"
 
 
-#: Lua shared by the scripts that read a record: ``parse(record, id)`` returns a table of its
-#: fields and the positions of their encodings, or ``nil`` and what is wrong (a record of
-#: another id is damage too; with ``id`` nil, any id is taken and returned as ``f.id``);
-#: ``expires(f)`` the earliest deadline (``nil``: never);
+#: Lua shared by the scripts that read a record. ``scan(record, id)`` checks a record and returns
+#: its fields as values, no table (a table per record cost the store script about 0.5 us): ``id,
+#: format, deadline, last, meta_end, version, owner_at, owner, created_at, created, last_at,
+#: timeout_at, timeout, abs`` (``deadline``: the earliest deadline, nil for never; ``*_at``: where
+#: a field's encoding starts; ``meta_end``: where the metadata ends, so where format 2's version
+#: starts), or ``nil`` and what is wrong (a record of another id is damage too; with ``id`` nil,
+#: any id is taken and returned). The metadata is skipped through its length, never read.
+#: ``parse(record, id)`` is the same as a table (``f.id``, ``f.last``, ...) for the scripts that
+#: change fields of the record (touch, take, rotate); ``expires(f)`` its earliest deadline.
 #: ``next_version(v)`` the encoding of the version after the one encoded ``v`` (versions are
 #: kept as their msgpack encodings: exact beyond 2**53; ``nil`` past the codec's 2**63 - 1);
 #: ``damaged(why)`` the error the client turns into a ``StorageError`` naming the key.
@@ -89,22 +94,18 @@ PARSE: Final = """
 local function damaged(why)
   return redis.error_reply('DAMAGED session record: ' .. why)
 end
-local byte = string.byte
+local byte, sub = string.byte, string.sub
 local function uint(r, i)
-  local b = byte(r, i)
+  local b, a, c, d, e, g, h, k, l = byte(r, i, i + 8)
   if not b then return nil end
   if b <= 0x7f then return b, i + 1 end
   if b == 0xcc then
-    local x = byte(r, i + 1)
-    if x then return x, i + 2 end
+    if a then return a, i + 2 end
   elseif b == 0xcd then
-    local x, y = byte(r, i + 1, i + 2)
-    if y then return x * 256 + y, i + 3 end
+    if c then return a * 256 + c, i + 3 end
   elseif b == 0xce then
-    local w, x, y, z = byte(r, i + 1, i + 4)
-    if z then return ((w * 256 + x) * 256 + y) * 256 + z, i + 5 end
+    if e then return ((a * 256 + c) * 256 + d) * 256 + e, i + 5 end
   elseif b == 0xcf then
-    local a, c, d, e, g, h, k, l = byte(r, i + 1, i + 8)
     if l then
       return ((((((a * 256 + c) * 256 + d) * 256 + e) * 256 + g) * 256 + h) * 256 + k) * 256 + l,
         i + 9
@@ -112,39 +113,29 @@ local function uint(r, i)
   end
   return nil
 end
-local function be(r, i, n)
-  if i + n - 1 > #r then return nil end
-  if n == 1 then return byte(r, i) end
-  if n == 2 then
-    local x, y = byte(r, i, i + 1)
-    return x * 256 + y
-  end
-  local w, x, y, z = byte(r, i, i + 3)
-  return ((w * 256 + x) * 256 + y) * 256 + z
-end
 local function str_at(r, i)
-  local b = byte(r, i)
-  local n, head
+  local b, x, y, w, z = byte(r, i, i + 4)
+  local e
   if not b then return nil end
-  if b >= 0xa0 and b <= 0xbf then n, head = b - 0xa0, 1
-  elseif b == 0xd9 then n, head = be(r, i + 1, 1), 2
-  elseif b == 0xda then n, head = be(r, i + 1, 2), 3
-  elseif b == 0xdb then n, head = be(r, i + 1, 4), 5
+  if b >= 0xa0 and b <= 0xbf then i, e = i + 1, i + 1 + b - 0xa0
+  elseif b == 0xd9 and x then i, e = i + 2, i + 2 + x
+  elseif b == 0xda and y then i, e = i + 3, i + 3 + x * 256 + y
+  elseif b == 0xdb and z then i, e = i + 5, i + 5 + ((x * 256 + y) * 256 + w) * 256 + z
   else return nil end
-  if not n or i + head + n > #r + 1 then return nil end
-  return i + head, i + head + n
+  if e > #r + 1 then return nil end
+  return i, e
 end
 local function bin_end(r, i)
-  local b = byte(r, i)
+  local b, x, y, w, z = byte(r, i, i + 4)
   local e
-  if b == 0xc4 then e = be(r, i + 1, 1); e = e and i + 2 + e
-  elseif b == 0xc5 then e = be(r, i + 1, 2); e = e and i + 3 + e
-  elseif b == 0xc6 then e = be(r, i + 1, 4); e = e and i + 5 + e
+  if b == 0xc4 and x then e = i + 2 + x
+  elseif b == 0xc5 and y then e = i + 3 + x * 256 + y
+  elseif b == 0xc6 and z then e = i + 5 + ((x * 256 + y) * 256 + w) * 256 + z
   else return nil end
-  if not e or e > #r + 1 then return nil end
+  if e > #r + 1 then return nil end
   return e
 end
-local function parse(r, id)
+local function scan(r, id)
   local h1, h2 = byte(r, 1, 2)
   local format
   if h1 == 0x99 and h2 == 0x02 then format = 2
@@ -153,12 +144,11 @@ local function parse(r, id)
   local start, i = str_at(r, 3)
   if not i then return nil, 'the id is not a msgpack string' end
   if not id then
-    id = string.sub(r, start, i - 1)
-  elseif i - start ~= #id or string.sub(r, start, i - 1) ~= id then
+    id = sub(r, start, i - 1)
+  elseif i - start ~= #id or sub(r, start, i - 1) ~= id then
     return nil, 'it holds another session'
   end
-  local created_at, last_at, timeout_at = i, nil, nil
-  local created, last, timeout
+  local created_at, created, last_at, last, timeout_at, timeout = i, nil, nil, nil, nil, nil
   created, i = uint(r, i)
   if not created then return nil, 'created_at is not an unsigned integer' end
   last_at = i
@@ -173,16 +163,16 @@ local function parse(r, id)
   if not i then return nil, 'the metadata is not a msgpack bin' end
   local meta_end, version, owner_at, owner, abs = i, '\\1', nil, nil, nil
   if format == 2 then
-    local version_at, value = i, nil
+    local value
     value, i = uint(r, i)
     if not value then return nil, 'version is not an unsigned integer' end
-    version = string.sub(r, version_at, i - 1)
+    version = sub(r, meta_end, i - 1)
     owner_at = i
     if byte(r, i) == 0xc0 then i = i + 1 else
       local first
       first, i = str_at(r, i)
       if not i then return nil, 'owner is neither nil nor a string' end
-      owner = string.sub(r, first, i - 1)
+      owner = sub(r, first, i - 1)
     end
     if byte(r, i) == 0xc0 then i = i + 1 else
       abs, i = uint(r, i)
@@ -192,8 +182,20 @@ local function parse(r, id)
     end
   end
   if i ~= #r + 1 then return nil, 'the record does not end after its last field' end
+  local deadline = timeout and last + timeout
+  if abs then
+    local a = created + abs
+    if not deadline or a < deadline then deadline = a end
+  end
+  return id, format, deadline, last, meta_end, version, owner_at, owner, created_at, created,
+    last_at, timeout_at, timeout, abs
+end
+local function parse(r, id)
+  local f, format, _, last, meta_end, version, owner_at, owner, created_at, created, last_at,
+    timeout_at, timeout, abs = scan(r, id)
+  if not f then return nil, format end
   return {
-    id = id, format = format, created_at = created_at, created = created, last_at = last_at,
+    id = f, format = format, created_at = created_at, created = created, last_at = last_at,
     last = last, timeout_at = timeout_at, timeout = timeout, meta_end = meta_end,
     version = version, owner_at = owner_at, owner = owner, abs = abs,
   }
@@ -279,8 +281,10 @@ return 1
 #: version is replaced), now, if_version msgpack-encoded ('' = unconditional), ttl margin.
 #: One key and four arguments (issue 15): the client packs every argument in Python, about a
 #: microsecond each, so the script reads what it needs from the record itself (id, deadline,
-#: owner: the fields :data:`PARSE` finds) and derives the table's other keys from the session
-#: key, ``{table}:s:<id>`` (they share its hash tag, so its slot).
+#: owner: the fields :data:`PARSE`'s ``scan`` returns) and derives the table's other keys from
+#: the session key, ``{table}:s:<id>`` (they share its hash tag, so its slot). Both records are
+#: read as values, no table, and the keys are built only for the index entries that change
+#: (about 15% less server time per store than a table per record and every key up front).
 #: ``current`` is the version of the session stored under the key if it is live at ``now``,
 #: else 0; versions travel msgpack-encoded, so they compare and count exactly. Returns ``{0,
 #: current}`` (and writes nothing) when ``if_version`` is given and is not ``current``; else
@@ -300,49 +304,49 @@ STORE_IF: Final = Script(
     + INDEX
     + """
 local key, new = KEYS[1], ARGV[1]
-local n, bad = parse(new, nil)
-if not n or n.format ~= 2 then
-  return redis.error_reply('BAD RECORD the new record: ' .. (bad or 'not format 2'))
+local id, format, deadline, last, meta_end, _, owner_at, owner = scan(new, nil)
+if not id or format ~= 2 then
+  return redis.error_reply('BAD RECORD the new record: ' .. (id and 'not format 2' or format))
 end
-local id = n.id
-local prefix = string.sub(key, 1, #key - #id - 2)
-if prefix .. 's:' .. id ~= key then
+local size = #key - #id
+local s_, colon = byte(key, size - 1, size)
+if s_ ~= 115 or colon ~= 58 or sub(key, size + 1) ~= id then
   return redis.error_reply('BAD RECORD the key is not the one of session ' .. id)
 end
-local exp, own, owners = prefix .. 'exp', prefix .. 'own', prefix .. 'o:'
-local current = '\\0'
 local conditional = ARGV[3] ~= ''
 local record = redis.pcall('GET', key)
-if type(record) == 'table' and record.err then
-  if conditional then
-    return damaged('it is not a string: something other than sessionkeeper wrote it')
-  end
-  record = false
-end
-local f
+local current, parsed, old_deadline, old_owner = '\\0', false, nil, nil
 if record then
-  local why
-  f, why = parse(record, id)
-  if f then
-    local deadline = expires(f)
-    if not deadline or tonumber(ARGV[2]) <= deadline then current = f.version end
-  elseif conditional then
-    return damaged(why)
+  if type(record) == 'table' then
+    if conditional then
+      return damaged('it is not a string: something other than sessionkeeper wrote it')
+    end
+  else
+    local f, why, d, version
+    f, why, d, _, _, version, _, old_owner = scan(record, id)
+    if f then
+      parsed, old_deadline = true, d
+      if not d or tonumber(ARGV[2]) <= d then current = version end
+    elseif conditional then
+      return damaged(why)
+    end
   end
 end
 if conditional and ARGV[3] ~= current then return {0, current} end
 local version = next_version(current)
 if not version then return redis.error_reply('VERSION the stored version is the largest') end
-record = string.sub(new, 1, n.meta_end - 1) .. version .. string.sub(new, n.owner_at)
-local deadline = expires(n)
-local score, ttl = '', ''
+record = sub(new, 1, meta_end - 1) .. version .. sub(new, owner_at)
+local ttl = ''
 if deadline then
-  score = string.format('%.0f', deadline)
-  local ms = math.max(deadline - n.last, 0) + tonumber(ARGV[4])
-  if ms <= MAX_TTL then ttl = string.format('%.0f', ms) end
+  local ms = deadline - last
+  if ms < 0 then ms = 0 end
+  ms = ms + tonumber(ARGV[4])
+  if ms <= MAX_TTL then ttl = ms end
 end
-if not f then
-  put(key, prefix .. 'ids', exp, own, owners, id, record, score, ttl, n.owner or '')
+if not parsed then
+  local prefix = sub(key, 1, size - 2)
+  put(key, prefix .. 'ids', prefix .. 'exp', prefix .. 'own', prefix .. 'o:', id, record,
+    deadline or '', ttl, owner or '')
   return version
 end
 if ttl == '' then
@@ -350,17 +354,21 @@ if ttl == '' then
 else
   redis.call('SET', key, record, 'PX', ttl)
 end
-if deadline ~= expires(f) then
-  if deadline then redis.call('ZADD', exp, score, id) else redis.call('ZREM', exp, id) end
-end
-local owner = n.owner
-if owner ~= f.owner then
-  if f.owner then redis.call('SREM', owners .. f.owner, id) end
-  if owner then
-    redis.call('SADD', owners .. owner, id)
-    redis.call('HSET', own, id, owner)
+local prefix = sub(key, 1, size - 2)
+if deadline ~= old_deadline then
+  if deadline then
+    redis.call('ZADD', prefix .. 'exp', deadline, id)
   else
-    redis.call('HDEL', own, id)
+    redis.call('ZREM', prefix .. 'exp', id)
+  end
+end
+if owner ~= old_owner then
+  if old_owner then redis.call('SREM', prefix .. 'o:' .. old_owner, id) end
+  if owner then
+    redis.call('SADD', prefix .. 'o:' .. owner, id)
+    redis.call('HSET', prefix .. 'own', id, owner)
+  else
+    redis.call('HDEL', prefix .. 'own', id)
   end
 end
 return version
