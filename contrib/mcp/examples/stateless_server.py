@@ -50,7 +50,7 @@ def build_server(stores: McpStores, state_key: str) -> MCPServer:
     @server.tool()
     async def add_item(handle: str, item: str, cart: Cart) -> list[str]:
         """Add an item (atomically: parallel calls lose nothing)."""
-        stored = await handles.update(cart.id, lambda s: {"items": [*s["items"], item]})
+        stored = await handles.update(cart, lambda s: {"items": [*s["items"], item]})
         return list(stored.state["items"])
 
     @server.tool()

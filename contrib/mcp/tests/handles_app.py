@@ -9,6 +9,7 @@ process instead (the stock SDK alone: what ``tests/benchmarks/bench_mcp_workers.
 the store against; a restart or another worker does not see them).
 """
 
+import inspect
 import os
 import secrets
 import time
@@ -22,6 +23,10 @@ from mcp.server.mcpserver.resolve import Resolve
 from sessionkeeper_mcp import Handle, Handles, McpStores
 
 WORKER = os.environ.get("SKMCP_WORKER", "?")
+#: Whether ``Handles.update`` takes the resolved ``Handle`` (its write then reuses the resolve's
+#: read). ``tests/benchmarks/bench_mcp_workers.py`` also serves this app from an install of an
+#: earlier sessionkeeper-mcp, whose ``update`` takes the id only.
+_UPDATE_TAKES_HANDLE = "Handle" in str(inspect.signature(Handles.update).parameters["handle"])
 
 
 class Tokens:
@@ -65,7 +70,8 @@ def build_server(handles: Handles) -> MCPServer:
         handle: str, amount: int, counter: Annotated[Handle, Resolve(handles.resolve_arg)]
     ) -> int:
         """Add ``amount`` to the counter atomically; return the new value."""
-        stored = await handles.update(counter.id, lambda s: {**s, "n": s["n"] + amount})
+        target = counter if _UPDATE_TAKES_HANDLE else counter.id
+        stored = await handles.update(target, lambda s: {**s, "n": s["n"] + amount})
         return int(stored.state["n"])
 
     @server.tool()

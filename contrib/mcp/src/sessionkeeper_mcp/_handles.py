@@ -19,7 +19,8 @@ serves every handle:
   and a write conditional on the version read, re-run when another writer came first): parallel
   agents adding to one counter lose nothing, on every backend that declares ``atomic``
   (``memory``, ``sqlitedict``, ``leveldb``, ``redis``, ``postgres``; on ``zmq`` it raises
-  :class:`~sessionkeeper.Unsupported`).
+  :class:`~sessionkeeper.Unsupported`). Given the :class:`Handle` the tool resolved, it writes
+  on that read: a tool call is then two store operations, the resolve and the write.
 
 On an ``mcp`` 2.x ``MCPServer`` the handle becomes the tool's state through a ``Resolve``
 dependency (the SDK's own injection seam)::
@@ -29,7 +30,9 @@ dependency (the SDK's own injection seam)::
     @server.tool()
     async def add(
         handle: str, amount: int, cart: Annotated[Handle, Resolve(handles.resolve_arg)]
-    ) -> int: ...
+    ) -> int:
+        stored = await handles.update(cart, lambda s: {**s, "n": s["n"] + amount})
+        return stored.state["n"]
 
 ``resolve_arg`` reads the tool's ``handle`` argument by name, checks the caller's principal
 and returns the :class:`Handle`; an unknown, expired, revoked or foreign handle ends the call
@@ -89,17 +92,25 @@ class HandleNotFound(SessionNotFound):
 class Handle:
     """One handle as read: its id (what the client passes back), its state, its owner (the
     principal it belongs to, ``None`` for a bearer handle anyone holding it may use) and the
-    store's version of it."""
+    store's version of it.
+
+    A handle that :class:`Handles` read also keeps the stored session it was read from (not
+    part of its equality or repr, never set by the constructor or ``attrs.evolve``), so that
+    :meth:`Handles.update` given this handle writes on that read instead of reading again.
+    """
 
     id: str
     state: dict[str, Any]
     owner: str | None
     version: int
+    _read: Session | None = attrs.field(default=None, init=False, eq=False, repr=False)
 
     @classmethod
     def from_session(cls, session: Session) -> Handle:
-        """The handle a stored session is."""
-        return cls(session.id, session.metadata, session.owner, session.version)
+        """The handle a stored session is (it keeps ``session`` as its read)."""
+        handle = cls(session.id, session.metadata, session.owner, session.version)
+        object.__setattr__(handle, "_read", session)  # frozen: set once, here
+        return handle
 
 
 def _owner_of(principal: str) -> str:
@@ -114,6 +125,12 @@ def _owner_of(principal: str) -> str:
         except UnicodeEncodeError:  # a lone surrogate: not storable as is
             pass
     return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def _may_use(session: Session, caller: str | None) -> bool:
+    """Whether ``caller`` (a stored owner, or ``None``: anonymous) may use the handle
+    ``session``: it is a bearer handle, or the caller's."""
+    return session.owner is None or session.owner == caller
 
 
 def authenticated_principal() -> str | None:
@@ -213,7 +230,7 @@ class Handles:
             session = await (self.manager.fetch(handle) if touch else self.manager.peek(handle))
         except (SessionNotFound, InvalidSession):
             raise HandleNotFound(handle) from None
-        if session.owner is not None and session.owner != caller:
+        if not _may_use(session, caller):
             raise HandleNotFound(handle)
         return session
 
@@ -224,40 +241,65 @@ class Handles:
 
     async def update(
         self,
-        handle: str,
+        handle: str | Handle,
         fn: Callable[[dict[str, Any]], Mapping[str, Any]],
         *,
         principal: str | None = _UNSET,
     ) -> Handle:
         """Change the handle's state atomically: ``fn`` gets a copy of the state and returns the
         new one; it is re-run on a fresh read when another writer got there first, so keep it a
-        pure computation. Returns the handle as stored. Raises :class:`HandleNotFound` (also
-        when the handle ends meanwhile), :class:`ValueError` for state that cannot be kept,
-        :class:`~sessionkeeper.VersionConflict` after the store's attempts all lost their race,
-        :class:`~sessionkeeper.Unsupported` on a backend without ``atomic``."""
+        pure computation. Returns the handle as stored.
+
+        ``handle`` is the handle's id, or the :class:`Handle` that :meth:`resolve` (or the
+        ``Resolve`` dependency) returned: then its first write is conditional on that read's
+        version, with no new read (the owner is checked again against the caller, in memory).
+        When the handle changed, ended or was revoked since that read, the write fails and
+        the update goes on as for an id: a fresh read, the owner check, a conditional write.
+
+        Raises :class:`HandleNotFound` (also when the handle ends meanwhile), :class:`ValueError`
+        for state that cannot be kept, :class:`~sessionkeeper.VersionConflict` after the
+        store's attempts all lost their race, :class:`~sessionkeeper.Unsupported` on a backend
+        without ``atomic``."""
         caller = self._caller(principal)
         if not self.manager.sync.capabilities.atomic:  # never a read before Unsupported
             raise Unsupported(self.manager.backend_name)
+        read = handle._read if isinstance(handle, Handle) else None
+        handle_id: object = handle.id if isinstance(handle, Handle) else handle
+        if read is not None and not _may_use(read, caller):
+            read = None  # not the caller's as read: the store says whose it is now
+        if read is not None:
+            # The caller's read: its version decides (no back-off when it was stale, and the
+            # attempts below are all still to come).
+            try:
+                return Handle.from_session(await self._write(read, fn))
+            except VersionConflict:
+                pass
         for attempt in range(_UPDATE_ATTEMPTS):
             # One read serves the owner check and the update; the write is conditional on its
             # version (what the manager's own update does, with the owner checked in between).
-            read = await self._checked(handle, caller, touch=False)
-            now = self.manager.sync.clock()
+            read = await self._checked(handle_id, caller, touch=False)
             try:
-                changed = read.replace(
-                    metadata=fn(read.metadata), last_accessed=max(now, read.last_accessed)
-                )
-                stored = await self.manager.store(changed, if_version=read.version)
-            except InvalidSession as exc:
-                raise ValueError(f"cannot keep this handle state: {exc}") from exc
+                return Handle.from_session(await self._write(read, fn))
             except VersionConflict:
                 if attempt + 1 >= _UPDATE_ATTEMPTS:
                     raise
                 # jittered exponential back-off, as the manager's update (not a secret)
                 await asyncio.sleep(random.random() * min(0.05, 0.001 * 2**attempt))  # noqa: S311
-                continue
-            return Handle.from_session(stored)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _write(
+        self, read: Session, fn: Callable[[dict[str, Any]], Mapping[str, Any]]
+    ) -> Session:
+        """``fn`` applied to ``read``'s state, stored if the handle's live version is still
+        ``read``'s (else :class:`~sessionkeeper.VersionConflict`)."""
+        now = self.manager.sync.clock()
+        try:
+            changed = read.replace(
+                metadata=fn(read.metadata), last_accessed=max(now, read.last_accessed)
+            )
+            return await self.manager.store(changed, if_version=read.version)
+        except InvalidSession as exc:
+            raise ValueError(f"cannot keep this handle state: {exc}") from exc
 
     async def revoke(self, handle: str, *, principal: str | None = _UNSET) -> bool:
         """End the handle now, on every worker; True if it was live and the caller's."""
