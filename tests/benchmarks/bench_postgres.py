@@ -71,7 +71,7 @@ from typing import Any
 import _bench
 import attrs
 import psycopg
-from _bench import Clock, Figure, figure
+from _bench import TIMEOUT, Clock, Figure, figure, manager_settings, touch_due
 from _redis_server import find_binary, redis_server
 from _rounds import RatioFigure, Rounds, rounds
 
@@ -85,8 +85,6 @@ from skpg_cluster import PostgresCluster
 from sessionkeeper_postgres import CLEANUP_BATCH
 from sessionkeeper_postgres import __version__ as backend_version
 
-TIMEOUT = 1_800_000  # the default timeout: 30 minutes
-TOUCH_RESOLUTION = 1_000
 TABLE = "bench"
 RAW = "bench_raw"
 METADATA = {"user_id": "user_456", "roles": ["reader"], "n": 1}
@@ -242,11 +240,8 @@ def bench_operations(manager: SessionManager, raw: Any, clock: Clock, sizes: Siz
     timed = rounds(fetch, raw_read, ids, repeats=count, alternate=True)
     figures.append(compared("fetch (no write-back)", timed, "raw SELECT + decode", ratio=RATIO))
 
-    def later() -> None:
-        clock.now += TOUCH_RESOLUTION + 1
-
     timed = rounds(fetch, raw_fetch_touch, ids, floor_arguments=(rows,), repeats=count,
-                   alternate=True, setup=later)  # fmt: skip
+                   alternate=True, setup=touch_due(clock))  # fmt: skip
     figures.append(
         compared(
             "fetch writing a touch back",
@@ -445,13 +440,7 @@ async def bench_async(dsn: str, commit: str, sizes: Sizes) -> list[Figure]:
     clock = Clock()
     options = {"dsn": dsn, "table_name": ASYNC_TABLE, "synchronous_commit": commit,
                "pool_max_size": TASKS}  # fmt: skip
-    kwargs: dict[str, Any] = {
-        "backend_opts": options,
-        "cleanup_interval": 0,
-        "clock": clock,
-        "touch_resolution": TOUCH_RESOLUTION,
-        "default_timeout": TIMEOUT,
-    }
+    kwargs: dict[str, Any] = {"backend_opts": options, **manager_settings(clock)}
     native = await AsyncSessionManager.open("postgres", **kwargs)
     threaded = await AsyncSessionManager.open("postgres", **kwargs)
     threaded._natives = {}  # every operation to the worker threads: the thread path
@@ -574,10 +563,7 @@ def bench_redis(sizes: Sizes, postgres: dict[str, float]) -> list[Figure]:
         SessionManager(
             backend="redis",
             backend_opts={"url": url, "table_name": TABLE},
-            cleanup_interval=0,
-            touch_resolution=TOUCH_RESOLUTION,
-            default_timeout=TIMEOUT,
-            clock=clock,
+            **manager_settings(clock),
         ) as manager,
     ):
         stored = sessions(sizes.ops, clock.now)
@@ -651,10 +637,7 @@ def measure(args: argparse.Namespace) -> _bench.Run:
                     "table_name": TABLE,
                     "synchronous_commit": commit,
                 },
-                cleanup_interval=0,
-                touch_resolution=TOUCH_RESOLUTION,
-                default_timeout=TIMEOUT,
-                clock=clock,
+                **manager_settings(clock),
             ) as manager,
             psycopg.connect(cluster.dsn(), autocommit=True) as raw,
         ):

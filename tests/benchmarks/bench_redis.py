@@ -49,15 +49,13 @@ from typing import Any
 import _bench
 import attrs
 import redis
-from _bench import Clock, Figure, figure, paired
+from _bench import TIMEOUT, Clock, Figure, figure, manager_settings, paired, touch_due
 from _redis_server import find_binary, redis_server
 from _rounds import ratio_figure, rounds
 
 from sessionkeeper import Session, SessionManager, __version__, generate_id
 from sessionkeeper.backend import encode_session
 
-TIMEOUT = 1_800_000  # the default timeout: 30 minutes
-TOUCH_RESOLUTION = 1_000
 MARGIN = 60_000  # the backend's default ttl_margin_ms
 TABLE = "bench"
 METADATA = {"user_id": "user_456", "roles": ["reader"], "n": 1}
@@ -125,10 +123,7 @@ def manager(url: str, clock: Clock, **opts: Any) -> SessionManager:
     return SessionManager(
         backend="redis",
         backend_opts={"url": url, "table_name": TABLE, **opts},
-        cleanup_interval=0,
-        touch_resolution=TOUCH_RESOLUTION,
-        default_timeout=TIMEOUT,
-        clock=clock,
+        **manager_settings(clock),
     )
 
 
@@ -188,11 +183,12 @@ def bench_operations(url: str, raw: redis.Redis, sizes: Sizes) -> list[Figure]:
         timed = rounds(lambda s, _k, _v: fetch_hook(s.id), get_floor, *rows, repeats=repeats)
         figures.append(ratio_figure("fetch: the backend's hook alone", timed, "GET"))
 
-        def later() -> None:
-            clock.now += TOUCH_RESOLUTION + 1
-
         timed = rounds(
-            lambda s, _k, _v: fetch(s.id), get_set_floor, *rows, repeats=repeats, setup=later
+            lambda s, _k, _v: fetch(s.id),
+            get_set_floor,
+            *rows,
+            repeats=repeats,
+            setup=touch_due(clock),
         )
         figures.append(ratio_figure("fetch writing a touch back", timed, "GET, then SET ... PX"))
         create = sessions_.create

@@ -57,7 +57,7 @@ from typing import Any
 
 import _bench
 import attrs
-from _bench import START, Clock, NotedFigure, paired
+from _bench import START, TIMEOUT, Clock, NotedFigure, paired
 from _redis_server import find_binary, redis_server
 
 from sessionkeeper import Session, SessionManager, __version__
@@ -70,7 +70,6 @@ try:
 except ImportError:
     diskcache = None
 
-TIMEOUT = 1_800_000
 TABLE = "sessions"
 INDEX = f"{TABLE}__sk_index"
 #: The layout shared mode keeps (the sessions in sqlitedict's table, and beside it an index of

@@ -47,7 +47,7 @@ from typing import Any
 
 import _bench
 import attrs
-from _bench import START, Clock, NotedFigure
+from _bench import START, TIMEOUT, Clock, NotedFigure
 
 from sessionkeeper import Session, SessionManager, __version__
 from sessionkeeper.backend import decode_session, encode_session
@@ -58,7 +58,6 @@ try:
 except ImportError:
     diskcache = None
 
-TIMEOUT = 1_800_000
 TABLE = "sessions"
 CREATE = f'CREATE TABLE IF NOT EXISTS "{TABLE}" (key TEXT PRIMARY KEY, value BLOB)'
 UPSERT = (
