@@ -6,7 +6,8 @@ of one round compares two timings taken back to back, and the median of those ra
 row is held to. :func:`rounds` times sync calls (one :func:`_bench.paired` per round, the
 side going first alternating by round when asked), :func:`arounds` awaited ones, and
 :func:`ratio_figure` makes the row: the value and floor columns show the medians of each side,
-the ratio column (and the target) the median ratio.
+the ratio column (and the target) the median ratio. :func:`blocks` times single calls in turn
+(durable commits, whose cost moves from one moment to the next) with a ratio per block.
 """
 
 from __future__ import annotations
@@ -89,6 +90,63 @@ def rounds(
         values.append(value)
         floors.append(floor_us)
     return Rounds(values, floors)
+
+
+@attrs.frozen
+class Blocks:
+    """Single calls of an operation and of its floor in turn: the µs of each call
+    (``values[i]`` and ``floors[i]`` back to back) and the ratio of each block's medians."""
+
+    values: Sequence[float]
+    floors: Sequence[float]
+    ratios: Sequence[float]
+
+    @property
+    def value(self) -> float:
+        return statistics.median(self.values)
+
+    @property
+    def floor(self) -> float:
+        return statistics.median(self.floors)
+
+    @property
+    def ratio(self) -> float:
+        """The median of the blocks' ratios."""
+        return statistics.median(self.ratios)
+
+
+def blocks(
+    function: Callable[[Any], object],
+    floor: Callable[[Any], object],
+    items: Sequence[Any],
+    floor_items: Sequence[Any],
+    *,
+    block: int,
+) -> Blocks:
+    """``function(items[i])`` and right after it ``floor(floor_items[i])``, for each ``i``,
+    every call timed on its own; a block is ``block`` consecutive ``i`` and its ratio is the
+    median of its ``function`` calls over that of its ``floor`` calls. For operations whose
+    cost moves from one moment to the next (an fsynced commit): both sides of a block meet the
+    same disk."""
+    values: list[float] = []
+    floors: list[float] = []
+    ratios: list[float] = []
+    for start in range(0, len(items), block):
+        ours: list[float] = []
+        theirs: list[float] = []
+        end = start + block
+        for item, floor_item in zip(items[start:end], floor_items[start:end], strict=True):
+            began = time.perf_counter()
+            function(item)
+            middle = time.perf_counter()
+            floor(floor_item)
+            ended = time.perf_counter()
+            ours.append((middle - began) * 1e6)
+            theirs.append((ended - middle) * 1e6)
+        values += ours
+        floors += theirs
+        ratios.append(statistics.median(ours) / statistics.median(theirs))
+    return Blocks(values, floors, ratios)
 
 
 async def arounds(

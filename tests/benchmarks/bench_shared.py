@@ -59,6 +59,7 @@ import _bench
 import attrs
 from _bench import START, TIMEOUT, Clock, NotedFigure, paired
 from _redis_server import find_binary, redis_server
+from _rounds import blocks
 
 from sessionkeeper import Session, SessionManager, __version__
 from sessionkeeper.backend import decode_session, encode_session
@@ -366,29 +367,10 @@ def latency(targets: dict[str, Target], sizes: Sizes) -> list[NotedFigure]:
     synchronous = targets["shared"].synchronous
     with open_peer(targets["shared"]) as shared, open_peer(targets["raw"]) as raw:
         value, floor = paired(shared.fetch, raw.fetch, keys, repeats=max(3, sizes.repeats))
-        ours: list[float] = []
-        raws: list[float] = []
-        ratios: list[float] = []
         updated = keys[: sizes.block * 4]
-        for start in range(0, sizes.durable, sizes.block):
-            block_ours, block_raw = [], []
-            for i in range(start, min(start + sizes.block, sizes.durable)):
-                key = updated[i % len(updated)]
-                began = time.perf_counter()
-                shared.update(key)
-                middle = time.perf_counter()
-                raw.update(key)
-                ended = time.perf_counter()
-                block_ours.append((middle - began) * 1e6)
-                block_raw.append((ended - middle) * 1e6)
-            ours += block_ours
-            raws += block_raw
-            ratios.append(statistics.median(block_ours) / statistics.median(block_raw))
-    durable, durable_floor, ratio = (
-        statistics.median(ours),
-        statistics.median(raws),
-        statistics.median(ratios),
-    )
+        cycled = [updated[i % len(updated)] for i in range(sizes.durable)]
+        timed = blocks(shared.update, raw.update, cycled, cycled, block=sizes.block)
+    durable, durable_floor, ratio = timed.value, timed.floor, timed.ratio
     return [
         NotedFigure(
             f"fetch, 1 process, random over {sizes.sessions:,}",

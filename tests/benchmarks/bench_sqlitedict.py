@@ -29,6 +29,7 @@ directory on the same disk as ``--dir`` (default: the system's temporary directo
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import random
 import shutil
@@ -48,6 +49,7 @@ from typing import Any
 import _bench
 import attrs
 from _bench import START, TIMEOUT, Clock, NotedFigure
+from _rounds import blocks
 
 from sessionkeeper import Session, SessionManager, __version__
 from sessionkeeper.backend import decode_session, encode_session
@@ -370,47 +372,28 @@ def bench_durable_store(sizes: Sizes, directory: Path) -> list[NotedFigure]:
     raw_records = [(s.id, encode_session(s)) for s in make_sessions(sizes.durable, prefix="r-")]
     store = manager(directory / "durable.sqlite", clock, 0)
     connection = raw_connection(directory / "raw-durable.sqlite")
-    ours: list[float] = []
-    raws: list[float] = []
-    ratios: list[float] = []
     try:
         # Warm both files up to their working size (a growing WAL costs a journal commit).
         for session in make_sessions(sizes.block * 4, prefix="warm-"):
             store.store(session)
             connection.execute(UPSERT, (session.id, encode_session(session)))
-        execute = connection.execute
-        for start in range(0, sizes.durable, sizes.block):
-            block_ours, block_raw = [], []
-            for i in range(start, min(start + sizes.block, sizes.durable)):
-                began = time.perf_counter()
-                store.store(sessions[i])
-                middle = time.perf_counter()
-                execute(UPSERT, raw_records[i])
-                ended = time.perf_counter()
-                block_ours.append((middle - began) * 1e6)
-                block_raw.append((ended - middle) * 1e6)
-            ours += block_ours
-            raws += block_raw
-            ratios.append(statistics.median(block_ours) / statistics.median(block_raw))
+        raw_store = functools.partial(connection.execute, UPSERT)
+        timed = blocks(store.store, raw_store, sessions, raw_records, block=sizes.block)
     finally:
         store.close()
         connection.close()
-    value, floor, ratio = (
-        statistics.median(ours),
-        statistics.median(raws),
-        statistics.median(ratios),
-    )
+    ratio = timed.ratio
     figures = [
         NotedFigure(
             "store, durable mode (WAL, synchronous=FULL)",
-            value,
+            timed.value,
             "us",
-            floor,
+            timed.floor,
             "sqlite3 WAL+FULL commit",
             "<= 1.5x floor",
             ratio <= 1.5,
             f"median of per-block ratios {ratio:.2f}x; "
-            f"p90 {_p90(ours):.0f} us vs {_p90(raws):.0f} us",
+            f"p90 {_p90(timed.values):.0f} us vs {_p90(timed.floors):.0f} us",
         )
     ]
     return figures
