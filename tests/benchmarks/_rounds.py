@@ -93,26 +93,16 @@ def rounds(
 
 
 @attrs.frozen
-class Blocks:
-    """Single calls of an operation and of its floor in turn: the µs of each call
-    (``values[i]`` and ``floors[i]`` back to back) and the ratio of each block's medians."""
+class Blocks(Rounds):
+    """Single calls of an operation and of its floor in turn (``values[i]`` and ``floors[i]``
+    back to back), whose ratios are those of each block's medians."""
 
-    values: Sequence[float]
-    floors: Sequence[float]
-    ratios: Sequence[float]
+    block_ratios: Sequence[float]
 
     @property
-    def value(self) -> float:
-        return statistics.median(self.values)
-
-    @property
-    def floor(self) -> float:
-        return statistics.median(self.floors)
-
-    @property
-    def ratio(self) -> float:
-        """The median of the blocks' ratios."""
-        return statistics.median(self.ratios)
+    def ratios(self) -> list[float]:
+        """Each block's median value / median floor."""
+        return list(self.block_ratios)
 
 
 def blocks(
