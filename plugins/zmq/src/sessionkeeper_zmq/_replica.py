@@ -214,8 +214,12 @@ class Replica:
                     break
                 covered.append(bucket)
                 keys.extend(held)
-        summary = self.summary
-        result = [(key, *state) for key in keys if (state := summary(key)) is not None]
+        state_of = self._state
+        result = [
+            (key, state[0], state[1], state[2])
+            for key in keys
+            if (state := state_of(key)) is not None
+        ]
         return covered, result
 
     def summary(self, key: str) -> tuple[int, str, int] | None:
