@@ -9,6 +9,7 @@ sessions imply (the model below computes them from scratch after every step).
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -19,7 +20,13 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sessionkeeper import Session, SessionManager, StorageError, VersionConflict
+from sessionkeeper import (
+    AsyncSessionManager,
+    Session,
+    SessionManager,
+    StorageError,
+    VersionConflict,
+)
 from sessionkeeper.backend import encode_session
 from sessionkeeper.testing import ManualClock
 from sessionkeeper_redis import _scripts
@@ -236,3 +243,71 @@ def test_every_field_width_parses_and_every_cut_of_it_is_damage(
         assert repr(key) in str(info.value)
         assert table.raw.get(key) == damaged
     assert table.manager.delete(session_id)
+
+
+def _calls(raw: redis.Redis, command: str) -> int:
+    """How many times the server ran ``command`` (``INFO commandstats``) since its start."""
+    stats = raw.info("commandstats")
+    entry = stats.get(f"cmdstat_{command}", {})
+    return int(entry.get("calls", 0)) if isinstance(entry, dict) else 0
+
+
+def _store_twice_each_path(url: str, table_name: str) -> list[int]:
+    """Store one session twice through a sync and twice through an async manager; the
+    versions they return."""
+    opts = {"url": url, "table_name": table_name}
+    sync = SessionManager(backend="redis", backend_opts=opts, cleanup_interval=0)
+    session = sync.create(timeout_ms=60_000, owner="ann")
+    versions = [sync.store(session).version, sync.store(session).version]
+    sync.close()
+
+    async def stores() -> list[int]:
+        manager = AsyncSessionManager(backend="redis", backend_opts=opts, cleanup_interval=0)
+        try:
+            return [(await manager.store(session)).version for _ in range(2)]
+        finally:
+            await manager.aclose()
+
+    return versions + asyncio.run(stores())
+
+
+def test_the_store_script_runs_as_a_function_loaded_again_when_lost(
+    redis_server: Any, table_name: str
+) -> None:
+    """On Redis 7 the store script is the function ``STORE_IF.function`` (``FCALL``): the
+    sync and async paths load its library on first use, load it again after ``FUNCTION
+    FLUSH`` (or a restart) took it, and count versions on as the script does."""
+    raw = redis_server.client()
+    if int(raw.info("server")["redis_version"].split(".")[0]) < 7:
+        pytest.skip("Redis before 7 has no functions (the script path is tested beside)")
+    raw.function_flush()
+    fcalls = _calls(raw, "fcall")
+    assert _store_twice_each_path(redis_server.url, table_name) == [2, 3, 4, 5]
+    assert _calls(raw, "fcall") - fcalls >= 4
+    libraries = [entry[1].decode() for entry in raw.function_list()]
+    assert _scripts.STORE_IF.function in libraries
+    raw.function_flush()
+    assert _store_twice_each_path(redis_server.url, table_name + "-again") == [2, 3, 4, 5]
+    assert _scripts.STORE_IF.function in [entry[1].decode() for entry in raw.function_list()]
+
+
+def test_a_server_without_functions_stores_through_the_script(
+    redis_servers: Any, table_name: str
+) -> None:
+    """A server without ``FCALL`` and ``FUNCTION`` (Redis 6.2; here both commands renamed
+    away): the sync and async paths fall back to ``EVALSHA`` of the same code, and a
+    conditional store still conflicts on a stale version."""
+    server = redis_servers(
+        ["--rename-command", "FCALL", "no-fcall", "--rename-command", "FUNCTION", "no-function"]
+    )
+    raw = server.client()
+    scripts = _calls(raw, "evalsha")
+    assert _store_twice_each_path(server.url, table_name) == [2, 3, 4, 5]
+    assert _calls(raw, "evalsha") - scripts >= 4
+    opts = {"url": server.url, "table_name": table_name}
+    with SessionManager(backend="redis", backend_opts=opts, cleanup_interval=0) as manager:
+        (stored,) = [manager.peek(i) for i in manager.list()]
+        assert stored is not None
+        assert stored.version == 5
+        with pytest.raises(VersionConflict):
+            manager.store(stored, if_version=4)

@@ -10,6 +10,12 @@ the encoding and the error mapping are therefore shared; only :func:`run` and :f
 differ, by an ``await``. Both reload the scripts once when the server lost them (a restart, a
 ``SCRIPT FLUSH``), and follow a write by ``WAIT`` in the same round trip when
 ``wait_replicas`` asks for it.
+
+A script with a function twin (the store script, :class:`~sessionkeeper_redis._scripts.Script`)
+is called with ``FCALL`` where the server has Redis 7 functions, its library loaded on the
+first call and again whenever the server lost it; a server without them (Redis 6.2, a user not
+allowed ``FUNCTION LOAD``), a Cluster (a library would have to be loaded on every primary) and
+a write followed by ``WAIT`` take ``EVALSHA`` of the same code.
 """
 
 from __future__ import annotations
@@ -19,13 +25,23 @@ from collections.abc import Generator, Sequence
 from typing import Any, Final, TypeVar
 
 import attrs
-from redis.exceptions import NoScriptError, RedisClusterException, RedisError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
 
 from . import _scripts
 from ._deadline import Watchdog
 from ._scripts import Script
 
-__all__ = ["REDIS_ERRORS", "Batch", "Call", "Command", "Steps", "Writes", "arun", "run"]
+__all__ = [
+    "REDIS_ERRORS",
+    "Batch",
+    "Call",
+    "Command",
+    "Functions",
+    "Steps",
+    "Writes",
+    "arun",
+    "run",
+]
 
 T = TypeVar("T")
 
@@ -65,15 +81,26 @@ class Batch:
 Steps = Generator[Command | Call | Batch, Any, T]
 
 
+@attrs.define
+class Functions:
+    """Whether the server runs scripts' function twins (``FCALL``): ``None`` until the first
+    call tells, then ``True`` (a library loaded) or ``False`` (``EVALSHA`` from then on). One
+    per backend, shared by its sync and asyncio clients (they reach the same server)."""
+
+    usable: bool | None = None
+
+
 @attrs.frozen
 class Writes:
     """How writes are acknowledged: ``wait`` replicas (0: the primary alone) within
-    ``timeout_ms``; ``cluster``: ``WAIT`` must be sent to the node of the table's slot."""
+    ``timeout_ms``; ``cluster``: ``WAIT`` must be sent to the node of the table's slot.
+    ``functions``: whether scripts run as functions there (never on a cluster)."""
 
     wait: int
     timeout_ms: int
     cluster: bool
     unacknowledged: Any  # (writes, acknowledged) -> the StorageError to raise
+    functions: Functions = attrs.field(factory=Functions)
 
 
 def run(client: Any, writes: Writes, steps: Steps[T]) -> T:
@@ -131,10 +158,43 @@ async def aload_scripts(client: Any) -> None:
         await client.script_load(script.source)
 
 
+def _fcall(call: Call) -> tuple[Any, ...]:
+    """The ``FCALL`` command of ``call``'s function twin."""
+    return ("FCALL", call.script.function, len(call.keys), *call.keys, *call.args)
+
+
+def _missing(exc: ResponseError) -> bool:
+    """Whether ``FCALL`` failed because the server has no such function (it lost the library,
+    or it has no functions at all): any other error is the function's own."""
+    text = str(exc)
+    return text == "Function not found" or text.lower().startswith("unknown command")
+
+
+def _loaded(functions: Functions, error: ResponseError | None) -> bool:
+    """Whether ``FUNCTION LOAD`` left the library on the server (``error``: what it raised);
+    when it cannot (no ``FUNCTION`` command, no permission), scripts are used from then on."""
+    functions.usable = error is None or "already exists" in str(error)
+    return functions.usable
+
+
 def _perform(client: Any, writes: Writes, call: Command | Call | Batch) -> Any:
     if isinstance(call, Command):
         return client.execute_command(*call.args)
     if type(call) is Call and not (call.write and writes.wait):
+        if call.script.function is not None and writes.functions.usable is not False:
+            fcall = _fcall(call)
+            try:
+                return client.execute_command(*fcall)
+            except ResponseError as exc:
+                if not _missing(exc):
+                    raise
+            error = None
+            try:
+                client.execute_command("FUNCTION", "LOAD", call.script.library)
+            except ResponseError as exc:
+                error = exc
+            if _loaded(writes.functions, error):
+                return client.execute_command(*fcall)
         try:
             return client.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
         except NoScriptError:
@@ -161,6 +221,20 @@ async def _aperform(client: Any, writes: Writes, call: Command | Call | Batch) -
     if isinstance(call, Command):
         return await client.execute_command(*call.args)
     if type(call) is Call and not (call.write and writes.wait):
+        if call.script.function is not None and writes.functions.usable is not False:
+            fcall = _fcall(call)
+            try:
+                return await client.execute_command(*fcall)
+            except ResponseError as exc:
+                if not _missing(exc):
+                    raise
+            error = None
+            try:
+                await client.execute_command("FUNCTION", "LOAD", call.script.library)
+            except ResponseError as exc:
+                error = exc
+            if _loaded(writes.functions, error):
+                return await client.execute_command(*fcall)
         try:
             return await client.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
         except NoScriptError:

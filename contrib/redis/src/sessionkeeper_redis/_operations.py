@@ -13,7 +13,7 @@ from sessionkeeper import Session, StorageError, VersionConflict
 from sessionkeeper.backend import BackendContext, CodecError, decode_session, encode_session
 
 from . import _scripts
-from ._drivers import REDIS_ERRORS, Batch, Call, Command, Steps, Writes
+from ._drivers import REDIS_ERRORS, Batch, Call, Command, Functions, Steps, Writes
 from ._options import MAX_TTL_MS, RedisOptions
 from ._records import _pack_str, _pack_uint, _unpack_uint
 
@@ -58,6 +58,7 @@ class RedisOperations:
             timeout_ms=options.wait_timeout_ms,
             cluster=options.cluster is not None,
             unacknowledged=self._unacknowledged,
+            functions=Functions(usable=False if options.cluster is not None else None),
         )
         self._counter_lock = threading.Lock()
         self._removed = 0
