@@ -311,3 +311,22 @@ def test_a_server_without_functions_stores_through_the_script(
         assert stored.version == 5
         with pytest.raises(VersionConflict):
             manager.store(stored, if_version=4)
+
+
+def test_a_user_not_allowed_functions_stores_through_the_script(
+    redis_server: Any, table_name: str
+) -> None:
+    """A Redis 7 user whose ACL allows scripts but not ``FCALL`` and ``FUNCTION``: the sync
+    and async paths store through ``EVALSHA`` instead of failing."""
+    raw = redis_server.client()
+    if int(raw.info("server")["redis_version"].split(".")[0]) < 7:
+        pytest.skip("Redis before 7 has no functions")
+    user = f"nofn-{uuid.uuid4().hex[:8]}"
+    raw.execute_command(
+        "ACL", "SETUSER", user, "on", ">pw", "~*", "&*", "+@all", "-fcall", "-function"
+    )
+    try:
+        url = f"redis://{user}:pw@{redis_server.address}/0"
+        assert _store_twice_each_path(url, table_name) == [2, 3, 4, 5]
+    finally:
+        raw.execute_command("ACL", "DELUSER", user)

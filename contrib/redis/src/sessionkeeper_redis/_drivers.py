@@ -25,7 +25,13 @@ from collections.abc import Generator, Sequence
 from typing import Any, Final, TypeVar
 
 import attrs
-from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
+from redis.exceptions import (
+    NoPermissionError,
+    NoScriptError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+)
 
 from . import _scripts
 from ._deadline import Watchdog
@@ -163,9 +169,13 @@ def _fcall(call: Call) -> tuple[Any, ...]:
     return ("FCALL", call.script.function, len(call.keys), *call.keys, *call.args)
 
 
-def _missing(exc: ResponseError) -> bool:
-    """Whether ``FCALL`` failed because the server has no such function (it lost the library,
-    or it has no functions at all): any other error is the function's own."""
+def _unavailable(functions: Functions, exc: ResponseError) -> bool:
+    """Whether ``FCALL`` failed because there is no function to call: the server lost the
+    library or has no functions at all, or the user may not call them (scripts from then on).
+    Any other error is the function's own."""
+    if isinstance(exc, NoPermissionError):
+        functions.usable = False
+        return True
     text = str(exc)
     return text == "Function not found" or text.lower().startswith("unknown command")
 
@@ -186,15 +196,16 @@ def _perform(client: Any, writes: Writes, call: Command | Call | Batch) -> Any:
             try:
                 return client.execute_command(*fcall)
             except ResponseError as exc:
-                if not _missing(exc):
+                if not _unavailable(writes.functions, exc):
                     raise
-            error = None
-            try:
-                client.execute_command("FUNCTION", "LOAD", call.script.library)
-            except ResponseError as exc:
-                error = exc
-            if _loaded(writes.functions, error):
-                return client.execute_command(*fcall)
+            if writes.functions.usable is not False:
+                error = None
+                try:
+                    client.execute_command("FUNCTION", "LOAD", call.script.library)
+                except ResponseError as exc:
+                    error = exc
+                if _loaded(writes.functions, error):
+                    return client.execute_command(*fcall)
         try:
             return client.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
         except NoScriptError:
@@ -226,15 +237,16 @@ async def _aperform(client: Any, writes: Writes, call: Command | Call | Batch) -
             try:
                 return await client.execute_command(*fcall)
             except ResponseError as exc:
-                if not _missing(exc):
+                if not _unavailable(writes.functions, exc):
                     raise
-            error = None
-            try:
-                await client.execute_command("FUNCTION", "LOAD", call.script.library)
-            except ResponseError as exc:
-                error = exc
-            if _loaded(writes.functions, error):
-                return await client.execute_command(*fcall)
+            if writes.functions.usable is not False:
+                error = None
+                try:
+                    await client.execute_command("FUNCTION", "LOAD", call.script.library)
+                except ResponseError as exc:
+                    error = exc
+                if _loaded(writes.functions, error):
+                    return await client.execute_command(*fcall)
         try:
             return await client.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
         except NoScriptError:
