@@ -95,6 +95,11 @@ class Functions:
 
     usable: bool | None = None
 
+    @property
+    def on(self) -> bool:
+        """Whether to try ``FCALL`` (known to work, or not known yet)."""
+        return self.usable is not False
+
 
 @attrs.frozen
 class Writes:
@@ -191,14 +196,14 @@ def _perform(client: Any, writes: Writes, call: Command | Call | Batch) -> Any:
     if isinstance(call, Command):
         return client.execute_command(*call.args)
     if type(call) is Call and not (call.write and writes.wait):
-        if call.script.function is not None and writes.functions.usable is not False:
+        if call.script.function is not None and writes.functions.on:
             fcall = _fcall(call)
             try:
                 return client.execute_command(*fcall)
             except ResponseError as exc:
                 if not _unavailable(writes.functions, exc):
                     raise
-            if writes.functions.usable is not False:
+            if writes.functions.on:
                 error = None
                 try:
                     client.execute_command("FUNCTION", "LOAD", call.script.library)
@@ -232,14 +237,14 @@ async def _aperform(client: Any, writes: Writes, call: Command | Call | Batch) -
     if isinstance(call, Command):
         return await client.execute_command(*call.args)
     if type(call) is Call and not (call.write and writes.wait):
-        if call.script.function is not None and writes.functions.usable is not False:
+        if call.script.function is not None and writes.functions.on:
             fcall = _fcall(call)
             try:
                 return await client.execute_command(*fcall)
             except ResponseError as exc:
                 if not _unavailable(writes.functions, exc):
                     raise
-            if writes.functions.usable is not False:
+            if writes.functions.on:
                 error = None
                 try:
                     await client.execute_command("FUNCTION", "LOAD", call.script.library)
