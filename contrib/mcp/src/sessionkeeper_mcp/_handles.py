@@ -47,7 +47,7 @@ import json
 import math
 import random
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 import attrs
 
@@ -88,22 +88,26 @@ class HandleNotFound(SessionNotFound):
         return UNKNOWN_HANDLE
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)
 class Handle:
     """One handle as read: its id (what the client passes back), its state, its owner (the
     principal it belongs to, ``None`` for a bearer handle anyone holding it may use) and the
     store's version of it.
 
-    A handle that :class:`Handles` read also keeps the stored session it was read from (not
-    part of its equality or repr, never set by the constructor or ``attrs.evolve``), so that
-    :meth:`Handles.update` given this handle writes on that read instead of reading again.
+    A handle that :class:`Handles` read also keeps the stored session it was read from, so
+    that :meth:`Handles.update` given this handle writes on that read instead of reading
+    again. That session is not a field (equality, repr, ``attrs.asdict`` and the constructor
+    are the four fields alone); a handle built by hand or with ``attrs.evolve`` has none.
     """
+
+    #: The stored session this handle was read from (set on the instance by
+    #: :meth:`from_session`; ``None``, the class default, for a handle built otherwise).
+    _read: ClassVar[Session | None] = None
 
     id: str
     state: dict[str, Any]
     owner: str | None
     version: int
-    _read: Session | None = attrs.field(default=None, init=False, eq=False, repr=False)
 
     @classmethod
     def from_session(cls, session: Session) -> Handle:
