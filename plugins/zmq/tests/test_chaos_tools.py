@@ -3,15 +3,17 @@ fault proxy passes, cuts, heals, delays and resets connections."""
 
 from __future__ import annotations
 
+import re
 import socket
 import socketserver
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sessionkeeper_zmq.chaos import History, Op, ProxyHub, check
+from sessionkeeper_zmq.chaos import ChaosCluster, History, Op, ProxyHub, check
 from sessionkeeper_zmq.chaos.checker import winners_are_the_largest_versions
 from sessionkeeper_zmq.testing import wait_for
 
@@ -246,3 +248,19 @@ class TestProxy:
             wait_for(lambda: proxy.connections, "the proxy to see the connection")
             proxy.reset()
             assert closed(sock)
+
+
+def test_a_wait_returns_the_first_truthy_value_or_names_what_it_waited_for(
+    tmp_path: Path,
+) -> None:
+    """``wait_for`` polls until the condition is truthy and returns that value; past its
+    deadline it fails naming what it waited for. A chaos cluster's waits (the same loop,
+    polling less often) also name the folder of the node logs."""
+    answers = iter([0, None, "ready"])
+    assert wait_for(lambda: next(answers), "an answer", 5, interval_s=0.001) == "ready"
+    with pytest.raises(AssertionError, match=r"^timed out after 0.05 s waiting for the moon$"):
+        wait_for(lambda: False, "the moon", 0.05)
+    with ChaosCluster(tmp_path, size=1) as cluster:
+        logs = re.escape(f"(node logs in {tmp_path})")
+        with pytest.raises(AssertionError, match=rf"^timed out after 0.05 s .* the moon {logs}$"):
+            cluster._wait(lambda: False, "the moon", 0.05)

@@ -32,8 +32,15 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
-def wait_for(condition: Callable[[], Any], what: str, deadline_s: float = DEADLINE_S) -> Any:
-    """Poll ``condition`` until it is truthy; fail naming ``what`` after the deadline."""
+def wait_for(
+    condition: Callable[[], Any],
+    what: str,
+    deadline_s: float = DEADLINE_S,
+    *,
+    interval_s: float = 0.01,
+) -> Any:
+    """Poll ``condition`` every ``interval_s`` until it is truthy and return its value; fail
+    naming ``what`` after the deadline."""
     end = time.monotonic() + deadline_s
     while True:
         value = condition()
@@ -41,7 +48,7 @@ def wait_for(condition: Callable[[], Any], what: str, deadline_s: float = DEADLI
             return value
         if time.monotonic() > end:
             raise AssertionError(f"timed out after {deadline_s} s waiting for {what}")
-        time.sleep(0.01)
+        time.sleep(interval_s)
 
 
 def public_key(key_dir: Path, name: str) -> str:

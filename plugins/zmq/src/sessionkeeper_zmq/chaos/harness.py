@@ -35,7 +35,7 @@ import attrs
 
 from .._backend import CLOCK_OFFSET_ENV
 from .._keys import write_key_pair
-from ..testing import DEADLINE_S, free_ports, public_key
+from ..testing import DEADLINE_S, free_ports, public_key, wait_for
 from .proxy import LinkProxy, ProxyHub
 
 __all__ = [
@@ -468,17 +468,11 @@ class ChaosCluster:
         self._wait(settled, f"nodes {', '.join(wanted)} to be ready and connected", deadline_s)
 
     def _wait(self, condition: Callable[[], Any], what: str, deadline_s: float) -> Any:
-        end = time.monotonic() + deadline_s
-        while True:
-            value = condition()
-            if value:
-                return value
-            if time.monotonic() > end:
-                raise AssertionError(
-                    f"timed out after {deadline_s} s waiting for {what} "
-                    f"(node logs in {self.directory})"
-                )
-            time.sleep(0.1)
+        """:func:`~sessionkeeper_zmq.testing.wait_for`, every 0.1 s (the state of a node is
+        a request to its process), the failure naming where the node logs are."""
+        return wait_for(
+            condition, f"{what} (node logs in {self.directory})", deadline_s, interval_s=0.1
+        )
 
     def digests(self) -> dict[str, str]:
         """Each running node's digest."""
