@@ -271,15 +271,20 @@ def _store_twice_each_path(url: str, table_name: str) -> list[int]:
     return versions + asyncio.run(stores())
 
 
+def _major(server: Any) -> int:
+    """The major version of the Redis that ``server`` runs."""
+    return int(server.client().info("server")["redis_version"].split(".")[0])
+
+
 def test_the_store_script_runs_as_a_function_loaded_again_when_lost(
     redis_server: Any, table_name: str
 ) -> None:
     """On Redis 7 the store script is the function ``STORE_IF.function`` (``FCALL``): the
     sync and async paths load its library on first use, load it again after ``FUNCTION
     FLUSH`` (or a restart) took it, and count versions on as the script does."""
-    raw = redis_server.client()
-    if int(raw.info("server")["redis_version"].split(".")[0]) < 7:
+    if _major(redis_server) < 7:
         pytest.skip("Redis before 7 has no functions (the script path is tested beside)")
+    raw = redis_server.client()
     raw.function_flush()
     fcalls = _calls(raw, "fcall")
     assert _store_twice_each_path(redis_server.url, table_name) == [2, 3, 4, 5]
@@ -292,14 +297,13 @@ def test_the_store_script_runs_as_a_function_loaded_again_when_lost(
 
 
 def test_a_server_without_functions_stores_through_the_script(
-    redis_servers: Any, table_name: str
+    redis_server: Any, redis_servers: Any, table_name: str
 ) -> None:
-    """A server without ``FCALL`` and ``FUNCTION`` (Redis 6.2; here both commands renamed
-    away): the sync and async paths fall back to ``EVALSHA`` of the same code, and a
+    """A server without ``FCALL`` and ``FUNCTION`` (Redis 6.2; on Redis 7 both commands
+    renamed away): the sync and async paths fall back to ``EVALSHA`` of the same code, and a
     conditional store still conflicts on a stale version."""
-    server = redis_servers(
-        ["--rename-command", "FCALL", "no-fcall", "--rename-command", "FUNCTION", "no-function"]
-    )
+    renamed = ["--rename-command", "FCALL", "no-fcall", "--rename-command", "FUNCTION", "no-fn"]
+    server = redis_servers(renamed if _major(redis_server) >= 7 else [])
     raw = server.client()
     scripts = _calls(raw, "evalsha")
     assert _store_twice_each_path(server.url, table_name) == [2, 3, 4, 5]
@@ -318,9 +322,9 @@ def test_a_user_not_allowed_functions_stores_through_the_script(
 ) -> None:
     """A Redis 7 user whose ACL allows scripts but not ``FCALL`` and ``FUNCTION``: the sync
     and async paths store through ``EVALSHA`` instead of failing."""
-    raw = redis_server.client()
-    if int(raw.info("server")["redis_version"].split(".")[0]) < 7:
+    if _major(redis_server) < 7:
         pytest.skip("Redis before 7 has no functions")
+    raw = redis_server.client()
     user = f"nofn-{uuid.uuid4().hex[:8]}"
     raw.execute_command(
         "ACL", "SETUSER", user, "on", ">pw", "~*", "&*", "+@all", "-fcall", "-function"
