@@ -6,7 +6,8 @@ tests/benchmarks/bench_<backend>.py``, which puts this folder on ``sys.path``, s
 targets, the backend and version details of its header line — and hands the rest to this module:
 
 - :class:`Clock`, the integer-ms clock the managers are given, which only the benchmark moves;
-- :func:`paired`, the alternating median timing of an operation beside its floor;
+- :func:`paired`, the alternating median timing of an operation beside its floor, and
+  :func:`run_together`, work started at once on several threads;
 - :class:`Figure` (and :class:`NotedFigure`, with a note column), one row of the report, and
   :func:`figure`, which builds a row from its absolute and ratio targets;
 - :func:`arguments`, the flags every script takes (``--quick``, ``--json PATH``, ``--strict``);
@@ -31,6 +32,7 @@ import json
 import os
 import platform
 import statistics
+import threading
 import time
 import timeit
 from collections import deque
@@ -96,6 +98,26 @@ def paired(
 
             results.append(timeit.Timer(run).timeit(number=1) / count * 1e6)
     return statistics.median(timings[0]), statistics.median(timings[1])
+
+
+def run_together(work: Callable[[int], object], threads: int) -> float:
+    """Run ``work(0)`` … ``work(threads - 1)``, each on a thread of its own, all released at
+    once past a barrier; return once the last is joined, with the :func:`time.perf_counter` of
+    the release (the caller stops its clock where it sees fit)."""
+    barrier = threading.Barrier(threads + 1)
+
+    def run(number: int) -> None:
+        barrier.wait()
+        work(number)
+
+    workers = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
+    for worker in workers:
+        worker.start()
+    barrier.wait()
+    released = time.perf_counter()
+    for worker in workers:
+        worker.join()
+    return released
 
 
 # --- a backend through a manager ---------------------------------------------------------------

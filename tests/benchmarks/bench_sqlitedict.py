@@ -37,7 +37,6 @@ import sqlite3
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import tracemalloc
 from collections import deque
@@ -466,19 +465,13 @@ def bench_durable_threads(sizes: Sizes, directory: Path) -> list[NotedFigure]:
 
 def _stores_per_second(store: SessionManager, sessions: Sequence[Session], threads: int) -> float:
     """Store ``sessions`` from ``threads`` threads at once (each its share); stores per second."""
-    started = threading.Barrier(threads + 1)
 
-    def write(share: Sequence[Session]) -> None:
-        started.wait()
-        deque(map(store.store, share), 0)
+    shares = [sessions[t::threads] for t in range(threads)]
 
-    workers = [threading.Thread(target=write, args=(sessions[t::threads],)) for t in range(threads)]
-    for worker in workers:
-        worker.start()
-    started.wait()
-    began = time.perf_counter()
-    for worker in workers:
-        worker.join()
+    def write(number: int) -> None:
+        deque(map(store.store, shares[number]), 0)
+
+    began = _bench.run_together(write, threads)
     return len(sessions) / (time.perf_counter() - began)
 
 

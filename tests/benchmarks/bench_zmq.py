@@ -326,20 +326,12 @@ def bench_writes(a: SessionManager, ack: str, count: int, threads: int) -> dict[
         single = count / (time.perf_counter() - start_all)
 
         per_thread = count // threads
-        barrier = threading.Barrier(threads + 1)
 
         def writer(t: int) -> None:
-            barrier.wait()
             for i in range(per_thread):
                 a.store(Session(f"p-{ack}-{t}-{i}", now, now, None, {"i": i}))
 
-        workers = [threading.Thread(target=writer, args=(t,)) for t in range(threads)]
-        for worker in workers:
-            worker.start()
-        barrier.wait()
-        start = time.perf_counter()
-        for worker in workers:
-            worker.join()
+        start = _bench.run_together(writer, threads)
         if needed == 1:  # local: count until the peers hold it too
             agent = a_backend.agent
             wait_for(
