@@ -14,8 +14,8 @@ differ, by an ``await``. Both reload the scripts once when the server lost them 
 A script with a function twin (the store script, :class:`~sessionkeeper_redis._scripts.Script`)
 is called with ``FCALL`` where the server has Redis 7 functions, its library loaded on the
 first call and again whenever the server lost it; a server without them (Redis 6.2, a user not
-allowed ``FUNCTION LOAD``), a Cluster (a library would have to be loaded on every primary) and
-a write followed by ``WAIT`` take ``EVALSHA`` of the same code.
+allowed ``FCALL`` or ``FUNCTION LOAD``), a Cluster (a library would have to be loaded on every
+primary) and a write followed by ``WAIT`` take ``EVALSHA`` of the same code.
 """
 
 from __future__ import annotations
