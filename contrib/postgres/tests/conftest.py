@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import pytest
 
 from sessionkeeper import SessionManager
+from sessionkeeper.testing import wait_for as kit_wait_for
 
 # The cluster helper lives beside this file (the benchmark imports it too).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -93,20 +93,9 @@ def open_manager(
 
 
 def wait_for(condition: Callable[[], Any], what: str, deadline_s: float = DEADLINE_S) -> Any:
-    """Poll ``condition`` until it returns something truthy; at the deadline, fail naming
-    ``what``."""
-    end = time.monotonic() + deadline_s
-    last: BaseException | None = None
-    while time.monotonic() < end:
-        try:
-            result = condition()
-        except Exception as exc:  # the condition may fail until the server is ready
-            last = exc
-        else:
-            if result:
-                return result
-        time.sleep(0.05)
-    pytest.fail(f"{what} did not happen within {deadline_s} s (last error: {last!r})")
+    """:func:`sessionkeeper.testing.wait_for` polling every 50 ms, where a condition that raises
+    (the server not answering yet) counts as "not yet"."""
+    return kit_wait_for(condition, what, deadline_s, interval_s=0.05, retry_on=(Exception,))
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import random
 import signal
 import socket
 import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 import pytest
 import redis
 
+from sessionkeeper.testing import wait_for as kit_wait_for
 from sessionkeeper_redis.testing import NOT_FOUND_HINT, RedisServerNotFound, find_redis_server
 
 #: How long a server may take to start or to stop (a deadline, not a timing assertion).
@@ -68,20 +68,9 @@ def free_port(*, cluster: bool = False) -> int:
 
 
 def wait_for(condition: Callable[[], Any], what: str, deadline_s: float = START_DEADLINE_S) -> Any:
-    """Poll ``condition`` until it returns something truthy; at the deadline, fail naming
-    ``what``."""
-    end = time.monotonic() + deadline_s
-    last: BaseException | None = None
-    while time.monotonic() < end:
-        try:
-            result = condition()
-        except Exception as exc:  # the condition may fail until the server is ready
-            last = exc
-        else:
-            if result:
-                return result
-        time.sleep(0.05)
-    pytest.fail(f"{what} did not happen within {deadline_s} s (last error: {last!r})")
+    """:func:`sessionkeeper.testing.wait_for` polling every 50 ms, where a condition that raises
+    (the server not answering yet) counts as "not yet"."""
+    return kit_wait_for(condition, what, deadline_s, interval_s=0.05, retry_on=(Exception,))
 
 
 class RedisServer:

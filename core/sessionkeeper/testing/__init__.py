@@ -15,7 +15,9 @@ loop racing ``update``, ``take`` and inserts. :class:`ManualClock` is the clock 
 move by hand; :class:`TickingClock` also moves on every read, to catch an operation that reads
 the clock twice. :class:`HookThreads` (a wrapper plugin recording the thread of each hook call)
 and :func:`exercise_operations` (each operation once through an async manager) check which hooks
-the async manager runs on the event loop and which in a worker thread.
+the async manager runs on the event loop and which in a worker thread. :func:`wait_for` polls
+a condition on the real clock until it holds (a server started, a replica caught up), failing
+with what it waited for.
 
 The kit is also a pytest plugin (entry point ``pytest11`` named ``sessionkeeper``, module
 :mod:`sessionkeeper.testing.plugin`), loaded automatically wherever sessionkeeper is installed: it
@@ -32,7 +34,7 @@ import importlib
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
-    from ._clock import ManualClock, TickingClock
+    from ._clock import ManualClock, TickingClock, wait_for
     from ._kit import BackendConformance, ManagerFactory
     from ._kit_async import AsyncConformance
     from ._rules import touch_window
@@ -49,6 +51,7 @@ __all__ = [
     "TickingClock",
     "exercise_operations",
     "touch_window",
+    "wait_for",
 ]
 
 #: Public name -> the private module that defines it.
@@ -62,6 +65,7 @@ _WHERE: Final = {
     "TickingClock": "._clock",
     "exercise_operations": "._threads",
     "touch_window": "._rules",
+    "wait_for": "._clock",
 }
 
 #: The kit's modules, for :func:`pytest.register_assert_rewrite`.

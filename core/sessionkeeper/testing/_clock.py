@@ -1,11 +1,15 @@
-"""Clocks for tests: one that moves only when a test says so, one that moves on every read."""
+"""Clocks for tests: one that moves only when a test says so, one that moves on every read; and
+:func:`wait_for`, which waits on the real clock for what another thread, process or server does.
+"""
 
 from __future__ import annotations
 
 import threading
-from typing import Final
+import time
+from collections.abc import Callable
+from typing import Any, Final
 
-__all__ = ["DEFAULT_START", "ManualClock", "TickingClock"]
+__all__ = ["DEFAULT_START", "WAIT_DEADLINE_S", "ManualClock", "TickingClock", "wait_for"]
 
 #: Where a :class:`ManualClock` starts: 2023-11-14T22:13:20Z, in ms since the Unix epoch.
 DEFAULT_START: Final = 1_700_000_000_000
@@ -109,6 +113,45 @@ class TickingClock(ManualClock):
 
     def __repr__(self) -> str:
         return f"TickingClock(now={self._now}, step={self._step}, reads={self._reads})"
+
+
+#: How long :func:`wait_for` waits by default: generous, as test machines are often shared.
+WAIT_DEADLINE_S: Final = 30.0
+
+
+def wait_for(
+    condition: Callable[[], Any],
+    what: str,
+    deadline_s: float = WAIT_DEADLINE_S,
+    *,
+    interval_s: float = 0.01,
+    retry_on: tuple[type[Exception], ...] = (),
+) -> Any:
+    """Call ``condition`` every ``interval_s`` seconds until it returns something truthy, and
+    return that value.
+
+    For what a test cannot make happen at once: a server that starts, a replica that catches up,
+    a thread that reaches a lock. The deadline bounds a hang; it is not a timing assertion, so
+    make it generous. ``condition`` is called at least once, and once more after the deadline
+    has passed, so a slow last poll is not lost. An exception of a type in ``retry_on`` (a
+    connection refused while a server starts) counts as "not yet"; any other propagates at once.
+
+    :raises AssertionError: past the deadline, ``timed out after <deadline_s> s waiting for
+        <what>``, followed by ``(last error: ...)`` when the last poll raised.
+    """
+    end = time.monotonic() + deadline_s
+    while True:
+        last: Exception | None = None
+        try:
+            value = condition()
+        except retry_on as exc:
+            last, value = exc, None
+        if value:
+            return value
+        if time.monotonic() > end:
+            error = f" (last error: {last!r})" if last is not None else ""
+            raise AssertionError(f"timed out after {deadline_s} s waiting for {what}{error}")
+        time.sleep(interval_s)
 
 
 def _check_ms(name: str, value: object) -> int:

@@ -264,3 +264,30 @@ def test_a_wait_returns_the_first_truthy_value_or_names_what_it_waited_for(
         logs = re.escape(f"(node logs in {tmp_path})")
         with pytest.raises(AssertionError, match=rf"^timed out after 0.05 s .* the moon {logs}$"):
             cluster._wait(lambda: False, "the moon", 0.05)
+
+
+def test_a_wait_retries_only_the_errors_it_is_given_and_names_the_last() -> None:
+    """``wait_for`` is the conformance kit's: an exception of a type in ``retry_on`` (a server
+    still starting) counts as "not yet", and the failure at the deadline names the last one;
+    any other exception propagates from the first poll."""
+    import sessionkeeper.testing
+
+    assert wait_for is sessionkeeper.testing.wait_for
+    polls = iter([ConnectionRefusedError("starting"), 0, "up"])
+
+    def server_up() -> Any:
+        answer = next(polls)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert wait_for(server_up, "the server", 5, interval_s=0.001, retry_on=(OSError,)) == "up"
+
+    def refused() -> None:
+        raise ConnectionRefusedError("nobody listens")
+
+    last = re.escape("(last error: ConnectionRefusedError('nobody listens'))")
+    with pytest.raises(AssertionError, match=rf"^timed out after 0.05 s waiting for it {last}$"):
+        wait_for(refused, "it", 0.05, interval_s=0.001, retry_on=(OSError,))
+    with pytest.raises(ConnectionRefusedError, match="nobody listens"):
+        wait_for(refused, "it", 5)

@@ -1,21 +1,22 @@
 """Helpers for tests of the zmq backend (and for other suites that need a cluster).
 
 In-process clusters of real nodes on 127.0.0.1: free ports, CURVE keys, readiness waits.
+:func:`wait_for` is the conformance kit's :func:`sessionkeeper.testing.wait_for` (polling every
+10 ms, 30 s by default), kept under this name for the suites that import it from here.
 """
 
 from __future__ import annotations
 
 import socket
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from sessionkeeper import SessionManager
+from sessionkeeper.testing import wait_for
 
 __all__ = ["DEADLINE_S", "cluster_opts", "free_ports", "public_key", "wait_for", "wait_ready"]
 
-#: Generous: the machine is shared with other test runs.
+#: Generous: the machine is shared with other test runs (the kit's default deadline too).
 DEADLINE_S = 30.0
 
 
@@ -30,25 +31,6 @@ def free_ports(count: int) -> list[int]:
     for sock in sockets:
         sock.close()
     return ports
-
-
-def wait_for(
-    condition: Callable[[], Any],
-    what: str,
-    deadline_s: float = DEADLINE_S,
-    *,
-    interval_s: float = 0.01,
-) -> Any:
-    """Poll ``condition`` every ``interval_s`` until it is truthy and return its value; fail
-    naming ``what`` after the deadline."""
-    end = time.monotonic() + deadline_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {deadline_s} s waiting for {what}")
-        time.sleep(interval_s)
 
 
 def public_key(key_dir: Path, name: str) -> str:
