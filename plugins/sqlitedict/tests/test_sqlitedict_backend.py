@@ -21,7 +21,7 @@ from sqlitedict_stores import open_owner
 
 from sessionkeeper import Session, SessionKeeperError, SessionManager, StorageError
 from sessionkeeper.backend import ExpiryIndex, decode_session, encode_session
-from sessionkeeper.testing import ManualClock
+from sessionkeeper.testing import ManualClock, wait_for
 from sessionkeeper_sqlitedict import SqliteDictBackend, lock_path, open_sqlitedict
 
 NOW = 1_700_000_000_000
@@ -185,11 +185,7 @@ def wait_to_grow(count: Callable[[], int], by: int, what: str) -> None:
     """Wait until ``count()`` grew by ``by``; fail after a minute (a hang, not a timing
     assertion)."""
     goal = count() + by
-    for _ in range(60_000):
-        if count() >= goal:
-            return
-        time.sleep(0.001)
-    pytest.fail(f"gave up waiting for {what}")
+    wait_until(lambda: count() >= goal, what)
 
 
 def copy_and_file(manager: SessionManager, path: Path) -> tuple[dict[str, Session], dict]:
@@ -450,12 +446,9 @@ class TestGroupCommit:
 
 
 def wait_until(condition: Callable[[], bool], what: str) -> None:
-    """Wait until ``condition()`` holds; fail after a minute (a hang, not a timing assertion)."""
-    for _ in range(60_000):
-        if condition():
-            return
-        time.sleep(0.001)
-    pytest.fail(f"gave up waiting for {what}")
+    """Wait until ``condition()`` holds, polling every millisecond; fail after a minute (a hang,
+    not a timing assertion)."""
+    wait_for(condition, what, 60.0, interval_s=0.001)
 
 
 def blocked_in(thread_id: int, function: str, statement: str) -> bool:
