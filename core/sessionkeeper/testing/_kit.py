@@ -31,12 +31,10 @@ from sessionkeeper import (
 from ._clock import ManualClock, TickingClock
 from ._kit_atomic import AtomicConformance
 from ._races import HANG_S, run_threads
-from ._rules import assert_same_session, touch_window
+from ._rules import VISIBLE_ASCII, assert_same_session, touch_window
 
 __all__ = ["BackendConformance", "ManagerFactory"]
 
-#: Every visible ASCII character (0x21-0x7E): the whole alphabet of session ids.
-VISIBLE_ASCII = "".join(chr(code) for code in range(0x21, 0x7F))
 EDGE_IDS: dict[str, str] = {
     "one-char": "a",
     "max-length": "x" * 256,

@@ -7,7 +7,16 @@ from typing import Any
 
 from .._model import Session
 
-__all__ = ["assert_same_json", "assert_same_session", "fetch_writes_back", "touch_window"]
+__all__ = [
+    "VISIBLE_ASCII",
+    "assert_same_json",
+    "assert_same_session",
+    "fetch_writes_back",
+    "touch_window",
+]
+
+#: Every visible ASCII character (0x21-0x7E): the whole alphabet of session ids.
+VISIBLE_ASCII = "".join(chr(code) for code in range(0x21, 0x7F))
 
 
 def touch_window(touch_resolution: int, timeout_ms: int | None) -> int:

@@ -25,11 +25,10 @@ from sessionkeeper import (
 )
 
 from ._clock import ManualClock
-from ._rules import assert_same_session, fetch_writes_back
+from ._rules import VISIBLE_ASCII, assert_same_session, fetch_writes_back
 
 __all__ = ["BackendStateMachine", "run_backend_state_machine"]
 
-_VISIBLE_ASCII = "".join(chr(code) for code in range(0x21, 0x7F))
 #: A few ids that every rule draws often, so operations meet the same sessions.
 _POOL = ("a", "b", "ab", "A", "\"'\\%_*?", "x" * 256)
 
@@ -38,7 +37,7 @@ ids = st.one_of(
     _pool_ids,
     _pool_ids,
     _pool_ids,
-    st.text(alphabet=_VISIBLE_ASCII, min_size=1, max_size=6),
+    st.text(alphabet=VISIBLE_ASCII, min_size=1, max_size=6),
 )
 timeouts = st.one_of(
     st.none(),
