@@ -34,6 +34,17 @@ START = 1_700_000_000_000  # the writer's clock starts here
 TIMEOUT_S = 120
 
 
+def reopen(db: Path, now: int = START) -> SessionManager:
+    """A manager on ``db`` as the test finds it after a kill: no scheduled cleanup, its clock
+    at ``now``."""
+    return SessionManager(
+        backend="leveldb",
+        backend_opts={"db_path": str(db)},
+        cleanup_interval=0,
+        clock=ManualClock(now),
+    )
+
+
 def child_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in {"SESSIONKEEPER_CONFIG"}}
     env["PYTHONUNBUFFERED"] = "1"
@@ -123,12 +134,7 @@ def check_store(db: Path, acknowledged: Acknowledged) -> None:
     """The reopened store holds every acknowledged session (as last acknowledged or later),
     none that was acknowledged deleted, at most one write that was not acknowledged (the one in
     flight at the kill), and an expiry index that matches its sessions exactly."""
-    with SessionManager(
-        backend="leveldb",
-        backend_opts={"db_path": str(db)},
-        cleanup_interval=0,
-        clock=ManualClock(START),
-    ) as sessions:
+    with reopen(db) as sessions:
         stored = {s.id: s for s in sessions.iter_sessions(include_expired=True)}
         acknowledged.settle(set(stored))
         for sid, last_accessed in acknowledged.last_accessed.items():
@@ -174,12 +180,7 @@ class TestKilledWriter:
             check_store(db, acknowledged)
         assert total >= 50
         assert acknowledged.deleted
-        with SessionManager(
-            backend="leveldb",
-            backend_opts={"db_path": str(db)},
-            cleanup_interval=0,
-            clock=ManualClock(START + 10 * 86_400_000),
-        ) as sessions:
+        with reopen(db, START + 10 * 86_400_000) as sessions:
             assert sessions.cleanup_expired() > 0
             remaining = list(sessions.iter_sessions(include_expired=True))
             assert remaining
@@ -230,12 +231,7 @@ class AtomicAcknowledged:
         acknowledged removed is, at most one session nobody acknowledged (the create or
         rotation in flight), and both indexes agree exactly with the records. Then what is
         stored becomes the known state."""
-        with SessionManager(
-            backend="leveldb",
-            backend_opts={"db_path": str(db)},
-            cleanup_interval=0,
-            clock=ManualClock(START),
-        ) as sessions:
+        with reopen(db) as sessions:
             stored = {s.id: s for s in sessions.iter_sessions(include_expired=True)}
             counter = stored.pop("counter")
             assert counter.metadata["n"] in {self.counter, self.counter + 1}, "an update was lost"
