@@ -663,6 +663,22 @@ class TestIdentity:
         assert open_store(file_path=str(copy)).identity() != same.identity()
 
 
+#: What an open says of a configured path of each kind that is not a regular file.
+NOT_A_FILE = {
+    "directory": "is a directory",
+    "fifo": "not a regular file",
+    "device": "not a regular file",
+}
+
+
+def make_not_a_file(path: Path, kind: str) -> None:
+    """Make ``path`` a directory or (``kind="fifo"``) a FIFO."""
+    if kind == "directory":
+        path.mkdir()
+    else:
+        os.mkfifo(path)
+
+
 class TestPathsThatAreNotFiles:
     """Issue 12 item 13: a configured path is never trusted to be a regular file."""
 
@@ -679,12 +695,8 @@ class TestPathsThatAreNotFiles:
         else:
             target = path
             path.parent.mkdir()
-            if kind == "directory":
-                path.mkdir()
-            else:
-                os.mkfifo(path)
-        expected = "is a directory" if kind == "directory" else "not a regular file"
-        with pytest.raises(StorageError, match=expected):
+            make_not_a_file(path, kind)
+        with pytest.raises(StorageError, match=NOT_A_FILE[kind]):
             open_store(file_path=str(target), read_only=read_only)
         assert not lock_path(target).exists()
         if kind != "device":
@@ -804,10 +816,6 @@ class TestOpenSqlitedict:
         """A directory or a FIFO is named as what it is (StorageError), not "does not exist",
         and a FIFO does not block the open."""
         odd = tmp_path / "odd.sqlite"
-        if kind == "directory":
-            odd.mkdir()
-        else:
-            os.mkfifo(odd)
-        expected = "is a directory" if kind == "directory" else "not a regular file"
-        with pytest.raises(StorageError, match=expected):
+        make_not_a_file(odd, kind)
+        with pytest.raises(StorageError, match=NOT_A_FILE[kind]):
             self._bounded(lambda: open_sqlitedict(odd))
