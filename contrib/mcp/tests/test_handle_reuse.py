@@ -318,3 +318,14 @@ class TestHandleValue:
                 assert updated.state == {"n": 3}
 
         anyio.run(body)
+
+
+def test_the_end_to_end_app_passes_the_handle() -> None:
+    """The counter app of the HTTP tests (``handles_app``: 8 clients through 3 workers, a
+    restart, exactly 80) passes the resolved Handle to update on this install, so those tests
+    run the reused read under real concurrency; it would pass the id to an update that takes
+    only the id (the earlier install ``bench_mcp_workers.py`` compares against)."""
+    pytest.importorskip("mcp.server.mcpserver", reason="handles_app is an mcp 2.x MCPServer")
+    import handles_app
+
+    assert handles_app._UPDATE_TAKES_HANDLE is True
