@@ -1,7 +1,9 @@
 """The built-in stats wrapper plugin: operation counters, hits and misses, latency summaries.
 
-It is an ordinary pluggy wrapper on the backend hooks, so it sees every call; loading it (config
-``stats = true``) sends every operation through pluggy, which costs about a microsecond each.
+It is an ordinary pluggy wrapper on the backend hooks and on their ``async_`` twins (the
+awaitable a twin returns is replaced by one that times its await), so it sees every call on
+every path; loading it (config ``stats = true``) sends every operation through pluggy, which
+costs about a microsecond each.
 Hits and misses are the one figure it cannot judge from the hooks (expiry is decided at the
 manager's clock reading), so the manager reports them (:meth:`StatsPlugin.record_fetch`).
 """
@@ -10,13 +12,16 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Generator, Sequence
-from typing import Any, Final
+from collections.abc import Awaitable, Callable, Generator, Sequence
+from typing import Any, Final, TypeAlias
 
 from ._model import Session
-from .hookspecs import hookimpl
+from .hookspecs import ASYNC_HOOKS, hookimpl
 
 __all__ = ["LatencySummary", "StatsPlugin"]
+
+#: What counts an operation's result: ``tally(plugin, result)``.
+Tally: TypeAlias = "Callable[[StatsPlugin, Any], None]"
 
 # Latencies fall into buckets four per power of two (≈ 19 % wide): enough for p50/p99.
 _SUB: Final = 4
@@ -103,104 +108,78 @@ class StatsPlugin:
         with self._lock:
             setattr(self, counter, getattr(self, counter) + amount)
 
-    def _timed(self, op: str) -> Generator[None, Any, Any]:
+    def _record(self, op: str, elapsed_ns: int, failed: bool) -> None:
+        with self._lock:
+            summary = self._ops.get(op)
+            if summary is None:
+                summary = self._ops[op] = LatencySummary()
+            summary.record(elapsed_ns, failed)
+
+    def _timed(self, op: str, tally: Tally | None) -> Generator[None, Any, Any]:
+        """A sync hook's wrapper: the call timed, its result told to ``tally``."""
         start = time.perf_counter_ns()
         failed = True
         try:
             result = yield
             failed = False
-            return result
         finally:
-            elapsed = time.perf_counter_ns() - start
-            with self._lock:
-                summary = self._ops.get(op)
-                if summary is None:
-                    summary = self._ops[op] = LatencySummary()
-                summary.record(elapsed, failed)
-
-    @hookimpl(wrapper=True)
-    def sessionkeeper_store(self, session: Session) -> Generator[None, Any, Any]:
-        result: Any = yield from self._timed("store")
-        self._count("stored")
+            self._record(op, time.perf_counter_ns() - start, failed)
+        if tally is not None:
+            tally(self, result)
         return result
+
+    def _wrapped(self, op: str, tally: Tally | None) -> Generator[None, Any, Any]:
+        """An ``async_`` hook's wrapper: the awaitable the hook returned, replaced by one that
+        times its await and tells its result to ``tally`` (the native path, issue 15)."""
+        awaitable = yield
+        return self._awaited(op, awaitable, tally)
+
+    async def _awaited(self, op: str, awaitable: Awaitable[Any], tally: Tally | None) -> Any:
+        start = time.perf_counter_ns()
+        failed = True
+        try:
+            result = await awaitable
+            failed = False
+        finally:
+            self._record(op, time.perf_counter_ns() - start, failed)
+        if tally is not None:
+            tally(self, result)
+        return result
+
+    # What a result counts (a conditional store counts as a store, a take as a deletion, a
+    # rotate as neither: the session moves).
+
+    def _one_stored(self, result: object) -> None:
+        self._count("stored")
+
+    def _deleted_if(self, result: object) -> None:
+        if result:
+            self._count("deleted")
+
+    def _taken(self, result: object) -> None:
+        if result is not None:
+            self._count("deleted")
+
+    def _expired(self, result: int | None) -> None:
+        self._count("expired", result or 0)
+
+    def _deleted(self, result: int | None) -> None:
+        self._count("deleted", result or 0)
 
     @hookimpl(wrapper=True)
     def sessionkeeper_store_many(self, sessions: Sequence[Session]) -> Generator[None, Any, Any]:
-        result: Any = yield from self._timed("store_many")
-        self._count("stored", len(sessions))
-        return result
+        return (yield from self._timed("store_many", _stored(len(sessions))))
 
     @hookimpl(wrapper=True)
-    def sessionkeeper_fetch(self, session_id: str) -> Generator[None, Any, Any]:
-        return (yield from self._timed("fetch"))
+    def sessionkeeper_async_store_many(
+        self, sessions: Sequence[Session]
+    ) -> Generator[None, Any, Any]:
+        return (yield from self._wrapped("store_many", _stored(len(sessions))))
 
     def record_fetch(self, *, hit: bool) -> None:
         """Count one :meth:`~sessionkeeper.SessionManager.fetch`: ``hit`` when it returned a
         live session, else a miss (no such session, or expired at the fetch's reading)."""
         self._count("hits" if hit else "misses")
-
-    @hookimpl(wrapper=True)
-    def sessionkeeper_touch(self, session_id: str, last_accessed: int) -> Generator[None, Any, Any]:
-        return (yield from self._timed("touch"))
-
-    @hookimpl(wrapper=True)
-    def sessionkeeper_delete(self, session_id: str) -> Generator[None, Any, Any]:
-        result: Any = yield from self._timed("delete")
-        if result:
-            self._count("deleted")
-        return result
-
-    @hookimpl(wrapper=True)
-    def sessionkeeper_list(self, now: int) -> Generator[None, Any, Any]:
-        return (yield from self._timed("list"))
-
-    @hookimpl(wrapper=True)
-    def sessionkeeper_count(self, now: int) -> Generator[None, Any, Any]:
-        return (yield from self._timed("count"))
-
-    @hookimpl(wrapper=True)
-    def sessionkeeper_iter_sessions(self) -> Generator[None, Any, Any]:
-        return (yield from self._timed("iter_sessions"))
-
-    @hookimpl(wrapper=True)
-    def sessionkeeper_cleanup_expired(self, now: int) -> Generator[None, Any, Any]:
-        result: Any = yield from self._timed("cleanup_expired")
-        self._count("expired", result or 0)
-        return result
-
-    # The atomic operations (backends with the ``atomic`` capability): a conditional store
-    # counts as a store, a take as a deletion, a rotate as neither (the session moves).
-
-    @hookimpl(wrapper=True)
-    def sessionkeeper_store_if(self) -> Generator[None, Any, Any]:
-        result: Any = yield from self._timed("store_if")
-        self._count("stored")
-        return result
-
-    @hookimpl(wrapper=True)
-    def sessionkeeper_take(self) -> Generator[None, Any, Any]:
-        result: Any = yield from self._timed("take")
-        if result is not None:
-            self._count("deleted")
-        return result
-
-    @hookimpl(wrapper=True)
-    def sessionkeeper_rotate(self) -> Generator[None, Any, Any]:
-        return (yield from self._timed("rotate"))
-
-    @hookimpl(wrapper=True)
-    def sessionkeeper_list_owner(self) -> Generator[None, Any, Any]:
-        return (yield from self._timed("list_owner"))
-
-    @hookimpl(wrapper=True)
-    def sessionkeeper_count_owner(self) -> Generator[None, Any, Any]:
-        return (yield from self._timed("count_owner"))
-
-    @hookimpl(wrapper=True)
-    def sessionkeeper_delete_owner(self) -> Generator[None, Any, Any]:
-        result: Any = yield from self._timed("delete_owner")
-        self._count("deleted", result or 0)
-        return result
 
     @hookimpl
     def sessionkeeper_session_created(self, session: Session) -> None:
@@ -219,3 +198,48 @@ class StatsPlugin:
             "expired": self.expired,
             "operations": operations,
         }
+
+
+def _stored(count: int) -> Tally:
+    """The tally of a batch of ``count`` sessions stored."""
+
+    def tally(plugin: StatsPlugin, result: object) -> None:
+        plugin._count("stored", count)
+
+    return tally
+
+
+#: The operation hooks StatsPlugin wraps (beside ``store_many``), each with what its result
+#: counts (``None``: timed only). Each gets a wrapper on the hook and one on its ``async_``
+#: twin (:data:`~sessionkeeper.hookspecs.ASYNC_HOOKS`), so the counters are the same whichever
+#: path an operation takes.
+_TALLIES: Final[dict[str, Tally | None]] = {
+    "store": StatsPlugin._one_stored,
+    "fetch": None,
+    "touch": None,
+    "delete": StatsPlugin._deleted_if,
+    "list": None,
+    "count": None,
+    "iter_sessions": None,
+    "cleanup_expired": StatsPlugin._expired,
+    "store_if": StatsPlugin._one_stored,
+    "take": StatsPlugin._taken,
+    "rotate": None,
+    "list_owner": None,
+    "count_owner": None,
+    "delete_owner": StatsPlugin._deleted,
+}
+
+
+def _wrapper(op: str, tally: Tally | None, *, native: bool) -> Callable[..., Any]:
+    def wrapper(self: StatsPlugin) -> Generator[None, Any, Any]:
+        return (yield from (self._wrapped if native else self._timed)(op, tally))
+
+    wrapper.__name__ = f"sessionkeeper_{'async_' if native else ''}{op}"
+    return hookimpl(wrapper=True)(wrapper)
+
+
+for _op, _tally in _TALLIES.items():
+    setattr(StatsPlugin, f"sessionkeeper_{_op}", _wrapper(_op, _tally, native=False))
+    if f"sessionkeeper_{_op}" in ASYNC_HOOKS:
+        setattr(StatsPlugin, f"sessionkeeper_async_{_op}", _wrapper(_op, _tally, native=True))
