@@ -78,7 +78,7 @@ def handle_server(handles: Any) -> Any:
             handle: str, amount: int, counter: Annotated[Handle, resolve(handles.resolve_arg)]
         ) -> int:
             """Add ``amount`` to the counter behind ``handle``, atomically."""
-            stored = await handles.update(counter.id, lambda s: {**s, "n": s["n"] + amount})
+            stored = await handles.update(counter, lambda s: {**s, "n": s["n"] + amount})
             return int(stored.state["n"])
 
     return server
