@@ -10,6 +10,7 @@ sessions imply (the model below computes them from scratch after every step).
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -334,3 +335,78 @@ def test_a_user_not_allowed_functions_stores_through_the_script(
         assert _store_twice_each_path(url, table_name) == [2, 3, 4, 5]
     finally:
         raw.execute_command("ACL", "DELUSER", user)
+
+
+@pytest.mark.parametrize(
+    ("renamed", "warned"),
+    [(("FCALL",), False), (("FUNCTION",), True)],
+    ids=["fcall-renamed", "function-renamed"],
+)
+def test_a_server_with_one_function_command_renamed_stores_through_the_script(
+    redis_server: Any,
+    redis_servers: Any,
+    table_name: str,
+    renamed: tuple[str, ...],
+    warned: bool,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A Redis 7 server where ``FCALL`` alone is renamed away (it answers "unknown command")
+    or ``FUNCTION`` alone is (the library cannot be loaded): the sync and async paths store
+    through ``EVALSHA``, versions counting on; a library the server could not load is said
+    once, as a warning."""
+    if _major(redis_server) < 7:
+        pytest.skip("Redis before 7 has no functions")
+    arguments = [word for name in renamed for word in ("--rename-command", name, f"no-{name}")]
+    server = redis_servers(arguments)
+    raw = server.client()
+    with caplog.at_level(logging.WARNING, logger="sessionkeeper.redis"):
+        assert _store_twice_each_path(server.url, table_name) == [2, 3, 4, 5]
+    assert _calls(raw, "evalsha") >= 4
+    warnings = [r.getMessage() for r in caplog.records if r.name == "sessionkeeper.redis"]
+    if warned:
+        assert len(warnings) == 2  # once per manager (sync, then async)
+        assert all("FUNCTION LOAD" in w and "EVALSHA" in w for w in warnings)
+    else:
+        assert warnings == []
+
+
+def test_functions_false_loads_nothing_on_the_server(redis_server: Any, table_name: str) -> None:
+    """``functions = false``: the store script runs by ``EVALSHA`` and no library is loaded."""
+    if _major(redis_server) < 7:
+        pytest.skip("Redis before 7 has no functions")
+    raw = redis_server.client()
+    raw.function_flush()
+    opts = {"url": redis_server.url, "table_name": table_name, "functions": False}
+    with SessionManager(backend="redis", backend_opts=opts, cleanup_interval=0) as manager:
+        session = manager.create()
+        assert manager.store(session).version == 2
+    assert raw.function_list() == []
+
+
+def test_a_library_lost_between_two_stores_of_one_manager_is_loaded_again(
+    redis_server: Any, table_name: str
+) -> None:
+    """A manager that already runs the store as a function keeps storing when the server
+    loses the library under it (``FUNCTION FLUSH``, a restart without persistence), on the
+    sync and the async path: it loads the library again."""
+    if _major(redis_server) < 7:
+        pytest.skip("Redis before 7 has no functions")
+    raw = redis_server.client()
+    opts = {"url": redis_server.url, "table_name": table_name}
+    with SessionManager(backend="redis", backend_opts=opts, cleanup_interval=0) as manager:
+        session = manager.create()
+        assert manager.store(session).version == 2
+        raw.function_flush()
+        assert manager.store(session).version == 3
+    assert _scripts.STORE_IF.function in [entry[1].decode() for entry in raw.function_list()]
+
+    async def stores() -> list[int]:
+        async with AsyncSessionManager(
+            backend="redis", backend_opts=opts, cleanup_interval=0
+        ) as manager:
+            first = (await manager.store(session)).version
+            raw.function_flush()
+            return [first, (await manager.store(session)).version]
+
+    assert asyncio.run(stores()) == [4, 5]
+    assert _scripts.STORE_IF.function in [entry[1].decode() for entry in raw.function_list()]

@@ -21,6 +21,8 @@ primary) and a write followed by ``WAIT`` take ``EVALSHA`` of the same code.
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 from collections.abc import Generator, Sequence
 from typing import Any, Final, TypeVar
 
@@ -50,6 +52,8 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+log = logging.getLogger("sessionkeeper.redis")
 
 #: What redis-py raises, sync or asyncio: its own errors, cluster errors (not RedisErrors) and
 #: socket errors.
@@ -174,22 +178,90 @@ def _fcall(call: Call) -> tuple[Any, ...]:
     return ("FCALL", call.script.function, len(call.keys), *call.keys, *call.args)
 
 
-def _unavailable(functions: Functions, exc: ResponseError) -> bool:
-    """Whether ``FCALL`` failed because there is no function to call: the server lost the
-    library or has no functions at all, or the user may not call them (scripts from then on).
-    Any other error is the function's own."""
-    if isinstance(exc, NoPermissionError):
-        functions.usable = False
-        return True
+#: What :func:`_as_function` returns when the call must run as a script (``EVALSHA``).
+_SCRIPT: Final = object()
+
+
+def _lost(functions: Functions, exc: ResponseError) -> bool:
+    """After ``FCALL`` raised ``exc``: True when the server has no such function (it lost the
+    library: load it and call again); False when it cannot run functions for us (no ``FCALL``
+    command, or the user may not call it: scripts from then on). Any other error is the
+    function's own, and propagates."""
     text = str(exc)
-    return text == "Function not found" or text.lower().startswith("unknown command")
+    if isinstance(exc, NoPermissionError) or text.lower().startswith("unknown command"):
+        functions.usable = False
+        return False
+    if text == "Function not found":
+        return True
+    raise exc
 
 
-def _loaded(functions: Functions, error: ResponseError | None) -> bool:
-    """Whether ``FUNCTION LOAD`` left the library on the server (``error``: what it raised);
-    when it cannot (no ``FUNCTION`` command, no permission), scripts are used from then on."""
-    functions.usable = error is None or "already exists" in str(error)
-    return functions.usable
+def _as_function(call: Call, functions: Functions) -> Generator[tuple[Any, ...], Any, Any]:
+    """``call`` as a Redis 7 function: yields each command to send (``FCALL``, and ``FUNCTION
+    LOAD`` when the library is missing); the driver sends back its reply or throws its
+    ``ResponseError`` in. Returns ``FCALL``'s reply, or :data:`_SCRIPT` when the call must run
+    as a script: the server cannot run functions for us (from then on), or could not load the
+    library (from then on too, with a warning naming why: a library the server refuses would
+    cost every store two more round trips)."""
+    fcall = _fcall(call)
+    try:
+        return (yield fcall)
+    except ResponseError as exc:
+        if not _lost(functions, exc):
+            return _SCRIPT
+    try:
+        yield ("FUNCTION", "LOAD", call.script.library)
+    except ResponseError as exc:
+        if "already exists" not in str(exc):
+            functions.usable = False
+            if not isinstance(exc, NoPermissionError):
+                log.warning(
+                    "redis: FUNCTION LOAD of %s failed (%s); the store script runs by EVALSHA "
+                    "from now on",
+                    call.script.function,
+                    exc,
+                )
+            return _SCRIPT
+    functions.usable = True
+    try:
+        return (yield fcall)
+    except ResponseError as exc:
+        _lost(functions, exc)  # lost again at once (a FUNCTION FLUSH between): a script this time
+        return _SCRIPT
+
+
+def _run_function(client: Any, call: Call, functions: Functions) -> Any:
+    """:func:`_as_function` on the sync client."""
+    steps = _as_function(call, functions)
+    command = next(steps)
+    while True:
+        try:
+            reply = client.execute_command(*command)
+        except ResponseError as exc:
+            advance = functools.partial(steps.throw, exc)
+        else:
+            advance = functools.partial(steps.send, reply)
+        try:
+            command = advance()
+        except StopIteration as stop:
+            return stop.value
+
+
+async def _arun_function(client: Any, call: Call, functions: Functions) -> Any:
+    """:func:`_as_function` on the asyncio client."""
+    steps = _as_function(call, functions)
+    command = next(steps)
+    while True:
+        try:
+            reply = await client.execute_command(*command)
+        except ResponseError as exc:
+            advance = functools.partial(steps.throw, exc)
+        else:
+            advance = functools.partial(steps.send, reply)
+        try:
+            command = advance()
+        except StopIteration as stop:
+            return stop.value
 
 
 def _perform(client: Any, writes: Writes, call: Command | Call | Batch) -> Any:
@@ -197,20 +269,9 @@ def _perform(client: Any, writes: Writes, call: Command | Call | Batch) -> Any:
         return client.execute_command(*call.args)
     if type(call) is Call and not (call.write and writes.wait):
         if call.script.function is not None and writes.functions.on:
-            fcall = _fcall(call)
-            try:
-                return client.execute_command(*fcall)
-            except ResponseError as exc:
-                if not _unavailable(writes.functions, exc):
-                    raise
-            if writes.functions.on:
-                error = None
-                try:
-                    client.execute_command("FUNCTION", "LOAD", call.script.library)
-                except ResponseError as exc:
-                    error = exc
-                if _loaded(writes.functions, error):
-                    return client.execute_command(*fcall)
+            reply = _run_function(client, call, writes.functions)
+            if reply is not _SCRIPT:
+                return reply
         try:
             return client.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
         except NoScriptError:
@@ -238,20 +299,9 @@ async def _aperform(client: Any, writes: Writes, call: Command | Call | Batch) -
         return await client.execute_command(*call.args)
     if type(call) is Call and not (call.write and writes.wait):
         if call.script.function is not None and writes.functions.on:
-            fcall = _fcall(call)
-            try:
-                return await client.execute_command(*fcall)
-            except ResponseError as exc:
-                if not _unavailable(writes.functions, exc):
-                    raise
-            if writes.functions.on:
-                error = None
-                try:
-                    await client.execute_command("FUNCTION", "LOAD", call.script.library)
-                except ResponseError as exc:
-                    error = exc
-                if _loaded(writes.functions, error):
-                    return await client.execute_command(*fcall)
+            reply = await _arun_function(client, call, writes.functions)
+            if reply is not _SCRIPT:
+                return reply
         try:
             return await client.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
         except NoScriptError:

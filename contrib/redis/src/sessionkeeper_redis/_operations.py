@@ -58,7 +58,9 @@ class RedisOperations:
             timeout_ms=options.wait_timeout_ms,
             cluster=options.cluster is not None,
             unacknowledged=self._unacknowledged,
-            functions=Functions(usable=False if options.cluster is not None else None),
+            functions=Functions(
+                usable=None if options.functions and options.cluster is None else False
+            ),
         )
         self._counter_lock = threading.Lock()
         self._removed = 0

@@ -262,6 +262,9 @@ class RedisOptions:
         that clock differences between application hosts never make Redis drop a session that
         a manager still sees as live. Expired sessions are hidden from the first millisecond by
         the manager and removed by ``cleanup_expired``; the TTL is only Redis's own backstop.
+    :param functions: run the store script as a Redis 7 function (``FCALL``, its library
+        loaded with ``FUNCTION LOAD`` on the first store) where the server allows it; ``False``
+        always calls the script itself (``EVALSHA``) and loads nothing on the server.
     """
 
     url: str | None = attrs.field(default=None, repr=False, validator=_url)
@@ -277,6 +280,7 @@ class RedisOptions:
     wait_replicas: int = attrs.field(default=0, validator=_between(0, 1_000, ""))
     wait_timeout_ms: int = attrs.field(default=1_000, validator=_between(1, 3_600_000, " ms"))
     ttl_margin_ms: int = attrs.field(default=60_000, validator=_between(1, 86_400_000, " ms"))
+    functions: bool = True
 
     def __attrs_post_init__(self) -> None:
         given = [name for name in ("url", "sentinel", "cluster") if getattr(self, name) is not None]
