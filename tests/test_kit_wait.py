@@ -48,3 +48,17 @@ def test_an_error_it_does_not_retry_propagates_at_once() -> None:
     with pytest.raises(KeyError, match="bug"):
         wait_for(broken, "anything", deadline_s=30, retry_on=(OSError,))
     assert next(polls) == 2
+
+
+def test_the_last_error_is_named_even_when_later_polls_did_not_raise() -> None:
+    """A server that refused, then answered "not ready": the failure still names the refusal
+    (the last error seen), not nothing."""
+    polls = itertools.count(1)
+
+    def starting() -> bool:
+        if next(polls) == 1:
+            raise ConnectionRefusedError("port 1")
+        return False
+
+    with pytest.raises(AssertionError, match=r"last error: ConnectionRefusedError"):
+        wait_for(starting, "the server", 0.05, retry_on=(OSError,))

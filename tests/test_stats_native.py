@@ -119,3 +119,37 @@ def test_a_failed_native_call_counts_as_an_error(async_backends: None) -> None:
     counters = asyncio.run(main())
     assert counters["operations"]["store_if"]["errors"] == 1
     assert counters["stored"] == 1  # the create's store, not the failed one
+
+
+def test_a_native_hook_that_raises_at_once_counts_as_an_error(async_backends: None) -> None:
+    """A native hook that raises when called, before returning an awaitable, is counted as a
+    call with an error too."""
+
+    async def main() -> dict[str, Any]:
+        async with AsyncSessionManager("test-async", cleanup_interval=0, stats=True) as sessions:
+            session = await sessions.create()
+            sessions.sync.backend.refuse_next = "sessionkeeper_async_store_if"
+            with pytest.raises(StorageError, match="refused"):
+                await sessions.store(session)
+            return (await sessions.stats())["counters"]
+
+    stores = asyncio.run(main())["operations"]["store_if"]
+    assert (stores["calls"], stores["errors"]) == (1, 1)
+
+
+def test_a_cancelled_native_call_is_not_an_error(async_backends: None) -> None:
+    """A native call the caller cancels is counted as a call, not as a backend error (a sync
+    call cannot be cancelled, so error rates stay comparable)."""
+
+    async def main() -> dict[str, Any]:
+        async with AsyncSessionManager("test-async", cleanup_interval=0, stats=True) as sessions:
+            session = await sessions.create()
+            task = asyncio.ensure_future(sessions.fetch(session.id))
+            await asyncio.sleep(0)  # the fetch is awaiting the backend's round trip
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            return (await sessions.stats())["counters"]
+
+    fetches = asyncio.run(main())["operations"]["fetch"]
+    assert (fetches["calls"], fetches["errors"]) == (1, 0)

@@ -10,6 +10,7 @@ manager's clock reading), so the manager reports them (:meth:`StatsPlugin.record
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Awaitable, Callable, Generator, Sequence
@@ -130,16 +131,28 @@ class StatsPlugin:
 
     def _wrapped(self, op: str, tally: Tally | None) -> Generator[None, Any, Any]:
         """An ``async_`` hook's wrapper: the awaitable the hook returned, replaced by one that
-        times its await and tells its result to ``tally`` (the native path, issue 15)."""
-        awaitable = yield
-        return self._awaited(op, awaitable, tally)
+        times its await and tells its result to ``tally`` (the native path, issue 15). A hook
+        that raises instead of returning an awaitable is a failed call; one that declined
+        (``None``) stays ``None``."""
+        start = time.perf_counter_ns()
+        try:
+            awaitable = yield
+        except BaseException:
+            self._record(op, time.perf_counter_ns() - start, True)
+            raise
+        return None if awaitable is None else self._awaited(op, awaitable, tally)
 
     async def _awaited(self, op: str, awaitable: Awaitable[Any], tally: Tally | None) -> Any:
+        """``awaitable``'s result, its await timed: a failure is an error, a cancellation (the
+        caller gave up, as a sync call cannot) a call without one."""
         start = time.perf_counter_ns()
         failed = True
         try:
             result = await awaitable
             failed = False
+        except asyncio.CancelledError:
+            failed = False
+            raise
         finally:
             self._record(op, time.perf_counter_ns() - start, failed)
         if tally is not None:

@@ -137,11 +137,12 @@ def wait_for(
     connection refused while a server starts) counts as "not yet"; any other propagates at once.
 
     :raises AssertionError: past the deadline, ``timed out after <deadline_s> s waiting for
-        <what>``, followed by ``(last error: ...)`` when the last poll raised.
+        <what>``, followed by ``(last error: ...)`` naming the last error retried, when a poll
+        raised one.
     """
     end = time.monotonic() + deadline_s
+    last: Exception | None = None  # the last error retried, kept across the polls after it
     while True:
-        last: Exception | None = None
         try:
             value = condition()
         except retry_on as exc:
