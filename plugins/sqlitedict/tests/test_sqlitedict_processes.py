@@ -378,7 +378,8 @@ class TestSecondProcess:
         listed = cli("list", "--json")
         assert listed.returncode == 0, listed.stderr
         assert json.loads(listed.stdout)["count"] == 3
-        shown = cli("show", json.loads(listed.stdout)["ids"][0], "--json")
+        # "--" before the id: one generated id in 64 starts with "-" (see `show --help`).
+        shown = cli("show", "--json", "--", json.loads(listed.stdout)["ids"][0])
         assert shown.returncode == 0, shown.stderr
         assert json.loads(shown.stdout)["metadata"]["name"] in {"alpha", "beta", "gamma"}
         stats = cli("stats", "--json")
