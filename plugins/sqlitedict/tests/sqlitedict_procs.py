@@ -84,9 +84,10 @@ class WorkerProcess:
 
 
 def run_cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """``python -m sessionkeeper ARGS --config CONFIG`` run to its end, its output captured."""
+    """``python -m sessionkeeper --config CONFIG ARGS`` run to its end, its output captured
+    (the group's ``--config``, so that ARGS may end with ``-- ID``)."""
     return subprocess.run(
-        [sys.executable, "-m", "sessionkeeper", *args, "--config", str(config)],
+        [sys.executable, "-m", "sessionkeeper", "--config", str(config), *args],
         capture_output=True,
         text=True,
         timeout=HANG_S,
