@@ -21,7 +21,6 @@ primary) and a write followed by ``WAIT`` take ``EVALSHA`` of the same code.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections.abc import Generator, Sequence
 from typing import Any, Final, TypeVar
@@ -231,37 +230,35 @@ def _as_function(call: Call, functions: Functions) -> Generator[tuple[Any, ...],
 
 
 def _run_function(client: Any, call: Call, functions: Functions) -> Any:
-    """:func:`_as_function` on the sync client."""
+    """:func:`_as_function` on the sync client (driven as :func:`run` drives steps)."""
     steps = _as_function(call, functions)
-    command = next(steps)
-    while True:
-        try:
-            reply = client.execute_command(*command)
-        except ResponseError as exc:
-            advance = functools.partial(steps.throw, exc)
-        else:
-            advance = functools.partial(steps.send, reply)
-        try:
-            command = advance()
-        except StopIteration as stop:
-            return stop.value
+    try:
+        command = next(steps)
+        while True:
+            try:
+                reply = client.execute_command(*command)
+            except ResponseError as exc:
+                command = steps.throw(exc)
+            else:
+                command = steps.send(reply)
+    except StopIteration as stop:
+        return stop.value
 
 
 async def _arun_function(client: Any, call: Call, functions: Functions) -> Any:
     """:func:`_as_function` on the asyncio client."""
     steps = _as_function(call, functions)
-    command = next(steps)
-    while True:
-        try:
-            reply = await client.execute_command(*command)
-        except ResponseError as exc:
-            advance = functools.partial(steps.throw, exc)
-        else:
-            advance = functools.partial(steps.send, reply)
-        try:
-            command = advance()
-        except StopIteration as stop:
-            return stop.value
+    try:
+        command = next(steps)
+        while True:
+            try:
+                reply = await client.execute_command(*command)
+            except ResponseError as exc:
+                command = steps.throw(exc)
+            else:
+                command = steps.send(reply)
+    except StopIteration as stop:
+        return stop.value
 
 
 def _perform(client: Any, writes: Writes, call: Command | Call | Batch) -> Any:
