@@ -104,37 +104,30 @@ def test_native_operations_count_as_the_sync_ones(async_backends: None) -> None:
     assert all(figures["max_us"] > 0 for figures in async_counters["operations"].values())
 
 
-def test_a_failed_native_call_counts_as_an_error(async_backends: None) -> None:
-    """A native hook whose awaitable raises is counted as a call with an error (the caller
-    gets the StorageError naming it), and its store is not counted."""
+@pytest.mark.parametrize(
+    ("failure", "message"),
+    [("fail_next", "injected"), ("refuse_next", "refused")],
+    ids=["awaitable-raises", "hook-raises-at-once"],
+)
+def test_a_failed_native_call_counts_as_an_error(
+    async_backends: None, failure: str, message: str
+) -> None:
+    """A native hook whose awaitable raises, or that raises when called (before returning an
+    awaitable), is counted as one call with an error (the caller gets the StorageError naming
+    it), and its store is not counted."""
 
     async def main() -> dict[str, Any]:
         async with AsyncSessionManager("test-async", cleanup_interval=0, stats=True) as sessions:
             session = await sessions.create()
-            sessions.sync.backend.fail_next = "sessionkeeper_async_store_if"
-            with pytest.raises(StorageError, match="injected"):
+            setattr(sessions.sync.backend, failure, "sessionkeeper_async_store_if")
+            with pytest.raises(StorageError, match=message):
                 await sessions.store(session)
             return (await sessions.stats())["counters"]
 
     counters = asyncio.run(main())
-    assert counters["operations"]["store_if"]["errors"] == 1
-    assert counters["stored"] == 1  # the create's store, not the failed one
-
-
-def test_a_native_hook_that_raises_at_once_counts_as_an_error(async_backends: None) -> None:
-    """A native hook that raises when called, before returning an awaitable, is counted as a
-    call with an error too."""
-
-    async def main() -> dict[str, Any]:
-        async with AsyncSessionManager("test-async", cleanup_interval=0, stats=True) as sessions:
-            session = await sessions.create()
-            sessions.sync.backend.refuse_next = "sessionkeeper_async_store_if"
-            with pytest.raises(StorageError, match="refused"):
-                await sessions.store(session)
-            return (await sessions.stats())["counters"]
-
-    stores = asyncio.run(main())["operations"]["store_if"]
+    stores = counters["operations"]["store_if"]
     assert (stores["calls"], stores["errors"]) == (1, 1)
+    assert counters["stored"] == 1  # the create's store, not the failed one
 
 
 def test_a_cancelled_native_call_is_not_an_error(async_backends: None) -> None:
